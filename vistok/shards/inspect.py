@@ -1,0 +1,57 @@
+"""Summaries of a dataset folder, from its manifest and per-shard stats (no shard is read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vistok.shards.manifest import STATS_DIR, load_manifest, read_json
+
+
+def summarize(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    m = load_manifest(folder)
+    vocab = m["vocabulary"]["size"]
+    counts = np.zeros(vocab, dtype=np.int64)
+    for st_path in sorted((folder / STATS_DIR).glob("shard-*.json")):
+        tc = read_json(st_path)["token_counts"]
+        np.add.at(counts, np.asarray(tc["ids"], dtype=np.int64), np.asarray(tc["counts"], dtype=np.int64))
+    total = int(counts.sum())
+    p = counts[counts > 0] / max(total, 1)
+    entropy = float(-(p * np.log2(p)).sum()) if total else 0.0
+    samples = m["counts"]["samples"]
+    shard_bytes = sum(s["bytes"] for s in m["shards"])
+    return {
+        "folder": str(folder),
+        "samples": samples,
+        "shards": len(m["shards"]),
+        "inputs": m["counts"]["inputs"],
+        "errors": m["counts"]["errors"],
+        "tokens_per_sample": {k: m["tokens"].get(k) for k in ("mean", "p50", "p95", "max")},
+        "tokens_total": m["tokens"]["total"],
+        "bytes_per_sample": round(shard_bytes / samples, 1) if samples else None,
+        "bytes_total": shard_bytes,
+        "vocab_size": vocab,
+        "vocab_used": int((counts > 0).sum()),
+        "vocab_used_fraction": round(float((counts > 0).mean()), 4),
+        "unigram_entropy_bits": round(entropy, 4),
+        "codec": m["codec"],
+        "config_hash": m["config_hash"],
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    t = s["tokens_per_sample"]
+    lines = [
+        f"dataset           {s['folder']}",
+        f"codec             {s['codec']}",
+        f"samples           {s['samples']} in {s['shards']} shards ({s['inputs']} inputs, {s['errors']} errors)",
+        f"tokens/sample     mean {t['mean']}  p50 {t['p50']}  p95 {t['p95']}  max {t['max']}",
+        f"bytes/sample      {s['bytes_per_sample']} on disk ({s['bytes_total']} bytes in all)",
+        f"vocabulary        {s['vocab_used']}/{s['vocab_size']} ids used ({100 * s['vocab_used_fraction']:.1f}%)",
+        f"unigram entropy   {s['unigram_entropy_bits']} bits/token",
+        f"config hash       {s['config_hash']}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""The codec contract: a small base class, a vocabulary description, and a registry.
+
+A codec turns media (an ``(H, W, 3)`` or ``(H, W)`` uint8 array) into a `TokenRecord` and back.
+Its configuration is plain JSON (`get_config`), stored verbatim in a dataset's manifest, so that
+`get_codec(manifest["codec"])` rebuilds the exact codec that wrote the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from vistok.errors import CodecError
+
+if TYPE_CHECKING:
+    from vistok.shards.record import TokenRecord
+
+# Special tokens shared by every codec, always at the same ids so that mixed datasets agree.
+SPECIALS = ("PAD", "BOS", "EOS", "FRAME")
+PAD, BOS, EOS, FRAME = range(4)
+
+
+@dataclass(frozen=True)
+class TokenRange:
+    name: str
+    start: int
+    stop: int  # exclusive
+    meaning: str
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class Vocabulary:
+    """Token ids ``0..size-1``: named specials first, then contiguous named ranges."""
+
+    specials: dict[str, int]
+    ranges: list[TokenRange] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, extra_specials: tuple[str, ...], ranges: list[tuple[str, int, str]]) -> Vocabulary:
+        names = SPECIALS + tuple(extra_specials)
+        specials = {name: i for i, name in enumerate(names)}
+        out, start = [], len(names)
+        for name, n, meaning in ranges:
+            out.append(TokenRange(name, start, start + n, meaning))
+            start += n
+        return cls(specials, out)
+
+    @property
+    def size(self) -> int:
+        return self.ranges[-1].stop if self.ranges else len(self.specials)
+
+    @property
+    def dtype(self) -> np.dtype:
+        for dt in (np.uint8, np.uint16, np.uint32):
+            if self.size - 1 <= np.iinfo(dt).max:
+                return np.dtype(dt)
+        raise CodecError(f"vocabulary of {self.size} tokens does not fit in uint32")
+
+    def range(self, name: str) -> TokenRange:
+        for r in self.ranges:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "dtype": self.dtype.name,
+            "specials": dict(self.specials),
+            "ranges": [{"name": r.name, "start": r.start, "stop": r.stop, "meaning": r.meaning} for r in self.ranges],
+        }
+
+
+class Codec:
+    """Base class. Subclasses set `codec_id` and `axes` and implement the abstract methods.
+
+    `axes` names the columns of `coords(record)`: one integer coordinate per token per axis, enough for a
+    trainer to embed positions and to reorder tokens without decoding pixels. `units(record)` gives each
+    token's reordering unit (tokens of one unit must stay together under any reordering); `unit_grid`
+    gives the units' (frame, y, x) positions.
+    """
+
+    codec_id: ClassVar[str] = ""
+    axes: ClassVar[tuple[str, ...]] = ()
+
+    # --- configuration -------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Codec:
+        config = dict(config)
+        config.pop("id", None)
+        return cls(**config)
+
+    @property
+    def vocab(self) -> Vocabulary:
+        raise NotImplementedError
+
+    # --- media <-> tokens ----------------------------------------------------------------------
+    def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
+        raise NotImplementedError
+
+    def decode(self, record: TokenRecord) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_bytes(self, data: bytes, key: str, meta: dict | None = None) -> TokenRecord | None:
+        """Tokenize an encoded file directly (no pixel decode), or return None to use the pixel path."""
+        return None
+
+    # --- layout ---------------------------------------------------------------------------------
+    def coords(self, record: TokenRecord) -> np.ndarray:
+        """(T, len(axes)) int32 coordinates of every token."""
+        raise NotImplementedError
+
+    def units(self, record: TokenRecord) -> np.ndarray:
+        """(T,) int32 unit index of every token, non-decreasing in canonical order."""
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and self.get_config() == other.get_config()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.get_config()})"
+
+
+_REGISTRY: dict[str, type[Codec]] = {}
+
+
+def register_codec(cls: type[Codec]) -> type[Codec]:
+    if not cls.codec_id:
+        raise CodecError(f"{cls.__name__} has no codec_id")
+    _REGISTRY[cls.codec_id] = cls
+    return cls
+
+
+def codec_ids() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_codec(config: dict[str, Any] | str) -> Codec:
+    """Build a codec from a manifest's `codec` entry (or just an id, for the defaults)."""
+    if isinstance(config, str):
+        config = {"id": config}
+    codec_id = config.get("id")
+    if codec_id not in _REGISTRY:
+        raise CodecError(f"unknown codec {codec_id!r}; known codecs: {', '.join(codec_ids())}")
+    try:
+        return _REGISTRY[codec_id].from_config(config)
+    except TypeError as exc:
+        raise CodecError(f"bad configuration for codec {codec_id!r}: {exc}") from None

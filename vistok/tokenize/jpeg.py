@@ -1,0 +1,309 @@
+"""`--codec jpeg`: quantized JPEG DCT coefficients as tokens.
+
+Blocks are walked in canonical MCU-interleaved order (see `dct.Layout`); each block's 64 coefficients
+in zigzag order. Two token layouts, both lossless at the coefficient level:
+
+``rle`` (default) — per block: one DC token, one token per nonzero AC coefficient carrying
+(zero-run before it, level), then EOB. Values outside the direct ranges go through an escape:
+``ESC`` (DC) or ``AC_ESC(run)`` followed by two RAW byte tokens holding the value as 16-bit offset
+binary (value + 32768), so every int16 coefficient is exact with a bounded vocabulary.
+
+``dense`` — per block: 64 value tokens (zigzag order), same escape for out-of-range values.
+
+DC is coded as the absolute value (default) or as the difference to the previous block of the same
+component in canonical order (``dc="dpcm"``, as JPEG's entropy coder does).
+
+Coordinate axes: frame, component, block_y, block_x (within the component's block grid), freq
+(zigzag index 0..63; 64 for EOB). Escape RAW tokens carry the coordinates of their coefficient.
+Unit: the MCU (raster index over the MCU grid).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vistok.errors import CodecError, InputError
+from vistok.shards.record import TokenRecord
+from vistok.tokenize import dct, jpegfile
+from vistok.tokenize.base import Codec, Vocabulary, register_codec
+
+DC_MAX = 255  # direct DC tokens cover [-DC_MAX, DC_MAX]
+AC_LEVEL = 15  # direct AC tokens cover levels in [-AC_LEVEL, -1] and [1, AC_LEVEL]
+RUNS = 63  # zero runs 0..62 before a nonzero AC coefficient
+DENSE_MAX = 2047  # dense value tokens cover [-DENSE_MAX, DENSE_MAX] (all of baseline JPEG's range)
+EOB_FREQ = 64
+
+
+def _vocab(layout: str) -> Vocabulary:
+    raw = ("raw", 256, "escape payload byte: value + 32768 as two big-endian bytes after ESC or AC_ESC")
+    if layout == "rle":
+        return Vocabulary.build(
+            ("EOB", "ESC"),
+            [
+                ("dc", 2 * DC_MAX + 1, f"DC value (or DPCM difference) in [-{DC_MAX}, {DC_MAX}]"),
+                ("ac", RUNS * 2 * AC_LEVEL, f"AC (run 0..62, level ±1..±{AC_LEVEL}): id = run*{2 * AC_LEVEL} + level index"),
+                ("ac_esc", RUNS, "AC escape: run r, then two raw tokens with the level"),
+                raw,
+            ],
+        )
+    return Vocabulary.build(
+        ("EOB", "ESC"),
+        [("value", 2 * DENSE_MAX + 1, f"coefficient value in [-{DENSE_MAX}, {DENSE_MAX}]"), raw],
+    )
+
+
+def _split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    u = v.astype(np.int64) + 32768
+    if u.size and (u.min() < 0 or u.max() > 65535):
+        raise CodecError("coefficient outside the int16 range cannot be tokenized")
+    return u >> 8, u & 255
+
+
+@register_codec
+class JpegCodec(Codec):
+    codec_id = "jpeg"
+    axes = ("frame", "component", "block_y", "block_x", "freq")
+
+    def __init__(self, quality: int = 20, subsampling: str = "420", layout: str = "rle", dc: str = "abs",
+                 transcode: str = "always", baseline: bool = True, max_pixels: int = 89_478_485):
+        if layout not in ("rle", "dense"):
+            raise CodecError(f"jpeg layout must be 'rle' or 'dense', got {layout!r}")
+        if dc not in ("abs", "dpcm"):
+            raise CodecError(f"jpeg dc must be 'abs' or 'dpcm', got {dc!r}")
+        if subsampling not in dct.SUBSAMPLING:
+            raise CodecError(f"jpeg subsampling must be one of 444, 422, 420, got {subsampling!r}")
+        if transcode not in ("always", "never", "auto"):
+            raise CodecError(f"transcode must be always, never or auto, got {transcode!r}")
+        if not 1 <= int(quality) <= 100:
+            raise CodecError(f"jpeg quality must be in 1..100, got {quality}")
+        self.quality, self.subsampling, self.layout, self.dc = int(quality), subsampling, layout, dc
+        self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
+        self.qtables = dct.quality_tables(self.quality, self.baseline)
+        self._vocab = _vocab(layout)
+        v = self._vocab
+        self._eob, self._esc = v.specials["EOB"], v.specials["ESC"]
+        self._raw = v.range("raw").start
+        if layout == "rle":
+            self._dc0 = v.range("dc").start + DC_MAX  # id of DC value 0
+            self._ac, self._acesc = v.range("ac").start, v.range("ac_esc").start
+        else:
+            self._val0 = v.range("value").start + DENSE_MAX
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, "quality": self.quality, "subsampling": self.subsampling, "layout": self.layout,
+                "dc": self.dc, "transcode": self.transcode, "baseline": self.baseline, "max_pixels": self.max_pixels}
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self._vocab
+
+    # --- geometry and tables of one record ------------------------------------------------------
+    def record_layout(self, record: TokenRecord) -> dct.Layout:
+        m = record.meta
+        try:
+            return dct.block_layout(int(m["height"]), int(m["width"]), int(m["components"]), str(m["subsampling"]))
+        except KeyError as exc:
+            raise CodecError(f"record {record.key}: metadata lacks {exc}") from None
+
+    def record_qtables(self, record: TokenRecord) -> np.ndarray:
+        qt = record.meta.get("qt")
+        return self.qtables if qt is None else np.asarray(qt, dtype=np.uint16).reshape(-1, 64)
+
+    def record_table_index(self, record: TokenRecord) -> list[int] | None:
+        return record.meta.get("qt_index")
+
+    # --- media <-> coefficients -----------------------------------------------------------------
+    def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
+        if media.dtype != np.uint8 or media.ndim not in (2, 3) or (media.ndim == 3 and media.shape[2] != 3):
+            raise InputError(f"jpeg codec takes uint8 (H, W) or (H, W, 3) pixels, got {media.dtype} {media.shape}")
+        h, w = media.shape[:2]
+        if h * w > self.max_pixels:
+            raise InputError(f"image of {w}x{h} pixels exceeds the limit of {self.max_pixels}")
+        layout, coefs = dct.forward(media, self.qtables, self.subsampling if media.ndim == 3 else "444")
+        return self.from_coefficients(layout, coefs, key, meta)
+
+    def from_coefficients(self, layout: dct.Layout, coefs: np.ndarray, key: str, meta: dict | None = None,
+                          qtables: np.ndarray | None = None, table_index: list[int] | None = None) -> TokenRecord:
+        m = dict(meta or {})
+        m.update(height=layout.height, width=layout.width, components=layout.ncomp, subsampling=layout.subsampling)
+        if qtables is not None and not np.array_equal(qtables[:2], self.qtables[: len(qtables)]):
+            m["qt"] = np.asarray(qtables).astype(int).tolist()
+            m["qt_index"] = list(table_index or [0, 1, 1][: layout.ncomp])
+        tokens = self.tokenize(layout, coefs)
+        return TokenRecord(key, tokens, m)
+
+    def encode_bytes(self, data: bytes, key: str, meta: dict | None = None) -> TokenRecord | None:
+        if self.transcode == "always":
+            return None
+        is_jpeg = data[:3] == b"\xff\xd8\xff"
+        if not is_jpeg:
+            if self.transcode == "never":
+                raise InputError("not a JPEG file, and --transcode never forbids re-encoding pixels")
+            return None
+        info, comps, qt, tbl = jpegfile.read_coefficients(data, self.max_pixels)
+        layout = dct.block_layout(info.height, info.width, info.ncomp, info.subsampling)
+        if [c.shape[:2] for c in comps] != list(layout.comp_blocks):
+            raise InputError(f"unexpected coefficient array shapes {[c.shape for c in comps]} for {info}")
+        coefs = dct.from_components(layout, comps).astype(np.int32)
+        if self.baseline and qt.max() > 255:
+            raise InputError("quantization table entries above 255 (not baseline); use --no-baseline to keep them")
+        return self.from_coefficients(layout, coefs, key, meta, qtables=qt, table_index=tbl)
+
+    def coefficients(self, record: TokenRecord) -> tuple[dct.Layout, np.ndarray]:
+        layout = self.record_layout(record)
+        return layout, self.detokenize(layout, record.tokens)[0]
+
+    def decode(self, record: TokenRecord) -> np.ndarray:
+        layout, coefs = self.coefficients(record)
+        qt = self.record_qtables(record)
+        idx = self.record_table_index(record)
+        if idx is not None:
+            qt = qt[idx]
+        return dct.inverse(layout, coefs, qt)
+
+    def to_jpeg(self, record: TokenRecord, optimize: bool = True) -> bytes:
+        """The record as a standard JPEG file (coefficients written exactly)."""
+        layout, coefs = self.coefficients(record)
+        return jpegfile.write_jpeg(layout, coefs, self.record_qtables(record), self.record_table_index(record),
+                                   optimize=optimize)
+
+    # --- coefficients <-> tokens ----------------------------------------------------------------
+    def _dc_values(self, layout: dct.Layout, dc: np.ndarray, forward: bool) -> np.ndarray:
+        if self.dc == "abs":
+            return dc
+        out = dc.copy()
+        for c in range(layout.ncomp):
+            sel = layout.comp == c
+            out[sel] = np.diff(dc[sel], prepend=0) if forward else np.cumsum(dc[sel])
+        return out
+
+    def tokenize(self, layout: dct.Layout, coefs: np.ndarray) -> np.ndarray:
+        """(n_blocks, 64) canonical zigzag coefficients -> 1-D tokens."""
+        coefs = np.asarray(coefs, dtype=np.int64)
+        n = coefs.shape[0]
+        dc = self._dc_values(layout, coefs[:, 0], forward=True)
+        if self.layout == "dense":
+            vals = coefs.copy()
+            vals[:, 0] = dc
+            vals = vals.ravel()
+            esc = np.abs(vals) > DENSE_MAX
+            prim = np.where(esc, self._esc, vals + self._val0)
+            return self._assemble(prim, esc, vals)
+        # Events per block: column 0 = DC, 1..63 = nonzero AC, 64 = EOB; np.nonzero keeps them in stream order.
+        ev = np.empty((n, 65), dtype=bool)
+        ev[:, 0] = True
+        ev[:, 1:64] = coefs[:, 1:] != 0
+        ev[:, 64] = True
+        b, c = np.nonzero(ev)
+        prev = np.empty_like(c)
+        prev[0] = 0
+        prev[1:] = c[:-1]
+        run = c - prev - 1
+        vals = coefs[b, np.minimum(c, 63)]
+        is_dc, is_eob = c == 0, c == 64
+        vals[is_dc] = dc
+        is_ac = ~(is_dc | is_eob)
+        big = np.where(is_dc, np.abs(vals) > DC_MAX, np.abs(vals) > AC_LEVEL) & ~is_eob
+        lvl_idx = np.where(vals < 0, vals + AC_LEVEL, vals + AC_LEVEL - 1)
+        prim = np.where(is_dc, np.where(big, self._esc, self._dc0 + vals),
+                        np.where(is_eob, self._eob,
+                                 np.where(big, self._acesc + run, self._ac + run * (2 * AC_LEVEL) + lvl_idx)))
+        del is_ac
+        return self._assemble(prim, big, vals)
+
+    def _assemble(self, prim: np.ndarray, esc: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        lengths = 1 + 2 * esc.astype(np.int64)
+        offs = np.cumsum(lengths) - lengths
+        out = np.empty(int(lengths.sum()), dtype=self._vocab.dtype)
+        out[offs] = prim
+        if esc.any():
+            hi, lo = _split16(vals[esc])
+            out[offs[esc] + 1] = self._raw + hi
+            out[offs[esc] + 2] = self._raw + lo
+        return out
+
+    def _parse(self, layout: dct.Layout, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """Vectorized parse of a token stream: per primary token its block, zigzag position and value."""
+        t = np.asarray(tokens).astype(np.int64)
+        if t.size == 0:
+            raise CodecError("empty token stream")
+        if t.min() < 4 or t.max() >= self._vocab.size:
+            bad = t[(t < 4) | (t >= self._vocab.size)][0]
+            raise CodecError(f"token {bad} is a special or outside the vocabulary of {self._vocab.size}")
+        is_raw = t >= self._raw
+        prim_idx = np.flatnonzero(~is_raw)
+        p = t[prim_idx]
+        if self.layout == "rle":
+            esc = (p == self._esc) | ((p >= self._acesc) & (p < self._acesc + RUNS))
+        else:
+            esc = p == self._esc
+        esc_pos = prim_idx[esc]
+        expect = np.concatenate([esc_pos + 1, esc_pos + 2])
+        if np.count_nonzero(is_raw) != expect.size or (esc_pos.size and (
+                esc_pos.max() + 2 >= t.size or not is_raw[expect].all())):
+            raise CodecError("malformed escape: every escape must be followed by exactly two raw tokens")
+        escval = np.zeros(p.size, dtype=np.int64)
+        if esc_pos.size:
+            escval[esc] = ((t[esc_pos + 1] - self._raw) << 8) + (t[esc_pos + 2] - self._raw) - 32768
+        owner = np.cumsum(~is_raw) - 1  # primary index owning each token
+        n = layout.n_blocks
+        if self.layout == "dense":
+            if p.size != n * 64:
+                raise CodecError(f"dense stream has {p.size} coefficients, expected {n * 64} ({n} blocks)")
+            vals = np.where(esc, escval, p - self._val0)
+            pos = np.tile(np.arange(64), n)
+            block = np.repeat(np.arange(n), 64)
+            return dict(block=block, pos=pos, vals=vals, owner=owner, is_coef=np.ones(p.size, bool))
+        is_eob = p == self._eob
+        is_dc = (p == self._esc) | ((p >= self._dc0 - DC_MAX) & (p <= self._dc0 + DC_MAX))
+        if not (is_dc[0] and is_eob[-1] and np.array_equal(is_dc[1:], is_eob[:-1])):
+            raise CodecError("malformed block structure: each block must be DC, AC..., EOB")
+        is_ac = ~(is_dc | is_eob)
+        a = p - self._ac
+        is_acesc = is_ac & (p >= self._acesc)
+        run = np.where(is_acesc, p - self._acesc, a // (2 * AC_LEVEL))
+        li = a % (2 * AC_LEVEL)
+        level = np.where(li < AC_LEVEL, li - AC_LEVEL, li - AC_LEVEL + 1)
+        vals = np.where(is_dc, np.where(esc, escval, p - self._dc0), np.where(is_acesc, escval, level))
+        block = np.cumsum(is_dc) - 1
+        if block[-1] + 1 != n:
+            raise CodecError(f"stream has {block[-1] + 1} blocks, expected {n}")
+        inc = np.where(is_ac, run + 1, 0)
+        cum = np.cumsum(inc)
+        pos = cum - cum[np.flatnonzero(is_dc)][block]
+        if is_ac.any() and pos[is_ac].max() > 63:
+            raise CodecError("zero runs overflow a block (more than 63 AC coefficients)")
+        pos = np.where(is_eob, EOB_FREQ, pos)
+        return dict(block=block, pos=pos, vals=vals, owner=owner, is_coef=~is_eob)
+
+    def detokenize(self, layout: dct.Layout, tokens: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """1-D tokens -> ((n_blocks, 64) int32 canonical zigzag coefficients, parse arrays)."""
+        parsed = self._parse(layout, tokens)
+        coefs = np.zeros((layout.n_blocks, 64), dtype=np.int64)
+        sel = parsed["is_coef"]
+        coefs[parsed["block"][sel], parsed["pos"][sel]] = parsed["vals"][sel]
+        coefs[:, 0] = self._dc_values(layout, coefs[:, 0], forward=False)
+        return coefs.astype(np.int32), parsed
+
+    # --- layout metadata ------------------------------------------------------------------------
+    def coords(self, record: TokenRecord) -> np.ndarray:
+        layout = self.record_layout(record)
+        parsed = self._parse(layout, record.tokens)
+        b = parsed["block"][parsed["owner"]]
+        out = np.empty((b.size, len(self.axes)), dtype=np.int32)
+        out[:, 0] = 0
+        out[:, 1] = layout.comp[b]
+        out[:, 2] = layout.by[b]
+        out[:, 3] = layout.bx[b]
+        out[:, 4] = parsed["pos"][parsed["owner"]]
+        return out
+
+    def units(self, record: TokenRecord) -> np.ndarray:
+        layout = self.record_layout(record)
+        parsed = self._parse(layout, record.tokens)
+        return layout.unit[parsed["block"][parsed["owner"]]]
+
+    def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
+        return self.record_layout(record).mcu_grid
