@@ -136,7 +136,8 @@ def write_jpeg(
         table_index = [0, 1, 1][: layout.ncomp]
     im = jpeglib.from_dct(*comps, qt=qt, quant_tbl_no=list(table_index))
     im.height, im.width = layout.height, layout.width
-    im.samp_factor = np.array(dct.factors(layout.ncomp, layout.subsampling), dtype=np.int16)
+    # jpeglib orders sampling factors (vertical, horizontal)
+    im.samp_factor = np.array([(v, h) for h, v in dct.factors(layout.ncomp, layout.subsampling)], dtype=np.int16)
     with tempfile.NamedTemporaryFile(suffix=".jpg", dir=_tmpdir()) as f:
         im.write_dct(f.name, flags=["+OPTIMIZE_CODING"] if optimize else [])
         with open(f.name, "rb") as g:

@@ -1,0 +1,26 @@
+# vistok — every target installs what it needs first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+TORCH_PIN := torch==2.13.0
+
+.PHONY: install test bench pretrain lint clean
+
+# torch first, pinned: the pin resolves to the local CPU build; an unpinned torch pulls GBs of CUDA wheels.
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e ".[dev]"
+
+test: install
+	$(PYTHON) -m pytest -q tests
+
+bench: install
+	$(PYTHON) benchmarks/run.py
+
+pretrain: install
+	$(PYTHON) -m vistok.pretrain
+
+lint: install
+	$(PYTHON) -m ruff check vistok tests benchmarks
+
+clean:
+	rm -rf shards runs bench-out .pytest_cache

@@ -1,0 +1,143 @@
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import simplejpeg
+from PIL import Image
+
+from vistok.errors import DatasetError
+from vistok.pipelines.job import run_job
+from vistok.pipelines.preprocess import Preprocess
+from vistok.pipelines.sources import sample_files
+from vistok.shards.reader import Dataset, iter_shards
+from vistok.tokenize import JpegCodec
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _photos(tmp_path: Path, n: int = 6) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in sample_files()[:n]:
+        (src / p.name).write_bytes(p.read_bytes())
+    return src
+
+
+def _broken_corpus(folder: Path) -> dict[str, str]:
+    good = simplejpeg.encode_jpeg(np.full((32, 32, 3), 100, np.uint8), quality=80)
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(buf, format="PNG")
+    files = {
+        "zero.jpg": b"",
+        "truncated.jpg": good[: len(good) // 3],
+        "text.png": b"this is not an image at all\n",
+        "bomb.png": buf.getvalue(),  # over the --max-pixels limit used below
+        "ok.jpg": good,
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {"zero.jpg": "decode", "truncated.jpg": "decode", "text.png": "decode", "bomb.png": "decode"}
+
+
+def test_local_runs_are_deterministic_and_resume(tmp_path):
+    src = _photos(tmp_path)
+    pre = Preprocess(size=32, crops=3, seed=7)
+    a = run_job([str(src)], tmp_path / "a", JpegCodec(), pre, shard_size=6, executor="local", quiet=True)
+    b = run_job([str(src)], tmp_path / "b", JpegCodec(), pre, shard_size=6, executor="local", quiet=True)
+    assert a.samples == 18 and a.shards == 3 and a.errors == 0
+    assert folder_bytes(a.folder) == folder_bytes(b.folder)
+    # drop a finished shard as if the job had been killed before it: the rerun redoes only that shard
+    (b.folder / "stats" / "shard-000002.json").unlink()
+    (b.folder / "shard-000002.tar").unlink()
+    (b.folder / "manifest.json").unlink()
+    before = {p: p.stat().st_mtime_ns for p in b.folder.glob("shard-*")}
+    run_job([str(src)], tmp_path / "b", JpegCodec(), pre, shard_size=6, executor="local", quiet=True)
+    assert folder_bytes(a.folder) == folder_bytes(b.folder)
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    again = run_job([str(src)], tmp_path / "b", JpegCodec(), pre, shard_size=6, executor="local", quiet=True)
+    assert again.up_to_date
+
+
+def test_ray_and_local_executors_write_identical_folders(tmp_path):
+    src = _photos(tmp_path, 4)
+    pre = Preprocess(size=48, crops=2)
+    a = run_job([str(src)], tmp_path / "local", JpegCodec(), pre, shard_size=2, executor="local", quiet=True)
+    b = run_job([str(src)], tmp_path / "ray", JpegCodec(), pre, shard_size=2, executor="ray", workers=2, quiet=True)
+    assert a.samples == b.samples == 8
+    assert folder_bytes(a.folder) == folder_bytes(b.folder)
+
+
+def test_broken_inputs_are_recorded_and_the_job_finishes(tmp_path):
+    src = tmp_path / "bad"
+    src.mkdir()
+    expected = _broken_corpus(src)
+    res = run_job([str(src)], tmp_path / "out", JpegCodec(max_pixels=50_000), Preprocess(size=32, max_pixels=50_000),
+                  shard_size=2, executor="local", quiet=True)
+    rows = [json.loads(line) for line in (res.folder / "errors.jsonl").read_text().splitlines()]
+    assert {Path(r["source"]).name for r in rows} == set(expected)
+    assert all(r["reason"] and "\n" not in r["reason"] and r["stage"] and r["error"] for r in rows)
+    assert res.samples + res.errors == res.inputs == 5
+    assert len(list(Dataset(res.folder))) == res.samples == 1
+
+
+def test_retry_errors_reprocesses_only_failed_inputs(tmp_path):
+    src = _photos(tmp_path, 3)
+    victim = sorted(src.iterdir())[1]
+    good, st = victim.read_bytes(), victim.stat()
+    victim.write_bytes(b"\0" * len(good))  # same size and mtime: a transient read failure, not a new file
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    kw = dict(shard_size=10, executor="local", quiet=True)
+    res = run_job([str(src)], tmp_path / "o", JpegCodec(), Preprocess(size=32), **kw)
+    assert res.errors == 1 and res.samples == 2
+    victim.write_bytes(good)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    res2 = run_job([str(src)], tmp_path / "o", JpegCodec(), Preprocess(size=32), retry_errors=True, **kw)
+    assert res2.errors == 0 and res2.samples == 3
+    clean = run_job([str(src)], tmp_path / "clean", JpegCodec(), Preprocess(size=32), **kw)
+    assert folder_bytes(clean.folder) == folder_bytes(res2.folder)
+
+
+def test_a_different_config_never_mixes_into_a_folder(tmp_path):
+    src = _photos(tmp_path, 2)
+    kw = dict(shard_size=10, executor="local", quiet=True)
+    run_job([str(src)], tmp_path / "ds", JpegCodec(quality=20), Preprocess(size=32), **kw)
+    with pytest.raises(DatasetError, match="different configuration"):
+        run_job([str(src)], tmp_path / "ds", JpegCodec(quality=50), Preprocess(size=32), **kw)
+    parent = tmp_path / "shards"
+    parent.mkdir()
+    (parent / "README").write_text("datasets live here")
+    r1 = run_job([str(src)], parent, JpegCodec(quality=20), Preprocess(size=32), **kw)
+    r2 = run_job([str(src)], parent, JpegCodec(quality=50), Preprocess(size=32), **kw)
+    assert r1.folder.parent == r2.folder.parent == parent and r1.folder != r2.folder
+    assert r1.folder.name.startswith("jpeg-")
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_gives_the_uninterrupted_folder(tmp_path):
+    args = ["sample", "--size", "32", "--crops", "40", "--shard-size", "20", "--executor", "local", "-q"]
+    cmd = [sys.executable, "-m", "vistok.cli", "shard", *args]
+    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, capture_output=True)
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stats = tmp_path / "killed" / "stats"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(stats.glob("*.json"))) < 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(stats.glob("*.json")))
+    total = len(list((tmp_path / "full" / "stats").glob("*.json")))
+    assert 0 < done < total, "the kill should land mid-job"
+    assert not (tmp_path / "killed" / "manifest.json").exists()
+    for p in (tmp_path / "killed").glob("shard-*"):  # every visible shard is complete
+        assert list(iter_shards([p]))
+    subprocess.run([*cmd, "--out", str(tmp_path / "killed")], check=True, capture_output=True)
+    assert folder_bytes(tmp_path / "full") == folder_bytes(tmp_path / "killed")

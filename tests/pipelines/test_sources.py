@@ -1,0 +1,108 @@
+import io
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vistok.errors import InputError, UsageError
+from vistok.pipelines.preprocess import Preprocess
+from vistok.pipelines.sources import decode_image, expand_sources, input_key, read_input, sample_files
+
+
+def _png(arr, mode=None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_sample_source_is_real_photos():
+    files = sample_files()
+    assert len(files) >= 20
+    img = decode_image(files[0].read_bytes())
+    assert img.ndim == 3 and img.shape[2] == 3
+
+
+def test_expand_folders_globs_lists_dedup(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for p in ("a/x.png", "a/b/y.jpg", "a/b/notes.txt"):
+        (tmp_path / p).write_bytes(b"")
+    (tmp_path / "list.txt").write_text("# comment\na/x.png\n\na/b/y.jpg\n")
+    ids = expand_sources([str(tmp_path / "a"), str(tmp_path / "a" / "*.png"), f"@{tmp_path / 'list.txt'}"])
+    assert ids == sorted({str((tmp_path / "a/x.png").resolve()), str((tmp_path / "a/b/y.jpg").resolve())})
+    with pytest.raises(UsageError):
+        expand_sources([str(tmp_path / "missing")])
+
+
+def test_webdataset_tar_source_carries_keys_and_json(tmp_path):
+    path = tmp_path / "in.tar"
+    img = _png(np.full((8, 8, 3), 7, np.uint8))
+    with tarfile.open(path, "w") as t:
+        for name, data in (("000001.jpg", img), ("000001.json", b'{"caption": "hi"}'), ("000002.png", img),
+                           ("../evil.png", img)):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    ids = expand_sources([str(path)])
+    assert len(ids) == 2  # the path escaping the archive is skipped
+    (first,) = [i for i in ids if i.endswith("000001.jpg")]
+    data, meta = read_input(first)
+    assert data == img and meta["source_json"] == {"caption": "hi"} and meta["source"].endswith(":000001.jpg")
+    assert input_key(first).startswith("000001-")
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])
+def test_modes_become_rgb(mode):
+    rng = np.random.default_rng(0)
+    base = Image.fromarray((rng.random((9, 11, 3)) * 255).astype(np.uint8))
+    if mode == "I;16":
+        im = Image.fromarray((rng.random((9, 11)) * 65535).astype(np.uint16))
+    else:
+        im = base.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format="TIFF" if mode in ("CMYK", "I;16") else "PNG")
+    out = decode_image(buf.getvalue())
+    assert out.shape == (9, 11, 3) and out.dtype == np.uint8
+
+
+def test_alpha_is_composited_on_white():
+    rgba = np.zeros((4, 4, 4), np.uint8)  # fully transparent black
+    assert (decode_image(_png(rgba, "RGBA")) == 255).all()
+
+
+def test_exif_orientation_is_applied():
+    im = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif)
+    assert decode_image(buf.getvalue()).shape == (20, 10, 3)
+
+
+def test_bad_inputs_raise_one_line_input_errors():
+    for data in (b"", b"hello, not an image", _png(np.zeros((64, 64, 3), np.uint8))[:60]):
+        with pytest.raises(InputError) as ei:
+            decode_image(data)
+        assert "\n" not in str(ei.value)
+    with pytest.raises(InputError, match="exceeds"):
+        decode_image(_png(np.zeros((100, 100, 3), np.uint8)), max_pixels=5000)
+
+
+@pytest.mark.parametrize("resize", ["center-crop", "pad", "short-side", "none"])
+def test_resize_modes(resize):
+    img = np.zeros((30, 60, 3), np.uint8)
+    ((_, out),) = Preprocess(size=16, resize=resize).apply(img, "k")
+    want = {"center-crop": (16, 16, 3), "pad": (16, 16, 3), "short-side": (16, 32, 3), "none": (30, 60, 3)}
+    assert out.shape == want[resize]
+
+
+def test_crops_are_seeded():
+    img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    a = Preprocess(size=16, crops=5, seed=1).apply(img, "k")
+    b = Preprocess(size=16, crops=5, seed=1).apply(img, "k")
+    c = Preprocess(size=16, crops=5, seed=2).apply(img, "k")
+    assert [s for s, _ in a] == [f"_c{i:03d}" for i in range(5)]
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+    assert not all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, c))
+    small = Preprocess(size=16, crops=2).apply(img[:8, :8], "k")
+    assert all(p.shape == (16, 16, 3) for _, p in small)

@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vistok.shards.reader import Dataset
+
+
+def vistok(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "vistok.cli", *map(str, args)], capture_output=True, text=True)
+    if check and proc.returncode:
+        raise AssertionError(f"vistok {args} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "ds"
+    vistok("shard", "sample", "--size", "32", "--crops", "2", "--shard-size", "10", "--executor", "local", "--out", out)
+    return out
+
+
+def test_help_lists_commands():
+    out = vistok("--help").stdout
+    for cmd in ("shard", "inspect", "decode"):
+        assert cmd in out
+
+
+def test_inspect_json(dataset):
+    s = json.loads(vistok("inspect", dataset, "--json").stdout)
+    assert s["samples"] == len(list(Dataset(dataset))) > 0
+    assert s["errors"] == 0 and 0 < s["unigram_entropy_bits"] < np.log2(s["vocab_size"])
+    assert s["tokens_per_sample"]["p50"] <= s["tokens_per_sample"]["p95"] <= s["tokens_per_sample"]["max"]
+    assert s["bytes_per_sample"] > 0
+    assert "samples" in vistok("inspect", dataset).stdout
+
+
+def test_decode_png_jpg_and_all(dataset, tmp_path):
+    ds = Dataset(dataset)
+    rec = next(iter(ds))
+    vistok("decode", dataset, "--key", rec.key, "--out", tmp_path / "a.png")
+    vistok("decode", dataset, "--key", rec.key, "--out", tmp_path / "a.jpg")
+    png = np.asarray(Image.open(tmp_path / "a.png"))
+    assert png.shape == (32, 32, 3)
+    with Image.open(tmp_path / "a.jpg") as im:
+        assert im.format == "JPEG" and im.size == (32, 32)
+    vistok("decode", dataset, "--all", "--out-dir", tmp_path / "all")
+    assert len(list((tmp_path / "all").glob("*.png"))) == len(ds)
+
+
+@pytest.mark.parametrize("args", [
+    ["inspect", "/no/such/folder"],
+    ["shard", "sample", "--out", "/tmp/x", "--codec", "nope"],
+    ["shard", "/no/such/file.jpg", "--out", "/tmp/x"],
+    ["shard", "sample", "--out", "/tmp/x", "--resize", "sideways", "--size", "8"],
+    ["decode", "/no/such/folder", "--key", "k", "--out", "x.png"],
+])
+def test_misuse_gives_a_message_not_a_traceback(args):
+    proc = vistok(*args, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and proc.stderr.strip()
+
+
+def test_fail_on_error_exit_code(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.png").write_bytes(b"nope")
+    (tmp_path / "in" / "ok.png").write_bytes(_png())
+    ok = vistok("shard", tmp_path / "in", "--out", tmp_path / "o1", "--executor", "local", "-q")
+    assert "1 errors" in ok.stdout
+    bad = vistok("shard", tmp_path / "in", "--out", tmp_path / "o2", "--executor", "local", "-q", "--fail-on-error",
+                 check=False)
+    assert bad.returncode != 0
+
+
+def _png() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
