@@ -363,8 +363,8 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
     lengths = np.concatenate(all_lengths) if all_lengths else np.zeros(0, dtype=np.int64)
     tok = {"total": int(lengths.sum())}
     if lengths.size:
-        tok.update(mean=round(float(lengths.mean()), 2), p50=float(np.percentile(lengths, 50)),
-                   p95=float(np.percentile(lengths, 95)), max=int(lengths.max()), min=int(lengths.min()))
+        tok.update(mean=round(float(lengths.mean()), 2), p50=round(float(np.percentile(lengths, 50)), 1),
+                   p95=round(float(np.percentile(lengths, 95)), 1), max=int(lengths.max()), min=int(lengths.min()))
     manifest = {
         "kind": "vistok-dataset", "format": vistok.FORMAT_VERSION, "vistok_version": vistok.__version__,
         "config_hash": chash, "codec": codec.get_config(), "vocabulary": codec.vocab.to_json(),

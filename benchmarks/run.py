@@ -1,0 +1,27 @@
+"""`make bench`: every benchmark, one JSON line each, then one summary line with all figures.
+
+Each ratio compares against a baseline measured in the same run on the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import bench_codec  # noqa: E402
+
+
+def main() -> None:
+    results = {}
+    for name, fn in [("codec", bench_codec.run), ("shard_overhead", bench_codec.shard_overhead)]:
+        res = fn()
+        print(json.dumps({"bench": name, **res}), flush=True)
+        results[name] = res
+    print(json.dumps({"bench": "all", **{f"{k}.{m}": v for k, r in results.items() for m, v in r.items()}}))
+
+
+if __name__ == "__main__":
+    main()
