@@ -107,6 +107,89 @@ def decode(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+def train(
+    datasets: Annotated[list[Path], typer.Argument(help="One or more dataset folders (mixed by --weights).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
+    preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU), small (~10M), base (~100M).")] = "tiny",
+    order: Annotated[str, typer.Option(help="Token order: canonical, random (units shuffled per sample and epoch).")] = "canonical",
+    weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
+    block_size: Annotated[int, typer.Option(help="Context length (tokens per row).")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Rows per micro-batch (per rank).")] = 16,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    max_minutes: Annotated[float, typer.Option(help="Stop after this long; the LR schedule is fitted to it (0 = off).")] = 0.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 50,
+    heldout: Annotated[float, typer.Option(help="Fraction of inputs held out for evaluation (by key hash).")] = 0.1,
+    next_coords: Annotated[bool, typer.Option("--next-coords/--no-next-coords", help="Embed the next token's position (sigma-GPT).")] = True,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 1,
+    eval_every: Annotated[int, typer.Option(help="Held-out evaluation every N steps (0 = never).")] = 100,
+    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for initialization, data order and orderings.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs tensorboard).")] = False,
+    halt_at: Annotated[int, typer.Option(hidden=True)] = 0,
+) -> None:
+    """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun)."""
+    from vistok.train.data import DataConfig
+    from vistok.train.trainer import TrainConfig
+    from vistok.train.trainer import train as run_train
+
+    w = [float(x) for x in weights.split(",")] if weights else None
+    data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order,
+                      block_size=block_size, batch_size=batch_size, seed=seed, num_workers=workers)
+    cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, max_steps=max_steps,
+                      max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
+                      ckpt_every=ckpt_every, compile=compile, device=device, seed=seed, tensorboard=tensorboard,
+                      halt_at=halt_at)
+    res = run_train(data, cfg, resume=resume)
+    typer.echo(f"{res['run']}: step {res['step']}, last loss {res['last']['loss_bits']} bits/token")
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[Path, typer.Argument(help="Run folder (its latest checkpoint) or a step-N folder.")],
+    datasets: Annotated[list[Path], typer.Argument(help="Dataset folder(s); default: the run's own.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many held-out records (0 = all).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
+) -> None:
+    """Held-out bits per token and per image; for JPEG datasets also JPEG's own bits and the ratio."""
+    from vistok.train.evaluate import evaluate
+    from vistok.train.trainer import pick_device
+
+    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device))
+    if as_json:
+        typer.echo(json.dumps(res, indent=1))
+        return
+    for k, v in res.items():
+        typer.echo(f"{k:24s}{v:.4f}" if isinstance(v, float) else f"{k:24s}{v}")
+
+
+@app.command()
+def sample(
+    run: Annotated[Path, typer.Argument(help="Run folder or step-N folder.")],
+    n: Annotated[int, typer.Option(help="Number of samples.")] = 16,
+    out: Annotated[Path, typer.Option(help="PNG grid to write.")] = Path("samples.png"),
+    temperature: Annotated[float, typer.Option(help="Softmax temperature (0 = greedy).")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Keep the k most likely tokens (0 = off).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1 = off).")] = 1.0,
+    size: Annotated[int, typer.Option(help="Image side (default: the training data's).")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
+) -> None:
+    """Generate token streams under the codec's grammar (always decodable) and save a PNG grid."""
+    from vistok.train.sample import sample_run
+    from vistok.train.trainer import pick_device
+
+    path = sample_run(run, n, out, temperature, top_k or None, top_p if top_p < 1 else None, seed, size or None,
+                      pick_device(device))
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     try:
         app()

@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import webdataset as wds
 
 from vistok.errors import DatasetError
@@ -27,6 +28,44 @@ def iter_shards(paths: list[Path] | list[str]) -> Iterator[TokenRecord]:
                         empty_check=False)
     for sample in ds:
         yield TokenRecord.from_sample(sample)
+
+
+def split_shards(paths: list[Path], rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
+                 seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list[Path]:
+    """This (rank, worker)'s shards for one epoch: a seeded shard shuffle, then a strided split."""
+    paths = list(paths)
+    splits = world * n_workers
+    if len(paths) < splits:
+        raise DatasetError(
+            f"{len(paths)} shards cannot feed {world} ranks x {n_workers} loader workers (need at least {splits}): "
+            "reshard with a smaller --shard-size, or use fewer loader workers")
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(len(paths))
+        paths = [paths[i] for i in order]
+    return paths[rank * n_workers + worker :: splits]
+
+
+def stream_records(paths: list[Path], rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
+                   seed: int = 0, shuffle: bool = True, infinite: bool = False,
+                   resampled: bool = False) -> Iterator[tuple[int, TokenRecord]]:
+    """Training-side reader: (epoch, record) pairs for one rank and loader worker.
+
+    Shards are shuffled per epoch from `seed` before the split, so every epoch visits the data in a new
+    order and every (rank, worker) gets a disjoint set. `infinite` loops over epochs; `resampled` instead
+    draws shards with replacement forever (webdataset's resampled mode), for mixing very unequal sets.
+    """
+    if resampled:
+        rng = np.random.default_rng([seed, rank, worker, 1])
+        paths = list(paths)
+        while True:
+            yield from ((0, r) for r in iter_shards([paths[int(rng.integers(len(paths)))]]))
+    epoch = 0
+    while True:
+        for rec in iter_shards(split_shards(paths, rank, world, worker, n_workers, seed, epoch, shuffle)):
+            yield epoch, rec
+        if not infinite:
+            return
+        epoch += 1
 
 
 class Dataset:

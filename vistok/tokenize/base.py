@@ -87,6 +87,9 @@ class Codec:
 
     codec_id: ClassVar[str] = ""
     axes: ClassVar[tuple[str, ...]] = ()
+    # Axes whose value for the next token is fixed before that token is chosen (its unit's position):
+    # a trainer may show them to the model as "where the next token goes" without leaking the token.
+    known_axes: ClassVar[tuple[str, ...]] = ()
 
     # --- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -121,6 +124,10 @@ class Codec:
     def units(self, record: TokenRecord) -> np.ndarray:
         """(T,) int32 unit index of every token, non-decreasing in canonical order."""
         raise NotImplementedError
+
+    def grammar(self, meta: dict):
+        """A fresh grammar for one stream with this metadata (geometry): `allowed`, `step`, `next_known`."""
+        raise NotImplementedError(f"codec {self.codec_id} exposes no token grammar")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Codec) and self.get_config() == other.get_config()

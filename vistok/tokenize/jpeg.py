@@ -65,6 +65,7 @@ def _split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class JpegCodec(Codec):
     codec_id = "jpeg"
     axes = ("frame", "component", "block_y", "block_x", "freq")
+    known_axes = ("frame", "component", "block_y", "block_x")
 
     def __init__(self, quality: int = 20, subsampling: str = "420", layout: str = "rle", dc: str = "abs",
                  transcode: str = "always", baseline: bool = True, max_pixels: int = 89_478_485):
@@ -307,3 +308,8 @@ class JpegCodec(Codec):
 
     def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
         return self.record_layout(record).mcu_grid
+
+    def grammar(self, meta: dict):
+        from vistok.tokenize.jpeg_grammar import JpegGrammar
+
+        return JpegGrammar(self, self.record_layout(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))

@@ -1,0 +1,257 @@
+"""Training data: dataset folders -> ordered `[BOS] tokens [EOS]` documents -> packed (B, T) batches.
+
+- Several datasets can be mixed with weights; their manifests must agree on the vocabulary and axes.
+- A held-out split is chosen by a hash of the *input* key (all crops of one photo fall on the same side).
+- Each record is reordered by units (`--order`), gets coordinates shifted by one (0 = none, for specials)
+  and the next token's known coordinates; a document longer than the context is split at unit
+  boundaries (or cropped), and documents are packed into rows with a doc id per position, so the loss
+  mask drops every prediction across a document boundary and on padding, and attention stays inside
+  a document.
+- The loader's state is the number of batches it has delivered; resuming replays the deterministic
+  stream up to there (no model work), so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vistok.errors import DatasetError, UsageError
+from vistok.shards.reader import Dataset, stream_records
+from vistok.shards.record import TokenRecord
+from vistok.tokenize.base import BOS, EOS, PAD, Codec
+from vistok.tokenize.orders import get_order
+
+LOADER_STATE_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    datasets: list[str] = field(default_factory=list)
+    weights: list[float] | None = None
+    heldout: float = 0.1  # fraction of inputs held out, by key hash
+    order: str = "canonical"
+    block_size: int = 512
+    batch_size: int = 16
+    seed: int = 0
+    num_workers: int = 1
+    long: str = "split"  # split | crop: what to do with documents longer than block_size + 1
+    shuffle_buffer: int = 512
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def input_key_of(record_key: str) -> str:
+    """Record key -> the key of its input (crops `_cNNN` of one image share it)."""
+    i = record_key.rfind("-")
+    return record_key[: i + 11] if i >= 0 else record_key
+
+
+def is_heldout(record_key: str, fraction: float) -> bool:
+    h = hashlib.blake2b(input_key_of(record_key).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64 < fraction
+
+
+def open_datasets(paths: list[str]) -> tuple[list[Dataset], Codec]:
+    if not paths:
+        raise UsageError("no dataset given")
+    sets = [Dataset(p) for p in paths]
+    first = sets[0].manifest
+    for ds in sets[1:]:
+        m = ds.manifest
+        if m["vocabulary"] != first["vocabulary"] or m["axes"] != first["axes"]:
+            raise DatasetError(f"{ds.folder} has a different vocabulary or coordinate axes than {sets[0].folder}; "
+                               "datasets mixed in one run must share them")
+    return sets, sets[0].codec
+
+
+@dataclass
+class Doc:
+    tokens: np.ndarray  # (n,) int64
+    coords: np.ndarray  # (n, A) int64, shifted: 0 = none
+    next_coords: np.ndarray  # (n, A) int64: the following token's known axes, 0 elsewhere
+
+
+def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
+                long: str = "split") -> list[Doc]:
+    """One record -> one document `[BOS] tokens [EOS]`, or several when longer than a row."""
+    units = codec.units(rec)
+    perm = get_order(order)(units, rng)
+    toks = rec.tokens.astype(np.int64)[perm]
+    coords = codec.coords(rec).astype(np.int64)[perm] + 1
+    units = units[perm]
+    A = coords.shape[1]
+    known = np.array([a in codec.known_axes for a in codec.axes])
+    n = toks.size + 2
+    t = np.empty(n, dtype=np.int64)
+    t[0], t[1:-1], t[-1] = BOS, toks, EOS
+    c = np.zeros((n, A), dtype=np.int64)
+    c[1:-1] = coords
+    nxt = np.zeros((n, A), dtype=np.int64)
+    nxt[:-1, known] = c[1:, known]
+    row = block_size + 1
+    if n <= row:
+        return [Doc(t, c, nxt)]
+    # cut at unit boundaries: positions (in t) where a new unit starts
+    starts = np.flatnonzero(np.diff(units)) + 2
+    docs, a = [], 0
+    while a < n:
+        if n - a <= row:
+            b = n
+        else:
+            ok = starts[(starts > a) & (starts <= a + row)]
+            b = int(ok[-1]) if ok.size else a + row  # a unit longer than a row is cut where it must be
+        docs.append(Doc(t[a:b], c[a:b], nxt[a:b]))
+        if long == "crop":
+            break
+        a = b
+    return docs
+
+
+class Packer:
+    """Greedy packing of documents into rows of block_size + 1 tokens (inputs and shifted targets)."""
+
+    def __init__(self, block_size: int, n_axes: int):
+        self.T, self.A = block_size, n_axes
+        self._new()
+
+    def _new(self) -> None:
+        R = self.T + 1
+        self.tok = np.full(R, PAD, dtype=np.int64)
+        self.crd = np.zeros((R, self.A), dtype=np.int64)
+        self.nxt = np.zeros((R, self.A), dtype=np.int64)
+        self.doc = np.full(R, -1, dtype=np.int64)
+        self.fill = 0
+        self.ndocs = 0
+
+    def add(self, doc: Doc) -> Iterator[dict[str, np.ndarray]]:
+        n = doc.tokens.size
+        if self.fill + n > self.T + 1 and self.fill:
+            yield self.flush()
+        s = slice(self.fill, self.fill + n)
+        self.tok[s], self.crd[s], self.nxt[s], self.doc[s] = doc.tokens, doc.coords, doc.next_coords, self.ndocs
+        self.fill += n
+        self.ndocs += 1
+        if self.fill >= self.T + 1:
+            yield self.flush()
+
+    def flush(self) -> dict[str, np.ndarray]:
+        d = self.doc
+        row = {
+            "idx": self.tok[:-1].copy(), "targets": self.tok[1:].copy(),
+            "coords": self.crd[:-1].copy(), "next_coords": self.nxt[:-1].copy(),
+            "loss_mask": ((d[:-1] == d[1:]) & (d[:-1] >= 0)).astype(np.float32), "doc_ids": d[:-1].copy(),
+        }
+        self._new()
+        return row
+
+
+class PackedStream(IterableDataset):
+    """Infinite stream of packed training rows for one rank; splits shards across DataLoader workers."""
+
+    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1):
+        super().__init__()
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.sets, self.codec = open_datasets(cfg.datasets)
+        get_order(cfg.order)  # fail early on a bad name
+
+    def _records(self, worker: int, n_workers: int) -> Iterator[tuple[int, TokenRecord]]:
+        cfg = self.cfg
+        streams = [stream_records(ds.shards, self.rank, self.world, worker, n_workers, cfg.seed, infinite=True)
+                   for ds in self.sets]
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        w = np.asarray(cfg.weights or [1.0] * len(streams), dtype=np.float64)
+        if w.size != len(streams) or (w < 0).any() or w.sum() <= 0:
+            raise UsageError("--weights needs one non-negative weight per dataset")
+        rng = np.random.default_rng([cfg.seed, self.rank, worker, 2])
+        while True:
+            yield next(streams[int(rng.choice(len(streams), p=w / w.sum()))])
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        cfg = self.cfg
+        wi = get_worker_info()
+        worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
+        rng = np.random.default_rng([cfg.seed, self.rank, worker, 3])
+        packer = Packer(cfg.block_size, len(self.codec.axes))
+        buf: list[tuple[int, TokenRecord]] = []
+        for epoch, rec in self._records(worker, n_workers):
+            if is_heldout(rec.key, cfg.heldout):
+                continue
+            buf.append((epoch, rec))
+            if len(buf) < cfg.shuffle_buffer:
+                continue
+            epoch, rec = buf.pop(int(rng.integers(len(buf))))
+            order_rng = np.random.default_rng(
+                [cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
+            for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long):
+                yield from packer.add(doc)
+
+
+class Loader:
+    """Batches of packed rows as torch tensors, with a checkpointable position."""
+
+    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu"):
+        self.cfg, self.device = cfg, device
+        self.stream = PackedStream(cfg, rank, world)
+        self.codec = self.stream.codec
+        self.batches = 0
+        self._it: Iterator | None = None
+
+    def _make(self) -> Iterator:
+        nw = self.cfg.num_workers
+        dl = DataLoader(self.stream, batch_size=self.cfg.batch_size, num_workers=nw,
+                        pin_memory=self.device.startswith("cuda"), persistent_workers=False,
+                        prefetch_factor=4 if nw else None)
+        it = iter(dl)
+        for _ in range(self.batches):  # replay to the checkpointed position
+            next(it)
+        return it
+
+    def next(self) -> dict[str, torch.Tensor]:
+        if self._it is None:
+            self._it = self._make()
+        batch = next(self._it)
+        self.batches += 1
+        nb = self.device.startswith("cuda")
+        return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
+
+    def state_dict(self) -> dict:
+        return {"version": LOADER_STATE_VERSION, "batches": self.batches, "config": self.cfg.to_json()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != LOADER_STATE_VERSION:
+            raise DatasetError(f"loader state version {state.get('version')} is not {LOADER_STATE_VERSION}")
+        self.batches = int(state["batches"])
+        self._it = None
+
+
+def heldout_records(sets: list[Dataset], fraction: float, limit: int | None = None) -> Iterator[TokenRecord]:
+    n = 0
+    for ds in sets:
+        for rec in ds:
+            if is_heldout(rec.key, fraction):
+                yield rec
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+
+
+def axis_sizes(sets: list[Dataset], codec: Codec, scan: int = 256, headroom: float = 2.0) -> list[int]:
+    """Embedding table sizes per axis from the data: (max shifted coordinate seen) x headroom, +1."""
+    mx = np.zeros(len(codec.axes), dtype=np.int64)
+    n = 0
+    for ds in sets:
+        for rec in ds:
+            mx = np.maximum(mx, codec.coords(rec).max(axis=0) + 1)
+            n += 1
+            if n >= scan:
+                break
+    return [int(np.ceil((m + 1) * headroom)) + 1 for m in mx]

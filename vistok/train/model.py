@@ -1,0 +1,229 @@
+"""A GPT-style decoder over token streams with coordinates.
+
+Reads top to bottom: config -> attention -> MLP -> block -> model (`forward`, `generate`).
+
+Positions come from the record's coordinates, not the sequence index: each axis (e.g. component,
+block_y, block_x, freq) has a learned embedding table, and a token's position embedding is the sum over
+axes. Coordinates are shifted by one so that 0 means "none" (BOS, EOS, padding). With `next_coords`,
+the embedding of the *next* token's coordinates (only the axes known before that token is generated) is
+added too, as in sigma-GPT, so that shuffled orders are learnable: the model is told where it will write.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 2726
+    axis_sizes: list[int] = field(default_factory=lambda: [8, 8, 64, 64, 66])  # per axis, incl. the 0 = none slot
+    next_axes: list[int] = field(default_factory=list)  # indices of axes embedded for the next token
+    block_size: int = 512
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=512),  # ~1M parameters: CPU
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=1024),  # ~10M
+    "base": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),  # ~100M: GPU
+}
+
+
+class KVCache:
+    """Preallocated keys and values for every layer: (n_layer, B, nh, T_max, hs)."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device, dtype):
+        hs = cfg.n_embd // cfg.n_head
+        self.k = torch.zeros(cfg.n_layer, batch, cfg.n_head, max_len, hs, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.pos = 0  # number of positions filled
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
+
+    def forward(self, x, attn_mask=None, cache: KVCache | None = None, layer: int = 0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if cache is not None:
+            p = cache.pos
+            cache.k[layer, :, :, p : p + T] = k
+            cache.v[layer, :, :, p : p + T] = v
+            k, v = cache.k[layer, :, :, : p + T], cache.v[layer, :, :, : p + T]
+            if T > 1:  # prefill: causal within the new chunk, full view of the past
+                attn_mask = torch.ones(T, p + T, dtype=torch.bool, device=x.device).tril(diagonal=p)
+        dropout = self.dropout if self.training else 0.0
+        if attn_mask is None and cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, attn_mask=None, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.axis_emb = nn.ModuleList(nn.Embedding(n, cfg.n_embd) for n in cfg.axis_sizes)
+        self.next_emb = nn.ModuleList(nn.Embedding(cfg.axis_sizes[a], cfg.n_embd) for a in cfg.next_axes)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scaled init of the residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, idx, coords, next_coords=None):
+        # idx (B, T); coords (B, T, n_axes), 0 = none; next_coords (B, T, n_axes) or None
+        x = self.wte(idx)
+        for a, emb in enumerate(self.axis_emb):
+            x = x + emb(coords[..., a].clamp(max=emb.num_embeddings - 1))
+        if next_coords is not None:
+            for a, emb in zip(self.cfg.next_axes, self.next_emb):
+                x = x + emb(next_coords[..., a].clamp(max=emb.num_embeddings - 1))
+        return self.drop(x)
+
+    def forward(self, idx, coords, next_coords=None, targets=None, loss_mask=None, doc_ids=None,
+                cache: KVCache | None = None):
+        """Logits (B, T, V); with targets, also the mean loss in nats over positions where loss_mask is 1.
+
+        doc_ids (B, T): packed rows hold several samples; attention stays inside each one.
+        """
+        x = self.embed(idx, coords, next_coords)
+        attn_mask = None
+        if doc_ids is not None and cache is None:
+            T = idx.size(1)
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+            attn_mask = (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)  # (B, 1, T, T)
+        for i, block in enumerate(self.h):
+            x = block(x, attn_mask, cache, i)
+        if cache is not None:
+            cache.pos += idx.size(1)
+        logits = self.lm_head(self.ln_f(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), reduction="none")
+        if loss_mask is None:
+            return logits, loss.mean()
+        m = loss_mask.view(-1).float()
+        return logits, (loss * m).sum() / m.sum().clamp(min=1)
+
+    def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.95), device_type: str = "cpu"):
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (PaLM appendix B: 6N + 12 L H Q T)."""
+        c = self.cfg
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+
+    @torch.no_grad()
+    def generate(self, grammar, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator=None, use_cache: bool = True):
+        """Sample token streams from BOS under a codec grammar; returns (B, 1 + n) tokens.
+
+        `grammar` (see `vistok.train.grammar`) masks tokens that would not decode, and gives each sampled
+        token's coordinates and the next token's known coordinates, so the model sees exactly what it saw
+        in training. With `use_cache`, each step feeds one position through the KV cache.
+        """
+        dev = self.lm_head.weight.device
+        B = grammar.batch
+        toks = torch.full((B, 1), grammar.bos, dtype=torch.long, device=dev)
+        crd = torch.zeros(B, 1, len(self.cfg.axis_sizes), dtype=torch.long, device=dev)
+        nxt = grammar.start().to(dev)[:, None]
+        cache = KVCache(self.cfg, B, 1 + max_new_tokens, dev, self.lm_head.weight.dtype) if use_cache else None
+        fed = 0
+        for _ in range(max_new_tokens):
+            s = fed if cache is not None else 0
+            logits, _ = self(toks[:, s:], crd[:, s:], nxt[:, s:] if self.cfg.next_axes else None, cache=cache)
+            fed = toks.size(1)
+            tok = sample_token(grammar.mask(logits[:, -1, :].float()), temperature, top_k, top_p, generator)
+            c, n = grammar.advance(tok.cpu())
+            toks = torch.cat([toks, tok[:, None]], dim=1)
+            crd = torch.cat([crd, c.to(dev)[:, None]], dim=1)
+            nxt = torch.cat([nxt, n.to(dev)[:, None]], dim=1)
+            if grammar.finished():
+                break
+        return toks
+
+
+def sample_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """(B, V) logits (invalid tokens already -inf) -> (B,) sampled ids."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sp, si = probs.sort(dim=-1, descending=True)
+        keep = sp.cumsum(-1) - sp < top_p  # smallest set whose mass reaches top_p (the first always kept)
+        sp = sp * keep
+        probs = torch.zeros_like(probs).scatter(-1, si, sp)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -1,0 +1,126 @@
+"""`vistok sample`: generate token streams under the codec's grammar and decode them to images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vistok.errors import CodecError, UsageError
+from vistok.shards.record import TokenRecord
+from vistok.tokenize.base import BOS, EOS, Codec, get_codec
+
+
+class BatchGrammar:
+    """One codec grammar per sequence, seen by `GPT.generate` as tensors.
+
+    `mask` sets disallowed logits to -inf; `advance` returns each new token's coordinates and the next
+    token's known coordinates, shifted by one (0 = none) like the training data.
+    """
+
+    bos = BOS
+
+    def __init__(self, codec: Codec, meta: dict, batch: int):
+        self.codec = codec
+        self.gs = [codec.grammar(meta) for _ in range(batch)]
+        self.batch = batch
+        self.A = len(codec.axes)
+        self.known = np.array([a in codec.known_axes for a in codec.axes])
+
+    def _next(self, g) -> np.ndarray:
+        out = np.zeros(self.A, dtype=np.int64)
+        nk = g.next_known()
+        if nk is not None:
+            out[self.known] = nk[self.known] + 1
+        return out
+
+    def start(self) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self._next(g) for g in self.gs]))
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        allowed = torch.from_numpy(np.stack([g.allowed() for g in self.gs])).to(logits.device)
+        return logits.masked_fill(~allowed, float("-inf"))
+
+    def advance(self, toks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        crd = np.zeros((self.batch, self.A), dtype=np.int64)
+        nxt = np.zeros((self.batch, self.A), dtype=np.int64)
+        for i, (g, t) in enumerate(zip(self.gs, toks.tolist())):
+            c = g.step(int(t))
+            if c is not None:
+                crd[i] = c + 1
+            nxt[i] = self._next(g)
+        return torch.from_numpy(crd), torch.from_numpy(nxt)
+
+    def finished(self) -> bool:
+        return all(g.done for g in self.gs)
+
+
+def sample_meta(codec: Codec, preprocess: dict, size: int | None) -> dict:
+    side = size or preprocess.get("size") or 0
+    if not side:
+        raise UsageError("the dataset has no fixed image size; pass --size")
+    cfg = codec.get_config()
+    return {"height": side, "width": side, "components": 3, "subsampling": cfg.get("subsampling", "444")}
+
+
+def max_tokens_for(codec: Codec, meta: dict) -> int:
+    """Upper bound on a stream's length for this geometry (every coefficient escaped is far beyond it)."""
+    layout = codec.record_layout(TokenRecord("m", np.zeros(0, np.uint16), meta))
+    return layout.n_blocks * 64 * 3 + 2
+
+
+@torch.no_grad()
+def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, seed: int = 0, max_new: int | None = None, device: str = "cpu",
+                  use_cache: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """-> (decoded images, token streams without BOS/EOS)."""
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    grammar = BatchGrammar(codec, meta, n)
+    limit = max_new or max_tokens_for(codec, meta)
+    out = model.generate(grammar, limit, temperature, top_k, top_p, gen, use_cache).cpu().numpy()
+    images, streams = [], []
+    for i, g in enumerate(grammar.gs):
+        row = out[i, 1:]
+        if not (g.done or g.phase == "end"):
+            raise CodecError(f"sample {i} did not finish within {limit} tokens")
+        end = int(np.argmax(row == EOS)) if (row == EOS).any() else row.size
+        toks = row[:end].astype(codec.vocab.dtype)
+        streams.append(toks)
+        images.append(codec.decode(TokenRecord(f"sample-{i}", toks, dict(meta))))
+    return images, streams
+
+
+def grid(images: list[np.ndarray], cols: int | None = None, pad: int = 2) -> np.ndarray:
+    n = len(images)
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    h, w = images[0].shape[:2]
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        im3 = im if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = im3
+    return out
+
+
+def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int = 0, size: int | None = None, device: str = "cpu",
+               scale: int = 2) -> Path:
+    from PIL import Image
+
+    from vistok.train.trainer import load_model
+
+    model, state = load_model(run, device)
+    codec = get_codec(state["codec"])
+    meta = sample_meta(codec, state.get("preprocess", {}), size)
+    images, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device)
+    g = grid(images)
+    img = Image.fromarray(g)
+    if scale > 1:
+        img = img.resize((g.shape[1] * scale, g.shape[0] * scale), Image.NEAREST)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    return out
