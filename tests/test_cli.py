@@ -81,3 +81,15 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_train_eval_sample_from_the_command_line(dataset, tmp_path):
+    run = tmp_path / "run"
+    vistok("train", dataset, "--out", run, "--max-steps", "3", "--block-size", "128", "--batch-size", "2",
+           "--warmup", "1", "--eval-every", "0", "--workers", "0", "--heldout", "0.3", "--order", "random")
+    ev = json.loads(vistok("eval", run, "--json").stdout)
+    assert {"bits_per_token", "bits_per_image", "jpeg_bits_per_image", "model_to_jpeg_ratio"} <= set(ev)
+    vistok("sample", run, "--n", "2", "--out", tmp_path / "s.png", "--top-k", "40")
+    assert Image.open(tmp_path / "s.png").size[0] > 64
+    bad = vistok("train", dataset, "--out", run, "--order", "sideways", check=False)
+    assert bad.returncode != 0 and "unknown order" in bad.stderr and "Traceback" not in bad.stderr

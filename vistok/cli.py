@@ -126,6 +126,7 @@ def train(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Held-out evaluation every N steps (0 = never).")] = 100,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
+    log_every: Annotated[int, typer.Option(help="Write a metrics row and a progress line every N steps.")] = 10,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for initialization, data order and orderings.")] = 0,
@@ -143,7 +144,7 @@ def train(
                       block_size=block_size, batch_size=batch_size, seed=seed, num_workers=workers)
     cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, max_steps=max_steps,
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
-                      ckpt_every=ckpt_every, compile=compile, device=device, seed=seed, tensorboard=tensorboard,
+                      ckpt_every=ckpt_every, log_every=log_every, compile=compile, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
     res = run_train(data, cfg, resume=resume)
     typer.echo(f"{res['run']}: step {res['step']}, last loss {res['last']['loss_bits']} bits/token")

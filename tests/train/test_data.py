@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from vistok.errors import DatasetError
+from vistok.shards.reader import Dataset, split_shards
+from vistok.tokenize.base import BOS, EOS, PAD
+from vistok.tokenize.orders import get_order, inverse
+from vistok.train.data import DataConfig, Doc, Loader, Packer, input_key_of, is_heldout, record_docs
+
+
+def test_packing_masks_boundaries_and_padding():
+    A = 2
+    p = Packer(block_size=10, n_axes=A)
+    docs = [Doc(np.array([BOS, 10, 11, EOS]), np.ones((4, A), int), np.zeros((4, A), int)),
+            Doc(np.array([BOS, 20, 21, 22, EOS]), np.ones((5, A), int), np.zeros((5, A), int)),
+            Doc(np.array([BOS, 30, 31, 32, 33, EOS]), np.ones((6, A), int), np.zeros((6, A), int))]
+    rows = [r for d in docs for r in p.add(d)] + [p.flush()]
+    first = rows[0]
+    # row 1 = doc0 + doc1 (9 tokens) + padding; doc2 does not fit and starts row 2
+    assert list(first["idx"][:9]) == [BOS, 10, 11, EOS, BOS, 20, 21, 22, EOS]
+    m = first["loss_mask"]
+    assert list(m[:3]) == [1, 1, 1] and m[3] == 0  # EOS -> next BOS is not a prediction
+    assert list(m[4:8]) == [1, 1, 1, 1] and m[8:].sum() == 0  # nothing on padding
+    assert first["targets"][2] == EOS and (first["idx"][9:] == PAD).all()
+    assert list(first["doc_ids"][:9]) == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert list(rows[1]["idx"][:6]) == [BOS, 30, 31, 32, 33, EOS]
+
+
+def test_long_records_split_at_unit_boundaries(small_dataset):
+    ds = Dataset(small_dataset)
+    rec = max(ds, key=len)
+    units = ds.codec.units(rec)
+    per_unit = np.bincount(units).max()
+    bs = max(int(per_unit) + 8, len(rec) // 3)
+    docs = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs)
+    assert len(docs) > 1 and all(d.tokens.size <= bs + 1 for d in docs)
+    stream = np.concatenate([d.tokens for d in docs])
+    assert stream[0] == BOS and stream[-1] == EOS
+    np.testing.assert_array_equal(stream[1:-1], rec.tokens)
+    # every cut lands where a new unit starts
+    cut = 0
+    for d in docs[:-1]:
+        cut += d.tokens.size
+        assert units[cut - 1] != units[cut - 2]
+    crop = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs, long="crop")
+    assert len(crop) == 1
+
+
+def test_random_order_permutes_units_and_inverts(small_dataset):
+    ds = Dataset(small_dataset)
+    rec = next(iter(ds))
+    units = ds.codec.units(rec)
+    perm = get_order("random")(units, np.random.default_rng(5))
+    assert sorted(perm) == list(range(len(rec)))
+    u = units[perm]
+    assert (np.diff(u) != 0).sum() == len(np.unique(units)) - 1  # each unit's tokens stay contiguous
+    np.testing.assert_array_equal(rec.tokens[perm][inverse(perm)], rec.tokens)
+    docs = record_docs(ds.codec, rec, "random", np.random.default_rng(5), block_size=2048)
+    d = docs[0]
+    # next-coordinates show the following token's unit position, never its frequency
+    np.testing.assert_array_equal(d.next_coords[:-1, :4], d.coords[1:, :4])
+    assert (d.next_coords[:, 4] == 0).all()
+
+
+def test_heldout_split_by_input_key():
+    keys = [f"photo{i}-{i:010x}" for i in range(2000)]
+    held = [k for k in keys if is_heldout(k, 0.1)]
+    assert 150 < len(held) < 250
+    assert all(is_heldout(k + "_c003", 0.1) == is_heldout(k, 0.1) for k in keys[:50])
+    assert input_key_of("astronaut-0123456789_c007") == "astronaut-0123456789"
+
+
+def test_shard_split_refuses_too_few_shards(small_dataset):
+    paths = Dataset(small_dataset).shards
+    parts = [split_shards(paths, r, 2, w, 3, seed=1) for r in range(2) for w in range(3)]
+    assert sorted(p for part in parts for p in part) == sorted(paths)
+    with pytest.raises(DatasetError, match="cannot feed"):
+        split_shards(paths, 0, 4, 0, 2)
+
+
+def test_loader_is_deterministic_and_resumes(small_dataset):
+    cfg = DataConfig(datasets=[str(small_dataset)], block_size=128, batch_size=4, num_workers=0, heldout=0.2,
+                     order="random", shuffle_buffer=16)
+    a = Loader(cfg)
+    batches = [a.next() for _ in range(6)]
+    b = Loader(cfg)
+    b.load_state_dict({**a.state_dict(), "batches": 3})
+    for want in batches[3:]:
+        got = b.next()
+        for k in want:
+            assert (got[k] == want[k]).all(), k
+    held = {r.key for r in Dataset(small_dataset) if is_heldout(r.key, 0.2)}
+    assert held, "the split must hold some records out"

@@ -1,0 +1,112 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vistok.shards.record import TokenRecord
+from vistok.tokenize import JpegCodec
+from vistok.train.data import DataConfig
+from vistok.train.evaluate import evaluate
+from vistok.train.sample import sample_images
+from vistok.train.trainer import TrainConfig, latest_checkpoint, load_model, train
+
+
+def _cfgs(ds, out, **kw):
+    data = DataConfig(datasets=[str(ds)], block_size=128, batch_size=4, num_workers=0, heldout=0.2, shuffle_buffer=16,
+                      order=kw.pop("order", "canonical"))
+    cfg = TrainConfig(**{"out": str(out), "max_steps": 8, "warmup": 2, "eval_every": 0, "ckpt_every": 4, "log_every": 1, **kw})
+    return data, cfg
+
+
+def _losses(run):
+    rows = [json.loads(ln) for ln in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss_bits"] for r in rows if "loss_bits" in r}
+
+
+class Quiet:
+    def write(self, s):
+        pass
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def test_killed_and_resumed_run_reproduces_the_loss_curve(small_dataset, tmp_path):
+    data, cfg = _cfgs(small_dataset, tmp_path / "full", order="random")
+    train(data, cfg, progress=Quiet())
+    data, cfg = _cfgs(small_dataset, tmp_path / "resumed", order="random", halt_at=6)  # dies after step 6
+    train(data, cfg, progress=Quiet())
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-000004"
+    data, cfg = _cfgs(small_dataset, tmp_path / "resumed", order="random")
+    train(data, cfg, resume=True, progress=Quiet())
+    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(1, 9))
+    assert full == resumed
+    a, _ = load_model(tmp_path / "full")
+    b, _ = load_model(tmp_path / "resumed")
+    for (k, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), k
+
+
+def test_checkpoints_load_without_unpickling(small_dataset, tmp_path):
+    data, cfg = _cfgs(small_dataset, tmp_path / "r")
+    train(data, cfg, progress=Quiet())
+    ck = latest_checkpoint(tmp_path / "r")
+    assert sorted(p.name for p in ck.iterdir()) == ["model.pt", "optim.pt", "state.json"]
+    torch.load(ck / "model.pt", weights_only=True)
+    torch.load(ck / "optim.pt", weights_only=True)
+    assert not list((tmp_path / "r").glob(".step-*"))  # no temporary folder left behind
+
+
+def test_sampled_streams_always_decode(small_dataset, tmp_path):
+    data, cfg = _cfgs(small_dataset, tmp_path / "r", max_steps=2)
+    train(data, cfg, progress=Quiet())
+    model, state = load_model(tmp_path / "r")
+    codec = JpegCodec(**{k: v for k, v in state["codec"].items() if k != "id"})
+    meta = {"height": 32, "width": 32, "components": 3, "subsampling": "420"}
+    for seed, temp in ((0, 1.0), (1, 2.0), (2, 0.0)):
+        images, streams = sample_images(model, codec, meta, n=3, temperature=temp, top_k=50 if seed == 1 else None,
+                                        top_p=0.9 if seed == 2 else None, seed=seed)
+        for img, toks in zip(images, streams):
+            assert img.shape == (32, 32, 3)
+            rec = TokenRecord("s", toks, dict(meta))
+            layout, coefs = codec.coefficients(rec)  # decodes exactly, and re-tokenizes to the same stream
+            np.testing.assert_array_equal(codec.tokenize(layout, coefs)[: toks.size] if codec.layout == "dense" else toks, toks)
+    # the cached sampler and the uncached one draw the same streams
+    a = sample_images(model, codec, meta, n=2, seed=3, use_cache=True)[1]
+    b = sample_images(model, codec, meta, n=2, seed=3, use_cache=False)[1]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_eval_reports_bits_and_the_jpeg_ratio(small_dataset, tmp_path):
+    data, cfg = _cfgs(small_dataset, tmp_path / "r", max_steps=3)
+    train(data, cfg, progress=Quiet())
+    ev = evaluate(tmp_path / "r")
+    for k in ("bits_per_token", "bits_per_image", "jpeg_bits_per_image", "model_to_jpeg_ratio", "unigram_bits_per_token"):
+        assert ev[k] > 0, k
+    assert ev["bits_per_image"] == pytest.approx(ev["bits_per_token"] * ev["tokens_per_image"], rel=1e-6)
+    assert ev["model_to_jpeg_ratio"] == pytest.approx(ev["bits_per_image"] / ev["jpeg_bits_per_image"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_gloo_processes(small_dataset, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "vistok.cli", "train", str(small_dataset), "--out", str(tmp_path / "ddp"), "--block-size", "128",
+           "--batch-size", "2", "--max-steps", "3", "--warmup", "1", "--eval-every", "0", "--ckpt-every", "3",
+           "--workers", "0", "--heldout", "0.2", "--log-every", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x 2 ranks" in proc.stderr
+    assert latest_checkpoint(tmp_path / "ddp").name == "step-000003"
+    losses = _losses(tmp_path / "ddp")
+    assert sorted(losses) == [1, 2, 3] and all(np.isfinite(v) for v in losses.values())
