@@ -368,7 +368,7 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
     manifest = {
         "kind": "vistok-dataset", "format": vistok.FORMAT_VERSION, "vistok_version": vistok.__version__,
         "config_hash": chash, "codec": codec.get_config(), "vocabulary": codec.vocab.to_json(),
-        "axes": list(codec.axes), "preprocess": config["preprocess"], "sources": config["sources"],
+        "axes": list(codec.axes), "side_info": codec.side_info(), "preprocess": config["preprocess"], "sources": config["sources"],
         "shard_size": config["shard_size"],
         "counts": {"inputs": inputs, "samples": samples, "errors": errors, "shards": len(shards)},
         "shards": shards, "tokens": tok,

@@ -125,6 +125,10 @@ class Codec:
         """(T,) int32 unit index of every token, non-decreasing in canonical order."""
         raise NotImplementedError
 
+    def side_info(self) -> dict[str, Any]:
+        """Constant side information every record shares (e.g. JPEG quantization tables), for the manifest."""
+        return {}
+
     def grammar(self, meta: dict):
         """A fresh grammar for one stream with this metadata (geometry): `allowed`, `step`, `next_known`."""
         raise NotImplementedError(f"codec {self.codec_id} exposes no token grammar")

@@ -100,6 +100,10 @@ class JpegCodec(Codec):
     def vocab(self) -> Vocabulary:
         return self._vocab
 
+    def side_info(self) -> dict[str, Any]:
+        """Quantization tables (natural order; luma, chroma) of records that carry no `qt` of their own."""
+        return {"qtables": self.qtables.astype(int).tolist(), "table_index": [0, 1, 1]}
+
     # --- geometry and tables of one record ------------------------------------------------------
     def record_layout(self, record: TokenRecord) -> dct.Layout:
         m = record.meta

@@ -36,7 +36,7 @@ class TrainConfig:
     preset: str = "tiny"
     next_coords: bool = True
     max_steps: int = 1000
-    max_minutes: float = 0.0  # 0: no time limit; else the schedule is fitted to the time after 20 steps
+    max_minutes: float = 0.0  # 0: no time limit; else the schedule is fitted to the budget at step 30
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup: int = 50
@@ -231,7 +231,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress=sys
                   "preprocess": run_config["preprocess"]}
             save_checkpoint(run, at, raw_model, opt, st, cfg.keep_ckpts)
 
-    t_start = time.monotonic()
+    t_start = t_fit = time.monotonic()
     last = {"loss_bits": float("nan")}
     while step < planned:
         t0 = time.monotonic()
@@ -264,11 +264,15 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress=sys
             t = torch.tensor([loss_acc, tokens], dtype=torch.float64, device=device)
             dist.all_reduce(t)
             loss_acc, tokens = t[0].item() / dist_info.world, int(t[1].item())
-        if cfg.max_minutes and step == min(20, planned) and ckpt is None:
-            # fit the schedule to the time budget once, from the measured step time; fixed from here on
-            elapsed = time.monotonic() - t_start
-            budget = cfg.max_minutes * 60 * 0.97
-            planned = max(step + 1, min(cfg.max_steps, int(budget / (elapsed / step))))
+        if cfg.max_minutes and ckpt is None:
+            # Fit the schedule to the time budget once, from the step time measured over steps 10..30
+            # (start-up excluded); fixed from then on and stored in checkpoints.
+            if step == 10:
+                t_fit = time.monotonic()
+            elif step == 30 and planned > 30:
+                rate = (time.monotonic() - t_fit) / 20
+                left = cfg.max_minutes * 60 * 0.98 - (time.monotonic() - t_start)
+                planned = max(step + 1, min(cfg.max_steps, step + int(left / rate)))
         row = {"step": step, "loss_bits": round(loss_acc / LN2, 5), "lr": lr, "tokens_per_s": round(tokens / dt, 1),
                "data_wait": round(wait / dt, 4), "elapsed_s": round(time.monotonic() - t_start, 2)}
         if peak:
