@@ -36,6 +36,7 @@ def shard(
     executor: Annotated[str, typer.Option(help="ray (default; local Ray, or --address) or local (in-process, for debugging).")] = "ray",
     workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally (default: all cores).")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster (or set RAY_ADDRESS).")] = "",
+    store_order: Annotated[list[str], typer.Option(help="Compute a content-aware order from the pixels and store it in each record: gradwalk:max or gradwalk:min (repeatable).")] = None,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Reprocess only the inputs that failed before.")] = False,
     fail_on_error: Annotated[bool, typer.Option("--fail-on-error", help="Exit non-zero when any input failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -55,7 +56,7 @@ def shard(
         raise UsageError("--transcode never keeps each file's coefficients, so it cannot be combined with --size/--crops")
     res = run_job(sources, out, the_codec, pre, shard_size=shard_size, compress=compress, executor=executor,
                   workers=workers or None, address=address or os.environ.get("RAY_ADDRESS") or None,
-                  retry_errors=retry_errors, quiet=quiet)
+                  retry_errors=retry_errors, store_orders=tuple(store_order or ()), quiet=quiet)
     if res.up_to_date:
         typer.echo(f"{res.folder}: up to date ({res.samples} samples in {res.shards} shards, {res.errors} errors)")
     else:
@@ -107,12 +108,30 @@ def decode(
     typer.echo(f"wrote {out}")
 
 
+@app.command("show-order")
+def show_order(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    key: Annotated[str, typer.Option(help="Record key (default: the first record).")] = "",
+    order: Annotated[str, typer.Option(help="Order name, e.g. hilbert, spiral, randsac:11,5, gradwalk:max.")] = "hilbert",
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("order.png"),
+    seed: Annotated[int, typer.Option(help="Seed for random orders.")] = 0,
+) -> None:
+    """Draw an order over a decoded record: a path through the units coloured by rank, segments outlined."""
+    from vistok.shards.reader import Dataset
+    from vistok.shards.render import draw_order
+
+    ds = Dataset(dataset)
+    rec = ds.get(key) if key else next(iter(ds))
+    draw_order(ds.codec, rec, order, seed).save(out)
+    typer.echo(f"wrote {out} ({rec.key}, order {order})")
+
+
 @app.command()
 def train(
     datasets: Annotated[list[Path], typer.Argument(help="One or more dataset folders (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU), small (~10M), base (~100M).")] = "tiny",
-    order: Annotated[str, typer.Option(help="Token order: canonical, random (units shuffled per sample and epoch).")] = "canonical",
+    order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time).")] = "canonical",
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
     block_size: Annotated[int, typer.Option(help="Context length (tokens per row).")] = 512,
     batch_size: Annotated[int, typer.Option(help="Rows per micro-batch (per rank).")] = 16,

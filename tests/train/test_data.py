@@ -49,8 +49,9 @@ def test_long_records_split_at_unit_boundaries(small_dataset):
 def test_random_order_permutes_units_and_inverts(small_dataset):
     ds = Dataset(small_dataset)
     rec = next(iter(ds))
-    units = ds.codec.units(rec)
-    perm = get_order("random")(units, np.random.default_rng(5))
+    inp = ds.codec.order_input(rec)
+    units = inp.units
+    perm = get_order("random")(inp, np.random.default_rng(5)).perm
     assert sorted(perm) == list(range(len(rec)))
     u = units[perm]
     assert (np.diff(u) != 0).sum() == len(np.unique(units)) - 1  # each unit's tokens stay contiguous
@@ -91,3 +92,18 @@ def test_loader_is_deterministic_and_resumes(small_dataset):
             assert (got[k] == want[k]).all(), k
     held = {r.key for r in Dataset(small_dataset) if is_heldout(r.key, 0.2)}
     assert held, "the split must hold some records out"
+
+
+ALL_ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "freq-major",
+              "random", "randsac:11", "randsac:4,2"]
+
+
+@pytest.mark.parametrize("order", ALL_ORDERS)
+def test_every_order_builds_training_documents(small_dataset, order):
+    ds = Dataset(small_dataset)
+    for rec in list(ds)[:5]:
+        docs = record_docs(ds.codec, rec, order, np.random.default_rng(0), block_size=4096)
+        (d,) = docs
+        assert d.tokens[0] == BOS and d.tokens[-1] == EOS
+        assert sorted(d.tokens[1:-1].tolist()) == sorted(rec.tokens.tolist())
+        assert (d.coords[1:-1] > 0).all() and (d.coords[[0, -1]] == 0).all()

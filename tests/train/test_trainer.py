@@ -110,3 +110,23 @@ def test_ddp_on_cpu_with_two_gloo_processes(small_dataset, tmp_path):
     assert latest_checkpoint(tmp_path / "ddp").name == "step-000003"
     losses = _losses(tmp_path / "ddp")
     assert sorted(losses) == [1, 2, 3] and all(np.isfinite(v) for v in losses.values())
+
+
+def test_stored_gradwalk_order_trains_and_draws(tmp_path):
+    from vistok.pipelines.job import run_job
+    from vistok.pipelines.preprocess import Preprocess
+    from vistok.shards.reader import Dataset
+    from vistok.shards.render import draw_order
+
+    res = run_job(["sample"], tmp_path / "ds", JpegCodec(), Preprocess(size=48, crops=2), shard_size=8,
+                  executor="local", quiet=True, store_orders=("gradwalk:max", "gradwalk:min"))
+    ds = Dataset(res.folder)
+    rec = next(iter(ds))
+    assert set(rec.orders) == {"gradwalk-max", "gradwalk-min"}
+    assert sorted(rec.orders["gradwalk-max"]) == list(range(9))  # 3x3 MCUs
+    for order in ("gradwalk:max", "randsac:5,2", "hilbert"):
+        img = draw_order(ds.codec, rec, order)
+        assert img.size[0] >= 48
+    data, cfg = _cfgs(res.folder, tmp_path / "r", order="gradwalk:min", max_steps=2)
+    train(data, cfg, progress=Quiet())
+    assert latest_checkpoint(tmp_path / "r").name == "step-000002"

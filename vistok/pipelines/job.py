@@ -25,12 +25,13 @@ import numpy as np
 import vistok
 from vistok.errors import DatasetError, InputError, UsageError, one_line
 from vistok.pipelines.preprocess import Preprocess
-from vistok.pipelines.sources import decode_image, expand_sources, fingerprint, input_key, read_input
+from vistok.pipelines.sources import expand_sources, fingerprint, input_key, load_image, read_input
 from vistok.shards.manifest import ERRORS, MANIFEST, STATS_DIR, config_hash, read_json, write_json
 from vistok.shards.reader import iter_shards
 from vistok.shards.record import TokenRecord, json_bytes
 from vistok.shards.writer import ShardWriter, atomic_write_bytes
 from vistok.tokenize.base import Codec, get_codec
+from vistok.tokenize.orders import STORED_ORDERS, compute_stored
 
 JOB = "job.json"
 ERRORS_DIR = "errors"
@@ -51,10 +52,11 @@ class ShardTask:
     preprocess: dict[str, Any]
     compress: bool
     retry_errors: bool = False
+    store_orders: tuple[str, ...] = ()
 
 
 # --- the worker ---------------------------------------------------------------------------------------
-def encode_input(input_id: str, codec: Codec, pre: Preprocess) -> Iterator[TokenRecord]:
+def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tuple[str, ...] = ()) -> Iterator[TokenRecord]:
     """One input -> its records. Raises InputError (with `.stage` set) for bad input."""
     key = input_key(input_id)
     stage = "read"
@@ -63,14 +65,21 @@ def encode_input(input_id: str, codec: Codec, pre: Preprocess) -> Iterator[Token
         stage = "decode"
         rec = codec.encode_bytes(data, key, meta) if pre.identity() else None
         if rec is not None:
+            if store_orders:
+                stage = "order"
+                rec.orders.update(compute_stored(codec, rec, None, store_orders))
             yield rec
             return
-        img = decode_image(data, pre.max_pixels)
+        img = load_image(data, pre.max_pixels, pre.draft)
         stage = "preprocess"
         items = pre.apply(img, key)
-        stage = "encode"
         for suffix, pix in items:
-            yield codec.encode(pix, key + suffix, dict(meta))
+            stage = "encode"
+            rec = codec.encode(pix, key + suffix, dict(meta))
+            if store_orders:
+                stage = "order"
+                rec.orders.update(compute_stored(codec, rec, pix, store_orders))
+            yield rec
     except InputError as exc:
         exc.stage = stage
         raise
@@ -122,7 +131,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
             if failed is not None and key not in failed and key in kept:
                 recs: Iterator[TokenRecord] = iter(kept[key])
             else:
-                recs = encode_input(iid, codec, pre)
+                recs = encode_input(iid, codec, pre, task.store_orders)
             try:
                 batch = list(recs)  # all crops of an input, or none: an input is written whole
             except InputError as exc:
@@ -275,17 +284,23 @@ def resolve_folder(out: Path, codec_id: str, chash: str) -> Path:
 
 def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, shard_size: int = 1000,
             compress: bool = False, executor: str = "ray", workers: int | None = None, address: str | None = None,
-            retry_errors: bool = False, progress_stream=None, quiet: bool = False) -> JobResult:
+            retry_errors: bool = False, store_orders: tuple[str, ...] = (), progress_stream=None,
+            quiet: bool = False) -> JobResult:
     t0 = time.monotonic()
     if shard_size < 1:
         raise UsageError("--shard-size must be >= 1")
     if executor not in ("ray", "local"):
         raise UsageError(f"--executor must be ray or local, got {executor!r}")
+    bad = [n for n in store_orders if n not in STORED_ORDERS]
+    if bad:
+        raise UsageError(f"--store-order takes {' or '.join(STORED_ORDERS)}, got {', '.join(bad)}")
     inputs = expand_sources(sources)
     if not inputs:
         raise UsageError(f"no inputs found in {' '.join(sources)}")
     config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
               "compress": compress, "sources": {"inputs": len(inputs), "fingerprint": fingerprint(inputs)}}
+    if store_orders:
+        config["store_orders"] = sorted(store_orders)
     chash = config_hash(config)
     folder = resolve_folder(Path(out), codec.codec_id, chash)
     manifest_path = folder / MANIFEST
@@ -325,7 +340,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     def tasks() -> Iterator[ShardTask]:
         for i in todo:
             yield ShardTask(i, tuple(inputs[i * per_shard : (i + 1) * per_shard]), str(folder), codec.get_config(),
-                            pre.to_json(), compress, retry_errors)
+                            pre.to_json(), compress, retry_errors, tuple(sorted(store_orders)))
 
     prog = Progress(len(todo), sum(min(per_shard, len(inputs) - i * per_shard) for i in todo), progress_stream)
     on_status = (lambda s: None) if quiet else prog.update
@@ -369,7 +384,7 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
         "kind": "vistok-dataset", "format": vistok.FORMAT_VERSION, "vistok_version": vistok.__version__,
         "config_hash": chash, "codec": codec.get_config(), "vocabulary": codec.vocab.to_json(),
         "axes": list(codec.axes), "side_info": codec.side_info(), "preprocess": config["preprocess"], "sources": config["sources"],
-        "shard_size": config["shard_size"],
+        "shard_size": config["shard_size"], "stored_orders": config.get("store_orders", []),
         "counts": {"inputs": inputs, "samples": samples, "errors": errors, "shards": len(shards)},
         "shards": shards, "tokens": tok,
     }

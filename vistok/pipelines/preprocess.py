@@ -46,55 +46,56 @@ class Preprocess:
     def identity(self) -> bool:
         return self.size == 0 or (self.resize == "none" and not self.crops)
 
-    def apply(self, img: np.ndarray, key: str) -> list[tuple[str, np.ndarray]]:
-        """-> [(key suffix, pixels)]: one entry, or one per crop (suffix ``_c000``...)."""
-        if self.crops:
-            img = _scale_short_side(img, self.size, only_up=True)
-            rng = np.random.default_rng(_seed(self.seed, key))
-            h, w = img.shape[:2]
-            ys = rng.integers(0, h - self.size + 1, size=self.crops)
-            xs = rng.integers(0, w - self.size + 1, size=self.crops)
-            s = self.size
-            return [(f"_c{i:03d}", np.ascontiguousarray(img[y : y + s, x : x + s])) for i, (y, x) in enumerate(zip(ys, xs))]
-        if self.identity():
-            return [("", img)]
+    @property
+    def draft(self) -> int:
+        """The size a JPEG decoder may shrink to while decoding (0: decode at full size)."""
+        return self.size if self.size and not self.crops and self.resize in ("center-crop", "short-side") else 0
+
+    def apply(self, img, key: str) -> list[tuple[str, np.ndarray]]:
+        """PIL image (or RGB array) -> [(key suffix, pixels)]: one entry, or one per crop (``_c000``...)."""
+        from PIL import Image
+
+        if isinstance(img, np.ndarray):
+            img = Image.fromarray(img)
+        w, h = img.size
         s = self.size
+        if self.crops:
+            if min(w, h) < s:
+                img = _resize(img, *_short_side_dims(w, h, s))
+            arr = np.asarray(img)
+            rng = np.random.default_rng(_seed(self.seed, key))
+            hh, ww = arr.shape[:2]
+            ys = rng.integers(0, hh - s + 1, size=self.crops)
+            xs = rng.integers(0, ww - s + 1, size=self.crops)
+            return [(f"_c{i:03d}", np.ascontiguousarray(arr[y : y + s, x : x + s])) for i, (y, x) in enumerate(zip(ys, xs))]
+        if self.identity():
+            return [("", np.asarray(img))]
         if self.resize == "short-side":
-            return [("", _scale_short_side(img, s))]
-        if self.resize == "center-crop":
-            img = _scale_short_side(img, s)
-            h, w = img.shape[:2]
-            y, x = (h - s) // 2, (w - s) // 2
-            return [("", np.ascontiguousarray(img[y : y + s, x : x + s]))]
-        # pad: long side to s, centred on the background colour
-        h, w = img.shape[:2]
-        scale = s / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        small = _resize(img, nh, nw)
-        out = np.empty((s, s, 3), dtype=np.uint8)
-        out[:] = BACKGROUND
-        y, x = (s - nh) // 2, (s - nw) // 2
-        out[y : y + nh, x : x + nw] = small
-        return [("", out)]
+            return [("", np.asarray(_resize(img, *_short_side_dims(w, h, s))))]
+        if self.resize == "center-crop":  # one resampling pass straight from the centre box
+            side = min(w, h)
+            box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+            return [("", np.asarray(_resize(img, s, s, box)))]
+        scale = s / max(w, h)  # pad: long side to s, centred on the background colour
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        out = Image.new("RGB", (s, s), BACKGROUND)
+        out.paste(_resize(img, nw, nh), ((s - nw) // 2, (s - nh) // 2))
+        return [("", np.asarray(out))]
 
 
 def _seed(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "little")
 
 
-def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+def _short_side_dims(w: int, h: int, s: int) -> tuple[int, int]:
+    scale = s / min(w, h)
+    return max(s, round(w * scale)), max(s, round(h * scale))
+
+
+def _resize(img, w: int, h: int, box=None):
     from PIL import Image
 
-    if img.shape[:2] == (h, w):
+    if img.size == (w, h) and box is None:
         return img
-    # reducing_gap: libjpeg-style box pre-reduction, then a bicubic pass (fast and alias-free when shrinking)
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC, reducing_gap=3.0))
-
-
-def _scale_short_side(img: np.ndarray, s: int, only_up: bool = False) -> np.ndarray:
-    h, w = img.shape[:2]
-    short = min(h, w)
-    if short == s or (only_up and short >= s):
-        return img
-    scale = s / short
-    return _resize(img, max(s, round(h * scale)), max(s, round(w * scale)))
+    # reducing_gap: a box pre-reduction, then bicubic (fast, and alias-free when shrinking)
+    return img.resize((w, h), Image.BICUBIC, box=box, reducing_gap=3.0)

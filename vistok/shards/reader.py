@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 
 from vistok.errors import DatasetError
 from vistok.shards.manifest import ERRORS, load_manifest, shard_paths
@@ -24,6 +23,8 @@ def iter_shards(paths: list[Path] | list[str]) -> Iterator[TokenRecord]:
     """Records of the given shards, in order, through webdataset's tar reader (raw bytes, decoded by us)."""
     if not paths:
         return
+    import webdataset as wds  # imported here: it pulls in torch (~1.5 s), which shard workers never need
+
     ds = wds.WebDataset([str(p) for p in paths], shardshuffle=False, nodesplitter=None, workersplitter=None,
                         empty_check=False)
     for sample in ds:

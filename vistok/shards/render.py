@@ -24,3 +24,59 @@ def save_record(codec: Codec, record: TokenRecord, path: str | Path) -> None:
         Image.fromarray(np.asarray(codec.decode(record))).save(path, format="PNG")
     else:
         raise UsageError(f"output {path} must end in .png or .jpg")
+
+
+def _ramp(t: float) -> tuple[int, int, int]:
+    """A perceptual-ish colour ramp, dark blue -> teal -> yellow, for rank t in [0, 1]."""
+    stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
+    x = min(max(t, 0.0), 1.0) * (len(stops) - 1)
+    i = min(int(x), len(stops) - 2)
+    c = stops[i] + (stops[i + 1] - stops[i]) * (x - i)
+    return int(c[0]), int(c[1]), int(c[2])
+
+
+def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min_unit_px: int = 32):
+    """The decoded image with the traversal drawn over it: a path through the units' centres coloured by
+    rank (first visit), each unit tinted by its rank, and segment borders (randsac) in white."""
+    from PIL import Image, ImageDraw
+
+    from vistok.tokenize.orders import get_order
+
+    img = np.asarray(codec.decode(record))
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    inp = codec.order_input(record)
+    res = get_order(order)(inp, np.random.default_rng(seed))
+    seq = inp.units[res.perm]
+    first = np.unique(seq, return_index=True)[1]
+    visit = seq[np.sort(first)]  # units in order of first visit
+    rows, cols = inp.grid
+    uh, uw = codec.unit_pixels(record)
+    scale = max(1, int(np.ceil(min_unit_px / min(uh, uw))))
+    canvas = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).convert("RGB")
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(overlay)
+    ch, cw = uh * scale, uw * scale
+    n = max(len(visit) - 1, 1)
+    rank = np.empty(rows * cols, dtype=np.int64)
+    rank[visit % (rows * cols)] = np.arange(len(visit))
+    for u in range(rows * cols):
+        y, x = divmod(u, cols)
+        d.rectangle([x * cw, y * ch, (x + 1) * cw - 1, (y + 1) * ch - 1], fill=(*_ramp(rank[u] / n), 70))
+    if res.segments is not None:
+        seg = np.empty(rows * cols, dtype=np.int64)
+        seg[inp.units[res.perm]] = res.segments
+        seg = seg.reshape(rows, cols)
+        for y in range(rows):
+            for x in range(cols):
+                if x + 1 < cols and seg[y, x] != seg[y, x + 1]:
+                    d.line([(x + 1) * cw, y * ch, (x + 1) * cw, (y + 1) * ch], fill=(255, 255, 255, 255), width=max(1, scale))
+                if y + 1 < rows and seg[y, x] != seg[y + 1, x]:
+                    d.line([x * cw, (y + 1) * ch, (x + 1) * cw, (y + 1) * ch], fill=(255, 255, 255, 255), width=max(1, scale))
+    pts = [((u % cols) * cw + cw / 2, (u // cols) * ch + ch / 2) for u in visit]
+    for i in range(len(pts) - 1):
+        d.line([pts[i], pts[i + 1]], fill=(*_ramp(i / n), 255), width=max(2, scale))
+    if pts:
+        r = max(3, scale * 2)
+        d.ellipse([pts[0][0] - r, pts[0][1] - r, pts[0][0] + r, pts[0][1] + r], fill=(255, 255, 255, 255))
+    return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")

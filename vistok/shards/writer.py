@@ -62,7 +62,7 @@ class ShardWriter:
 
     def __enter__(self) -> ShardWriter:
         self._file = open(self.tmp, "wb")
-        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0, compresslevel=6) if self.compress else None
+        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0, compresslevel=3) if self.compress else None
         self._tar = tarfile.open(fileobj=self._gz or self._file, mode="w", format=tarfile.USTAR_FORMAT)
         return self
 

@@ -117,13 +117,31 @@ class Codec:
         return None
 
     # --- layout ---------------------------------------------------------------------------------
-    def coords(self, record: TokenRecord) -> np.ndarray:
-        """(T, len(axes)) int32 coordinates of every token."""
+    def layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+        """((T,) unit index of every token, non-decreasing in canonical order; (T, len(axes)) int32 coordinates)."""
         raise NotImplementedError
 
+    def coords(self, record: TokenRecord) -> np.ndarray:
+        return self.layout_arrays(record)[1]
+
     def units(self, record: TokenRecord) -> np.ndarray:
-        """(T,) int32 unit index of every token, non-decreasing in canonical order."""
+        return self.layout_arrays(record)[0]
+
+    def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
+        """(rows, cols) of the unit grid of one frame; units are numbered raster order, frame after frame."""
         raise NotImplementedError
+
+    def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
+        """(height, width) in pixels that one unit covers (for content-aware orders and drawings)."""
+        raise NotImplementedError
+
+    def order_input(self, record: TokenRecord):
+        """Everything an ordering needs about this record (see `vistok.tokenize.orders.OrderInput`)."""
+        from vistok.tokenize.orders import OrderInput
+
+        units, coords = self.layout_arrays(record)
+        return OrderInput(units=units.astype(np.int64), grid=self.unit_grid(record), coords=coords, axes=self.axes,
+                          stored=record.orders)
 
     def side_info(self) -> dict[str, Any]:
         """Constant side information every record shares (e.g. JPEG quantization tables), for the manifest."""

@@ -293,25 +293,24 @@ class JpegCodec(Codec):
         return coefs.astype(np.int32), parsed
 
     # --- layout metadata ------------------------------------------------------------------------
-    def coords(self, record: TokenRecord) -> np.ndarray:
+    def layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         layout = self.record_layout(record)
         parsed = self._parse(layout, record.tokens)
         b = parsed["block"][parsed["owner"]]
-        out = np.empty((b.size, len(self.axes)), dtype=np.int32)
-        out[:, 0] = 0
-        out[:, 1] = layout.comp[b]
-        out[:, 2] = layout.by[b]
-        out[:, 3] = layout.bx[b]
-        out[:, 4] = parsed["pos"][parsed["owner"]]
-        return out
-
-    def units(self, record: TokenRecord) -> np.ndarray:
-        layout = self.record_layout(record)
-        parsed = self._parse(layout, record.tokens)
-        return layout.unit[parsed["block"][parsed["owner"]]]
+        coords = np.empty((b.size, len(self.axes)), dtype=np.int32)
+        coords[:, 0] = 0
+        coords[:, 1] = layout.comp[b]
+        coords[:, 2] = layout.by[b]
+        coords[:, 3] = layout.bx[b]
+        coords[:, 4] = parsed["pos"][parsed["owner"]]
+        return layout.unit[b], coords
 
     def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
         return self.record_layout(record).mcu_grid
+
+    def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
+        h, v = dct.factors(int(record.meta["components"]), str(record.meta["subsampling"]))[0]
+        return 8 * v, 8 * h
 
     def grammar(self, meta: dict):
         from vistok.tokenize.jpeg_grammar import JpegGrammar

@@ -1,19 +1,53 @@
-"""Token orderings: a record's units -> a permutation of its tokens that keeps each unit's tokens together.
+"""Token orderings, named and parameterized by a string: ``hilbert``, ``randsac:11,5``, ``gradwalk:max``...
 
-An ordering is named by a string (``canonical``, ``random``) and built with `get_order(name)`; calling
-it with a record's per-token unit indices and a seeded generator returns `perm` such that
-``tokens[perm]`` is the reordered stream. `inverse(perm)` undoes it.
+An ordering maps a record's layout (`OrderInput`: per-token units and coordinates, the unit grid, stored
+orders) to a permutation `perm` of its tokens: ``tokens[perm]`` is the stream in that order and
+`inverse(perm)` undoes it. Orders over *units* keep each unit's tokens together, in canonical order;
+orders over frequencies or scales reorder tokens across units (the model sees every token's coordinates,
+so no information is lost). Multi-frame records are always time-major: a spatial order applies inside
+each frame, frames in time order.
+
+Spatial, over the unit grid (cached per grid shape):
+  raster, column, snake (boustrophedon), zorder (Morton), hilbert (generalized to any rectangle),
+  spiral (centre out: rings of growing Chebyshev radius, each walked by angle)
+Frequency / scale:
+  zigzag (JPEG's in-block order: the canonical order), freq-major (every DC, then each zigzag frequency
+  across blocks: progressive spectral selection), coarse-to-fine (wavelet levels, coarsest first)
+Random (seeded per sample and epoch by the caller's generator):
+  random (a permutation of units), randsac:K[,K2,...] (K Gaussian-blob segments, optionally grouped
+  K -> K2 -> ...; see `randsac`)
+Content-aware (computed at shard time from pixels, stored in the record as ``order.gradwalk-max``):
+  gradwalk:max, gradwalk:min
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from vistok.errors import UsageError
 
-Order = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+@dataclass
+class OrderInput:
+    units: np.ndarray  # (T,) unit of every token, non-decreasing (canonical stream)
+    grid: tuple[int, int]  # (rows, cols) of the unit grid of one frame
+    coords: np.ndarray | None = None  # (T, A) token coordinates (frequency / scale orders)
+    axes: tuple[str, ...] = ()
+    stored: dict[str, np.ndarray] = field(default_factory=dict)  # the record's stored unit orders
+
+    @property
+    def n_units(self) -> int:
+        return int(self.units.max()) + 1 if self.units.size else 0
+
+
+@dataclass
+class OrderResult:
+    perm: np.ndarray  # (T,) token permutation
+    segments: np.ndarray | None = None  # (T,) segment id per token, in the reordered stream (randsac)
 
 
 def inverse(perm: np.ndarray) -> np.ndarray:
@@ -23,31 +57,323 @@ def inverse(perm: np.ndarray) -> np.ndarray:
 
 
 def units_to_tokens(units: np.ndarray, unit_order: np.ndarray) -> np.ndarray:
-    """Token permutation visiting units in `unit_order`, each unit's tokens in their canonical order.
+    """Token permutation visiting units in `unit_order`, each unit's tokens in canonical order.
 
-    `units` must be non-decreasing (canonical streams are); one stable argsort, no per-unit Python.
+    `units` is non-decreasing, so each unit's tokens are one contiguous run: the permutation is those runs
+    concatenated in the new order, built with two `np.repeat`s (no sort).
     """
-    rank = np.empty(int(units.max()) + 1 if units.size else 0, dtype=np.int64)
-    rank[unit_order] = np.arange(unit_order.size)
-    return np.argsort(rank[units], kind="stable")
-
-
-def canonical(units: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.arange(units.size)
-
-
-def random_units(units: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A seeded random permutation of units; tokens inside a unit stay in canonical order."""
     if units.size == 0:
-        return np.arange(0)
-    n = int(units.max()) + 1
-    return units_to_tokens(units, rng.permutation(n))
+        return np.zeros(0, dtype=np.int64)
+    counts = np.bincount(units, minlength=unit_order.size)
+    starts = np.cumsum(counts) - counts
+    lengths = counts[unit_order]
+    out_start = np.cumsum(lengths) - lengths
+    return np.arange(units.size) + np.repeat(starts[unit_order] - out_start, lengths)
 
 
-ORDERS: dict[str, Order] = {"canonical": canonical, "raster": canonical, "random": random_units}
+# --- spatial orders over one frame's grid --------------------------------------------------------------
+def _sgn(v: int) -> int:
+    return (v > 0) - (v < 0)
 
 
-def get_order(name: str) -> Order:
-    if name not in ORDERS:
-        raise UsageError(f"unknown order {name!r}; available: {', '.join(sorted(ORDERS))}")
-    return ORDERS[name]
+def _hilbert_cells(rows: int, cols: int) -> list[tuple[int, int]]:
+    """A Hilbert-like curve over any rows x cols rectangle (the "generalized Hilbert" construction).
+
+    The region is described by an origin and two axis vectors: `a` along the long side (the curve
+    leaves through its far end) and `b` across. A region much longer than wide is cut in two along `a`;
+    otherwise it is cut in three (the Hilbert "U": up half of `b`, along `a`, back down), each piece
+    recursing with suitably rotated axes. Halves are nudged to even lengths so the pieces join; all
+    steps are between 4-neighbours except, on some odd x odd grids, one diagonal step.
+    """
+    out: list[tuple[int, int]] = []
+
+    def walk(x: int, y: int, ax: int, ay: int, bx: int, by: int) -> None:
+        w, h = abs(ax + ay), abs(bx + by)
+        dax, day, dbx, dby = _sgn(ax), _sgn(ay), _sgn(bx), _sgn(by)
+        if h == 1:
+            out.extend((y + day * i, x + dax * i) for i in range(w))
+            return
+        if w == 1:
+            out.extend((y + dby * i, x + dbx * i) for i in range(h))
+            return
+        ax2, ay2, bx2, by2 = ax // 2, ay // 2, bx // 2, by // 2
+        w2, h2 = abs(ax2 + ay2), abs(bx2 + by2)
+        if 2 * w > 3 * h:  # long and thin: two halves along a
+            if w2 % 2 and w > 2:
+                ax2, ay2 = ax2 + dax, ay2 + day
+            walk(x, y, ax2, ay2, bx, by)
+            walk(x + ax2, y + ay2, ax - ax2, ay - ay2, bx, by)
+        else:  # the U: up, across, down
+            if h2 % 2 and h > 2:
+                bx2, by2 = bx2 + dbx, by2 + dby
+            walk(x, y, bx2, by2, ax2, ay2)
+            walk(x + bx2, y + by2, ax, ay, bx - bx2, by - by2)
+            walk(x + (ax - dax) + (bx2 - dbx), y + (ay - day) + (by2 - dby), -bx2, -by2, -(ax - ax2), -(ay - ay2))
+
+    if cols >= rows:
+        walk(0, 0, cols, 0, 0, rows)
+    else:
+        walk(0, 0, 0, rows, cols, 0)
+    return out
+
+
+def _morton(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.uint64) & np.uint64(0xFFFF)
+    for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
+        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+    return v
+
+
+@lru_cache(maxsize=512)
+def grid_order(name: str, rows: int, cols: int) -> np.ndarray:
+    """Raster indices of a rows x cols grid in the named spatial order (read-only, cached)."""
+    y, x = np.divmod(np.arange(rows * cols), cols)
+    if name == "raster":
+        out = np.arange(rows * cols)
+    elif name == "column":
+        out = np.lexsort((y, x))
+    elif name == "snake":
+        xs = np.where(y % 2 == 1, cols - 1 - x, x)
+        out = np.lexsort((xs, y))
+    elif name == "zorder":
+        out = np.argsort(_morton(y) << np.uint64(1) | _morton(x), kind="stable")
+    elif name == "hilbert":
+        cells = _hilbert_cells(rows, cols)
+        out = np.array([r * cols + c for r, c in cells], dtype=np.int64)
+    elif name == "spiral":
+        dy, dx = y - (rows - 1) / 2, x - (cols - 1) / 2
+        ring = np.floor(np.maximum(np.abs(dy), np.abs(dx)) + 0.5)  # Chebyshev ring around the centre
+        ang = np.mod(np.arctan2(dy, dx), 2 * np.pi)
+        out = np.lexsort((ang, ring))
+    else:
+        raise UsageError(f"unknown spatial order {name!r}")
+    out = out.astype(np.int64)
+    out.setflags(write=False)
+    return out
+
+
+def _per_frame(inp: OrderInput, frame_order: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Unit order: frames in time order, `frame_order(f)` (raster indices within a frame) inside each."""
+    per = inp.grid[0] * inp.grid[1]
+    frames = max(1, -(-inp.n_units // per))
+    if frames == 1:
+        return frame_order(0)
+    return np.concatenate([f * per + frame_order(f) for f in range(frames)])
+
+
+def spatial(name: str) -> Callable:
+    def order(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+        g = grid_order(name, *inp.grid)
+        return OrderResult(units_to_tokens(inp.units, _per_frame(inp, lambda f: g)))
+
+    return order
+
+
+# --- frequency / scale ---------------------------------------------------------------------------------
+def _axis(inp: OrderInput, name: str) -> np.ndarray:
+    if inp.coords is None or name not in inp.axes:
+        raise UsageError(f"this order needs the {name!r} coordinate axis, which the codec does not have")
+    return inp.coords[:, inp.axes.index(name)]
+
+
+def canonical(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    return OrderResult(np.arange(inp.units.size))
+
+
+def freq_major(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    """All DC coefficients first, then each zigzag frequency across blocks (frames stay in time order)."""
+    keys = [np.arange(inp.units.size), _axis(inp, "freq")]
+    if "frame" in inp.axes:
+        keys.append(_axis(inp, "frame"))
+    return OrderResult(np.lexsort(keys))
+
+
+def coarse_to_fine(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    """Wavelet levels coarsest first (the highest level index is the coarsest); stable otherwise."""
+    keys = [np.arange(inp.units.size), -_axis(inp, "level")]
+    if "frame" in inp.axes:
+        keys.append(_axis(inp, "frame"))
+    return OrderResult(np.lexsort(keys))
+
+
+# --- random ---------------------------------------------------------------------------------------------
+def random_units(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    """A seeded random permutation of the units of each frame."""
+    per = inp.grid[0] * inp.grid[1]
+    return OrderResult(units_to_tokens(inp.units, _per_frame(inp, lambda f: rng.permutation(per))))
+
+
+@lru_cache(maxsize=64)
+def _unit_grid(n: int) -> np.ndarray:
+    return np.linspace(-2, 2, n) if n > 1 else np.zeros(1)
+
+
+def randsac_segments(rows: int, cols: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(rows*cols,) segment id per cell: the argmax over K random Gaussian blobs on a [-2, 2]^2 grid.
+
+    RandSAC's sampling: means ~ U(-1.75, 1.75)^2, standard deviations ~ U(0.5, 1). A blob's region (the
+    cells where its density is highest) is one connected piece about 93% of the time; a wide blob's region
+    can be cut by a narrow one, and then each 4-connected piece becomes a segment of its own, so every
+    segment is connected (there may be a few more than K). Ids are renumbered 0..K'-1.
+    """
+    ys, xs = _unit_grid(rows), _unit_grid(cols)
+    mu = rng.uniform(-1.75, 1.75, size=(k, 2))
+    sd = rng.uniform(0.5, 1.0, size=k)
+    dy = (ys[None, :] - mu[:, :1]) ** 2  # (K, rows)
+    dx = (xs[None, :] - mu[:, 1:]) ** 2  # (K, cols)
+    logp = -(dy[:, :, None] + dx[:, None, :]) / (2 * sd[:, None, None] ** 2) - 2 * np.log(sd)[:, None, None]
+    seg = logp.reshape(k, -1).argmax(axis=0)
+    return _connected_pieces(seg, rows, cols)
+
+
+def _connected_pieces(seg: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Relabel so that every label is one 4-connected piece (numbered by first cell in raster order).
+
+    One `ndimage.label` call on a (2 rows - 1, 2 cols - 1) picture whose odd pixels join two cells only
+    when they share a segment: its 4-connected components are exactly the pieces.
+    """
+    from scipy import ndimage
+
+    s2 = seg.reshape(rows, cols)
+    big = np.zeros((2 * rows - 1, 2 * cols - 1), dtype=bool)
+    big[::2, ::2] = True
+    big[::2, 1::2] = s2[:, 1:] == s2[:, :-1]
+    big[1::2, ::2] = s2[1:, :] == s2[:-1, :]
+    labels, _ = ndimage.label(big)
+    return labels[::2, ::2].ravel() - 1
+
+
+def randsac(levels: tuple[int, ...]) -> Callable:
+    """K segments in random order, units inside a segment in raster order; with K -> K2 -> ..., segments are
+    grouped by a coarser blob draw (each segment joins the group holding most of its cells), and groups are
+    visited in random order, each group's segments in random order. `segments` gives each token's
+    finest segment id (a trainer can predict a whole segment in parallel)."""
+
+    def order(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+        rows, cols = inp.grid
+        fine = randsac_segments(rows, cols, levels[0], rng)  # cell -> fine segment
+        n_fine = int(fine.max()) + 1
+        fine_to_group = np.arange(n_fine)  # fine segment -> its group at the current level
+        keys = [rng.permutation(n_fine)]  # random rank of each fine segment inside its group
+        member = fine  # cell -> group at the current level
+        for k in levels[1:]:
+            coarse = randsac_segments(rows, cols, k, rng)
+            votes = np.zeros((int(member.max()) + 1, int(coarse.max()) + 1), dtype=np.int64)
+            np.add.at(votes, (member, coarse), 1)
+            up = votes.argmax(axis=1)  # current group -> the coarse blob holding most of its cells
+            fine_to_group, member = up[fine_to_group], up[member]
+            keys.append(rng.permutation(int(up.max()) + 1)[fine_to_group])
+        rank_of = np.empty(n_fine, dtype=np.int64)
+        rank_of[np.lexsort(keys)] = np.arange(n_fine)  # coarsest level is the primary key
+        cell_rank = rank_of[fine]
+        unit_order = np.argsort(cell_rank, kind="stable")  # segment by segment, raster inside
+        perm = units_to_tokens(inp.units, _per_frame(inp, lambda f: unit_order))
+        seg_of_unit = np.tile(cell_rank, -(-inp.n_units // (rows * cols)))
+        return OrderResult(perm, seg_of_unit[inp.units[perm]])
+
+    return order
+
+
+# --- content-aware --------------------------------------------------------------------------------------
+def gradwalk_units(energy: np.ndarray, mode: str = "max") -> np.ndarray:
+    """Walk over a (rows, cols) grid of unit energies: start at the best unit, step to the unvisited
+    4-neighbour with the largest (mode=max) or smallest (min) energy, and when stuck jump to the best
+    unvisited unit. Ties go to the lowest raster index. Returns raster indices, each exactly once."""
+    rows, cols = energy.shape
+    e = energy.ravel().astype(np.float64)
+    score = e if mode == "max" else -e
+    visited = np.zeros(e.size, dtype=bool)
+    by_score = np.argsort(-score, kind="stable")  # best first, ties by index
+    nxt_best = 0
+    out = np.empty(e.size, dtype=np.int64)
+    cur = int(by_score[0])
+    for i in range(e.size):
+        out[i] = cur
+        visited[cur] = True
+        if i == e.size - 1:
+            break
+        y, x = divmod(cur, cols)
+        best, best_s = -1, -np.inf
+        for ny, nx in ((y - 1, x), (y, x - 1), (y, x + 1), (y + 1, x)):
+            if 0 <= ny < rows and 0 <= nx < cols:
+                j = ny * cols + nx
+                if not visited[j] and (score[j] > best_s or (score[j] == best_s and j < best)):
+                    best, best_s = j, score[j]
+        if best < 0:
+            while visited[by_score[nxt_best]]:
+                nxt_best += 1
+            best = int(by_score[nxt_best])
+        cur = best
+    return out
+
+
+def stored(name: str) -> Callable:
+    def order(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+        if name not in inp.stored:
+            raise UsageError(f"order {name.replace('-', ':')!r} is computed at shard time: reshard with "
+                             f"--store-order {name.replace('-', ':')}")
+        return OrderResult(units_to_tokens(inp.units, np.asarray(inp.stored[name], dtype=np.int64)))
+
+    return order
+
+
+def unit_energy(pixels: np.ndarray, unit_px: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
+    """Mean gradient magnitude of the luma inside each unit: (rows, cols)."""
+    img = pixels.astype(np.float32)
+    luma = img if img.ndim == 2 else img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    gy, gx = np.gradient(luma)
+    mag = np.hypot(gy, gx)
+    rows, cols = grid
+    uh, uw = unit_px
+    pad = np.pad(mag, ((0, rows * uh - mag.shape[0]), (0, cols * uw - mag.shape[1])), mode="edge")
+    return pad.reshape(rows, uh, cols, uw).mean(axis=(1, 3))
+
+
+def compute_stored(codec, record, pixels: np.ndarray | None, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Shard-time orders (`--store-order`): unit orders computed from the pixels, keyed for the record."""
+    out = {}
+    for name in names:
+        base, _, mode = name.partition(":")
+        if base != "gradwalk" or mode not in ("max", "min"):
+            raise UsageError(f"--store-order takes {' or '.join(STORED_ORDERS)}, got {name!r}")
+        if pixels is None:
+            pixels = codec.decode(record)
+        energy = unit_energy(pixels, codec.unit_pixels(record), codec.unit_grid(record))
+        out[stored_key(name)] = gradwalk_units(energy, mode).astype(np.int32)
+    return out
+
+
+# --- the registry ---------------------------------------------------------------------------------------
+STORED_ORDERS = ("gradwalk:max", "gradwalk:min")
+NAMES = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "freq-major",
+         "coarse-to-fine", "random", "randsac:K[,K2...]", "gradwalk:max", "gradwalk:min")
+
+
+def stored_key(name: str) -> str:
+    return name.replace(":", "-")
+
+
+@lru_cache(maxsize=64)
+def get_order(name: str) -> Callable[[OrderInput, np.random.Generator], OrderResult]:
+    base, _, arg = name.partition(":")
+    if base in ("canonical", "zigzag", "time-major"):
+        return canonical
+    if base in ("raster", "column", "snake", "zorder", "hilbert", "spiral"):
+        return spatial(base)
+    if base == "freq-major":
+        return freq_major
+    if base == "coarse-to-fine":
+        return coarse_to_fine
+    if base == "random":
+        return random_units
+    if base == "randsac":
+        try:
+            levels = tuple(int(v) for v in arg.split(",")) if arg else (11,)
+        except ValueError:
+            levels = ()
+        if not levels or any(k < 1 for k in levels) or list(levels) != sorted(levels, reverse=True):
+            raise UsageError(f"randsac takes decreasing segment counts, e.g. randsac:11,5 (got {name!r})")
+        return randsac(levels)
+    if base == "gradwalk" and arg in ("max", "min"):
+        return stored(stored_key(name))
+    raise UsageError(f"unknown order {name!r}; available: {', '.join(NAMES)}")

@@ -81,11 +81,11 @@ class Doc:
 def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
                 long: str = "split") -> list[Doc]:
     """One record -> one document `[BOS] tokens [EOS]`, or several when longer than a row."""
-    units = codec.units(rec)
-    perm = get_order(order)(units, rng)
+    inp = codec.order_input(rec)
+    perm = get_order(order)(inp, rng).perm
     toks = rec.tokens.astype(np.int64)[perm]
-    coords = codec.coords(rec).astype(np.int64)[perm] + 1
-    units = units[perm]
+    coords = inp.coords.astype(np.int64)[perm] + 1
+    units = inp.units[perm]
     A = coords.shape[1]
     known = np.array([a in codec.known_axes for a in codec.axes])
     n = toks.size + 2

@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from vistok.errors import UsageError
+from vistok.tokenize.orders import (
+    OrderInput,
+    get_order,
+    gradwalk_units,
+    grid_order,
+    inverse,
+    randsac_segments,
+    units_to_tokens,
+)
+
+GRIDS = [(1, 1), (1, 9), (9, 1), (2, 2), (3, 5), (5, 3), (7, 7), (8, 8), (6, 10), (13, 7), (16, 16)]
+UNIT_ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac:11",
+               "randsac:11,5", "randsac:3"]
+TOKEN_ORDERS = ["zigzag", "freq-major", "coarse-to-fine"]
+
+
+def _input(rows, cols, seed=0, frames=1):
+    rng = np.random.default_rng(seed)
+    n = rows * cols * frames
+    units = np.repeat(np.arange(n), rng.integers(1, 7, n))
+    coords = np.stack([units // (rows * cols), np.zeros_like(units), units % cols, units % rows,
+                       rng.integers(0, 65, units.size), rng.integers(0, 4, units.size)], axis=1)
+    return OrderInput(units=units, grid=(rows, cols), coords=coords,
+                      axes=("frame", "component", "block_x", "block_y", "freq", "level"))
+
+
+@pytest.mark.parametrize("name", UNIT_ORDERS + TOKEN_ORDERS)
+@pytest.mark.parametrize("grid", GRIDS)
+def test_every_order_is_a_permutation_with_an_inverse(name, grid):
+    inp = _input(*grid)
+    res = get_order(name)(inp, np.random.default_rng(1))
+    perm = res.perm
+    assert np.array_equal(np.sort(perm), np.arange(inp.units.size))
+    tokens = np.random.default_rng(2).integers(0, 1000, inp.units.size)
+    np.testing.assert_array_equal(tokens[perm][inverse(perm)], tokens)
+    if name in UNIT_ORDERS:  # unit orders keep each unit's tokens together, in canonical order
+        u = inp.units[perm]
+        assert (np.diff(u) != 0).sum() == inp.n_units - 1
+        within = np.diff(perm)[np.diff(u) == 0]
+        assert (within == 1).all()
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_spatial_orders_and_their_shapes(grid):
+    rows, cols = grid
+    for name in ("raster", "column", "snake", "zorder", "hilbert", "spiral"):
+        o = grid_order(name, rows, cols)
+        assert sorted(o) == list(range(rows * cols))
+    y, x = np.divmod(grid_order("hilbert", rows, cols), cols)
+    steps = np.abs(np.diff(y)) + np.abs(np.diff(x))
+    # 4-neighbour steps everywhere, but one diagonal step allowed on odd x odd grids
+    assert (steps == 1).all() or (rows % 2 and cols % 2 and (steps != 1).sum() <= 1 and steps.max() <= 2)
+    sy, sx = np.divmod(grid_order("snake", rows, cols), cols)
+    assert (np.abs(np.diff(sy)) + np.abs(np.diff(sx)) == 1).all()
+    c = grid_order("spiral", rows, cols)[0]  # the spiral starts at the centre
+    cy, cx = divmod(int(c), cols)
+    assert abs(cy - (rows - 1) / 2) <= 0.5 and abs(cx - (cols - 1) / 2) <= 0.5
+
+
+def test_zorder_on_a_power_of_two_grid_is_morton():
+    o = grid_order("zorder", 4, 4)
+    assert list(o[:8]) == [0, 1, 4, 5, 2, 3, 6, 7]
+
+
+def test_freq_major_puts_every_dc_first():
+    inp = _input(4, 4)
+    perm = get_order("freq-major")(inp, np.random.default_rng(0)).perm
+    f = inp.coords[perm, 4]
+    assert (np.diff(f) >= 0).all()
+
+
+def test_multi_frame_records_stay_time_major():
+    inp = _input(3, 4, frames=3)
+    for name in ("hilbert", "random", "randsac:5", "freq-major"):
+        perm = get_order(name)(inp, np.random.default_rng(0)).perm
+        frame = inp.coords[perm, 0]
+        assert (np.diff(frame) >= 0).all(), name
+
+
+def test_randsac_segments_are_connected_and_exposed():
+    rng = np.random.default_rng(0)
+    for rows, cols in [(8, 8), (16, 16), (32, 32), (5, 9), (1, 7)]:
+        for _ in range(20):
+            seg = randsac_segments(rows, cols, 11, rng).reshape(rows, cols)
+            for s in range(seg.max() + 1):
+                assert ndimage.label(seg == s)[1] == 1
+    inp = _input(16, 16)
+    res = get_order("randsac:11,5")(inp, np.random.default_rng(3))
+    segs = res.segments
+    assert segs.shape == inp.units.shape
+    assert (np.diff(segs) >= 0).all()  # segments come one after the other, ids = visiting rank
+
+
+def test_randsac_is_seeded():
+    inp = _input(8, 8)
+    a = get_order("randsac:11")(inp, np.random.default_rng(9)).perm
+    b = get_order("randsac:11")(inp, np.random.default_rng(9)).perm
+    c = get_order("randsac:11")(inp, np.random.default_rng(10)).perm
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (1, 6), (5, 5), (7, 4), (16, 16)])
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_gradwalk_visits_every_unit_once_greedily(grid, mode):
+    e = np.random.default_rng(4).random(grid)
+    walk = gradwalk_units(e, mode)
+    assert sorted(walk) == list(range(e.size))
+    flat = e.ravel() if mode == "max" else -e.ravel()
+    assert walk[0] == int(np.argmax(flat))
+    rows, cols = grid
+    seen = {int(walk[0])}
+    for a, b in zip(walk[:-1], walk[1:]):
+        ay, ax = divmod(int(a), cols)
+        nbrs = [ny * cols + nx for ny, nx in ((ay - 1, ax), (ay + 1, ax), (ay, ax - 1), (ay, ax + 1))
+                if 0 <= ny < rows and 0 <= nx < cols and ny * cols + nx not in seen]
+        if nbrs:  # moved to the best free neighbour
+            assert flat[b] == max(flat[n] for n in nbrs)
+        else:  # stuck: jumped to the best unvisited unit
+            assert flat[b] == max(flat[i] for i in range(e.size) if i not in seen)
+        seen.add(int(b))
+
+
+def test_unit_mapping_matches_a_stable_sort():
+    rng = np.random.default_rng(0)
+    units = np.repeat(np.arange(50), rng.integers(0, 5, 50))
+    order = rng.permutation(50)
+    rank = np.empty(50, int)
+    rank[order] = np.arange(50)
+    np.testing.assert_array_equal(units_to_tokens(units, order), np.argsort(rank[units], kind="stable"))
+
+
+def test_bad_names():
+    for bad in ("nope", "randsac:5,11", "randsac:x", "gradwalk:sideways"):
+        with pytest.raises(UsageError):
+            get_order(bad)
+    with pytest.raises(UsageError, match="--store-order"):
+        get_order("gradwalk:max")(_input(2, 2), np.random.default_rng(0))
