@@ -20,12 +20,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def shard(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, globs, @list.txt, WebDataset .tar shards, or 'sample' (the embedded photos).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
-    codec: Annotated[str, typer.Option(help="Codec: jpeg.")] = "jpeg",
-    quality: Annotated[int, typer.Option(help="JPEG quality (IJG table scaling), 1..100.")] = 20,
-    subsampling: Annotated[str, typer.Option(help="Chroma subsampling: 444, 422 or 420.")] = "420",
-    layout: Annotated[str, typer.Option(help="Token layout: rle (sparse, lossless) or dense (64 per block).")] = "rle",
-    dc: Annotated[str, typer.Option(help="DC coding: abs or dpcm.")] = "abs",
-    transcode: Annotated[str, typer.Option(help="JPEG inputs: always (re-quantize pixels), never (keep the file's coefficients), auto.")] = "always",
+    codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients) or wavelet (pyramid, coarse to fine).")] = "jpeg",
+    quality: Annotated[int, typer.Option(help="jpeg: quality (IJG table scaling), 1..100.")] = 20,
+    subsampling: Annotated[str, typer.Option(help="jpeg: chroma subsampling 444, 422 or 420.")] = "420",
+    layout: Annotated[str, typer.Option(help="Token layout: rle (sparse runs, lossless) or dense.")] = "rle",
+    dc: Annotated[str, typer.Option(help="jpeg: DC coding, abs or dpcm.")] = "abs",
+    transcode: Annotated[str, typer.Option(help="jpeg: JPEG inputs always re-quantized from pixels, never (keep the file's coefficients), or auto.")] = "always",
+    wavelet: Annotated[str, typer.Option(help="wavelet: any discrete PyWavelets wavelet.")] = "bior4.4",
+    levels: Annotated[int, typer.Option(help="wavelet: decomposition levels.")] = 3,
+    step: Annotated[float, typer.Option(help="wavelet: base quantizer step (dead zone).")] = 8.0,
+    level_weights: Annotated[str, typer.Option(help="wavelet: comma-separated step weights per level, finest first.")] = "",
+    hh_weight: Annotated[float, typer.Option(help="wavelet: extra step weight for diagonal bands.")] = 1.0,
+    chroma: Annotated[str, typer.Option(help="wavelet: 444 or 420 chroma.")] = "444",
+    lossless: Annotated[bool, typer.Option("--lossless", help="wavelet: integer CDF 5/3 + reversible colour: pixel-exact.")] = False,
     size: Annotated[int, typer.Option(help="Target side in pixels (0 = keep).")] = 0,
     resize: Annotated[str, typer.Option(help="center-crop, pad, short-side or none.")] = "center-crop",
     crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
@@ -46,10 +53,18 @@ def shard(
     from vistok.pipelines.preprocess import Preprocess
     from vistok.tokenize import get_codec
 
-    if codec != "jpeg":
-        raise UsageError(f"unknown --codec {codec!r}; available: jpeg")
-    cfg = dict(id=codec, quality=quality, subsampling=subsampling, layout=layout, dc=dc, transcode=transcode,
-               max_pixels=max_pixels)
+    if codec == "jpeg":
+        cfg = dict(id=codec, quality=quality, subsampling=subsampling, layout=layout, dc=dc, transcode=transcode,
+                   max_pixels=max_pixels)
+    elif codec == "wavelet":
+        try:
+            weights = [float(w) for w in level_weights.split(",")] if level_weights else []
+        except ValueError:
+            raise UsageError(f"--level-weights takes comma-separated numbers, got {level_weights!r}") from None
+        cfg = dict(id=codec, wavelet=wavelet, levels=levels, step=step, level_weights=weights, hh_weight=hh_weight,
+                   chroma=chroma, layout=layout, lossless=lossless, max_pixels=max_pixels)
+    else:
+        raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet")
     the_codec = get_codec(cfg)
     pre = Preprocess(size=size, resize=resize, crops=crops, seed=seed, max_pixels=max_pixels)
     if transcode == "never" and not pre.identity():

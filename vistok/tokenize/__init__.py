@@ -2,5 +2,6 @@
 
 from vistok.tokenize.base import Codec, TokenRange, Vocabulary, codec_ids, get_codec, register_codec
 from vistok.tokenize.jpeg import JpegCodec
+from vistok.tokenize.wavelet import WaveletCodec
 
-__all__ = ["Codec", "JpegCodec", "TokenRange", "Vocabulary", "codec_ids", "get_codec", "register_codec"]
+__all__ = ["Codec", "JpegCodec", "TokenRange", "Vocabulary", "WaveletCodec", "codec_ids", "get_codec", "register_codec"]

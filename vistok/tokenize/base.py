@@ -147,6 +147,10 @@ class Codec:
         """Constant side information every record shares (e.g. JPEG quantization tables), for the manifest."""
         return {}
 
+    def max_tokens(self, meta: dict) -> int:
+        """An upper bound on a stream's length for this geometry (for sampling budgets)."""
+        raise NotImplementedError
+
     def grammar(self, meta: dict):
         """A fresh grammar for one stream with this metadata (geometry): `allowed`, `step`, `next_known`."""
         raise NotImplementedError(f"codec {self.codec_id} exposes no token grammar")

@@ -312,6 +312,9 @@ class JpegCodec(Codec):
         h, v = dct.factors(int(record.meta["components"]), str(record.meta["subsampling"]))[0]
         return 8 * v, 8 * h
 
+    def max_tokens(self, meta: dict) -> int:
+        return self.record_layout(TokenRecord("m", np.zeros(0, np.uint16), meta)).n_blocks * 64 * 3 + 2
+
     def grammar(self, meta: dict):
         from vistok.tokenize.jpeg_grammar import JpegGrammar
 

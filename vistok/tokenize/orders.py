@@ -33,7 +33,7 @@ from vistok.errors import UsageError
 
 @dataclass
 class OrderInput:
-    units: np.ndarray  # (T,) unit of every token, non-decreasing (canonical stream)
+    units: np.ndarray  # (T,) unit of every token (non-decreasing for block codecs, interleaved for pyramids)
     grid: tuple[int, int]  # (rows, cols) of the unit grid of one frame
     coords: np.ndarray | None = None  # (T, A) token coordinates (frequency / scale orders)
     axes: tuple[str, ...] = ()
@@ -59,11 +59,16 @@ def inverse(perm: np.ndarray) -> np.ndarray:
 def units_to_tokens(units: np.ndarray, unit_order: np.ndarray) -> np.ndarray:
     """Token permutation visiting units in `unit_order`, each unit's tokens in canonical order.
 
-    `units` is non-decreasing, so each unit's tokens are one contiguous run: the permutation is those runs
-    concatenated in the new order, built with two `np.repeat`s (no sort).
+    When `units` is non-decreasing each unit's tokens are one contiguous run: the permutation is those runs
+    concatenated in the new order, built with two `np.repeat`s (no sort). Otherwise a stable argsort
+    gathers each unit's tokens, keeping their canonical relative order.
     """
     if units.size == 0:
         return np.zeros(0, dtype=np.int64)
+    if (np.diff(units) < 0).any():  # units interleaved in canonical order (wavelet pyramids): gather by sorting
+        rank = np.empty(max(int(units.max()) + 1, unit_order.size), dtype=np.int64)
+        rank[unit_order] = np.arange(unit_order.size)
+        return np.argsort(rank[units], kind="stable")
     counts = np.bincount(units, minlength=unit_order.size)
     starts = np.cumsum(counts) - counts
     lengths = counts[unit_order]

@@ -60,14 +60,10 @@ def sample_meta(codec: Codec, preprocess: dict, size: int | None) -> dict:
     side = size or preprocess.get("size") or 0
     if not side:
         raise UsageError("the dataset has no fixed image size; pass --size")
-    cfg = codec.get_config()
-    return {"height": side, "width": side, "components": 3, "subsampling": cfg.get("subsampling", "444")}
-
-
-def max_tokens_for(codec: Codec, meta: dict) -> int:
-    """Upper bound on a stream's length for this geometry (every coefficient escaped is far beyond it)."""
-    layout = codec.record_layout(TokenRecord("m", np.zeros(0, np.uint16), meta))
-    return layout.n_blocks * 64 * 3 + 2
+    meta = {"height": side, "width": side, "components": 3}
+    if "subsampling" in codec.get_config():
+        meta["subsampling"] = codec.get_config()["subsampling"]
+    return meta
 
 
 @torch.no_grad()
@@ -78,7 +74,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     grammar = BatchGrammar(codec, meta, n)
-    limit = max_new or max_tokens_for(codec, meta)
+    limit = max_new or codec.max_tokens(meta)
     out = model.generate(grammar, limit, temperature, top_k, top_p, gen, use_cache).cpu().numpy()
     images, streams = [], []
     for i, g in enumerate(grammar.gs):
