@@ -33,7 +33,7 @@ def _steps(model, opt, get_batch, n: int) -> float:
 def train_speed(folder: Path, preset: str, steps: int, batch: int = 8, block: int = 512) -> dict:
     data = DataConfig(datasets=[str(folder)], block_size=block, batch_size=batch, num_workers=1, heldout=0.1)
     loader = Loader(data)
-    codec, sets = loader.codec, loader.stream.sets
+    codec, sets = loader.codec, loader.sets
     known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes]
     cfg = GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known,
                     **{**PRESETS[preset], "block_size": block})

@@ -103,10 +103,10 @@ def decode(
     fmt: Annotated[str, typer.Option("--format", help="png or jpg, for --all.")] = "png",
 ) -> None:
     """Rebuild media from tokens."""
-    from vistok.shards.reader import Dataset
     from vistok.shards.render import save_record
+    from vistok.shards.store import open_any
 
-    ds = Dataset(dataset)
+    ds = open_any(dataset)
     if all_:
         if not str(out_dir) or str(out_dir) == ".":
             raise UsageError("--all needs --out-dir")
@@ -123,6 +123,25 @@ def decode(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+def pack(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder written by `vistok shard`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The zarr v3 store to write (e.g. data.zarr).")],
+    executor: Annotated[str, typer.Option(help="local (in-process) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally.")] = 0,
+    address: Annotated[str, typer.Option(help="Address of an existing Ray cluster.")] = "",
+) -> None:
+    """Pack a dataset into one zarr v3 store: random access by index or key, exact shuffling and resume."""
+    from vistok.shards.store import PackedStore
+    from vistok.shards.store import pack as run_pack
+
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {executor!r}")
+    path = run_pack(dataset, out, executor, workers or None, address or os.environ.get("RAY_ADDRESS") or None)
+    st = PackedStore(path)
+    typer.echo(f"{path}: {len(st)} samples, {st.total} tokens")
+
+
 @app.command("show-order")
 def show_order(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
@@ -132,10 +151,10 @@ def show_order(
     seed: Annotated[int, typer.Option(help="Seed for random orders.")] = 0,
 ) -> None:
     """Draw an order over a decoded record: a path through the units coloured by rank, segments outlined."""
-    from vistok.shards.reader import Dataset
     from vistok.shards.render import draw_order
+    from vistok.shards.store import open_any
 
-    ds = Dataset(dataset)
+    ds = open_any(dataset)
     rec = ds.get(key) if key else next(iter(ds))
     draw_order(ds.codec, rec, order, seed).save(out)
     typer.echo(f"wrote {out} ({rec.key}, order {order})")
@@ -143,7 +162,7 @@ def show_order(
 
 @app.command()
 def train(
-    datasets: Annotated[list[Path], typer.Argument(help="One or more dataset folders (mixed by --weights).")],
+    datasets: Annotated[list[Path], typer.Argument(help="Dataset folders or packed .zarr stores (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU), small (~10M), base (~100M).")] = "tiny",
     order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time).")] = "canonical",

@@ -107,3 +107,24 @@ def test_every_order_builds_training_documents(small_dataset, order):
         assert d.tokens[0] == BOS and d.tokens[-1] == EOS
         assert sorted(d.tokens[1:-1].tolist()) == sorted(rec.tokens.tolist())
         assert (d.coords[1:-1] > 0).all() and (d.coords[[0, -1]] == 0).all()
+
+
+def test_store_epochs_are_uniform_permutations_split_across_ranks(small_dataset, tmp_path):
+    from vistok.shards.store import PackedStore, pack
+    from vistok.train.data import StoreRows
+
+    st = PackedStore(pack(small_dataset, tmp_path / "d.zarr"))
+    cfg = DataConfig(datasets=[str(st.path)], block_size=64, batch_size=2, heldout=0.2, seed=3)
+    codec = Dataset(small_dataset).codec
+    seen = []
+    for rank in range(2):
+        rows = StoreRows(cfg, [st], codec, rank=rank, world=2)
+        perm = rows._perm(0)
+        seen.append(set(perm.tolist()))
+        assert len(perm) == len(set(perm.tolist()))
+    train = {i for i, k in enumerate(st.keys()) if not is_heldout(k, 0.2)}
+    assert seen[0] | seen[1] == train and not seen[0] & seen[1]
+    a = StoreRows(cfg, [st], codec)._perm(0)
+    b = StoreRows(cfg, [st], codec)
+    b.epoch[0] = 1
+    assert not np.array_equal(a, b._perm(0))  # a new order every epoch

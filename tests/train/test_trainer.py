@@ -130,3 +130,20 @@ def test_stored_gradwalk_order_trains_and_draws(tmp_path):
     data, cfg = _cfgs(res.folder, tmp_path / "r", order="gradwalk:min", max_steps=2)
     train(data, cfg, progress=Quiet())
     assert latest_checkpoint(tmp_path / "r").name == "step-000002"
+
+
+def test_store_training_resumes_exactly(small_dataset, tmp_path):
+    from vistok.shards.store import pack
+
+    store = pack(small_dataset, tmp_path / "d.zarr")
+    data, cfg = _cfgs(store, tmp_path / "full", order="randsac:4,2")
+    train(data, cfg, progress=Quiet())
+    data, cfg = _cfgs(store, tmp_path / "resumed", order="randsac:4,2", halt_at=7)
+    train(data, cfg, progress=Quiet())
+    ck = json.loads((latest_checkpoint(tmp_path / "resumed") / "state.json").read_text())
+    assert ck["loader"]["store"]["pos"][0] > 0  # an exact position, not a replay count
+    data, cfg = _cfgs(store, tmp_path / "resumed", order="randsac:4,2")
+    train(data, cfg, resume=True, progress=Quiet())
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "resumed")
+    ev = evaluate(tmp_path / "full")
+    assert ev["bits_per_token"] > 0 and ev["model_to_jpeg_ratio"] > 0

@@ -171,17 +171,21 @@ def task_failure(task: ShardTask, exc: BaseException) -> dict[str, Any]:
 
 
 # --- executors ----------------------------------------------------------------------------------------
-def run_local(tasks: Iterator[ShardTask], on_status: Callable[[dict], None]) -> None:
+def run_local(tasks: Iterator[Any], on_status: Callable[[dict], None], fn: Callable = process_shard,
+              on_failure: Callable = task_failure) -> None:
     for task in tasks:
         try:
-            status = process_shard(task)
+            status = fn(task)
         except Exception as exc:  # same policy as the Ray path: record, go on
-            status = task_failure(task, exc)
+            status = on_failure(task, exc)
         on_status(status)
 
 
-def run_ray(tasks: Iterator[ShardTask], on_status: Callable[[dict], None], workers: int | None,
-            address: str | None, retries: int = 2) -> None:
+def run_ray(tasks: Iterator[Any], on_status: Callable[[dict], None], workers: int | None,
+            address: str | None, retries: int = 2, fn: Callable = process_shard,
+            on_failure: Callable = task_failure) -> None:
+    """One Ray task per item of `tasks`, at most 2 x cluster CPUs in flight; every status collected,
+    failures after `retries` handed to `on_failure` (which records them) instead of being dropped."""
     import ray
 
     started = False
@@ -194,7 +198,7 @@ def run_ray(tasks: Iterator[ShardTask], on_status: Callable[[dict], None], worke
             ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
         started = True
     try:
-        remote = ray.remote(process_shard).options(num_cpus=1, max_retries=retries, retry_exceptions=True)
+        remote = ray.remote(fn).options(num_cpus=1, max_retries=retries, retry_exceptions=True)
         max_in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         in_flight: dict[Any, ShardTask] = {}
         tasks = iter(tasks)
@@ -214,7 +218,7 @@ def run_ray(tasks: Iterator[ShardTask], on_status: Callable[[dict], None], worke
                 try:
                     status = ray.get(ref)
                 except Exception as exc:  # retries exhausted (worker crash, OOM kill, bug): record it
-                    status = task_failure(task, exc)
+                    status = on_failure(task, exc)
                 on_status(status)
     finally:
         if started:

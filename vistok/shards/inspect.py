@@ -7,26 +7,43 @@ from typing import Any
 
 import numpy as np
 
-from vistok.shards.manifest import STATS_DIR, load_manifest, read_json
+from vistok.shards.manifest import STATS_DIR, read_json
+
+
+def token_counts(source) -> np.ndarray:
+    """Token histogram of a dataset folder (summed from its stats) or a packed store (one pass over it)."""
+    from vistok.shards.store import PackedStore
+
+    if isinstance(source, PackedStore):
+        return source.token_counts()
+    counts = np.zeros(source.manifest["vocabulary"]["size"], dtype=np.int64)
+    for st_path in sorted((Path(source.folder) / STATS_DIR).glob("shard-*.json")):
+        tc = read_json(st_path)["token_counts"]
+        np.add.at(counts, np.asarray(tc["ids"], dtype=np.int64), np.asarray(tc["counts"], dtype=np.int64))
+    return counts
 
 
 def summarize(folder: str | Path) -> dict[str, Any]:
+    from vistok.shards.store import PackedStore, open_any
+
     folder = Path(folder)
-    m = load_manifest(folder)
+    src = open_any(folder)
+    m = src.manifest
     vocab = m["vocabulary"]["size"]
-    counts = np.zeros(vocab, dtype=np.int64)
-    for st_path in sorted((folder / STATS_DIR).glob("shard-*.json")):
-        tc = read_json(st_path)["token_counts"]
-        np.add.at(counts, np.asarray(tc["ids"], dtype=np.int64), np.asarray(tc["counts"], dtype=np.int64))
+    counts = token_counts(src)
     total = int(counts.sum())
     p = counts[counts > 0] / max(total, 1)
     entropy = float(-(p * np.log2(p)).sum()) if total else 0.0
     samples = m["counts"]["samples"]
-    shard_bytes = sum(s["bytes"] for s in m["shards"])
+    if isinstance(src, PackedStore):
+        shard_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    else:
+        shard_bytes = sum(s["bytes"] for s in m["shards"])
     return {
         "folder": str(folder),
         "samples": samples,
         "shards": len(m["shards"]),
+        "kind": "store" if isinstance(src, PackedStore) else "shards",
         "inputs": m["counts"]["inputs"],
         "errors": m["counts"]["errors"],
         "tokens_per_sample": {k: m["tokens"].get(k) for k in ("mean", "p50", "p95", "max")},

@@ -9,6 +9,7 @@
   a document.
 - The loader's state is the number of batches it has delivered; resuming replays the deterministic
   stream up to there (no model work), so a resumed run sees exactly the batches it would have seen.
+  Packed stores (`vistok pack`) are shuffled uniformly per epoch and resume from an exact position.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vistok.errors import DatasetError, UsageError
-from vistok.shards.reader import Dataset, stream_records
+from vistok.shards.reader import stream_records
 from vistok.shards.record import TokenRecord
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
@@ -58,10 +59,13 @@ def is_heldout(record_key: str, fraction: float) -> bool:
     return int.from_bytes(h, "little") / 2**64 < fraction
 
 
-def open_datasets(paths: list[str]) -> tuple[list[Dataset], Codec]:
+def open_datasets(paths: list[str]) -> tuple[list, Codec]:
+    """Dataset folders and/or packed stores (`vistok pack`), checked to share one vocabulary."""
+    from vistok.shards.store import open_any
+
     if not paths:
         raise UsageError("no dataset given")
-    sets = [Dataset(p) for p in paths]
+    sets = [open_any(p) for p in paths]
     first = sets[0].manifest
     for ds in sets[1:]:
         m = ds.manifest
@@ -195,13 +199,105 @@ class PackedStream(IterableDataset):
                 yield from packer.add(doc)
 
 
+def _rows_state(rows: list[dict[str, np.ndarray]]) -> list[dict[str, list]]:
+    return [{k: v.tolist() for k, v in r.items()} for r in rows]
+
+
+def _rows_load(rows: list[dict[str, list]]) -> list[dict[str, np.ndarray]]:
+    dt = {"loss_mask": np.float32}
+    return [{k: np.asarray(v, dtype=dt.get(k, np.int64)) for k, v in r.items()} for r in rows]
+
+
+class StoreRows:
+    """Packed rows from zarr stores, in-process, with an exact position: true uniform shuffling per epoch
+    (a seeded permutation of the training indices, strided across ranks) and a state of (epoch, index) per
+    store, the mixing generator, and the packer's partial row — so resuming costs nothing."""
+
+    def __init__(self, cfg: DataConfig, stores: list, codec: Codec, rank: int = 0, world: int = 1):
+        self.cfg, self.stores, self.codec, self.rank, self.world = cfg, stores, codec, rank, world
+        self.train = [np.array([i for i, k in enumerate(st.keys()) if not is_heldout(k, cfg.heldout)], dtype=np.int64)
+                      for st in stores]
+        for st, idx in zip(stores, self.train):
+            if idx.size < world:
+                raise DatasetError(f"{st.path} has {idx.size} training samples for {world} ranks")
+        self.epoch = [0] * len(stores)
+        self.pos = [0] * len(stores)
+        self.mix = np.random.default_rng([cfg.seed, rank, 2])
+        self.packer = Packer(cfg.block_size, len(codec.axes))
+        self.queue: list[dict[str, np.ndarray]] = []
+        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _perm(self, s: int) -> np.ndarray:
+        key = (s, self.epoch[s])
+        if key not in self._perm_cache:
+            self._perm_cache.clear()
+            rng = np.random.default_rng([self.cfg.seed, s, self.epoch[s]])
+            self._perm_cache[key] = self.train[s][rng.permutation(self.train[s].size)][self.rank :: self.world]
+        return self._perm_cache[key]
+
+    def _next_record(self) -> tuple[int, TokenRecord]:
+        s = 0
+        if len(self.stores) > 1:
+            w = np.asarray(self.cfg.weights or [1.0] * len(self.stores), dtype=np.float64)
+            s = int(self.mix.choice(len(self.stores), p=w / w.sum()))
+        perm = self._perm(s)
+        if self.pos[s] >= perm.size:
+            self.epoch[s] += 1
+            self.pos[s] = 0
+            perm = self._perm(s)
+        i = int(perm[self.pos[s]])
+        self.pos[s] += 1
+        return self.epoch[s], self.stores[s][i]
+
+    def next_row(self) -> dict[str, np.ndarray]:
+        while not self.queue:
+            epoch, rec = self._next_record()
+            rng = np.random.default_rng(
+                [self.cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
+            for doc in record_docs(self.codec, rec, self.cfg.order, rng, self.cfg.block_size, self.cfg.long):
+                self.queue.extend(self.packer.add(doc))
+        return self.queue.pop(0)
+
+    def state_dict(self) -> dict:
+        p = self.packer
+        f = p.fill
+        return {"epoch": list(self.epoch), "pos": list(self.pos), "mix": self.mix.bit_generator.state,
+                "packer": {"tok": p.tok[:f].tolist(), "crd": p.crd[:f].tolist(), "nxt": p.nxt[:f].tolist(),
+                           "doc": p.doc[:f].tolist(), "ndocs": p.ndocs},
+                "queue": _rows_state(self.queue)}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.epoch, self.pos = list(st["epoch"]), list(st["pos"])
+        self.mix.bit_generator.state = st["mix"]
+        p, ps = self.packer, st["packer"]
+        p._new()
+        f = len(ps["tok"])
+        if f:
+            p.tok[:f], p.crd[:f], p.nxt[:f], p.doc[:f] = ps["tok"], ps["crd"], ps["nxt"], ps["doc"]
+        p.fill, p.ndocs = f, int(ps["ndocs"])
+        self.queue = _rows_load(st["queue"])
+
+
 class Loader:
-    """Batches of packed rows as torch tensors, with a checkpointable position."""
+    """Batches of packed rows as torch tensors, with a checkpointable position.
+
+    Dataset folders stream through DataLoader workers and resume by replaying the deterministic stream to
+    the checkpointed batch count; packed stores are read in-process and resume exactly from their state.
+    """
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu"):
+        from vistok.shards.store import PackedStore
+
         self.cfg, self.device = cfg, device
-        self.stream = PackedStream(cfg, rank, world)
-        self.codec = self.stream.codec
+        self.sets, self.codec = open_datasets(cfg.datasets)
+        get_order(cfg.order)
+        self.store_rows = None
+        if all(isinstance(s, PackedStore) for s in self.sets):
+            self.store_rows = StoreRows(cfg, self.sets, self.codec, rank, world)
+        elif any(isinstance(s, PackedStore) for s in self.sets):
+            raise UsageError("mix either dataset folders or packed stores in one run, not both")
+        else:
+            self.stream = PackedStream(cfg, rank, world)
         self.batches = 0
         self._it: Iterator | None = None
 
@@ -216,24 +312,33 @@ class Loader:
         return it
 
     def next(self) -> dict[str, torch.Tensor]:
-        if self._it is None:
-            self._it = self._make()
-        batch = next(self._it)
+        if self.store_rows is not None:
+            rows = [self.store_rows.next_row() for _ in range(self.cfg.batch_size)]
+            batch = {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
+        else:
+            if self._it is None:
+                self._it = self._make()
+            batch = next(self._it)
         self.batches += 1
         nb = self.device.startswith("cuda")
         return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
 
     def state_dict(self) -> dict:
-        return {"version": LOADER_STATE_VERSION, "batches": self.batches, "config": self.cfg.to_json()}
+        st = {"version": LOADER_STATE_VERSION, "batches": self.batches, "config": self.cfg.to_json()}
+        if self.store_rows is not None:
+            st["store"] = self.store_rows.state_dict()
+        return st
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != LOADER_STATE_VERSION:
             raise DatasetError(f"loader state version {state.get('version')} is not {LOADER_STATE_VERSION}")
         self.batches = int(state["batches"])
+        if self.store_rows is not None:
+            self.store_rows.load_state_dict(state["store"])
         self._it = None
 
 
-def heldout_records(sets: list[Dataset], fraction: float, limit: int | None = None) -> Iterator[TokenRecord]:
+def heldout_records(sets: list, fraction: float, limit: int | None = None) -> Iterator[TokenRecord]:
     n = 0
     for ds in sets:
         for rec in ds:
@@ -244,7 +349,7 @@ def heldout_records(sets: list[Dataset], fraction: float, limit: int | None = No
                     return
 
 
-def axis_sizes(sets: list[Dataset], codec: Codec, scan: int = 256, headroom: float = 2.0) -> list[int]:
+def axis_sizes(sets: list, codec: Codec, scan: int = 256, headroom: float = 2.0) -> list[int]:
     """Embedding table sizes per axis from the data: (max shifted coordinate seen) x headroom, +1."""
     mx = np.zeros(len(codec.axes), dtype=np.int64)
     n = 0

@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from vistok.errors import DatasetError
-from vistok.shards.manifest import STATS_DIR, read_json
-from vistok.shards.reader import Dataset
 from vistok.tokenize.base import Codec
 from vistok.train.data import DataConfig, heldout_records, open_datasets, record_docs
 from vistok.train.model import GPT
@@ -65,7 +63,7 @@ def record_bits(model: GPT, codec: Codec, records: list, data: DataConfig, devic
     return list(zip(bits.tolist(), count.tolist()))
 
 
-def heldout_bits(model: GPT, codec: Codec, sets: list[Dataset], data: DataConfig, limit: int, device: str) -> dict:
+def heldout_bits(model: GPT, codec: Codec, sets: list, data: DataConfig, limit: int, device: str) -> dict:
     recs = list(heldout_records(sets, data.heldout, limit))
     if not recs:
         raise DatasetError("no held-out records: raise --heldout")
@@ -85,14 +83,14 @@ def jpeg_scan_bytes(data: bytes) -> int:
     return max(0, end - (pos + 2 + length))
 
 
-def unigram_bits(sets: list[Dataset], records: list, codec: Codec) -> float:
+def unigram_bits(sets: list, records: list, codec: Codec) -> float:
     """Held-out cross-entropy (bits per predicted position) of a unigram model fitted on the datasets' token
     counts (held-out records included, so the baseline is, if anything, flattered)."""
+    from vistok.shards.inspect import token_counts
+
     counts = np.zeros(codec.vocab.size, dtype=np.float64)
     for ds in sets:
-        for st in sorted((ds.folder / STATS_DIR).glob("shard-*.json")):
-            tc = read_json(st)["token_counts"]
-            np.add.at(counts, np.asarray(tc["ids"], dtype=np.int64), np.asarray(tc["counts"], dtype=np.float64))
+        counts += token_counts(ds)
     samples = sum(len(ds) for ds in sets)
     from vistok.tokenize.base import EOS
 

@@ -182,7 +182,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress=sys
         print(f"--resume: no checkpoint in {run}, starting from scratch", file=progress)
 
     loader = Loader(data, dist_info.rank, dist_info.world, device)
-    codec, sets = loader.codec, loader.stream.sets
+    codec, sets = loader.codec, loader.sets
     if ckpt is not None:
         state = json.loads((ckpt / "state.json").read_text())
         mcfg = GPTConfig(**state["model"])
