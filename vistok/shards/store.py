@@ -187,7 +187,7 @@ class PackedStore:
     Keeps a small LRU of decompressed token chunks, so sequential reads touch each chunk once.
     """
 
-    def __init__(self, path: str | Path, cache_chunks: int = 8):
+    def __init__(self, path: str | Path, cache_chunks: int = 16):
         import zarr
 
         self.path = Path(path)
@@ -211,7 +211,8 @@ class PackedStore:
         self.offsets = np.asarray(g["offsets"][:], dtype=np.int64)
         self._check(attrs)
         self.chunk = int(attrs["chunks"]["tokens"])
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.sample_chunk = int(attrs["chunks"]["samples"])
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._cache_size = cache_chunks
         self._keys: dict[str, int] | None = None
         self.has_orders = "orders" in g
@@ -235,16 +236,29 @@ class PackedStore:
     def folder(self) -> Path:
         return self.path
 
-    def _chunk(self, c: int) -> np.ndarray:
-        arr = self._cache.get(c)
+    def _cached(self, name: str, c: int, size: int, length: int) -> np.ndarray:
+        """Chunk `c` of array `name` (chunks of `size`, array of `length`), decompressed once (LRU).
+
+        A zarr element read costs a whole chunk's decompression plus call overhead, so every per-sample
+        read goes through this cache: sequential passes touch each chunk once.
+        """
+        k = (name, c)
+        arr = self._cache.get(k)
         if arr is None:
-            arr = self.g["tokens"][c * self.chunk : min((c + 1) * self.chunk, self.total)]
-            self._cache[c] = arr
+            arr = np.asarray(self.g[name][c * size : min((c + 1) * size, length)])
+            self._cache[k] = arr
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         else:
-            self._cache.move_to_end(c)
+            self._cache.move_to_end(k)
         return arr
+
+    def _chunk(self, c: int) -> np.ndarray:
+        return self._cached("tokens", c, self.chunk, self.total)
+
+    def _item(self, name: str, i: int) -> str:
+        c, j = divmod(i, self.sample_chunk)
+        return str(self._cached(name, c, self.sample_chunk, self.n)[j])
 
     def tokens(self, i: int) -> np.ndarray:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
@@ -259,11 +273,11 @@ class PackedStore:
         if not -self.n <= i < self.n:
             raise IndexError(i)
         i %= self.n
-        key = str(self.g["keys"][i])
-        meta = json.loads(str(self.g["meta"][i]))
+        key = self._item("keys", i)
+        meta = json.loads(self._item("meta", i))
         orders = {}
         if self.has_orders:
-            orders = {k: np.asarray(v, dtype=np.int32) for k, v in json.loads(str(self.g["orders"][i])).items()}
+            orders = {k: np.asarray(v, dtype=np.int32) for k, v in json.loads(self._item("orders", i)).items()}
         return TokenRecord(key, self.tokens(i), meta, orders)
 
     def keys(self) -> list[str]:
