@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 @app.command()
 def shard(
-    sources: Annotated[list[str], typer.Argument(help="Files, folders, globs, @list.txt, WebDataset .tar shards, or 'sample' (the embedded photos).")],
+    sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards, 'sample' (the embedded photos) or 'sample-video' (the embedded GIF).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
     codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients) or wavelet (pyramid, coarse to fine).")] = "jpeg",
     quality: Annotated[int, typer.Option(help="jpeg: quality (IJG table scaling), 1..100.")] = 20,
@@ -38,6 +38,11 @@ def shard(
     crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for crops.")] = 0,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 89_478_485,
+    fps: Annotated[float, typer.Option(help="Videos: resample to this frame rate by timestamps (0 = every frame).")] = 0.0,
+    clip_len: Annotated[int, typer.Option(help="Videos: frames per record.")] = 1,
+    clip_stride: Annotated[int, typer.Option(help="Videos: frames between clip starts (0 = clip-len).")] = 0,
+    max_clips: Annotated[int, typer.Option(help="Videos: at most this many clips per video (0 = all).")] = 0,
+    video_timeout: Annotated[float, typer.Option(help="Videos: seconds of decoding per file before it is cut off and recorded.")] = 120.0,
     shard_size: Annotated[int, typer.Option(help="Samples per shard.")] = 1000,
     compress: Annotated[bool, typer.Option("--gzip/--no-gzip", help="Write .tar.gz shards (gzip folds the 512-byte tar headers away: ~8x smaller for small samples).")] = True,
     executor: Annotated[str, typer.Option(help="ray (default; local Ray, or --address) or local (in-process, for debugging).")] = "ray",
@@ -66,7 +71,8 @@ def shard(
     else:
         raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet")
     the_codec = get_codec(cfg)
-    pre = Preprocess(size=size, resize=resize, crops=crops, seed=seed, max_pixels=max_pixels)
+    pre = Preprocess(size=size, resize=resize, crops=crops, seed=seed, max_pixels=max_pixels, fps=fps,
+                     clip_len=clip_len, clip_stride=clip_stride, max_clips=max_clips, video_timeout=video_timeout)
     if transcode == "never" and not pre.identity():
         raise UsageError("--transcode never keeps each file's coefficients, so it cannot be combined with --size/--crops")
     res = run_job(sources, out, the_codec, pre, shard_size=shard_size, compress=compress, executor=executor,
@@ -97,7 +103,7 @@ def inspect(
 def decode(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
     key: Annotated[str, typer.Option(help="Key of the record to decode.")] = "",
-    out: Annotated[Path, typer.Option(help="Output file (.png, or .jpg for the jpeg codec: its coefficients written exactly).")] = Path(""),
+    out: Annotated[Path, typer.Option(help="Output file: .png (a clip: NAME-000.png...), .jpg (jpeg codec: the coefficients written exactly), .mp4 (a clip).")] = Path(""),
     all_: Annotated[bool, typer.Option("--all", help="Decode every record into --out-dir.")] = False,
     out_dir: Annotated[Path, typer.Option(help="Folder for --all.")] = Path(""),
     fmt: Annotated[str, typer.Option("--format", help="png or jpg, for --all.")] = "png",
@@ -119,8 +125,8 @@ def decode(
         return
     if not key or not str(out) or str(out) == ".":
         raise UsageError("give --key KEY --out FILE, or --all --out-dir DIR")
-    save_record(ds.codec, ds.get(key), out)
-    typer.echo(f"wrote {out}")
+    written = save_record(ds.codec, ds.get(key), out)
+    typer.echo(f"wrote {written[0]}" + (f" ... {written[-1].name} ({len(written)} frames)" if len(written) > 1 else ""))
 
 
 @app.command()

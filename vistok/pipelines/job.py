@@ -11,6 +11,7 @@ uninterrupted run (nothing in the shards, stats, errors or manifest depends on t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ import vistok
 from vistok.errors import DatasetError, InputError, UsageError, one_line
 from vistok.pipelines.preprocess import Preprocess
 from vistok.pipelines.sources import expand_sources, fingerprint, input_key, load_image, read_input
+from vistok.pipelines.video import decode_clips, is_video_name
 from vistok.shards.manifest import ERRORS, MANIFEST, STATS_DIR, config_hash, read_json, write_json
 from vistok.shards.reader import iter_shards
 from vistok.shards.record import TokenRecord, json_bytes
@@ -57,12 +59,25 @@ class ShardTask:
 
 # --- the worker ---------------------------------------------------------------------------------------
 def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tuple[str, ...] = ()) -> Iterator[TokenRecord]:
-    """One input -> its records. Raises InputError (with `.stage` set) for bad input."""
+    """One input -> its records (an image's crops, or a video's clips). Raises InputError (with `.stage`)
+    for bad input; a video that fails partway has already yielded the clips before the failure."""
     key = input_key(input_id)
     stage = "read"
     try:
         data, meta = read_input(input_id)
         stage = "decode"
+        name = input_id.rsplit(":", 1)[-1] if "#" in input_id else input_id
+        if is_video_name(name) and (not name.lower().endswith(".gif") or _animated_gif(data)):
+            for i, clip in enumerate(decode_clips(data, pre.video())):
+                stage = "encode"
+                frames = [pre.frame(f, key) for f in clip]
+                rec = codec.encode_clip(frames, f"{key}_v{i:04d}", dict(meta))
+                if store_orders:
+                    stage = "order"
+                    rec.orders.update(compute_stored(codec, rec, frames[0] if len(frames) == 1 else None, store_orders))
+                yield rec
+                stage = "decode"
+            return
         rec = codec.encode_bytes(data, key, meta) if pre.identity() else None
         if rec is not None:
             if store_orders:
@@ -89,6 +104,16 @@ def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tup
         err = InputError(f"{type(exc).__name__}: {one_line(exc)}")
         err.stage = stage
         raise err from None
+
+
+def _animated_gif(data: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return bool(getattr(im, "is_animated", False))
+    except Exception:  # not decodable as an image: let the video path report it
+        return True
 
 
 def error_row(input_id: str, stage: str, exc: BaseException) -> dict[str, Any]:
@@ -132,11 +157,12 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
                 recs: Iterator[TokenRecord] = iter(kept[key])
             else:
                 recs = encode_input(iid, codec, pre, task.store_orders)
+            batch: list[TokenRecord] = []
             try:
-                batch = list(recs)  # all crops of an input, or none: an input is written whole
-            except InputError as exc:
+                for rec in recs:
+                    batch.append(rec)
+            except InputError as exc:  # records made before the failure (a video's first clips) are kept
                 errors.append(error_row(iid, getattr(exc, "stage", "decode"), exc))
-                continue
             for rec in batch:
                 writer.write(rec)
                 lengths.append(len(rec))

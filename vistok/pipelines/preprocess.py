@@ -27,6 +27,12 @@ class Preprocess:
     crops: int = 0
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # videos (see `vistok.pipelines.video`): frame rate, frames per record, clip spacing, clips per video
+    fps: float = 0.0
+    clip_len: int = 1
+    clip_stride: int = 0
+    max_clips: int = 0
+    video_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
@@ -35,9 +41,22 @@ class Preprocess:
             raise UsageError("--size and --crops must be >= 0")
         if self.crops and not self.size:
             raise UsageError("--crops needs --size (the side of each square crop)")
+        self.video()  # validates the video options
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def video(self):
+        from vistok.pipelines.video import VideoConfig
+
+        return VideoConfig(fps=self.fps, clip_len=self.clip_len, clip_stride=self.clip_stride,
+                           max_clips=self.max_clips, timeout=self.video_timeout)
+
+    def frame(self, img, key: str) -> np.ndarray:
+        """One video frame -> resized pixels (crops do not apply to video: frames are centre-cropped)."""
+        if self.crops:
+            return Preprocess(size=self.size, resize="center-crop").apply(img, key)[0][1]
+        return self.apply(img, key)[0][1]
 
     @property
     def samples_per_input(self) -> int:

@@ -7,7 +7,9 @@ Source arguments (`vistok shard SRC...`):
   - ``@list.txt`` (one source per line; blank lines and ``#`` comments ignored; relative to the list)
   - a WebDataset tar shard (``.tar``): its image members (.jpg/.jpeg/.png/.webp) become inputs,
     keyed by the member key; a ``KEY.json`` member beside the image is carried into the record metadata
-  - ``sample``: the real photos bundled inside the scikit-image package (no network needed)
+  - ``sample``: the real photos bundled inside the scikit-image package (no network needed);
+    ``sample-video``: the animated GIF bundled with it
+  - videos (.mp4 .mov .mkv .webm .avi .gif ...): decoded with PyAV into clips (`video.py`)
 
 An input id is a string: an absolute file path, or ``TARPATH#OFFSET:SIZE:JOFFSET:JSIZE:MEMBER`` for a tar
 member, where offsets and sizes locate the member's data and its sibling .json (JOFFSET -1 if none), so a
@@ -30,6 +32,7 @@ import numpy as np
 from vistok.errors import InputError, UsageError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MEDIA_EXTS = IMAGE_EXTS | {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
 TAR_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
@@ -45,6 +48,13 @@ def sample_files() -> list[Path]:
     if not files:
         raise UsageError(f"no sample photos found in {folder}; reinstall scikit-image")
     return files
+
+
+def sample_gif() -> Path:
+    """The animated GIF bundled with scikit-image (24 frames of 14x25 pixels): the embedded video sample."""
+    import skimage
+
+    return Path(skimage.__file__).parent / "data" / "no_time_for_that_tiny.gif"
 
 
 def _tar_members(path: Path) -> Iterator[str]:
@@ -74,6 +84,9 @@ def expand_sources(sources: list[str], base: Path | None = None) -> list[str]:
         if src == "sample":
             out.update(str(p) for p in sample_files())
             continue
+        if src == "sample-video":
+            out.add(str(sample_gif()))
+            continue
         if src.startswith("@"):
             lst = Path(src[1:])
             if not lst.is_file():
@@ -84,7 +97,7 @@ def expand_sources(sources: list[str], base: Path | None = None) -> list[str]:
             continue
         p = Path(src)
         if p.is_dir():
-            out.update(str(f.resolve()) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            out.update(str(f.resolve()) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
         elif p.is_file():
             if p.suffix.lower() == ".tar":
                 out.update(_tar_members(p.resolve()))

@@ -11,11 +11,27 @@ from vistok.shards.record import TokenRecord
 from vistok.tokenize.base import Codec
 
 
-def save_record(codec: Codec, record: TokenRecord, path: str | Path) -> None:
+def save_record(codec: Codec, record: TokenRecord, path: str | Path, fps: float = 10.0) -> list[Path]:
+    """Write a record as an image file; a clip as numbered PNG frames or an mp4 (H.264, crf 18)."""
     from PIL import Image
 
     path = Path(path)
     suffix = path.suffix.lower()
+    if int(record.meta.get("frames", 1)) > 1:
+        frames = np.asarray(codec.decode(record))
+        if suffix == ".mp4":
+            write_mp4(frames, path, fps)
+            return [path]
+        if suffix != ".png":
+            raise UsageError(f"a clip decodes to .png frames or an .mp4, not {path.name}")
+        out = []
+        for i, fr in enumerate(frames):
+            out.append(path.with_name(f"{path.stem}-{i:03d}.png"))
+            Image.fromarray(fr).save(out[-1], format="PNG")
+        return out
+    if suffix == ".mp4":
+        write_mp4(np.asarray(codec.decode(record))[None], path, fps)
+        return [path]
     if suffix in (".jpg", ".jpeg"):
         if not hasattr(codec, "to_jpeg"):
             raise UsageError(f"codec {codec.codec_id} cannot write .jpg; use .png")
@@ -23,7 +39,29 @@ def save_record(codec: Codec, record: TokenRecord, path: str | Path) -> None:
     elif suffix == ".png":
         Image.fromarray(np.asarray(codec.decode(record))).save(path, format="PNG")
     else:
-        raise UsageError(f"output {path} must end in .png or .jpg")
+        raise UsageError(f"output {path} must end in .png, .jpg or .mp4")
+    return [path]
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: float = 10.0) -> None:
+    """(T, H, W[, 3]) uint8 -> an H.264 mp4 (sides padded to even numbers, as yuv420p needs)."""
+    from fractions import Fraction
+
+    import av
+
+    if frames.ndim == 3:
+        frames = np.repeat(frames[..., None], 3, axis=3)
+    t, h, w = frames.shape[:3]
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with av.open(str(path), mode="w") as out:
+        st = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        st.options = {"crf": "18"}
+        for fr in frames:
+            for pkt in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(fr), format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
 
 
 def _ramp(t: float) -> tuple[int, int, int]:

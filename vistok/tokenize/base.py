@@ -8,14 +8,12 @@ Its configuration is plain JSON (`get_config`), stored verbatim in a dataset's m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from vistok.errors import CodecError
-
-if TYPE_CHECKING:
-    from vistok.shards.record import TokenRecord
+from vistok.shards.record import TokenRecord
 
 # Special tokens shared by every codec, always at the same ids so that mixed datasets agree.
 SPECIALS = ("PAD", "BOS", "EOS", "FRAME")
@@ -107,10 +105,52 @@ class Codec:
 
     # --- media <-> tokens ----------------------------------------------------------------------
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
+        """One image -> a record."""
         raise NotImplementedError
 
-    def decode(self, record: TokenRecord) -> np.ndarray:
+    def decode_frame(self, record: TokenRecord) -> np.ndarray:
+        """A single-frame record -> its image."""
         raise NotImplementedError
+
+    def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+        """(units, coords) of a single-frame record (frame axis 0)."""
+        raise NotImplementedError
+
+    # Multi-frame records (video clips) are the frames' streams joined by FRAME tokens, time-major, with
+    # `meta["frames"]`; the frame axis numbers frames and units continue frame after frame.
+    def encode_clip(self, frames: list[np.ndarray], key: str = "sample", meta: dict | None = None) -> TokenRecord:
+        recs = [self.encode(f, key, meta) for f in frames]
+        if len(recs) == 1:
+            return recs[0]
+        parts = []
+        for i, r in enumerate(recs):
+            if i:
+                parts.append(np.array([FRAME], dtype=r.tokens.dtype))
+            parts.append(r.tokens)
+        m = dict(recs[0].meta)
+        m["frames"] = len(recs)
+        return TokenRecord(key, np.concatenate(parts), m)
+
+    def frames_of(self, record: TokenRecord) -> list[TokenRecord]:
+        """A record -> its single-frame records."""
+        from vistok.errors import CodecError
+
+        n = int(record.meta.get("frames", 1))
+        if n == 1:
+            return [record]
+        cuts = np.flatnonzero(record.tokens == FRAME)
+        if cuts.size != n - 1:
+            raise CodecError(f"record {record.key}: {cuts.size + 1} frames in the tokens, {n} in the metadata")
+        meta = {k: v for k, v in record.meta.items() if k != "frames"}
+        parts = np.split(record.tokens, cuts)
+        return [TokenRecord(record.key, p[1:] if i else p, meta) for i, p in enumerate(parts)]
+
+    def decode(self, record: TokenRecord) -> np.ndarray:
+        """A record -> (H, W[, 3]) pixels, or (T, H, W[, 3]) for a multi-frame record."""
+        frames = self.frames_of(record)
+        if len(frames) == 1:
+            return self.decode_frame(record)
+        return np.stack([self.decode_frame(f) for f in frames])
 
     def encode_bytes(self, data: bytes, key: str, meta: dict | None = None) -> TokenRecord | None:
         """Tokenize an encoded file directly (no pixel decode), or return None to use the pixel path."""
@@ -118,8 +158,27 @@ class Codec:
 
     # --- layout ---------------------------------------------------------------------------------
     def layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
-        """((T,) unit index of every token, non-decreasing in canonical order; (T, len(axes)) int32 coordinates)."""
-        raise NotImplementedError
+        """((T,) unit of every token; (T, len(axes)) int32 coordinates), across frames for clips.
+
+        A FRAME token opens its frame: frame axis = that frame, other axes 0, unit = the frame's first unit.
+        """
+        frames = self.frames_of(record)
+        if len(frames) == 1:
+            return self.frame_layout_arrays(record)
+        per = int(np.prod(self.unit_grid(frames[0])))
+        units, coords = [], []
+        for f, fr in enumerate(frames):
+            u, c = self.frame_layout_arrays(fr)
+            c = c.copy()
+            c[:, 0] = f
+            if f:
+                sep = np.zeros((1, c.shape[1]), dtype=c.dtype)
+                sep[0, 0] = f
+                units.append(np.array([f * per], dtype=u.dtype))
+                coords.append(sep)
+            units.append(u + f * per)
+            coords.append(c)
+        return np.concatenate(units), np.concatenate(coords)
 
     def coords(self, record: TokenRecord) -> np.ndarray:
         return self.layout_arrays(record)[1]
@@ -147,13 +206,24 @@ class Codec:
         """Constant side information every record shares (e.g. JPEG quantization tables), for the manifest."""
         return {}
 
-    def max_tokens(self, meta: dict) -> int:
-        """An upper bound on a stream's length for this geometry (for sampling budgets)."""
+    def frame_max_tokens(self, meta: dict) -> int:
+        """An upper bound on one frame's stream length for this geometry."""
         raise NotImplementedError
 
-    def grammar(self, meta: dict):
-        """A fresh grammar for one stream with this metadata (geometry): `allowed`, `step`, `next_known`."""
+    def max_tokens(self, meta: dict) -> int:
+        """An upper bound on a stream's length (for sampling budgets), FRAME separators included."""
+        n = int(meta.get("frames", 1))
+        return n * self.frame_max_tokens({k: v for k, v in meta.items() if k != "frames"}) + n
+
+    def frame_grammar(self, meta: dict):
+        """A fresh grammar for one frame's stream with this metadata: `allowed`, `step`, `next_known`."""
         raise NotImplementedError(f"codec {self.codec_id} exposes no token grammar")
+
+    def grammar(self, meta: dict):
+        """A grammar for a whole stream: one frame, or `meta["frames"]` frames joined by FRAME tokens."""
+        n = int(meta.get("frames", 1))
+        inner = {k: v for k, v in meta.items() if k != "frames"}
+        return self.frame_grammar(inner) if n == 1 else ClipGrammar(self, inner, n)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Codec) and self.get_config() == other.get_config()
@@ -187,3 +257,49 @@ def get_codec(config: dict[str, Any] | str) -> Codec:
         return _REGISTRY[codec_id].from_config(config)
     except TypeError as exc:
         raise CodecError(f"bad configuration for codec {codec_id!r}: {exc}") from None
+
+
+class ClipGrammar:
+    """Frame grammars in sequence: after a frame's last token only FRAME (or EOS after the last frame)."""
+
+    def __init__(self, codec: Codec, meta: dict, frames: int):
+        self.codec, self.meta, self.frames = codec, meta, frames
+        self.f = 0
+        self.g = codec.frame_grammar(meta)
+        self.done = False
+        self._frame_only = np.zeros(codec.vocab.size, dtype=bool)
+        self._frame_only[FRAME] = True
+
+    @property
+    def phase(self) -> str:
+        return "done" if self.done else ("end" if self.g.phase == "end" and self.f == self.frames - 1 else "frame")
+
+    def allowed(self) -> np.ndarray:
+        if self.g.phase == "end" and self.f < self.frames - 1:
+            return self._frame_only
+        return self.g.allowed()
+
+    def next_known(self) -> np.ndarray | None:
+        if self.g.phase == "end" and self.f < self.frames - 1:
+            out = np.zeros(len(self.codec.axes), dtype=np.int64)
+            out[0] = self.f + 1
+            return out
+        nk = self.g.next_known()
+        if nk is not None:
+            nk = nk.copy()
+            nk[0] = self.f
+        return nk
+
+    def step(self, tok: int) -> np.ndarray | None:
+        if self.g.phase == "end" and self.f < self.frames - 1:
+            self.f += 1
+            self.g = self.codec.frame_grammar(self.meta)
+            out = np.zeros(len(self.codec.axes), dtype=np.int64)
+            out[0] = self.f
+            return out
+        c = self.g.step(tok)
+        self.done = self.g.done
+        if c is not None:
+            c = c.copy()
+            c[0] = self.f
+        return c

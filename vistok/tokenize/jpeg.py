@@ -160,7 +160,7 @@ class JpegCodec(Codec):
         layout = self.record_layout(record)
         return layout, self.detokenize(layout, record.tokens)[0]
 
-    def decode(self, record: TokenRecord) -> np.ndarray:
+    def decode_frame(self, record: TokenRecord) -> np.ndarray:
         layout, coefs = self.coefficients(record)
         qt = self.record_qtables(record)
         idx = self.record_table_index(record)
@@ -293,7 +293,7 @@ class JpegCodec(Codec):
         return coefs.astype(np.int32), parsed
 
     # --- layout metadata ------------------------------------------------------------------------
-    def layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         layout = self.record_layout(record)
         parsed = self._parse(layout, record.tokens)
         b = parsed["block"][parsed["owner"]]
@@ -312,10 +312,10 @@ class JpegCodec(Codec):
         h, v = dct.factors(int(record.meta["components"]), str(record.meta["subsampling"]))[0]
         return 8 * v, 8 * h
 
-    def max_tokens(self, meta: dict) -> int:
+    def frame_max_tokens(self, meta: dict) -> int:
         return self.record_layout(TokenRecord("m", np.zeros(0, np.uint16), meta)).n_blocks * 64 * 3 + 2
 
-    def grammar(self, meta: dict):
+    def frame_grammar(self, meta: dict):
         from vistok.tokenize.jpeg_grammar import JpegGrammar
 
         return JpegGrammar(self, self.record_layout(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))

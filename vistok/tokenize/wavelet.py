@@ -247,7 +247,7 @@ class WaveletCodec(Codec):
         m.update(height=g.height, width=g.width, components=g.ncomp)
         return TokenRecord(key, self.tokenize(g, flat), m)
 
-    def decode(self, record: TokenRecord) -> np.ndarray:
+    def decode_frame(self, record: TokenRecord) -> np.ndarray:
         g = self.record_geometry(record)
         return self.pixels_of(g, self.detokenize(g, record.tokens)[0])
 
@@ -390,7 +390,7 @@ class WaveletCodec(Codec):
             c.setflags(write=False)
         return tuple(cols)
 
-    def layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         g = self.record_geometry(record)
         parsed = self._parse(g, record.tokens)
         comp, level, band, yy, xx, unit = self._flat_tables(g)
@@ -407,11 +407,11 @@ class WaveletCodec(Codec):
     def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
         return 1 << self.levels, 1 << self.levels
 
-    def max_tokens(self, meta: dict) -> int:
+    def frame_max_tokens(self, meta: dict) -> int:
         g = self.record_geometry(TokenRecord("m", np.zeros(0, np.uint16), meta))
         return 3 * g.total + len(g.bands) + 2
 
-    def grammar(self, meta: dict):
+    def frame_grammar(self, meta: dict):
         from vistok.tokenize.wavelet_grammar import WaveletGrammar
 
         return WaveletGrammar(self, self.record_geometry(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))
