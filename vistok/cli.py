@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def shard(
     sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards, 'sample' (the embedded photos) or 'sample-video' (the embedded GIF).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
-    codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients) or wavelet (pyramid, coarse to fine).")] = "jpeg",
+    codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine) or h264 (libx264 bytes).")] = "jpeg",
     quality: Annotated[int, typer.Option(help="jpeg: quality (IJG table scaling), 1..100.")] = 20,
     subsampling: Annotated[str, typer.Option(help="jpeg: chroma subsampling 444, 422 or 420.")] = "420",
     layout: Annotated[str, typer.Option(help="Token layout: rle (sparse runs, lossless) or dense.")] = "rle",
@@ -33,6 +33,10 @@ def shard(
     hh_weight: Annotated[float, typer.Option(help="wavelet: extra step weight for diagonal bands.")] = 1.0,
     chroma: Annotated[str, typer.Option(help="wavelet: 444 or 420 chroma.")] = "444",
     lossless: Annotated[bool, typer.Option("--lossless", help="wavelet: integer CDF 5/3 + reversible colour: pixel-exact.")] = False,
+    crf: Annotated[int, typer.Option(help="h264: constant rate factor 0..51.")] = 23,
+    qp: Annotated[int, typer.Option(help="h264: constant quantizer 0..51 instead of --crf (-1 = off).")] = -1,
+    gop: Annotated[int, typer.Option(help="h264: keyframe interval (1 = intra only).")] = 1,
+    frames: Annotated[str, typer.Option(help="h264: intra (I-frames only) or all (P-frames too).")] = "intra",
     size: Annotated[int, typer.Option(help="Target side in pixels (0 = keep).")] = 0,
     resize: Annotated[str, typer.Option(help="center-crop, pad, short-side or none.")] = "center-crop",
     crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
@@ -68,8 +72,11 @@ def shard(
             raise UsageError(f"--level-weights takes comma-separated numbers, got {level_weights!r}") from None
         cfg = dict(id=codec, wavelet=wavelet, levels=levels, step=step, level_weights=weights, hh_weight=hh_weight,
                    chroma=chroma, layout=layout, lossless=lossless, max_pixels=max_pixels)
+    elif codec == "h264":
+        cfg = dict(id=codec, crf=crf, qp=qp, gop=gop, frames=frames, max_pixels=max_pixels,
+                   transcode="never" if transcode == "never" else "always", fps=fps or 25.0)
     else:
-        raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet")
+        raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet, h264")
     the_codec = get_codec(cfg)
     pre = Preprocess(size=size, resize=resize, crops=crops, seed=seed, max_pixels=max_pixels, fps=fps,
                      clip_len=clip_len, clip_stride=clip_stride, max_clips=max_clips, video_timeout=video_timeout)

@@ -68,6 +68,9 @@ def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tup
         stage = "decode"
         name = input_id.rsplit(":", 1)[-1] if "#" in input_id else input_id
         if is_video_name(name) and (not name.lower().endswith(".gif") or _animated_gif(data)):
+            if getattr(codec, "transcode", "") == "never" and hasattr(codec, "encode_video_bytes"):
+                yield from codec.encode_video_bytes(data, key, dict(meta), pre.clip_len, pre.max_clips)
+                return
             for i, clip in enumerate(decode_clips(data, pre.video())):
                 stage = "encode"
                 frames = [pre.frame(f, key) for f in clip]
@@ -181,6 +184,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     stats = {"index": task.index, "name": name if samples else None, "inputs": len(task.inputs),
              "errors": len(errors), "samples": samples, "bytes": shard_bytes or 0, "lengths": lengths,
              "token_counts": {"ids": nz.tolist(), "counts": counts[nz].tolist()}}
+    if codec.collected_side_info():
+        stats["side_info"] = codec.collected_side_info()
     write_json(stats_path, stats)  # last: marks the shard done
     return stats
 
@@ -390,11 +395,14 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
     shards, all_lengths = [], []
     inputs = samples = errors = 0
     err_parts = []
+    side = dict(codec.side_info())
     for i in range(n_shards):
         p = folder / STATS_DIR / f"shard-{i:06d}.json"
         if not p.exists():
             raise DatasetError(f"{folder}: shard {i} has no stats file after the job; rerun the command to complete it")
         st = read_json(p)
+        for k, v in st.get("side_info", {}).items():  # e.g. H.264 headers: one entry per distinct header
+            side[k] = {**side.get(k, {}), **v} if isinstance(v, dict) else v
         inputs += st["inputs"]
         samples += st["samples"]
         errors += st["errors"]
@@ -413,7 +421,7 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
     manifest = {
         "kind": "vistok-dataset", "format": vistok.FORMAT_VERSION, "vistok_version": vistok.__version__,
         "config_hash": chash, "codec": codec.get_config(), "vocabulary": codec.vocab.to_json(),
-        "axes": list(codec.axes), "side_info": codec.side_info(), "preprocess": config["preprocess"], "sources": config["sources"],
+        "axes": list(codec.axes), "side_info": side, "preprocess": config["preprocess"], "sources": config["sources"],
         "shard_size": config["shard_size"], "stored_orders": config.get("store_orders", []),
         "counts": {"inputs": inputs, "samples": samples, "errors": errors, "shards": len(shards)},
         "shards": shards, "tokens": tok,

@@ -78,7 +78,9 @@ class Dataset:
 
     @cached_property
     def codec(self) -> Codec:
-        return get_codec(self.manifest["codec"])
+        codec = get_codec(self.manifest["codec"])
+        codec.load_side_info(self.manifest.get("side_info", {}))
+        return codec
 
     @property
     def shards(self) -> list[Path]:

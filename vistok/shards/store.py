@@ -304,7 +304,9 @@ class PackedStore:
     def codec(self):
         from vistok.tokenize.base import get_codec
 
-        return get_codec(self.manifest["codec"])
+        codec = get_codec(self.manifest["codec"])
+        codec.load_side_info(self.manifest.get("side_info", {}))
+        return codec
 
     def token_counts(self) -> np.ndarray:
         counts = np.zeros(self.manifest["vocabulary"]["size"], dtype=np.int64)

@@ -1,7 +1,8 @@
 """Codecs (media <-> tokens) and their registry."""
 
 from vistok.tokenize.base import Codec, TokenRange, Vocabulary, codec_ids, get_codec, register_codec
+from vistok.tokenize.h264 import H264Codec
 from vistok.tokenize.jpeg import JpegCodec
 from vistok.tokenize.wavelet import WaveletCodec
 
-__all__ = ["Codec", "JpegCodec", "TokenRange", "Vocabulary", "WaveletCodec", "codec_ids", "get_codec", "register_codec"]
+__all__ = ["Codec", "H264Codec", "JpegCodec", "TokenRange", "Vocabulary", "WaveletCodec", "codec_ids", "get_codec", "register_codec"]

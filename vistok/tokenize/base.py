@@ -206,6 +206,13 @@ class Codec:
         """Constant side information every record shares (e.g. JPEG quantization tables), for the manifest."""
         return {}
 
+    def collected_side_info(self) -> dict[str, Any]:
+        """Side information gathered while encoding (e.g. H.264 stream headers), merged into the manifest."""
+        return {}
+
+    def load_side_info(self, side: dict[str, Any]) -> None:
+        """Take back what `side_info`/`collected_side_info` put in a manifest (called when a dataset opens)."""
+
     def frame_max_tokens(self, meta: dict) -> int:
         """An upper bound on one frame's stream length for this geometry."""
         raise NotImplementedError
