@@ -37,6 +37,7 @@ def shard(
     qp: Annotated[int, typer.Option(help="h264: constant quantizer 0..51 instead of --crf (-1 = off).")] = -1,
     gop: Annotated[int, typer.Option(help="h264: keyframe interval (1 = intra only).")] = 1,
     frames: Annotated[str, typer.Option(help="h264: intra (I-frames only) or all (P-frames too).")] = "intra",
+    motion_vectors: Annotated[bool, typer.Option("--motion-vectors", help="h264: store the decoder's motion vectors of P-frames.")] = False,
     size: Annotated[int, typer.Option(help="Target side in pixels (0 = keep).")] = 0,
     resize: Annotated[str, typer.Option(help="center-crop, pad, short-side or none.")] = "center-crop",
     crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
@@ -73,7 +74,7 @@ def shard(
         cfg = dict(id=codec, wavelet=wavelet, levels=levels, step=step, level_weights=weights, hh_weight=hh_weight,
                    chroma=chroma, layout=layout, lossless=lossless, max_pixels=max_pixels)
     elif codec == "h264":
-        cfg = dict(id=codec, crf=crf, qp=qp, gop=gop, frames=frames, max_pixels=max_pixels,
+        cfg = dict(id=codec, crf=crf, qp=qp, gop=gop, frames=frames, max_pixels=max_pixels, motion_vectors=motion_vectors,
                    transcode="never" if transcode == "never" else "always", fps=fps or 25.0)
     else:
         raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet, h264")
@@ -98,11 +99,14 @@ def shard(
 def inspect(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    psnr: Annotated[int, typer.Option(help="Also decode N records and report PSNR against their source files.")] = 0,
 ) -> None:
     """Summarize a dataset: samples, tokens per sample, bytes per sample, vocabulary usage, entropy, errors."""
-    from vistok.shards.inspect import format_summary, summarize
+    from vistok.shards.inspect import format_summary, psnr_sample, summarize
 
     s = summarize(dataset)
+    if psnr:
+        s["psnr"] = psnr_sample(dataset, psnr)
     typer.echo(json.dumps(s, indent=1) if as_json else format_summary(s))
 
 

@@ -135,3 +135,16 @@ def test_embedded_gif_shards_and_trains(tmp_path):
     data = DataConfig(datasets=[str(res.folder)], block_size=256, batch_size=2, num_workers=0, heldout=0.0)
     out = train(data, TrainConfig(out=str(tmp_path / "r"), max_steps=2, warmup=1, eval_every=0), progress=Quiet())
     assert out["step"] == 2
+
+
+def test_inspect_psnr_against_sources(tmp_path):
+    from vistok.shards.inspect import psnr_sample
+
+    lossless = run_job(["sample"], tmp_path / "w", WaveletCodec(lossless=True), Preprocess(size=24, crops=2),
+                       shard_size=8, executor="local", quiet=True)
+    p = psnr_sample(lossless.folder, 6)
+    assert p["records"] == 6 and p["exact"] == 6
+    clips = run_job(["sample-video"], tmp_path / "j", JpegCodec(quality=50), Preprocess(size=16, clip_len=3),
+                    shard_size=8, executor="local", quiet=True)
+    q = psnr_sample(clips.folder, 3)
+    assert q["records"] == 3 and 20 < q["mean_db"] < 60

@@ -97,3 +97,20 @@ def test_h264_dataset_trains(tmp_path):
     data = DataConfig(datasets=[str(res.folder)], block_size=256, batch_size=2, num_workers=0, heldout=0.2)
     out = train(data, TrainConfig(out=str(tmp_path / "r"), max_steps=2, warmup=1, eval_every=0), progress=Quiet())
     assert out["step"] == 2
+
+
+def test_motion_vectors_side_array(photo, tmp_path):
+    codec = H264Codec(gop=8, frames="all", motion_vectors=True)
+    rec = codec.encode_clip(_clip(photo, 4), "c")
+    mv = rec.side["mv"]
+    assert mv.ndim == 2 and mv.shape[1] == len(rec.meta["mv_columns"]) and mv.shape[0] > 0
+    assert set(np.unique(mv[:, 0])) <= {1, 2, 3}  # P-frames only
+    res = run_job(["sample-video"], tmp_path / "d", codec, Preprocess(size=16, clip_len=4), shard_size=4,
+                  executor="local", quiet=True)
+    ds = Dataset(res.folder)
+    first = next(iter(ds))
+    assert "mv" in first.side
+    from vistok.shards.store import PackedStore, pack
+
+    st = PackedStore(pack(res.folder, tmp_path / "s.zarr"))
+    assert st[0] == first

@@ -109,6 +109,30 @@ def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tup
         raise err from None
 
 
+def reference_media(record: TokenRecord, preprocess: dict[str, Any]) -> np.ndarray:
+    """The pixels a record was made from, rebuilt from its source file and the dataset's preprocessing
+    ((H, W, 3), or (T, H, W, 3) for a clip) — for measuring what the codec lost."""
+    source = record.meta.get("source", "")
+    if not source or not os.path.isfile(source):
+        raise InputError(f"record {record.key}: source {source!r} is not a readable file here")
+    pre = Preprocess(**preprocess)
+    data = Path(source).read_bytes()
+    key = input_key(source)
+    if "_v" in record.key[len(key):]:
+        want = int(record.key.rsplit("_v", 1)[1])
+        for i, clip in enumerate(decode_clips(data, pre.video())):
+            if i == want:
+                frames = np.stack([pre.frame(f, key) for f in clip])
+                return frames[0] if len(frames) == 1 else frames
+        raise InputError(f"record {record.key}: clip {want} not found in {source}")
+    if pre.identity():
+        return np.asarray(load_image(data, pre.max_pixels))
+    for suffix, pix in pre.apply(load_image(data, pre.max_pixels, pre.draft), key):
+        if key + suffix == record.key:
+            return pix
+    raise InputError(f"record {record.key}: no matching crop of {source}")
+
+
 def _animated_gif(data: bytes) -> bool:
     from PIL import Image
 

@@ -59,6 +59,32 @@ def summarize(folder: str | Path) -> dict[str, Any]:
     }
 
 
+def psnr_sample(folder: str | Path, n: int) -> dict[str, Any]:
+    """PSNR of the first `n` decoded records against their source media (rebuilt from the source files)."""
+    from vistok.errors import InputError
+    from vistok.pipelines.job import reference_media
+    from vistok.shards.store import open_any
+
+    src = open_any(folder)
+    codec, pre = src.codec, src.manifest.get("preprocess", {})
+    scores, skipped = [], 0
+    for i, rec in enumerate(src):
+        if i >= n:
+            break
+        try:
+            ref = reference_media(rec, pre)
+        except InputError:
+            skipped += 1
+            continue
+        out = np.asarray(codec.decode(rec), dtype=np.float64)
+        mse = float(np.mean((out - ref.astype(np.float64)) ** 2))
+        scores.append(float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse))
+    finite = [x for x in scores if np.isfinite(x)]
+    return {"records": len(scores), "skipped": skipped, "exact": len(scores) - len(finite),
+            "mean_db": round(float(np.mean(finite)), 3) if finite else None,
+            "min_db": round(float(np.min(finite)), 3) if finite else None}
+
+
 def format_summary(s: dict[str, Any]) -> str:
     t = s["tokens_per_sample"]
     lines = [
@@ -71,4 +97,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"unigram entropy   {s['unigram_entropy_bits']} bits/token",
         f"config hash       {s['config_hash']}",
     ]
+    if "psnr" in s:
+        p = s["psnr"]
+        lines.append(f"PSNR vs sources   mean {p['mean_db']} dB, min {p['min_db']} dB over {p['records']} records"
+                     f" ({p['exact']} exact, {p['skipped']} without a readable source)")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ On disk a record is a handful of WebDataset members sharing one key, always in t
     KEY.tokens.npy        1-D token array, the vocabulary's smallest unsigned dtype
     KEY.json              metadata: source, size, codec side information (UTF-8 JSON, sorted keys)
     KEY.order.NAME.npy    optional stored permutations (e.g. a content-aware order computed at shard time)
+    KEY.side.NAME.npy     optional side arrays (e.g. H.264 motion vectors)
 
 Coordinates and units are *derived* from the tokens and the manifest by the codec (`codec.coords`,
 `codec.units`) instead of stored: a stored (T, 5) int16 coordinate array would cost 10 bytes per token
@@ -49,6 +50,7 @@ class TokenRecord:
     tokens: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     orders: dict[str, np.ndarray] = field(default_factory=dict)
+    side: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not KEY_RE.match(self.key):
@@ -64,6 +66,8 @@ class TokenRecord:
         sample: dict[str, Any] = {"__key__": self.key, "tokens.npy": npy_bytes(self.tokens), "json": json_bytes(self.meta)}
         for name in sorted(self.orders):
             sample[f"order.{name}.npy"] = npy_bytes(self.orders[name].astype(np.int32))
+        for name in sorted(self.side):
+            sample[f"side.{name}.npy"] = npy_bytes(self.side[name])
         return sample
 
     @classmethod
@@ -79,7 +83,8 @@ class TokenRecord:
         except ValueError as exc:
             raise DatasetError(f"sample {sample.get('__key__')!r} is corrupt: {exc}") from None
         orders = {k[len("order.") : -len(".npy")]: npy_load(v) for k, v in sample.items() if k.startswith("order.")}
-        return cls(str(sample["__key__"]), tokens, meta, orders)
+        side = {k[len("side.") : -len(".npy")]: npy_load(v) for k, v in sample.items() if k.startswith("side.")}
+        return cls(str(sample["__key__"]), tokens, meta, orders, side)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -90,4 +95,6 @@ class TokenRecord:
             and self.meta == other.meta
             and self.orders.keys() == other.orders.keys()
             and all(np.array_equal(self.orders[k], other.orders[k]) for k in self.orders)
+            and self.side.keys() == other.side.keys()
+            and all(np.array_equal(self.side[k], other.side[k]) for k in self.side)
         )

@@ -6,7 +6,7 @@
       lengths   (n,)       int32
       keys      (n,)       variable-length strings (record keys, in dataset order)
       meta      (n,)       the records' JSON metadata (canonical JSON strings)
-      orders    (n,)       stored orders as JSON ({name: [unit, ...]}), only when the dataset has some
+      orders    (n,)       stored orders and side arrays as JSON, only when the dataset has some
       attrs: kind "vistok-store", format, counts, the dataset's manifest verbatim, and "complete": true,
              written last
 
@@ -82,7 +82,9 @@ def pack_task(task: PackTask) -> dict[str, Any]:
                 keys.append(rec.key)
                 metas.append(json_bytes(rec.meta).decode())
                 if task.has_orders:
-                    orders.append(json.dumps({k: v.tolist() for k, v in sorted(rec.orders.items())}))
+                    orders.append(json.dumps({"orders": {k: v.tolist() for k, v in sorted(rec.orders.items())},
+                                              "side": {k: [str(v.dtype), list(v.shape), v.ravel().tolist()]
+                                                       for k, v in sorted(rec.side.items())}}))
             toks.append(rec.tokens)
     s0, s1 = task.samples
     if s1 > s0:
@@ -129,7 +131,7 @@ def pack(dataset: str | Path, out: str | Path, executor: str = "local", workers:
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
-    has_orders = bool(manifest.get("stored_orders"))
+    has_orders = bool(manifest.get("stored_orders")) or bool(manifest["codec"].get("motion_vectors"))
     vocab_dtype = manifest["vocabulary"]["dtype"]
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -275,10 +277,12 @@ class PackedStore:
         i %= self.n
         key = self._item("keys", i)
         meta = json.loads(self._item("meta", i))
-        orders = {}
+        orders, side = {}, {}
         if self.has_orders:
-            orders = {k: np.asarray(v, dtype=np.int32) for k, v in json.loads(self._item("orders", i)).items()}
-        return TokenRecord(key, self.tokens(i), meta, orders)
+            extra = json.loads(self._item("orders", i))
+            orders = {k: np.asarray(v, dtype=np.int32) for k, v in extra["orders"].items()}
+            side = {k: np.asarray(v[2], dtype=v[0]).reshape(v[1]) for k, v in extra["side"].items()}
+        return TokenRecord(key, self.tokens(i), meta, orders, side)
 
     def keys(self) -> list[str]:
         return [str(k) for k in self.g["keys"][:]]

@@ -13,6 +13,9 @@ stream headers (SPS, PPS and x264's version SEI, ~600 bytes) are the same for ev
 configuration: a record names them by hash (`meta["h264_header"]`), the manifest stores each distinct
 header once (`side_info.h264_headers`), and decoding re-attaches it.
 
+`motion_vectors=True` stores the decoder's exported motion vectors of every P-frame as a side array
+(`record.side["mv"]`, columns in `meta["mv_columns"]`), for motion experiments.
+
 `transcode="never"`: H.264 sources keep their own packets (converted to Annex B by the
 h264_mp4toannexb bitstream filter); their headers are stored the same way.
 
@@ -33,7 +36,9 @@ from vistok.errors import CodecError, InputError
 from vistok.shards.record import TokenRecord
 from vistok.tokenize.base import EOS, FRAME, Codec, Vocabulary, register_codec
 
-HEADER_NALS = {6, 7, 8, 9}  # SEI, SPS, PPS, access unit delimiter
+HEADER_NALS = {6, 7, 8, 9}
+MV_COLUMNS = ("frame", "source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags", "motion_x", "motion_y",
+              "motion_scale")  # SEI, SPS, PPS, access unit delimiter
 _START = re.compile(b"\x00\x00\x01")
 
 
@@ -61,7 +66,7 @@ class H264Codec(Codec):
 
     def __init__(self, crf: int = 23, qp: int = -1, gop: int = 1, frames: str = "intra", preset: str = "medium",
                  profile: str = "baseline", transcode: str = "always", fps: float = 25.0,
-                 max_pixels: int = 89_478_485):
+                 motion_vectors: bool = False, max_pixels: int = 89_478_485):
         if frames not in ("intra", "all"):
             raise CodecError(f"h264 frames must be intra or all, got {frames!r}")
         if transcode not in ("always", "never"):
@@ -70,6 +75,7 @@ class H264Codec(Codec):
             raise CodecError("h264 needs gop >= 1, crf in 0..51, qp in -1..51")
         self.crf, self.qp, self.gop, self.frames, self.preset, self.profile = int(crf), int(qp), int(gop), frames, preset, profile
         self.transcode, self.fps, self.max_pixels = transcode, float(fps), int(max_pixels)
+        self.motion_vectors = bool(motion_vectors)
         self._vocab = Vocabulary.build((), [("byte", 256, "a byte of the frame's Annex-B NAL units")])
         self._byte0 = self._vocab.range("byte").start
         self._headers: dict[str, bytes] = {}
@@ -77,7 +83,7 @@ class H264Codec(Codec):
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "crf": self.crf, "qp": self.qp, "gop": self.gop, "frames": self.frames,
                 "preset": self.preset, "profile": self.profile, "transcode": self.transcode, "fps": self.fps,
-                "max_pixels": self.max_pixels}
+                "motion_vectors": self.motion_vectors, "max_pixels": self.max_pixels}
 
     @property
     def vocab(self) -> Vocabulary:
@@ -158,7 +164,24 @@ class H264Codec(Codec):
             if i:
                 parts.append(np.array([FRAME], dtype=self._vocab.dtype))
             parts.append(k)
-        return TokenRecord(key, np.concatenate(parts), m)
+        rec = TokenRecord(key, np.concatenate(parts), m)
+        if self.motion_vectors:
+            rec.side["mv"] = self.motion_vectors_of(rec)
+            rec.meta["mv_columns"] = list(MV_COLUMNS)
+        return rec
+
+    def motion_vectors_of(self, record: TokenRecord) -> np.ndarray:
+        """The decoder's exported motion vectors (FFmpeg's export_mvs) of every P-frame: (N, 12) int32 with
+        columns `MV_COLUMNS` (the kept frame's index first)."""
+        rows = []
+        for f, frame in enumerate(self._decoded(record, export_mvs=True)):
+            sd = frame.side_data.get("MOTION_VECTORS")
+            if sd is None:
+                continue
+            mv = sd.to_ndarray()
+            cols = [np.full(mv.shape[0], f)] + [mv[c].astype(np.int64) for c in MV_COLUMNS[1:]]
+            rows.append(np.stack(cols, axis=1))
+        return np.concatenate(rows).astype(np.int32) if rows else np.zeros((0, len(MV_COLUMNS)), np.int32)
 
     def encode_video_bytes(self, data: bytes, key: str, meta: dict, clip_len: int, max_clips: int = 0):
         """--transcode never: an H.264 file's own packets, cut into clips of `clip_len` kept frames."""
@@ -219,22 +242,27 @@ class H264Codec(Codec):
                              "dataset through vistok (its manifest carries the headers)")
         return self._headers[h]
 
-    def decode(self, record: TokenRecord) -> np.ndarray:
-        """All frames in one decoder session (P-frames need their references); (H, W, 3) or (T, H, W, 3)."""
+    def _decoded(self, record: TokenRecord, export_mvs: bool = False) -> list:
+        """PyAV frames of a record, all in one decoder session (P-frames need their references)."""
         import av
 
         dec = av.CodecContext.create("h264", "r")
         dec.thread_count = 1
+        if export_mvs:
+            dec.options = {"flags2": "+export_mvs"}
         header = self.header_of(record)
         frames = []
         try:
             for i, body in enumerate(self.frame_bytes(record)):
-                for fr in dec.decode(av.Packet((header if i == 0 else b"") + body)):
-                    frames.append(fr.to_ndarray(format="rgb24"))
-            for fr in dec.decode(None):
-                frames.append(fr.to_ndarray(format="rgb24"))
+                frames += dec.decode(av.Packet((header if i == 0 else b"") + body))
+            frames += dec.decode(None)
         except av.error.FFmpegError as exc:
             raise CodecError(f"record {record.key}: the H.264 decoder rejected the stream ({exc})") from None
+        return frames
+
+    def decode(self, record: TokenRecord) -> np.ndarray:
+        """(H, W, 3), or (T, H, W, 3) for a clip."""
+        frames = [f.to_ndarray(format="rgb24") for f in self._decoded(record)]
         n = int(record.meta.get("frames", 1))
         if len(frames) != n:
             raise CodecError(f"record {record.key}: decoded {len(frames)} frames, expected {n}")
