@@ -11,6 +11,9 @@ from vistok.tokenize import JpegCodec
 
 
 def run(quality: int = 20) -> dict:
+    from vistok.pipelines.job import single_threaded_blas
+
+    single_threaded_blas()  # as in shard workers
     imgs = photos_256()
     codec = JpegCodec(quality=quality)
     recs = [codec.encode(im) for im in imgs]

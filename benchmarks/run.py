@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_codec, bench_orders, bench_shard, bench_store, bench_train  # noqa: E402
+from benchmarks import bench_codec, bench_orders, bench_shard, bench_store, bench_train, bench_video  # noqa: E402
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
     quick = "--quick" in sys.argv  # skips the 50k-input driver-memory run
     benches = [("codec", bench_codec.run), ("shard_overhead", bench_codec.shard_overhead),
                ("shard", lambda: bench_shard.run(rss=not quick)), ("train", bench_train.run),
-               ("orders", bench_orders.run), ("store", bench_store.run)]
+               ("orders", bench_orders.run), ("store", bench_store.run), ("video", bench_video.run)]
     for name, fn in benches:
         res = fn()
         print(json.dumps({"bench": name, **res}), flush=True)

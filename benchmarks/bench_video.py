@@ -1,0 +1,110 @@
+"""Video: frames/s per core of decode -> sample -> tokenize against plain PyAV decoding of the same clips
+(same run), and tokens per frame for h264 (I-frames), jpeg and wavelet at a PSNR matched to JPEG q20."""
+
+from __future__ import annotations
+
+import io
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from benchmarks.common import photos_256
+from vistok.pipelines.preprocess import Preprocess
+from vistok.pipelines.video import decode_clips
+from vistok.tokenize import H264Codec, JpegCodec, WaveletCodec
+
+
+def _videos(n: int = 3, frames: int = 48, side: int = 128) -> list[bytes]:
+    """Real content: a window panning across a photo, encoded with libx264 (crf 18)."""
+    out = []
+    for v, photo in enumerate(photos_256(n)):
+        buf = io.BytesIO()
+        with av.open(buf, mode="w", format="mp4") as c:
+            st = c.add_stream("libx264", rate=Fraction(25))
+            st.width = st.height = side
+            st.pix_fmt = "yuv420p"
+            st.options = {"crf": "18"}
+            for i in range(frames):
+                y, x = (i * 2) % (256 - side), (i * 3 + v) % (256 - side)
+                img = np.ascontiguousarray(photo[y : y + side, x : x + side])
+                for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(p)
+            for p in st.encode():
+                c.mux(p)
+        out.append(buf.getvalue())
+    return out
+
+
+def _plain(videos: list[bytes]) -> float:
+    n, t0 = 0, time.perf_counter()
+    for data in videos:
+        with av.open(io.BytesIO(data)) as c:
+            for f in c.decode(video=0):
+                f.to_ndarray(format="rgb24")
+                n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def _tokenize(videos: list[bytes], codec) -> float:
+    pre = Preprocess(clip_len=8)
+    n, t0 = 0, time.perf_counter()
+    for data in videos:
+        for clip in decode_clips(data, pre.video()):
+            codec.encode_clip([pre.frame(f, "k") for f in clip], "k")
+            n += len(clip)
+    return n / (time.perf_counter() - t0)
+
+
+def _psnr(a, b) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def matched_tokens() -> dict:
+    imgs = photos_256(12)
+    jpeg = JpegCodec(quality=20)
+    target = float(np.mean([_psnr(im, jpeg.decode(jpeg.encode(im))) for im in imgs]))
+    out = {"target_psnr_jpeg_q20": round(target, 2),
+           "jpeg_tokens_per_frame": round(float(np.mean([len(jpeg.encode(im)) for im in imgs])), 1)}
+    best = None
+    for crf in range(20, 52):
+        c = H264Codec(crf=crf)
+        recs = [c.encode(im) for im in imgs]
+        p = float(np.mean([_psnr(im, c.decode(r)) for im, r in zip(imgs, recs)]))
+        if p < target:
+            break
+        best = (crf, p, float(np.mean([len(r) for r in recs])))
+    if best:
+        out.update(h264_crf=best[0], h264_psnr=round(best[1], 2), h264_tokens_per_frame=round(best[2], 1))
+    lo, hi = 1.0, 128.0
+    for _ in range(10):
+        mid = (lo * hi) ** 0.5
+        c = WaveletCodec(step=mid, chroma="420", levels=4)
+        if np.mean([_psnr(im, c.decode(c.encode(im))) for im in imgs]) > target:
+            lo = mid
+        else:
+            hi = mid
+    c = WaveletCodec(step=lo, chroma="420", levels=4)
+    out.update(wavelet_step=round(lo, 2),
+               wavelet_tokens_per_frame=round(float(np.mean([len(c.encode(im)) for im in imgs])), 1))
+    return out
+
+
+def run() -> dict:
+    from vistok.pipelines.job import single_threaded_blas
+
+    single_threaded_blas()  # as in shard workers
+    videos = _videos()
+    plain = _plain(videos)
+    h264 = _tokenize(videos, H264Codec(gop=8, frames="all"))
+    jpeg = _tokenize(videos, JpegCodec(quality=20))
+    return {"plain_decode_frames_s": round(plain, 1), "h264_frames_s": round(h264, 1),
+            "h264_vs_plain": round(h264 / plain, 3), "jpeg_frames_s": round(jpeg, 1),
+            "jpeg_vs_plain": round(jpeg / plain, 3), **matched_tokens()}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run()))
