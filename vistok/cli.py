@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def shard(
     sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards, 'sample' (the embedded photos) or 'sample-video' (the embedded GIF).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
-    codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine) or h264 (libx264 bytes).")] = "jpeg",
+    codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine), h264 (libx264 bytes), bsq or vq (a trained tokenizer's codes).")] = "jpeg",
     quality: Annotated[int, typer.Option(help="jpeg: quality (IJG table scaling), 1..100.")] = 20,
     subsampling: Annotated[str, typer.Option(help="jpeg: chroma subsampling 444, 422 or 420.")] = "420",
     layout: Annotated[str, typer.Option(help="Token layout: rle (sparse runs, lossless) or dense.")] = "rle",
@@ -38,6 +38,7 @@ def shard(
     gop: Annotated[int, typer.Option(help="h264: keyframe interval (1 = intra only).")] = 1,
     frames: Annotated[str, typer.Option(help="h264: intra (I-frames only) or all (P-frames too).")] = "intra",
     motion_vectors: Annotated[bool, typer.Option("--motion-vectors", help="h264: store the decoder's motion vectors of P-frames.")] = False,
+    tokenizer: Annotated[str, typer.Option(help="bsq / vq: the tokenizer folder written by `vistok train-tokenizer`.")] = "",
     size: Annotated[int, typer.Option(help="Target side in pixels (0 = keep).")] = 0,
     resize: Annotated[str, typer.Option(help="center-crop, pad, short-side or none.")] = "center-crop",
     crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
@@ -76,8 +77,12 @@ def shard(
     elif codec == "h264":
         cfg = dict(id=codec, crf=crf, qp=qp, gop=gop, frames=frames, max_pixels=max_pixels, motion_vectors=motion_vectors,
                    transcode="never" if transcode == "never" else "always", fps=fps or 25.0)
+    elif codec in ("bsq", "vq"):
+        if not tokenizer:
+            raise UsageError(f"--codec {codec} needs --tokenizer TOK/ (train one with `vistok train-tokenizer`)")
+        cfg = dict(id=codec, tokenizer=str(Path(tokenizer).resolve()), max_pixels=max_pixels)
     else:
-        raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet, h264")
+        raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet, h264, bsq, vq")
     the_codec = get_codec(cfg)
     pre = Preprocess(size=size, resize=resize, crops=crops, seed=seed, max_pixels=max_pixels, fps=fps,
                      clip_len=clip_len, clip_stride=clip_stride, max_clips=max_clips, video_timeout=video_timeout)
@@ -157,6 +162,39 @@ def pack(
     path = run_pack(dataset, out, executor, workers or None, address or os.environ.get("RAY_ADDRESS") or None)
     st = PackedStore(path)
     typer.echo(f"{path}: {len(st)} samples, {st.total} tokens")
+
+
+@app.command("train-tokenizer")
+def train_tokenizer_cmd(
+    sources: Annotated[list[str], typer.Argument(help="Image sources, as for `vistok shard` (e.g. sample).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer folder to write.")] = Path("tokenizers/bsq"),
+    kind: Annotated[str, typer.Option(help="bsq (binary spherical quantization) or vq (EMA codebook).")] = "bsq",
+    bits: Annotated[int, typer.Option(help="bsq: code bits L (vocabulary 2**L), 8..18.")] = 16,
+    codebook: Annotated[int, typer.Option(help="vq: codebook size K.")] = 1024,
+    patch: Annotated[int, typer.Option(help="Patch size (pixels per code side), 4..16.")] = 8,
+    width: Annotated[int, typer.Option(help="Channels of the conv blocks.")] = 96,
+    blocks: Annotated[int, typer.Option(help="Residual blocks in the encoder and the decoder.")] = 2,
+    crop: Annotated[int, typer.Option(help="Training crop side.")] = 64,
+    batch: Annotated[int, typer.Option(help="Crops per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
+    minutes: Annotated[float, typer.Option(help="Training time budget.")] = 8.0,
+    steps: Annotated[int, typer.Option(help="Train exactly this many steps instead (0 = use --minutes).")] = 0,
+    entropy_weight: Annotated[float, typer.Option(help="bsq: weight of the entropy regularizer.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed for initialization and crops.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+) -> None:
+    """Train a BSQ or VQ patch tokenizer; reports held-out PSNR, code usage and perplexity."""
+    from vistok.train.autoencoder import AEConfig
+    from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    ae = AEConfig(kind=kind, patch=patch, width=width, blocks=blocks, bits=bits, codebook=codebook,
+                  entropy_weight=entropy_weight)
+    cfg = TokenizerTrainConfig(sources=list(sources), out=str(out), crop=crop, batch=batch, lr=lr, minutes=minutes,
+                               max_steps=steps, seed=seed, device=device)
+    rep = train_tokenizer(ae, cfg)
+    typer.echo(f"{rep['out']}: held-out PSNR {rep['psnr']:.2f} dB, {rep['codes_used']} codes used, perplexity "
+               f"{rep['perplexity']:.0f} (floor {rep['perplexity_floor']:.0f}), {rep['bits_per_image']:.0f} bits/image, "
+               f"{rep['steps']} steps")
 
 
 @app.command("show-order")

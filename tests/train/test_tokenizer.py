@@ -1,0 +1,104 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vistok.errors import CodecError, DatasetError
+from vistok.pipelines.job import run_job
+from vistok.pipelines.preprocess import Preprocess
+from vistok.shards.reader import Dataset
+from vistok.tokenize import BSQCodec, VQCodec, get_codec
+from vistok.train.autoencoder import AEConfig, Autoencoder
+from vistok.train.tokenizer import TokenizerTrainConfig, load_tokenizer, train_tokenizer
+
+
+class Quiet:
+    def write(self, s):
+        pass
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def _train(tmp_path, name, kind="bsq", steps=25, **ae):
+    cfg = TokenizerTrainConfig(sources=["sample"], out=str(tmp_path / name), crop=32, batch=16, max_steps=steps,
+                               eval_crops=32, seed=1)
+    return train_tokenizer(AEConfig(kind=kind, width=32, blocks=1, latent=16, **ae), cfg, progress=Quiet())
+
+
+@pytest.fixture(scope="module")
+def bsq_tok(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    _train(d, "bsq", bits=10)
+    return d / "bsq"
+
+
+def test_same_seed_same_weights_and_codes(tmp_path):
+    a = _train(tmp_path, "a", bits=8, steps=6)
+    b = _train(tmp_path, "b", bits=8, steps=6)
+    assert a["sha256"] == b["sha256"]
+    ma, _ = load_tokenizer(tmp_path / "a")
+    mb, _ = load_tokenizer(tmp_path / "b")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(ma.encode(x), mb.encode(x))
+
+
+def test_bsq_codes_round_trip_through_the_decoder(bsq_tok):
+    codec = BSQCodec(str(bsq_tok))
+    assert codec.vocab.size == 4 + 2**10
+    img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    rec = codec.encode(img, "k")
+    assert len(rec) == 5 * 7 and rec.tokens.min() >= 4
+    out = codec.decode(rec)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    model, _ = load_tokenizer(bsq_tok)
+    idx = model.quant.indices_of(torch.where(torch.rand(1, 10, 2, 2) > 0.5, 1.0, -1.0))
+    emb = model.quant.embed(idx)  # code index -> latent -> the same code index
+    assert emb.shape == (1, model.cfg.latent, 2, 2)
+    rep = json.loads((bsq_tok / "report.json").read_text())
+    assert rep["psnr"] > 10 and rep["codes_used"] > 10  # learning, no collapse onto a handful of codes
+
+
+def test_vq_keeps_its_codebook_alive(tmp_path):
+    rep = _train(tmp_path, "vq", kind="vq", codebook=64, steps=30)
+    assert rep["codes_used"] >= 16  # data initialization + dead-code restarts
+    codec = VQCodec(str(tmp_path / "vq"))
+    assert codec.decode(codec.encode(np.zeros((16, 16, 3), np.uint8))).shape == (16, 16, 3)
+
+
+def test_dataset_names_its_tokenizer_and_refuses_another(bsq_tok, tmp_path):
+    res = run_job(["sample"], tmp_path / "d", BSQCodec(str(bsq_tok)), Preprocess(size=32), shard_size=12,
+                  executor="local", quiet=True)
+    ds = Dataset(res.folder)
+    assert ds.manifest["codec"]["sha256"] == BSQCodec(str(bsq_tok)).sha256
+    assert ds.codec.decode(next(iter(ds))).shape == (32, 32, 3)
+    _train(tmp_path, "other", bits=10, steps=3)
+    cfg = dict(ds.manifest["codec"], tokenizer=str(tmp_path / "other"))
+    with pytest.raises(DatasetError, match="use the tokenizer that made it"):
+        get_codec(cfg)
+    with pytest.raises(CodecError, match="not vq"):
+        VQCodec(str(bsq_tok))
+
+
+def test_codes_train_and_sample(bsq_tok, tmp_path):
+    from vistok.train.data import DataConfig
+    from vistok.train.sample import sample_images
+    from vistok.train.trainer import TrainConfig, load_model, train
+
+    res = run_job(["sample"], tmp_path / "d", BSQCodec(str(bsq_tok)), Preprocess(size=32, crops=2), shard_size=12,
+                  executor="local", quiet=True)
+    data = DataConfig(datasets=[str(res.folder)], block_size=64, batch_size=2, num_workers=0, heldout=0.2)
+    train(data, TrainConfig(out=str(tmp_path / "r"), max_steps=2, warmup=1, eval_every=0), progress=Quiet())
+    model, state = load_model(tmp_path / "r")
+    codec = Dataset(res.folder).codec
+    images, streams = sample_images(model, codec, {"height": 32, "width": 32, "components": 3}, n=2)
+    assert all(im.shape == (32, 32, 3) for im in images) and all(len(s) == 16 for s in streams)
+
+
+def test_safetensors_only(bsq_tok):
+    assert not list(bsq_tok.glob("*.pt")) and (bsq_tok / "model.safetensors").exists()
+    Autoencoder(AEConfig(**json.loads((bsq_tok / "config.json").read_text())["autoencoder"]))
