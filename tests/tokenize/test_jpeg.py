@@ -210,3 +210,38 @@ def test_jpeglib_reads_what_jpeglib_wrote_for_random_coefficients():
     _, comps, _, _ = jpegfile.read_coefficients(data, 10**6)
     np.testing.assert_array_equal(dct.from_components(layout, comps), coefs)
     assert jpeglib.__version__
+
+
+@pytest.mark.skipif(not dct.NATIVE, reason="the C kernels were not built")
+@pytest.mark.parametrize("sub", ["444", "422", "420"])
+def test_c_kernels_agree_with_the_numpy_reference(photo, sub, monkeypatch):
+    img = np.ascontiguousarray(photo[3:203, 5:186])
+    for codec in (JpegCodec(subsampling=sub), JpegCodec(subsampling=sub, dc="dpcm")):
+        layout, fast = dct.forward(img, codec.qtables, sub)
+        tokens = codec.tokenize(layout, fast)
+        pix = dct.inverse(layout, fast, codec.qtables)
+        parsed = codec.coefficients_only(layout, tokens)
+        monkeypatch.setattr(dct, "NATIVE", False)
+        _, ref = dct.forward(img, codec.qtables, sub)
+        assert (fast == ref).mean() > 0.9999 and np.abs(fast - ref).max() <= 1
+        np.testing.assert_array_equal(codec.tokenize(layout, fast), tokens)
+        np.testing.assert_array_equal(codec.coefficients_only(layout, tokens), parsed)
+        np.testing.assert_array_equal(parsed, fast)
+        assert np.abs(dct.inverse(layout, fast, codec.qtables).astype(int) - pix).max() <= 1
+        monkeypatch.setattr(dct, "NATIVE", True)
+    gray = np.ascontiguousarray(photo[:77, :50, 1])
+    layout, fast = dct.forward(gray, JpegCodec().qtables, "444")
+    monkeypatch.setattr(dct, "NATIVE", False)
+    _, ref = dct.forward(gray, JpegCodec().qtables, "444")
+    assert (fast == ref).mean() > 0.999
+
+
+@pytest.mark.skipif(not dct.NATIVE, reason="the C kernels were not built")
+def test_c_parser_rejects_what_the_numpy_parser_rejects(photo):
+    codec = JpegCodec()
+    rec = codec.encode(photo[:16, :16])
+    layout = codec.record_layout(rec)
+    for bad in (rec.tokens[:-1], rec.tokens[1:], np.concatenate([rec.tokens, rec.tokens[:3]]),
+                np.array([1, 2, 3], dtype=np.uint16), np.full(5, codec.vocab.size - 1, dtype=np.uint16)):
+        with pytest.raises(CodecError):
+            codec.coefficients_only(layout, bad)

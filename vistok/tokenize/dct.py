@@ -11,10 +11,19 @@ reads and writes. Pixels are padded to whole MCUs by edge replication before sub
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+try:  # the C kernels (vistok/_jpegc.c), built at install time when a compiler is there
+    from vistok import _jpegc as _native
+except ImportError:  # pragma: no cover - depends on the build
+    _native = None
+
+# Which path runs: the C kernels unless absent or VISTOK_NATIVE=0 (the numpy code below is the reference).
+NATIVE = _native is not None and os.environ.get("VISTOK_NATIVE", "1") != "0"
 
 # ZIGZAG[k] = natural (row-major) index of the k-th coefficient in zigzag order.
 ZIGZAG = np.array(
@@ -145,6 +154,12 @@ def _unblocks(blocks: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return blocks.reshape(rows, cols, 8, 8).swapaxes(1, 2).reshape(rows * 8, cols * 8)
 
 
+def _component_tables(layout: Layout, qtables: np.ndarray) -> np.ndarray:
+    """(ncomp, 64) float32 natural-order tables, one per component (luma table, then chroma)."""
+    qt = np.asarray(qtables, dtype=np.float32).reshape(-1, 64)
+    return np.ascontiguousarray(qt[[min(c, len(qt) - 1) for c in range(layout.ncomp)]])
+
+
 def forward(pixels: np.ndarray, qtables: np.ndarray, subsampling: str) -> tuple[Layout, np.ndarray]:
     """uint8 (H, W) or (H, W, 3) -> (layout, (n_blocks, 64) int32 quantized zigzag coefficients, canonical order)."""
     gray = pixels.ndim == 2
@@ -152,6 +167,12 @@ def forward(pixels: np.ndarray, qtables: np.ndarray, subsampling: str) -> tuple[
     layout = block_layout(h, w, 1 if gray else 3, subsampling)
     fac = factors(layout.ncomp, subsampling)
     hmax, vmax = fac[0]
+    if NATIVE:
+        out = np.empty((layout.n_blocks, 64), dtype=np.int32)
+        dims = np.asarray(layout.comp_blocks, dtype=np.int32).ravel()
+        _native.forward(np.ascontiguousarray(pixels), h, w, 1 if gray else 3, hmax, vmax, dims,
+                        _component_tables(layout, qtables), out)
+        return layout, out[layout.order]
     ph, pw = layout.mcu_grid[0] * 8 * vmax, layout.mcu_grid[1] * 8 * hmax
     if gray:
         planes = [pixels.astype(np.float32)]
@@ -181,6 +202,15 @@ def inverse(layout: Layout, coefs: np.ndarray, qtables: np.ndarray) -> np.ndarra
     """Canonical-order quantized zigzag coefficients -> uint8 pixels (nearest-neighbour chroma upsampling)."""
     fac = factors(layout.ncomp, layout.subsampling)
     hmax, vmax = fac[0]
+    if NATIVE:
+        raster = np.empty(coefs.shape, dtype=np.int32)
+        raster[layout.order] = coefs
+        shape = (layout.height, layout.width) + ((3,) if layout.ncomp == 3 else ())
+        out = np.empty(shape, dtype=np.uint8)
+        dims = np.asarray(layout.comp_blocks, dtype=np.int32).ravel()
+        _native.inverse(raster, layout.height, layout.width, layout.ncomp, hmax, vmax, dims,
+                        _component_tables(layout, qtables), out)
+        return out
     raster = np.empty(coefs.shape, dtype=np.float32)
     raster[layout.order] = coefs
     h, w = layout.height, layout.width

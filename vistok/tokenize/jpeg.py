@@ -158,7 +158,7 @@ class JpegCodec(Codec):
 
     def coefficients(self, record: TokenRecord) -> tuple[dct.Layout, np.ndarray]:
         layout = self.record_layout(record)
-        return layout, self.detokenize(layout, record.tokens)[0]
+        return layout, self.coefficients_only(layout, record.tokens)
 
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
         layout, coefs = self.coefficients(record)
@@ -184,8 +184,21 @@ class JpegCodec(Codec):
             out[sel] = np.diff(dc[sel], prepend=0) if forward else np.cumsum(dc[sel])
         return out
 
+    def _native_consts(self) -> np.ndarray:
+        return np.array([self._eob, self._esc, self._raw, self._dc0, DC_MAX, self._ac, self._acesc, AC_LEVEL],
+                        dtype=np.int32)
+
     def tokenize(self, layout: dct.Layout, coefs: np.ndarray) -> np.ndarray:
         """(n_blocks, 64) canonical zigzag coefficients -> 1-D tokens."""
+        if dct.NATIVE and self.layout == "rle":
+            c32 = np.ascontiguousarray(coefs, dtype=np.int32)
+            out = np.empty(layout.n_blocks * (4 + 63 * 3), dtype=np.uint16)
+            try:
+                n = dct._native.rle_tokens(c32, np.ascontiguousarray(layout.comp), layout.ncomp, self.dc == "dpcm",
+                                           self._native_consts(), out)
+            except ValueError as exc:
+                raise CodecError(str(exc)) from None
+            return out[:n].copy()
         coefs = np.asarray(coefs, dtype=np.int64)
         n = coefs.shape[0]
         dc = self._dc_values(layout, coefs[:, 0], forward=True)
@@ -282,6 +295,21 @@ class JpegCodec(Codec):
             raise CodecError("zero runs overflow a block (more than 63 AC coefficients)")
         pos = np.where(is_eob, EOB_FREQ, pos)
         return dict(block=block, pos=pos, vals=vals, owner=owner, is_coef=~is_eob)
+
+    def coefficients_only(self, layout: dct.Layout, tokens: np.ndarray) -> np.ndarray:
+        """1-D tokens -> (n_blocks, 64) int32 canonical zigzag coefficients (the decode hot path)."""
+        if dct.NATIVE and self.layout == "rle":
+            t = np.asarray(tokens)
+            if t.size and (int(t.max()) >= self._vocab.size or int(t.min()) < 4):
+                raise CodecError("a special or out-of-vocabulary token inside the stream")
+            out = np.empty((layout.n_blocks, 64), dtype=np.int32)
+            try:
+                dct._native.rle_parse(np.ascontiguousarray(t, dtype=np.uint16), layout.n_blocks,
+                                      np.ascontiguousarray(layout.comp), self.dc == "dpcm", self._native_consts(), out)
+            except ValueError as exc:
+                raise CodecError(f"malformed token stream: {exc}") from None
+            return out
+        return self.detokenize(layout, tokens)[0]
 
     def detokenize(self, layout: dct.Layout, tokens: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """1-D tokens -> ((n_blocks, 64) int32 canonical zigzag coefficients, parse arrays)."""
