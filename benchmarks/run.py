@@ -11,7 +11,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_codec, bench_orders, bench_shard, bench_store, bench_train, bench_video  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_codec,
+    bench_orders,
+    bench_shard,
+    bench_store,
+    bench_tokenizer,
+    bench_train,
+    bench_video,
+)
 
 
 def main() -> None:
@@ -19,7 +27,8 @@ def main() -> None:
     quick = "--quick" in sys.argv  # skips the 50k-input driver-memory run
     benches = [("codec", bench_codec.run), ("shard_overhead", bench_codec.shard_overhead),
                ("shard", lambda: bench_shard.run(rss=not quick)), ("train", bench_train.run),
-               ("orders", bench_orders.run), ("store", bench_store.run), ("video", bench_video.run)]
+               ("orders", bench_orders.run), ("store", bench_store.run), ("video", bench_video.run),
+               ("tokenizer", bench_tokenizer.run)]
     for name, fn in benches:
         res = fn()
         print(json.dumps({"bench": name, **res}), flush=True)
