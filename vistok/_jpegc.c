@@ -362,7 +362,71 @@ static PyObject *rle_parse(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* label_pieces(seg int64 (rows*cols,), rows, cols, out int64) -> number of pieces.
+ * 4-connected components of equal labels, numbered by their first cell in raster order (union-find). */
+static Py_ssize_t find(Py_ssize_t *parent, Py_ssize_t i) {
+    while (parent[i] != i) { parent[i] = parent[parent[i]]; i = parent[i]; }
+    return i;
+}
+
+static PyObject *label_pieces(PyObject *self, PyObject *args) {
+    Py_buffer sg, out;
+    int rows, cols;
+    if (!PyArg_ParseTuple(args, "y*iiw*", &sg, &rows, &cols, &out)) return NULL;
+    const int64_t *seg = sg.buf;
+    int64_t *o = out.buf;
+    Py_ssize_t n = (Py_ssize_t)rows * cols, pieces = 0;
+    Py_ssize_t *parent = PyMem_Malloc(sizeof(Py_ssize_t) * (n ? n : 1));
+    if (!parent) { PyBuffer_Release(&sg); PyBuffer_Release(&out); return PyErr_NoMemory(); }
+    for (Py_ssize_t i = 0; i < n; i++) parent[i] = i;
+    for (int y = 0; y < rows; y++)
+        for (int x = 0; x < cols; x++) {
+            Py_ssize_t i = (Py_ssize_t)y * cols + x;
+            if (x + 1 < cols && seg[i] == seg[i + 1]) {
+                Py_ssize_t a = find(parent, i), b = find(parent, i + 1);
+                if (a != b) parent[a > b ? a : b] = a < b ? a : b; /* the root is the lowest raster index */
+            }
+            if (y + 1 < rows && seg[i] == seg[i + cols]) {
+                Py_ssize_t a = find(parent, i), b = find(parent, i + cols);
+                if (a != b) parent[a > b ? a : b] = a < b ? a : b;
+            }
+        }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t r = find(parent, i);
+        if (r == i) o[i] = pieces++;
+        else o[i] = o[r]; /* r < i: already numbered */
+    }
+    PyMem_Free(parent);
+    PyBuffer_Release(&sg); PyBuffer_Release(&out);
+    return PyLong_FromSsize_t(pieces);
+}
+
+/* blob_argmax(a float32 (rows, K), b float32 (cols, K), out int64 (rows*cols,)): out[y*cols+x] = argmax_k
+ * a[y][k] + b[x][k] (first maximum), the separable Gaussian log-densities of randsac's blobs. */
+static PyObject *blob_argmax(PyObject *self, PyObject *args) {
+    Py_buffer ab, bb, out;
+    int rows, cols, k;
+    if (!PyArg_ParseTuple(args, "y*y*iiiw*", &ab, &bb, &rows, &cols, &k, &out)) return NULL;
+    const float *a = ab.buf, *b = bb.buf;
+    int64_t *o = out.buf;
+    for (int y = 0; y < rows; y++)
+        for (int x = 0; x < cols; x++) {
+            const float *ay = a + (size_t)y * k, *bx = b + (size_t)x * k;
+            float best = ay[0] + bx[0];
+            int arg = 0;
+            for (int j = 1; j < k; j++) {
+                float v = ay[j] + bx[j];
+                if (v > best) { best = v; arg = j; }
+            }
+            o[(size_t)y * cols + x] = arg;
+        }
+    PyBuffer_Release(&ab); PyBuffer_Release(&bb); PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"blob_argmax", blob_argmax, METH_VARARGS, "argmax over blobs of separable log-densities"},
+    {"label_pieces", label_pieces, METH_VARARGS, "4-connected pieces of equal labels on a grid"},
     {"forward", forward, METH_VARARGS, "pixels -> quantized zigzag DCT coefficients (component-major raster)"},
     {"inverse", inverse, METH_VARARGS, "coefficients -> pixels"},
     {"rle_tokens", rle_tokens, METH_VARARGS, "canonical coefficients -> rle tokens; returns the count"},

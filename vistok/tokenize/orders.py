@@ -30,6 +30,11 @@ import numpy as np
 
 from vistok.errors import UsageError
 
+try:
+    from vistok import _jpegc as _native  # optional C helpers (connected pieces)
+except ImportError:  # pragma: no cover - depends on the build
+    _native = None
+
 
 @dataclass
 class OrderInput:
@@ -223,7 +228,7 @@ def _unit_grid(n: int) -> np.ndarray:
     return np.linspace(-2, 2, n) if n > 1 else np.zeros(1)
 
 
-def randsac_segments(rows: int, cols: int, k: int, rng: np.random.Generator) -> np.ndarray:
+def randsac_segments(rows: int, cols: int, k: int, rng: np.random.Generator, connected: bool = True) -> np.ndarray:
     """(rows*cols,) segment id per cell: the argmax over K random Gaussian blobs on a [-2, 2]^2 grid.
 
     RandSAC's sampling: means ~ U(-1.75, 1.75)^2, standard deviations ~ U(0.5, 1). A blob's region (the
@@ -238,8 +243,12 @@ def randsac_segments(rows: int, cols: int, k: int, rng: np.random.Generator) -> 
     # log density is separable: a_k(y) + b_k(x), so one (K, rows, cols) sum feeds the argmax
     a = (-(ys[None, :] - mu[:, :1]) ** 2 * inv - 2 * np.log(sd)[:, None]).astype(np.float32).T  # (rows, K)
     b = (-(xs[None, :] - mu[:, 1:]) ** 2 * inv).astype(np.float32).T  # (cols, K)
-    seg = (a[:, None, :] + b[None, :, :]).reshape(-1, k).argmax(axis=1)  # contiguous reduction over K
-    return _connected_pieces(seg, rows, cols)
+    if _native is not None:
+        seg = np.empty(rows * cols, dtype=np.int64)
+        _native.blob_argmax(np.ascontiguousarray(a), np.ascontiguousarray(b), rows, cols, k, seg)
+    else:
+        seg = (a[:, None, :] + b[None, :, :]).reshape(-1, k).argmax(axis=1)  # contiguous reduction over K
+    return _connected_pieces(seg, rows, cols) if connected else seg
 
 
 def _connected_pieces(seg: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -248,6 +257,10 @@ def _connected_pieces(seg: np.ndarray, rows: int, cols: int) -> np.ndarray:
     One `ndimage.label` call on a (2 rows - 1, 2 cols - 1) picture whose odd pixels join two cells only
     when they share a segment: its 4-connected components are exactly the pieces.
     """
+    if _native is not None:  # union-find in C (vistok/_jpegc.c), same numbering
+        out = np.empty(rows * cols, dtype=np.int64)
+        _native.label_pieces(np.ascontiguousarray(seg, dtype=np.int64), rows, cols, out)
+        return out
     s2 = seg.reshape(rows, cols)
     big = np.zeros((2 * rows - 1, 2 * cols - 1), dtype=bool)
     big[::2, ::2] = True
@@ -271,18 +284,22 @@ def randsac(levels: tuple[int, ...]) -> Callable:
         keys = [rng.permutation(n_fine)]  # random rank of each fine segment inside its group
         member = fine  # cell -> group at the current level
         for k in levels[1:]:
-            coarse = randsac_segments(rows, cols, k, rng)
-            votes = np.zeros((int(member.max()) + 1, int(coarse.max()) + 1), dtype=np.int64)
-            np.add.at(votes, (member, coarse), 1)
+            coarse = randsac_segments(rows, cols, k, rng, connected=False)  # groups only vote: any shape will do
+            n_cur, n_coarse = int(member.max()) + 1, int(coarse.max()) + 1
+            votes = np.bincount(member * n_coarse + coarse, minlength=n_cur * n_coarse).reshape(n_cur, n_coarse)
             up = votes.argmax(axis=1)  # current group -> the coarse blob holding most of its cells
             fine_to_group, member = up[fine_to_group], up[member]
             keys.append(rng.permutation(int(up.max()) + 1)[fine_to_group])
-        rank_of = np.empty(n_fine, dtype=np.int64)
-        rank_of[np.lexsort(keys)] = np.arange(n_fine)  # coarsest level is the primary key
+        if len(keys) == 1:  # one level: the random permutation is the rank
+            rank_of = keys[0]
+        else:
+            rank_of = np.empty(n_fine, dtype=np.int64)
+            rank_of[np.lexsort(keys)] = np.arange(n_fine)  # coarsest level is the primary key
         cell_rank = rank_of[fine]
         unit_order = np.argsort(cell_rank, kind="stable")  # segment by segment, raster inside
         perm = units_to_tokens(inp.units, _per_frame(inp, lambda f: unit_order))
-        seg_of_unit = np.tile(cell_rank, -(-inp.n_units // (rows * cols)))
+        frames = -(-inp.n_units // (rows * cols))
+        seg_of_unit = cell_rank if frames == 1 else np.tile(cell_rank, frames)
         return OrderResult(perm, seg_of_unit[inp.units[perm]])
 
     return order
