@@ -3,6 +3,7 @@ tokenizer of the default architecture trained for a few steps (speed does not de
 
 from __future__ import annotations
 
+import io
 import tempfile
 import time
 from pathlib import Path
@@ -16,19 +17,11 @@ from vistok.train.autoencoder import AEConfig
 from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
 
-class _Quiet:
-    def write(self, s):
-        pass
-
-    def flush(self):
-        pass
-
-
 def run() -> dict:
     torch.set_num_threads(1)  # per core, as a shard worker runs it
     with tempfile.TemporaryDirectory() as d:
         train_tokenizer(AEConfig(kind="bsq"), TokenizerTrainConfig(out=str(Path(d) / "tok"), max_steps=5, batch=8,
-                                                                    eval_crops=8), progress=_Quiet())
+                                                                    eval_crops=8), progress=io.StringIO())
         codec = BSQCodec(str(Path(d) / "tok"))
         crops = [np.ascontiguousarray(p[i : i + 64, i : i + 64]) for p in photos_256(8) for i in (0, 64, 128, 192)]
         t0 = time.perf_counter()

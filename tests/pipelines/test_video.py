@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.conftest import Quiet
 from vistok.errors import InputError
 from vistok.pipelines.job import run_job
 from vistok.pipelines.preprocess import Preprocess
@@ -122,15 +123,6 @@ def test_embedded_gif_shards_and_trains(tmp_path):
     rec = next(iter(Dataset(res.folder)))
     assert rec.meta["frames"] == 4 and Dataset(res.folder).codec.decode(rec).shape == (4, 16, 16, 3)
 
-    class Quiet:
-        def write(self, s):
-            pass
-
-        def flush(self):
-            pass
-
-        def isatty(self):
-            return False
 
     data = DataConfig(datasets=[str(res.folder)], block_size=256, batch_size=2, num_workers=0, heldout=0.0)
     out = train(data, TrainConfig(out=str(tmp_path / "r"), max_steps=2, warmup=1, eval_every=0), progress=Quiet())

@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import psnr
+from tests.conftest import Quiet, psnr
 from tests.pipelines.test_video import make_video
 from vistok.errors import CodecError
 from vistok.pipelines.job import run_job
@@ -84,15 +84,6 @@ def test_h264_dataset_trains(tmp_path):
     res = run_job(["sample"], tmp_path / "d", H264Codec(crf=35), Preprocess(size=16), shard_size=8,
                   executor="local", quiet=True)
 
-    class Quiet:
-        def write(self, s):
-            pass
-
-        def flush(self):
-            pass
-
-        def isatty(self):
-            return False
 
     data = DataConfig(datasets=[str(res.folder)], block_size=256, batch_size=2, num_workers=0, heldout=0.2)
     out = train(data, TrainConfig(out=str(tmp_path / "r"), max_steps=2, warmup=1, eval_every=0), progress=Quiet())

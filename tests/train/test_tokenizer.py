@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import Quiet
 from vistok.errors import CodecError, DatasetError
 from vistok.pipelines.job import run_job
 from vistok.pipelines.preprocess import Preprocess
@@ -11,17 +12,6 @@ from vistok.shards.reader import Dataset
 from vistok.tokenize import BSQCodec, VQCodec, get_codec
 from vistok.train.autoencoder import AEConfig, Autoencoder
 from vistok.train.tokenizer import TokenizerTrainConfig, load_tokenizer, train_tokenizer
-
-
-class Quiet:
-    def write(self, s):
-        pass
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
 
 
 def _train(tmp_path, name, kind="bsq", steps=25, **ae):

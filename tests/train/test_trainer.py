@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import Quiet
 from vistok.shards.record import TokenRecord
 from vistok.tokenize import JpegCodec
 from vistok.train.data import DataConfig
@@ -28,15 +29,6 @@ def _losses(run):
     return {r["step"]: r["loss_bits"] for r in rows if "loss_bits" in r}
 
 
-class Quiet:
-    def write(self, s):
-        pass
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
 
 
 def test_killed_and_resumed_run_reproduces_the_loss_curve(small_dataset, tmp_path):

@@ -20,6 +20,14 @@ SPECIALS = ("PAD", "BOS", "EOS", "FRAME")
 PAD, BOS, EOS, FRAME = range(4)
 
 
+def split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Escape payload: int16 values -> (high byte, low byte) of value + 32768 (big-endian offset binary)."""
+    u = np.asarray(v, dtype=np.int64) + 32768
+    if u.size and (u.min() < 0 or u.max() > 65535):
+        raise CodecError("a value outside the int16 range cannot be escaped")
+    return u >> 8, u & 255
+
+
 @dataclass(frozen=True)
 class TokenRange:
     name: str

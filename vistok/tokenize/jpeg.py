@@ -27,7 +27,7 @@ import numpy as np
 from vistok.errors import CodecError, InputError
 from vistok.shards.record import TokenRecord
 from vistok.tokenize import dct, jpegfile
-from vistok.tokenize.base import Codec, Vocabulary, register_codec
+from vistok.tokenize.base import Codec, Vocabulary, register_codec, split16
 
 DC_MAX = 255  # direct DC tokens cover [-DC_MAX, DC_MAX]
 AC_LEVEL = 15  # direct AC tokens cover levels in [-AC_LEVEL, -1] and [1, AC_LEVEL]
@@ -52,13 +52,6 @@ def _vocab(layout: str) -> Vocabulary:
         ("EOB", "ESC"),
         [("value", 2 * DENSE_MAX + 1, f"coefficient value in [-{DENSE_MAX}, {DENSE_MAX}]"), raw],
     )
-
-
-def _split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    u = v.astype(np.int64) + 32768
-    if u.size and (u.min() < 0 or u.max() > 65535):
-        raise CodecError("coefficient outside the int16 range cannot be tokenized")
-    return u >> 8, u & 255
 
 
 @register_codec
@@ -237,7 +230,7 @@ class JpegCodec(Codec):
         out = np.empty(int(lengths.sum()), dtype=self._vocab.dtype)
         out[offs] = prim
         if esc.any():
-            hi, lo = _split16(vals[esc])
+            hi, lo = split16(vals[esc])
             out[offs[esc] + 1] = self._raw + hi
             out[offs[esc] + 2] = self._raw + lo
         return out

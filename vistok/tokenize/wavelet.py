@@ -36,7 +36,7 @@ import numpy as np
 from vistok.errors import CodecError, InputError
 from vistok.shards.record import TokenRecord
 from vistok.tokenize import lifting
-from vistok.tokenize.base import Codec, Vocabulary, register_codec
+from vistok.tokenize.base import Codec, Vocabulary, register_codec, split16
 
 VMAX = 1023
 RUNS = 16
@@ -99,13 +99,6 @@ def geometry(height: int, width: int, ncomp: int, levels: int, chroma: str) -> G
         start += band.size
     n_ll = sum(b.size for b in out[:ncomp])
     return Geometry(height, width, ncomp, levels, chroma, (ph, pw), tuple(out), n_ll)
-
-
-def _split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    u = v.astype(np.int64) + 32768
-    if u.size and (u.min() < 0 or u.max() > 65535):
-        raise CodecError("wavelet coefficient outside the int16 range; raise --step")
-    return u >> 8, u & 255
 
 
 @register_codec
@@ -298,7 +291,7 @@ class WaveletCodec(Codec):
         at = offs + zrl
         out[at] = prim
         if esc.any():
-            hi, lo = _split16(vals[esc])
+            hi, lo = split16(vals[esc])
             out[at[esc] + 1] = self._raw + hi
             out[at[esc] + 2] = self._raw + lo
         return out
