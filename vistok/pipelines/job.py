@@ -92,9 +92,9 @@ def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tup
         img = load_image(data, pre.max_pixels, pre.draft)
         stage = "preprocess"
         items = pre.apply(img, key)
-        for suffix, pix in items:
-            stage = "encode"
-            rec = codec.encode(pix, key + suffix, dict(meta))
+        stage = "encode"
+        recs = codec.encode_many([pix for _, pix in items], [key + sfx for sfx, _ in items], [dict(meta) for _ in items])
+        for (_, pix), rec in zip(items, recs):
             if store_orders:
                 stage = "order"
                 rec.orders.update(compute_stored(codec, rec, pix, store_orders))

@@ -116,6 +116,10 @@ class Codec:
         """One image -> a record."""
         raise NotImplementedError
 
+    def encode_many(self, images: list[np.ndarray], keys: list[str], metas: list[dict | None]) -> list[TokenRecord]:
+        """Several images at once (all crops of one input); codecs with a model override it to batch."""
+        return [self.encode(im, k, m) for im, k, m in zip(images, keys, metas)]
+
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
         """A single-frame record -> its image."""
         raise NotImplementedError
