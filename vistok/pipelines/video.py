@@ -50,17 +50,25 @@ def _rotate(img: np.ndarray, degrees: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
 
-def _frames(data: bytes, cfg: VideoConfig) -> Iterator[np.ndarray]:
+def open_video(data: bytes):
+    """Bytes -> (PyAV container, its first video stream); InputError for what is not a video."""
     import av
 
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, ValueError, OSError) as exc:
         raise InputError(f"not a video PyAV can open: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError("no video stream (audio-only or a data file)")
+    return container, container.streams.video[0]
+
+
+def _frames(data: bytes, cfg: VideoConfig) -> Iterator[np.ndarray]:
+    import av
+
+    container, stream = open_video(data)
     with container:
-        if not container.streams.video:
-            raise InputError("no video stream (audio-only or a data file)")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         t0 = time.monotonic()
         step = 1.0 / cfg.fps if cfg.fps else 0.0

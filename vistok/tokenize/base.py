@@ -28,6 +28,15 @@ def split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u >> 8, u & 255
 
 
+def token_mask(size: int, *ranges: tuple[int, int]) -> np.ndarray:
+    """A read-only boolean mask over a vocabulary of `size`, true on the [start, stop) ranges (grammars)."""
+    m = np.zeros(size, dtype=bool)
+    for a, b in ranges:
+        m[a:b] = True
+    m.setflags(write=False)
+    return m
+
+
 @dataclass(frozen=True)
 class TokenRange:
     name: str

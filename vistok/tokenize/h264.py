@@ -25,7 +25,6 @@ Axes: frame, byte (offset in the frame's data). Unit: the frame.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from fractions import Fraction
 from typing import Any
@@ -187,14 +186,10 @@ class H264Codec(Codec):
         """--transcode never: an H.264 file's own packets, cut into clips of `clip_len` kept frames."""
         import av
 
-        try:
-            container = av.open(io.BytesIO(data))
-        except (av.error.FFmpegError, ValueError, OSError) as exc:
-            raise InputError(f"not a video PyAV can open: {exc}") from None
+        from vistok.pipelines.video import open_video
+
+        container, st = open_video(data)
         with container:
-            if not container.streams.video:
-                raise InputError("no video stream")
-            st = container.streams.video[0]
             if st.codec_context.name != "h264":
                 raise InputError(f"--transcode never needs an H.264 source, this is {st.codec_context.name}")
             from av.bitstream import BitStreamFilterContext

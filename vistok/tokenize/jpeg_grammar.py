@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from vistok.tokenize import dct
-from vistok.tokenize.base import EOS
+from vistok.tokenize.base import EOS, token_mask
 from vistok.tokenize.jpeg import AC_LEVEL, EOB_FREQ, RUNS, JpegCodec
 
 
@@ -25,14 +25,9 @@ from vistok.tokenize.jpeg import AC_LEVEL, EOB_FREQ, RUNS, JpegCodec
 def _masks(codec_key: tuple, layout: str) -> dict:
     codec = JpegCodec(**dict(codec_key))
     v = codec.vocab
-    V = v.size
 
     def mask(*ranges):
-        m = np.zeros(V, dtype=bool)
-        for a, b in ranges:
-            m[a:b] = True
-        m.setflags(write=False)
-        return m
+        return token_mask(v.size, *ranges)
 
     raw = v.range("raw")
     esc = codec._esc

@@ -8,18 +8,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from vistok.tokenize.base import EOS
+from vistok.tokenize.base import EOS, token_mask
 from vistok.tokenize.wavelet import LEVEL, RUNS, Geometry, WaveletCodec
 
 
 @lru_cache(maxsize=8)
 def _masks(size: int, val: tuple[int, int], esc: int, eob: int, zrl: int, rl: int, resc: int, raw: tuple[int, int]):
     def mask(*ranges):
-        m = np.zeros(size, dtype=bool)
-        for a, b in ranges:
-            m[a:b] = True
-        m.setflags(write=False)
-        return m
+        return token_mask(size, *ranges)
 
     band = []
     for left in range(RUNS + 2):  # coefficients left in the band (RUNS + 1 stands for "plenty")
