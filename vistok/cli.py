@@ -180,6 +180,7 @@ def train_tokenizer_cmd(
     minutes: Annotated[float, typer.Option(help="Training time budget.")] = 8.0,
     steps: Annotated[int, typer.Option(help="Train exactly this many steps instead (0 = use --minutes).")] = 0,
     entropy_weight: Annotated[float, typer.Option(help="bsq: weight of the entropy regularizer.")] = 0.1,
+    entropy_gamma: Annotated[float, typer.Option(help="bsq: weight of its codebook-entropy term (code usage).")] = 16.0,
     seed: Annotated[int, typer.Option(help="Seed for initialization and crops.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
 ) -> None:
@@ -188,7 +189,7 @@ def train_tokenizer_cmd(
     from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
     ae = AEConfig(kind=kind, patch=patch, width=width, blocks=blocks, bits=bits, codebook=codebook,
-                  entropy_weight=entropy_weight)
+                  entropy_weight=entropy_weight, entropy_gamma=entropy_gamma)
     cfg = TokenizerTrainConfig(sources=list(sources), out=str(out), crop=crop, batch=batch, lr=lr, minutes=minutes,
                                max_steps=steps, seed=seed, device=device)
     rep = train_tokenizer(ae, cfg)

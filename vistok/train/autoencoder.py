@@ -31,8 +31,11 @@ class AEConfig:
     bits: int = 16  # bsq: code length L (vocabulary 2**L)
     codebook: int = 1024  # vq: K
     entropy_weight: float = 0.1  # bsq
+    entropy_gamma: float = 16.0  # bsq: weight of the codebook-entropy term against the per-sample one
+    # (measured on the embedded photos, 2.5 min: gamma 1 -> perplexity ~94, 4 -> 397, 16 -> 552, 64 -> 557
+    # with PSNR falling to 24.9 dB; temperature 1 beat 0.5 and 2)
     entropy_group: int = 4  # bsq: bits per group whose joint code distribution enters the entropy terms
-    entropy_temperature: float = 4.0  # bsq: sharpness of the soft code assignment
+    entropy_temperature: float = 1.0  # bsq: sharpness of the soft code assignment
     commitment: float = 0.25  # vq
     vq_dim: int = 8  # vq: dimension of the normalized lookup space
     ema_decay: float = 0.99  # vq
@@ -74,6 +77,7 @@ class BSQ(nn.Module):
         self.register_buffer("powers", 2 ** torch.arange(cfg.bits - 1, -1, -1))
         self.group = cfg.entropy_group if cfg.bits % cfg.entropy_group == 0 else 1
         self.tau = cfg.entropy_temperature
+        self.gamma = cfg.entropy_gamma
         codes = torch.arange(2**self.group).unsqueeze(1) // (2 ** torch.arange(self.group - 1, -1, -1)) % 2
         self.register_buffer("group_codes", codes.float() * 2 - 1, persistent=False)
 
@@ -100,7 +104,7 @@ class BSQ(nn.Module):
         per_sample = -(p * logp).sum(-1).mean()
         mean_p = p.mean(0)  # (groups, 2**g)
         codebook = -(mean_p * torch.log(mean_p + 1e-8)).sum(-1).mean()
-        return per_sample - codebook
+        return per_sample - self.gamma * codebook
 
     def indices_of(self, q):
         bits = (q > 0).long()  # (B, L, h, w)
