@@ -401,14 +401,30 @@ static PyObject *label_pieces(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(pieces);
 }
 
-/* blob_argmax(a float32 (rows, K), b float32 (cols, K), out int64 (rows*cols,)): out[y*cols+x] = argmax_k
- * a[y][k] + b[x][k] (first maximum), the separable Gaussian log-densities of randsac's blobs. */
-static PyObject *blob_argmax(PyObject *self, PyObject *args) {
-    Py_buffer ab, bb, out;
-    int rows, cols, k;
-    if (!PyArg_ParseTuple(args, "y*y*iiiw*", &ab, &bb, &rows, &cols, &k, &out)) return NULL;
-    const float *a = ab.buf, *b = bb.buf;
+/* blob_segments(mu float64 (K, 2), sd float64 (K,), rows, cols, out int64 (rows*cols,)): for every cell of a
+ * [-2, 2]^2 grid, the blob with the highest Gaussian log-density (first maximum). The log-densities are
+ * separable, a_k(y) + b_k(x), computed in double and summed in float exactly as the numpy path does. */
+static PyObject *blob_segments(PyObject *self, PyObject *args) {
+    Py_buffer mb, sb, out;
+    int rows, cols;
+    if (!PyArg_ParseTuple(args, "y*y*iiw*", &mb, &sb, &rows, &cols, &out)) return NULL;
+    const double *mu = mb.buf, *sd = sb.buf;
+    int k = (int)(sb.len / sizeof(double));
     int64_t *o = out.buf;
+    float *a = PyMem_Malloc(sizeof(float) * ((size_t)rows + cols) * (k ? k : 1));
+    if (!a) { PyBuffer_Release(&mb); PyBuffer_Release(&sb); PyBuffer_Release(&out); return PyErr_NoMemory(); }
+    float *b = a + (size_t)rows * k;
+    for (int j = 0; j < k; j++) {
+        double inv = 0.5 / (sd[j] * sd[j]), lg = 2.0 * log(sd[j]);
+        for (int y = 0; y < rows; y++) {
+            double g = rows > 1 ? -2.0 + 4.0 * y / (rows - 1) : 0.0, d = g - mu[2 * j];
+            a[(size_t)y * k + j] = (float)(-(d * d) * inv - lg);
+        }
+        for (int x = 0; x < cols; x++) {
+            double g = cols > 1 ? -2.0 + 4.0 * x / (cols - 1) : 0.0, d = g - mu[2 * j + 1];
+            b[(size_t)x * k + j] = (float)(-(d * d) * inv);
+        }
+    }
     for (int y = 0; y < rows; y++)
         for (int x = 0; x < cols; x++) {
             const float *ay = a + (size_t)y * k, *bx = b + (size_t)x * k;
@@ -420,12 +436,13 @@ static PyObject *blob_argmax(PyObject *self, PyObject *args) {
             }
             o[(size_t)y * cols + x] = arg;
         }
-    PyBuffer_Release(&ab); PyBuffer_Release(&bb); PyBuffer_Release(&out);
+    PyMem_Free(a);
+    PyBuffer_Release(&mb); PyBuffer_Release(&sb); PyBuffer_Release(&out);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"blob_argmax", blob_argmax, METH_VARARGS, "argmax over blobs of separable log-densities"},
+    {"blob_segments", blob_segments, METH_VARARGS, "randsac's blob argmax over a [-2, 2] grid"},
     {"label_pieces", label_pieces, METH_VARARGS, "4-connected pieces of equal labels on a grid"},
     {"forward", forward, METH_VARARGS, "pixels -> quantized zigzag DCT coefficients (component-major raster)"},
     {"inverse", inverse, METH_VARARGS, "coefficients -> pixels"},

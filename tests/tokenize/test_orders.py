@@ -140,3 +140,17 @@ def test_bad_names():
             get_order(bad)
     with pytest.raises(UsageError, match="--store-order"):
         get_order("gradwalk:max")(_input(2, 2), np.random.default_rng(0))
+
+
+def test_randsac_c_and_numpy_paths_draw_the_same_segments(monkeypatch):
+    import vistok.tokenize.orders as orders
+
+    if orders._native is None:
+        pytest.skip("the C helpers were not built")
+    for s in range(40):
+        rows, cols = np.random.default_rng(s).integers(1, 40, 2)
+        fast = randsac_segments(rows, cols, 11, np.random.default_rng(s))
+        monkeypatch.setattr(orders, "_native", None)
+        slow = randsac_segments(rows, cols, 11, np.random.default_rng(s))
+        monkeypatch.undo()
+        np.testing.assert_array_equal(fast, slow)

@@ -236,17 +236,17 @@ def randsac_segments(rows: int, cols: int, k: int, rng: np.random.Generator, con
     can be cut by a narrow one, and then each 4-connected piece becomes a segment of its own, so every
     segment is connected (there may be a few more than K). Ids are renumbered 0..K'-1.
     """
-    ys, xs = _unit_grid(rows), _unit_grid(cols)
     mu = rng.uniform(-1.75, 1.75, size=(k, 2))
     sd = rng.uniform(0.5, 1.0, size=k)
-    inv = (0.5 / sd**2)[:, None]
-    # log density is separable: a_k(y) + b_k(x), so one (K, rows, cols) sum feeds the argmax
-    a = (-(ys[None, :] - mu[:, :1]) ** 2 * inv - 2 * np.log(sd)[:, None]).astype(np.float32).T  # (rows, K)
-    b = (-(xs[None, :] - mu[:, 1:]) ** 2 * inv).astype(np.float32).T  # (cols, K)
     if _native is not None:
         seg = np.empty(rows * cols, dtype=np.int64)
-        _native.blob_argmax(np.ascontiguousarray(a), np.ascontiguousarray(b), rows, cols, k, seg)
+        _native.blob_segments(mu, sd, rows, cols, seg)
     else:
+        ys, xs = _unit_grid(rows), _unit_grid(cols)
+        inv = (0.5 / sd**2)[:, None]
+        # log density is separable: a_k(y) + b_k(x), so one (rows, cols, K) sum feeds the argmax
+        a = (-(ys[None, :] - mu[:, :1]) ** 2 * inv - 2 * np.log(sd)[:, None]).astype(np.float32).T  # (rows, K)
+        b = (-(xs[None, :] - mu[:, 1:]) ** 2 * inv).astype(np.float32).T  # (cols, K)
         seg = (a[:, None, :] + b[None, :, :]).reshape(-1, k).argmax(axis=1)  # contiguous reduction over K
     return _connected_pieces(seg, rows, cols) if connected else seg
 
