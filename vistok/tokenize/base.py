@@ -28,6 +28,22 @@ def split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u >> 8, u & 255
 
 
+def assemble_events(prim: np.ndarray, esc: np.ndarray, vals: np.ndarray, raw0: int, dtype: np.dtype,
+                    zrl: np.ndarray | None = None, zrl_token: int = 0) -> np.ndarray:
+    """Token events -> a token stream: each event is `zrl` run tokens (`zrl_token`), its primary token, and,
+    when escaped, two raw byte tokens (`raw0` + byte) holding its value (see `split16`)."""
+    runs = np.zeros(prim.size, dtype=np.int64) if zrl is None else zrl
+    lengths = runs + 1 + 2 * esc.astype(np.int64)
+    at = np.cumsum(lengths) - lengths + runs
+    out = np.full(int(lengths.sum()), zrl_token, dtype=dtype)
+    out[at] = prim
+    if esc.any():
+        hi, lo = split16(vals[esc])
+        out[at[esc] + 1] = raw0 + hi
+        out[at[esc] + 2] = raw0 + lo
+    return out
+
+
 def token_mask(size: int, *ranges: tuple[int, int]) -> np.ndarray:
     """A read-only boolean mask over a vocabulary of `size`, true on the [start, stop) ranges (grammars)."""
     m = np.zeros(size, dtype=bool)

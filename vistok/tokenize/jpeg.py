@@ -27,7 +27,7 @@ import numpy as np
 from vistok.errors import CodecError, InputError
 from vistok.shards.record import TokenRecord
 from vistok.tokenize import dct, jpegfile
-from vistok.tokenize.base import Codec, Vocabulary, register_codec, split16
+from vistok.tokenize.base import Codec, Vocabulary, assemble_events, register_codec
 
 DC_MAX = 255  # direct DC tokens cover [-DC_MAX, DC_MAX]
 AC_LEVEL = 15  # direct AC tokens cover levels in [-AC_LEVEL, -1] and [1, AC_LEVEL]
@@ -215,25 +215,15 @@ class JpegCodec(Codec):
         vals = coefs[b, np.minimum(c, 63)]
         is_dc, is_eob = c == 0, c == 64
         vals[is_dc] = dc
-        is_ac = ~(is_dc | is_eob)
         big = np.where(is_dc, np.abs(vals) > DC_MAX, np.abs(vals) > AC_LEVEL) & ~is_eob
         lvl_idx = np.where(vals < 0, vals + AC_LEVEL, vals + AC_LEVEL - 1)
         prim = np.where(is_dc, np.where(big, self._esc, self._dc0 + vals),
                         np.where(is_eob, self._eob,
                                  np.where(big, self._acesc + run, self._ac + run * (2 * AC_LEVEL) + lvl_idx)))
-        del is_ac
         return self._assemble(prim, big, vals)
 
     def _assemble(self, prim: np.ndarray, esc: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        lengths = 1 + 2 * esc.astype(np.int64)
-        offs = np.cumsum(lengths) - lengths
-        out = np.empty(int(lengths.sum()), dtype=self._vocab.dtype)
-        out[offs] = prim
-        if esc.any():
-            hi, lo = split16(vals[esc])
-            out[offs[esc] + 1] = self._raw + hi
-            out[offs[esc] + 2] = self._raw + lo
-        return out
+        return assemble_events(prim, esc, vals, self._raw, self._vocab.dtype)
 
     def _parse(self, layout: dct.Layout, tokens: np.ndarray) -> dict[str, np.ndarray]:
         """Vectorized parse of a token stream: per primary token its block, zigzag position and value."""

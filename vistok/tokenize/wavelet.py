@@ -36,7 +36,7 @@ import numpy as np
 from vistok.errors import CodecError, InputError
 from vistok.shards.record import TokenRecord
 from vistok.tokenize import lifting
-from vistok.tokenize.base import Codec, Vocabulary, register_codec, split16
+from vistok.tokenize.base import Codec, Vocabulary, assemble_events, register_codec
 
 VMAX = 1023
 RUNS = 16
@@ -284,17 +284,7 @@ class WaveletCodec(Codec):
         return np.concatenate([head_tokens, self._assemble(prim, esc, ev_val, ev_zrl)])
 
     def _assemble(self, prim, esc, vals, zrl) -> np.ndarray:
-        """Events -> tokens: each event is `zrl` ZRL tokens, its primary token, and 2 raw tokens if escaped."""
-        lengths = zrl + 1 + 2 * esc.astype(np.int64)
-        offs = np.cumsum(lengths) - lengths
-        out = np.full(int(lengths.sum()), self._zrl, dtype=self._vocab.dtype)
-        at = offs + zrl
-        out[at] = prim
-        if esc.any():
-            hi, lo = split16(vals[esc])
-            out[at[esc] + 1] = self._raw + hi
-            out[at[esc] + 2] = self._raw + lo
-        return out
+        return assemble_events(prim, esc, vals, self._raw, self._vocab.dtype, zrl, self._zrl)
 
     def _parse(self, g: Geometry, tokens: np.ndarray) -> dict[str, np.ndarray]:
         """Per primary token: its flat coefficient index (or -1), value; and per token its primary."""
