@@ -39,6 +39,7 @@ def shard(
     frames: Annotated[str, typer.Option(help="h264: intra (I-frames only) or all (P-frames too).")] = "intra",
     motion_vectors: Annotated[bool, typer.Option("--motion-vectors", help="h264: store the decoder's motion vectors of P-frames.")] = False,
     tokenizer: Annotated[str, typer.Option(help="bsq / vq: the tokenizer folder written by `vistok train-tokenizer`.")] = "",
+    device: Annotated[str, typer.Option(help="bsq / vq: where the encoder runs: auto (a GPU per Ray task when the cluster has GPUs, else CPU), cpu, cuda.")] = "auto",
     size: Annotated[int, typer.Option(help="Target side in pixels (0 = keep).")] = 0,
     resize: Annotated[str, typer.Option(help="center-crop, pad, short-side or none.")] = "center-crop",
     crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
@@ -80,7 +81,7 @@ def shard(
     elif codec in ("bsq", "vq"):
         if not tokenizer:
             raise UsageError(f"--codec {codec} needs --tokenizer TOK/ (train one with `vistok train-tokenizer`)")
-        cfg = dict(id=codec, tokenizer=str(Path(tokenizer).resolve()), max_pixels=max_pixels)
+        cfg = dict(id=codec, tokenizer=str(Path(tokenizer).resolve()), device=device, max_pixels=max_pixels)
     else:
         raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet, h264, bsq, vq")
     the_codec = get_codec(cfg)
@@ -181,6 +182,7 @@ def train_tokenizer_cmd(
     steps: Annotated[int, typer.Option(help="Train exactly this many steps instead (0 = use --minutes).")] = 0,
     entropy_weight: Annotated[float, typer.Option(help="bsq: weight of the entropy regularizer.")] = 0.1,
     entropy_gamma: Annotated[float, typer.Option(help="bsq: weight of its codebook-entropy term (code usage).")] = 16.0,
+    heldout: Annotated[float, typer.Option(help="Fraction of the images held out for evaluation (lowest key hashes).")] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed for initialization and crops.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
 ) -> None:
@@ -191,7 +193,7 @@ def train_tokenizer_cmd(
     ae = AEConfig(kind=kind, patch=patch, width=width, blocks=blocks, bits=bits, codebook=codebook,
                   entropy_weight=entropy_weight, entropy_gamma=entropy_gamma)
     cfg = TokenizerTrainConfig(sources=list(sources), out=str(out), crop=crop, batch=batch, lr=lr, minutes=minutes,
-                               max_steps=steps, seed=seed, device=device)
+                               max_steps=steps, heldout=heldout, seed=seed, device=device)
     rep = train_tokenizer(ae, cfg)
     typer.echo(f"{rep['out']}: held-out PSNR {rep['psnr']:.2f} dB, {rep['codes_used']} codes used, perplexity "
                f"{rep['perplexity']:.0f} (floor {rep['perplexity_floor']:.0f}), {rep['bits_per_image']:.0f} bits/image, "

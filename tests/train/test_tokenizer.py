@@ -92,3 +92,38 @@ def test_codes_train_and_sample(bsq_tok, tmp_path):
 def test_safetensors_only(bsq_tok):
     assert not list(bsq_tok.glob("*.pt")) and (bsq_tok / "model.safetensors").exists()
     Autoencoder(AEConfig(**json.loads((bsq_tok / "config.json").read_text())["autoencoder"]))
+
+
+def _gpu_ids(task):
+    import ray
+
+    return {"task": task, "gpus": ray.get_gpu_ids()}
+
+
+def test_learned_codec_tasks_get_a_gpu_when_the_cluster_has_one(bsq_tok):
+    import ray
+
+    from vistok.pipelines.job import run_ray, task_gpus
+
+    codec = BSQCodec(str(bsq_tok))  # device auto: asks for a GPU per task, runs where torch finds one
+    assert codec.gpus_per_task == 1.0 and codec.torch_device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert BSQCodec(str(bsq_tok), device="cpu").gpus_per_task == 0.0
+    assert task_gpus(1.0, {"CPU": 8.0}) == 0.0  # a CPU-only cluster runs the tasks on CPU
+    # A real local Ray that declares one GPU: each task is given it (Ray sets CUDA_VISIBLE_DEVICES).
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        got = []
+        run_ray(iter(range(3)), got.append, None, None, fn=_gpu_ids, gpus=codec.gpus_per_task)
+        assert sorted(s["task"] for s in got) == [0, 1, 2] and all(len(s["gpus"]) == 1 for s in got)
+        got.clear()
+        run_ray(iter(range(2)), got.append, None, None, fn=_gpu_ids, gpus=0.0)
+        assert all(s["gpus"] == [] for s in got)
+    finally:
+        ray.shutdown()
+
+
+def test_cuda_without_a_gpu_is_refused(bsq_tok):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(CodecError, match="sees no CUDA GPU"):
+        BSQCodec(str(bsq_tok), device="cuda")

@@ -247,11 +247,17 @@ def run_local(tasks: Iterator[Any], on_status: Callable[[dict], None], fn: Calla
         on_status(status)
 
 
+def task_gpus(wanted: float, cluster: dict[str, float]) -> float:
+    """GPUs per task: what the codec wants when the cluster has GPUs, none on a CPU-only cluster."""
+    return float(wanted) if wanted and cluster.get("GPU", 0) > 0 else 0.0
+
+
 def run_ray(tasks: Iterator[Any], on_status: Callable[[dict], None], workers: int | None,
             address: str | None, retries: int = 2, fn: Callable = process_shard,
-            on_failure: Callable = task_failure) -> None:
+            on_failure: Callable = task_failure, gpus: float = 0.0) -> None:
     """One Ray task per item of `tasks`, at most 2 x cluster CPUs in flight; every status collected,
-    failures after `retries` handed to `on_failure` (which records them) instead of being dropped."""
+    failures after `retries` handed to `on_failure` (which records them) instead of being dropped.
+    `gpus`: GPUs each task asks for when the cluster has any (Ray then sets CUDA_VISIBLE_DEVICES)."""
     import ray
 
     started = False
@@ -264,8 +270,10 @@ def run_ray(tasks: Iterator[Any], on_status: Callable[[dict], None], workers: in
             ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
         started = True
     try:
-        remote = ray.remote(fn).options(num_cpus=1, max_retries=retries, retry_exceptions=True)
-        max_in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        resources = ray.cluster_resources()
+        remote = ray.remote(fn).options(num_cpus=1, num_gpus=task_gpus(gpus, resources), max_retries=retries,
+                                        retry_exceptions=True)
+        max_in_flight = 2 * max(1, int(resources.get("CPU", 1)))
         in_flight: dict[Any, ShardTask] = {}
         tasks = iter(tasks)
         exhausted = False
@@ -418,7 +426,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
         if executor == "local":
             run_local(tasks(), on_status)
         else:
-            run_ray(tasks(), on_status, workers, address)
+            run_ray(tasks(), on_status, workers, address, gpus=codec.gpus_per_task)
     manifest = finalize(folder, codec, config, chash, n_shards)
     c = manifest["counts"]
     return JobResult(folder, False, c["samples"], c["errors"], c["inputs"], len(manifest["shards"]),

@@ -121,6 +121,9 @@ class Codec:
     # Axes whose value for the next token is fixed before that token is chosen (its unit's position):
     # a trainer may show them to the model as "where the next token goes" without leaking the token.
     known_axes: ClassVar[tuple[str, ...]] = ()
+    # GPUs a shard task of this codec asks Ray for when the cluster has any (learned codecs run their
+    # encoder there); 0: CPU only.
+    gpus_per_task: float = 0.0
 
     # --- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

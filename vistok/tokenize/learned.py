@@ -4,7 +4,8 @@ An image is padded by edge replication to a multiple of the patch size, encoded 
 code indices, and stored in raster order as tokens (code + 4, after the specials). The codec config
 names the tokenizer folder and the sha256 of its weights, so a dataset always names the tokenizer that
 made it and decoding refuses a different one. The model is loaded once per process (a Ray worker loads
-it on its first shard and keeps it).
+it on its first shard and keeps it). With `device="auto"` (default) the encoder runs on CUDA when the
+process sees a GPU: `vistok shard` gives each shard task one GPU when the Ray cluster has GPUs.
 
 Axes: frame, y, x (the code grid). Unit: one code (a patch).
 """
@@ -28,14 +29,29 @@ def _model(path: str, sha256: str, device: str):
     return load_tokenizer(path, device, sha256 or None)
 
 
+def resolve_device(device: str) -> str:
+    """auto -> cuda when this process sees a GPU, else cpu; an explicit cuda without one is refused."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CodecError(f"device {device!r}: this process sees no CUDA GPU; use --device auto or cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CodecError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
 class LearnedCodec(Codec):
     axes = ("frame", "y", "x")
     known_axes = ("frame", "y", "x")  # raster over a fixed grid: every position is known in advance
     kind = ""
 
-    def __init__(self, tokenizer: str, sha256: str = "", device: str = "cpu", max_pixels: int = 89_478_485):
+    def __init__(self, tokenizer: str, sha256: str = "", device: str = "auto", max_pixels: int = 89_478_485):
         self.tokenizer, self.device, self.max_pixels = str(tokenizer), device, int(max_pixels)
-        model, cfg = _model(self.tokenizer, sha256, device)
+        self.torch_device = resolve_device(device)
+        self.gpus_per_task = 0.0 if device == "cpu" else 1.0
+        model, cfg = _model(self.tokenizer, sha256, self.torch_device)
         if cfg["autoencoder"]["kind"] != self.kind:
             raise CodecError(f"{tokenizer} is a {cfg['autoencoder']['kind']} tokenizer, not {self.kind}")
         self.sha256 = cfg["sha256"]
@@ -72,7 +88,7 @@ class LearnedCodec(Codec):
         for im in images:
             im = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
             batch.append(np.pad(im, ((0, gh * self.patch - h), (0, gw * self.patch - w), (0, 0)), mode="edge"))
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().to(self.device) / 127.5 - 1.0
+        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().to(self.torch_device) / 127.5 - 1.0
         idx = self.model.encode(x).cpu().numpy().reshape(len(images), -1)
         out = []
         for k, m, row in zip(keys, metas, idx):
@@ -88,7 +104,7 @@ class LearnedCodec(Codec):
         t = np.asarray(record.tokens).astype(np.int64) - self._code0
         if t.size != gh * gw or t.min() < 0 or t.max() >= self.model.cfg.vocab:
             raise CodecError(f"record {record.key}: expected {gh * gw} code tokens")
-        img = self.model.decode(torch.from_numpy(t.reshape(1, gh, gw)).to(self.device))
+        img = self.model.decode(torch.from_numpy(t.reshape(1, gh, gw)).to(self.torch_device))
         img = ((img[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         return img[: int(record.meta["height"]), : int(record.meta["width"])]
 

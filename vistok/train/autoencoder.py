@@ -36,6 +36,7 @@ class AEConfig:
     # with PSNR falling to 24.9 dB; temperature 1 beat 0.5 and 2)
     entropy_group: int = 4  # bsq: bits per group whose joint code distribution enters the entropy terms
     entropy_temperature: float = 1.0  # bsq: sharpness of the soft code assignment
+    entropy_regroup: bool = True  # bsq: new random bit groups every step, so no two bits stay correlated
     commitment: float = 0.25  # vq
     vq_dim: int = 8  # vq: dimension of the normalized lookup space
     ema_decay: float = 0.99  # vq
@@ -78,6 +79,7 @@ class BSQ(nn.Module):
         self.group = cfg.entropy_group if cfg.bits % cfg.entropy_group == 0 else 1
         self.tau = cfg.entropy_temperature
         self.gamma = cfg.entropy_gamma
+        self.regroup = cfg.entropy_regroup
         codes = torch.arange(2**self.group).unsqueeze(1) // (2 ** torch.arange(self.group - 1, -1, -1)) % 2
         self.register_buffer("group_codes", codes.float() * 2 - 1, persistent=False)
 
@@ -95,7 +97,10 @@ class BSQ(nn.Module):
         B, L, h, w = v.shape
         g = self.group
         logit = v * math.sqrt(L) * self.tau  # (B, L, h, w)
-        x = logit.permute(0, 2, 3, 1).reshape(-1, L // g, g)  # (N, groups, g)
+        x = logit.permute(0, 2, 3, 1).reshape(-1, L)  # (N, L)
+        if self.regroup and self.training:
+            x = x[:, torch.randperm(L, device=x.device)]
+        x = x.reshape(-1, L // g, g)  # (N, groups, g)
         # log p(code) for every code of a group: sum over bits of log sigmoid(+-logit)
         signs = self.group_codes  # (2**g, g) of +-1
         logp = F.logsigmoid(x.unsqueeze(2) * signs)  # (N, groups, 2**g, g)

@@ -54,9 +54,14 @@ def input_key_of(record_key: str) -> str:
     return record_key[: i + 11] if i >= 0 else record_key
 
 
-def is_heldout(record_key: str, fraction: float) -> bool:
+def heldout_hash(record_key: str) -> float:
+    """A record's input key hashed to [0, 1): crops and clips of one input fall on the same side of a split."""
     h = hashlib.blake2b(input_key_of(record_key).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2**64 < fraction
+    return int.from_bytes(h, "little") / 2**64
+
+
+def is_heldout(record_key: str, fraction: float) -> bool:
+    return heldout_hash(record_key) < fraction
 
 
 def open_datasets(paths: list[str]) -> tuple[list, Codec]:
