@@ -1,5 +1,6 @@
 """Video: frames/s per core of decode -> sample -> tokenize against plain PyAV decoding of the same clips
-(same run), and tokens per frame for h264 (I-frames), jpeg and wavelet at a PSNR matched to JPEG q20."""
+(same run; also against a stricter decoding baseline that reuses one colour converter), and tokens per
+frame for h264 (I-frames), jpeg and wavelet at a PSNR matched to JPEG q20."""
 
 from __future__ import annotations
 
@@ -37,12 +38,20 @@ def _videos(n: int = 3, frames: int = 48, side: int = 128) -> list[bytes]:
     return out
 
 
-def _plain(videos: list[bytes]) -> float:
+def _plain(videos: list[bytes], shared_converter: bool = False) -> float:
+    """Plain PyAV decoding to RGB arrays (`frame.to_ndarray`); with `shared_converter`, one swscale
+    context for all frames, as vistok's decoder does (a stricter baseline)."""
+    from av.video.reformatter import VideoReformatter
+
+    rgb = VideoReformatter()
     n, t0 = 0, time.perf_counter()
     for data in videos:
         with av.open(io.BytesIO(data)) as c:
             for f in c.decode(video=0):
-                f.to_ndarray(format="rgb24")
+                if shared_converter:
+                    rgb.reformat(f, format="rgb24", threads=1).to_ndarray()
+                else:
+                    f.to_ndarray(format="rgb24")
                 n += 1
     return n / (time.perf_counter() - t0)
 
@@ -96,12 +105,15 @@ def run() -> dict:
 
     single_threaded_blas()  # as in shard workers
     videos = _videos()
-    plain = _plain(videos)
-    h264 = _tokenize(videos, H264Codec(gop=8, frames="all"))
-    jpeg = _tokenize(videos, JpegCodec(quality=20))
-    return {"plain_decode_frames_s": round(plain, 1), "h264_frames_s": round(h264, 1),
-            "h264_vs_plain": round(h264 / plain, 3), "jpeg_frames_s": round(jpeg, 1),
-            "jpeg_vs_plain": round(jpeg / plain, 3), **matched_tokens()}
+    best = lambda f, *a: max(f(*a) for _ in range(3))  # noqa: E731  (best of 3: least disturbed)
+    plain, strict = best(_plain, videos), best(_plain, videos, True)
+    out = {"plain_decode_frames_s": round(plain, 1), "decode_shared_converter_frames_s": round(strict, 1)}
+    for name, codec in [("h264", H264Codec()), ("h264_gop8_all", H264Codec(gop=8, frames="all")),
+                        ("h264_medium", H264Codec(preset="medium")), ("jpeg", JpegCodec(quality=20))]:
+        fps = best(_tokenize, videos, codec)
+        out.update({f"{name}_frames_s": round(fps, 1), f"{name}_vs_plain": round(fps / plain, 3),
+                    f"{name}_vs_shared_converter": round(fps / strict, 3)})
+    return {**out, **matched_tokens()}
 
 
 if __name__ == "__main__":

@@ -105,3 +105,8 @@ def test_motion_vectors_side_array(photo, tmp_path):
 
     st = PackedStore(pack(res.folder, tmp_path / "s.zarr"))
     assert st[0] == first
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(CodecError, match="preset must be one of"):
+        H264Codec(preset="warp")

