@@ -183,6 +183,7 @@ def train_tokenizer_cmd(
     steps: Annotated[int, typer.Option(help="Train exactly this many steps instead (0 = use --minutes).")] = 0,
     entropy_weight: Annotated[float, typer.Option(help="bsq: weight of the entropy regularizer.")] = 0.1,
     entropy_gamma: Annotated[float, typer.Option(help="bsq: weight of its codebook-entropy term (code usage).")] = 16.0,
+    scales: Annotated[int, typer.Option(help="bsq: residual codes over this many scales (grid/2**(S-1) ... grid, as in VAR; train with --order next-scale); 1 = one grid.")] = 1,
     heldout: Annotated[float, typer.Option(help="Fraction of the images held out for evaluation (lowest key hashes).")] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed for initialization and crops.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
@@ -192,7 +193,7 @@ def train_tokenizer_cmd(
     from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
     ae = AEConfig(kind=kind, patch=patch, width=width, blocks=blocks, bits=bits, codebook=codebook,
-                  entropy_weight=entropy_weight, entropy_gamma=entropy_gamma)
+                  entropy_weight=entropy_weight, entropy_gamma=entropy_gamma, scales=scales)
     cfg = TokenizerTrainConfig(sources=list(sources), out=str(out), crop=crop, batch=batch, lr=lr, minutes=minutes,
                                max_steps=steps, heldout=heldout, seed=seed, device=device)
     rep = train_tokenizer(ae, cfg)

@@ -127,3 +127,73 @@ def test_cuda_without_a_gpu_is_refused(bsq_tok):
         pytest.skip("this machine has a GPU")
     with pytest.raises(CodecError, match="sees no CUDA GPU"):
         BSQCodec(str(bsq_tok), device="cuda")
+
+
+@pytest.fixture(scope="module")
+def multiscale_tok(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mstok")
+    _train(d, "ms", bits=8, scales=3)
+    return d / "ms"
+
+
+def test_multiscale_codes_decode_exactly_what_the_model_reconstructs(multiscale_tok):
+    model, _ = load_tokenizer(multiscale_tok)
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    with torch.no_grad():
+        rec, idx, _ = model(x)
+    assert [tuple(i.shape[1:]) for i in idx] == [(1, 2), (2, 3), (4, 6)]  # grid / 4, / 2, / 1 (ceil)
+    assert torch.allclose(model.decode(idx), rec.clamp(-1, 1), atol=1e-5)  # tokens carry everything
+
+
+def test_multiscale_codec_layout_orders_and_grammar(multiscale_tok):
+    from vistok.tokenize.orders import get_order
+
+    codec = BSQCodec(str(multiscale_tok))
+    assert codec.axes == ("frame", "scale", "y", "x")
+    img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)  # grid 5x7 -> 2x2, 3x4, 5x7
+    rec = codec.encode(img, "k")
+    assert len(rec) == 4 + 12 + 35 and codec.decode(rec).shape == img.shape
+    units, coords = codec.layout_arrays(rec)
+    assert codec.unit_grid(rec) == (2, 2) and units.max() == 3
+    assert coords[:4, 1].tolist() == [0] * 4 and coords[-35:, 1].tolist() == [2] * 35
+    # each code's unit is the coarsest cell containing it: (y, x) at scale 2 of 5x7 -> (y*2//5, x*2//7)
+    fine = coords[-35:]
+    assert (units[-35:] == (fine[:, 2] * 2 // 5) * 2 + fine[:, 3] * 2 // 7).all()
+    inp = codec.order_input(rec)
+    rng = np.random.default_rng(0)
+    assert (get_order("next-scale")(inp, rng).perm == np.arange(len(rec))).all()
+    perm = get_order("hilbert")(inp, rng).perm  # whole pyramids move: units stay contiguous
+    assert sorted(perm.tolist()) == list(range(len(rec)))
+    assert (np.diff(units[perm]) != 0).sum() == 3
+    g = codec.grammar(rec.meta)
+    seen = []
+    for t in rec.tokens:
+        assert g.allowed()[t]
+        seen.append(g.next_known().copy())
+        g.step(int(t))
+    assert np.array_equal(np.array(seen), coords)  # the grammar knows every next position
+
+
+def test_next_scale_needs_a_multiscale_codec(bsq_tok):
+    from vistok.errors import UsageError
+    from vistok.tokenize.orders import get_order
+
+    codec = BSQCodec(str(bsq_tok))
+    rec = codec.encode(np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(UsageError, match="'scale' coordinate axis"):
+        get_order("next-scale")(codec.order_input(rec), np.random.default_rng(0))
+
+
+def test_multiscale_codes_train_with_next_scale_order_and_sample(multiscale_tok, tmp_path):
+    from vistok.train.data import DataConfig
+    from vistok.train.sample import sample_images
+    from vistok.train.trainer import TrainConfig, load_model, train
+
+    res = run_job(["sample"], tmp_path / "d", BSQCodec(str(multiscale_tok)), Preprocess(size=32, crops=2),
+                  shard_size=12, executor="local", quiet=True)
+    data = DataConfig(datasets=[str(res.folder)], block_size=64, batch_size=2, num_workers=0, heldout=0.2,
+                      order="next-scale")
+    train(data, TrainConfig(out=str(tmp_path / "r"), max_steps=2, warmup=1, eval_every=0), progress=Quiet())
+    model, _ = load_model(tmp_path / "r")
+    images, streams = sample_images(model, Dataset(res.folder).codec, {"height": 32, "width": 32}, n=2)
+    assert all(im.shape == (32, 32, 3) for im in images) and all(len(s) == 1 + 4 + 16 for s in streams)

@@ -7,7 +7,11 @@ made it and decoding refuses a different one. The model is loaded once per proce
 it on its first shard and keeps it). With `device="auto"` (default) the encoder runs on CUDA when the
 process sees a GPU: `vistok shard` gives each shard task one GPU when the Ray cluster has GPUs.
 
-Axes: frame, y, x (the code grid). Unit: one code (a patch).
+Multi-scale tokenizers (`--scales S`) give each frame S grids, coarsest first, each in raster order;
+their codes carry a `scale` axis, and a code's unit is the coarsest-scale cell containing it, so a
+spatial order moves a cell's whole coarse-to-fine pyramid together.
+
+Axes: frame, y, x (the code grid), or frame, scale, y, x. Unit: one code (a patch), or a coarsest cell.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class LearnedCodec(Codec):
         self.sha256 = cfg["sha256"]
         self.model = model
         self.patch = int(cfg["autoencoder"]["patch"])
+        self.scales = int(cfg["autoencoder"].get("scales", 1))
+        if self.scales > 1:  # codes of every scale: a scale axis, coarse to fine (the `next-scale` order)
+            self.axes = self.known_axes = ("frame", "scale", "y", "x")
         self._vocab = Vocabulary.build((), [("code", model.cfg.vocab, f"{self.kind} code index")])
         self._code0 = self._vocab.range("code").start
 
@@ -71,12 +78,28 @@ class LearnedCodec(Codec):
     def _grid(self, meta: dict) -> tuple[int, int]:
         return -(-int(meta["height"]) // self.patch), -(-int(meta["width"]) // self.patch)
 
+    def _grids(self, meta: dict) -> list[tuple[int, int]]:
+        """The code grids of one frame, coarsest first (one grid unless the tokenizer is multi-scale)."""
+        from vistok.train.autoencoder import scale_grids
+
+        return scale_grids(*self._grid(meta), self.scales)
+
+    def _positions(self, meta: dict) -> np.ndarray:
+        """(N, 3) (scale, y, x) of every code of a frame in canonical (coarse-to-fine, raster) order."""
+        parts = []
+        for k, (gh, gw) in enumerate(self._grids(meta)):
+            y, x = np.divmod(np.arange(gh * gw), gw)
+            parts.append(np.stack([np.full_like(y, k), y, x], axis=1))
+        return np.concatenate(parts)
+
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
         return self.encode_many([media], [key], [meta])[0]
 
     def encode_many(self, images: list[np.ndarray], keys: list[str], metas: list[dict | None]) -> list[TokenRecord]:
         """Batched encoding of same-sized images (one forward pass)."""
         import torch
+
+        from vistok.train.tokenizer import flat_codes
 
         h, w = images[0].shape[:2]
         if any(im.shape[:2] != (h, w) for im in images):
@@ -89,7 +112,7 @@ class LearnedCodec(Codec):
             im = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
             batch.append(np.pad(im, ((0, gh * self.patch - h), (0, gw * self.patch - w), (0, 0)), mode="edge"))
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().to(self.torch_device) / 127.5 - 1.0
-        idx = self.model.encode(x).cpu().numpy().reshape(len(images), -1)
+        idx = flat_codes(self.model.encode(x)).cpu().numpy()
         out = []
         for k, m, row in zip(keys, metas, idx):
             meta = dict(m or {})
@@ -100,38 +123,48 @@ class LearnedCodec(Codec):
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
         import torch
 
-        gh, gw = self._grid(record.meta)
+        grids = self._grids(record.meta)
         t = np.asarray(record.tokens).astype(np.int64) - self._code0
-        if t.size != gh * gw or t.min() < 0 or t.max() >= self.model.cfg.vocab:
-            raise CodecError(f"record {record.key}: expected {gh * gw} code tokens")
-        img = self.model.decode(torch.from_numpy(t.reshape(1, gh, gw)).to(self.torch_device))
+        n = sum(gh * gw for gh, gw in grids)
+        if t.size != n or t.min() < 0 or t.max() >= self.model.cfg.vocab:
+            raise CodecError(f"record {record.key}: expected {n} code tokens")
+        idx, at = [], 0
+        for gh, gw in grids:
+            idx.append(torch.from_numpy(t[at : at + gh * gw].reshape(1, gh, gw)).to(self.torch_device))
+            at += gh * gw
+        img = self.model.decode(idx if self.scales > 1 else idx[0])
         img = ((img[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         return img[: int(record.meta["height"]), : int(record.meta["width"])]
 
     def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
-        gh, gw = self._grid(record.meta)
-        y, x = np.divmod(np.arange(gh * gw), gw)
-        return np.arange(gh * gw), np.stack([np.zeros_like(y), y, x], axis=1).astype(np.int32)
+        """Unit of a code: the coarsest-scale cell that contains it (all of one grid when single-scale)."""
+        pos = self._positions(record.meta)
+        grids = self._grids(record.meta)
+        (h0, w0), sizes = grids[0], np.array(grids)[pos[:, 0]]
+        units = (pos[:, 1] * h0 // sizes[:, 0]) * w0 + pos[:, 2] * w0 // sizes[:, 1]
+        coords = np.concatenate([np.zeros((len(pos), 1), pos.dtype), pos if self.scales > 1 else pos[:, 1:]], axis=1)
+        return units, coords.astype(np.int32)
 
     def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
-        return self._grid(record.meta)
+        return self._grids(record.meta)[0]
 
     def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
-        return self.patch, self.patch
+        return (self.patch << (self.scales - 1),) * 2
 
     def frame_max_tokens(self, meta: dict) -> int:
-        gh, gw = self._grid(meta)
-        return gh * gw
+        return sum(gh * gw for gh, gw in self._grids(meta))
 
     def frame_grammar(self, meta: dict):
-        return GridGrammar(self, *self._grid(meta))
+        pos = self._positions(meta)
+        return GridGrammar(self, pos if self.scales > 1 else pos[:, 1:])
 
 
 class GridGrammar:
-    """Exactly h x w code tokens in raster order, then EOS."""
+    """Exactly the frame's codes, coarse to fine and raster within a scale, then EOS."""
 
-    def __init__(self, codec: LearnedCodec, gh: int, gw: int):
-        self.n, self.gw, self.i, self.done = gh * gw, gw, 0, False
+    def __init__(self, codec: LearnedCodec, positions: np.ndarray):
+        self.pos = np.concatenate([np.zeros((len(positions), 1), np.int64), positions], axis=1)  # frame first
+        self.n, self.i, self.done = len(positions), 0, False
         self._codes = np.zeros(codec.vocab.size, bool)
         self._codes[codec._code0 :] = True
         self._eos = np.zeros(codec.vocab.size, bool)
@@ -145,17 +178,14 @@ class GridGrammar:
         return self._codes if self.i < self.n else self._eos
 
     def next_known(self) -> np.ndarray | None:
-        if self.i >= self.n:
-            return None
-        return np.array([0, *divmod(self.i, self.gw)], dtype=np.int64)
+        return self.pos[self.i] if self.i < self.n else None
 
     def step(self, tok: int) -> np.ndarray | None:
         if self.i >= self.n:
             self.done = True
             return None
-        out = np.array([0, *divmod(self.i, self.gw)], dtype=np.int64)
         self.i += 1
-        return out
+        return self.pos[self.i - 1]
 
 
 @register_codec

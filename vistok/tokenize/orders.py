@@ -206,6 +206,14 @@ def coarse_to_fine(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
     return OrderResult(np.lexsort(keys))
 
 
+def next_scale(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    """Multi-scale codes coarsest scale first (VAR's next-scale prediction), raster within a scale."""
+    keys = [np.arange(inp.units.size), _axis(inp, "scale")]
+    if "frame" in inp.axes:
+        keys.append(_axis(inp, "frame"))
+    return OrderResult(np.lexsort(keys))
+
+
 # --- random ---------------------------------------------------------------------------------------------
 def random_units(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
     """A seeded random permutation of the units of each frame."""
@@ -377,7 +385,7 @@ def compute_stored(codec, record, pixels: np.ndarray | None, names: tuple[str, .
 # --- the registry ---------------------------------------------------------------------------------------
 STORED_ORDERS = ("gradwalk:max", "gradwalk:min")
 NAMES = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "freq-major",
-         "coarse-to-fine", "random", "randsac:K[,K2...]", "gradwalk:max", "gradwalk:min")
+         "coarse-to-fine", "next-scale", "random", "randsac:K[,K2...]", "gradwalk:max", "gradwalk:min")
 
 
 def stored_key(name: str) -> str:
@@ -395,6 +403,8 @@ def get_order(name: str) -> Callable[[OrderInput, np.random.Generator], OrderRes
         return freq_major
     if base == "coarse-to-fine":
         return coarse_to_fine
+    if base == "next-scale":
+        return next_scale
     if base == "random":
         return random_units
     if base == "randsac":

@@ -1,13 +1,16 @@
 """A compact patch autoencoder with a discrete bottleneck: BSQ (binary spherical quantization) or VQ.
 
-Reads top to bottom: config -> residual block -> encoder -> quantizers (BSQ, VQ) -> decoder -> model.
+Reads top to bottom: config -> residual block -> encoder -> quantizers (BSQ, multi-scale residual BSQ,
+VQ) -> decoder -> model.
 
 Encoder: a patchifying convolution (kernel = stride = patch), residual 3x3 conv blocks with GELU, a 1x1
 projection to the latent width. BSQ projects to L dimensions, L2-normalizes and takes signs (straight-
 through gradients): an implicit codebook of 2**L codes; an entropy regularizer (per-bit factorized, as
 the BSQ paper's approximation) makes each code confident and the codes used evenly. VQ keeps K
 codebook vectors updated by exponential moving averages, initialized from data, with dead codes
-restarted from random encoder outputs. Decoder: 1x1 projection, residual blocks, a pixel-shuffle to
+restarted from random encoder outputs. With `scales > 1`, BSQ codes are residual over scales (as in
+VAR): grids of 1/2**(S-1), ..., 1/2, 1 of the latent grid, coarsest first, each scale coding what the
+coarser ones left. Decoder: 1x1 projection, residual blocks, a pixel-shuffle to
 full resolution. Images are in [-1, 1].
 """
 
@@ -37,6 +40,7 @@ class AEConfig:
     entropy_group: int = 4  # bsq: bits per group whose joint code distribution enters the entropy terms
     entropy_temperature: float = 1.0  # bsq: sharpness of the soft code assignment
     entropy_regroup: bool = True  # bsq: new random bit groups every step, so no two bits stay correlated
+    scales: int = 1  # bsq: > 1 for residual codes over S scales (grid / 2**(S-1) ... grid), coarsest first
     commitment: float = 0.25  # vq
     vq_dim: int = 8  # vq: dimension of the normalized lookup space
     ema_decay: float = 0.99  # vq
@@ -78,7 +82,7 @@ class BSQ(nn.Module):
         self.register_buffer("powers", 2 ** torch.arange(cfg.bits - 1, -1, -1))
         self.group = cfg.entropy_group if cfg.bits % cfg.entropy_group == 0 else 1
         self.tau = cfg.entropy_temperature
-        self.gamma = cfg.entropy_gamma
+        self.gamma, self.weight = cfg.entropy_gamma, cfg.entropy_weight
         self.regroup = cfg.entropy_regroup
         codes = torch.arange(2**self.group).unsqueeze(1) // (2 ** torch.arange(self.group - 1, -1, -1)) % 2
         self.register_buffer("group_codes", codes.float() * 2 - 1, persistent=False)
@@ -87,8 +91,7 @@ class BSQ(nn.Module):
         v = F.normalize(self.down(z), dim=1)  # on the unit sphere, (B, L, h, w)
         q = torch.where(v > 0, 1.0, -1.0) / math.sqrt(self.L)
         q_st = v + (q - v).detach()  # straight-through
-        aux = self.entropy(v)
-        return self.up(q_st), self.indices_of(q), aux
+        return self.up(q_st), self.indices_of(q), self.weight * self.entropy(v)
 
     def entropy(self, v):
         """BSQ's entropy regularizer over groups of g bits: within a group, the soft distribution over its 2**g
@@ -111,14 +114,64 @@ class BSQ(nn.Module):
         codebook = -(mean_p * torch.log(mean_p + 1e-8)).sum(-1).mean()
         return per_sample - self.gamma * codebook
 
+    def signs_of(self, idx):  # (B, h, w) code indices -> (B, L, h, w) of +-1
+        return ((idx.unsqueeze(1) // self.powers.view(1, -1, 1, 1)) % 2).float() * 2 - 1
+
     def indices_of(self, q):
         bits = (q > 0).long()  # (B, L, h, w)
         return (bits * self.powers.view(1, -1, 1, 1)).sum(dim=1)
 
     def embed(self, idx):  # (B, h, w) -> (B, latent, h, w)
-        bits = (idx.unsqueeze(1) // self.powers.view(1, -1, 1, 1)) % 2
-        q = (bits.float() * 2 - 1) / math.sqrt(self.L)
-        return self.up(q)
+        return self.up(self.signs_of(idx) / math.sqrt(self.L))
+
+
+def scale_grids(h: int, w: int, scales: int) -> list[tuple[int, int]]:
+    """Code grids of a multi-scale tokenizer for an (h, w) latent grid, coarsest first."""
+    return [(-(-h // 2**k), -(-w // 2**k)) for k in range(scales - 1, -1, -1)]
+
+
+class ResidualBSQ(BSQ):
+    """BSQ codes over scales, each quantizing the residual the coarser scales left (VAR's multi-scale
+    residual quantization with BSQ's sign codes). At scale k the residual is area-averaged to the scale's
+    grid, coded as signs times a learned per-bit magnitude (residuals shrink from scale to scale, unlike
+    BSQ's unit sphere), upsampled back and subtracted. The decoder sees the sum of all scales with a
+    straight-through gradient to the projected encoder output; a commitment term keeps that output
+    representable, a fit term learns the magnitudes, and BSQ's entropy terms act on each scale's
+    normalized residual."""
+
+    def __init__(self, cfg: AEConfig):
+        super().__init__(cfg)
+        self.S, self.beta = cfg.scales, cfg.commitment
+        self.log_mag = nn.Parameter(torch.full((cfg.scales, cfg.bits), -1.0))  # per scale, per bit
+
+    def _sum(self, signs: list[torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
+        """Sum over scales of upsampled (sign x magnitude) maps: (B, L, h, w)."""
+        out = 0
+        for k, b in enumerate(signs):
+            q = b * self.log_mag[k].exp().view(1, -1, 1, 1)
+            out = out + (q if q.shape[-2:] == hw else F.interpolate(q, size=hw, mode="bilinear", align_corners=False))
+        return out
+
+    def forward(self, z):
+        u = self.down(z)  # (B, L, h, w)
+        hw = u.shape[-2:]
+        signs, idxs, ent = [], [], 0.0
+        done = torch.zeros_like(u)  # what the coarser scales already coded (no gradient)
+        for hk, wk in scale_grids(*hw, self.S):
+            r = u - done
+            rk = r if (hk, wk) == tuple(hw) else F.adaptive_avg_pool2d(r, (hk, wk))
+            ent = ent + self.entropy(F.normalize(rk, dim=1))
+            b = torch.where(rk > 0, 1.0, -1.0).detach()
+            signs.append(b)
+            idxs.append(self.indices_of(b))
+            done = self._sum(signs, hw).detach()
+        f_hat = self._sum(signs, hw)  # carries the magnitudes' gradient
+        aux = (self.weight * ent / self.S + F.mse_loss(f_hat, u.detach())  # fit the magnitudes
+               + self.beta * F.mse_loss(u, f_hat.detach()))  # commit the encoder
+        return self.up(u + (f_hat - u).detach()), idxs, aux
+
+    def embed(self, idxs):  # [(B, h_k, w_k)] coarsest first -> (B, latent, h, w)
+        return self.up(self._sum([self.signs_of(i) for i in idxs], tuple(idxs[-1].shape[-2:])))
 
 
 class VQ(nn.Module):
@@ -184,10 +237,13 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
-        self.quant = BSQ(cfg) if cfg.kind == "bsq" else VQ(cfg)
+        if cfg.kind == "vq":
+            self.quant = VQ(cfg)
+        else:
+            self.quant = ResidualBSQ(cfg) if cfg.scales > 1 else BSQ(cfg)
 
     def forward(self, x):
-        """x in [-1, 1] -> (reconstruction, code indices (B, h, w), auxiliary loss)."""
+        """x in [-1, 1] -> (reconstruction, code indices (B, h, w) or one per scale, auxiliary loss)."""
         q, idx, aux = self.quant(self.encoder(x))
         return self.decoder(q), idx, aux
 

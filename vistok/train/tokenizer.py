@@ -84,6 +84,11 @@ def random_crops(pool: list[np.ndarray], n: int, size: int, rng: np.random.Gener
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def flat_codes(idx) -> torch.Tensor:
+    """Code indices -> (B, tokens): one grid, or a multi-scale tokenizer's grids, coarsest first."""
+    return torch.cat([i.flatten(1) for i in idx], 1) if isinstance(idx, list) else idx.flatten(1)
+
+
 def code_stats(idx: torch.Tensor, vocab: int) -> dict[str, float]:
     counts = torch.bincount(idx.flatten(), minlength=vocab).double()
     p = counts[counts > 0] / counts.sum()
@@ -103,11 +108,11 @@ def evaluate(model: Autoencoder, crops: torch.Tensor, batch: int = 64) -> dict[s
         for i in range(0, crops.size(0), batch):
             r, idx, _ = model(crops[i : i + batch])
             recs.append(r)
-            idxs.append(idx)
+            idxs.append(flat_codes(idx))
     model.train()
     idx = torch.cat(idxs)
     stats = code_stats(idx, model.cfg.vocab)
-    n_tok = idx[0].numel()
+    n_tok = idx.shape[1]
     return {"psnr": psnr(torch.cat(recs), crops), **stats, "tokens_per_image": n_tok,
             "bits_per_image": n_tok * math.log2(model.cfg.vocab),
             "perplexity_floor": 0.25 * min(model.cfg.vocab, stats["tokens"])}
@@ -124,6 +129,8 @@ def train_tokenizer(ae: AEConfig, cfg: TokenizerTrainConfig, progress=sys.stderr
         raise UsageError(f"--kind must be bsq or vq, got {ae.kind!r}")
     if not 8 <= ae.bits <= 18 and ae.kind == "bsq":
         raise UsageError("--bits must be in 8..18")
+    if ae.scales < 1 or (ae.scales > 1 and ae.kind != "bsq"):
+        raise UsageError("--scales must be >= 1, and above 1 only with --kind bsq")
     if cfg.crop % ae.patch:
         raise UsageError(f"--crop {cfg.crop} must be a multiple of --patch {ae.patch}")
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -141,7 +148,7 @@ def train_tokenizer(ae: AEConfig, cfg: TokenizerTrainConfig, progress=sys.stderr
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         x = random_crops(train_imgs, cfg.batch, cfg.crop, rng).to(device)
         rec, _, aux = model(x)
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + (ae.entropy_weight * aux if ae.kind == "bsq" else aux)
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
