@@ -225,7 +225,7 @@ def train(
     datasets: Annotated[list[Path], typer.Argument(help="Dataset folders or packed .zarr stores (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU), small (~10M), base (~100M).")] = "tiny",
-    order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time).")] = "canonical",
+    order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time).")] = "canonical",
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
     block_size: Annotated[int, typer.Option(help="Context length (tokens per row).")] = 512,
     batch_size: Annotated[int, typer.Option(help="Rows per micro-batch (per rank).")] = 16,
