@@ -5,8 +5,9 @@ VQ) -> decoder -> model.
 
 Encoder: a patchifying convolution (kernel = stride = patch), residual 3x3 conv blocks with GELU, a 1x1
 projection to the latent width. BSQ projects to L dimensions, L2-normalizes and takes signs (straight-
-through gradients): an implicit codebook of 2**L codes; an entropy regularizer (per-bit factorized, as
-the BSQ paper's approximation) makes each code confident and the codes used evenly. VQ keeps K
+through gradients): an implicit codebook of 2**L codes; an entropy regularizer (factorized over groups
+of bits, as the BSQ paper approximates it, regrouped at random every step) makes each code confident and
+the codes used evenly. VQ keeps K
 codebook vectors updated by exponential moving averages, initialized from data, with dead codes
 restarted from random encoder outputs. With `scales > 1`, BSQ codes are residual over scales (as in
 VAR): grids of 1/2**(S-1), ..., 1/2, 1 of the latent grid, coarsest first, each scale coding what the
@@ -144,27 +145,27 @@ class ResidualBSQ(BSQ):
         self.S, self.beta = cfg.scales, cfg.commitment
         self.log_mag = nn.Parameter(torch.full((cfg.scales, cfg.bits), -1.0))  # per scale, per bit
 
+    def _scale_map(self, k: int, b: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Scale k's signs times its magnitudes, upsampled to the full grid: (B, L, h, w)."""
+        q = b * self.log_mag[k].exp().view(1, -1, 1, 1)
+        return q if tuple(q.shape[-2:]) == tuple(hw) else F.interpolate(q, size=hw, mode="bilinear", align_corners=False)
+
     def _sum(self, signs: list[torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
-        """Sum over scales of upsampled (sign x magnitude) maps: (B, L, h, w)."""
-        out = 0
-        for k, b in enumerate(signs):
-            q = b * self.log_mag[k].exp().view(1, -1, 1, 1)
-            out = out + (q if q.shape[-2:] == hw else F.interpolate(q, size=hw, mode="bilinear", align_corners=False))
-        return out
+        return sum(self._scale_map(k, b, hw) for k, b in enumerate(signs))
 
     def forward(self, z):
         u = self.down(z)  # (B, L, h, w)
-        hw = u.shape[-2:]
+        hw = tuple(u.shape[-2:])
         signs, idxs, ent = [], [], 0.0
         done = torch.zeros_like(u)  # what the coarser scales already coded (no gradient)
-        for hk, wk in scale_grids(*hw, self.S):
+        for k, (hk, wk) in enumerate(scale_grids(*hw, self.S)):
             r = u - done
-            rk = r if (hk, wk) == tuple(hw) else F.adaptive_avg_pool2d(r, (hk, wk))
+            rk = r if (hk, wk) == hw else F.adaptive_avg_pool2d(r, (hk, wk))
             ent = ent + self.entropy(F.normalize(rk, dim=1))
             b = torch.where(rk > 0, 1.0, -1.0).detach()
             signs.append(b)
             idxs.append(self.indices_of(b))
-            done = self._sum(signs, hw).detach()
+            done = done + self._scale_map(k, b, hw).detach()
         f_hat = self._sum(signs, hw)  # carries the magnitudes' gradient
         aux = (self.weight * ent / self.S + F.mse_loss(f_hat, u.detach())  # fit the magnitudes
                + self.beta * F.mse_loss(u, f_hat.detach()))  # commit the encoder
