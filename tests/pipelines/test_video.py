@@ -165,3 +165,35 @@ def test_rotation_metadata_is_applied():
     frame = next(iter(decode_clips(bytes(data), VideoConfig())))[0]
     assert frame.shape == (48, 32, 3)  # portrait after rotation
     assert frame[:6].mean() > 240 and frame[-6:].mean() < 15  # the left band is now on top (clockwise)
+
+
+def _photo_video(fmt: str, codec: str, pix_fmt: str) -> bytes:
+    from skimage import data as skdata
+
+    img, buf = skdata.astronaut(), io.BytesIO()
+    with av.open(buf, mode="w", format=fmt) as out:
+        st = out.add_stream(codec, rate=Fraction(25))
+        st.height, st.width, st.pix_fmt = 96, 128, pix_fmt
+        for i in range(6):
+            crop = np.ascontiguousarray(img[i * 7 : i * 7 + 96, i * 5 : i * 5 + 128])
+            for pkt in st.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,codec,pix_fmt", [("mp4", "libx264", "yuv420p"), ("avi", "mjpeg", "yuvj420p"),
+                                                ("matroska", "libx264", "yuv444p")])
+def test_reused_converter_gives_the_pixels_of_to_ndarray(fmt, codec, pix_fmt):
+    """vistok reuses one swscale converter per thread, across files and directions (RGB -> YUV for the
+    encoder too); the pixels must be those of PyAV's fresh-converter `to_ndarray`."""
+    from vistok.tokenize import H264Codec
+
+    data = _photo_video(fmt, codec, pix_fmt)
+    with av.open(io.BytesIO(data)) as c:
+        want = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    H264Codec().encode(np.zeros((10, 12, 3), np.uint8))  # the converter's other direction, another size
+    got = [f for clip in decode_clips(data, VideoConfig()) for f in clip]
+    assert len(got) == len(want) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import re
 from fractions import Fraction
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -132,7 +131,9 @@ class H264Codec(Codec):
         if h * w > self.max_pixels:
             raise InputError(f"frame of {w}x{h} pixels exceeds the limit of {self.max_pixels}")
         cc = self._encoder(w + w % 2, h + h % 2)
-        yuv = _reformatter()
+        from vistok.pipelines.video import converter
+
+        yuv = converter()
         packets = []
         for i, img in enumerate(frames):
             if img.ndim == 2:
@@ -266,7 +267,9 @@ class H264Codec(Codec):
 
     def decode(self, record: TokenRecord) -> np.ndarray:
         """(H, W, 3), or (T, H, W, 3) for a clip."""
-        rgb = _reformatter()
+        from vistok.pipelines.video import converter
+
+        rgb = converter()
         frames = [rgb.reformat(f, format="rgb24", threads=1).to_ndarray() for f in self._decoded(record)]
         n = int(record.meta.get("frames", 1))
         if len(frames) != n:
@@ -304,15 +307,6 @@ class H264Codec(Codec):
 
     def frame_grammar(self, meta: dict):
         return ByteGrammar(self)
-
-
-@lru_cache(maxsize=1)
-def _reformatter():
-    """One swscale converter per process, reused across frames and clips (its context is rebuilt only
-    when sizes or formats change); a fresh one per frame costs about 0.3 ms at 128x128."""
-    from av.video.reformatter import VideoReformatter
-
-    return VideoReformatter()
 
 
 def _dedupe_header(header: bytes) -> bytes:
