@@ -190,28 +190,28 @@ def canonical(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
     return OrderResult(np.arange(inp.units.size))
 
 
-def freq_major(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
-    """All DC coefficients first, then each zigzag frequency across blocks (frames stay in time order)."""
-    keys = [np.arange(inp.units.size), _axis(inp, "freq")]
+def _by_axis(inp: OrderInput, name: str, descending: bool = False) -> OrderResult:
+    """Tokens sorted by one coordinate axis, canonical order among equals, frames kept in time order."""
+    key = _axis(inp, name)
+    keys = [np.arange(inp.units.size), -key if descending else key]
     if "frame" in inp.axes:
         keys.append(_axis(inp, "frame"))
     return OrderResult(np.lexsort(keys))
+
+
+def freq_major(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    """All DC coefficients first, then each zigzag frequency across blocks (frames stay in time order)."""
+    return _by_axis(inp, "freq")
 
 
 def coarse_to_fine(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
     """Wavelet levels coarsest first (the highest level index is the coarsest); stable otherwise."""
-    keys = [np.arange(inp.units.size), -_axis(inp, "level")]
-    if "frame" in inp.axes:
-        keys.append(_axis(inp, "frame"))
-    return OrderResult(np.lexsort(keys))
+    return _by_axis(inp, "level", descending=True)
 
 
 def next_scale(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
     """Multi-scale codes coarsest scale first (VAR's next-scale prediction), raster within a scale."""
-    keys = [np.arange(inp.units.size), _axis(inp, "scale")]
-    if "frame" in inp.axes:
-        keys.append(_axis(inp, "frame"))
-    return OrderResult(np.lexsort(keys))
+    return _by_axis(inp, "scale")
 
 
 # --- random ---------------------------------------------------------------------------------------------
