@@ -21,6 +21,7 @@ pretrain: install
 
 lint: install
 	$(PYTHON) -m ruff check vistok tests benchmarks
+	$(PYTHON) -c 'from importlinter.cli import lint_imports_command; lint_imports_command()'  # lint-imports, this Python's
 
 clean:
 	rm -rf shards runs bench-out .pytest_cache

@@ -6,7 +6,7 @@ import numpy as np
 import simplejpeg
 
 from benchmarks.common import per_item_seconds, photos_256
-from vistok.shards.record import TokenRecord
+from vistok.record import TokenRecord
 from vistok.tokenize import JpegCodec
 
 

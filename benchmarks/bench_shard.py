@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
-from vistok.pipelines.sources import sample_files
+from vistok.media.sources import sample_files
 
 
 def _corpus(folder: Path, n: int) -> Path:
@@ -59,8 +59,8 @@ def _baseline(folder: Path, out: Path, size: int, quality: int) -> float:
 
 
 def _vistok(folder: Path, out: Path, executor: str, size: int, quality: int, workers: int = 1) -> tuple[float, float]:
+    from vistok.media.preprocess import Preprocess
     from vistok.pipelines.job import run_job
-    from vistok.pipelines.preprocess import Preprocess
     from vistok.tokenize import JpegCodec
 
     t0 = time.perf_counter()
@@ -99,8 +99,8 @@ def run(n_images: int = 96, size: int = 256, quality: int = 20, rss: bool = True
         finally:
             ray.shutdown()
         # JPEG files of the same preprocessed images
-        from vistok.pipelines.preprocess import Preprocess
-        from vistok.pipelines.sources import decode_image
+        from vistok.media.preprocess import Preprocess
+        from vistok.media.sources import decode_image
 
         pre = Preprocess(size=size)
         jpeg_bytes = [len(simplejpeg.encode_jpeg(pre.apply(decode_image(f.read_bytes()), "k")[0][1], quality=quality,

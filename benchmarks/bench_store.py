@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
-from vistok.pipelines.preprocess import Preprocess
+from vistok.pipelines.pack import pack
 from vistok.shards.reader import Dataset
-from vistok.shards.store import PackedStore, pack
+from vistok.shards.store import PackedStore
 from vistok.tokenize import JpegCodec
 
 

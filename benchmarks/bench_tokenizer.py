@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import photos_256
+from vistok.nn.autoencoder import AEConfig
 from vistok.tokenize import BSQCodec
-from vistok.train.autoencoder import AEConfig
 from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
+from vistok.media.preprocess import Preprocess
+from vistok.nn.gpt import GPT, PRESETS, GPTConfig
 from vistok.pipelines.job import run_job
-from vistok.pipelines.preprocess import Preprocess
 from vistok.tokenize import JpegCodec
 from vistok.train.data import DataConfig, Loader, axis_sizes
-from vistok.train.model import GPT, PRESETS, GPTConfig
 
 
 def _steps(model, opt, get_batch, n: int) -> float:
@@ -50,7 +50,7 @@ def train_speed(folder: Path, preset: str, steps: int, batch: int = 8, block: in
 
 
 def kv_cache_speed(length: int = 512, batch: int = 4) -> dict:
-    from vistok.train.model import KVCache
+    from vistok.nn.gpt import KVCache
 
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=2726, axis_sizes=[3, 7, 19, 19, 131], next_axes=[0, 1, 2, 3], **PRESETS["tiny"])

@@ -12,8 +12,8 @@ import av
 import numpy as np
 
 from benchmarks.common import photos_256
-from vistok.pipelines.preprocess import Preprocess
-from vistok.pipelines.video import decode_clips
+from vistok.media.preprocess import Preprocess
+from vistok.media.video import decode_clips
 from vistok.tokenize import H264Codec, JpegCodec, WaveletCodec
 
 

@@ -9,8 +9,8 @@ import numpy as np
 
 
 def photos_256(n: int | None = None) -> list[np.ndarray]:
-    from vistok.pipelines.preprocess import Preprocess
-    from vistok.pipelines.sources import decode_image, sample_files
+    from vistok.media.preprocess import Preprocess
+    from vistok.media.sources import decode_image, sample_files
 
     pre = Preprocess(size=256, resize="center-crop")
     files = sample_files()[:n] if n else sample_files()

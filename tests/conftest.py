@@ -1,3 +1,9 @@
+import io
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
 import numpy as np
 import pytest
 
@@ -10,13 +16,102 @@ def photo() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut())
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
+@pytest.fixture
+def photo_records(photo):
+    """n JPEG records of 64x64 crops of the astronaut photo, keyed img-000..., with a source in the metadata."""
+    from vistok.tokenize import JpegCodec
+
+    def make(n: int = 5):
+        codec = JpegCodec()
+        return [codec.encode(photo[i * 40 : i * 40 + 64, :64], key=f"img-{i:03d}", meta={"source": f"s{i}"})
+                for i in range(n)]
+
+    return make
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def Quiet():  # noqa: N802 - used like a class
-    """A progress stream that swallows everything (for trainers in tests)."""
-    import io
+@pytest.fixture(scope="session")
+def psnr():
+    """PSNR in dB of two uint8 images (inf when equal)."""
+    return _psnr
 
-    return io.StringIO()
+
+def _make_video(fmt: str, codec: str, n: int = 30, rate: int = 25, size=(32, 48), pix_fmt="yuv420p") -> bytes:
+    """A real encode: frame i is a flat grey of level 5 * i (so a decoded frame tells its index)."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=fmt) as out:
+        st = out.add_stream(codec, rate=Fraction(rate))
+        st.height, st.width = size
+        st.pix_fmt = pix_fmt
+        if codec == "libx264":
+            st.options = {"crf": "10", "threads": "1"}
+        for i in range(n):
+            img = np.full((*size, 3), min(255, 5 * i), np.uint8)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def make_video():
+    """A real video encoded with PyAV (frame i is a flat grey of level 5 * i)."""
+    return _make_video
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def folder_bytes():
+    """Every file under a folder, by relative path -> bytes (for byte-identical folder checks)."""
+    return _folder_bytes
+
+
+
+def _logged_losses(run) -> dict[int, float]:
+    rows = [json.loads(ln) for ln in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss_bits"] for r in rows if "loss_bits" in r}
+
+
+@pytest.fixture(scope="session")
+def logged_losses():
+    """A run folder -> {step: training loss in bits/token} from its metrics.jsonl."""
+    return _logged_losses
+
+
+def _small_tokenizer(folder, name, kind="bsq", steps=25, **ae) -> dict:
+    """Train a tiny BSQ/VQ tokenizer on the embedded photos into `folder/name`; returns its report."""
+    from vistok.nn.autoencoder import AEConfig
+    from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    cfg = TokenizerTrainConfig(sources=["sample"], out=str(Path(folder) / name), crop=32, batch=16, max_steps=steps,
+                               eval_crops=32, seed=1)
+    return train_tokenizer(AEConfig(kind=kind, width=32, blocks=1, latent=16, **ae), cfg, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer():
+    return _small_tokenizer
+
+
+@pytest.fixture(scope="session")
+def bsq_tok(tmp_path_factory):
+    """A 10-bit BSQ tokenizer folder, trained once per session."""
+    d = tmp_path_factory.mktemp("tok")
+    _small_tokenizer(d, "bsq", bits=10)
+    return d / "bsq"
+
+
+@pytest.fixture(scope="session")
+def multiscale_tok(tmp_path_factory):
+    """An 8-bit BSQ tokenizer over 3 scales, trained once per session."""
+    d = tmp_path_factory.mktemp("mstok")
+    _small_tokenizer(d, "ms", bits=8, scales=3)
+    return d / "ms"

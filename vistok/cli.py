@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from vistok.errors import UsageError, VistokError
+from vistok.media.sources import DEFAULT_MAX_PIXELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Images and videos -> discrete token shards for autoregressive vision models.")
@@ -45,7 +46,7 @@ def shard(
     resize: Annotated[str, typer.Option(help="center-crop, pad, short-side or none.")] = "center-crop",
     crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for crops.")] = 0,
-    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 89_478_485,
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = DEFAULT_MAX_PIXELS,
     fps: Annotated[float, typer.Option(help="Videos: resample to this frame rate by timestamps (0 = every frame).")] = 0.0,
     clip_len: Annotated[int, typer.Option(help="Videos: frames per record.")] = 1,
     clip_stride: Annotated[int, typer.Option(help="Videos: frames between clip starts (0 = clip-len).")] = 0,
@@ -62,8 +63,8 @@ def shard(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Tokenize SOURCES into WebDataset shards with a manifest, in parallel with Ray."""
+    from vistok.media.preprocess import Preprocess
     from vistok.pipelines.job import run_job
-    from vistok.pipelines.preprocess import Preprocess
     from vistok.tokenize import get_codec
 
     if codec == "jpeg":
@@ -109,7 +110,8 @@ def inspect(
     psnr: Annotated[int, typer.Option(help="Also decode N records and report PSNR against their source files.")] = 0,
 ) -> None:
     """Summarize a dataset: samples, tokens per sample, bytes per sample, vocabulary usage, entropy, errors."""
-    from vistok.shards.inspect import format_summary, psnr_sample, summarize
+    from vistok.pipelines.verify import psnr_sample
+    from vistok.shards.inspect import format_summary, summarize
 
     s = summarize(dataset)
     if psnr:
@@ -154,14 +156,15 @@ def pack(
     executor: Annotated[str, typer.Option(help="local (in-process) or ray.")] = "local",
     workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally.")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster.")] = "",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Pack a dataset into one zarr v3 store: random access by index or key, exact shuffling and resume."""
+    from vistok.executors import ExecutorConfig
+    from vistok.pipelines.pack import pack as run_pack
     from vistok.shards.store import PackedStore
-    from vistok.shards.store import pack as run_pack
 
-    if executor not in ("local", "ray"):
-        raise UsageError(f"--executor must be local or ray, got {executor!r}")
-    path = run_pack(dataset, out, executor, workers or None, address or os.environ.get("RAY_ADDRESS") or None)
+    runner = ExecutorConfig(executor, workers or None, address or os.environ.get("RAY_ADDRESS") or None)
+    path = run_pack(dataset, out, runner, quiet=quiet)
     st = PackedStore(path)
     typer.echo(f"{path}: {len(st)} samples, {st.total} tokens")
 
@@ -187,16 +190,17 @@ def train_tokenizer_cmd(
     heldout: Annotated[float, typer.Option(help="Fraction of the images held out for evaluation (lowest key hashes).")] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed for initialization and crops.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a BSQ or VQ patch tokenizer; reports held-out PSNR, code usage and perplexity."""
-    from vistok.train.autoencoder import AEConfig
+    from vistok.nn.autoencoder import AEConfig
     from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
     ae = AEConfig(kind=kind, patch=patch, width=width, blocks=blocks, bits=bits, codebook=codebook,
                   entropy_weight=entropy_weight, entropy_gamma=entropy_gamma, scales=scales)
     cfg = TokenizerTrainConfig(sources=list(sources), out=str(out), crop=crop, batch=batch, lr=lr, minutes=minutes,
                                max_steps=steps, heldout=heldout, seed=seed, device=device)
-    rep = train_tokenizer(ae, cfg)
+    rep = train_tokenizer(ae, cfg, quiet=quiet)
     typer.echo(f"{rep['out']}: held-out PSNR {rep['psnr']:.2f} dB, {rep['codes_used']} codes used, perplexity "
                f"{rep['perplexity']:.0f} (floor {rep['perplexity_floor']:.0f}), {rep['bits_per_image']:.0f} bits/image, "
                f"{rep['steps']} steps")
@@ -239,13 +243,14 @@ def train(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Held-out evaluation every N steps (0 = never).")] = 100,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
-    log_every: Annotated[int, typer.Option(help="Write a metrics row and a progress line every N steps.")] = 10,
+    log_every: Annotated[int, typer.Option(help="Write a metrics row every N steps.")] = 10,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for initialization, data order and orderings.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs tensorboard).")] = False,
     halt_at: Annotated[int, typer.Option(hidden=True)] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun)."""
     from vistok.train.data import DataConfig
@@ -259,7 +264,7 @@ def train(
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
                       ckpt_every=ckpt_every, log_every=log_every, compile=compile, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
-    res = run_train(data, cfg, resume=resume)
+    res = run_train(data, cfg, resume=resume, quiet=quiet)
     typer.echo(f"{res['run']}: step {res['step']}, last loss {res['last']['loss_bits']} bits/token")
 
 

@@ -25,6 +25,7 @@ class UsageError(VistokError):
 
 
 def one_line(exc: BaseException) -> str:
-    """`TypeName: message` on a single line, for error logs."""
+    """The message on a single line (whitespace folded, at most 500 characters; the type name when there is
+    no message), for error rows and logs."""
     msg = " ".join(str(exc).split()) or exc.__class__.__name__
     return msg[:500]

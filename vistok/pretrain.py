@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
-from vistok.pipelines.preprocess import Preprocess
 from vistok.shards.inspect import format_summary, summarize
 from vistok.tokenize import JpegCodec
 from vistok.train.data import DataConfig

@@ -10,8 +10,6 @@ import time
 
 import pytest
 
-from tests.pipelines.test_job import folder_bytes
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -20,7 +18,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_node_cluster_writes_the_same_shards_as_a_local_run(tmp_path):
+def test_two_node_cluster_writes_the_same_shards_as_a_local_run(tmp_path, folder_bytes):
     ray = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     port = _free_port()
     addr = f"127.0.0.1:{port}"

@@ -1,7 +1,6 @@
 import io
 from pathlib import Path
 
-import jpeglib
 import numpy as np
 import pytest
 import simplejpeg
@@ -9,12 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.conftest import psnr
 from vistok.errors import CodecError, InputError
 from vistok.tokenize import JpegCodec, dct, get_codec, jpegfile
 
 GOLDEN = Path(__file__).parent / "golden"
-
 
 
 @st.composite
@@ -23,10 +20,10 @@ def coefficient_case(draw):
     w = draw(st.integers(1, 70))
     ncomp = draw(st.sampled_from([1, 3]))
     sub = draw(st.sampled_from(["444", "422", "420"]))
-    layout = dct.block_layout(h, w, ncomp, sub)
+    grid = dct.block_grid(h, w, ncomp, sub)
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    n = layout.n_blocks
+    n = grid.n_blocks
     kind = draw(st.sampled_from(["sparse", "dense", "extreme"]))
     if kind == "sparse":
         coefs = rng.integers(-20, 21, size=(n, 64)) * (rng.random((n, 64)) < 0.15)
@@ -35,7 +32,7 @@ def coefficient_case(draw):
     else:  # the whole int16 range, with the extremes themselves
         coefs = rng.integers(-32768, 32768, size=(n, 64)) * (rng.random((n, 64)) < 0.5)
         coefs.flat[rng.integers(0, coefs.size, size=4)] = [-32768, 32767, -32768, 32767]
-    return layout, coefs.astype(np.int32)
+    return grid, coefs.astype(np.int32)
 
 
 @pytest.mark.parametrize("tok_layout", ["rle", "dense"])
@@ -43,13 +40,13 @@ def coefficient_case(draw):
 @settings(max_examples=40, deadline=None)
 @given(case=coefficient_case())
 def test_tokens_to_coefficients_is_exact(tok_layout, dc, case):
-    layout, coefs = case
+    grid, coefs = case
     if dc == "dpcm":  # DPCM differences of int16 values must themselves fit int16
         coefs = np.clip(coefs, -16384, 16383)
     codec = JpegCodec(layout=tok_layout, dc=dc)
-    tokens = codec.tokenize(layout, coefs)
+    tokens = codec.tokenize(grid, coefs)
     assert tokens.dtype == codec.vocab.dtype and tokens.max() < codec.vocab.size
-    back, _ = codec.detokenize(layout, tokens)
+    back, _ = codec.detokenize(grid, tokens)
     np.testing.assert_array_equal(back, coefs)
 
 
@@ -81,7 +78,7 @@ def test_quality_tables_match_libjpeg():
 
 
 @pytest.mark.parametrize("sub", ["444", "422", "420"])
-def test_psnr_matches_libjpeg_turbo(photo, sub):
+def test_psnr_matches_libjpeg_turbo(photo, sub, psnr):
     img = photo[:256, :256]
     codec = JpegCodec(quality=20, subsampling=sub)
     rec = codec.encode(img)
@@ -93,12 +90,12 @@ def test_psnr_matches_libjpeg_turbo(photo, sub):
 def test_written_jpeg_reads_back_the_same_coefficients(photo):
     codec = JpegCodec(quality=20)
     rec = codec.encode(photo[:100, :75])
-    layout, coefs = codec.coefficients(rec)
+    grid, coefs = codec.coefficients(rec)
     data = codec.to_jpeg(rec)
     with Image.open(io.BytesIO(data)) as im:
         assert im.size == (75, 100) and im.format == "JPEG"
     info, comps, qt, _ = jpegfile.read_coefficients(data, 10**6)
-    np.testing.assert_array_equal(dct.from_components(layout, comps), coefs)
+    np.testing.assert_array_equal(dct.from_components(grid, comps), coefs)
     np.testing.assert_array_equal(qt[:2], codec.qtables)
 
 
@@ -121,19 +118,19 @@ def test_odd_sizes_grayscale_and_single_pixel(shape):
 def test_coords_describe_blocks_and_frequencies(photo):
     codec = JpegCodec(quality=20)
     rec = codec.encode(photo[:32, :48])
-    layout, coefs = codec.coefficients(rec)
+    grid, coefs = codec.coefficients(rec)
     coords = codec.coords(rec)
     freq = coords[:, 4]
     # every block contributes exactly one EOB (freq 64) and one DC (freq 0)
-    assert (freq == 64).sum() == layout.n_blocks == (freq == 0).sum()
+    assert (freq == 64).sum() == grid.n_blocks == (freq == 0).sum()
     # the nonzero AC coefficients sit at the coordinates the tokens claim
     ac = (freq > 0) & (freq < 64)
     for c in range(3):
         sel = ac & (coords[:, 1] == c)
-        comp = dct.to_components(layout, coefs)[c].reshape(*layout.comp_blocks[c], 64)[..., dct.ZIGZAG]
+        comp = dct.to_components(grid, coefs)[c].reshape(*grid.comp_blocks[c], 64)[..., dct.ZIGZAG]
         vals = comp[coords[sel, 2], coords[sel, 3], freq[sel]]
         assert np.all(vals != 0)
-    assert set(np.unique(codec.units(rec))) == set(range(layout.mcu_grid[0] * layout.mcu_grid[1]))
+    assert set(np.unique(codec.units(rec))) == set(range(grid.mcu_grid[0] * grid.mcu_grid[1]))
 
 
 def test_rle_token_count_for_a_64px_crop(photo):
@@ -161,8 +158,8 @@ def test_transcode_never_keeps_the_files_coefficients(photo):
     rec = codec.encode_bytes(data, "k")
     assert rec.meta["qt"] and rec.meta["subsampling"] == "422"
     info, comps, qt, _ = jpegfile.read_coefficients(data, 10**6)
-    layout, coefs = codec.coefficients(rec)
-    np.testing.assert_array_equal(coefs, dct.from_components(layout, comps))
+    grid, coefs = codec.coefficients(rec)
+    np.testing.assert_array_equal(coefs, dct.from_components(grid, comps))
     again = jpegfile.read_coefficients(codec.to_jpeg(rec), 10**6)
     for a, b in zip(again[1], comps):
         np.testing.assert_array_equal(a, b)
@@ -193,23 +190,37 @@ def test_malformed_jpegs_are_refused_fast(photo):
 def test_bad_token_streams_raise_codec_errors(photo):
     codec = JpegCodec()
     rec = codec.encode(photo[:16, :16])
-    layout = codec.record_layout(rec)
+    grid = codec.record_blocks(rec)
     for bad in (rec.tokens[:-1], rec.tokens[1:], np.concatenate([rec.tokens, rec.tokens[:3]]),
                 np.array([1, 2, 3], dtype=np.uint16)):
         with pytest.raises(CodecError):
-            codec.detokenize(layout, bad)
+            codec.detokenize(grid, bad)
 
 
 def test_jpeglib_reads_what_jpeglib_wrote_for_random_coefficients():
     rng = np.random.default_rng(3)
-    layout = dct.block_layout(40, 56, 3, "420")
-    coefs = (rng.integers(-1023, 1024, size=(layout.n_blocks, 64)) * (rng.random((layout.n_blocks, 64)) < 0.3))
-    data = jpegfile.write_jpeg(layout, coefs, dct.quality_tables(20))
+    grid = dct.block_grid(40, 56, 3, "420")
+    coefs = (rng.integers(-1023, 1024, size=(grid.n_blocks, 64)) * (rng.random((grid.n_blocks, 64)) < 0.3))
+    data = jpegfile.write_jpeg(grid, coefs, dct.quality_tables(20))
+    _, comps, _, _ = jpegfile.read_coefficients(data, 10**6)
+    np.testing.assert_array_equal(dct.from_components(grid, comps), coefs)
+    # an independent reader (Pillow's libjpeg) sees the frame and the tables that were written
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-    _, comps, _, _ = jpegfile.read_coefficients(data, 10**6)
-    np.testing.assert_array_equal(dct.from_components(layout, comps), coefs)
-    assert jpeglib.__version__
+        assert im.size == (56, 40) and im.mode == "RGB"
+        qt = dct.quality_tables(20)
+        assert {k: list(v) for k, v in im.quantization.items()} == {0: qt[0].ravel().tolist(), 1: qt[1].ravel().tolist()}
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), simplejpeg.decode_jpeg(data))
+
+
+@pytest.mark.parametrize("sub", ["444", "420"])
+def test_written_jpeg_files_decode_elsewhere_to_our_pixels(photo, sub):
+    codec = JpegCodec(subsampling=sub)
+    rec = codec.encode(np.ascontiguousarray(photo[:40, :56]))
+    with Image.open(io.BytesIO(codec.to_jpeg(rec))) as im:
+        theirs = np.asarray(im.convert("RGB")).astype(int)
+    diff = np.abs(theirs - codec.decode(rec).astype(int))  # libjpeg's integer IDCT and upsampling vs ours
+    assert diff.mean() < 1.5 and diff.max() <= 24
 
 
 @pytest.mark.skipif(not dct.NATIVE, reason="the C kernels were not built")
@@ -217,20 +228,20 @@ def test_jpeglib_reads_what_jpeglib_wrote_for_random_coefficients():
 def test_c_kernels_agree_with_the_numpy_reference(photo, sub, monkeypatch):
     img = np.ascontiguousarray(photo[3:203, 5:186])
     for codec in (JpegCodec(subsampling=sub), JpegCodec(subsampling=sub, dc="dpcm")):
-        layout, fast = dct.forward(img, codec.qtables, sub)
-        tokens = codec.tokenize(layout, fast)
-        pix = dct.inverse(layout, fast, codec.qtables)
-        parsed = codec.coefficients_only(layout, tokens)
+        grid, fast = dct.forward(img, codec.qtables, sub)
+        tokens = codec.tokenize(grid, fast)
+        pix = dct.inverse(grid, fast, codec.qtables)
+        parsed = codec.coefficients_only(grid, tokens)
         monkeypatch.setattr(dct, "NATIVE", False)
         _, ref = dct.forward(img, codec.qtables, sub)
         assert (fast == ref).mean() > 0.9999 and np.abs(fast - ref).max() <= 1
-        np.testing.assert_array_equal(codec.tokenize(layout, fast), tokens)
-        np.testing.assert_array_equal(codec.coefficients_only(layout, tokens), parsed)
+        np.testing.assert_array_equal(codec.tokenize(grid, fast), tokens)
+        np.testing.assert_array_equal(codec.coefficients_only(grid, tokens), parsed)
         np.testing.assert_array_equal(parsed, fast)
-        assert np.abs(dct.inverse(layout, fast, codec.qtables).astype(int) - pix).max() <= 1
+        assert np.abs(dct.inverse(grid, fast, codec.qtables).astype(int) - pix).max() <= 1
         monkeypatch.setattr(dct, "NATIVE", True)
     gray = np.ascontiguousarray(photo[:77, :50, 1])
-    layout, fast = dct.forward(gray, JpegCodec().qtables, "444")
+    grid, fast = dct.forward(gray, JpegCodec().qtables, "444")
     monkeypatch.setattr(dct, "NATIVE", False)
     _, ref = dct.forward(gray, JpegCodec().qtables, "444")
     assert (fast == ref).mean() > 0.999
@@ -240,8 +251,8 @@ def test_c_kernels_agree_with_the_numpy_reference(photo, sub, monkeypatch):
 def test_c_parser_rejects_what_the_numpy_parser_rejects(photo):
     codec = JpegCodec()
     rec = codec.encode(photo[:16, :16])
-    layout = codec.record_layout(rec)
+    grid = codec.record_blocks(rec)
     for bad in (rec.tokens[:-1], rec.tokens[1:], np.concatenate([rec.tokens, rec.tokens[:3]]),
                 np.array([1, 2, 3], dtype=np.uint16), np.full(5, codec.vocab.size - 1, dtype=np.uint16)):
         with pytest.raises(CodecError):
-            codec.coefficients_only(layout, bad)
+            codec.coefficients_only(grid, bad)

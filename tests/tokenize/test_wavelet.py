@@ -3,13 +3,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import psnr
 from vistok.errors import CodecError
-from vistok.pipelines.sources import decode_image, sample_files
+from vistok.media.sources import decode_image, sample_files
 from vistok.tokenize import WaveletCodec, get_codec
 from vistok.tokenize.lifting import dwt53, idwt53, rct_forward, rct_inverse
 from vistok.tokenize.orders import get_order, inverse
-from vistok.tokenize.wavelet import geometry
+from vistok.tokenize.wavelet_grammar import geometry
 
 
 @st.composite
@@ -67,7 +66,7 @@ def test_lossless_is_pixel_exact_on_real_photos_of_odd_sizes(layout):
     np.testing.assert_array_equal(codec.decode(codec.encode(gray)), gray)
 
 
-def test_lossy_quality_follows_the_step(photo):
+def test_lossy_quality_follows_the_step(photo, psnr):
     img = photo[:128, :128]
     scores, lengths = [], []
     for step in (2.0, 8.0, 32.0):
@@ -93,7 +92,7 @@ def test_config_registry_and_validation():
 def test_grammar_accepts_real_streams_and_coords_agree(photo, kw):
     codec = WaveletCodec(**kw)
     rec = codec.encode(photo[40:88, 60:100])
-    units, coords = codec.layout_arrays(rec)
+    units, coords = codec.unit_coords(rec)
     g = codec.grammar(rec.meta)
     for i, t in enumerate(rec.tokens):
         assert g.allowed()[t]

@@ -1,7 +1,7 @@
 import pytest
 
+from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
-from vistok.pipelines.preprocess import Preprocess
 from vistok.tokenize import JpegCodec
 
 

@@ -2,15 +2,16 @@ import numpy as np
 import pytest
 
 from vistok.errors import DatasetError
+from vistok.record import parse_key
 from vistok.shards.reader import Dataset, split_shards
 from vistok.tokenize.base import BOS, EOS, PAD
 from vistok.tokenize.orders import get_order, inverse
-from vistok.train.data import DataConfig, Doc, Loader, Packer, input_key_of, is_heldout, record_docs
+from vistok.train.data import DataConfig, Doc, Loader, RowFiller, is_heldout, record_docs
 
 
 def test_packing_masks_boundaries_and_padding():
     A = 2
-    p = Packer(block_size=10, n_axes=A)
+    p = RowFiller(block_size=10, n_axes=A)
     docs = [Doc(np.array([BOS, 10, 11, EOS]), np.ones((4, A), int), np.zeros((4, A), int)),
             Doc(np.array([BOS, 20, 21, 22, EOS]), np.ones((5, A), int), np.zeros((5, A), int)),
             Doc(np.array([BOS, 30, 31, 32, 33, EOS]), np.ones((6, A), int), np.zeros((6, A), int))]
@@ -68,7 +69,7 @@ def test_heldout_split_by_input_key():
     held = [k for k in keys if is_heldout(k, 0.1)]
     assert 150 < len(held) < 250
     assert all(is_heldout(k + "_c003", 0.1) == is_heldout(k, 0.1) for k in keys[:50])
-    assert input_key_of("astronaut-0123456789_c007") == "astronaut-0123456789"
+    assert parse_key("astronaut-0123456789_c007").input == "astronaut-0123456789"
 
 
 def test_shard_split_refuses_too_few_shards(small_dataset):
@@ -90,8 +91,32 @@ def test_loader_is_deterministic_and_resumes(small_dataset):
         got = b.next()
         for k in want:
             assert (got[k] == want[k]).all(), k
-    held = {r.key for r in Dataset(small_dataset) if is_heldout(r.key, 0.2)}
-    assert held, "the split must hold some records out"
+
+
+def _batch_documents(batch) -> list[bytes]:
+    """The token streams (between BOS and EOS) of the documents in a batch of filled rows."""
+    out = []
+    for idx, tgt, doc in zip(batch["idx"].numpy(), batch["targets"].numpy(), batch["doc_ids"].numpy()):
+        for j in np.unique(doc[doc >= 0]):
+            at = np.flatnonzero(doc == j)
+            toks = idx[at] if idx[at[-1]] == EOS else np.append(idx[at], tgt[at[-1]])  # a row's last token
+            assert toks[0] == BOS and toks[-1] == EOS  # whole documents: the records fit in a row here
+            out.append(toks[1:-1].astype(np.uint16).tobytes())
+    return out
+
+
+def test_heldout_records_never_reach_training_batches(small_dataset):
+    recs = list(Dataset(small_dataset))
+    train_set = {r.tokens.tobytes() for r in recs if not is_heldout(r.key, 0.3)}
+    held = {r.tokens.tobytes() for r in recs if is_heldout(r.key, 0.3)} - train_set  # (flat crops can coincide)
+    assert len(held) > 5 and train_set
+    cfg = DataConfig(datasets=[str(small_dataset)], block_size=512, batch_size=4, num_workers=0, heldout=0.3,
+                     order="canonical", shuffle_buffer=16)
+    loader, seen = Loader(cfg), set()
+    for _ in range(3 * len(recs) // 4):  # about three epochs of rows holding a few records each
+        seen.update(_batch_documents(loader.next()))
+    assert not seen & held
+    assert seen == train_set  # every training record was seen: the check above could have failed
 
 
 ALL_ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "freq-major",
@@ -110,7 +135,8 @@ def test_every_order_builds_training_documents(small_dataset, order):
 
 
 def test_store_epochs_are_uniform_permutations_split_across_ranks(small_dataset, tmp_path):
-    from vistok.shards.store import PackedStore, pack
+    from vistok.pipelines.pack import pack
+    from vistok.shards.store import PackedStore
     from vistok.train.data import StoreRows
 
     st = PackedStore(pack(small_dataset, tmp_path / "d.zarr"))
@@ -143,20 +169,20 @@ def test_resampled_stream_is_infinite_and_seeded(small_dataset):
 
 
 def test_weighted_mixing_of_two_datasets(small_dataset, tmp_path):
+    from vistok.media.preprocess import Preprocess
     from vistok.pipelines.job import run_job
-    from vistok.pipelines.preprocess import Preprocess
     from vistok.tokenize import JpegCodec
-    from vistok.train.data import PackedStream
+    from vistok.train.data import RowStream
 
     other = run_job(["sample"], tmp_path / "b", JpegCodec(quality=20), Preprocess(size=16, crops=4), shard_size=16,
                     executor="local", quiet=True).folder
     cfg = DataConfig(datasets=[str(small_dataset), str(other)], weights=[3.0, 1.0], block_size=64, batch_size=2,
                      num_workers=0, heldout=0.0)
-    stream = PackedStream(cfg)
+    stream = RowStream(cfg)
     sizes = [r.meta["width"] for _, r in __import__("itertools").islice(stream._records(0, 1), 400)]
     frac32 = sizes.count(32) / len(sizes)
     assert 0.65 < frac32 < 0.85  # about 3:1
     bad = DataConfig(datasets=[str(small_dataset)], block_size=64)
     bad.datasets.append(str(tmp_path / "missing"))
     with pytest.raises(DatasetError):
-        PackedStream(bad)
+        RowStream(bad)

@@ -7,25 +7,19 @@ from typing import Any
 
 import numpy as np
 
-from vistok.shards.manifest import STATS_DIR, read_json
+from vistok.shards.manifest import done_shards
+from vistok.shards.store import PackedStore, open_any
 
 
 def token_counts(source) -> np.ndarray:
     """Token histogram of a dataset folder (summed from its stats) or a packed store (one pass over it)."""
-    from vistok.shards.store import PackedStore
-
     if isinstance(source, PackedStore):
         return source.token_counts()
-    counts = np.zeros(source.manifest["vocabulary"]["size"], dtype=np.int64)
-    for st_path in sorted((Path(source.folder) / STATS_DIR).glob("shard-*.json")):
-        tc = read_json(st_path)["token_counts"]
-        np.add.at(counts, np.asarray(tc["ids"], dtype=np.int64), np.asarray(tc["counts"], dtype=np.int64))
-    return counts
+    size = source.manifest["vocabulary"]["size"]
+    return sum((st.counts_array(size) for st in done_shards(source.folder)), np.zeros(size, dtype=np.int64))
 
 
 def summarize(folder: str | Path) -> dict[str, Any]:
-    from vistok.shards.store import PackedStore, open_any
-
     folder = Path(folder)
     src = open_any(folder)
     m = src.manifest
@@ -57,32 +51,6 @@ def summarize(folder: str | Path) -> dict[str, Any]:
         "codec": m["codec"],
         "config_hash": m["config_hash"],
     }
-
-
-def psnr_sample(folder: str | Path, n: int) -> dict[str, Any]:
-    """PSNR of the first `n` decoded records against their source media (rebuilt from the source files)."""
-    from vistok.errors import InputError
-    from vistok.pipelines.job import reference_media
-    from vistok.shards.store import open_any
-
-    src = open_any(folder)
-    codec, pre = src.codec, src.manifest.get("preprocess", {})
-    scores, skipped = [], 0
-    for i, rec in enumerate(src):
-        if i >= n:
-            break
-        try:
-            ref = reference_media(rec, pre)
-        except InputError:
-            skipped += 1
-            continue
-        out = np.asarray(codec.decode(rec), dtype=np.float64)
-        mse = float(np.mean((out - ref.astype(np.float64)) ** 2))
-        scores.append(float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse))
-    finite = [x for x in scores if np.isfinite(x)]
-    return {"records": len(scores), "skipped": skipped, "exact": len(scores) - len(finite),
-            "mean_db": round(float(np.mean(finite)), 3) if finite else None,
-            "min_db": round(float(np.min(finite)), 3) if finite else None}
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -14,16 +14,76 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import vistok
+import numpy as np
+
 from vistok.errors import DatasetError
+from vistok.record import FORMAT_VERSION
 from vistok.shards.writer import atomic_write_bytes
+from vistok.tokenize.base import Codec, get_codec
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 STATS_DIR = "stats"
+ERRORS_DIR = "errors"  # per-shard error rows, merged into errors.jsonl when the job finishes
+
+
+def shard_name(index: int, compress: bool) -> str:
+    return f"shard-{index:06d}.tar" + (".gz" if compress else "")
+
+
+def stats_path(folder: str | Path, index: int) -> Path:
+    return Path(folder) / STATS_DIR / f"shard-{index:06d}.json"
+
+
+def shard_errors_path(folder: str | Path, index: int) -> Path:
+    return Path(folder) / ERRORS_DIR / f"shard-{index:06d}.jsonl"
+
+
+@dataclass
+class ShardStats:
+    """`stats/shard-N.json`, written last by the shard's task: its presence marks the shard done.
+
+    The sharding job writes it; `finalize`, `pack` and `inspect` read it (lengths and token counts let
+    them plan and summarize without opening a shard)."""
+
+    index: int
+    name: str | None  # None: the shard holds no sample (every input failed)
+    inputs: int
+    errors: int
+    samples: int
+    bytes: int
+    lengths: list[int] = field(default_factory=list)  # tokens of each sample, in shard order
+    token_counts: dict[str, list[int]] = field(default_factory=lambda: {"ids": [], "counts": []})
+    side_info: dict[str, Any] = field(default_factory=dict)  # gathered while encoding (H.264 headers)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        if not self.side_info:
+            del out["side_info"]
+        return out
+
+    @classmethod
+    def read(cls, folder: str | Path, index: int) -> ShardStats:
+        return cls(**read_json(stats_path(folder, index)))
+
+    def write(self, folder: str | Path) -> None:
+        write_json(stats_path(folder, self.index), self.to_json())
+
+    def counts_array(self, vocab_size: int) -> np.ndarray:
+        counts = np.zeros(vocab_size, dtype=np.int64)
+        np.add.at(counts, np.asarray(self.token_counts["ids"], dtype=np.int64),
+                  np.asarray(self.token_counts["counts"], dtype=np.int64))
+        return counts
+
+
+def done_shards(folder: str | Path) -> list[ShardStats]:
+    """Stats of every finished shard of a folder, by index."""
+    paths = sorted((Path(folder) / STATS_DIR).glob("shard-*.json"))
+    return [ShardStats(**read_json(p)) for p in paths]
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -32,7 +92,7 @@ def canonical_json(obj: Any) -> bytes:
 
 def config_hash(config: dict[str, Any]) -> str:
     """12 hex digits over the canonical JSON of everything that determines the shards' bytes."""
-    return hashlib.sha256(canonical_json({"format": vistok.FORMAT_VERSION, **config})).hexdigest()[:12]
+    return hashlib.sha256(canonical_json({"format": FORMAT_VERSION, **config})).hexdigest()[:12]
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -60,9 +120,17 @@ def load_manifest(folder: str | Path) -> dict[str, Any]:
     m = read_json(path)
     if not isinstance(m, dict) or m.get("kind") != "vistok-dataset":
         raise DatasetError(f"{path} is not a vistok dataset manifest")
-    if int(m.get("format", 0)) > vistok.FORMAT_VERSION:
+    if int(m.get("format", 0)) > FORMAT_VERSION:
         raise DatasetError(f"{folder} was written by a newer vistok (format {m['format']}); upgrade vistok to read it")
     return m
+
+
+def dataset_codec(manifest: dict[str, Any]) -> Codec:
+    """The one codec of a dataset, ready to decode its records: built from the manifest's config, with the
+    side information the job collected (e.g. H.264 stream headers) loaded. Every reader gets it here."""
+    codec = get_codec(manifest["codec"])
+    codec.load_side_info(manifest.get("side_info", {}))
+    return codec
 
 
 def shard_paths(folder: str | Path, manifest: dict[str, Any]) -> list[Path]:

@@ -6,6 +6,7 @@ The shards are plain WebDataset tars: `webdataset.WebDataset(paths)` reads them 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -14,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from vistok.errors import DatasetError
-from vistok.shards.manifest import ERRORS, load_manifest, shard_paths
-from vistok.shards.record import TokenRecord
-from vistok.tokenize.base import Codec, get_codec
+from vistok.record import TokenRecord
+from vistok.shards.manifest import ERRORS, dataset_codec, load_manifest, shard_paths
+from vistok.tokenize.base import Codec
 
 
 def iter_shards(paths: list[Path] | list[str]) -> Iterator[TokenRecord]:
@@ -78,9 +79,7 @@ class Dataset:
 
     @cached_property
     def codec(self) -> Codec:
-        codec = get_codec(self.manifest["codec"])
-        codec.load_side_info(self.manifest.get("side_info", {}))
-        return codec
+        return dataset_codec(self.manifest)
 
     @property
     def shards(self) -> list[Path]:
@@ -100,8 +99,6 @@ class Dataset:
         raise DatasetError(f"no record with key {key!r} in {self.folder}")
 
     def errors(self) -> Iterator[dict]:
-        import json
-
         path = self.folder / ERRORS
         if path.exists():
             with open(path) as f:

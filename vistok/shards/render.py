@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from vistok.errors import UsageError
-from vistok.shards.record import TokenRecord
-from vistok.tokenize.base import Codec
+from vistok.record import TokenRecord
+from vistok.tokenize.base import JPEG_FILE, Codec
+from vistok.tokenize.orders import get_order
 
 
 def save_record(codec: Codec, record: TokenRecord, path: str | Path, fps: float = 10.0) -> list[Path]:
@@ -33,7 +34,7 @@ def save_record(codec: Codec, record: TokenRecord, path: str | Path, fps: float 
         write_mp4(np.asarray(codec.decode(record))[None], path, fps)
         return [path]
     if suffix in (".jpg", ".jpeg"):
-        if not hasattr(codec, "to_jpeg"):
+        if JPEG_FILE not in codec.capabilities:
             raise UsageError(f"codec {codec.codec_id} cannot write .jpg; use .png")
         path.write_bytes(codec.to_jpeg(record))
     elif suffix == ".png":
@@ -77,8 +78,6 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
     """The decoded image with the traversal drawn over it: a path through the units' centres coloured by
     rank (first visit), each unit tinted by its rank, and segment borders (randsac) in white."""
     from PIL import Image, ImageDraw
-
-    from vistok.tokenize.orders import get_order
 
     img = np.asarray(codec.decode(record))
     if img.ndim == 2:

@@ -1,4 +1,5 @@
-"""`vistok pack`: a dataset folder -> one zarr v3 group for random access, exact shuffling and resume.
+"""The packed store: one zarr v3 group for random access, exact shuffling and resume (written by
+`vistok.pipelines.pack`; this module reads it).
 
     STORE.zarr/
       tokens    (total,)   concatenated tokens, the vocabulary's dtype, zstd chunks of 64k tokens
@@ -10,30 +11,24 @@
       attrs: kind "vistok-store", format, counts, the dataset's manifest verbatim, and "complete": true,
              written last
 
-Coordinates are derived from tokens + metadata by the codec, as for shards. Packing is planned from the
-per-shard stats alone (sample counts and lengths), so every array's layout is known before any shard is
-read; the work is cut into tasks that each own whole chunks (a sample range, and the token chunks that
-start inside it), which run in-process or on Ray and write disjoint chunk files. Memory is bounded by one
-task's samples. The store is built under a temporary name and renamed when complete; the same dataset
-always packs to the same bytes.
+Coordinates are derived from tokens + metadata by the codec, as for shards.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections import OrderedDict
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import vistok
 from vistok.errors import DatasetError
-from vistok.shards.manifest import STATS_DIR, load_manifest, read_json
-from vistok.shards.record import TokenRecord, json_bytes
+from vistok.record import TokenRecord
+from vistok.shards.manifest import dataset_codec
+from vistok.shards.reader import Dataset
+from vistok.tokenize.base import Codec
 
 KIND = "vistok-store"
 FORMAT = 1
@@ -44,143 +39,6 @@ SAMPLE_CHUNK = 1 << 12
 def is_store(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "zarr.json").exists()
-
-
-@dataclass(frozen=True)
-class PackTask:
-    out: str
-    shards: tuple[tuple[str, int, int], ...]  # (path, first sample index, samples) of the shards to read
-    samples: tuple[int, int]  # sample range whose per-sample arrays this task writes
-    tokens: tuple[int, int]  # token range (whole chunks) this task writes
-    need: tuple[int, int]  # sample range to read to cover both
-    token_base: int  # global token offset of sample need[0]
-    has_orders: bool
-
-
-def _open_arrays(path: str):
-    import zarr
-
-    return zarr.open_group(path, mode="r+", zarr_format=3)
-
-
-def pack_task(task: PackTask) -> dict[str, Any]:
-    from vistok.shards.reader import iter_shards
-
-    g = _open_arrays(task.out)
-    a0, a1 = task.need
-    keys, metas, orders, toks = [], [], [], []
-    for path, first, count in task.shards:
-        if first + count <= a0 or first >= a1:
-            continue
-        for j, rec in enumerate(iter_shards([path])):
-            i = first + j
-            if i < a0:
-                continue
-            if i >= a1:
-                break
-            if task.samples[0] <= i < task.samples[1]:
-                keys.append(rec.key)
-                metas.append(json_bytes(rec.meta).decode())
-                if task.has_orders:
-                    orders.append(json.dumps({"orders": {k: v.tolist() for k, v in sorted(rec.orders.items())},
-                                              "side": {k: [str(v.dtype), list(v.shape), v.ravel().tolist()]
-                                                       for k, v in sorted(rec.side.items())}}))
-            toks.append(rec.tokens)
-    s0, s1 = task.samples
-    if s1 > s0:
-        if len(keys) != s1 - s0:
-            raise DatasetError(f"shards hold fewer samples than their stats say (range {s0}-{s1})")
-        g["keys"][s0:s1] = np.array(keys, dtype=object).astype(str)
-        g["meta"][s0:s1] = np.array(metas, dtype=object).astype(str)
-        if task.has_orders:
-            g["orders"][s0:s1] = np.array(orders, dtype=object).astype(str)
-    t0, t1 = task.tokens
-    if t1 > t0:
-        flat = np.concatenate(toks) if toks else np.zeros(0, dtype=g["tokens"].dtype)
-        lo = t0 - task.token_base
-        if lo < 0 or lo + (t1 - t0) > flat.size:
-            raise DatasetError("shards hold fewer tokens than their stats say")
-        g["tokens"][t0:t1] = flat[lo : lo + (t1 - t0)]
-    return {"samples": s1 - s0, "tokens": t1 - t0}
-
-
-def pack(dataset: str | Path, out: str | Path, executor: str = "local", workers: int | None = None,
-         address: str | None = None, samples_per_task: int = 4 * SAMPLE_CHUNK) -> Path:
-    import zarr
-
-    from vistok.pipelines.job import run_local, run_ray
-    from vistok.shards.manifest import shard_paths
-
-    folder, out = Path(dataset), Path(out)
-    manifest = load_manifest(folder)
-    paths = shard_paths(folder, manifest)
-    lengths, shards, first = [], [], 0
-    names = {s["name"] for s in manifest["shards"]}
-    for st_path in sorted((folder / STATS_DIR).glob("shard-*.json")):
-        st = read_json(st_path)
-        if st["name"] in names:
-            lengths.extend(st["lengths"])
-    by_name = {p.name: p for p in paths}
-    for s in manifest["shards"]:
-        shards.append((str(by_name[s["name"]]), first, int(s["samples"])))
-        first += int(s["samples"])
-    lengths = np.asarray(lengths, dtype=np.int64)
-    if lengths.size != first:
-        raise DatasetError(f"{folder}: stats list {lengths.size} samples but the manifest {first}")
-    n = int(lengths.size)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    total = int(offsets[-1])
-    has_orders = bool(manifest.get("stored_orders")) or bool(manifest["codec"].get("motion_vectors"))
-    vocab_dtype = manifest["vocabulary"]["dtype"]
-
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    cfg = {"write_empty_chunks": True}
-    g.create_array("tokens", shape=(total,), dtype=vocab_dtype, chunks=(TOKEN_CHUNK,), config=cfg)
-    g.create_array("offsets", shape=(n + 1,), dtype="int64", chunks=(SAMPLE_CHUNK,), config=cfg)
-    g.create_array("lengths", shape=(n,), dtype="int32", chunks=(SAMPLE_CHUNK,), config=cfg)
-    for name in ("keys", "meta") + (("orders",) if has_orders else ()):
-        g.create_array(name, shape=(n,), dtype=str, chunks=(SAMPLE_CHUNK,), config=cfg)
-    g["offsets"][:] = offsets
-    g["lengths"][:] = lengths.astype(np.int32)
-
-    tasks = []
-    step = max(SAMPLE_CHUNK, samples_per_task // SAMPLE_CHUNK * SAMPLE_CHUNK)
-    for s0 in range(0, max(n, 1), step):
-        s1 = min(n, s0 + step)
-        # token chunks owned: those whose first token lies in [offsets[s0], offsets[s1])
-        t0 = min(total, -(-int(offsets[s0]) // TOKEN_CHUNK) * TOKEN_CHUNK)
-        t1 = total if s1 == n else min(total, -(-int(offsets[s1]) // TOKEN_CHUNK) * TOKEN_CHUNK)
-        need0, need1 = s0, s1
-        if t1 > t0:  # also read the samples that the owned token chunks span
-            need0 = min(s0, int(np.searchsorted(offsets, t0, side="right")) - 1)
-            need1 = max(s1, int(np.searchsorted(offsets, t1, side="left")))
-        touching = tuple(sh for sh in shards if sh[1] < need1 and sh[1] + sh[2] > need0)
-        tasks.append(PackTask(str(tmp), touching, (s0, s1), (t0, t1) if t1 > t0 else (0, 0), (need0, need1),
-                              int(offsets[need0]), has_orders))
-    failures = []
-
-    def on_failure(task, exc):
-        failures.append(f"{task.samples}: {exc}")
-        return {}
-
-    if executor == "ray":
-        run_ray(iter(tasks), lambda s: None, workers, address, fn=pack_task, on_failure=on_failure)
-    else:
-        run_local(iter(tasks), lambda s: None, fn=pack_task, on_failure=on_failure)
-    if failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DatasetError(f"packing {folder} failed: {failures[0]}")
-    g.attrs.update({"kind": KIND, "format": FORMAT, "vistok_version": vistok.__version__,
-                    "counts": {"samples": n, "tokens": total}, "manifest": manifest,
-                    "chunks": {"tokens": TOKEN_CHUNK, "samples": SAMPLE_CHUNK}})
-    g.attrs["complete"] = True  # last: a store without it is refused
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 class PackedStore:
@@ -304,13 +162,9 @@ class PackedStore:
         for i in range(self.n):
             yield self[i]
 
-    @property
-    def codec(self):
-        from vistok.tokenize.base import get_codec
-
-        codec = get_codec(self.manifest["codec"])
-        codec.load_side_info(self.manifest.get("side_info", {}))
-        return codec
+    @cached_property
+    def codec(self) -> Codec:
+        return dataset_codec(self.manifest)
 
     def token_counts(self) -> np.ndarray:
         counts = np.zeros(self.manifest["vocabulary"]["size"], dtype=np.int64)
@@ -321,6 +175,4 @@ class PackedStore:
 
 def open_any(path: str | Path):
     """A dataset folder (`Dataset`) or a packed store (`PackedStore`)."""
-    from vistok.shards.reader import Dataset
-
     return PackedStore(path) if is_store(path) else Dataset(path)

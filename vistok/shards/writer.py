@@ -14,7 +14,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from vistok.shards.record import TokenRecord
+from vistok.record import TokenRecord
 
 
 def fsync_dir(path: Path) -> None:

@@ -2,7 +2,13 @@
 
 A codec turns media (an ``(H, W, 3)`` or ``(H, W)`` uint8 array) into a `TokenRecord` and back.
 Its configuration is plain JSON (`get_config`), stored verbatim in a dataset's manifest, so that
-`get_codec(manifest["codec"])` rebuilds the exact codec that wrote the dataset.
+`get_codec(manifest["codec"])` rebuilds the exact codec that wrote the dataset (a dataset hands out its
+codec ready to decode, side information loaded: `vistok.shards.manifest.dataset_codec`).
+
+Optional capabilities are declared in `capabilities`, never discovered with `hasattr`:
+  FILE_BYTES   `encode_bytes(data, key, meta)` tokenizes an encoded file without decoding its pixels
+  VIDEO_BYTES  `encode_video_bytes(data, key, meta, clip_len, max_clips)` keeps a video file's own bitstream
+  JPEG_FILE    `to_jpeg(record)` writes the record's coefficients as a JPEG file, exactly
 """
 
 from __future__ import annotations
@@ -13,16 +19,23 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vistok.errors import CodecError
-from vistok.shards.record import TokenRecord
+from vistok.record import TokenRecord
+from vistok.tokenize.orders import OrderInput
 
 # Special tokens shared by every codec, always at the same ids so that mixed datasets agree.
 SPECIALS = ("PAD", "BOS", "EOS", "FRAME")
-PAD, BOS, EOS, FRAME = range(4)
+PAD, BOS, EOS, FRAME = range(len(SPECIALS))
+N_SPECIALS = len(SPECIALS)
+
+# Escapes carry an int16 value as two byte tokens of value + ESCAPE_OFFSET (16-bit offset binary).
+ESCAPE_OFFSET = 1 << 15
+
+FILE_BYTES, VIDEO_BYTES, JPEG_FILE = "file_bytes", "video_bytes", "jpeg_file"
 
 
 def split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Escape payload: int16 values -> (high byte, low byte) of value + 32768 (big-endian offset binary)."""
-    u = np.asarray(v, dtype=np.int64) + 32768
+    """Escape payload: int16 values -> (high byte, low byte) of value + ESCAPE_OFFSET (big-endian)."""
+    u = np.asarray(v, dtype=np.int64) + ESCAPE_OFFSET
     if u.size and (u.min() < 0 or u.max() > 65535):
         raise CodecError("a value outside the int16 range cannot be escaped")
     return u >> 8, u & 255
@@ -125,6 +138,11 @@ class Codec:
     # encoder there); 0: CPU only.
     gpus_per_task: float = 0.0
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The optional capabilities this codec, as configured, offers (see the module docstring)."""
+        return frozenset()
+
     # --- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -152,7 +170,7 @@ class Codec:
         """A single-frame record -> its image."""
         raise NotImplementedError
 
-    def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         """(units, coords) of a single-frame record (frame axis 0)."""
         raise NotImplementedError
 
@@ -173,8 +191,6 @@ class Codec:
 
     def frames_of(self, record: TokenRecord) -> list[TokenRecord]:
         """A record -> its single-frame records."""
-        from vistok.errors import CodecError
-
         n = int(record.meta.get("frames", 1))
         if n == 1:
             return [record]
@@ -193,22 +209,30 @@ class Codec:
         return np.stack([self.decode_frame(f) for f in frames])
 
     def encode_bytes(self, data: bytes, key: str, meta: dict | None = None) -> TokenRecord | None:
-        """Tokenize an encoded file directly (no pixel decode), or return None to use the pixel path."""
-        return None
+        """FILE_BYTES: tokenize an encoded file directly (no pixel decode), or None to use the pixel path."""
+        raise CodecError(f"codec {self.codec_id} cannot tokenize encoded files directly")
+
+    def encode_video_bytes(self, data: bytes, key: str, meta: dict, clip_len: int, max_clips: int = 0):
+        """VIDEO_BYTES: a video file's own bitstream cut into clip records."""
+        raise CodecError(f"codec {self.codec_id} cannot keep a video file's own bitstream")
+
+    def to_jpeg(self, record: TokenRecord, optimize: bool = True) -> bytes:
+        """JPEG_FILE: the record's coefficients as a JPEG file."""
+        raise CodecError(f"codec {self.codec_id} cannot write JPEG files")
 
     # --- layout ---------------------------------------------------------------------------------
-    def layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         """((T,) unit of every token; (T, len(axes)) int32 coordinates), across frames for clips.
 
         A FRAME token opens its frame: frame axis = that frame, other axes 0, unit = the frame's first unit.
         """
         frames = self.frames_of(record)
         if len(frames) == 1:
-            return self.frame_layout_arrays(record)
+            return self.frame_unit_coords(record)
         per = int(np.prod(self.unit_grid(frames[0])))
         units, coords = [], []
         for f, fr in enumerate(frames):
-            u, c = self.frame_layout_arrays(fr)
+            u, c = self.frame_unit_coords(fr)
             c = c.copy()
             c[:, 0] = f
             if f:
@@ -221,10 +245,10 @@ class Codec:
         return np.concatenate(units), np.concatenate(coords)
 
     def coords(self, record: TokenRecord) -> np.ndarray:
-        return self.layout_arrays(record)[1]
+        return self.unit_coords(record)[1]
 
     def units(self, record: TokenRecord) -> np.ndarray:
-        return self.layout_arrays(record)[0]
+        return self.unit_coords(record)[0]
 
     def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
         """(rows, cols) of the unit grid of one frame; units are numbered raster order, frame after frame."""
@@ -236,9 +260,7 @@ class Codec:
 
     def order_input(self, record: TokenRecord):
         """Everything an ordering needs about this record (see `vistok.tokenize.orders.OrderInput`)."""
-        from vistok.tokenize.orders import OrderInput
-
-        units, coords = self.layout_arrays(record)
+        units, coords = self.unit_coords(record)
         return OrderInput(units=units.astype(np.int64), grid=self.unit_grid(record), coords=coords, axes=self.axes,
                           stored=record.orders)
 

@@ -86,7 +86,7 @@ def inverse_matrix(qtable: bytes) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Layout:
+class BlockGrid:
     """Block geometry of one image and the canonical (MCU-interleaved) block order.
 
     Canonical order walks MCUs in raster order; inside an MCU, component by component, blocks in
@@ -118,7 +118,7 @@ def factors(ncomp: int, subsampling: str) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=256)
-def block_layout(height: int, width: int, ncomp: int, subsampling: str) -> Layout:
+def block_grid(height: int, width: int, ncomp: int, subsampling: str) -> BlockGrid:
     fac = factors(ncomp, subsampling)
     hmax, vmax = fac[0]
     mcu_rows, mcu_cols = -(-height // (8 * vmax)), -(-width // (8 * hmax))
@@ -137,7 +137,7 @@ def block_layout(height: int, width: int, ncomp: int, subsampling: str) -> Layou
     for a in arrays:
         a.setflags(write=False)
     order.setflags(write=False)
-    return Layout(height, width, ncomp, subsampling, tuple(dims), (mcu_rows, mcu_cols), order, *arrays)
+    return BlockGrid(height, width, ncomp, subsampling, tuple(dims), (mcu_rows, mcu_cols), order, *arrays)
 
 
 _RGB2YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32)
@@ -154,26 +154,26 @@ def _unblocks(blocks: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return blocks.reshape(rows, cols, 8, 8).swapaxes(1, 2).reshape(rows * 8, cols * 8)
 
 
-def _component_tables(layout: Layout, qtables: np.ndarray) -> np.ndarray:
+def _component_tables(grid: BlockGrid, qtables: np.ndarray) -> np.ndarray:
     """(ncomp, 64) float32 natural-order tables, one per component (luma table, then chroma)."""
     qt = np.asarray(qtables, dtype=np.float32).reshape(-1, 64)
-    return np.ascontiguousarray(qt[[min(c, len(qt) - 1) for c in range(layout.ncomp)]])
+    return np.ascontiguousarray(qt[[min(c, len(qt) - 1) for c in range(grid.ncomp)]])
 
 
-def forward(pixels: np.ndarray, qtables: np.ndarray, subsampling: str) -> tuple[Layout, np.ndarray]:
-    """uint8 (H, W) or (H, W, 3) -> (layout, (n_blocks, 64) int32 quantized zigzag coefficients, canonical order)."""
+def forward(pixels: np.ndarray, qtables: np.ndarray, subsampling: str) -> tuple[BlockGrid, np.ndarray]:
+    """uint8 (H, W) or (H, W, 3) -> (grid, (n_blocks, 64) int32 quantized zigzag coefficients, canonical order)."""
     gray = pixels.ndim == 2
     h, w = pixels.shape[:2]
-    layout = block_layout(h, w, 1 if gray else 3, subsampling)
-    fac = factors(layout.ncomp, subsampling)
+    grid = block_grid(h, w, 1 if gray else 3, subsampling)
+    fac = factors(grid.ncomp, subsampling)
     hmax, vmax = fac[0]
     if NATIVE:
-        out = np.empty((layout.n_blocks, 64), dtype=np.int32)
-        dims = np.asarray(layout.comp_blocks, dtype=np.int32).ravel()
+        out = np.empty((grid.n_blocks, 64), dtype=np.int32)
+        dims = np.asarray(grid.comp_blocks, dtype=np.int32).ravel()
         _native.forward(np.ascontiguousarray(pixels), h, w, 1 if gray else 3, hmax, vmax, dims,
-                        _component_tables(layout, qtables), out)
-        return layout, out[layout.order]
-    ph, pw = layout.mcu_grid[0] * 8 * vmax, layout.mcu_grid[1] * 8 * hmax
+                        _component_tables(grid, qtables), out)
+        return grid, out[grid.order]
+    ph, pw = grid.mcu_grid[0] * 8 * vmax, grid.mcu_grid[1] * 8 * hmax
     if gray:
         planes = [pixels.astype(np.float32)]
     else:
@@ -190,34 +190,34 @@ def forward(pixels: np.ndarray, qtables: np.ndarray, subsampling: str) -> tuple[
         if sy > 1 or sx > 1:  # box-filter chroma subsampling (strided sums: 10x faster than .mean over axes)
             acc = sum(plane[i::sy, j::sx] for i in range(sy) for j in range(sx))
             plane = acc * np.float32(1.0 / (sy * sx))
-        rows, cols = layout.comp_blocks[c]
+        rows, cols = grid.comp_blocks[c]
         plane = plane[: rows * 8, : cols * 8]
         coef = (_blocks(plane) - np.float32(128.0)) @ forward_matrix(_key(qtables[min(c, len(qtables) - 1)]))
         out.append(coef)
     coefs = np.rint(np.concatenate(out)).astype(np.int32)
-    return layout, coefs[layout.order]
+    return grid, coefs[grid.order]
 
 
-def inverse(layout: Layout, coefs: np.ndarray, qtables: np.ndarray) -> np.ndarray:
+def inverse(grid: BlockGrid, coefs: np.ndarray, qtables: np.ndarray) -> np.ndarray:
     """Canonical-order quantized zigzag coefficients -> uint8 pixels (nearest-neighbour chroma upsampling)."""
-    fac = factors(layout.ncomp, layout.subsampling)
+    fac = factors(grid.ncomp, grid.subsampling)
     hmax, vmax = fac[0]
     if NATIVE:
         raster = np.empty(coefs.shape, dtype=np.int32)
-        raster[layout.order] = coefs
-        shape = (layout.height, layout.width) + ((3,) if layout.ncomp == 3 else ())
+        raster[grid.order] = coefs
+        shape = (grid.height, grid.width) + ((3,) if grid.ncomp == 3 else ())
         out = np.empty(shape, dtype=np.uint8)
-        dims = np.asarray(layout.comp_blocks, dtype=np.int32).ravel()
-        _native.inverse(raster, layout.height, layout.width, layout.ncomp, hmax, vmax, dims,
-                        _component_tables(layout, qtables), out)
+        dims = np.asarray(grid.comp_blocks, dtype=np.int32).ravel()
+        _native.inverse(raster, grid.height, grid.width, grid.ncomp, hmax, vmax, dims,
+                        _component_tables(grid, qtables), out)
         return out
     raster = np.empty(coefs.shape, dtype=np.float32)
-    raster[layout.order] = coefs
-    h, w = layout.height, layout.width
-    out = np.empty((h, w, layout.ncomp), dtype=np.float32)
+    raster[grid.order] = coefs
+    h, w = grid.height, grid.width
+    out = np.empty((h, w, grid.ncomp), dtype=np.float32)
     start = 0
     for c, (hc, vc) in enumerate(fac):
-        rows, cols = layout.comp_blocks[c]
+        rows, cols = grid.comp_blocks[c]
         n = rows * cols
         pix = raster[start : start + n] @ inverse_matrix(_key(qtables[min(c, len(qtables) - 1)]))
         start += n
@@ -226,27 +226,27 @@ def inverse(layout: Layout, coefs: np.ndarray, qtables: np.ndarray) -> np.ndarra
         if sy > 1 or sx > 1:  # nearest-neighbour upsampling through a broadcast view, one copy
             plane = np.broadcast_to(plane[:, None, :, None], (rows * 8, sy, cols * 8, sx)).reshape(rows * 8 * sy, -1)
         out[..., c] = plane[:h, :w]
-    if layout.ncomp == 3:
+    if grid.ncomp == 3:
         out = out.reshape(-1, 3) @ _YCC2RGB.T
     out += np.float32(128.5)  # level shift (chroma's +128 cancels its -128), +0.5 so truncation rounds
     np.clip(out, 0, 255, out=out)
-    img = out.astype(np.uint8).reshape(h, w, layout.ncomp)
-    return img[..., 0] if layout.ncomp == 1 else img
+    img = out.astype(np.uint8).reshape(h, w, grid.ncomp)
+    return img[..., 0] if grid.ncomp == 1 else img
 
 
-def to_components(layout: Layout, coefs: np.ndarray) -> list[np.ndarray]:
+def to_components(grid: BlockGrid, coefs: np.ndarray) -> list[np.ndarray]:
     """Canonical-order zigzag coefficients -> per-component (rows, cols, 8, 8) natural-order arrays (jpeglib's)."""
     raster = np.empty_like(coefs)
-    raster[layout.order] = coefs
+    raster[grid.order] = coefs
     out, start = [], 0
-    for rows, cols in layout.comp_blocks:
+    for rows, cols in grid.comp_blocks:
         n = rows * cols
         out.append(raster[start : start + n][:, UNZIGZAG].reshape(rows, cols, 8, 8))
         start += n
     return out
 
 
-def from_components(layout: Layout, comps: list[np.ndarray]) -> np.ndarray:
+def from_components(grid: BlockGrid, comps: list[np.ndarray]) -> np.ndarray:
     """Inverse of `to_components`."""
     raster = np.concatenate([c.reshape(-1, 64)[:, ZIGZAG] for c in comps])
-    return raster[layout.order]
+    return raster[grid.order]

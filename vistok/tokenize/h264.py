@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from vistok.errors import CodecError, InputError
-from vistok.shards.record import TokenRecord
-from vistok.tokenize.base import EOS, FRAME, Codec, Vocabulary, register_codec
+from vistok.media.sources import DEFAULT_MAX_PIXELS
+from vistok.media.video import converter, open_video
+from vistok.record import TokenRecord
+from vistok.tokenize.base import EOS, FRAME, VIDEO_BYTES, Codec, Vocabulary, register_codec
 
 HEADER_NALS = {6, 7, 8, 9}
 MV_COLUMNS = ("frame", "source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags", "motion_x", "motion_y",
@@ -68,7 +70,7 @@ class H264Codec(Codec):
 
     def __init__(self, crf: int = 23, qp: int = -1, gop: int = 1, frames: str = "intra", preset: str = "veryfast",
                  profile: str = "baseline", transcode: str = "always", fps: float = 25.0,
-                 motion_vectors: bool = False, max_pixels: int = 89_478_485):
+                 motion_vectors: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS):
         if frames not in ("intra", "all"):
             raise CodecError(f"h264 frames must be intra or all, got {frames!r}")
         if transcode not in ("always", "never"):
@@ -83,6 +85,10 @@ class H264Codec(Codec):
         self._vocab = Vocabulary.build((), [("byte", 256, "a byte of the frame's Annex-B NAL units")])
         self._byte0 = self._vocab.range("byte").start
         self._headers: dict[str, bytes] = {}
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({VIDEO_BYTES}) if self.transcode == "never" else frozenset()
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "crf": self.crf, "qp": self.qp, "gop": self.gop, "frames": self.frames,
@@ -131,8 +137,6 @@ class H264Codec(Codec):
         if h * w > self.max_pixels:
             raise InputError(f"frame of {w}x{h} pixels exceeds the limit of {self.max_pixels}")
         cc = self._encoder(w + w % 2, h + h % 2)
-        from vistok.pipelines.video import converter
-
         yuv = converter()
         packets = []
         for i, img in enumerate(frames):
@@ -195,8 +199,6 @@ class H264Codec(Codec):
     def encode_video_bytes(self, data: bytes, key: str, meta: dict, clip_len: int, max_clips: int = 0):
         """--transcode never: an H.264 file's own packets, cut into clips of `clip_len` kept frames."""
         import av
-
-        from vistok.pipelines.video import open_video
 
         container, st = open_video(data)
         with container:
@@ -267,8 +269,6 @@ class H264Codec(Codec):
 
     def decode(self, record: TokenRecord) -> np.ndarray:
         """(H, W, 3), or (T, H, W, 3) for a clip."""
-        from vistok.pipelines.video import converter
-
         rgb = converter()
         frames = [rgb.reformat(f, format="rgb24", threads=1).to_ndarray() for f in self._decoded(record)]
         n = int(record.meta.get("frames", 1))
@@ -282,7 +282,7 @@ class H264Codec(Codec):
         return self.decode(record)
 
     # --- layout -----------------------------------------------------------------------------------
-    def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         n = len(record.tokens)
         coords = np.zeros((n, 2), dtype=np.int32)
         coords[:, 1] = np.arange(n)

@@ -1,6 +1,6 @@
 """`--codec jpeg`: quantized JPEG DCT coefficients as tokens.
 
-Blocks are walked in canonical MCU-interleaved order (see `dct.Layout`); each block's 64 coefficients
+Blocks are walked in canonical MCU-interleaved order (see `dct.BlockGrid`); each block's 64 coefficients
 in zigzag order. Two token layouts, both lossless at the coefficient level:
 
 ``rle`` (default) — per block: one DC token, one token per nonzero AC coefficient carrying
@@ -25,33 +25,20 @@ from typing import Any
 import numpy as np
 
 from vistok.errors import CodecError, InputError
-from vistok.shards.record import TokenRecord
+from vistok.media.sources import DEFAULT_MAX_PIXELS
+from vistok.record import TokenRecord
 from vistok.tokenize import dct, jpegfile
-from vistok.tokenize.base import Codec, Vocabulary, assemble_events, register_codec
-
-DC_MAX = 255  # direct DC tokens cover [-DC_MAX, DC_MAX]
-AC_LEVEL = 15  # direct AC tokens cover levels in [-AC_LEVEL, -1] and [1, AC_LEVEL]
-RUNS = 63  # zero runs 0..62 before a nonzero AC coefficient
-DENSE_MAX = 2047  # dense value tokens cover [-DENSE_MAX, DENSE_MAX] (all of baseline JPEG's range)
-EOB_FREQ = 64
-
-
-def _vocab(layout: str) -> Vocabulary:
-    raw = ("raw", 256, "escape payload byte: value + 32768 as two big-endian bytes after ESC or AC_ESC")
-    if layout == "rle":
-        return Vocabulary.build(
-            ("EOB", "ESC"),
-            [
-                ("dc", 2 * DC_MAX + 1, f"DC value (or DPCM difference) in [-{DC_MAX}, {DC_MAX}]"),
-                ("ac", RUNS * 2 * AC_LEVEL, f"AC (run 0..62, level ±1..±{AC_LEVEL}): id = run*{2 * AC_LEVEL} + level index"),
-                ("ac_esc", RUNS, "AC escape: run r, then two raw tokens with the level"),
-                raw,
-            ],
-        )
-    return Vocabulary.build(
-        ("EOB", "ESC"),
-        [("value", 2 * DENSE_MAX + 1, f"coefficient value in [-{DENSE_MAX}, {DENSE_MAX}]"), raw],
-    )
+from vistok.tokenize.base import (
+    ESCAPE_OFFSET,
+    FILE_BYTES,
+    JPEG_FILE,
+    N_SPECIALS,
+    Codec,
+    Vocabulary,
+    assemble_events,
+    register_codec,
+)
+from vistok.tokenize.jpeg_grammar import AC_LEVEL, DC_MAX, DENSE_MAX, EOB_FREQ, RUNS, JpegGrammar, jpeg_tokens
 
 
 @register_codec
@@ -61,7 +48,7 @@ class JpegCodec(Codec):
     known_axes = ("frame", "component", "block_y", "block_x")
 
     def __init__(self, quality: int = 20, subsampling: str = "420", layout: str = "rle", dc: str = "abs",
-                 transcode: str = "always", baseline: bool = True, max_pixels: int = 89_478_485):
+                 transcode: str = "always", baseline: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
         if layout not in ("rle", "dense"):
             raise CodecError(f"jpeg layout must be 'rle' or 'dense', got {layout!r}")
         if dc not in ("abs", "dpcm"):
@@ -75,15 +62,14 @@ class JpegCodec(Codec):
         self.quality, self.subsampling, self.layout, self.dc = int(quality), subsampling, layout, dc
         self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
         self.qtables = dct.quality_tables(self.quality, self.baseline)
-        self._vocab = _vocab(layout)
-        v = self._vocab
-        self._eob, self._esc = v.specials["EOB"], v.specials["ESC"]
-        self._raw = v.range("raw").start
-        if layout == "rle":
-            self._dc0 = v.range("dc").start + DC_MAX  # id of DC value 0
-            self._ac, self._acesc = v.range("ac").start, v.range("ac_esc").start
-        else:
-            self._val0 = v.range("value").start + DENSE_MAX
+        t = jpeg_tokens(layout)
+        self._vocab = t.vocab
+        self._eob, self._esc, self._raw = t.eob, t.esc, t.raw
+        self._dc0, self._ac, self._acesc, self._val0 = t.dc0, t.ac, t.acesc, t.val0
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({FILE_BYTES, JPEG_FILE})
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "quality": self.quality, "subsampling": self.subsampling, "layout": self.layout,
@@ -98,10 +84,10 @@ class JpegCodec(Codec):
         return {"qtables": self.qtables.astype(int).tolist(), "table_index": [0, 1, 1]}
 
     # --- geometry and tables of one record ------------------------------------------------------
-    def record_layout(self, record: TokenRecord) -> dct.Layout:
+    def record_blocks(self, record: TokenRecord) -> dct.BlockGrid:
         m = record.meta
         try:
-            return dct.block_layout(int(m["height"]), int(m["width"]), int(m["components"]), str(m["subsampling"]))
+            return dct.block_grid(int(m["height"]), int(m["width"]), int(m["components"]), str(m["subsampling"]))
         except KeyError as exc:
             raise CodecError(f"record {record.key}: metadata lacks {exc}") from None
 
@@ -119,17 +105,17 @@ class JpegCodec(Codec):
         h, w = media.shape[:2]
         if h * w > self.max_pixels:
             raise InputError(f"image of {w}x{h} pixels exceeds the limit of {self.max_pixels}")
-        layout, coefs = dct.forward(media, self.qtables, self.subsampling if media.ndim == 3 else "444")
-        return self.from_coefficients(layout, coefs, key, meta)
+        grid, coefs = dct.forward(media, self.qtables, self.subsampling if media.ndim == 3 else "444")
+        return self.from_coefficients(grid, coefs, key, meta)
 
-    def from_coefficients(self, layout: dct.Layout, coefs: np.ndarray, key: str, meta: dict | None = None,
+    def from_coefficients(self, grid: dct.BlockGrid, coefs: np.ndarray, key: str, meta: dict | None = None,
                           qtables: np.ndarray | None = None, table_index: list[int] | None = None) -> TokenRecord:
         m = dict(meta or {})
-        m.update(height=layout.height, width=layout.width, components=layout.ncomp, subsampling=layout.subsampling)
+        m.update(height=grid.height, width=grid.width, components=grid.ncomp, subsampling=grid.subsampling)
         if qtables is not None and not np.array_equal(qtables[:2], self.qtables[: len(qtables)]):
             m["qt"] = np.asarray(qtables).astype(int).tolist()
-            m["qt_index"] = list(table_index or [0, 1, 1][: layout.ncomp])
-        tokens = self.tokenize(layout, coefs)
+            m["qt_index"] = list(table_index or [0, 1, 1][: grid.ncomp])
+        tokens = self.tokenize(grid, coefs)
         return TokenRecord(key, tokens, m)
 
     def encode_bytes(self, data: bytes, key: str, meta: dict | None = None) -> TokenRecord | None:
@@ -141,39 +127,39 @@ class JpegCodec(Codec):
                 raise InputError("not a JPEG file, and --transcode never forbids re-encoding pixels")
             return None
         info, comps, qt, tbl = jpegfile.read_coefficients(data, self.max_pixels)
-        layout = dct.block_layout(info.height, info.width, info.ncomp, info.subsampling)
-        if [c.shape[:2] for c in comps] != list(layout.comp_blocks):
+        grid = dct.block_grid(info.height, info.width, info.ncomp, info.subsampling)
+        if [c.shape[:2] for c in comps] != list(grid.comp_blocks):
             raise InputError(f"unexpected coefficient array shapes {[c.shape for c in comps]} for {info}")
-        coefs = dct.from_components(layout, comps).astype(np.int32)
+        coefs = dct.from_components(grid, comps).astype(np.int32)
         if self.baseline and qt.max() > 255:
             raise InputError("quantization table entries above 255 (not baseline); use --no-baseline to keep them")
-        return self.from_coefficients(layout, coefs, key, meta, qtables=qt, table_index=tbl)
+        return self.from_coefficients(grid, coefs, key, meta, qtables=qt, table_index=tbl)
 
-    def coefficients(self, record: TokenRecord) -> tuple[dct.Layout, np.ndarray]:
-        layout = self.record_layout(record)
-        return layout, self.coefficients_only(layout, record.tokens)
+    def coefficients(self, record: TokenRecord) -> tuple[dct.BlockGrid, np.ndarray]:
+        grid = self.record_blocks(record)
+        return grid, self.coefficients_only(grid, record.tokens)
 
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
-        layout, coefs = self.coefficients(record)
+        grid, coefs = self.coefficients(record)
         qt = self.record_qtables(record)
         idx = self.record_table_index(record)
         if idx is not None:
             qt = qt[idx]
-        return dct.inverse(layout, coefs, qt)
+        return dct.inverse(grid, coefs, qt)
 
     def to_jpeg(self, record: TokenRecord, optimize: bool = True) -> bytes:
         """The record as a standard JPEG file (coefficients written exactly)."""
-        layout, coefs = self.coefficients(record)
-        return jpegfile.write_jpeg(layout, coefs, self.record_qtables(record), self.record_table_index(record),
+        grid, coefs = self.coefficients(record)
+        return jpegfile.write_jpeg(grid, coefs, self.record_qtables(record), self.record_table_index(record),
                                    optimize=optimize)
 
     # --- coefficients <-> tokens ----------------------------------------------------------------
-    def _dc_values(self, layout: dct.Layout, dc: np.ndarray, forward: bool) -> np.ndarray:
+    def _dc_values(self, grid: dct.BlockGrid, dc: np.ndarray, forward: bool) -> np.ndarray:
         if self.dc == "abs":
             return dc
         out = dc.copy()
-        for c in range(layout.ncomp):
-            sel = layout.comp == c
+        for c in range(grid.ncomp):
+            sel = grid.comp == c
             out[sel] = np.diff(dc[sel], prepend=0) if forward else np.cumsum(dc[sel])
         return out
 
@@ -181,20 +167,20 @@ class JpegCodec(Codec):
         return np.array([self._eob, self._esc, self._raw, self._dc0, DC_MAX, self._ac, self._acesc, AC_LEVEL],
                         dtype=np.int32)
 
-    def tokenize(self, layout: dct.Layout, coefs: np.ndarray) -> np.ndarray:
+    def tokenize(self, grid: dct.BlockGrid, coefs: np.ndarray) -> np.ndarray:
         """(n_blocks, 64) canonical zigzag coefficients -> 1-D tokens."""
         if dct.NATIVE and self.layout == "rle":
             c32 = np.ascontiguousarray(coefs, dtype=np.int32)
-            out = np.empty(layout.n_blocks * (4 + 63 * 3), dtype=np.uint16)
+            out = np.empty(grid.n_blocks * (4 + 63 * 3), dtype=np.uint16)
             try:
-                n = dct._native.rle_tokens(c32, np.ascontiguousarray(layout.comp), layout.ncomp, self.dc == "dpcm",
+                n = dct._native.rle_tokens(c32, np.ascontiguousarray(grid.comp), grid.ncomp, self.dc == "dpcm",
                                            self._native_consts(), out)
             except ValueError as exc:
                 raise CodecError(str(exc)) from None
             return out[:n].copy()
         coefs = np.asarray(coefs, dtype=np.int64)
         n = coefs.shape[0]
-        dc = self._dc_values(layout, coefs[:, 0], forward=True)
+        dc = self._dc_values(grid, coefs[:, 0], forward=True)
         if self.layout == "dense":
             vals = coefs.copy()
             vals[:, 0] = dc
@@ -225,13 +211,13 @@ class JpegCodec(Codec):
     def _assemble(self, prim: np.ndarray, esc: np.ndarray, vals: np.ndarray) -> np.ndarray:
         return assemble_events(prim, esc, vals, self._raw, self._vocab.dtype)
 
-    def _parse(self, layout: dct.Layout, tokens: np.ndarray) -> dict[str, np.ndarray]:
+    def _parse(self, grid: dct.BlockGrid, tokens: np.ndarray) -> dict[str, np.ndarray]:
         """Vectorized parse of a token stream: per primary token its block, zigzag position and value."""
         t = np.asarray(tokens).astype(np.int64)
         if t.size == 0:
             raise CodecError("empty token stream")
-        if t.min() < 4 or t.max() >= self._vocab.size:
-            bad = t[(t < 4) | (t >= self._vocab.size)][0]
+        if t.min() < N_SPECIALS or t.max() >= self._vocab.size:
+            bad = t[(t < N_SPECIALS) | (t >= self._vocab.size)][0]
             raise CodecError(f"token {bad} is a special or outside the vocabulary of {self._vocab.size}")
         is_raw = t >= self._raw
         prim_idx = np.flatnonzero(~is_raw)
@@ -247,9 +233,9 @@ class JpegCodec(Codec):
             raise CodecError("malformed escape: every escape must be followed by exactly two raw tokens")
         escval = np.zeros(p.size, dtype=np.int64)
         if esc_pos.size:
-            escval[esc] = ((t[esc_pos + 1] - self._raw) << 8) + (t[esc_pos + 2] - self._raw) - 32768
+            escval[esc] = ((t[esc_pos + 1] - self._raw) << 8) + (t[esc_pos + 2] - self._raw) - ESCAPE_OFFSET
         owner = np.cumsum(~is_raw) - 1  # primary index owning each token
-        n = layout.n_blocks
+        n = grid.n_blocks
         if self.layout == "dense":
             if p.size != n * 64:
                 raise CodecError(f"dense stream has {p.size} coefficients, expected {n * 64} ({n} blocks)")
@@ -279,54 +265,52 @@ class JpegCodec(Codec):
         pos = np.where(is_eob, EOB_FREQ, pos)
         return dict(block=block, pos=pos, vals=vals, owner=owner, is_coef=~is_eob)
 
-    def coefficients_only(self, layout: dct.Layout, tokens: np.ndarray) -> np.ndarray:
+    def coefficients_only(self, grid: dct.BlockGrid, tokens: np.ndarray) -> np.ndarray:
         """1-D tokens -> (n_blocks, 64) int32 canonical zigzag coefficients (the decode hot path)."""
         if dct.NATIVE and self.layout == "rle":
             t = np.asarray(tokens)
-            if t.size and (int(t.max()) >= self._vocab.size or int(t.min()) < 4):
+            if t.size and (int(t.max()) >= self._vocab.size or int(t.min()) < N_SPECIALS):
                 raise CodecError("a special or out-of-vocabulary token inside the stream")
-            out = np.empty((layout.n_blocks, 64), dtype=np.int32)
+            out = np.empty((grid.n_blocks, 64), dtype=np.int32)
             try:
-                dct._native.rle_parse(np.ascontiguousarray(t, dtype=np.uint16), layout.n_blocks,
-                                      np.ascontiguousarray(layout.comp), self.dc == "dpcm", self._native_consts(), out)
+                dct._native.rle_parse(np.ascontiguousarray(t, dtype=np.uint16), grid.n_blocks,
+                                      np.ascontiguousarray(grid.comp), self.dc == "dpcm", self._native_consts(), out)
             except ValueError as exc:
                 raise CodecError(f"malformed token stream: {exc}") from None
             return out
-        return self.detokenize(layout, tokens)[0]
+        return self.detokenize(grid, tokens)[0]
 
-    def detokenize(self, layout: dct.Layout, tokens: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def detokenize(self, grid: dct.BlockGrid, tokens: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """1-D tokens -> ((n_blocks, 64) int32 canonical zigzag coefficients, parse arrays)."""
-        parsed = self._parse(layout, tokens)
-        coefs = np.zeros((layout.n_blocks, 64), dtype=np.int64)
+        parsed = self._parse(grid, tokens)
+        coefs = np.zeros((grid.n_blocks, 64), dtype=np.int64)
         sel = parsed["is_coef"]
         coefs[parsed["block"][sel], parsed["pos"][sel]] = parsed["vals"][sel]
-        coefs[:, 0] = self._dc_values(layout, coefs[:, 0], forward=False)
+        coefs[:, 0] = self._dc_values(grid, coefs[:, 0], forward=False)
         return coefs.astype(np.int32), parsed
 
-    # --- layout metadata ------------------------------------------------------------------------
-    def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
-        layout = self.record_layout(record)
-        parsed = self._parse(layout, record.tokens)
+    # --- grid metadata ------------------------------------------------------------------------
+    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+        grid = self.record_blocks(record)
+        parsed = self._parse(grid, record.tokens)
         b = parsed["block"][parsed["owner"]]
         coords = np.empty((b.size, len(self.axes)), dtype=np.int32)
         coords[:, 0] = 0
-        coords[:, 1] = layout.comp[b]
-        coords[:, 2] = layout.by[b]
-        coords[:, 3] = layout.bx[b]
+        coords[:, 1] = grid.comp[b]
+        coords[:, 2] = grid.by[b]
+        coords[:, 3] = grid.bx[b]
         coords[:, 4] = parsed["pos"][parsed["owner"]]
-        return layout.unit[b], coords
+        return grid.unit[b], coords
 
     def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
-        return self.record_layout(record).mcu_grid
+        return self.record_blocks(record).mcu_grid
 
     def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
         h, v = dct.factors(int(record.meta["components"]), str(record.meta["subsampling"]))[0]
         return 8 * v, 8 * h
 
     def frame_max_tokens(self, meta: dict) -> int:
-        return self.record_layout(TokenRecord("m", np.zeros(0, np.uint16), meta)).n_blocks * 64 * 3 + 2
+        return self.record_blocks(TokenRecord("m", np.zeros(0, np.uint16), meta)).n_blocks * 64 * 3 + 2
 
     def frame_grammar(self, meta: dict):
-        from vistok.tokenize.jpeg_grammar import JpegGrammar
-
-        return JpegGrammar(self, self.record_layout(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))
+        return JpegGrammar(jpeg_tokens(self.layout), self.record_blocks(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))

@@ -31,6 +31,44 @@ class JpegInfo:
     process: str
 
 
+def _frame_info(seg: bytes, process: str, max_pixels: int) -> JpegInfo:
+    """A SOF segment -> the frame's geometry, refusing what vistok does not decode."""
+    if len(seg) < 6:
+        raise InputError("corrupt JPEG: short SOF segment")
+    precision, height, width, ncomp = struct.unpack(">BHHB", seg[:6])
+    if precision != 8:
+        raise InputError(f"unsupported JPEG sample precision {precision} bits")
+    if height == 0 or width == 0:
+        raise InputError("JPEG with a zero or DNL-defined dimension")
+    if height * width > max_pixels:
+        raise InputError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} (--max-pixels)")
+    if ncomp not in (1, 3) or len(seg) < 6 + 3 * ncomp:
+        raise InputError(f"unsupported JPEG with {ncomp} components (only grayscale and YCbCr)")
+    samp = [(seg[6 + 3 * i + 1] >> 4, seg[6 + 3 * i + 1] & 15) for i in range(ncomp)]
+    sub = "444"
+    if ncomp == 3:
+        if samp[1] != (1, 1) or samp[2] != (1, 1):
+            raise InputError(f"unsupported chroma sampling factors {samp}")
+        sub = {v: k for k, v in dct.SUBSAMPLING.items()}.get(samp[0], "")
+        if not sub:
+            raise InputError(f"unsupported luma sampling factors {samp[0]}")
+    return JpegInfo(height, width, ncomp, sub, process)
+
+
+def _skip_scan(data: bytes, pos: int) -> int:
+    """The position of the first real marker after entropy-coded data starting at `pos`."""
+    n = len(data)
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= n:
+            raise InputError("truncated JPEG: scan data runs to the end of the file (no EOI)")
+        nxt = data[pos + 1]
+        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+            pos += 1 if nxt == 0xFF else 2
+            continue
+        return pos
+
+
 def probe(data: bytes, max_pixels: int) -> JpegInfo:
     """Validate the marker structure of a JPEG file; raise InputError with a one-line reason."""
     n = len(data)
@@ -56,41 +94,12 @@ def probe(data: bytes, max_pixels: int) -> JpegInfo:
         if marker in _SOF_OTHER:
             raise InputError("unsupported JPEG process (lossless, hierarchical or arithmetic coding)")
         if marker in _SOF_SUPPORTED:
-            if len(seg) < 6:
-                raise InputError("corrupt JPEG: short SOF segment")
-            precision, height, width, ncomp = struct.unpack(">BHHB", seg[:6])
-            if precision != 8:
-                raise InputError(f"unsupported JPEG sample precision {precision} bits")
-            if height == 0 or width == 0:
-                raise InputError("JPEG with a zero or DNL-defined dimension")
-            if height * width > max_pixels:
-                raise InputError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} (--max-pixels)")
-            if ncomp not in (1, 3) or len(seg) < 6 + 3 * ncomp:
-                raise InputError(f"unsupported JPEG with {ncomp} components (only grayscale and YCbCr)")
-            samp = [(seg[6 + 3 * i + 1] >> 4, seg[6 + 3 * i + 1] & 15) for i in range(ncomp)]
-            sub = "444"
-            if ncomp == 3:
-                if samp[1] != (1, 1) or samp[2] != (1, 1):
-                    raise InputError(f"unsupported chroma sampling factors {samp}")
-                sub = {v: k for k, v in dct.SUBSAMPLING.items()}.get(samp[0], "")
-                if not sub:
-                    raise InputError(f"unsupported luma sampling factors {samp[0]}")
-            info = JpegInfo(height, width, ncomp, sub, _SOF_SUPPORTED[marker])
+            info = _frame_info(seg, _SOF_SUPPORTED[marker], max_pixels)
         if marker == 0xDA:
             if info is None:
                 raise InputError("corrupt JPEG: scan before frame header")
             seen_sos = True
-            # skip entropy-coded data up to the next real marker
-            pos = pos + 2 + length
-            while True:
-                pos = data.find(b"\xff", pos)
-                if pos < 0 or pos + 1 >= n:
-                    raise InputError("truncated JPEG: scan data runs to the end of the file (no EOI)")
-                nxt = data[pos + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
-                    pos += 1 if nxt == 0xFF else 2
-                    continue
-                break
+            pos = _skip_scan(data, pos + 2 + length)
             continue
         pos += 2 + length
     if info is None:
@@ -124,20 +133,20 @@ def read_coefficients(data: bytes, max_pixels: int) -> tuple[JpegInfo, list[np.n
 
 
 def write_jpeg(
-    layout: dct.Layout, coefs: np.ndarray, qtables: np.ndarray, table_index: list[int] | None = None,
+    grid: dct.BlockGrid, coefs: np.ndarray, qtables: np.ndarray, table_index: list[int] | None = None,
     optimize: bool = False,
 ) -> bytes:
     """Canonical-order zigzag coefficients -> baseline JPEG file bytes (lossless at the coefficient level)."""
     import jpeglib
 
-    comps = [np.ascontiguousarray(c, dtype=np.int16) for c in dct.to_components(layout, coefs)]
+    comps = [np.ascontiguousarray(c, dtype=np.int16) for c in dct.to_components(grid, coefs)]
     qt = np.asarray(qtables, dtype=np.uint16).reshape(-1, 8, 8)
     if table_index is None:
-        table_index = [0, 1, 1][: layout.ncomp]
+        table_index = [0, 1, 1][: grid.ncomp]
     im = jpeglib.from_dct(*comps, qt=qt, quant_tbl_no=list(table_index))
-    im.height, im.width = layout.height, layout.width
+    im.height, im.width = grid.height, grid.width
     # jpeglib orders sampling factors (vertical, horizontal)
-    im.samp_factor = np.array([(v, h) for h, v in dct.factors(layout.ncomp, layout.subsampling)], dtype=np.int16)
+    im.samp_factor = np.array([(v, h) for h, v in dct.factors(grid.ncomp, grid.subsampling)], dtype=np.int16)
     with tempfile.NamedTemporaryFile(suffix=".jpg", dir=_tmpdir()) as f:
         im.write_dct(f.name, flags=["+OPTIMIZE_CODING"] if optimize else [])
         with open(f.name, "rb") as g:

@@ -1,7 +1,7 @@
 """`--codec bsq` / `--codec vq`: code indices of a trained tokenizer (`vistok train-tokenizer`).
 
 An image is padded by edge replication to a multiple of the patch size, encoded to a (h, w) grid of
-code indices, and stored in raster order as tokens (code + 4, after the specials). The codec config
+code indices, and stored in raster order as tokens (code + the number of special tokens, `N_SPECIALS`: codes follow the specials). The codec config
 names the tokenizer folder and the sha256 of its weights, so a dataset always names the tokenizer that
 made it and decoding refuses a different one. The model is loaded once per process (a Ray worker loads
 it on its first shard and keeps it). With `device="auto"` (default) the encoder runs on CUDA when the
@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 
 from vistok.errors import CodecError, InputError
-from vistok.shards.record import TokenRecord
+from vistok.media.sources import DEFAULT_MAX_PIXELS
+from vistok.nn.grids import scale_grids
+from vistok.record import TokenRecord
 from vistok.tokenize.base import EOS, Codec, Vocabulary, register_codec
 
 
 @lru_cache(maxsize=4)
 def _model(path: str, sha256: str, device: str):
-    from vistok.train.tokenizer import load_tokenizer
+    from vistok.nn.autoencoder import load_tokenizer  # torch loads only when a learned codec is built
 
     return load_tokenizer(path, device, sha256 or None)
 
@@ -51,7 +53,7 @@ class LearnedCodec(Codec):
     known_axes = ("frame", "y", "x")  # raster over a fixed grid: every position is known in advance
     kind = ""
 
-    def __init__(self, tokenizer: str, sha256: str = "", device: str = "auto", max_pixels: int = 89_478_485):
+    def __init__(self, tokenizer: str, sha256: str = "", device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS):
         self.tokenizer, self.device, self.max_pixels = str(tokenizer), device, int(max_pixels)
         self.torch_device = resolve_device(device)
         self.gpus_per_task = 0.0 if device == "cpu" else 1.0
@@ -80,8 +82,6 @@ class LearnedCodec(Codec):
 
     def _grids(self, meta: dict) -> list[tuple[int, int]]:
         """The code grids of one frame, coarsest first (one grid unless the tokenizer is multi-scale)."""
-        from vistok.train.autoencoder import scale_grids
-
         return scale_grids(*self._grid(meta), self.scales)
 
     def _positions(self, meta: dict) -> np.ndarray:
@@ -99,7 +99,7 @@ class LearnedCodec(Codec):
         """Batched encoding of same-sized images (one forward pass)."""
         import torch
 
-        from vistok.train.tokenizer import flat_codes
+        from vistok.nn.autoencoder import flat_codes  # torch-only helper: see `_model`
 
         h, w = images[0].shape[:2]
         if any(im.shape[:2] != (h, w) for im in images):
@@ -136,7 +136,7 @@ class LearnedCodec(Codec):
         img = ((img[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         return img[: int(record.meta["height"]), : int(record.meta["width"])]
 
-    def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         """Unit of a code: the coarsest-scale cell that contains it (all of one grid when single-scale)."""
         pos = self._positions(record.meta)
         grids = self._grids(record.meta)

@@ -27,78 +27,29 @@ level by level, so units are not contiguous in it: unit orders gather each tree'
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from vistok.errors import CodecError, InputError
-from vistok.shards.record import TokenRecord
+from vistok.media.sources import DEFAULT_MAX_PIXELS
+from vistok.record import TokenRecord
 from vistok.tokenize import lifting
-from vistok.tokenize.base import Codec, Vocabulary, assemble_events, register_codec
+from vistok.tokenize.base import ESCAPE_OFFSET, N_SPECIALS, Codec, Vocabulary, assemble_events, register_codec
+from vistok.tokenize.wavelet_grammar import (
+    LEVEL,
+    RUNS,
+    VMAX,
+    Band,
+    Geometry,
+    WaveletGrammar,
+    geometry,
+    wavelet_tokens,
+)
 
-VMAX = 1023
-RUNS = 16
-LEVEL = 15
 _RGB2YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 _YCC2RGB = np.linalg.inv(_RGB2YCC)
-
-
-@dataclass(frozen=True)
-class Band:
-    comp: int
-    level: int
-    band: int  # 0 LL, 1 H, 2 V, 3 D
-    h: int
-    w: int
-    start: int  # offset in the flat canonical coefficient vector
-    scale: int  # 2 for subsampled chroma (maps its positions to luma's), else 1
-
-    @property
-    def size(self) -> int:
-        return self.h * self.w
-
-
-@dataclass(frozen=True)
-class Geometry:
-    height: int
-    width: int
-    ncomp: int
-    levels: int
-    chroma: str
-    padded: tuple[int, int]
-    bands: tuple[Band, ...]
-    n_ll: int  # number of LL coefficients (all components): the dense head of the stream
-
-    @property
-    def total(self) -> int:
-        return self.bands[-1].start + self.bands[-1].size
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.padded[0] >> self.levels, self.padded[1] >> self.levels
-
-
-@lru_cache(maxsize=256)
-def geometry(height: int, width: int, ncomp: int, levels: int, chroma: str) -> Geometry:
-    sub = 2 if (ncomp == 3 and chroma == "420") else 1
-    m = 1 << (levels + (sub == 2))
-    ph, pw = -(-height // m) * m, -(-width // m) * m
-    dims = [(ph, pw, 1)] + [(ph // sub, pw // sub, sub)] * (ncomp - 1)
-    bands, start = [], 0
-    for c, (h, w, s) in enumerate(dims):
-        bands.append(Band(c, levels, 0, h >> levels, w >> levels, 0, s))
-    for lev in range(levels, 0, -1):
-        for b in (1, 2, 3):
-            for c, (h, w, s) in enumerate(dims):
-                bands.append(Band(c, lev, b, h >> lev, w >> lev, 0, s))
-    out = []
-    for band in bands:
-        out.append(Band(band.comp, band.level, band.band, band.h, band.w, start, band.scale))
-        start += band.size
-    n_ll = sum(b.size for b in out[:ncomp])
-    return Geometry(height, width, ncomp, levels, chroma, (ph, pw), tuple(out), n_ll)
 
 
 @register_codec
@@ -109,7 +60,7 @@ class WaveletCodec(Codec):
 
     def __init__(self, wavelet: str = "bior4.4", levels: int = 3, step: float = 8.0,
                  level_weights: list[float] | tuple[float, ...] = (), hh_weight: float = 1.0, chroma: str = "444",
-                 layout: str = "rle", lossless: bool = False, max_pixels: int = 89_478_485):
+                 layout: str = "rle", lossless: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS):
         import pywt
 
         if layout not in ("rle", "dense"):
@@ -133,16 +84,10 @@ class WaveletCodec(Codec):
         self.lossless, self.max_pixels = bool(lossless), int(max_pixels)
         if self.lossless and chroma != "444":
             raise CodecError("lossless wavelet coding keeps full-resolution chroma: use --chroma 444")
-        self._vocab = Vocabulary.build(("EOB", "ZRL", "ESC"), [
-            ("value", 2 * VMAX + 1, f"coefficient value in [-{VMAX}, {VMAX}] (LL bands; every band when dense)"),
-            ("runlevel", RUNS * 2 * LEVEL, f"detail coefficient: (zero run 0..{RUNS - 1}, level +-1..+-{LEVEL})"),
-            ("run_esc", RUNS, "detail escape: zero run r, then two raw tokens with the level"),
-            ("raw", 256, "escape payload byte: value + 32768 as two big-endian bytes"),
-        ])
-        v = self._vocab
-        self._eob, self._zrl, self._esc = v.specials["EOB"], v.specials["ZRL"], v.specials["ESC"]
-        self._val0 = v.range("value").start + VMAX
-        self._rl, self._resc, self._raw = v.range("runlevel").start, v.range("run_esc").start, v.range("raw").start
+        t = wavelet_tokens()
+        self._vocab = t.vocab
+        self._eob, self._zrl, self._esc, self._val0 = t.eob, t.zrl, t.esc, t.val0
+        self._rl, self._resc, self._raw = t.rl, t.resc, t.raw
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "wavelet": self.wavelet, "levels": self.levels, "step": self.step,
@@ -289,7 +234,7 @@ class WaveletCodec(Codec):
     def _parse(self, g: Geometry, tokens: np.ndarray) -> dict[str, np.ndarray]:
         """Per primary token: its flat coefficient index (or -1), value; and per token its primary."""
         t = np.asarray(tokens).astype(np.int64)
-        if t.size == 0 or t.min() < 4 or t.max() >= self._vocab.size:
+        if t.size == 0 or t.min() < N_SPECIALS or t.max() >= self._vocab.size:
             raise CodecError("empty token stream, or a special / out-of-vocabulary token inside it")
         is_raw = t >= self._raw
         prim_idx = np.flatnonzero(~is_raw)
@@ -301,7 +246,7 @@ class WaveletCodec(Codec):
             raise CodecError("malformed escape: every escape must be followed by exactly two raw tokens")
         escval = np.zeros(p.size, dtype=np.int64)
         if esc_pos.size:
-            escval[esc] = ((t[esc_pos + 1] - self._raw) << 8) + (t[esc_pos + 2] - self._raw) - 32768
+            escval[esc] = ((t[esc_pos + 1] - self._raw) << 8) + (t[esc_pos + 2] - self._raw) - ESCAPE_OFFSET
         owner = np.cumsum(~is_raw) - 1
         is_val = (p == self._esc) | ((p >= self._val0 - VMAX) & (p <= self._val0 + VMAX))
         n_dense = g.total if self.layout == "dense" else g.n_ll
@@ -373,7 +318,7 @@ class WaveletCodec(Codec):
             c.setflags(write=False)
         return tuple(cols)
 
-    def frame_layout_arrays(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         g = self.record_geometry(record)
         parsed = self._parse(g, record.tokens)
         comp, level, band, yy, xx, unit = self._flat_tables(g)
@@ -395,6 +340,4 @@ class WaveletCodec(Codec):
         return 3 * g.total + len(g.bands) + 2
 
     def frame_grammar(self, meta: dict):
-        from vistok.tokenize.wavelet_grammar import WaveletGrammar
-
-        return WaveletGrammar(self, self.record_geometry(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))
+        return WaveletGrammar(self.layout, self.record_geometry(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))

@@ -4,12 +4,99 @@ band only EOS. Same interface as `JpegGrammar`: `allowed`, `step`, `next_known`,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from vistok.tokenize.base import EOS, token_mask
-from vistok.tokenize.wavelet import LEVEL, RUNS, Geometry, WaveletCodec
+from vistok.tokenize.base import EOS, ESCAPE_OFFSET, Vocabulary, token_mask
+
+VMAX = 1023
+RUNS = 16
+LEVEL = 15
+
+
+@dataclass(frozen=True)
+class Band:
+    comp: int
+    level: int
+    band: int  # 0 LL, 1 H, 2 V, 3 D
+    h: int
+    w: int
+    start: int  # offset in the flat canonical coefficient vector
+    scale: int  # 2 for subsampled chroma (maps its positions to luma's), else 1
+
+    @property
+    def size(self) -> int:
+        return self.h * self.w
+
+
+@dataclass(frozen=True)
+class Geometry:
+    height: int
+    width: int
+    ncomp: int
+    levels: int
+    chroma: str
+    padded: tuple[int, int]
+    bands: tuple[Band, ...]
+    n_ll: int  # number of LL coefficients (all components): the dense head of the stream
+
+    @property
+    def total(self) -> int:
+        return self.bands[-1].start + self.bands[-1].size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.padded[0] >> self.levels, self.padded[1] >> self.levels
+
+
+@lru_cache(maxsize=256)
+def geometry(height: int, width: int, ncomp: int, levels: int, chroma: str) -> Geometry:
+    sub = 2 if (ncomp == 3 and chroma == "420") else 1
+    m = 1 << (levels + (sub == 2))
+    ph, pw = -(-height // m) * m, -(-width // m) * m
+    dims = [(ph, pw, 1)] + [(ph // sub, pw // sub, sub)] * (ncomp - 1)
+    bands, start = [], 0
+    for c, (h, w, s) in enumerate(dims):
+        bands.append(Band(c, levels, 0, h >> levels, w >> levels, 0, s))
+    for lev in range(levels, 0, -1):
+        for b in (1, 2, 3):
+            for c, (h, w, s) in enumerate(dims):
+                bands.append(Band(c, lev, b, h >> lev, w >> lev, 0, s))
+    out = []
+    for band in bands:
+        out.append(Band(band.comp, band.level, band.band, band.h, band.w, start, band.scale))
+        start += band.size
+    n_ll = sum(b.size for b in out[:ncomp])
+    return Geometry(height, width, ncomp, levels, chroma, (ph, pw), tuple(out), n_ll)
+
+@dataclass(frozen=True)
+class WaveletTokens:
+    """Where each kind of token lies in the wavelet vocabulary (ids of the value 0 and of run 0)."""
+
+    vocab: Vocabulary
+    eob: int
+    zrl: int
+    esc: int
+    val0: int  # value 0
+    rl: int  # (run 0, level -LEVEL)
+    resc: int  # run escape, run 0
+    raw: int
+
+
+@lru_cache(maxsize=1)
+def wavelet_tokens() -> WaveletTokens:
+    v = Vocabulary.build(("EOB", "ZRL", "ESC"), [
+        ("value", 2 * VMAX + 1, f"coefficient value in [-{VMAX}, {VMAX}] (LL bands; every band when dense)"),
+        ("runlevel", RUNS * 2 * LEVEL, f"detail coefficient: (zero run 0..{RUNS - 1}, level +-1..+-{LEVEL})"),
+        ("run_esc", RUNS, "detail escape: zero run r, then two raw tokens with the level"),
+        ("raw", 256, f"escape payload byte: value + {ESCAPE_OFFSET} as two big-endian bytes"),
+    ])
+    return WaveletTokens(v, v.specials["EOB"], v.specials["ZRL"], v.specials["ESC"], v.range("value").start + VMAX,
+                         v.range("runlevel").start, v.range("run_esc").start, v.range("raw").start)
+
+
 
 
 @lru_cache(maxsize=8)
@@ -30,13 +117,13 @@ def _masks(size: int, val: tuple[int, int], esc: int, eob: int, zrl: int, rl: in
 
 
 class WaveletGrammar:
-    def __init__(self, codec: WaveletCodec, g: Geometry):
-        self.codec, self.g = codec, g
-        v = codec.vocab
+    def __init__(self, layout: str, g: Geometry):
+        t = self.tok = wavelet_tokens()
+        self.layout, self.g = layout, g
+        v = t.vocab
         r, raw = v.range("value"), v.range("raw")
-        self.m = _masks(v.size, (r.start, r.stop), codec._esc, codec._eob, codec._zrl, codec._rl, codec._resc,
-                        (raw.start, raw.stop))
-        self.n_dense = g.total if codec.layout == "dense" else g.n_ll
+        self.m = _masks(v.size, (r.start, r.stop), t.esc, t.eob, t.zrl, t.rl, t.resc, (raw.start, raw.stop))
+        self.n_dense = g.total if layout == "dense" else g.n_ll
         self.k = 0  # dense values written
         self.band = g.ncomp  # current detail band (index into g.bands)
         self.pos = 0
@@ -73,10 +160,10 @@ class WaveletGrammar:
 
     def _to_bands(self) -> None:
         if self.k >= self.n_dense:
-            self.phase = "band" if self.codec.layout == "rle" and self.band < len(self.g.bands) else "end"
+            self.phase = "band" if self.layout == "rle" and self.band < len(self.g.bands) else "end"
 
     def step(self, tok: int) -> np.ndarray | None:
-        c = self.codec
+        c = self.tok
         if self.phase in ("end", "done"):
             self.phase, self.done = "done", True
             return None
@@ -93,25 +180,25 @@ class WaveletGrammar:
             b = self._band_of(self.k)
             coords = self._coords(b, self.k - b.start)
             self.k += 1
-            if tok == c._esc:
+            if tok == c.esc:
                 self.phase, self.after_raw, self._last = "raw1", "value", coords
             else:
                 self._to_bands()
             return coords
         band = self.g.bands[self.band]
-        if tok == c._eob:
+        if tok == c.eob:
             coords = np.array([0, band.comp, band.level, band.band, band.h, 0], dtype=np.int64)
             self.band += 1
             self.pos = 0
             if self.band >= len(self.g.bands):
                 self.phase = "end"
             return coords
-        if tok == c._zrl:
+        if tok == c.zrl:
             self.pos += RUNS
             return self._coords(band, self.pos - 1)
-        run = tok - c._resc if tok >= c._resc else (tok - c._rl) // (2 * LEVEL)
+        run = tok - c.resc if tok >= c.resc else (tok - c.rl) // (2 * LEVEL)
         self.pos += run + 1
         coords = self._coords(band, self.pos - 1)
-        if tok >= c._resc:
+        if tok >= c.resc:
             self.phase, self.after_raw, self._last = "raw1", "band", coords
         return coords

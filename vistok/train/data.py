@@ -1,10 +1,10 @@
-"""Training data: dataset folders -> ordered `[BOS] tokens [EOS]` documents -> packed (B, T) batches.
+"""Training data: dataset folders -> ordered `[BOS] tokens [EOS]` documents -> (B, T) batches of filled rows.
 
 - Several datasets can be mixed with weights; their manifests must agree on the vocabulary and axes.
 - A held-out split is chosen by a hash of the *input* key (all crops of one photo fall on the same side).
 - Each record is reordered by units (`--order`), gets coordinates shifted by one (0 = none, for specials)
   and the next token's known coordinates; a document longer than the context is split at unit
-  boundaries (or cropped), and documents are packed into rows with a doc id per position, so the loss
+  boundaries (or cropped), and documents fill rows back to back, with a doc id per position, so the loss
   mask drops every prediction across a document boundary and on padding, and attention stays inside
   a document.
 - The loader's state is the number of batches it has delivered; resuming replays the deterministic
@@ -23,8 +23,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vistok.errors import DatasetError, UsageError
+from vistok.record import TokenRecord, parse_key
 from vistok.shards.reader import stream_records
-from vistok.shards.record import TokenRecord
+from vistok.shards.store import PackedStore, open_any
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
 
@@ -48,15 +49,10 @@ class DataConfig:
         return asdict(self)
 
 
-def input_key_of(record_key: str) -> str:
-    """Record key -> the key of its input (crops `_cNNN` of one image share it)."""
-    i = record_key.rfind("-")
-    return record_key[: i + 11] if i >= 0 else record_key
-
-
 def heldout_hash(record_key: str) -> float:
-    """A record's input key hashed to [0, 1): crops and clips of one input fall on the same side of a split."""
-    h = hashlib.blake2b(input_key_of(record_key).encode(), digest_size=8).digest()
+    """A record's input key hashed to [0, 1): crops and clips of one input fall on the same side of a split.
+    Keys do not depend on where the files live (`vistok.record`), so neither does the split."""
+    h = hashlib.blake2b(parse_key(record_key).input.encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") / 2**64
 
 
@@ -66,8 +62,6 @@ def is_heldout(record_key: str, fraction: float) -> bool:
 
 def open_datasets(paths: list[str]) -> tuple[list, Codec]:
     """Dataset folders and/or packed stores (`vistok pack`), checked to share one vocabulary."""
-    from vistok.shards.store import open_any
-
     if not paths:
         raise UsageError("no dataset given")
     sets = [open_any(p) for p in paths]
@@ -123,8 +117,8 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     return docs
 
 
-class Packer:
-    """Greedy packing of documents into rows of block_size + 1 tokens (inputs and shifted targets)."""
+class RowFiller:
+    """Fills rows greedily with documents: rows of block_size + 1 tokens (inputs and shifted targets)."""
 
     def __init__(self, block_size: int, n_axes: int):
         self.T, self.A = block_size, n_axes
@@ -161,8 +155,8 @@ class Packer:
         return row
 
 
-class PackedStream(IterableDataset):
-    """Infinite stream of packed training rows for one rank; splits shards across DataLoader workers."""
+class RowStream(IterableDataset):
+    """Infinite stream of filled training rows for one rank; splits shards across DataLoader workers."""
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1):
         super().__init__()
@@ -189,7 +183,7 @@ class PackedStream(IterableDataset):
         wi = get_worker_info()
         worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
         rng = np.random.default_rng([cfg.seed, self.rank, worker, 3])
-        packer = Packer(cfg.block_size, len(self.codec.axes))
+        filler = RowFiller(cfg.block_size, len(self.codec.axes))
         buf: list[tuple[int, TokenRecord]] = []
         for epoch, rec in self._records(worker, n_workers):
             if is_heldout(rec.key, cfg.heldout):
@@ -201,7 +195,7 @@ class PackedStream(IterableDataset):
             order_rng = np.random.default_rng(
                 [cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
             for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long):
-                yield from packer.add(doc)
+                yield from filler.add(doc)
 
 
 def _rows_state(rows: list[dict[str, np.ndarray]]) -> list[dict[str, list]]:
@@ -216,7 +210,7 @@ def _rows_load(rows: list[dict[str, list]]) -> list[dict[str, np.ndarray]]:
 class StoreRows:
     """Packed rows from zarr stores, in-process, with an exact position: true uniform shuffling per epoch
     (a seeded permutation of the training indices, strided across ranks) and a state of (epoch, index) per
-    store, the mixing generator, and the packer's partial row — so resuming costs nothing."""
+    store, the mixing generator, and the row filler's partial row — so resuming costs nothing."""
 
     def __init__(self, cfg: DataConfig, stores: list, codec: Codec, rank: int = 0, world: int = 1):
         self.cfg, self.stores, self.codec, self.rank, self.world = cfg, stores, codec, rank, world
@@ -228,7 +222,7 @@ class StoreRows:
         self.epoch = [0] * len(stores)
         self.pos = [0] * len(stores)
         self.mix = np.random.default_rng([cfg.seed, rank, 2])
-        self.packer = Packer(cfg.block_size, len(codec.axes))
+        self.filler = RowFiller(cfg.block_size, len(codec.axes))
         self.queue: list[dict[str, np.ndarray]] = []
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -260,21 +254,21 @@ class StoreRows:
             rng = np.random.default_rng(
                 [self.cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
             for doc in record_docs(self.codec, rec, self.cfg.order, rng, self.cfg.block_size, self.cfg.long):
-                self.queue.extend(self.packer.add(doc))
+                self.queue.extend(self.filler.add(doc))
         return self.queue.pop(0)
 
     def state_dict(self) -> dict:
-        p = self.packer
+        p = self.filler
         f = p.fill
         return {"epoch": list(self.epoch), "pos": list(self.pos), "mix": self.mix.bit_generator.state,
-                "packer": {"tok": p.tok[:f].tolist(), "crd": p.crd[:f].tolist(), "nxt": p.nxt[:f].tolist(),
+                "filler": {"tok": p.tok[:f].tolist(), "crd": p.crd[:f].tolist(), "nxt": p.nxt[:f].tolist(),
                            "doc": p.doc[:f].tolist(), "ndocs": p.ndocs},
                 "queue": _rows_state(self.queue)}
 
     def load_state_dict(self, st: dict) -> None:
         self.epoch, self.pos = list(st["epoch"]), list(st["pos"])
         self.mix.bit_generator.state = st["mix"]
-        p, ps = self.packer, st["packer"]
+        p, ps = self.filler, st["filler"]
         p._new()
         f = len(ps["tok"])
         if f:
@@ -284,15 +278,13 @@ class StoreRows:
 
 
 class Loader:
-    """Batches of packed rows as torch tensors, with a checkpointable position.
+    """Batches of filled rows as torch tensors, with a checkpointable position.
 
     Dataset folders stream through DataLoader workers and resume by replaying the deterministic stream to
     the checkpointed batch count; packed stores are read in-process and resume exactly from their state.
     """
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu"):
-        from vistok.shards.store import PackedStore
-
         self.cfg, self.device = cfg, device
         self.sets, self.codec = open_datasets(cfg.datasets)
         get_order(cfg.order)
@@ -302,7 +294,7 @@ class Loader:
         elif any(isinstance(s, PackedStore) for s in self.sets):
             raise UsageError("mix either dataset folders or packed stores in one run, not both")
         else:
-            self.stream = PackedStream(cfg, rank, world)
+            self.stream = RowStream(cfg, rank, world)
         self.batches = 0
         self._it: Iterator | None = None
 

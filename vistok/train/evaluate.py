@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from vistok.errors import DatasetError
-from vistok.tokenize.base import Codec
+from vistok.nn.gpt import GPT
+from vistok.shards.inspect import token_counts
+from vistok.tokenize.base import EOS, JPEG_FILE, Codec
+from vistok.train.checkpoint import load_model
 from vistok.train.data import DataConfig, heldout_records, open_datasets, record_docs
-from vistok.train.model import GPT
 
 LN2 = math.log(2)
 
@@ -86,14 +88,10 @@ def jpeg_scan_bytes(data: bytes) -> int:
 def unigram_bits(sets: list, records: list, codec: Codec) -> float:
     """Held-out cross-entropy (bits per predicted position) of a unigram model fitted on the datasets' token
     counts (held-out records included, so the baseline is, if anything, flattered)."""
-    from vistok.shards.inspect import token_counts
-
     counts = np.zeros(codec.vocab.size, dtype=np.float64)
     for ds in sets:
         counts += token_counts(ds)
     samples = sum(len(ds) for ds in sets)
-    from vistok.tokenize.base import EOS
-
     counts[EOS] = samples  # one EOS per sample
     p = (counts + 0.5) / (counts + 0.5).sum()
     bits = n = 0.0
@@ -105,8 +103,7 @@ def unigram_bits(sets: list, records: list, codec: Codec) -> float:
 
 
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu") -> dict[str, Any]:
-    from vistok.train.trainer import load_model
-
+    """Held-out figures of a run (see the module docstring) on its own datasets or on `datasets`."""
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
     sets, codec = open_datasets(datasets or data.datasets)
@@ -125,7 +122,7 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         "tokens_per_image": float(n.mean()),
         "unigram_bits_per_token": float(unigram_bits(sets, recs, codec)),
     }
-    if codec.codec_id == "jpeg":
+    if JPEG_FILE in codec.capabilities:
         jbits = np.array([8 * jpeg_scan_bytes(codec.to_jpeg(r, optimize=True)) for r in recs], dtype=np.float64)
         out["jpeg_bits_per_image"] = float(jbits.mean())
         out["model_to_jpeg_ratio"] = float(bits.sum() / jbits.sum())

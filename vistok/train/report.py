@@ -1,4 +1,4 @@
-"""Run artefacts for people: a loss-curve PNG (drawn with Pillow) and `report.md`."""
+"""Run artefacts for people: a loss-curve PNG (matplotlib, Agg backend) and `report.md`."""
 
 from __future__ import annotations
 
@@ -8,48 +8,50 @@ from pathlib import Path
 import numpy as np
 
 
-def loss_curve_png(run: str | Path, out: str | Path, size: tuple[int, int] = (720, 420)) -> Path:
-    from PIL import Image, ImageDraw
+def read_metrics(run: str | Path) -> list[dict]:
+    return [json.loads(ln) for ln in (Path(run) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
 
-    rows = [json.loads(ln) for ln in (Path(run) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    tr = [(r["step"], r["loss_bits"]) for r in rows if "loss_bits" in r]
-    ev = [(r["step"], r["eval_bits_per_token"]) for r in rows if "eval_bits_per_token" in r]
-    W, H = size
-    L, R, T, B = 60, 20, 30, 40
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    pts = tr + ev
-    if not pts:
-        img.save(out)
-        return Path(out)
-    xs = np.array([p[0] for p in pts], dtype=float)
-    ys = np.array([p[1] for p in pts], dtype=float)
-    x0, x1 = 0.0, max(xs.max(), 1.0)
-    lo, hi = float(np.percentile(ys, 1)), float(np.percentile(ys, 99))
-    lo, hi = max(0.0, lo - 0.2), hi + 0.2
 
-    def px(x, y):
-        return L + (x - x0) / (x1 - x0) * (W - L - R), T + (1 - (min(max(y, lo), hi) - lo) / (hi - lo)) * (H - T - B)
+def smooth(y: np.ndarray, span: int) -> np.ndarray:
+    """Exponential moving average with the usual span -> alpha = 2 / (span + 1), bias-corrected at the start."""
+    alpha, out, acc, norm = 2.0 / (span + 1), np.empty_like(y, dtype=np.float64), 0.0, 0.0
+    for i, v in enumerate(y):
+        acc, norm = (1 - alpha) * acc + alpha * v, (1 - alpha) * norm + alpha
+        out[i] = acc / norm
+    return out
 
-    d.rectangle([L, T, W - R, H - B], outline="black")
-    for k in range(5):
-        y = lo + (hi - lo) * k / 4
-        _, yy = px(0, y)
-        d.line([L - 4, yy, L, yy], fill="black")
-        d.text((4, yy - 6), f"{y:.2f}", fill="black")
-    for k in range(5):
-        x = x0 + (x1 - x0) * k / 4
-        xx, _ = px(x, lo)
-        d.line([xx, H - B, xx, H - B + 4], fill="black")
-        d.text((xx - 10, H - B + 8), f"{int(x)}", fill="black")
-    for series, colour in ((tr, (31, 119, 180)), (ev, (214, 39, 40))):
-        if len(series) > 1:
-            d.line([px(x, y) for x, y in series], fill=colour, width=2)
-        for x, y in series[-1:]:
-            cx, cy = px(x, y)
-            d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
-    d.text((L, 8), "bits/token vs step   blue: train   red: held-out", fill="black")
-    img.save(out)
+
+def loss_curve_png(run: str | Path, out: str | Path, smoothing: int = 10) -> Path:
+    """Training loss (raw, faint; smoothed over `smoothing` logged rows) and held-out loss, in bits per
+    token against the optimizer step."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run)
+    tr = np.array([(r["step"], r["loss_bits"]) for r in rows if "loss_bits" in r], dtype=np.float64).reshape(-1, 2)
+    ev = np.array([(r["step"], r["eval_bits_per_token"]) for r in rows if "eval_bits_per_token" in r],
+                  dtype=np.float64).reshape(-1, 2)
+    fig, ax = plt.subplots(figsize=(7.2, 4.2), dpi=100)
+    if len(tr):
+        ax.plot(tr[:, 0], tr[:, 1], color="tab:blue", alpha=0.25, linewidth=1, label="train (per logged step)")
+        ax.plot(tr[:, 0], smooth(tr[:, 1], smoothing), color="tab:blue", linewidth=2,
+                label=f"train (EMA over {smoothing} rows)")
+    if len(ev):
+        ax.plot(ev[:, 0], ev[:, 1], "o-", color="tab:red", linewidth=2, markersize=4, label="held-out")
+    both = np.concatenate([tr[:, 1], ev[:, 1]])
+    if both.size:  # the first steps' loss is far above the rest: keep the interesting range in view
+        ax.set_ylim(max(0.0, float(np.percentile(both, 1)) - 0.2), float(np.percentile(both, 99)) + 0.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (bits / token)")
+    ax.set_title(f"{Path(run).name}: next-token loss")
+    ax.grid(alpha=0.3)
+    if len(tr) or len(ev):
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
     return Path(out)
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from vistok.errors import CodecError, UsageError
-from vistok.shards.record import TokenRecord
+from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
+from vistok.train.checkpoint import load_model
 
 
 class BatchGrammar:
@@ -109,7 +110,6 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
                scale: int = 2) -> Path:
     from PIL import Image
 
-    from vistok.train.trainer import load_model
 
     model, state = load_model(run, device)
     codec = get_codec(state["codec"])

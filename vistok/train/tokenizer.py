@@ -12,21 +12,27 @@ of held-out crops.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from vistok.errors import DatasetError, InputError, UsageError
-from vistok.train.autoencoder import AEConfig, Autoencoder
+from vistok.media.sources import expand_sources, load_image, read_input
+from vistok.nn.autoencoder import AEConfig, Autoencoder, flat_codes, weights_checksum
+from vistok.progress import Progress
+from vistok.record import parse_input_id
+from vistok.train.data import heldout_hash
+
+EVAL_EVERY = 250  # steps between held-out measurements shown in the progress line
 
 
 @dataclass
@@ -51,17 +57,15 @@ def _images(sources: list[str], heldout: float) -> tuple[list[np.ndarray], list[
     """Training and held-out images. Exactly round(heldout * n) images (at least one) are held out: those
     whose input keys hash lowest. A per-key coin flip, as the trainer's streaming split uses, held out 2 of
     the 24 embedded photos (8%, both grayscale) at --heldout 0.15; a rank keeps the fraction asked for."""
-    from vistok.pipelines.sources import expand_sources, input_key, load_image, read_input
-    from vistok.train.data import heldout_hash
-
     images = []
     for iid in expand_sources(sources):
+        ref = parse_input_id(iid)
         try:
             img = np.asarray(load_image(read_input(iid)[0]))
         except InputError as exc:
-            print(f"skipping {iid}: {exc}", file=sys.stderr)
+            print(f"skipping {ref.name}: {exc}", file=sys.stderr)
             continue
-        images.append((heldout_hash(input_key(iid)), img))
+        images.append((heldout_hash(ref.key), img))
     images.sort(key=lambda t: t[0])
     k = max(1, round(heldout * len(images))) if heldout > 0 else 0
     held, train = [im for _, im in images[:k]], [im for _, im in images[k:]]
@@ -82,11 +86,6 @@ def random_crops(pool: list[np.ndarray], n: int, size: int, rng: np.random.Gener
         y, x = int(rng.integers(im.shape[0] - size + 1)), int(rng.integers(im.shape[1] - size + 1))
         out[i] = im[y : y + size, x : x + size]
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def flat_codes(idx) -> torch.Tensor:
-    """Code indices -> (B, tokens): one grid, or a multi-scale tokenizer's grids, coarsest first."""
-    return torch.cat([i.flatten(1) for i in idx], 1) if isinstance(idx, list) else idx.flatten(1)
 
 
 def code_stats(idx: torch.Tensor, vocab: int) -> dict[str, float]:
@@ -118,13 +117,7 @@ def evaluate(model: Autoencoder, crops: torch.Tensor, batch: int = 64) -> dict[s
             "perplexity_floor": 0.25 * min(model.cfg.vocab, stats["tokens"])}
 
 
-def weights_checksum(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def train_tokenizer(ae: AEConfig, cfg: TokenizerTrainConfig, progress=sys.stderr) -> dict[str, Any]:
-    from safetensors.torch import save_file
-
+def check_configs(ae: AEConfig, cfg: TokenizerTrainConfig) -> None:
     if ae.kind not in ("bsq", "vq"):
         raise UsageError(f"--kind must be bsq or vq, got {ae.kind!r}")
     if not 8 <= ae.bits <= 18 and ae.kind == "bsq":
@@ -133,31 +126,10 @@ def train_tokenizer(ae: AEConfig, cfg: TokenizerTrainConfig, progress=sys.stderr
         raise UsageError("--scales must be >= 1, and above 1 only with --kind bsq")
     if cfg.crop % ae.patch:
         raise UsageError(f"--crop {cfg.crop} must be a multiple of --patch {ae.patch}")
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    train_imgs, held_imgs = _images(cfg.sources, cfg.heldout)
-    eval_set = random_crops(held_imgs, cfg.eval_crops, cfg.crop, np.random.default_rng([cfg.seed, 1])).to(device)
-    model = Autoencoder(ae).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    t0, step, last = time.monotonic(), 0, {}
-    budget = cfg.minutes * 60
-    while (not cfg.max_steps or step < cfg.max_steps) and (cfg.max_steps or time.monotonic() - t0 < budget):
-        frac = min(1.0, (time.monotonic() - t0) / budget) if not cfg.max_steps else step / cfg.max_steps
-        for g in opt.param_groups:  # cosine decay over the budget
-            g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x = random_crops(train_imgs, cfg.batch, cfg.crop, rng).to(device)
-        rec, _, aux = model(x)
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 250 == 0:
-            last = evaluate(model, eval_set)
-            print(f"step {step}  {time.monotonic() - t0:.0f}s  held-out PSNR {last['psnr']:.2f} dB  "
-                  f"perplexity {last['perplexity']:.0f}  codes used {last['codes_used']}", file=progress)
-    report = {**evaluate(model, eval_set), "steps": step, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def save_tokenizer(model: Autoencoder, ae: AEConfig, cfg: TokenizerTrainConfig, report: dict[str, Any]) -> str:
+    """Write `cfg.out/`: safetensors weights, then the config naming their sha256, and the report."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -166,24 +138,40 @@ def train_tokenizer(ae: AEConfig, cfg: TokenizerTrainConfig, progress=sys.stderr
     (out / "config.json").write_text(json.dumps({"kind": "vistok-tokenizer", "autoencoder": ae.to_json(),
                                                  "train": cfg.to_json(), "sha256": checksum}, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1))
-    return {**report, "out": str(out), "sha256": checksum}
+    return checksum
 
 
-def load_tokenizer(path: str | Path, device: str = "cpu", expect_sha256: str | None = None) -> tuple[Autoencoder, dict]:
-    """Weights through safetensors (never unpickled); refuses weights whose checksum differs from `expect`."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    cfg_path, w_path = path / "config.json", path / "model.safetensors"
-    if not cfg_path.exists() or not w_path.exists():
-        raise DatasetError(f"{path} is not a tokenizer folder (config.json and model.safetensors)")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("kind") != "vistok-tokenizer":
-        raise DatasetError(f"{cfg_path} is not a vistok tokenizer config")
-    actual = weights_checksum(w_path)
-    if expect_sha256 and actual != expect_sha256:
-        raise DatasetError(f"tokenizer {path} has weights {actual[:12]}..., but the dataset was made with "
-                           f"{expect_sha256[:12]}...: use the tokenizer that made it")
-    model = Autoencoder(AEConfig(**cfg["autoencoder"]))
-    model.load_state_dict(load_file(str(w_path), device=device))
-    return model.to(device).eval(), {**cfg, "sha256": actual}
+def train_tokenizer(ae: AEConfig, cfg: TokenizerTrainConfig, progress: IO[str] = sys.stderr,
+                    quiet: bool = False) -> dict[str, Any]:
+    """Train for `cfg.max_steps` steps, or for `cfg.minutes` when that is 0 (cosine decay over either)."""
+    check_configs(ae, cfg)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_imgs, held_imgs = _images(cfg.sources, cfg.heldout)
+    eval_set = random_crops(held_imgs, cfg.eval_crops, cfg.crop, np.random.default_rng([cfg.seed, 1])).to(device)
+    model = Autoencoder(ae).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    t0, step = time.monotonic(), 0
+    budget = cfg.minutes * 60
+    with Progress("train-tokenizer", cfg.max_steps, "steps", progress, quiet) as bar:
+        while (not cfg.max_steps or step < cfg.max_steps) and (cfg.max_steps or time.monotonic() - t0 < budget):
+            frac = min(1.0, (time.monotonic() - t0) / budget) if not cfg.max_steps else step / cfg.max_steps
+            for g in opt.param_groups:  # cosine decay over the budget
+                g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            x = random_crops(train_imgs, cfg.batch, cfg.crop, rng).to(device)
+            rec, _, aux = model(x)
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + aux
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            info = None
+            if step % EVAL_EVERY == 0:
+                ev = evaluate(model, eval_set)
+                info = (f"held-out PSNR {ev['psnr']:.2f} dB  perplexity {ev['perplexity']:.0f}  "
+                        f"codes used {ev['codes_used']}")
+            bar.advance(1, info=info)
+    report = {**evaluate(model, eval_set), "steps": step, "seconds": round(time.monotonic() - t0, 1)}
+    checksum = save_tokenizer(model, ae, cfg, report)
+    return {**report, "out": cfg.out, "sha256": checksum}

@@ -12,19 +12,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-from vistok.errors import DatasetError, UsageError
+from vistok.errors import UsageError
+from vistok.nn.gpt import GPT, PRESETS, GPTConfig
+from vistok.progress import Progress
+from vistok.train.checkpoint import latest_checkpoint, load_weights, read_state, save_checkpoint
 from vistok.train.data import DataConfig, Loader, axis_sizes
-from vistok.train.model import GPT, PRESETS, GPTConfig
+from vistok.train.evaluate import heldout_bits
 
 LN2 = math.log(2)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16
@@ -70,48 +72,6 @@ def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
     p = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
     lo = cfg.lr * cfg.min_lr_ratio
     return lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * p))
-
-
-# --- checkpoints ----------------------------------------------------------------------------------------
-def checkpoints(run: Path) -> list[Path]:
-    return sorted(p for p in run.glob("step-*") if p.is_dir() and (p / "state.json").exists())
-
-
-def latest_checkpoint(run: str | Path) -> Path | None:
-    ck = checkpoints(Path(run))
-    return ck[-1] if ck else None
-
-
-def save_checkpoint(run: Path, step: int, model: GPT, opt, state: dict, keep: int) -> Path:
-    final = run / f"step-{step:06d}"
-    tmp = run / f".step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / "model.pt")
-    torch.save(opt.state_dict(), tmp / "optim.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in checkpoints(run)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def load_model(ckpt: str | Path, device: str = "cpu") -> tuple[GPT, dict]:
-    """Model and state.json from a checkpoint folder (or a run folder: its latest checkpoint)."""
-    ckpt = Path(ckpt)
-    if not (ckpt / "state.json").exists():
-        latest = latest_checkpoint(ckpt)
-        if latest is None:
-            raise DatasetError(f"{ckpt} holds no checkpoint (step-N/ folder with state.json)")
-        ckpt = latest
-    state = json.loads((ckpt / "state.json").read_text())
-    model = GPT(GPTConfig(**state["model"]))
-    model.load_state_dict(torch.load(ckpt / "model.pt", map_location=device, weights_only=True))
-    return model.to(device), state
 
 
 # --- the loop -------------------------------------------------------------------------------------------
@@ -168,140 +128,170 @@ class MetricsLog:
                     self.tb.add_scalar(k, v, row["step"])
 
 
-def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress=sys.stderr) -> dict[str, Any]:
-    device = pick_device(cfg.device)
+# --- the pieces of a run ---------------------------------------------------------------------------------
+FIT_FROM, FIT_TO = 10, 30  # --max-minutes: the step time is measured over these steps (start-up excluded)
+BUDGET_USE = 0.98  # the fraction of the time budget the fitted schedule plans to use (eval, checkpoints)
+
+
+class ScheduleFit:
+    """With a time budget, fit the number of planned steps once, at step FIT_TO, from the time per step
+    measured since FIT_FROM; fixed from then on (and stored in checkpoints, so a resumed run keeps it)."""
+
+    def __init__(self, cfg: TrainConfig, active: bool):
+        self.budget_s, self.max_steps, self.active = cfg.max_minutes * 60, cfg.max_steps, active and cfg.max_minutes > 0
+        self.t_start = self.t_from = time.monotonic()
+
+    def __call__(self, step: int, planned: int) -> int:
+        if not self.active or planned <= FIT_TO:
+            return planned
+        if step == FIT_FROM:
+            self.t_from = time.monotonic()
+        elif step == FIT_TO:
+            per_step = (time.monotonic() - self.t_from) / (FIT_TO - FIT_FROM)
+            left = self.budget_s * BUDGET_USE - (time.monotonic() - self.t_start)
+            return max(step + 1, min(self.max_steps, step + int(left / per_step)))
+        return planned
+
+
+def setup_device(name: str) -> tuple[str, Dist]:
+    """The device to train on and this process's place in a torchrun job (one rank when not under torchrun)."""
+    device = pick_device(name)
     dist_info = init_distributed(device)
     if device == "cuda" and dist_info.world > 1:
         device = f"cuda:{dist_info.local_rank}"
-    run = Path(cfg.out)
-    if dist_info.main:
-        run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    ckpt = latest_checkpoint(run) if resume else None
-    if resume and ckpt is None and dist_info.main:
-        print(f"--resume: no checkpoint in {run}, starting from scratch", file=progress)
+    return device, dist_info
 
-    loader = Loader(data, dist_info.rank, dist_info.world, device)
-    codec, sets = loader.codec, loader.sets
+
+def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path | None) -> tuple[GPTConfig, dict]:
+    """The model's config and the run state: a checkpoint's, or a fresh one from the preset and the data."""
     if ckpt is not None:
-        state = json.loads((ckpt / "state.json").read_text())
+        state = read_state(ckpt)
         mcfg = GPTConfig(**state["model"])
-    else:
-        if cfg.preset not in PRESETS:
-            raise UsageError(f"unknown preset {cfg.preset!r}; available: {', '.join(PRESETS)}")
-        preset = dict(PRESETS[cfg.preset])
-        preset["block_size"] = data.block_size
-        known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes] if cfg.next_coords else []
-        mcfg = GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known, **preset)
-        state = {"step": 0, "planned_steps": cfg.max_steps}
-    if mcfg.block_size != data.block_size:
-        raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
-    model = GPT(mcfg).to(device)
-    opt = model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if device.startswith("cuda") else "cpu")
-    if ckpt is not None:
-        model.load_state_dict(torch.load(ckpt / "model.pt", map_location=device, weights_only=True))
-        opt.load_state_dict(torch.load(ckpt / "optim.pt", map_location=device, weights_only=True))
-        loader.load_state_dict(state["loader"])
-    step, planned = int(state["step"]), int(state["planned_steps"])
-    raw_model = model
+        if mcfg.block_size != data.block_size:
+            raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
+        return mcfg, state
+    if cfg.preset not in PRESETS:
+        raise UsageError(f"unknown preset {cfg.preset!r}; available: {', '.join(PRESETS)}")
+    codec = loader.codec
+    known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes] if cfg.next_coords else []
+    preset = {**PRESETS[cfg.preset], "block_size": data.block_size}
+    mcfg = GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(loader.sets, codec), next_axes=known, **preset)
+    return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
+
+
+def wrap_model(model: GPT, cfg: TrainConfig, dist_info: Dist, device: str) -> torch.nn.Module:
+    """The module the loop calls: compiled on request, under DDP when there are several ranks."""
     if cfg.compile:
         model = torch.compile(model)
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[dist_info.local_rank] if device.startswith("cuda") else None)
-    is_cuda = device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if is_cuda else nullcontext()
-    peak = next((v for k, v in PEAK_FLOPS.items() if is_cuda and k in torch.cuda.get_device_name()), None)
+    return model
 
-    run_config = {"model": mcfg.to_json(), "data": data.to_json(), "train": cfg.to_json(),
-                  "codec": codec.get_config(), "preprocess": sets[0].manifest.get("preprocess", {}),
-                  "params": raw_model.num_params()}
-    if dist_info.main:
-        (run / "config.json").write_text(json.dumps(run_config, indent=1))
-    log = MetricsLog(run, step if ckpt is not None else None, dist_info.main, cfg.tensorboard)
-    if dist_info.main:
-        print(f"model {cfg.preset}: {raw_model.num_params() / 1e6:.2f}M parameters on {device}"
-              + (f" x {dist_info.world} ranks" if dist_info.world > 1 else "") + f", starting at step {step}", file=progress)
 
-    def checkpoint(at: int) -> None:
-        if dist_info.main:
-            st = {"step": at, "planned_steps": planned, "loader": loader.state_dict(), "model": mcfg.to_json(),
-                  "data": data.to_json(), "train": cfg.to_json(), "codec": codec.get_config(),
-                  "preprocess": run_config["preprocess"]}
-            save_checkpoint(run, at, raw_model, opt, st, cfg.keep_ckpts)
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loader: Loader, cfg: TrainConfig,
+               dist_info: Dist, autocast) -> tuple[float, int, float]:
+    """One optimizer step over `grad_accum` micro-batches -> (mean loss in nats, loss tokens, data wait s)."""
+    wait, loss_acc, tokens = 0.0, 0.0, 0
+    model.train()
+    for micro in range(cfg.grad_accum):
+        tw = time.monotonic()
+        batch = loader.next()
+        wait += time.monotonic() - tw
+        sync = nullcontext() if dist_info.world == 1 or micro == cfg.grad_accum - 1 else model.no_sync()
+        with sync, autocast:
+            _, loss = model(**batch)
+        (loss / cfg.grad_accum).backward()
+        loss_acc += loss.item() / cfg.grad_accum
+        tokens += int(batch["loss_mask"].sum().item())
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if dist_info.world > 1:  # every rank logs the mean loss and the total tokens
+        import torch.distributed as dist
 
-    t_start = t_fit = time.monotonic()
-    last = {"loss_bits": float("nan")}
-    while step < planned:
-        t0 = time.monotonic()
-        lr = lr_at(step, cfg, planned)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        wait, loss_acc, tokens = 0.0, 0.0, 0
-        model.train()
-        for micro in range(cfg.grad_accum):
-            tw = time.monotonic()
-            batch = loader.next()
-            wait += time.monotonic() - tw
-            sync = nullcontext() if dist_info.world == 1 or micro == cfg.grad_accum - 1 else model.no_sync()
-            with sync, autocast:
-                _, loss = model(**batch)
-            (loss / cfg.grad_accum).backward()
-            loss_acc += loss.item() / cfg.grad_accum
-            tokens += int(batch["loss_mask"].sum().item())
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        if is_cuda:
-            torch.cuda.synchronize()
-        dt = time.monotonic() - t0
-        if dist_info.world > 1:
-            import torch.distributed as dist
+        t = torch.tensor([loss_acc, tokens], dtype=torch.float64, device=next(model.parameters()).device)
+        dist.all_reduce(t)
+        loss_acc, tokens = t[0].item() / dist_info.world, int(t[1].item())
+    return loss_acc, tokens, wait
 
-            t = torch.tensor([loss_acc, tokens], dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            loss_acc, tokens = t[0].item() / dist_info.world, int(t[1].item())
-        if cfg.max_minutes and ckpt is None:
-            # Fit the schedule to the time budget once, from the step time measured over steps 10..30
-            # (start-up excluded); fixed from then on and stored in checkpoints.
-            if step == 10:
-                t_fit = time.monotonic()
-            elif step == 30 and planned > 30:
-                rate = (time.monotonic() - t_fit) / 20
-                left = cfg.max_minutes * 60 * 0.98 - (time.monotonic() - t_start)
-                planned = max(step + 1, min(cfg.max_steps, step + int(left / rate)))
-        row = {"step": step, "loss_bits": round(loss_acc / LN2, 5), "lr": lr, "tokens_per_s": round(tokens / dt, 1),
-               "data_wait": round(wait / dt, 4), "elapsed_s": round(time.monotonic() - t_start, 2)}
-        if peak:
-            row["mfu"] = round(raw_model.flops_per_token() * tokens / dt / (peak * dist_info.world), 4)
-        last = row
-        if step % cfg.log_every == 0 or step == planned or step == 1:
-            log.write(row)
-            if dist_info.main:
-                msg = (f"step {step}/{planned}  loss {row['loss_bits']:.4f} bits/token  lr {lr:.2e}  "
-                       f"{row['tokens_per_s']:.0f} tok/s  data-wait {100 * row['data_wait']:.1f}%")
-                progress.write(("\r" + msg) if progress.isatty() else msg + "\n")
-                progress.flush()
-        if cfg.eval_every and step % cfg.eval_every == 0 and dist_info.main:
-            from vistok.train.evaluate import heldout_bits
 
-            ev = heldout_bits(raw_model, codec, sets, data, cfg.eval_samples, device)
-            log.write({"step": step, "eval_bits_per_token": round(ev["bits_per_token"], 5),
-                       "eval_bits_per_image": round(ev["bits_per_image"], 2)})
-        if cfg.halt_at and step == cfg.halt_at:
-            if dist_info.main:
-                progress.write(f"\nhalting at step {step} (--halt-at)\n")
-            break
-        if step % cfg.ckpt_every == 0 or step == planned:
-            checkpoint(step)
-    if progress.isatty() and dist_info.main:
-        progress.write("\n")
+def _start_note(cfg: TrainConfig, model: GPT, device: str, dist_info: Dist, step: int, fresh_resume: bool) -> str:
+    return (f"--resume: no checkpoint in {cfg.out}, starting from scratch\n" if fresh_resume else "") + (
+        f"model {cfg.preset}: {model.num_params() / 1e6:.2f}M parameters on {device}"
+        + (f" x {dist_info.world} ranks" if dist_info.world > 1 else "") + f", starting at step {step}")
+
+
+def close_distributed(dist_info: Dist) -> None:
     if dist_info.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
         dist.destroy_process_group()
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO[str] = sys.stderr,
+          quiet: bool = False) -> dict[str, Any]:
+    """Train (or resume) the run `cfg.out` on `data`; returns the last step's metrics."""
+    device, dist_info = setup_device(cfg.device)
+    run, main = Path(cfg.out), dist_info.main
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    ckpt = latest_checkpoint(run) if resume else None
+    loader = Loader(data, dist_info.rank, dist_info.world, device)
+    codec = loader.codec
+    mcfg, state = model_config(cfg, data, loader, ckpt)
+    raw_model, is_cuda = GPT(mcfg).to(device), device.startswith("cuda")
+    opt = raw_model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if is_cuda else "cpu")
+    if ckpt is not None:
+        load_weights(ckpt, raw_model, opt, device)
+        loader.load_state_dict(state["loader"])
+    step, planned = int(state["step"]), int(state["planned_steps"])
+    model = wrap_model(raw_model, cfg, dist_info, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if is_cuda else nullcontext()
+    peak = next((v for k, v in PEAK_FLOPS.items() if is_cuda and k in torch.cuda.get_device_name()), None)
+    # what every checkpoint records besides the step, the schedule and the loader's position
+    configs = {"model": mcfg.to_json(), "data": data.to_json(), "train": cfg.to_json(), "codec": codec.get_config(),
+               "preprocess": loader.sets[0].manifest.get("preprocess", {})}
+    if main:
+        (run / "config.json").write_text(json.dumps({**configs, "params": raw_model.num_params()}, indent=1))
+    log = MetricsLog(run, step if ckpt is not None else None, main, cfg.tensorboard)
+    fit = ScheduleFit(cfg, active=ckpt is None)
+    last: dict[str, Any] = {"loss_bits": float("nan")}
+    with Progress("train", planned, "steps", progress, quiet or not main) as bar:
+        bar.note(_start_note(cfg, raw_model, device, dist_info, step, resume and ckpt is None))
+        bar.advance(step)
+        while step < planned:
+            t0 = time.monotonic()
+            lr = lr_at(step, cfg, planned)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss, tokens, wait = train_step(model, opt, loader, cfg, dist_info, autocast)
+            step += 1
+            if is_cuda:
+                torch.cuda.synchronize()
+            dt = time.monotonic() - t0
+            planned = fit(step, planned)
+            last = {"step": step, "loss_bits": round(loss / LN2, 5), "lr": lr, "tokens_per_s": round(tokens / dt, 1),
+                    "data_wait": round(wait / dt, 4), "elapsed_s": round(time.monotonic() - fit.t_start, 2)}
+            if peak:  # model FLOPs utilization against the GPU's dense bf16 peak
+                last["mfu"] = round(raw_model.flops_per_token() * tokens / dt / (peak * dist_info.world), 4)
+            if step % cfg.log_every == 0 or step == planned or step == 1:
+                log.write(last)
+            bar.advance(1, total=planned, info=f"loss {last['loss_bits']:.4f} bits/token  lr {lr:.2e}  {last['tokens_per_s']:.0f} tok/s")
+            if cfg.eval_every and step % cfg.eval_every == 0 and main:
+                ev = heldout_bits(raw_model, codec, loader.sets, data, cfg.eval_samples, device)
+                log.write({"step": step, "eval_bits_per_token": round(ev["bits_per_token"], 5),
+                           "eval_bits_per_image": round(ev["bits_per_image"], 2)})
+            if cfg.halt_at and step == cfg.halt_at:
+                bar.note(f"halting at step {step} (--halt-at)")
+                break
+            if (step % cfg.ckpt_every == 0 or step == planned) and main:
+                st = {"step": step, "planned_steps": planned, "loader": loader.state_dict(), **configs}
+                save_checkpoint(run, step, raw_model, opt, st, cfg.keep_ckpts)
+    close_distributed(dist_info)
     return {"run": str(run), "step": step, "last": last, "params": raw_model.num_params()}

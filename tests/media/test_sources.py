@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from vistok.errors import InputError, UsageError
-from vistok.pipelines.preprocess import Preprocess
-from vistok.pipelines.sources import decode_image, expand_sources, input_key, read_input, sample_files
+from vistok.media.sources import decode_image, expand_sources, read_input, sample_files
+from vistok.record import parse_input_id
 
 
 def _png(arr, mode=None) -> bytes:
@@ -29,9 +29,34 @@ def test_expand_folders_globs_lists_dedup(tmp_path):
         (tmp_path / p).write_bytes(b"")
     (tmp_path / "list.txt").write_text("# comment\na/x.png\n\na/b/y.jpg\n")
     ids = expand_sources([str(tmp_path / "a"), str(tmp_path / "a" / "*.png"), f"@{tmp_path / 'list.txt'}"])
-    assert ids == sorted({str((tmp_path / "a/x.png").resolve()), str((tmp_path / "a/b/y.jpg").resolve())})
+    # one input per file, named by its smallest name: the folder's name and the path inside it
+    assert [tuple(parse_input_id(i)) for i in ids] == [("a/b/y.jpg", str((tmp_path / "a/b/y.jpg").resolve()), None),
+                                                       ("a/x.png", str((tmp_path / "a/x.png").resolve()), None)]
+    assert [parse_input_id(i).name for i in expand_sources([f"@{tmp_path / 'list.txt'}"])] == ["x.png", "y.jpg"]
     with pytest.raises(UsageError):
         expand_sources([str(tmp_path / "missing")])
+
+
+def test_names_and_keys_do_not_depend_on_where_the_files_live(tmp_path):
+    for root in ("one", "two/deeper"):
+        (tmp_path / root / "photos" / "sub").mkdir(parents=True)
+        for p in ("x.png", "sub/y.png"):
+            (tmp_path / root / "photos" / p).write_bytes(b"")
+    a = [parse_input_id(i) for i in expand_sources([str(tmp_path / "one" / "photos")])]
+    b = [parse_input_id(i) for i in expand_sources([str(tmp_path / "two/deeper/photos" / ".." / "photos")])]
+    assert [r.name for r in a] == [r.name for r in b] == ["photos/sub/y.png", "photos/x.png"]
+    assert [r.key for r in a] == [r.key for r in b] and a[0].path != b[0].path
+    glob_names = [parse_input_id(i).name for i in expand_sources([str(tmp_path / "one/photos/**/*.png")])]
+    assert sorted(glob_names) == ["photos/sub/y.png", "photos/x.png"]
+    assert all(parse_input_id(i).name.startswith("sample/") for i in expand_sources(["sample"]))
+
+
+def test_two_files_with_one_name_are_refused(tmp_path):
+    for root in ("x", "y"):
+        (tmp_path / root / "photos").mkdir(parents=True)
+        (tmp_path / root / "photos" / "a.png").write_bytes(root.encode())
+    with pytest.raises(UsageError, match="share the name 'photos/a.png'"):
+        expand_sources([str(tmp_path / "x" / "photos"), str(tmp_path / "y" / "photos")])
 
 
 def test_webdataset_tar_source_carries_keys_and_json(tmp_path):
@@ -45,10 +70,10 @@ def test_webdataset_tar_source_carries_keys_and_json(tmp_path):
             t.addfile(ti, io.BytesIO(data))
     ids = expand_sources([str(path)])
     assert len(ids) == 2  # the path escaping the archive is skipped
-    (first,) = [i for i in ids if i.endswith("000001.jpg")]
+    (first,) = [i for i in ids if parse_input_id(i).name == "in.tar/000001.jpg"]
     data, meta = read_input(first)
-    assert data == img and meta["source_json"] == {"caption": "hi"} and meta["source"].endswith(":000001.jpg")
-    assert input_key(first).startswith("000001-")
+    assert data == img and meta["source_json"] == {"caption": "hi"} and meta["source"] == f"{path}:000001.jpg"
+    assert parse_input_id(first).key.startswith("000001-")
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])
@@ -88,21 +113,5 @@ def test_bad_inputs_raise_one_line_input_errors():
         decode_image(_png(np.zeros((100, 100, 3), np.uint8)), max_pixels=5000)
 
 
-@pytest.mark.parametrize("resize", ["center-crop", "pad", "short-side", "none"])
-def test_resize_modes(resize):
-    img = np.zeros((30, 60, 3), np.uint8)
-    ((_, out),) = Preprocess(size=16, resize=resize).apply(img, "k")
-    want = {"center-crop": (16, 16, 3), "pad": (16, 16, 3), "short-side": (16, 32, 3), "none": (30, 60, 3)}
-    assert out.shape == want[resize]
 
 
-def test_crops_are_seeded():
-    img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
-    a = Preprocess(size=16, crops=5, seed=1).apply(img, "k")
-    b = Preprocess(size=16, crops=5, seed=1).apply(img, "k")
-    c = Preprocess(size=16, crops=5, seed=2).apply(img, "k")
-    assert [s for s, _ in a] == [f"_c{i:03d}" for i in range(5)]
-    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
-    assert not all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, c))
-    small = Preprocess(size=16, crops=2).apply(img[:8, :8], "k")
-    assert all(p.shape == (16, 16, 3) for _, p in small)

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import zarr
 
-import vistok.shards.store as store_mod
+import vistok.pipelines.pack as pack_mod
 from vistok.errors import DatasetError
+from vistok.executors import ExecutorConfig
+from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
-from vistok.pipelines.preprocess import Preprocess
+from vistok.pipelines.pack import pack
 from vistok.shards.reader import Dataset
-from vistok.shards.store import PackedStore, pack
+from vistok.shards.store import PackedStore
 from vistok.tokenize import JpegCodec
 
 
@@ -25,8 +27,8 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(store_mod, "TOKEN_CHUNK", 1024)
-    monkeypatch.setattr(store_mod, "SAMPLE_CHUNK", 8)
+    monkeypatch.setattr(pack_mod, "TOKEN_CHUNK", 1024)
+    monkeypatch.setattr(pack_mod, "SAMPLE_CHUNK", 8)
 
 
 def _files(path):
@@ -49,7 +51,7 @@ def test_store_records_equal_shard_records(dataset, tmp_path, small_chunks):
 def test_pack_is_deterministic_across_task_splits_and_executors(dataset, tmp_path, small_chunks):
     a = pack(dataset, tmp_path / "a.zarr", samples_per_task=8)
     b = pack(dataset, tmp_path / "b.zarr", samples_per_task=64)
-    c = pack(dataset, tmp_path / "c.zarr", executor="ray", workers=2, samples_per_task=16)
+    c = pack(dataset, tmp_path / "c.zarr", ExecutorConfig("ray", 2), samples_per_task=16)
     assert _files(a) == _files(b) == _files(c)
 
 

@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from vistok.errors import UsageError
-from vistok.pipelines.sources import BACKGROUND, DEFAULT_MAX_PIXELS
+from vistok.media.sources import BACKGROUND, DEFAULT_MAX_PIXELS
+from vistok.media.video import VideoConfig
+from vistok.record import crop_key
 
 RESIZE_MODES = ("center-crop", "pad", "short-side", "none")
 
@@ -27,7 +29,7 @@ class Preprocess:
     crops: int = 0
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
-    # videos (see `vistok.pipelines.video`): frame rate, frames per record, clip spacing, clips per video
+    # videos (see `vistok.media.video`): frame rate, frames per record, clip spacing, clips per video
     fps: float = 0.0
     clip_len: int = 1
     clip_stride: int = 0
@@ -46,9 +48,7 @@ class Preprocess:
     def to_json(self) -> dict:
         return asdict(self)
 
-    def video(self):
-        from vistok.pipelines.video import VideoConfig
-
+    def video(self) -> VideoConfig:
         return VideoConfig(fps=self.fps, clip_len=self.clip_len, clip_stride=self.clip_stride,
                            max_clips=self.max_clips, timeout=self.video_timeout)
 
@@ -73,7 +73,8 @@ class Preprocess:
         return self.size if self.size and not self.crops and self.resize in ("center-crop", "short-side") else 0
 
     def apply(self, img, key: str) -> list[tuple[str, np.ndarray]]:
-        """PIL image (or RGB array) -> [(key suffix, pixels)]: one entry, or one per crop (``_c000``...)."""
+        """PIL image (or RGB array) of the input `key` -> [(record key, pixels)]: one entry keyed `key`, or
+        one per crop (`vistok.record.crop_key`), the crops seeded by `seed` and `key`."""
         from PIL import Image
 
         if isinstance(img, np.ndarray):
@@ -88,20 +89,20 @@ class Preprocess:
             hh, ww = arr.shape[:2]
             ys = rng.integers(0, hh - s + 1, size=self.crops)
             xs = rng.integers(0, ww - s + 1, size=self.crops)
-            return [(f"_c{i:03d}", np.ascontiguousarray(arr[y : y + s, x : x + s])) for i, (y, x) in enumerate(zip(ys, xs))]
+            return [(crop_key(key, i), np.ascontiguousarray(arr[y : y + s, x : x + s])) for i, (y, x) in enumerate(zip(ys, xs))]
         if self.identity():
-            return [("", np.asarray(img))]
+            return [(key, np.asarray(img))]
         if self.resize == "short-side":
-            return [("", np.asarray(_resize(img, *_short_side_dims(w, h, s))))]
+            return [(key, np.asarray(_resize(img, *_short_side_dims(w, h, s))))]
         if self.resize == "center-crop":  # one resampling pass straight from the centre box
             side = min(w, h)
             box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-            return [("", np.asarray(_resize(img, s, s, box)))]
+            return [(key, np.asarray(_resize(img, s, s, box)))]
         scale = s / max(w, h)  # pad: long side to s, centred on the background colour
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         out = Image.new("RGB", (s, s), BACKGROUND)
         out.paste(_resize(img, nw, nh), ((s - nw) // 2, (s - nh) // 2))
-        return [("", np.asarray(out))]
+        return [(key, np.asarray(out))]
 
 
 def _seed(seed: int, key: str) -> int:

@@ -11,9 +11,7 @@ Source arguments (`vistok shard SRC...`):
     ``sample-video``: the animated GIF bundled with it
   - videos (.mp4 .mov .mkv .webm .avi .gif ...): decoded with PyAV into clips (`video.py`)
 
-An input id is a string: an absolute file path, or ``TARPATH#OFFSET:SIZE:JOFFSET:JSIZE:MEMBER`` for a tar
-member, where offsets and sizes locate the member's data and its sibling .json (JOFFSET -1 if none), so a
-worker reads them with a seek each.
+Inputs are named and identified as `vistok.record` says (`InputId`); this module makes and reads them.
 """
 
 from __future__ import annotations
@@ -21,8 +19,9 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import itertools
+import json
 import os
-import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vistok.errors import InputError, UsageError
+from vistok.record import InputId, Member, parse_input_id
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MEDIA_EXTS = IMAGE_EXTS | {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
@@ -57,7 +57,7 @@ def sample_gif() -> Path:
     return Path(skimage.__file__).parent / "data" / "no_time_for_that_tiny.gif"
 
 
-def _tar_members(path: Path) -> Iterator[str]:
+def _tar_members(path: Path) -> Iterator[InputId]:
     images, jsons = [], {}
     try:
         with tarfile.open(path, "r|*") as tar:  # streaming: headers only, members' data skipped
@@ -74,71 +74,96 @@ def _tar_members(path: Path) -> Iterator[str]:
         raise UsageError(f"cannot read tar source {path}: {exc}") from None
     for off, size, name in images:
         joff, jsize = jsons.get(name.rpartition(".")[0], (-1, 0))
-        yield f"{path}#{off}:{size}:{joff}:{jsize}:{name}"
+        yield InputId(f"{path.name}/{name}", str(path), Member(off, size, joff, jsize))
 
 
-def expand_sources(sources: list[str], base: Path | None = None) -> list[str]:
-    """Sorted, de-duplicated input ids for the given source arguments."""
-    out: set[str] = set()
+def _under(folder: Path, files: Iterator[Path], prefix: str) -> Iterator[InputId]:
+    """Files below `folder`, named `prefix/relative path` (or the relative path alone for an empty prefix)."""
+    for f in files:
+        rel = f.relative_to(folder).as_posix()
+        yield InputId(f"{prefix}/{rel}" if prefix else rel, str(f.resolve()))
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading components without wildcards."""
+    parts = Path(pattern).parts
+    fixed = [p for p in itertools.takewhile(lambda p: not glob.has_magic(p), parts[:-1])]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _expand_one(src: str, where: str) -> Iterator[InputId]:
+    """The inputs of one source argument (`where` names it in errors: the command line or a list file)."""
+    if src == "sample":
+        yield from (InputId(f"sample/{p.name}", str(p)) for p in sample_files())
+        return
+    if src == "sample-video":
+        yield InputId(f"sample-video/{sample_gif().name}", str(sample_gif()))
+        return
+    if src.startswith("@"):
+        lst = Path(src[1:])
+        if not lst.is_file():
+            raise UsageError(f"list file {lst} does not exist")
+        lines = [ln.strip() for ln in lst.read_text().splitlines()]
+        for e in (ln for ln in lines if ln and not ln.startswith("#")):
+            yield from _expand_one(e if os.path.isabs(e) else str(lst.parent / e), f"list {lst}")
+        return
+    p = Path(src)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
+        yield from _under(p, iter(files), p.resolve().name if src not in (".", "./") else "")
+    elif p.is_file():
+        yield from _tar_members(p.resolve()) if p.suffix.lower() == ".tar" else [InputId(p.name, str(p.resolve()))]
+    elif glob.has_magic(src):
+        files = sorted(m for m in map(Path, glob.glob(src, recursive=True)) if m.is_file())
+        if not files:
+            raise UsageError(f"glob {src!r} matches no files")
+        base = _glob_base(src)
+        prefix = base.resolve().name if base != Path(".") else ""
+        tars = [f for f in files if f.suffix.lower() == ".tar"]
+        yield from _under(base, (f for f in files if f.suffix.lower() != ".tar"), prefix)
+        for t in tars:
+            yield from _tar_members(t.resolve())
+    else:
+        raise UsageError(f"source {src!r} ({where}) is not a file, folder, glob, @list or 'sample'")
+
+
+def expand_sources(sources: list[str]) -> list[str]:
+    """Sorted input ids (`vistok.record.InputId`) of the given source arguments, one per file or member.
+
+    An input's name (what its key is made of) does not depend on where the files live: a file argument is
+    named by its file name, a folder argument by the folder's name and the path inside it, a glob by the
+    name of its fixed leading folder and the path inside that, a tar member by the tar's file name and the
+    member name, and `sample` photos by ``sample/FILE``. One file reached twice counts once (by its
+    smallest name); two different files with one name are refused, since their keys would collide.
+    """
+    by_target: dict[tuple[str, Member | None], str] = {}
     for src in sources:
-        if src == "sample":
-            out.update(str(p) for p in sample_files())
-            continue
-        if src == "sample-video":
-            out.add(str(sample_gif()))
-            continue
-        if src.startswith("@"):
-            lst = Path(src[1:])
-            if not lst.is_file():
-                raise UsageError(f"list file {lst} does not exist")
-            lines = [ln.strip() for ln in lst.read_text().splitlines()]
-            entries = [ln for ln in lines if ln and not ln.startswith("#")]
-            out.update(expand_sources([str(lst.parent / e) if not os.path.isabs(e) else e for e in entries]))
-            continue
-        p = Path(src)
-        if p.is_dir():
-            out.update(str(f.resolve()) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
-        elif p.is_file():
-            if p.suffix.lower() == ".tar":
-                out.update(_tar_members(p.resolve()))
-            else:
-                out.add(str(p.resolve()))
-        elif glob.has_magic(src):
-            matches = [Path(m) for m in glob.glob(src, recursive=True)]
-            files = [m for m in matches if m.is_file()]
-            if not files:
-                raise UsageError(f"glob {src!r} matches no files")
-            out.update(expand_sources([str(m) for m in files]))
-        else:
-            raise UsageError(f"source {src!r} is not a file, folder, glob, @list or 'sample'")
-    return sorted(out)
-
-
-_SLUG = re.compile(r"[^A-Za-z0-9_\-]+")
-
-
-def input_key(input_id: str) -> str:
-    """A stable, dot-free key: a readable slug of the name plus a hash of the full identity."""
-    name = input_id.rsplit(":", 1)[-1] if "#" in input_id else input_id
-    stem = Path(name).name.rsplit(".", 1)[0] if "." in Path(name).name else Path(name).name
-    slug = _SLUG.sub("_", stem).strip("_")[:40] or "x"
-    digest = hashlib.blake2b(input_id.encode(), digest_size=5).hexdigest()
-    return f"{slug}-{digest}"
+        for iid in _expand_one(src, "on the command line"):
+            target = (iid.path, iid.member)
+            if target not in by_target or iid.name < by_target[target]:
+                by_target[target] = iid.name
+    owner: dict[str, str] = {}
+    for (path, _), name in by_target.items():
+        if owner.setdefault(name, path) != path:
+            raise UsageError(f"two inputs share the name {name!r} ({owner[name]} and {path}), so their keys would "
+                             "collide; give them under folders of different names")
+    return sorted(str(InputId(name, path, member)) for (path, member), name in by_target.items())
 
 
 def fingerprint(input_ids: list[str]) -> str:
-    """Hash over the inputs' identities, sizes and modification times (content changes are detected by these)."""
+    """Hash over the inputs' names, sizes and modification times (content changes are detected by these)."""
     h = hashlib.sha256()
     stat_cache: dict[str, tuple[int, int]] = {}
     for iid in input_ids:
-        path = iid.split("#", 1)[0]
-        if path not in stat_cache:
+        ref = parse_input_id(iid)
+        if ref.path not in stat_cache:
             try:
-                st = os.stat(path)
-                stat_cache[path] = (st.st_size, st.st_mtime_ns)
+                st = os.stat(ref.path)
+                stat_cache[ref.path] = (st.st_size, st.st_mtime_ns)
             except OSError:
-                stat_cache[path] = (-1, -1)
-        h.update(f"{iid}\0{stat_cache[path][0]}\0{stat_cache[path][1]}\n".encode())
+                stat_cache[ref.path] = (-1, -1)
+        size, mtime = stat_cache[ref.path]
+        h.update(f"{ref.name}\0{ref.member}\0{size}\0{mtime}\n".encode())
         if len(stat_cache) > 4096:
             stat_cache.clear()
     return h.hexdigest()[:16]
@@ -146,32 +171,30 @@ def fingerprint(input_ids: list[str]) -> str:
 
 def read_input(input_id: str, max_bytes: int = 1 << 30) -> tuple[bytes, dict]:
     """Raw bytes of an input and the metadata carried with it (a tar member's sibling .json)."""
-    import json
-
+    ref = parse_input_id(input_id)
+    meta: dict = {"source": ref.source}
     try:
-        if "#" in input_id:
-            path, loc = input_id.split("#", 1)
-            offset, size, joff, jsize, member = loc.split(":", 4)
-            meta: dict = {"source": f"{path}:{member}"}
-            with open(path, "rb") as f:
-                f.seek(int(offset))
-                data = f.read(int(size))
-                if len(data) != int(size):
-                    raise InputError(f"tar member {member} is truncated")
-                if int(joff) >= 0 and int(jsize) <= 1 << 20:
-                    f.seek(int(joff))
+        if ref.member is not None:
+            m = ref.member
+            with open(ref.path, "rb") as f:
+                f.seek(m.offset)
+                data = f.read(m.size)
+                if len(data) != m.size:
+                    raise InputError(f"tar member {ref.name} is truncated")
+                if m.json_offset >= 0 and m.json_size <= 1 << 20:
+                    f.seek(m.json_offset)
                     try:
-                        extra = json.loads(f.read(int(jsize)))
+                        extra = json.loads(f.read(m.json_size))
                         if isinstance(extra, dict):
                             meta["source_json"] = extra
                     except ValueError:
                         pass
             return data, meta
-        size = os.path.getsize(input_id)
+        size = os.path.getsize(ref.path)
         if size > max_bytes:
             raise InputError(f"file of {size} bytes exceeds the read limit of {max_bytes}")
-        with open(input_id, "rb") as f:
-            return f.read(), {"source": input_id}
+        with open(ref.path, "rb") as f:
+            return f.read(), meta
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}") from None
 

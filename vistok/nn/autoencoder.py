@@ -17,12 +17,18 @@ full resolution. Images are in [-1, 1].
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from vistok.errors import DatasetError
+from vistok.nn.grids import scale_grids
 
 
 @dataclass
@@ -124,11 +130,6 @@ class BSQ(nn.Module):
 
     def embed(self, idx):  # (B, h, w) -> (B, latent, h, w)
         return self.up(self.signs_of(idx) / math.sqrt(self.L))
-
-
-def scale_grids(h: int, w: int, scales: int) -> list[tuple[int, int]]:
-    """Code grids of a multi-scale tokenizer for an (h, w) latent grid, coarsest first."""
-    return [(-(-h // 2**k), -(-w // 2**k)) for k in range(scales - 1, -1, -1)]
 
 
 class ResidualBSQ(BSQ):
@@ -256,3 +257,33 @@ class Autoencoder(nn.Module):
     @torch.no_grad()
     def decode(self, idx):
         return self.decoder(self.quant.embed(idx)).clamp(-1, 1)
+
+
+# --- codes and weights on disk ------------------------------------------------------------------------
+def flat_codes(idx) -> torch.Tensor:
+    """Code indices -> (B, tokens): one grid, or a multi-scale tokenizer's grids, coarsest first."""
+    return torch.cat([i.flatten(1) for i in idx], 1) if isinstance(idx, list) else idx.flatten(1)
+
+
+def weights_checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_tokenizer(path: str | Path, device: str = "cpu", expect_sha256: str | None = None) -> tuple[Autoencoder, dict]:
+    """Weights through safetensors (never unpickled); refuses weights whose checksum differs from `expect`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_path, w_path = path / "config.json", path / "model.safetensors"
+    if not cfg_path.exists() or not w_path.exists():
+        raise DatasetError(f"{path} is not a tokenizer folder (config.json and model.safetensors)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("kind") != "vistok-tokenizer":
+        raise DatasetError(f"{cfg_path} is not a vistok tokenizer config")
+    actual = weights_checksum(w_path)
+    if expect_sha256 and actual != expect_sha256:
+        raise DatasetError(f"tokenizer {path} has weights {actual[:12]}..., but the dataset was made with "
+                           f"{expect_sha256[:12]}...: use the tokenizer that made it")
+    model = Autoencoder(AEConfig(**cfg["autoencoder"]))
+    model.load_state_dict(load_file(str(w_path), device=device))
+    return model.to(device).eval(), {**cfg, "sha256": actual}

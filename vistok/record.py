@@ -1,4 +1,6 @@
-"""`TokenRecord`: one sample's tokens plus what is needed to decode and reorder them.
+"""The record contract: `TokenRecord`, the format version, and the rules for keys and input ids.
+
+A `TokenRecord` is one sample's tokens plus what is needed to decode and reorder them.
 
 On disk a record is a handful of WebDataset members sharing one key, always in this order:
 
@@ -11,21 +13,110 @@ Coordinates and units are *derived* from the tokens and the manifest by the code
 `codec.units`) instead of stored: a stored (T, 5) int16 coordinate array would cost 10 bytes per token
 against 2 for the tokens themselves, while deriving them is a few vectorized numpy passes
 (see `benchmarks/bench_codec.py`, which measures both).
+
+Keys. An input has a *name* that does not depend on where the files live (`vistok.media.sources` gives
+it: e.g. ``photos/cat.jpg`` for ``cat.jpg`` inside the source folder ``photos/``). Its key is
+``<slug of the file stem>-<10 hex digits of blake2b(name)>``; a record made from it adds ``_cNNN`` (crop
+N of an image) or ``_vNNNN`` (clip N of a video). Keys hold only letters, digits, ``_`` and ``-``.
+
+Input ids. The planner hands workers one string per input: ``NAME\0PATH`` for a file, or
+``NAME\0PATH\0OFFSET:SIZE:JSON_OFFSET:JSON_SIZE`` for a tar member (its data and sibling ``.json``,
+JSON_OFFSET -1 when there is none), so a worker reads it with a seek. Ids sort by name, so the order of a
+dataset is the same wherever its files are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from vistok.errors import DatasetError
+from vistok.errors import DatasetError, UsageError
+
+# Bumped whenever the on-disk record or manifest layout changes; readers refuse newer formats.
+FORMAT_VERSION = 1
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+_SLUG = re.compile(r"[^A-Za-z0-9_\-]+")
+_RECORD_KEY = re.compile(r"^(?P<input>.*-[0-9a-f]{10})(?:_c(?P<crop>[0-9]+)|_v(?P<clip>[0-9]+))?$")
+KEY_DIGEST_BYTES = 5  # 10 hex digits
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+def input_key(name: str) -> str:
+    """An input's key from its stable name: a readable slug of the file stem plus a hash of the whole name."""
+    base = name.rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    slug = _SLUG.sub("_", stem).strip("_")[:40] or "x"
+    return f"{slug}-{hashlib.blake2b(name.encode(), digest_size=KEY_DIGEST_BYTES).hexdigest()}"
+
+
+def crop_key(key: str, i: int) -> str:
+    return f"{key}_c{i:03d}"
+
+
+def clip_key(key: str, i: int) -> str:
+    return f"{key}_v{i:04d}"
+
+
+class RecordKey(NamedTuple):
+    input: str  # the input's key: every crop and clip of one input shares it
+    crop: int | None
+    clip: int | None
+
+
+def parse_key(record_key: str) -> RecordKey:
+    """A record key -> its input key and crop or clip number (keys of other tools: the whole key, no parts)."""
+    m = _RECORD_KEY.match(record_key)
+    if m is None:
+        return RecordKey(record_key, None, None)
+    crop, clip = m.group("crop"), m.group("clip")
+    return RecordKey(m.group("input"), None if crop is None else int(crop), None if clip is None else int(clip))
+
+
+# --- input ids --------------------------------------------------------------------------------------------
+class Member(NamedTuple):
+    """Where a tar member's bytes and its sibling .json lie in the tar (json_offset -1: none)."""
+
+    offset: int
+    size: int
+    json_offset: int
+    json_size: int
+
+
+class InputId(NamedTuple):
+    name: str  # stable: does not depend on where the files live (a tar member's: TAR_NAME/MEMBER)
+    path: str  # where to read the bytes here
+    member: Member | None = None
+
+    def __str__(self) -> str:
+        return "\0".join([self.name, self.path] + ([":".join(map(str, self.member))] if self.member else []))
+
+    @property
+    def key(self) -> str:
+        return input_key(self.name)
+
+    @property
+    def source(self) -> str:
+        """Where the input was read from, for error rows and record metadata (``TAR:MEMBER`` for members)."""
+        return f"{self.path}:{self.name.split('/', 1)[1]}" if self.member else self.path
+
+
+def parse_input_id(input_id: str) -> InputId:
+    parts = input_id.split("\0")
+    if len(parts) == 2:
+        return InputId(parts[0], parts[1])
+    if len(parts) == 3:
+        try:
+            return InputId(parts[0], parts[1], Member(*(int(x) for x in parts[2].split(":"))))
+        except (TypeError, ValueError):
+            pass
+    raise UsageError(f"malformed input id {input_id!r}")
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:

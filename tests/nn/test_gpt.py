@@ -1,6 +1,6 @@
 import torch
 
-from vistok.train.model import GPT, PRESETS, GPTConfig
+from vistok.nn.gpt import GPT, PRESETS, GPTConfig
 
 
 def _model(next_axes=(0, 1)):
@@ -17,7 +17,7 @@ def test_kv_cache_logits_match_the_uncached_forward():
     crd = torch.stack([torch.randint(0, n, (B, T), generator=g) for n in (5, 9, 7)], -1)
     nxt = torch.stack([torch.randint(0, n, (B, T), generator=g) for n in (5, 9, 7)], -1)
     full, _ = m(idx, crd, nxt)
-    from vistok.train.model import KVCache
+    from vistok.nn.gpt import KVCache
 
     cache = KVCache(m.cfg, B, T, "cpu", torch.float32)
     parts = [m(idx[:, :7], crd[:, :7], nxt[:, :7], cache=cache)[0]]  # prefill

@@ -186,7 +186,7 @@ class GPT(nn.Module):
                  top_p: float | None = None, generator=None, use_cache: bool = True):
         """Sample token streams from BOS under a codec grammar; returns (B, 1 + n) tokens.
 
-        `grammar` (see `vistok.train.grammar`) masks tokens that would not decode, and gives each sampled
+        `grammar` (a codec's `grammar(meta)`, see `vistok.tokenize.base`) masks tokens that would not decode, and gives each sampled
         token's coordinates and the next token's known coordinates, so the model sees exactly what it saw
         in training. With `use_cache`, each step feeds one position through the KV cache.
         """

@@ -1,0 +1,24 @@
+import numpy as np
+import pytest
+
+from vistok.media.preprocess import Preprocess
+
+
+@pytest.mark.parametrize("resize", ["center-crop", "pad", "short-side", "none"])
+def test_resize_modes(resize):
+    img = np.zeros((30, 60, 3), np.uint8)
+    ((_, out),) = Preprocess(size=16, resize=resize).apply(img, "k")
+    want = {"center-crop": (16, 16, 3), "pad": (16, 16, 3), "short-side": (16, 32, 3), "none": (30, 60, 3)}
+    assert out.shape == want[resize]
+
+
+def test_crops_are_seeded():
+    img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    a = Preprocess(size=16, crops=5, seed=1).apply(img, "k")
+    b = Preprocess(size=16, crops=5, seed=1).apply(img, "k")
+    c = Preprocess(size=16, crops=5, seed=2).apply(img, "k")
+    assert [k for k, _ in a] == [f"k_c{i:03d}" for i in range(5)]
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+    assert not all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, c))
+    small = Preprocess(size=16, crops=2).apply(img[:8, :8], "k")
+    assert all(p.shape == (16, 16, 3) for _, p in small)

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from vistok.errors import UsageError
+from vistok.executors import ExecutorConfig, run_tasks
+from vistok.tokenize import BSQCodec
+
+
+def _square(x: int) -> dict:
+    if x == 3:
+        raise ValueError("three is bad")
+    return {"task": x, "value": x * x}
+
+
+def _failed(task, exc):
+    return {"task": task, "failed": type(exc).__name__}
+
+
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_every_task_gives_one_status_and_failures_are_recorded(kind):
+    got = []
+    run_tasks(_square, range(6), got.append, _failed, ExecutorConfig(kind, workers=2, retries=0))
+    by_task = {s["task"]: s for s in got}
+    assert sorted(by_task) == list(range(6)) and len(got) == 6
+    assert "ValueError" in by_task[3]["failed"]  # Ray wraps it: RayTaskError(ValueError)
+    assert all(by_task[i]["value"] == i * i for i in (0, 1, 2, 4, 5))
+
+
+def test_unknown_executor_is_refused():
+    with pytest.raises(UsageError, match="--executor"):
+        ExecutorConfig("threads")
+
+
+def _gpu_ids(task):
+    import ray
+
+    return {"task": task, "gpus": ray.get_gpu_ids()}
+
+
+def _unexpected(task, exc):
+    raise AssertionError(f"task {task} failed: {exc}")
+
+
+def test_learned_codec_tasks_get_a_gpu_when_the_cluster_has_one(bsq_tok):
+    import ray
+
+    from vistok.executors import run_ray, task_gpus
+
+    codec = BSQCodec(str(bsq_tok))  # device auto: asks for a GPU per task, runs where torch finds one
+    assert codec.gpus_per_task == 1.0 and codec.torch_device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert BSQCodec(str(bsq_tok), device="cpu").gpus_per_task == 0.0
+    assert task_gpus(1.0, {"CPU": 8.0}) == 0.0  # a CPU-only cluster runs the tasks on CPU
+    # A real local Ray that declares one GPU: each task is given it (Ray sets CUDA_VISIBLE_DEVICES).
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        got = []
+        run_ray(_gpu_ids, range(3), got.append, _unexpected, gpus=codec.gpus_per_task)
+        assert sorted(s["task"] for s in got) == [0, 1, 2] and all(len(s["gpus"]) == 1 for s in got)
+        got.clear()
+        run_ray(_gpu_ids, range(2), got.append, _unexpected, gpus=0.0)
+        assert all(s["gpus"] == [] for s in got)
+    finally:
+        ray.shutdown()

@@ -1,0 +1,107 @@
+"""Executors: run one function over a stream of small task objects, in-process or as Ray tasks.
+
+They know nothing of shards or stores: a job hands over `fn` (task -> status dict), the tasks, a
+callback for every status, and `on_failure` (task, exception -> status) for a task that raised after
+its retries. Every task yields exactly one status; nothing is dropped. Both executors call `on_result`
+from the driver only, so a callback may print or collect freely.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from vistok.errors import UsageError
+
+EXECUTORS = ("ray", "local")
+
+Status = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """`kind`: ray (local Ray by default, a cluster with `address`) or local (in-process, one at a time).
+    `workers`: CPUs of a local Ray (default: all). `retries`: Ray retries of a task that raised or died."""
+
+    kind: str = "ray"
+    workers: int | None = None
+    address: str | None = None
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise UsageError(f"--executor must be ray or local, got {self.kind!r}")
+
+
+def run_tasks(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callable[[Status], None],
+              on_failure: Callable[[Any, BaseException], Status], cfg: ExecutorConfig = ExecutorConfig(),
+              gpus: float = 0.0) -> None:
+    """Run `fn` over `tasks` with the executor `cfg` names (see `run_local` and `run_ray`)."""
+    if cfg.kind == "local":
+        run_local(fn, tasks, on_result, on_failure)
+    else:
+        run_ray(fn, tasks, on_result, on_failure, cfg, gpus)
+
+
+def run_local(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callable[[Status], None],
+              on_failure: Callable[[Any, BaseException], Status]) -> None:
+    for task in tasks:
+        try:
+            status = fn(task)
+        except Exception as exc:  # same policy as the Ray path: record, go on
+            status = on_failure(task, exc)
+        on_result(status)
+
+
+def task_gpus(wanted: float, cluster: dict[str, float]) -> float:
+    """GPUs per task: what the caller wants when the cluster has GPUs, none on a CPU-only cluster."""
+    return float(wanted) if wanted and cluster.get("GPU", 0) > 0 else 0.0
+
+
+def run_ray(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callable[[Status], None],
+            on_failure: Callable[[Any, BaseException], Status], cfg: ExecutorConfig = ExecutorConfig(),
+            gpus: float = 0.0) -> None:
+    """One Ray task per item of `tasks`, at most 2 x cluster CPUs in flight (the task stream is consumed
+    lazily, so the driver holds only those); failures after `cfg.retries` go to `on_failure`.
+    `gpus`: GPUs each task asks for when the cluster has any (Ray then sets CUDA_VISIBLE_DEVICES)."""
+    import ray  # imported here: ray takes seconds to import, and the local executor never needs it
+
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                                      configure_logging=True)
+        if cfg.address:
+            ray.init(address=cfg.address, **kwargs)
+        else:
+            ray.init(num_cpus=cfg.workers or os.cpu_count() or 1, **kwargs)
+        started = True
+    try:
+        resources = ray.cluster_resources()
+        remote = ray.remote(fn).options(num_cpus=1, num_gpus=task_gpus(gpus, resources), max_retries=cfg.retries,
+                                        retry_exceptions=True)
+        max_in_flight = 2 * max(1, int(resources.get("CPU", 1)))
+        in_flight: dict[Any, Any] = {}
+        pending = iter(tasks)
+        exhausted = False
+        while True:
+            while not exhausted and len(in_flight) < max_in_flight:
+                task = next(pending, None)
+                if task is None:
+                    exhausted = True
+                    break
+                in_flight[remote.remote(task)] = task
+            if not in_flight:
+                break
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
+            for ref in done:
+                task = in_flight.pop(ref)
+                try:
+                    status = ray.get(ref)
+                except Exception as exc:  # retries exhausted (worker crash, OOM kill, bug): record it
+                    status = on_failure(task, exc)
+                on_result(status)
+    finally:
+        if started:
+            ray.shutdown()

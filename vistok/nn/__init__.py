@@ -1,0 +1,1 @@
+"""Torch modules: the GPT and the tokenizer autoencoder, and what loading their weights needs."""
