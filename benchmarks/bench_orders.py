@@ -9,7 +9,8 @@ import numpy as np
 
 from benchmarks.common import photos_256
 from vistok.tokenize import JpegCodec, WaveletCodec
-from vistok.tokenize.orders import OrderInput, get_order
+from vistok.tokenize.base import Positions
+from vistok.tokenize.orders import get_order
 
 ORDERS = ["raster", "snake", "zorder", "hilbert", "spiral", "random", "randsac:11", "randsac:11,5", "freq-major"]
 
@@ -19,7 +20,7 @@ def orders_per_second(min_time: float = 0.3) -> dict:
     rng = np.random.default_rng(0)
     for side in (32, 64):
         n = side * side
-        inp = OrderInput(units=np.arange(n), grid=(side, side), coords=np.zeros((n, 5), np.int64),
+        inp = Positions(units=np.arange(n), grid=(side, side), coords=np.zeros((n, 5), np.int64),
                          axes=("frame", "component", "block_y", "block_x", "freq"))
         for name in ORDERS:
             f = get_order(name)

@@ -67,7 +67,7 @@ def _vistok(folder: Path, out: Path, executor: str, size: int, quality: int, wor
     res = run_job([str(folder)], out, JpegCodec(quality=quality), Preprocess(size=size), shard_size=64, compress=True,
                   executor=executor, workers=workers, quiet=True)
     dt = time.perf_counter() - t0
-    return res.samples / dt, sum(s["bytes"] for s in res.manifest["shards"]) / res.samples
+    return res.samples / dt, sum(s["bytes"] for s in res.manifest.shards) / res.samples
 
 
 def _driver_rss(folder: Path, out: Path) -> float:

@@ -115,3 +115,25 @@ def multiscale_tok(tmp_path_factory):
     d = tmp_path_factory.mktemp("mstok")
     _small_tokenizer(d, "ms", bits=8, scales=3)
     return d / "ms"
+
+
+@pytest.fixture(scope="session")
+def gradwalk_dataset(tmp_path_factory):
+    """72 JPEG records (32x32 crops of the embedded photos) with a stored gradwalk order, in 4 shards."""
+    from vistok.media.preprocess import Preprocess
+    from vistok.pipelines.job import run_job
+    from vistok.tokenize import JpegCodec
+
+    out = tmp_path_factory.mktemp("store") / "ds"
+    run_job(["sample"], out, JpegCodec(), Preprocess(size=32, crops=3), shard_size=20, compress=True,
+            executor="local", quiet=True, store_orders=("gradwalk:max",))
+    return out
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Tiny store chunks, so a small dataset spans many chunks and pack tasks."""
+    import vistok.pipelines.pack as pack_mod
+
+    monkeypatch.setattr(pack_mod, "TOKEN_CHUNK", 1024)
+    monkeypatch.setattr(pack_mod, "SAMPLE_CHUNK", 8)

@@ -93,3 +93,14 @@ def test_train_eval_sample_from_the_command_line(dataset, tmp_path):
     assert Image.open(tmp_path / "s.png").size[0] > 64
     bad = vistok("train", dataset, "--out", run, "--order", "sideways", check=False)
     assert bad.returncode != 0 and "unknown order" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_progress_lines_when_not_a_terminal_and_quiet_silences_them(tmp_path):
+    loud = vistok("shard", "sample", "--size", "16", "--shard-size", "8", "--executor", "local", "--no-gzip",
+                  "--out", tmp_path / "a")
+    assert "shard 24/24 inputs" in loud.stderr and "inputs/s" in loud.stderr and "ETA" in loud.stderr
+    quiet = vistok("shard", "sample", "--size", "16", "--shard-size", "8", "--executor", "local", "--no-gzip",
+                   "--out", tmp_path / "b", "--quiet")
+    assert quiet.stderr == "" and "24 samples" in quiet.stdout
+    for cmd in ("shard", "pack", "train", "train-tokenizer"):
+        assert "--quiet" in vistok(cmd, "--help").stdout

@@ -174,6 +174,6 @@ def test_keys_and_split_do_not_depend_on_where_the_files_live(tmp_path):
     assert len(ra) == 8 and [r.key for r in ra] == [r.key for r in rb]
     assert all(r.key.startswith(Path(sample_files()[0].name).stem) or True for r in ra)
     assert all(np.array_equal(x.tokens, y.tokens) for x, y in zip(ra, rb))  # crops seeded by the key: the same
-    assert a.manifest["config_hash"] == b.manifest["config_hash"]
+    assert a.manifest.config_hash == b.manifest.config_hash
     held = [r.key for r in ra if is_heldout(r.key, 0.5)]
     assert held == [r.key for r in rb if is_heldout(r.key, 0.5)]

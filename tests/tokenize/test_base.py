@@ -15,15 +15,16 @@ def test_multi_frame_records_round_trip(codec):
     assert out.shape == (3, 24, 40, 3)
     for f, frame in enumerate(frames):
         np.testing.assert_array_equal(out[f], codec.decode(codec.encode(frame)))
-    units, coords = codec.unit_coords(rec)
+    inp = codec.positions(rec)
+    coords = inp.coords
     assert (np.diff(coords[:, 0]) >= 0).all() and coords[-1, 0] == 2
+    assert inp.n_units == 3 * inp.grid[0] * inp.grid[1]  # units continue frame after frame
     g = codec.grammar(rec.meta)
     for i, t in enumerate(rec.tokens):
         assert g.allowed()[t], i
         assert (g.next_known()[:2] == coords[i, :2]).all() or rec.tokens[i] == 3
         assert (g.step(int(t)) == coords[i]).all()
     assert g.phase == "end"
-    inp = codec.order_input(rec)
     for name in ("hilbert", "random", "randsac:4", "spiral"):
         perm = get_order(name)(inp, np.random.default_rng(1)).perm
         assert (np.diff(coords[perm, 0]) >= 0).all(), name  # time-major

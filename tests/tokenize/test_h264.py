@@ -46,13 +46,13 @@ def test_gop_frames_all_and_intra(photo, psnr):
 def test_headers_travel_through_the_manifest(tmp_path):
     res = run_job(["sample"], tmp_path / "d", H264Codec(crf=28), Preprocess(size=32), shard_size=8,
                   executor="local", quiet=True)
-    heads = res.manifest["side_info"]["h264_headers"]
+    heads = res.manifest.side_info["h264_headers"]
     assert len(heads) == 1  # one configuration, one size: one header stored once
     ds = Dataset(res.folder)
     rec = next(iter(ds))
     assert ds.codec.decode(rec).shape == (32, 32, 3)
     with pytest.raises(CodecError, match="has not seen"):
-        get_codec(ds.manifest["codec"]).decode(rec)  # a bare codec does not know the header
+        get_codec(ds.manifest.codec).decode(rec)  # a bare codec does not know the header
 
 
 def test_video_clips_and_transcode_never(tmp_path, make_video):

@@ -3,8 +3,8 @@ import pytest
 from scipy import ndimage
 
 from vistok.errors import UsageError
+from vistok.tokenize.base import Positions
 from vistok.tokenize.orders import (
-    OrderInput,
     get_order,
     gradwalk_units,
     grid_order,
@@ -25,7 +25,7 @@ def _input(rows, cols, seed=0, frames=1):
     units = np.repeat(np.arange(n), rng.integers(1, 7, n))
     coords = np.stack([units // (rows * cols), np.zeros_like(units), units % cols, units % rows,
                        rng.integers(0, 65, units.size), rng.integers(0, 4, units.size)], axis=1)
-    return OrderInput(units=units, grid=(rows, cols), coords=coords,
+    return Positions(units=units, grid=(rows, cols), coords=coords,
                       axes=("frame", "component", "block_x", "block_y", "freq", "level"))
 
 

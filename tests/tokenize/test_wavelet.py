@@ -92,7 +92,7 @@ def test_config_registry_and_validation():
 def test_grammar_accepts_real_streams_and_coords_agree(photo, kw):
     codec = WaveletCodec(**kw)
     rec = codec.encode(photo[40:88, 60:100])
-    units, coords = codec.unit_coords(rec)
+    coords = codec.positions(rec).coords
     g = codec.grammar(rec.meta)
     for i, t in enumerate(rec.tokens):
         assert g.allowed()[t]
@@ -104,7 +104,7 @@ def test_grammar_accepts_real_streams_and_coords_agree(photo, kw):
 def test_orders_over_pyramid_units(photo):
     codec = WaveletCodec(levels=3)
     rec = codec.encode(photo[:64, :64])
-    inp = codec.order_input(rec)
+    inp = codec.positions(rec)
     assert inp.grid == (8, 8) and set(np.unique(inp.units)) == set(range(64))
     for name in ("hilbert", "random", "randsac:6,2", "coarse-to-fine", "spiral"):
         perm = get_order(name)(inp, np.random.default_rng(0)).perm

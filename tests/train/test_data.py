@@ -30,7 +30,7 @@ def test_packing_masks_boundaries_and_padding():
 def test_long_records_split_at_unit_boundaries(small_dataset):
     ds = Dataset(small_dataset)
     rec = max(ds, key=len)
-    units = ds.codec.units(rec)
+    units = ds.codec.positions(rec).units
     per_unit = np.bincount(units).max()
     bs = max(int(per_unit) + 8, len(rec) // 3)
     docs = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs)
@@ -50,7 +50,7 @@ def test_long_records_split_at_unit_boundaries(small_dataset):
 def test_random_order_permutes_units_and_inverts(small_dataset):
     ds = Dataset(small_dataset)
     rec = next(iter(ds))
-    inp = ds.codec.order_input(rec)
+    inp = ds.codec.positions(rec)
     units = inp.units
     perm = get_order("random")(inp, np.random.default_rng(5)).perm
     assert sorted(perm) == list(range(len(rec)))

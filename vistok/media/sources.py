@@ -84,6 +84,12 @@ def _under(folder: Path, files: Iterator[Path], prefix: str) -> Iterator[InputId
         yield InputId(f"{prefix}/{rel}" if prefix else rel, str(f.resolve()))
 
 
+def _folder_name(folder: str) -> str:
+    """The name a folder argument gives its files: its last component as written (after normalizing `..`,
+    without following links, so a link and its target's mount point do not matter); none for the cwd."""
+    return "" if os.path.normpath(folder) == "." else Path(os.path.abspath(folder)).name
+
+
 def _glob_base(pattern: str) -> Path:
     """The folder a glob pattern starts from: its leading components without wildcards."""
     parts = Path(pattern).parts
@@ -110,7 +116,7 @@ def _expand_one(src: str, where: str) -> Iterator[InputId]:
     p = Path(src)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
-        yield from _under(p, iter(files), p.resolve().name if src not in (".", "./") else "")
+        yield from _under(p, iter(files), _folder_name(src))
     elif p.is_file():
         yield from _tar_members(p.resolve()) if p.suffix.lower() == ".tar" else [InputId(p.name, str(p.resolve()))]
     elif glob.has_magic(src):
@@ -118,7 +124,7 @@ def _expand_one(src: str, where: str) -> Iterator[InputId]:
         if not files:
             raise UsageError(f"glob {src!r} matches no files")
         base = _glob_base(src)
-        prefix = base.resolve().name if base != Path(".") else ""
+        prefix = _folder_name(str(base))
         tars = [f for f in files if f.suffix.lower() == ".tar"]
         yield from _under(base, (f for f in files if f.suffix.lower() != ".tar"), prefix)
         for t in tars:

@@ -27,14 +27,16 @@ from vistok.media.preprocess import Preprocess
 from vistok.media.sources import expand_sources, fingerprint
 from vistok.pipelines.encode import encode_input, error_row
 from vistok.progress import Progress
-from vistok.record import FORMAT_VERSION, TokenRecord, json_bytes, parse_input_id, parse_key
+from vistok.record import TokenRecord, json_bytes, parse_input_id, parse_key
 from vistok.shards.manifest import (
     ERRORS,
     ERRORS_DIR,
     MANIFEST,
     STATS_DIR,
+    Manifest,
     ShardStats,
     config_hash,
+    load_manifest,
     read_json,
     shard_errors_path,
     shard_name,
@@ -154,7 +156,7 @@ class JobResult:
     inputs: int
     shards: int
     seconds: float
-    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+    manifest: Manifest = field(repr=False)
 
 
 def _is_dataset_dir(p: Path) -> bool:
@@ -191,8 +193,8 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     chash = config_hash(config)
     folder = resolve_folder(Path(out), codec.codec_id, chash)
     if (folder / MANIFEST).exists() and not retry_errors:
-        m = read_json(folder / MANIFEST)
-        if m.get("config_hash") == chash:
+        m = load_manifest(folder)
+        if m.config_hash == chash:
             return _result(folder, True, m, t0)
     _prepare_folder(folder, config, chash, codec.codec_id, retry_errors)
 
@@ -214,9 +216,9 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     return _result(folder, False, finalize(folder, codec, config, chash, n_shards), t0)
 
 
-def _result(folder: Path, up_to_date: bool, manifest: dict[str, Any], t0: float) -> JobResult:
-    c = manifest["counts"]
-    return JobResult(folder, up_to_date, c["samples"], c["errors"], c["inputs"], len(manifest["shards"]),
+def _result(folder: Path, up_to_date: bool, manifest: Manifest, t0: float) -> JobResult:
+    c = manifest.counts
+    return JobResult(folder, up_to_date, c["samples"], c["errors"], c["inputs"], len(manifest.shards),
                      time.monotonic() - t0, manifest)
 
 
@@ -245,7 +247,7 @@ def _needed(folder: Path, index: int, retry_errors: bool) -> bool:
     return not p.exists() or (retry_errors and read_json(p)["errors"] > 0)
 
 
-def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_shards: int) -> dict[str, Any]:
+def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_shards: int) -> Manifest:
     """Merge per-shard stats and errors into `errors.jsonl` and `manifest.json` (written last)."""
     shards, all_lengths = [], []
     inputs = samples = errors = 0
@@ -268,15 +270,13 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
             err_parts.append(ep.read_bytes())
     atomic_write_bytes(folder / ERRORS, b"".join(err_parts))
     lengths = np.concatenate(all_lengths) if all_lengths else np.zeros(0, dtype=np.int64)
-    manifest = {
-        "kind": "vistok-dataset", "format": FORMAT_VERSION, "vistok_version": vistok.__version__,
-        "config_hash": chash, "codec": codec.get_config(), "vocabulary": codec.vocab.to_json(),
-        "axes": list(codec.axes), "side_info": side, "preprocess": config["preprocess"], "sources": config["sources"],
-        "shard_size": config["shard_size"], "stored_orders": config.get("store_orders", []),
-        "counts": {"inputs": inputs, "samples": samples, "errors": errors, "shards": len(shards)},
-        "shards": shards, "tokens": _length_stats(lengths),
-    }
-    write_json(folder / MANIFEST, manifest)
+    manifest = Manifest(
+        config_hash=chash, codec=codec.get_config(), vocabulary=codec.vocab.to_json(), axes=list(codec.axes),
+        preprocess=config["preprocess"], sources=config["sources"], shard_size=config["shard_size"],
+        counts={"inputs": inputs, "samples": samples, "errors": errors, "shards": len(shards)}, shards=shards,
+        tokens=_length_stats(lengths), vistok_version=vistok.__version__, side_info=side,
+        stored_orders=config.get("store_orders", []))
+    manifest.write(folder)  # last: the folder is a finished dataset from here on
     return manifest
 
 

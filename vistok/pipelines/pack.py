@@ -24,7 +24,7 @@ from vistok.errors import DatasetError
 from vistok.executors import ExecutorConfig, run_tasks
 from vistok.progress import Progress
 from vistok.record import json_bytes
-from vistok.shards.manifest import done_shards, load_manifest, shard_paths
+from vistok.shards.manifest import Manifest, done_shards, load_manifest, shard_paths
 from vistok.shards.reader import iter_shards
 from vistok.shards.store import FORMAT, KIND, SAMPLE_CHUNK, TOKEN_CHUNK
 
@@ -83,13 +83,13 @@ def pack_task(task: PackTask) -> dict[str, Any]:
     return {"samples": s1 - s0, "tokens": t1 - t0}
 
 
-def _layout(folder: Path, manifest: dict[str, Any]) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+def _layout(folder: Path, manifest: Manifest) -> tuple[list[tuple[str, int, int]], np.ndarray]:
     """From the stats alone: (path, first sample, samples) of every shard, and the (n + 1,) sample offsets."""
     paths = {p.name: p for p in shard_paths(folder, manifest)}
     names = set(paths)
     lengths = [n for st in done_shards(folder) if st.name in names for n in st.lengths]
     shards, first = [], 0
-    for s in manifest["shards"]:
+    for s in manifest.shards:
         shards.append((str(paths[s["name"]]), first, int(s["samples"])))
         first += int(s["samples"])
     if len(lengths) != first:
@@ -141,10 +141,10 @@ def pack(dataset: str | Path, out: str | Path, executor: ExecutorConfig = Execut
     manifest = load_manifest(folder)
     shards, offsets = _layout(folder, manifest)
     n, total = offsets.size - 1, int(offsets[-1])
-    has_orders = bool(manifest.get("stored_orders")) or bool(manifest["codec"].get("motion_vectors"))
+    has_orders = bool(manifest.stored_orders) or bool(manifest.codec.get("motion_vectors"))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    g = _create_arrays(tmp, offsets, manifest["vocabulary"]["dtype"], has_orders)
+    g = _create_arrays(tmp, offsets, manifest.vocabulary["dtype"], has_orders)
     failures = []
 
     def on_failure(task: PackTask, exc: BaseException) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def pack(dataset: str | Path, out: str | Path, executor: ExecutorConfig = Execut
         shutil.rmtree(tmp, ignore_errors=True)
         raise DatasetError(f"packing {folder} failed: {failures[0]}")
     g.attrs.update({"kind": KIND, "format": FORMAT, "vistok_version": vistok.__version__,
-                    "counts": {"samples": n, "tokens": total}, "manifest": manifest,
+                    "counts": {"samples": n, "tokens": total}, "manifest": manifest.to_json(),
                     "chunks": {"tokens": TOKEN_CHUNK, "samples": SAMPLE_CHUNK}})
     g.attrs["complete"] = True  # last: a store without it is refused
     if out.exists():

@@ -42,7 +42,7 @@ def reference_media(record: TokenRecord, preprocess: dict[str, Any]) -> np.ndarr
 def psnr_sample(folder: str | Path, n: int) -> dict[str, Any]:
     """PSNR of the first `n` decoded records against their source media (rebuilt from the source files)."""
     src = open_any(folder)
-    codec, pre = src.codec, src.manifest.get("preprocess", {})
+    codec, pre = src.codec, src.manifest.preprocess
     scores, skipped = [], 0
     for i, rec in enumerate(src):
         if i >= n:

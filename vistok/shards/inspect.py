@@ -15,7 +15,7 @@ def token_counts(source) -> np.ndarray:
     """Token histogram of a dataset folder (summed from its stats) or a packed store (one pass over it)."""
     if isinstance(source, PackedStore):
         return source.token_counts()
-    size = source.manifest["vocabulary"]["size"]
+    size = source.manifest.vocabulary["size"]
     return sum((st.counts_array(size) for st in done_shards(source.folder)), np.zeros(size, dtype=np.int64))
 
 
@@ -23,33 +23,33 @@ def summarize(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     src = open_any(folder)
     m = src.manifest
-    vocab = m["vocabulary"]["size"]
+    vocab = m.vocabulary["size"]
     counts = token_counts(src)
     total = int(counts.sum())
     p = counts[counts > 0] / max(total, 1)
     entropy = float(-(p * np.log2(p)).sum()) if total else 0.0
-    samples = m["counts"]["samples"]
+    samples = m.counts["samples"]
     if isinstance(src, PackedStore):
         shard_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     else:
-        shard_bytes = sum(s["bytes"] for s in m["shards"])
+        shard_bytes = sum(s["bytes"] for s in m.shards)
     return {
         "folder": str(folder),
         "samples": samples,
-        "shards": len(m["shards"]),
+        "shards": len(m.shards),
         "kind": "store" if isinstance(src, PackedStore) else "shards",
-        "inputs": m["counts"]["inputs"],
-        "errors": m["counts"]["errors"],
-        "tokens_per_sample": {k: m["tokens"].get(k) for k in ("mean", "p50", "p95", "max")},
-        "tokens_total": m["tokens"]["total"],
+        "inputs": m.counts["inputs"],
+        "errors": m.counts["errors"],
+        "tokens_per_sample": {k: m.tokens.get(k) for k in ("mean", "p50", "p95", "max")},
+        "tokens_total": m.tokens["total"],
         "bytes_per_sample": round(shard_bytes / samples, 1) if samples else None,
         "bytes_total": shard_bytes,
         "vocab_size": vocab,
         "vocab_used": int((counts > 0).sum()),
         "vocab_used_fraction": round(float((counts > 0).mean()), 4),
         "unigram_entropy_bits": round(entropy, 4),
-        "codec": m["codec"],
-        "config_hash": m["config_hash"],
+        "codec": m.codec,
+        "config_hash": m.config_hash,
     }
 
 

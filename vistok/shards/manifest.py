@@ -6,7 +6,7 @@
       stats/shard-000000.json  per-shard stats; its presence marks the shard done
       errors.jsonl           one line per input that could not be tokenized
 
-The manifest stores the codec's `get_config()` verbatim, so `get_codec(manifest["codec"])` rebuilds
+The manifest stores the codec's `get_config()` verbatim, so `get_codec(manifest.codec)` rebuilds
 the codec that wrote the data; `config_hash` covers everything that determines the shards' bytes.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,51 @@ def read_json(path: Path) -> Any:
         raise DatasetError(f"{path} is not valid JSON ({exc})") from None
 
 
-def load_manifest(folder: str | Path) -> dict[str, Any]:
+DATASET_KIND = "vistok-dataset"
+
+
+@dataclass
+class Manifest:
+    """`manifest.json`: what a finished dataset folder holds, written last by the job (sorted keys).
+
+    The sharding job writes it; readers, the store (which keeps it verbatim), `inspect` and the trainer
+    read it through this one definition."""
+
+    config_hash: str  # over everything that determines the shards' bytes (`config_hash`)
+    codec: dict[str, Any]  # the codec's get_config(), verbatim: `get_codec(codec)` rebuilds it
+    vocabulary: dict[str, Any]  # Vocabulary.to_json()
+    axes: list[str]  # the codec's coordinate axes
+    preprocess: dict[str, Any]  # Preprocess.to_json()
+    sources: dict[str, Any]  # inputs, fingerprint
+    shard_size: int
+    counts: dict[str, int]  # inputs, samples, errors, shards
+    shards: list[dict[str, Any]]  # name, samples, bytes, in order
+    tokens: dict[str, Any]  # total, and mean, p50, p95, max, min of the samples' lengths
+    vistok_version: str
+    side_info: dict[str, Any] = field(default_factory=dict)  # constant and collected (e.g. H.264 headers)
+    stored_orders: list[str] = field(default_factory=list)
+    format: int = FORMAT_VERSION
+    kind: str = DATASET_KIND
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, m: Any, where: str | Path = "manifest") -> Manifest:
+        if not isinstance(m, dict) or m.get("kind") != DATASET_KIND:
+            raise DatasetError(f"{where} is not a vistok dataset manifest")
+        if int(m.get("format", 0)) > FORMAT_VERSION:
+            raise DatasetError(f"{where} was written by a newer vistok (format {m['format']}); upgrade vistok to read it")
+        try:
+            return cls(**{f.name: m[f.name] for f in fields(cls) if f.name in m})
+        except TypeError as exc:
+            raise DatasetError(f"{where} is an incomplete manifest ({exc})") from None
+
+    def write(self, folder: str | Path) -> None:
+        write_json(Path(folder) / MANIFEST, self.to_json())
+
+
+def load_manifest(folder: str | Path) -> Manifest:
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a dataset folder (no such directory)")
@@ -117,26 +161,21 @@ def load_manifest(folder: str | Path) -> dict[str, Any]:
         hint = " (a job is unfinished here: rerun the same `vistok shard` command to complete it)" if (
             folder / STATS_DIR).is_dir() else ""
         raise DatasetError(f"{folder} has no {MANIFEST}{hint}")
-    m = read_json(path)
-    if not isinstance(m, dict) or m.get("kind") != "vistok-dataset":
-        raise DatasetError(f"{path} is not a vistok dataset manifest")
-    if int(m.get("format", 0)) > FORMAT_VERSION:
-        raise DatasetError(f"{folder} was written by a newer vistok (format {m['format']}); upgrade vistok to read it")
-    return m
+    return Manifest.from_json(read_json(path), path)
 
 
-def dataset_codec(manifest: dict[str, Any]) -> Codec:
+def dataset_codec(manifest: Manifest) -> Codec:
     """The one codec of a dataset, ready to decode its records: built from the manifest's config, with the
     side information the job collected (e.g. H.264 stream headers) loaded. Every reader gets it here."""
-    codec = get_codec(manifest["codec"])
-    codec.load_side_info(manifest.get("side_info", {}))
+    codec = get_codec(manifest.codec)
+    codec.load_side_info(manifest.side_info)
     return codec
 
 
-def shard_paths(folder: str | Path, manifest: dict[str, Any]) -> list[Path]:
+def shard_paths(folder: str | Path, manifest: Manifest) -> list[Path]:
     folder = Path(folder)
     out = []
-    for s in manifest["shards"]:
+    for s in manifest.shards:
         name = s["name"]
         if "/" in name or "\\" in name or name.startswith("."):  # never follow a path out of the folder
             raise DatasetError(f"manifest of {folder} names an unsafe shard path {name!r}")

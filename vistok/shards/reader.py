@@ -10,13 +10,12 @@ import json
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vistok.errors import DatasetError
 from vistok.record import TokenRecord
-from vistok.shards.manifest import ERRORS, dataset_codec, load_manifest, shard_paths
+from vistok.shards.manifest import ERRORS, Manifest, dataset_codec, load_manifest, shard_paths
 from vistok.tokenize.base import Codec
 
 
@@ -75,7 +74,7 @@ class Dataset:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.manifest: dict[str, Any] = load_manifest(self.folder)
+        self.manifest: Manifest = load_manifest(self.folder)
 
     @cached_property
     def codec(self) -> Codec:
@@ -86,7 +85,7 @@ class Dataset:
         return shard_paths(self.folder, self.manifest)
 
     def __len__(self) -> int:
-        return int(self.manifest["counts"]["samples"])
+        return int(self.manifest.counts["samples"])
 
     def __iter__(self) -> Iterator[TokenRecord]:
         return iter_shards(self.shards)

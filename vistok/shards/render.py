@@ -82,13 +82,13 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
     img = np.asarray(codec.decode(record))
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
-    inp = codec.order_input(record)
+    inp = codec.positions(record)
     res = get_order(order)(inp, np.random.default_rng(seed))
     seq = inp.units[res.perm]
     first = np.unique(seq, return_index=True)[1]
     visit = seq[np.sort(first)]  # units in order of first visit
     rows, cols = inp.grid
-    uh, uw = codec.unit_pixels(record)
+    uh, uw = inp.unit_pixels
     scale = max(1, int(np.ceil(min_unit_px / min(uh, uw))))
     canvas = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).convert("RGB")
     overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))

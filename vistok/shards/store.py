@@ -20,13 +20,12 @@ import json
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vistok.errors import DatasetError
 from vistok.record import TokenRecord
-from vistok.shards.manifest import dataset_codec
+from vistok.shards.manifest import Manifest, dataset_codec
 from vistok.shards.reader import Dataset
 from vistok.tokenize.base import Codec
 
@@ -65,7 +64,7 @@ class PackedStore:
         if not attrs.get("complete"):
             raise DatasetError(f"{self.path} is incomplete (packing did not finish); run `vistok pack` again")
         self.g = g
-        self.manifest: dict[str, Any] = attrs["manifest"]
+        self.manifest = Manifest.from_json(attrs["manifest"], f"the manifest kept in {self.path}")
         self.n = int(attrs["counts"]["samples"])
         self.total = int(attrs["counts"]["tokens"])
         self.offsets = np.asarray(g["offsets"][:], dtype=np.int64)
@@ -167,7 +166,7 @@ class PackedStore:
         return dataset_codec(self.manifest)
 
     def token_counts(self) -> np.ndarray:
-        counts = np.zeros(self.manifest["vocabulary"]["size"], dtype=np.int64)
+        counts = np.zeros(self.manifest.vocabulary["size"], dtype=np.int64)
         for c in range(-(-self.total // self.chunk)):
             counts += np.bincount(np.asarray(self._chunk(c), dtype=np.int64), minlength=counts.size)
         return counts

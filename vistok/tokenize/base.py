@@ -2,7 +2,7 @@
 
 A codec turns media (an ``(H, W, 3)`` or ``(H, W)`` uint8 array) into a `TokenRecord` and back.
 Its configuration is plain JSON (`get_config`), stored verbatim in a dataset's manifest, so that
-`get_codec(manifest["codec"])` rebuilds the exact codec that wrote the dataset (a dataset hands out its
+`get_codec(manifest.codec)` rebuilds the exact codec that wrote the dataset (a dataset hands out its
 codec ready to decode, side information loaded: `vistok.shards.manifest.dataset_codec`).
 
 Optional capabilities are declared in `capabilities`, never discovered with `hasattr`:
@@ -20,7 +20,6 @@ import numpy as np
 
 from vistok.errors import CodecError
 from vistok.record import TokenRecord
-from vistok.tokenize.orders import OrderInput
 
 # Special tokens shared by every codec, always at the same ids so that mixed datasets agree.
 SPECIALS = ("PAD", "BOS", "EOS", "FRAME")
@@ -64,6 +63,27 @@ def token_mask(size: int, *ranges: tuple[int, int]) -> np.ndarray:
         m[a:b] = True
     m.setflags(write=False)
     return m
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Where the tokens of one record sit: what orders, trainers and drawings need, without its pixels.
+
+    `units[i]` is token i's reordering unit (a unit's tokens stay together under any order), numbered in
+    raster order over `grid` (rows, cols) frame after frame; `coords[i]` its integer coordinate on each of
+    `axes`; `unit_pixels` the (height, width) one unit covers; `stored` the record's stored unit orders.
+    """
+
+    units: np.ndarray  # (T,) int64
+    grid: tuple[int, int]
+    coords: np.ndarray | None = None  # (T, len(axes))
+    axes: tuple[str, ...] = ()
+    stored: dict[str, np.ndarray] = field(default_factory=dict)
+    unit_pixels: tuple[int, int] = (1, 1)
+
+    @property
+    def n_units(self) -> int:
+        return int(self.units.max()) + 1 if self.units.size else 0
 
 
 @dataclass(frozen=True)
@@ -170,10 +190,6 @@ class Codec:
         """A single-frame record -> its image."""
         raise NotImplementedError
 
-    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
-        """(units, coords) of a single-frame record (frame axis 0)."""
-        raise NotImplementedError
-
     # Multi-frame records (video clips) are the frames' streams joined by FRAME tokens, time-major, with
     # `meta["frames"]`; the frame axis numbers frames and units continue frame after frame.
     def encode_clip(self, frames: list[np.ndarray], key: str = "sample", meta: dict | None = None) -> TokenRecord:
@@ -220,49 +236,44 @@ class Codec:
         """JPEG_FILE: the record's coefficients as a JPEG file."""
         raise CodecError(f"codec {self.codec_id} cannot write JPEG files")
 
-    # --- layout ---------------------------------------------------------------------------------
-    def unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
-        """((T,) unit of every token; (T, len(axes)) int32 coordinates), across frames for clips.
+    # --- positions: where each token sits (codec authors implement the three hooks below) --------------
+    def positions(self, record: TokenRecord) -> Positions:
+        """Units, coordinates and unit geometry of a record, across frames for clips.
 
         A FRAME token opens its frame: frame axis = that frame, other axes 0, unit = the frame's first unit.
         """
         frames = self.frames_of(record)
         if len(frames) == 1:
-            return self.frame_unit_coords(record)
-        per = int(np.prod(self.unit_grid(frames[0])))
-        units, coords = [], []
-        for f, fr in enumerate(frames):
-            u, c = self.frame_unit_coords(fr)
-            c = c.copy()
-            c[:, 0] = f
-            if f:
-                sep = np.zeros((1, c.shape[1]), dtype=c.dtype)
-                sep[0, 0] = f
-                units.append(np.array([f * per], dtype=u.dtype))
-                coords.append(sep)
-            units.append(u + f * per)
-            coords.append(c)
-        return np.concatenate(units), np.concatenate(coords)
+            units, coords = self.frame_unit_coords(record)
+        else:
+            per = int(np.prod(self.unit_grid(frames[0])))
+            us, cs = [], []
+            for f, fr in enumerate(frames):
+                u, c = self.frame_unit_coords(fr)
+                c = c.copy()
+                c[:, 0] = f
+                if f:
+                    sep = np.zeros((1, c.shape[1]), dtype=c.dtype)
+                    sep[0, 0] = f
+                    us.append(np.array([f * per], dtype=u.dtype))
+                    cs.append(sep)
+                us.append(u + f * per)
+                cs.append(c)
+            units, coords = np.concatenate(us), np.concatenate(cs)
+        return Positions(units.astype(np.int64), self.unit_grid(record), coords, self.axes, record.orders,
+                         self.unit_pixels(record))
 
-    def coords(self, record: TokenRecord) -> np.ndarray:
-        return self.unit_coords(record)[1]
-
-    def units(self, record: TokenRecord) -> np.ndarray:
-        return self.unit_coords(record)[0]
+    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+        """Hook: ((T,) units, (T, len(axes)) int32 coordinates) of a single-frame record (frame axis 0)."""
+        raise NotImplementedError
 
     def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
-        """(rows, cols) of the unit grid of one frame; units are numbered raster order, frame after frame."""
+        """Hook: (rows, cols) of the unit grid of one frame; units are numbered raster order, frame after frame."""
         raise NotImplementedError
 
     def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
-        """(height, width) in pixels that one unit covers (for content-aware orders and drawings)."""
+        """Hook: (height, width) in pixels that one unit covers (for content-aware orders and drawings)."""
         raise NotImplementedError
-
-    def order_input(self, record: TokenRecord):
-        """Everything an ordering needs about this record (see `vistok.tokenize.orders.OrderInput`)."""
-        units, coords = self.unit_coords(record)
-        return OrderInput(units=units.astype(np.int64), grid=self.unit_grid(record), coords=coords, axes=self.axes,
-                          stored=record.orders)
 
     def side_info(self) -> dict[str, Any]:
         """Constant side information every record shares (e.g. JPEG quantization tables), for the manifest."""

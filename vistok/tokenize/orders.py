@@ -1,6 +1,6 @@
 """Token orderings, named and parameterized by a string: ``hilbert``, ``randsac:11,5``, ``gradwalk:max``...
 
-An ordering maps a record's layout (`OrderInput`: per-token units and coordinates, the unit grid, stored
+An ordering maps a record's layout (`Positions`: per-token units and coordinates, the unit grid, stored
 orders) to a permutation `perm` of its tokens: ``tokens[perm]`` is the stream in that order and
 `inverse(perm)` undoes it. Orders over *units* keep each unit's tokens together, in canonical order;
 orders over frequencies or scales reorder tokens across units (the model sees every token's coordinates,
@@ -23,30 +23,18 @@ Content-aware (computed at shard time from pixels, stored in the record as ``ord
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from vistok.errors import UsageError
+from vistok.tokenize.base import Positions
 
 try:
     from vistok import _jpegc as _native  # optional C helpers (connected pieces)
 except ImportError:  # pragma: no cover - depends on the build
     _native = None
-
-
-@dataclass
-class OrderInput:
-    units: np.ndarray  # (T,) unit of every token (non-decreasing for block codecs, interleaved for pyramids)
-    grid: tuple[int, int]  # (rows, cols) of the unit grid of one frame
-    coords: np.ndarray | None = None  # (T, A) token coordinates (frequency / scale orders)
-    axes: tuple[str, ...] = ()
-    stored: dict[str, np.ndarray] = field(default_factory=dict)  # the record's stored unit orders
-
-    @property
-    def n_units(self) -> int:
-        return int(self.units.max()) + 1 if self.units.size else 0
 
 
 @dataclass
@@ -162,7 +150,7 @@ def grid_order(name: str, rows: int, cols: int) -> np.ndarray:
     return out
 
 
-def _per_frame(inp: OrderInput, frame_order: Callable[[int], np.ndarray]) -> np.ndarray:
+def _per_frame(inp: Positions, frame_order: Callable[[int], np.ndarray]) -> np.ndarray:
     """Unit order: frames in time order, `frame_order(f)` (raster indices within a frame) inside each."""
     per = inp.grid[0] * inp.grid[1]
     frames = max(1, -(-inp.n_units // per))
@@ -172,7 +160,7 @@ def _per_frame(inp: OrderInput, frame_order: Callable[[int], np.ndarray]) -> np.
 
 
 def spatial(name: str) -> Callable:
-    def order(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    def order(inp: Positions, rng: np.random.Generator) -> OrderResult:
         g = grid_order(name, *inp.grid)
         return OrderResult(units_to_tokens(inp.units, _per_frame(inp, lambda f: g)))
 
@@ -180,17 +168,17 @@ def spatial(name: str) -> Callable:
 
 
 # --- frequency / scale ---------------------------------------------------------------------------------
-def _axis(inp: OrderInput, name: str) -> np.ndarray:
+def _axis(inp: Positions, name: str) -> np.ndarray:
     if inp.coords is None or name not in inp.axes:
         raise UsageError(f"this order needs the {name!r} coordinate axis, which the codec does not have")
     return inp.coords[:, inp.axes.index(name)]
 
 
-def canonical(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+def canonical(inp: Positions, rng: np.random.Generator) -> OrderResult:
     return OrderResult(np.arange(inp.units.size))
 
 
-def _by_axis(inp: OrderInput, name: str, descending: bool = False) -> OrderResult:
+def _by_axis(inp: Positions, name: str, descending: bool = False) -> OrderResult:
     """Tokens sorted by one coordinate axis, canonical order among equals, frames kept in time order."""
     key = _axis(inp, name)
     keys = [np.arange(inp.units.size), -key if descending else key]
@@ -199,23 +187,23 @@ def _by_axis(inp: OrderInput, name: str, descending: bool = False) -> OrderResul
     return OrderResult(np.lexsort(keys))
 
 
-def freq_major(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+def freq_major(inp: Positions, rng: np.random.Generator) -> OrderResult:
     """All DC coefficients first, then each zigzag frequency across blocks (frames stay in time order)."""
     return _by_axis(inp, "freq")
 
 
-def coarse_to_fine(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+def coarse_to_fine(inp: Positions, rng: np.random.Generator) -> OrderResult:
     """Wavelet levels coarsest first (the highest level index is the coarsest); stable otherwise."""
     return _by_axis(inp, "level", descending=True)
 
 
-def next_scale(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+def next_scale(inp: Positions, rng: np.random.Generator) -> OrderResult:
     """Multi-scale codes coarsest scale first (VAR's next-scale prediction), raster within a scale."""
     return _by_axis(inp, "scale")
 
 
 # --- random ---------------------------------------------------------------------------------------------
-def random_units(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+def random_units(inp: Positions, rng: np.random.Generator) -> OrderResult:
     """A seeded random permutation of the units of each frame."""
     per = inp.grid[0] * inp.grid[1]
     return OrderResult(units_to_tokens(inp.units, _per_frame(inp, lambda f: rng.permutation(per))))
@@ -284,7 +272,7 @@ def randsac(levels: tuple[int, ...]) -> Callable:
     visited in random order, each group's segments in random order. `segments` gives each token's
     finest segment id (a trainer can predict a whole segment in parallel)."""
 
-    def order(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    def order(inp: Positions, rng: np.random.Generator) -> OrderResult:
         rows, cols = inp.grid
         fine = randsac_segments(rows, cols, levels[0], rng)  # cell -> fine segment
         n_fine = int(fine.max()) + 1
@@ -347,7 +335,7 @@ def gradwalk_units(energy: np.ndarray, mode: str = "max") -> np.ndarray:
 
 
 def stored(name: str) -> Callable:
-    def order(inp: OrderInput, rng: np.random.Generator) -> OrderResult:
+    def order(inp: Positions, rng: np.random.Generator) -> OrderResult:
         if name not in inp.stored:
             raise UsageError(f"order {name.replace('-', ':')!r} is computed at shard time: reshard with "
                              f"--store-order {name.replace('-', ':')}")
@@ -377,7 +365,8 @@ def compute_stored(codec, record, pixels: np.ndarray | None, names: tuple[str, .
             raise UsageError(f"--store-order takes {' or '.join(STORED_ORDERS)}, got {name!r}")
         if pixels is None:
             pixels = codec.decode(record)
-        energy = unit_energy(pixels, codec.unit_pixels(record), codec.unit_grid(record))
+        pos = codec.positions(record)
+        energy = unit_energy(pixels, pos.unit_pixels, pos.grid)
         out[stored_key(name)] = gradwalk_units(energy, mode).astype(np.int32)
     return out
 
@@ -393,7 +382,7 @@ def stored_key(name: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def get_order(name: str) -> Callable[[OrderInput, np.random.Generator], OrderResult]:
+def get_order(name: str) -> Callable[[Positions, np.random.Generator], OrderResult]:
     base, _, arg = name.partition(":")
     if base in ("canonical", "zigzag", "time-major"):
         return canonical

@@ -68,7 +68,7 @@ def open_datasets(paths: list[str]) -> tuple[list, Codec]:
     first = sets[0].manifest
     for ds in sets[1:]:
         m = ds.manifest
-        if m["vocabulary"] != first["vocabulary"] or m["axes"] != first["axes"]:
+        if m.vocabulary != first.vocabulary or m.axes != first.axes:
             raise DatasetError(f"{ds.folder} has a different vocabulary or coordinate axes than {sets[0].folder}; "
                                "datasets mixed in one run must share them")
     return sets, sets[0].codec
@@ -84,7 +84,7 @@ class Doc:
 def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
                 long: str = "split") -> list[Doc]:
     """One record -> one document `[BOS] tokens [EOS]`, or several when longer than a row."""
-    inp = codec.order_input(rec)
+    inp = codec.positions(rec)
     perm = get_order(order)(inp, rng).perm
     toks = rec.tokens.astype(np.int64)[perm]
     coords = inp.coords.astype(np.int64)[perm] + 1
@@ -352,7 +352,7 @@ def axis_sizes(sets: list, codec: Codec, scan: int = 256, headroom: float = 2.0)
     n = 0
     for ds in sets:
         for rec in ds:
-            mx = np.maximum(mx, codec.coords(rec).max(axis=0) + 1)
+            mx = np.maximum(mx, codec.positions(rec).coords.max(axis=0) + 1)
             n += 1
             if n >= scan:
                 break

@@ -110,7 +110,6 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
                scale: int = 2) -> Path:
     from PIL import Image
 
-
     model, state = load_model(run, device)
     codec = get_codec(state["codec"])
     meta = sample_meta(codec, state.get("preprocess", {}), size)

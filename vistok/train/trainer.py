@@ -141,6 +141,10 @@ class ScheduleFit:
         self.budget_s, self.max_steps, self.active = cfg.max_minutes * 60, cfg.max_steps, active and cfg.max_minutes > 0
         self.t_start = self.t_from = time.monotonic()
 
+    def known(self, step: int, planned: int) -> int:
+        """The planned steps as far as they are known at `step` (0 until the fit: for progress bars)."""
+        return 0 if self.active and planned > FIT_TO and step < FIT_TO else planned
+
     def __call__(self, step: int, planned: int) -> int:
         if not self.active or planned <= FIT_TO:
             return planned
@@ -256,13 +260,13 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     peak = next((v for k, v in PEAK_FLOPS.items() if is_cuda and k in torch.cuda.get_device_name()), None)
     # what every checkpoint records besides the step, the schedule and the loader's position
     configs = {"model": mcfg.to_json(), "data": data.to_json(), "train": cfg.to_json(), "codec": codec.get_config(),
-               "preprocess": loader.sets[0].manifest.get("preprocess", {})}
+               "preprocess": loader.sets[0].manifest.preprocess}
     if main:
         (run / "config.json").write_text(json.dumps({**configs, "params": raw_model.num_params()}, indent=1))
     log = MetricsLog(run, step if ckpt is not None else None, main, cfg.tensorboard)
     fit = ScheduleFit(cfg, active=ckpt is None)
     last: dict[str, Any] = {"loss_bits": float("nan")}
-    with Progress("train", planned, "steps", progress, quiet or not main) as bar:
+    with Progress("train", fit.known(step, planned), "steps", progress, quiet or not main) as bar:
         bar.note(_start_note(cfg, raw_model, device, dist_info, step, resume and ckpt is None))
         bar.advance(step)
         while step < planned:
@@ -282,7 +286,8 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
                 last["mfu"] = round(raw_model.flops_per_token() * tokens / dt / (peak * dist_info.world), 4)
             if step % cfg.log_every == 0 or step == planned or step == 1:
                 log.write(last)
-            bar.advance(1, total=planned, info=f"loss {last['loss_bits']:.4f} bits/token  lr {lr:.2e}  {last['tokens_per_s']:.0f} tok/s")
+            bar.advance(1, total=fit.known(step, planned),
+                        info=f"loss {last['loss_bits']:.4f} bits/token  lr {lr:.2e}  {last['tokens_per_s']:.0f} tok/s")
             if cfg.eval_every and step % cfg.eval_every == 0 and main:
                 ev = heldout_bits(raw_model, codec, loader.sets, data, cfg.eval_samples, device)
                 log.write({"step": step, "eval_bits_per_token": round(ev["bits_per_token"], 5),
