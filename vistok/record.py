@@ -9,8 +9,8 @@ On disk a record is a handful of WebDataset members sharing one key, always in t
     KEY.order.NAME.npy    optional stored permutations (e.g. a content-aware order computed at shard time)
     KEY.side.NAME.npy     optional side arrays (e.g. H.264 motion vectors)
 
-Coordinates and units are *derived* from the tokens and the manifest by the codec (`codec.coords`,
-`codec.units`) instead of stored: a stored (T, 5) int16 coordinate array would cost 10 bytes per token
+Coordinates and units are *derived* from the tokens and the manifest by the codec (`codec.positions`)
+instead of stored: a stored (T, 5) int16 coordinate array would cost 10 bytes per token
 against 2 for the tokens themselves, while deriving them is a few vectorized numpy passes
 (see `benchmarks/bench_codec.py`, which measures both).
 
