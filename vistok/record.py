@@ -38,7 +38,7 @@ import numpy as np
 
 from vistok.errors import DatasetError, UsageError
 
-# Bumped whenever the on-disk record or manifest layout changes; readers refuse newer formats.
+# Bumped whenever the on-disk record or manifest format changes; readers refuse newer formats.
 FORMAT_VERSION = 1
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")

@@ -223,7 +223,7 @@ def _result(folder: Path, up_to_date: bool, manifest: Manifest, t0: float) -> Jo
 
 
 def _prepare_folder(folder: Path, config: dict[str, Any], chash: str, codec_id: str, retry_errors: bool) -> None:
-    """Refuse a folder of another configuration; make the layout; clear a killed run's temporary files."""
+    """Refuse a folder of another configuration; make its subfolders; clear a killed run's temporary files."""
     job_path = folder / JOB
     if job_path.exists():
         prev = read_json(job_path)

@@ -1,6 +1,6 @@
-"""`vistok pack`: a dataset folder -> one zarr v3 store (layout in `vistok.shards.store`).
+"""`vistok pack`: a dataset folder -> one zarr v3 store (its arrays: `vistok.shards.store`).
 
-Packing is planned from the per-shard stats alone (sample counts and lengths), so every array's layout is
+Packing is planned from the per-shard stats alone (sample counts and lengths), so every array's size and chunking is
 known before any shard is read; the work is cut into tasks that each own whole chunks (a sample range, and
 the token chunks that start inside it), which run on any executor and write disjoint chunk files. Memory
 is bounded by one task's samples. The store is built under a temporary name and renamed when complete;
@@ -83,7 +83,7 @@ def pack_task(task: PackTask) -> dict[str, Any]:
     return {"samples": s1 - s0, "tokens": t1 - t0}
 
 
-def _layout(folder: Path, manifest: Manifest) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+def _plan(folder: Path, manifest: Manifest) -> tuple[list[tuple[str, int, int]], np.ndarray]:
     """From the stats alone: (path, first sample, samples) of every shard, and the (n + 1,) sample offsets."""
     paths = {p.name: p for p in shard_paths(folder, manifest)}
     names = set(paths)
@@ -139,7 +139,7 @@ def pack(dataset: str | Path, out: str | Path, executor: ExecutorConfig = Execut
     """Pack the dataset folder `dataset` into the zarr store `out` (replaced atomically when complete)."""
     folder, out = Path(dataset), Path(out)
     manifest = load_manifest(folder)
-    shards, offsets = _layout(folder, manifest)
+    shards, offsets = _plan(folder, manifest)
     n, total = offsets.size - 1, int(offsets[-1])
     has_orders = bool(manifest.stored_orders) or bool(manifest.codec.get("motion_vectors"))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -281,7 +281,7 @@ class H264Codec(Codec):
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
         return self.decode(record)
 
-    # --- layout -----------------------------------------------------------------------------------
+    # --- positions --------------------------------------------------------------------------------
     def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         n = len(record.tokens)
         coords = np.zeros((n, 2), dtype=np.int32)

@@ -289,7 +289,7 @@ class JpegCodec(Codec):
         coefs[:, 0] = self._dc_values(grid, coefs[:, 0], forward=False)
         return coefs.astype(np.int32), parsed
 
-    # --- grid metadata ------------------------------------------------------------------------
+    # --- positions ----------------------------------------------------------------------------
     def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
         grid = self.record_blocks(record)
         parsed = self._parse(grid, record.tokens)

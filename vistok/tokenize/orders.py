@@ -1,6 +1,6 @@
 """Token orderings, named and parameterized by a string: ``hilbert``, ``randsac:11,5``, ``gradwalk:max``...
 
-An ordering maps a record's layout (`Positions`: per-token units and coordinates, the unit grid, stored
+An ordering maps a record's positions (`Positions`: per-token units and coordinates, the unit grid, stored
 orders) to a permutation `perm` of its tokens: ``tokens[perm]`` is the stream in that order and
 `inverse(perm)` undoes it. Orders over *units* keep each unit's tokens together, in canonical order;
 orders over frequencies or scales reorder tokens across units (the model sees every token's coordinates,

@@ -304,7 +304,7 @@ class WaveletCodec(Codec):
         flat[parsed["index"][sel]] = parsed["vals"][sel]
         return flat, parsed
 
-    # --- layout metadata ------------------------------------------------------------------------
+    # --- positions ----------------------------------------------------------------------------
     @staticmethod
     @lru_cache(maxsize=64)
     def _flat_tables(g: Geometry) -> tuple[np.ndarray, ...]:
