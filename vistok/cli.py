@@ -272,9 +272,9 @@ def train(
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="Run folder (its latest checkpoint) or a step-N folder.")],
-    datasets: Annotated[list[Path], typer.Argument(help="Dataset folder(s); default: the run's own.")] = None,
+    datasets: Annotated[list[Path], typer.Argument(help="Dataset folder(s); default: the run's own. A dataset the run trained on is scored on its held-out split, any other one whole.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many held-out records (0 = all).")] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many records (0 = all).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
 ) -> None:
     """Held-out bits per token and per image; for JPEG datasets also JPEG's own bits and the ratio."""

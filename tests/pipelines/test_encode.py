@@ -52,3 +52,13 @@ def test_embedded_gif_shards_and_trains(tmp_path, logged_losses):
     loss = logged_losses(tmp_path / "r")
     first, last = np.mean([loss[s] for s in (1, 2, 3)]), np.mean([loss[s] for s in range(26, 31)])
     assert last < first - 3  # from ~11 bits (uniform over the vocabulary) down: the clips are learnable
+
+
+def test_stored_orders_on_video_clips(tmp_path):
+    res = run_job(["sample-video"], tmp_path / "v", JpegCodec(), Preprocess(size=16, clip_len=4, fps=10),
+                  shard_size=4, executor="local", quiet=True, store_orders=("gradwalk:max",))
+    assert res.errors == 0 and res.samples >= 4
+    ds = Dataset(res.folder)
+    for rec in ds:
+        walk = rec.orders["gradwalk-max"]
+        assert rec.meta["frames"] == 4 and sorted(walk.tolist()) == list(range(walk.size))

@@ -12,7 +12,7 @@ from vistok.record import TokenRecord
 from vistok.tokenize import JpegCodec, dct, jpegfile
 from vistok.tokenize.base import EOS
 from vistok.train.checkpoint import latest_checkpoint, load_model
-from vistok.train.data import DataConfig, heldout_records, open_datasets, record_docs
+from vistok.train.data import DataConfig, heldout_records, is_heldout, open_datasets, record_docs
 from vistok.train.evaluate import evaluate
 from vistok.train.sample import sample_images
 from vistok.train.trainer import TrainConfig, train
@@ -162,3 +162,25 @@ def test_store_training_resumes_exactly(small_dataset, tmp_path, logged_losses):
     assert logged_losses(tmp_path / "full") == logged_losses(tmp_path / "resumed")
     ev = evaluate(tmp_path / "full")
     assert ev["bits_per_token"] > 0 and ev["model_to_jpeg_ratio"] > 0
+
+
+def test_eval_scores_a_separate_test_set_whole(small_dataset, tmp_path):
+    from vistok.media.preprocess import Preprocess
+    from vistok.pipelines.job import run_job
+    from vistok.shards.reader import Dataset
+
+    data, cfg = _cfgs(small_dataset, tmp_path / "r", max_steps=2)
+    train(data, cfg, quiet=True)
+    own = evaluate(tmp_path / "r")
+    held = [r for r in Dataset(small_dataset) if is_heldout(r.key, data.heldout)]
+    assert own["split"] == "heldout" and own["images"] == len(held)
+    other = run_job(["sample"], tmp_path / "test", JpegCodec(quality=20), Preprocess(size=32, crops=1, seed=5),
+                    shard_size=16, compress=True, executor="local", quiet=True)
+    ev = evaluate(tmp_path / "r", [str(other.folder)])
+    assert ev["split"] == "all" and ev["images"] == other.samples == 24  # not only its keys in the run's split
+    both = evaluate(tmp_path / "r", [str(small_dataset), str(other.folder)])
+    assert both["split"] == "heldout+all" and both["images"] == len(held) + 24
+    # checkpoints written before they named their datasets: the hashes come from the training folders
+    from vistok.train.evaluate import training_hashes
+
+    assert training_hashes({}, data) == {Dataset(small_dataset).manifest.config_hash}

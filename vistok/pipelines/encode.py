@@ -65,7 +65,7 @@ def _clips(data: bytes, key: str, meta: dict, codec: Codec, pre: Preprocess, at:
     for i, clip in enumerate(decode_clips(data, pre.video())):
         at.name = "encode"
         frames = [pre.frame(f, key) for f in clip]
-        yield Encoded(codec.encode_clip(frames, clip_key(key, i), dict(meta)), frames[0] if len(frames) == 1 else None)
+        yield Encoded(codec.encode_clip(frames, clip_key(key, i), dict(meta)), frames[0] if len(frames) == 1 else np.stack(frames))
         at.name = "decode"
 
 

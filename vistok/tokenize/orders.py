@@ -357,8 +357,13 @@ def unit_energy(pixels: np.ndarray, unit_px: tuple[int, int], grid: tuple[int, i
 
 
 def compute_stored(codec, record, pixels: np.ndarray | None, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Shard-time orders (`--store-order`): unit orders computed from the pixels, keyed for the record."""
+    """Shard-time orders (`--store-order`): unit orders computed from the pixels, keyed for the record.
+
+    `pixels`: the image, or a clip's (T, H, W[, 3]) frames (None: the record's decoded pixels). A clip is
+    walked frame by frame, each frame by its own content, frames in time order (clip orders are time-major).
+    """
     out = {}
+    frames = int(record.meta.get("frames", 1))
     for name in names:
         base, _, mode = name.partition(":")
         if base != "gradwalk" or mode not in ("max", "min"):
@@ -366,6 +371,12 @@ def compute_stored(codec, record, pixels: np.ndarray | None, names: tuple[str, .
         if pixels is None:
             pixels = codec.decode(record)
         pos = codec.positions(record)
+        if frames > 1:
+            per = pos.grid[0] * pos.grid[1]
+            walks = [gradwalk_units(unit_energy(pixels[f], pos.unit_pixels, pos.grid), mode) + f * per
+                     for f in range(frames)]
+            out[stored_key(name)] = np.concatenate(walks).astype(np.int32)
+            continue
         energy = unit_energy(pixels, pos.unit_pixels, pos.grid)
         out[stored_key(name)] = gradwalk_units(energy, mode).astype(np.int32)
     return out

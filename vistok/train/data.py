@@ -335,11 +335,15 @@ class Loader:
         self._it = None
 
 
-def heldout_records(sets: list, fraction: float, limit: int | None = None) -> Iterator[TokenRecord]:
+def heldout_records(sets: list, fraction: float, limit: int | None = None,
+                    whole: frozenset[str] = frozenset()) -> Iterator[TokenRecord]:
+    """The held-out records of `sets` (at most `limit`); every record of a dataset whose config hash is in
+    `whole` (a separate test set, which training never saw)."""
     n = 0
     for ds in sets:
+        every = ds.manifest.config_hash in whole
         for rec in ds:
-            if is_heldout(rec.key, fraction):
+            if every or is_heldout(rec.key, fraction):
                 yield rec
                 n += 1
                 if limit is not None and n >= limit:

@@ -102,21 +102,42 @@ def unigram_bits(sets: list, records: list, codec: Codec) -> float:
     return bits / n
 
 
+def training_hashes(state: dict[str, Any], data: DataConfig) -> frozenset[str]:
+    """Config hashes of the datasets a run trained on: stored in its checkpoints, or, for checkpoints
+    written before they were, read from the training datasets where they still are."""
+    if "datasets" in state:
+        return frozenset(state["datasets"])
+    hashes = set()
+    for path in data.datasets:
+        try:
+            hashes.add(open_datasets([path])[0][0].manifest.config_hash)
+        except DatasetError:
+            continue
+    return frozenset(hashes)
+
+
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Held-out figures of a run (see the module docstring) on its own datasets or on `datasets`."""
+    """Held-out figures of a run (see the module docstring) on its own datasets or on `datasets`.
+
+    A dataset the run trained on is scored on its held-out split only; any other dataset (a separate test
+    set) is scored whole. `split` in the result says which: "heldout", "all", or "heldout+all"."""
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
     sets, codec = open_datasets(datasets or data.datasets)
     if codec.vocab.size != model.cfg.vocab_size:
         raise DatasetError("the dataset's vocabulary does not match the model's")
-    recs = list(heldout_records(sets, data.heldout, limit))
+    trained = training_hashes(state, data)
+    test_sets = frozenset(ds.manifest.config_hash for ds in sets) - trained
+    recs = list(heldout_records(sets, data.heldout, limit, whole=test_sets))
     if not recs:
         raise DatasetError("no held-out records in the dataset (the split is by key hash; raise --heldout when training)")
+    own = any(ds.manifest.config_hash in trained for ds in sets)
+    split = "heldout+all" if own and test_sets else ("all" if test_sets else "heldout")
     res = record_bits(model, codec, recs, data, device)
     bits = np.array([r[0] for r in res])
     n = np.array([r[1] for r in res])
     out: dict[str, Any] = {
-        "run": str(run), "step": state["step"], "images": len(recs), "order": data.order,
+        "run": str(run), "step": state["step"], "images": len(recs), "split": split, "order": data.order,
         "bits_per_token": float(bits.sum() / n.sum()),
         "bits_per_image": float(bits.mean()),
         "tokens_per_image": float(n.mean()),

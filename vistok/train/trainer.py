@@ -260,7 +260,8 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     peak = next((v for k, v in PEAK_FLOPS.items() if is_cuda and k in torch.cuda.get_device_name()), None)
     # what every checkpoint records besides the step, the schedule and the loader's position
     configs = {"model": mcfg.to_json(), "data": data.to_json(), "train": cfg.to_json(), "codec": codec.get_config(),
-               "preprocess": loader.sets[0].manifest.preprocess}
+               "preprocess": loader.sets[0].manifest.preprocess,
+               "datasets": [ds.manifest.config_hash for ds in loader.sets]}  # eval tells them from test sets
     if main:
         (run / "config.json").write_text(json.dumps({**configs, "params": raw_model.num_params()}, indent=1))
     log = MetricsLog(run, step if ckpt is not None else None, main, cfg.tensorboard)
