@@ -243,8 +243,9 @@ def _prepare_folder(folder: Path, config: dict[str, Any], chash: str, codec_id: 
 
 
 def _needed(folder: Path, index: int, retry_errors: bool) -> bool:
-    p = stats_path(folder, index)
-    return not p.exists() or (retry_errors and read_json(p)["errors"] > 0)
+    if not stats_path(folder, index).exists():
+        return True
+    return retry_errors and ShardStats.read(folder, index).errors > 0
 
 
 def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_shards: int) -> Manifest:

@@ -40,12 +40,8 @@ class PackTask:
     has_orders: bool
 
 
-def _open_arrays(path: str):
-    return zarr.open_group(path, mode="r+", zarr_format=3)
-
-
 def pack_task(task: PackTask) -> dict[str, Any]:
-    g = _open_arrays(task.out)
+    g = zarr.open_group(task.out, mode="r+", zarr_format=3)
     a0, a1 = task.need
     keys, metas, orders, toks = [], [], [], []
     for path, first, count in task.shards:
