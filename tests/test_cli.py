@@ -93,6 +93,14 @@ def test_train_eval_sample_from_the_command_line(dataset, tmp_path):
     assert Image.open(tmp_path / "s.png").size[0] > 64
     bad = vistok("train", dataset, "--out", run, "--order", "sideways", check=False)
     assert bad.returncode != 0 and "unknown order" in bad.stderr and "Traceback" not in bad.stderr
+    for args, says in ((["--order", "freq-major"], "--layout dense"), (["--parallel", "sideways"], "--parallel takes"),
+                       (["--order", "randsac:4", "--parallel", "segments"], "variable-length")):
+        bad = vistok("train", dataset, "--out", tmp_path / "x", *args, check=False)
+        assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    ev = json.loads(vistok("eval", run, "--json", "--split", "all").stdout)
+    assert ev["split"] == "all" and ev["order"] == "random" and ev["parallel"] == "none" and ev["order_bits"] == 0
+    bad = vistok("eval", run, "--split", "some", check=False)
+    assert bad.returncode == 2 and "--split takes" in bad.stderr
 
 
 def test_progress_lines_when_not_a_terminal_and_quiet_silences_them(tmp_path):

@@ -230,7 +230,8 @@ def train(
     datasets: Annotated[list[Path], typer.Argument(help="Dataset folders or packed .zarr stores (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU), small (~10M), base (~100M).")] = "tiny",
-    order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time).")] = "canonical",
+    order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time). Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
+    parallel: Annotated[str, typer.Option(help="Predict groups at once: 'segments' (with --order randsac:K) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets); needs one token per place (dense layouts, learned codes).")] = "",
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
     block_size: Annotated[int, typer.Option(help="Context length (tokens per row).")] = 512,
     batch_size: Annotated[int, typer.Option(help="Rows per micro-batch (per rank).")] = 16,
@@ -259,7 +260,7 @@ def train(
     from vistok.train.trainer import train as run_train
 
     w = [float(x) for x in weights.split(",")] if weights else None
-    data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order,
+    data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
                       block_size=block_size, batch_size=batch_size, seed=seed, num_workers=workers)
     cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, max_steps=max_steps,
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
@@ -272,16 +273,18 @@ def train(
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="Run folder (its latest checkpoint) or a step-N folder.")],
-    datasets: Annotated[list[Path], typer.Argument(help="Dataset folder(s); default: the run's own. A dataset the run trained on is scored on its held-out split, any other one whole.")] = None,
+    datasets: Annotated[list[Path], typer.Argument(help="Dataset folder(s); default: the run's own.")] = None,
+    split: Annotated[str, typer.Option(help="Records to score: heldout, all, or auto (held-out split of a dataset the run trained on, all of any other).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many records (0 = all).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
 ) -> None:
-    """Held-out bits per token and per image; for JPEG datasets also JPEG's own bits and the ratio."""
+    """Bits per token and per image (order bits included) and model steps per image, in the run's order and
+    parallel mode; for JPEG datasets also JPEG's own bits and the ratio."""
     from vistok.train.evaluate import evaluate
     from vistok.train.trainer import pick_device
 
-    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device))
+    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
@@ -301,7 +304,8 @@ def sample(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
 ) -> None:
-    """Generate token streams under the codec's grammar (always decodable) and save a PNG grid."""
+    """Generate token streams in the run's order (a group per step for parallel runs) under the codec's
+    grammar, so they always decode, and save a PNG grid."""
     from vistok.train.sample import sample_run
     from vistok.train.trainer import pick_device
 

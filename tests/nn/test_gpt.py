@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from vistok.nn.gpt import GPT, PRESETS, GPTConfig
@@ -49,3 +50,85 @@ def test_presets_have_the_advertised_sizes():
     assert 0.5e6 < sizes["tiny"] < 2e6
     assert 5e6 < sizes["small"] < 20e6
     assert 60e6 < sizes["base"] < 150e6
+
+
+def _parallel_doc(groups, vocab=50, seed=0):
+    """A `[BOS] tokens | queries` row for tokens in `groups` (non-decreasing), random tokens and places."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(groups)
+    toks = torch.randint(4, vocab, (k,), generator=g)
+    places = torch.stack([torch.randint(1, n, (k,), generator=g) for n in (5, 9, 7)], -1)
+    idx = torch.cat([torch.tensor([1]), toks, torch.zeros(k, dtype=torch.long)])[None]
+    crd = torch.cat([torch.zeros(1, 3, dtype=torch.long), places, places])[None]
+    grp = torch.tensor([-1] + groups + groups)[None]
+    query = torch.tensor([0] * (k + 1) + [1] * k)[None]
+    return idx, crd, grp, query
+
+
+def _parallel_model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=50, axis_sizes=[5, 9, 7], block_size=64, n_layer=2, n_head=2, n_embd=32,
+                         parallel=True)).eval()
+
+
+def test_group_mask_a_query_never_sees_its_own_group_or_later():
+    from vistok.nn.gpt import group_mask
+
+    groups = [0, 0, 1, 1, 1, 2]
+    idx, crd, grp, query = _parallel_doc(groups)
+    m = group_mask(torch.zeros_like(grp), grp, query)[0]
+    k = len(groups)
+    for i in range(k):  # query slot of token i
+        qi = 1 + k + i
+        for j in range(k):
+            assert bool(m[qi, 1 + j]) == (groups[j] < groups[i])  # tokens of earlier groups only
+            assert bool(m[qi, 1 + k + j]) == (i == j)  # no other query
+        assert m[qi, 0]  # BOS
+    # and through every layer: changing a token of group g changes no query logit of groups <= g
+    model = _parallel_model()
+    base, _ = model(idx, crd, torch.zeros_like(crd), groups=grp, query=query, doc_ids=torch.zeros_like(grp))
+    for j, gj in enumerate(groups):
+        changed = idx.clone()
+        changed[0, 1 + j] = 4 + (int(idx[0, 1 + j]) - 3) % 46
+        out, _ = model(changed, crd, torch.zeros_like(crd), groups=grp, query=query, doc_ids=torch.zeros_like(grp))
+        for i, gi in enumerate(groups):
+            same = torch.allclose(out[0, 1 + k + i], base[0, 1 + k + i])
+            assert same == (gi <= gj), (j, i)  # later groups do see it (the check could fail)
+
+
+class _Groups:
+    """A grammar stand-in: fixed groups of places over a 3-axis grid, any token allowed."""
+
+    bos = 1
+
+    def __init__(self, sizes, vocab=50):
+        self.sizes, self.vocab, self.g, self.taken = sizes, vocab, 0, []
+        self.plan = type("P", (), {"cells": np.arange(sum(sizes))})
+
+    @property
+    def phase(self):
+        return "end" if self.g >= len(self.sizes) else "cells"
+
+    def group(self):
+        k = self.sizes[self.g]
+        places = np.stack([np.arange(k) % 4, (np.arange(k) + self.g) % 8, np.full(k, self.g % 6)], 1)
+        return places, np.ones((k, self.vocab), bool)
+
+    def step(self, tok):
+        self.taken.append(tok)
+        if len(self.taken) == sum(self.sizes[: self.g + 1]):
+            self.g += 1
+        return np.array([1, 2, 3])
+
+
+def test_group_generation_takes_one_step_per_group_and_the_cache_changes_nothing():
+    from vistok.nn.gpt import generate_groups
+
+    model = _parallel_model()
+    runs = []
+    for cache in (True, False):
+        gen = torch.Generator().manual_seed(3)
+        toks, steps = generate_groups(model, _Groups([1, 4, 16, 9]), temperature=1.0, generator=gen, use_cache=cache)
+        assert steps == 4 and len(toks) == 30
+        runs.append(toks)
+    assert runs[0] == runs[1]

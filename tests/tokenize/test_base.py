@@ -3,6 +3,7 @@ import pytest
 
 from vistok.tokenize import JpegCodec, WaveletCodec
 from vistok.tokenize.orders import get_order, inverse
+from vistok.tokenize.stream import grammar
 
 
 @pytest.mark.parametrize("codec", [JpegCodec(quality=50), WaveletCodec(lossless=True), WaveletCodec(layout="dense")])
@@ -19,7 +20,7 @@ def test_multi_frame_records_round_trip(codec):
     coords = inp.coords
     assert (np.diff(coords[:, 0]) >= 0).all() and coords[-1, 0] == 2
     assert inp.n_units == 3 * inp.grid[0] * inp.grid[1]  # units continue frame after frame
-    g = codec.grammar(rec.meta)
+    g = grammar(codec, rec.meta)
     for i, t in enumerate(rec.tokens):
         assert g.allowed()[t], i
         assert (g.next_known()[:2] == coords[i, :2]).all() or rec.tokens[i] == 3

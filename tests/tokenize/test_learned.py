@@ -10,6 +10,7 @@ from vistok.nn.autoencoder import load_tokenizer
 from vistok.pipelines.job import run_job
 from vistok.shards.reader import Dataset
 from vistok.tokenize import BSQCodec, VQCodec, get_codec
+from vistok.tokenize.stream import grammar
 
 
 def test_bsq_codes_round_trip_through_the_decoder(bsq_tok):
@@ -87,7 +88,7 @@ def test_multiscale_codec_layout_orders_and_grammar(multiscale_tok):
     perm = get_order("hilbert")(inp, rng).perm  # whole pyramids move: units stay contiguous
     assert sorted(perm.tolist()) == list(range(len(rec)))
     assert (np.diff(units[perm]) != 0).sum() == 3
-    g = codec.grammar(rec.meta)
+    g = grammar(codec, rec.meta)
     seen = []
     for t in rec.tokens:
         assert g.allowed()[t]

@@ -8,6 +8,7 @@ from vistok.media.sources import decode_image, sample_files
 from vistok.tokenize import WaveletCodec, get_codec
 from vistok.tokenize.lifting import dwt53, idwt53, rct_forward, rct_inverse
 from vistok.tokenize.orders import get_order, inverse
+from vistok.tokenize.stream import grammar
 from vistok.tokenize.wavelet_grammar import geometry
 
 
@@ -93,7 +94,7 @@ def test_grammar_accepts_real_streams_and_coords_agree(photo, kw):
     codec = WaveletCodec(**kw)
     rec = codec.encode(photo[40:88, 60:100])
     coords = codec.positions(rec).coords
-    g = codec.grammar(rec.meta)
+    g = grammar(codec, rec.meta)
     for i, t in enumerate(rec.tokens):
         assert g.allowed()[t]
         assert (g.next_known()[:4] == coords[i, :4]).all()

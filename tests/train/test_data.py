@@ -1,53 +1,55 @@
 import numpy as np
 import pytest
 
-from vistok.errors import DatasetError
+from vistok.errors import DatasetError, UsageError
 from vistok.record import parse_key
 from vistok.shards.reader import Dataset, split_shards
 from vistok.tokenize.base import BOS, EOS, PAD
 from vistok.tokenize.orders import get_order, inverse
-from vistok.train.data import DataConfig, Doc, Loader, RowFiller, is_heldout, record_docs
+from vistok.train.data import DataConfig, Loader, RowFiller, is_heldout, record_docs
 
 
-def test_packing_masks_boundaries_and_padding():
-    A = 2
-    p = RowFiller(block_size=10, n_axes=A)
-    docs = [Doc(np.array([BOS, 10, 11, EOS]), np.ones((4, A), int), np.zeros((4, A), int)),
-            Doc(np.array([BOS, 20, 21, 22, EOS]), np.ones((5, A), int), np.zeros((5, A), int)),
-            Doc(np.array([BOS, 30, 31, 32, 33, EOS]), np.ones((6, A), int), np.zeros((6, A), int))]
+def _doc(tokens, A=2):
+    t = np.array(tokens)
+    n = t.size - 1
+    return {"idx": t[:-1], "targets": t[1:], "coords": np.ones((n, A), int), "next_coords": np.zeros((n, A), int),
+            "loss_mask": np.ones(n, np.float32)}
+
+
+def test_filling_rows_keeps_documents_apart_and_masks_padding():
+    p = RowFiller(block_size=10, n_axes=2)
+    docs = [_doc([BOS, 10, 11, EOS]), _doc([BOS, 20, 21, 22, EOS]), _doc([BOS, 30, 31, 32, 33, EOS])]
     rows = [r for d in docs for r in p.add(d)] + [p.flush()]
     first = rows[0]
-    # row 1 = doc0 + doc1 (9 tokens) + padding; doc2 does not fit and starts row 2
-    assert list(first["idx"][:9]) == [BOS, 10, 11, EOS, BOS, 20, 21, 22, EOS]
-    m = first["loss_mask"]
-    assert list(m[:3]) == [1, 1, 1] and m[3] == 0  # EOS -> next BOS is not a prediction
-    assert list(m[4:8]) == [1, 1, 1, 1] and m[8:].sum() == 0  # nothing on padding
-    assert first["targets"][2] == EOS and (first["idx"][9:] == PAD).all()
-    assert list(first["doc_ids"][:9]) == [0, 0, 0, 0, 1, 1, 1, 1, 1]
-    assert list(rows[1]["idx"][:6]) == [BOS, 30, 31, 32, 33, EOS]
+    # row 1 = doc0 + doc1 (7 positions) + padding; doc2 (5 positions) does not fit and starts row 2
+    assert list(first["idx"][:7]) == [BOS, 10, 11, BOS, 20, 21, 22]
+    assert list(first["targets"][:7]) == [10, 11, EOS, 20, 21, 22, EOS]
+    assert list(first["loss_mask"]) == [1] * 7 + [0] * 3  # nothing on padding
+    assert (first["idx"][7:] == PAD).all() and list(first["doc_ids"]) == [0, 0, 0, 1, 1, 1, 1, -1, -1, -1]
+    assert list(rows[1]["idx"][:5]) == [BOS, 30, 31, 32, 33]
+    list(p.add(docs[0]))  # a partly filled row resumes exactly
+    q = RowFiller(block_size=10, n_axes=2)
+    q.load_state_dict(p.state_dict())
+    for k in rows[0]:
+        np.testing.assert_array_equal(q.row[k], p.row[k])
 
 
-def test_long_records_split_at_unit_boundaries(small_dataset):
+def test_long_records_are_cut_where_the_tokens_cannot_have_chosen(small_dataset):
     ds = Dataset(small_dataset)
     rec = max(ds, key=len)
-    units = ds.codec.positions(rec).units
-    per_unit = np.bincount(units).max()
-    bs = max(int(per_unit) + 8, len(rec) // 3)
-    docs = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs)
-    assert len(docs) > 1 and all(d.tokens.size <= bs + 1 for d in docs)
-    stream = np.concatenate([d.tokens for d in docs])
-    assert stream[0] == BOS and stream[-1] == EOS
-    np.testing.assert_array_equal(stream[1:-1], rec.tokens)
-    # every cut lands where a new unit starts
-    cut = 0
-    for d in docs[:-1]:
-        cut += d.tokens.size
-        assert units[cut - 1] != units[cut - 2]
-    crop = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs, long="crop")
+    bs = len(rec) // 3
+    docs = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs).docs
+    # pieces of exactly the context's length (the last one shorter): a cut never depends on the content
+    assert [d["idx"].size for d in docs[:-1]] == [bs] * (len(docs) - 1) and 0 < docs[-1]["idx"].size <= bs
+    inputs = np.concatenate([d["idx"] for d in docs])
+    targets = np.concatenate([d["targets"] for d in docs])
+    np.testing.assert_array_equal(inputs, np.concatenate([[BOS], rec.tokens]))  # every prediction is kept
+    np.testing.assert_array_equal(targets, np.concatenate([rec.tokens, [EOS]]))
+    crop = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs, long="crop").docs
     assert len(crop) == 1
 
 
-def test_random_order_permutes_units_and_inverts(small_dataset):
+def test_random_order_permutes_units_and_shows_only_known_places(small_dataset):
     ds = Dataset(small_dataset)
     rec = next(iter(ds))
     inp = ds.codec.positions(rec)
@@ -57,11 +59,10 @@ def test_random_order_permutes_units_and_inverts(small_dataset):
     u = units[perm]
     assert (np.diff(u) != 0).sum() == len(np.unique(units)) - 1  # each unit's tokens stay contiguous
     np.testing.assert_array_equal(rec.tokens[perm][inverse(perm)], rec.tokens)
-    docs = record_docs(ds.codec, rec, "random", np.random.default_rng(5), block_size=2048)
-    d = docs[0]
-    # next-coordinates show the following token's unit position, never its frequency
-    np.testing.assert_array_equal(d.next_coords[:-1, :4], d.coords[1:, :4])
-    assert (d.next_coords[:, 4] == 0).all()
+    (d,) = record_docs(ds.codec, rec, "random", np.random.default_rng(5), block_size=2048).docs
+    # the place of the token to predict: its block, never its frequency (rle: content), none for EOS
+    np.testing.assert_array_equal(d["next_coords"][:-1, :4], d["coords"][1:, :4])
+    assert (d["next_coords"][:, 4] == 0).all() and (d["next_coords"][-1] == 0).all()
 
 
 def test_heldout_split_by_input_key():
@@ -99,7 +100,7 @@ def _batch_documents(batch) -> list[bytes]:
     for idx, tgt, doc in zip(batch["idx"].numpy(), batch["targets"].numpy(), batch["doc_ids"].numpy()):
         for j in np.unique(doc[doc >= 0]):
             at = np.flatnonzero(doc == j)
-            toks = idx[at] if idx[at[-1]] == EOS else np.append(idx[at], tgt[at[-1]])  # a row's last token
+            toks = np.append(idx[at], tgt[at[-1]])
             assert toks[0] == BOS and toks[-1] == EOS  # whole documents: the records fit in a row here
             out.append(toks[1:-1].astype(np.uint16).tobytes())
     return out
@@ -119,19 +120,26 @@ def test_heldout_records_never_reach_training_batches(small_dataset):
     assert seen == train_set  # every training record was seen: the check above could have failed
 
 
-ALL_ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "freq-major",
-              "random", "randsac:11", "randsac:4,2"]
+ALL_ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "random",
+              "randsac:11", "randsac:4,2"]
 
 
 @pytest.mark.parametrize("order", ALL_ORDERS)
 def test_every_order_builds_training_documents(small_dataset, order):
     ds = Dataset(small_dataset)
     for rec in list(ds)[:5]:
-        docs = record_docs(ds.codec, rec, order, np.random.default_rng(0), block_size=4096)
-        (d,) = docs
-        assert d.tokens[0] == BOS and d.tokens[-1] == EOS
-        assert sorted(d.tokens[1:-1].tolist()) == sorted(rec.tokens.tolist())
-        assert (d.coords[1:-1] > 0).all() and (d.coords[[0, -1]] == 0).all()
+        (d,) = record_docs(ds.codec, rec, order, np.random.default_rng(0), block_size=4096).docs
+        assert d["idx"][0] == BOS and d["targets"][-1] == EOS
+        assert sorted(d["idx"][1:].tolist()) == sorted(rec.tokens.tolist())
+        assert (d["coords"][1:] > 0).all() and (d["coords"][0] == 0).all()
+
+
+def test_an_order_the_layout_cannot_decode_is_refused_before_training(small_dataset):
+    cfg = DataConfig(datasets=[str(small_dataset)], order="freq-major", num_workers=0)
+    with pytest.raises(UsageError, match="--layout dense"):
+        Loader(cfg)
+    with pytest.raises(UsageError, match="variable-length"):
+        Loader(DataConfig(datasets=[str(small_dataset)], order="randsac:4", parallel="segments", num_workers=0))
 
 
 def test_store_epochs_are_uniform_permutations_split_across_ranks(small_dataset, tmp_path):

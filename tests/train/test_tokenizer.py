@@ -42,7 +42,7 @@ def test_codes_train_and_sample(bsq_tok, tmp_path):
     train(data, TrainConfig(out=str(tmp_path / "r"), max_steps=2, warmup=1, eval_every=0), quiet=True)
     model, state = load_model(tmp_path / "r")
     codec = Dataset(res.folder).codec
-    images, streams = sample_images(model, codec, {"height": 32, "width": 32, "components": 3}, n=2)
+    images, streams, _ = sample_images(model, codec, {"height": 32, "width": 32, "components": 3}, n=2)
     assert all(im.shape == (32, 32, 3) for im in images) and all(len(s) == 16 for s in streams)
 
 
@@ -74,5 +74,5 @@ def test_multiscale_codes_train_with_next_scale_order_and_sample(multiscale_tok,
                       order="next-scale")
     train(data, TrainConfig(out=str(tmp_path / "r"), max_steps=2, warmup=1, eval_every=0), quiet=True)
     model, _ = load_model(tmp_path / "r")
-    images, streams = sample_images(model, Dataset(res.folder).codec, {"height": 32, "width": 32}, n=2)
+    images, streams, _ = sample_images(model, Dataset(res.folder).codec, {"height": 32, "width": 32}, n=2)
     assert all(im.shape == (32, 32, 3) for im in images) and all(len(s) == 1 + 4 + 16 for s in streams)

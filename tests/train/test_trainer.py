@@ -63,7 +63,7 @@ def test_sampled_streams_always_decode(small_dataset, tmp_path):
     codec = JpegCodec(**{k: v for k, v in state["codec"].items() if k != "id"})
     meta = {"height": 32, "width": 32, "components": 3, "subsampling": "420"}
     for seed, temp in ((0, 1.0), (1, 2.0), (2, 0.0)):
-        images, streams = sample_images(model, codec, meta, n=3, temperature=temp, top_k=50 if seed == 1 else None,
+        images, streams, _ = sample_images(model, codec, meta, n=3, temperature=temp, top_k=50 if seed == 1 else None,
                                         top_p=0.9 if seed == 2 else None, seed=seed)
         for img, toks in zip(images, streams):
             assert img.shape == (32, 32, 3)
@@ -96,19 +96,20 @@ def test_eval_reports_bits_and_the_jpeg_ratio(small_dataset, tmp_path):
     bits, n, jpeg_bits = 0.0, 0, 0
     with torch.no_grad():
         for i, rec in enumerate(recs):
-            for d in record_docs(codec, rec, data.order, np.random.default_rng([data.seed, 0, i]), 128):
-                t, c, nc = (torch.from_numpy(x)[None] for x in (d.tokens, d.coords, d.next_coords))
-                logits, _ = model(t[:, :-1], c[:, :-1], nc[:, :-1])
-                logp = torch.log_softmax(logits.double(), -1)[0].gather(1, t[0, 1:, None])
+            for d in record_docs(codec, rec, data.order, np.random.default_rng([data.seed, 0, i]), 128).docs:
+                t, c, nc = (torch.from_numpy(d[k])[None] for k in ("idx", "coords", "next_coords"))
+                logits, _ = model(t, c, nc)
+                logp = torch.log_softmax(logits.double(), -1)[0].gather(1, torch.from_numpy(d["targets"])[:, None])
                 bits -= float(logp.sum()) / math.log(2)
-                n += t.size(1) - 1
+                n += t.size(1)
             jpg = codec.to_jpeg(rec, optimize=True)
             _, comps, _, _ = jpegfile.read_coefficients(jpg, 1 << 20)  # the file holds the record's coefficients
             np.testing.assert_array_equal(dct.from_components(codec.coefficients(rec)[0], comps), codec.coefficients(rec)[1])
             jpeg_bits += 8 * (len(jpg) - jpg.index(b"\xff\xda") - 2 - int.from_bytes(jpg[jpg.index(b"\xff\xda") + 2:][:2], "big") - 2)
     assert ev["bits_per_token"] == pytest.approx(bits / n, rel=1e-4)
     assert ev["bits_per_image"] == pytest.approx(bits / len(recs), rel=1e-4)
-    assert ev["tokens_per_image"] == pytest.approx(n / len(recs))
+    assert ev["tokens_per_image"] + 1 == pytest.approx(n / len(recs)) == ev["steps_per_image"]  # and EOS
+    assert ev["order_bits"] == 0 and ev["parallel"] == "none"
     assert ev["jpeg_bits_per_image"] == pytest.approx(jpeg_bits / len(recs))
 
 
@@ -145,6 +146,11 @@ def test_stored_gradwalk_order_trains_and_draws(tmp_path):
     data, cfg = _cfgs(res.folder, tmp_path / "r", order="gradwalk:min", max_steps=2)
     train(data, cfg, quiet=True)
     assert latest_checkpoint(tmp_path / "r").name == "step-000002"
+    ev = evaluate(tmp_path / "r", split="all")  # the walk is side information: its bits are counted
+    assert ev["order_bits"] > 0 and ev["bits_per_image"] > ev["order_bits"]
+    from vistok.train.sample import sample_run
+
+    assert sample_run(tmp_path / "r", 2, tmp_path / "s.png").exists()  # along walks of the dataset's images
 
 
 def test_store_training_resumes_exactly(small_dataset, tmp_path, logged_losses):

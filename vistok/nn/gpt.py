@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,6 +31,8 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = False
+    parallel: bool = False  # group-parallel prediction: a learned query embedding for query slots
+
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -70,7 +73,7 @@ class CausalSelfAttention(nn.Module):
             cache.k[layer, :, :, p : p + T] = k
             cache.v[layer, :, :, p : p + T] = v
             k, v = cache.k[layer, :, :, : p + T], cache.v[layer, :, :, : p + T]
-            if T > 1:  # prefill: causal within the new chunk, full view of the past
+            if attn_mask is None and T > 1:  # prefill: causal within the new chunk, full view of the past
                 attn_mask = torch.ones(T, p + T, dtype=torch.bool, device=x.device).tril(diagonal=p)
         dropout = self.dropout if self.training else 0.0
         if attn_mask is None and cache is None:
@@ -105,6 +108,22 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def group_mask(doc_ids, groups, query):
+    """(B, T, T) boolean attention mask of group-parallel prediction, True = may attend.
+
+    Token slots (query 0) see the tokens of their own and earlier groups (block-causal, as in VAR); a query
+    slot (query 1, the place of a token of group g) sees the tokens of groups < g and itself, never a query
+    or a token of its own group. BOS is group -1 (seen by all); padding has doc id -1 and sees only itself.
+    """
+    q = query.bool()
+    gi, gj = groups[:, :, None], groups[:, None, :]
+    token_j = ~q[:, None, :]
+    sees = token_j & torch.where(q[:, :, None], gj < gi, gj <= gi)
+    same_doc = (doc_ids[:, :, None] == doc_ids[:, None, :]) & (doc_ids[:, :, None] >= 0)
+    eye = torch.eye(groups.size(1), dtype=torch.bool, device=groups.device)
+    return (sees & same_doc) | eye
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -112,6 +131,8 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.axis_emb = nn.ModuleList(nn.Embedding(n, cfg.n_embd) for n in cfg.axis_sizes)
         self.next_emb = nn.ModuleList(nn.Embedding(cfg.axis_sizes[a], cfg.n_embd) for a in cfg.next_axes)
+        # a query slot's input: this vector in place of a token, plus the position it asks about
+        self.query_emb = nn.Parameter(torch.randn(cfg.n_embd) * 0.02) if cfg.parallel else None
         self.drop = nn.Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
@@ -134,32 +155,38 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def embed(self, idx, coords, next_coords=None):
-        # idx (B, T); coords (B, T, n_axes), 0 = none; next_coords (B, T, n_axes) or None
+    def embed(self, idx, coords, next_coords=None, query=None):
+        # idx (B, T); coords (B, T, n_axes), 0 = none; next_coords (B, T, n_axes) or None; query (B, T) or None
+        # Coordinates must fit the tables (callers check: `vistok.train.data.check_coords`).
         x = self.wte(idx)
+        if query is not None:
+            x = torch.where(query[..., None].bool(), self.query_emb.to(x.dtype), x)
         for a, emb in enumerate(self.axis_emb):
-            x = x + emb(coords[..., a].clamp(max=emb.num_embeddings - 1))
+            x = x + emb(coords[..., a])
         if next_coords is not None:
             for a, emb in zip(self.cfg.next_axes, self.next_emb):
-                x = x + emb(next_coords[..., a].clamp(max=emb.num_embeddings - 1))
+                x = x + emb(next_coords[..., a])
         return self.drop(x)
 
     def forward(self, idx, coords, next_coords=None, targets=None, loss_mask=None, doc_ids=None,
-                cache: KVCache | None = None):
+                groups=None, query=None, cache: KVCache | None = None, attn_mask=None, store: int | None = None):
         """Logits (B, T, V); with targets, also the mean loss in nats over positions where loss_mask is 1.
 
-        doc_ids (B, T): packed rows hold several samples; attention stays inside each one.
+        Token by token: causal attention, inside each document of a filled row (doc_ids (B, T)). Group-parallel
+        (groups and query (B, T)): the group mask (`group_mask`). With a KV cache, `attn_mask` (T, cached + T)
+        may replace the causal prefill mask, and only the first `store` positions stay in the cache.
         """
-        x = self.embed(idx, coords, next_coords)
-        attn_mask = None
-        if doc_ids is not None and cache is None:
+        x = self.embed(idx, coords, next_coords, query)
+        if groups is not None and cache is None:
+            attn_mask = group_mask(doc_ids, groups, query).unsqueeze(1)  # (B, 1, T, T)
+        elif doc_ids is not None and cache is None:
             T = idx.size(1)
             causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
             attn_mask = (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)  # (B, 1, T, T)
         for i, block in enumerate(self.h):
             x = block(x, attn_mask, cache, i)
         if cache is not None:
-            cache.pos += idx.size(1)
+            cache.pos += idx.size(1) if store is None else store
         logits = self.lm_head(self.ln_f(x))
         if targets is None:
             return logits, None
@@ -186,9 +213,9 @@ class GPT(nn.Module):
                  top_p: float | None = None, generator=None, use_cache: bool = True):
         """Sample token streams from BOS under a codec grammar; returns (B, 1 + n) tokens.
 
-        `grammar` (a codec's `grammar(meta)`, see `vistok.tokenize.base`) masks tokens that would not decode, and gives each sampled
-        token's coordinates and the next token's known coordinates, so the model sees exactly what it saw
-        in training. With `use_cache`, each step feeds one position through the KV cache.
+        `grammar` (`vistok.train.sample.BatchGrammar`: a stream grammar per sequence, in the run's order)
+        masks tokens that would not decode, and gives each sampled token's coordinates and the next token's
+        known coordinates, so the model sees exactly what it saw in training. With `use_cache`, each step feeds one position through the KV cache.
         """
         dev = self.lm_head.weight.device
         B = grammar.batch
@@ -209,6 +236,53 @@ class GPT(nn.Module):
             if grammar.finished():
                 break
         return toks
+
+
+@torch.no_grad()
+def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None, generator=None, use_cache: bool = True) -> tuple[list[int], int]:
+    """Sample one token stream a group at a time (group-parallel models); returns (tokens, model steps).
+
+    Step g feeds the tokens of group g - 1 (BOS at first) and one query slot per place of group g, and
+    samples every token of group g at once from the query slots' logits. `grammar` (a
+    `vistok.tokenize.stream.StreamGrammar` with groups) gives each group's places and allowed tokens, and
+    takes the sampled tokens back. The KV cache keeps the tokens only: query slots are never attended to.
+    """
+    dev = model.lm_head.weight.device
+    A = len(model.cfg.axis_sizes)
+    n_max = 2 * grammar.plan.cells.size + 2
+    cache = KVCache(model.cfg, 1, n_max, dev, model.lm_head.weight.dtype) if use_cache else None
+    new_tok, new_crd, new_grp = [grammar.bos], [np.zeros(A, np.int64)], [-1]  # tokens not yet fed
+    seq_tok, seq_crd, seq_grp = [], [], []  # every token fed so far (the uncached path feeds them again)
+    out, steps = [], 0
+    while grammar.phase not in ("end", "done"):
+        places, masks = grammar.group()
+        k, g = len(places), steps
+        if cache is None:
+            seq_tok, seq_crd, seq_grp = seq_tok + new_tok, seq_crd + new_crd, seq_grp + new_grp
+            toks, crds, grps = seq_tok, seq_crd, seq_grp
+        else:
+            toks, crds, grps = new_tok, new_crd, new_grp
+        m = len(toks)
+        idx = torch.tensor([toks + [0] * k], device=dev)
+        crd = torch.from_numpy(np.concatenate([np.stack(crds), places + 1]))[None].to(dev)
+        grp = torch.tensor([grps + [g] * k], device=dev)
+        query = torch.tensor([[0] * m + [1] * k], device=dev)
+        mask = group_mask(torch.zeros_like(grp), grp, query)[0]  # (m + k, m + k)
+        if cache is not None:  # the cached tokens are all of earlier groups: every slot may see them
+            mask = torch.cat([torch.ones(m + k, cache.pos, dtype=torch.bool, device=dev), mask], dim=1)
+        logits, _ = model(idx, crd, torch.zeros_like(crd), query=query, cache=cache, attn_mask=mask[None, None],
+                          store=m)
+        q = logits[0, m:].float().masked_fill(~torch.from_numpy(masks).to(dev), float("-inf"))
+        picked = sample_token(q, temperature, top_k, top_p, generator).tolist()
+        new_tok, new_crd, new_grp = [], [], []
+        for t in picked:
+            new_tok.append(int(t))
+            new_crd.append(grammar.step(int(t)) + 1)
+            new_grp.append(g)
+        out += new_tok
+        steps += 1
+    return out, steps
 
 
 def sample_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

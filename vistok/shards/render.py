@@ -9,7 +9,7 @@ import numpy as np
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.tokenize.base import JPEG_FILE, Codec
-from vistok.tokenize.orders import get_order
+from vistok.tokenize.stream import order_record
 
 
 def save_record(codec: Codec, record: TokenRecord, path: str | Path, fps: float = 10.0) -> list[Path]:
@@ -83,7 +83,7 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     inp = codec.positions(record)
-    res = get_order(order)(inp, np.random.default_rng(seed))
+    res = order_record(codec, record, order, np.random.default_rng(seed))  # refuses what a decoder could not follow
     seq = inp.units[res.perm]
     first = np.unique(seq, return_index=True)[1]
     visit = seq[np.sort(first)]  # units in order of first visit

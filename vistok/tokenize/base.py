@@ -87,6 +87,51 @@ class Positions:
 
 
 @dataclass(frozen=True)
+class Cells:
+    """The cells of one geometry: the pieces every accepted order moves around whole.
+
+    A cell is what a decoder places without looking at other cells: its tokens delimit themselves (a JPEG
+    rle block ends with EOB; a dense coefficient is one value, or ESC and two raw bytes; an H.264 frame
+    ends where FRAME or EOS comes), and where it goes (`positions.coords`, on the codec's known axes) is
+    fixed by the geometry alone. An order is a permutation of cells computed without the tokens, so the
+    place of every next token is a function of the stream's prefix, and the stream always decodes.
+    """
+
+    positions: Positions  # one entry per cell: its unit (-1: spans every unit) and coordinates on known axes
+    frame: np.ndarray  # (n,) frame of each cell
+    local: np.ndarray  # (n,) index within its frame's cells; -1 for a FRAME separator
+    per_frame: int  # cells per frame (FRAME separators excluded)
+
+    def __len__(self) -> int:
+        return int(self.frame.size)
+
+
+class CellGrammar:
+    """Which tokens may come next inside one cell of one frame, and where each token sits.
+
+    `begin(cell)` starts a cell (its index within the frame); `allowed()` is a boolean mask over the
+    vocabulary; `step(tok)` consumes an allowed token and returns its (len(axes),) coordinates (frame 0);
+    `open` stays true until the cell is complete. A cell that only a following FRAME or EOS can end (H.264
+    bytes) sets `open_ended` and `can_end`. `escape` marks the tokens that open an escape (a cell of more
+    than one token): group-parallel prediction, one token per cell, leaves them out.
+    """
+
+    open: bool = False
+    open_ended: bool = False
+    can_end: bool = False
+    escape: np.ndarray | None = None
+
+    def begin(self, cell: int) -> None:
+        raise NotImplementedError
+
+    def allowed(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def step(self, tok: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
 class TokenRange:
     name: str
     start: int
@@ -143,16 +188,17 @@ class Vocabulary:
 class Codec:
     """Base class. Subclasses set `codec_id` and `axes` and implement the abstract methods.
 
-    `axes` names the columns of `coords(record)`: one integer coordinate per token per axis, enough for a
-    trainer to embed positions and to reorder tokens without decoding pixels. `units(record)` gives each
-    token's reordering unit (tokens of one unit must stay together under any reordering); `unit_grid`
-    gives the units' (frame, y, x) positions.
+    `axes` names the columns of `positions(record).coords`: one integer coordinate per token per axis,
+    enough for a trainer to embed positions without decoding pixels; `positions(record).units` gives each
+    token's unit (a cell of the unit grid that spatial orders move). `cells(meta)` lists the pieces any
+    order moves whole and `cell_grammar(meta)` the grammar inside one: with them a stream in any accepted
+    order can be followed token by token (`vistok.tokenize.stream`). Codec authors implement the hooks.
     """
 
     codec_id: ClassVar[str] = ""
     axes: ClassVar[tuple[str, ...]] = ()
-    # Axes whose value for the next token is fixed before that token is chosen (its unit's position):
-    # a trainer may show them to the model as "where the next token goes" without leaking the token.
+    # Axes whose value for a token is fixed before the token is read: the coordinates of its cell (see
+    # `Cells`), which a trainer shows the model as "where the next token goes" without leaking the token.
     known_axes: ClassVar[tuple[str, ...]] = ()
     # GPUs a shard task of this codec asks Ray for when the cluster has any (learned codecs run their
     # encoder there); 0: CPU only.
@@ -295,15 +341,87 @@ class Codec:
         n = int(meta.get("frames", 1))
         return n * self.frame_max_tokens({k: v for k, v in meta.items() if k != "frames"}) + n
 
-    def frame_grammar(self, meta: dict):
-        """A fresh grammar for one frame's stream with this metadata: `allowed`, `step`, `next_known`."""
-        raise NotImplementedError(f"codec {self.codec_id} exposes no token grammar")
+    # --- cells: the self-delimiting pieces any order moves around (three hooks below) ----------------
+    # Every cell is exactly one token unless an escape is used (dense layouts, learned codes): the
+    # condition for group-parallel prediction.
+    single_token_cells: bool = False
+    # Meta keys that fix a frame's geometry (and so its cells); every other key may differ between records.
+    geometry_keys: ClassVar[tuple[str, ...]] = ("height", "width", "components", "subsampling")
+    # Hint for an order this layout cannot decode (appended to the refusal).
+    layout_hint: ClassVar[str] = ""
 
-    def grammar(self, meta: dict):
-        """A grammar for a whole stream: one frame, or `meta["frames"]` frames joined by FRAME tokens."""
-        n = int(meta.get("frames", 1))
+    def cells(self, meta: dict) -> Cells:
+        """The cells of a stream with this geometry, in canonical order, across frames (cached per geometry).
+
+        A FRAME separator is a cell of its own, at the start of its frame, placed on the frame's first unit.
+        """
+        key = (int(meta.get("frames", 1)),) + tuple((k, meta.get(k)) for k in self.geometry_keys)
+        cache = self.__dict__.setdefault("_cells_cache", {})
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = self._build_cells(meta)
+        return cache[key]
+
+    def _build_cells(self, meta: dict) -> Cells:
+        frames = int(meta.get("frames", 1))
         inner = {k: v for k, v in meta.items() if k != "frames"}
-        return self.frame_grammar(inner) if n == 1 else ClipGrammar(self, inner, n)
+        units, coords = self.frame_cells(inner)
+        rec = TokenRecord("cells", np.zeros(0, dtype=np.uint8), inner)
+        grid = self.unit_grid(rec)
+        per = grid[0] * grid[1]
+        n = units.size
+        frame_col = self.known_axes.index("frame") if "frame" in self.known_axes else None
+        us, cs, fs, ls = [], [], [], []
+        for f in range(frames):
+            if f:  # the FRAME separator opening frame f
+                sep = np.zeros((1, coords.shape[1]), dtype=np.int64)
+                if frame_col is not None:
+                    sep[0, frame_col] = f
+                us.append(np.array([f * per]))
+                cs.append(sep)
+                fs.append(np.array([f]))
+                ls.append(np.array([-1]))
+            c = coords.astype(np.int64)
+            if frame_col is not None and f:
+                c = c.copy()
+                c[:, frame_col] = f
+            us.append(np.where(units >= 0, units + f * per, -1))
+            cs.append(c)
+            fs.append(np.full(n, f))
+            ls.append(np.arange(n))
+        pos = Positions(np.concatenate(us).astype(np.int64), grid, np.concatenate(cs).astype(np.int64),
+                        tuple(self.known_axes), {}, self.unit_pixels(rec))
+        out = Cells(pos, np.concatenate(fs).astype(np.int64), np.concatenate(ls).astype(np.int64), n)
+        for a in (out.frame, out.local):
+            a.setflags(write=False)
+        return out
+
+    def token_cells(self, record: TokenRecord) -> np.ndarray:
+        """(T,) the cell of every token of a record (numbered as in `cells(record.meta)`)."""
+        frames = self.frames_of(record)
+        if len(frames) == 1:
+            return self.frame_token_cells(record).astype(np.int64)
+        per = self.cells({k: v for k, v in record.meta.items() if k != "frames"}).per_frame
+        out = []
+        for f, fr in enumerate(frames):
+            if f:
+                out.append(np.array([f * (per + 1) - 1]))  # the FRAME cell just before frame f's cells
+            out.append(self.frame_token_cells(fr).astype(np.int64) + f * (per + 1))
+        return np.concatenate(out)
+
+    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Hook: ((n,) unit of each cell of one frame, -1 for a cell spanning every unit; (n, len(known_axes))
+        its coordinates on the known axes), cells in canonical order. Both depend on the geometry only."""
+        raise NotImplementedError
+
+    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
+        """Hook: (T,) the cell of every token of a single-frame record, non-decreasing."""
+        raise NotImplementedError
+
+    def cell_grammar(self, meta: dict):
+        """Hook: a `CellGrammar` for one frame with this metadata."""
+        raise NotImplementedError(f"codec {self.codec_id} exposes no token grammar")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Codec) and self.get_config() == other.get_config()
@@ -337,49 +455,3 @@ def get_codec(config: dict[str, Any] | str) -> Codec:
         return _REGISTRY[codec_id].from_config(config)
     except TypeError as exc:
         raise CodecError(f"bad configuration for codec {codec_id!r}: {exc}") from None
-
-
-class ClipGrammar:
-    """Frame grammars in sequence: after a frame's last token only FRAME (or EOS after the last frame)."""
-
-    def __init__(self, codec: Codec, meta: dict, frames: int):
-        self.codec, self.meta, self.frames = codec, meta, frames
-        self.f = 0
-        self.g = codec.frame_grammar(meta)
-        self.done = False
-        self._frame_only = np.zeros(codec.vocab.size, dtype=bool)
-        self._frame_only[FRAME] = True
-
-    @property
-    def phase(self) -> str:
-        return "done" if self.done else ("end" if self.g.phase == "end" and self.f == self.frames - 1 else "frame")
-
-    def allowed(self) -> np.ndarray:
-        if self.g.phase == "end" and self.f < self.frames - 1:
-            return self._frame_only
-        return self.g.allowed()
-
-    def next_known(self) -> np.ndarray | None:
-        if self.g.phase == "end" and self.f < self.frames - 1:
-            out = np.zeros(len(self.codec.axes), dtype=np.int64)
-            out[0] = self.f + 1
-            return out
-        nk = self.g.next_known()
-        if nk is not None:
-            nk = nk.copy()
-            nk[0] = self.f
-        return nk
-
-    def step(self, tok: int) -> np.ndarray | None:
-        if self.g.phase == "end" and self.f < self.frames - 1:
-            self.f += 1
-            self.g = self.codec.frame_grammar(self.meta)
-            out = np.zeros(len(self.codec.axes), dtype=np.int64)
-            out[0] = self.f
-            return out
-        c = self.g.step(tok)
-        self.done = self.g.done
-        if c is not None:
-            c = c.copy()
-            c[0] = self.f
-        return c

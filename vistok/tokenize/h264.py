@@ -37,7 +37,7 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.media.video import converter, open_video
 from vistok.record import TokenRecord
-from vistok.tokenize.base import EOS, FRAME, VIDEO_BYTES, Codec, Vocabulary, register_codec
+from vistok.tokenize.base import FRAME, VIDEO_BYTES, CellGrammar, Codec, Vocabulary, register_codec
 
 HEADER_NALS = {6, 7, 8, 9}
 MV_COLUMNS = ("frame", "source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags", "motion_x", "motion_y",
@@ -67,6 +67,7 @@ class H264Codec(Codec):
     codec_id = "h264"
     axes = ("frame", "byte")
     known_axes = ("frame",)
+    geometry_keys = ("height", "width")
 
     def __init__(self, crf: int = 23, qp: int = -1, gop: int = 1, frames: str = "intra", preset: str = "veryfast",
                  profile: str = "baseline", transcode: str = "always", fps: float = 25.0,
@@ -305,8 +306,15 @@ class H264Codec(Codec):
     def frame_max_tokens(self, meta: dict) -> int:
         return 2 * int(meta["height"]) * int(meta["width"]) + 1024
 
-    def frame_grammar(self, meta: dict):
-        return ByteGrammar(self)
+    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+        """One cell per frame: its bytes (a frame's stream is only ended by the FRAME or EOS after it)."""
+        return np.zeros(1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64)
+
+    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
+        return np.zeros(len(record.tokens), dtype=np.int64)
+
+    def cell_grammar(self, meta: dict) -> ByteCells:
+        return ByteCells(self)
 
 
 def _dedupe_header(header: bytes) -> bytes:
@@ -319,45 +327,30 @@ def _dedupe_header(header: bytes) -> bytes:
     return b"".join(out)
 
 
-class ByteGrammar:
-    """H.264 bytes have no cheap grammar: a frame starts with a start code (00 00 00 01) and any bytes
-    follow; EOS is allowed once a NAL header byte is there. Sampled streams are structurally valid but the
-    decoder may still reject them."""
+class ByteCells(CellGrammar):
+    """H.264 bytes have no cheap grammar: a frame starts with a start code (00 00 00 01), any bytes follow,
+    and the frame may end (FRAME or EOS) once a NAL header byte is there. Sampled streams are structurally
+    valid but the decoder may still reject them."""
+
+    open_ended = True
 
     def __init__(self, codec: H264Codec):
-        self.codec = codec
-        self.n = 0
-        self.done = False
-        size = codec.vocab.size
-        b0 = codec._byte0
+        size, b0 = codec.vocab.size, codec._byte0
         self._start = [np.zeros(size, bool) for _ in range(4)]
         for i, b in enumerate((0, 0, 0, 1)):
             self._start[i][b0 + b] = True
         self._any = np.zeros(size, bool)
         self._any[b0 : b0 + 256] = True
-        self._any_eos = self._any.copy()
-        self._any_eos[EOS] = True
-        self._eos = np.zeros(size, bool)
-        self._eos[EOS] = True
+        self.n = 0
 
-    @property
-    def phase(self) -> str:
-        return "done" if self.done else "bytes"
+    def begin(self, cell: int) -> None:
+        self.n, self.open, self.can_end = 0, True, False
 
     def allowed(self) -> np.ndarray:
-        if self.done:
-            return self._eos
-        if self.n < 4:
-            return self._start[self.n]
-        return self._any if self.n < 6 else self._any_eos
+        return self._start[self.n] if self.n < 4 else self._any
 
-    def next_known(self) -> np.ndarray | None:
-        return None if self.done else np.zeros(2, dtype=np.int64)
-
-    def step(self, tok: int) -> np.ndarray | None:
-        if tok == EOS:
-            self.done = True
-            return None
+    def step(self, tok: int) -> np.ndarray:
         out = np.array([0, self.n], dtype=np.int64)
         self.n += 1
+        self.can_end = self.n >= 6
         return out

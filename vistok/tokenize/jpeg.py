@@ -38,14 +38,15 @@ from vistok.tokenize.base import (
     assemble_events,
     register_codec,
 )
-from vistok.tokenize.jpeg_grammar import AC_LEVEL, DC_MAX, DENSE_MAX, EOB_FREQ, RUNS, JpegGrammar, jpeg_tokens
+from vistok.tokenize.jpeg_grammar import AC_LEVEL, DC_MAX, DENSE_MAX, EOB_FREQ, RUNS, JpegCells, jpeg_tokens
 
 
 @register_codec
 class JpegCodec(Codec):
     codec_id = "jpeg"
     axes = ("frame", "component", "block_y", "block_x", "freq")
-    known_axes = ("frame", "component", "block_y", "block_x")
+    known_axes = ("frame", "component", "block_y", "block_x")  # rle; dense: every axis (see __init__)
+    layout_hint = "--layout dense gives every coefficient a fixed place"
 
     def __init__(self, quality: int = 20, subsampling: str = "420", layout: str = "rle", dc: str = "abs",
                  transcode: str = "always", baseline: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -62,6 +63,8 @@ class JpegCodec(Codec):
         self.quality, self.subsampling, self.layout, self.dc = int(quality), subsampling, layout, dc
         self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
         self.qtables = dct.quality_tables(self.quality, self.baseline)
+        if layout == "dense":  # a cell per coefficient: its frequency is known before its token
+            self.known_axes, self.single_token_cells = self.axes, True
         t = jpeg_tokens(layout)
         self._vocab = t.vocab
         self._eob, self._esc, self._raw = t.eob, t.esc, t.raw
@@ -312,5 +315,19 @@ class JpegCodec(Codec):
     def frame_max_tokens(self, meta: dict) -> int:
         return self.record_blocks(TokenRecord("m", np.zeros(0, np.uint16), meta)).n_blocks * 64 * 3 + 2
 
-    def frame_grammar(self, meta: dict):
-        return JpegGrammar(jpeg_tokens(self.layout), self.record_blocks(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))
+    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+        """rle: one cell per block; dense: one per coefficient (block-major, zigzag inside)."""
+        g = self.record_blocks(TokenRecord("cells", np.zeros(0, np.uint16), meta))
+        blocks = np.stack([np.zeros(g.n_blocks, np.int64), g.comp, g.by, g.bx], axis=1)
+        if self.layout == "rle":
+            return g.unit.astype(np.int64), blocks
+        freq = np.tile(np.arange(64), g.n_blocks)[:, None]
+        return np.repeat(g.unit, 64).astype(np.int64), np.concatenate([np.repeat(blocks, 64, axis=0), freq], axis=1)
+
+    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
+        parsed = self._parse(self.record_blocks(record), record.tokens)
+        b = parsed["block"][parsed["owner"]].astype(np.int64)
+        return b if self.layout == "rle" else b * 64 + parsed["pos"][parsed["owner"]]
+
+    def cell_grammar(self, meta: dict) -> JpegCells:
+        return JpegCells(jpeg_tokens(self.layout), self.record_blocks(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))

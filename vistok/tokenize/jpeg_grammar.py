@@ -1,13 +1,9 @@
-"""The JPEG token grammar: which tokens may come next, so that sampled streams always decode.
+"""The JPEG token language (vocabulary per layout) and its grammar inside one cell (see `base.Cells`).
 
-A `JpegGrammar` follows one stream in canonical order for a known image geometry. `allowed()` is a
-boolean mask over the vocabulary (cached per state); `step(token)` consumes a token and returns its
-coordinates (codec axes); `next_known()` gives the coordinates of the next token on the axes that are
-fixed before it is chosen (frame, component, block_y, block_x), or None at the end.
-
-rle: block = DC | ESC raw raw, then (AC(run, level) | AC_ESC(run) raw raw)* with runs that fit inside
-the 63 AC positions, then EOB; after the last block's EOB only EOS.
-dense: block = 64 x (value | ESC raw raw); after the last block only EOS.
+rle: a cell is a block = DC | ESC raw raw, then (AC(run, level) | AC_ESC(run) raw raw)* with runs that
+fit inside the 63 AC positions, then EOB.
+dense: a cell is one coefficient = value | ESC raw raw; its block and frequency are known in advance.
+Masks are cached per state, so `allowed()` costs a lookup.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from vistok.tokenize import dct
-from vistok.tokenize.base import EOS, ESCAPE_OFFSET, Vocabulary, token_mask
+from vistok.tokenize.base import ESCAPE_OFFSET, CellGrammar, Vocabulary, token_mask
 
 DC_MAX = 255  # direct DC tokens cover [-DC_MAX, DC_MAX]
 AC_LEVEL = 15  # direct AC tokens cover levels in [-AC_LEVEL, -1] and [1, AC_LEVEL]
@@ -80,7 +76,7 @@ def _masks(layout: str) -> dict:
 
     raw = v.range("raw")
     esc = t.esc
-    out = {"raw": mask((raw.start, raw.stop)), "eos": mask((EOS, EOS + 1))}
+    out = {"raw": mask((raw.start, raw.stop))}
     if layout == "rle":
         dc = v.range("dc")
         out["dc"] = mask((dc.start, dc.stop), (esc, esc + 1))
@@ -98,89 +94,64 @@ def _masks(layout: str) -> dict:
     return out
 
 
-class JpegGrammar:
+class JpegCells(CellGrammar):
+    """The JPEG grammar inside one cell: a whole block (rle) or one coefficient (dense)."""
+
     def __init__(self, tokens: JpegTokens, grid: dct.BlockGrid):
         self.tok, self.grid = tokens, grid
         self.m = _masks(tokens.layout)
-        self.b = 0  # current block (canonical index)
-        self.pos = 0  # last zigzag position written in the block
-        self.phase = "dc" if tokens.layout == "rle" else "val"
+        self.escape = token_mask(tokens.vocab.size, (tokens.esc, tokens.esc + 1))
+        self.b = 0  # the cell's block (canonical index)
+        self.pos = 0  # zigzag index of the last coefficient written (rle), of the cell's coefficient (dense)
+        self.phase = ""
         self.after_raw = ""  # phase to return to after an escape's two raw tokens
         self.esc_freq = 0
-        self.done = False
 
-    # --- queries --------------------------------------------------------------------------------
+    def begin(self, cell: int) -> None:
+        if self.tok.layout == "rle":
+            self.b, self.pos, self.phase = cell, 0, "dc"
+        else:
+            (self.b, self.pos), self.phase = divmod(cell, 64), "val"
+        self.open = True
+
     def allowed(self) -> np.ndarray:
         ph = self.phase
         if ph == "ac":
             return self.m["ac"][self.pos]
         if ph in ("raw1", "raw2"):
             return self.m["raw"]
-        if ph in ("end", "done"):
-            return self.m["eos"]
         return self.m[ph]
 
-    def _block_coords(self, freq: int) -> np.ndarray:
+    def _coords(self, freq: int) -> np.ndarray:
         L, b = self.grid, self.b
         return np.array([0, L.comp[b], L.by[b], L.bx[b], freq], dtype=np.int64)
 
-    def next_known(self) -> np.ndarray | None:
-        if self.phase in ("end", "done"):
-            return None
-        return self._block_coords(-1)  # freq unknown
+    def _escape(self, freq: int, then: str) -> None:
+        self.phase, self.after_raw, self.esc_freq = "raw1", then, freq
 
-    # --- transition -----------------------------------------------------------------------------
-    def step(self, tok: int) -> np.ndarray | None:
-        """Consume `tok` (must be allowed); return its coordinates (None for EOS)."""
-        c = self.tok
-        ph = self.phase
-        if ph in ("end", "done"):
-            self.phase, self.done = "done", True
-            return None
+    def step(self, tok: int) -> np.ndarray:
+        """Consume `tok` (must be allowed); return its coordinates."""
+        c, ph = self.tok, self.phase
         if ph in ("raw1", "raw2"):
-            coords = self._block_coords(self.esc_freq)
-            if ph == "raw1":
-                self.phase = "raw2"
-            else:
-                self.phase = self.after_raw
-                self._maybe_next_block()
-            return coords
-        if ph == "val":  # dense
-            freq = self.pos
-            coords = self._block_coords(freq)
-            self.pos += 1
+            self.phase = "raw2" if ph == "raw1" else self.after_raw
+            self.open = self.phase != "closed"
+            return self._coords(self.esc_freq)
+        if ph == "val":  # dense: one coefficient
             if tok == c.esc:
-                self.phase, self.after_raw, self.esc_freq = "raw1", "val", freq
+                self._escape(self.pos, "closed")
             else:
-                self._maybe_next_block()
-            return coords
+                self.open = False
+            return self._coords(self.pos)
         if ph == "dc":
-            self.pos = 0
-            coords = self._block_coords(0)
+            self.phase = "ac"
             if tok == c.esc:
-                self.phase, self.after_raw, self.esc_freq = "raw1", "ac", 0
-            else:
-                self.phase = "ac"
-            return coords
-        # ac phase
-        if tok == c.eob:
-            coords = self._block_coords(EOB_FREQ)
-            self.b += 1
-            self.phase = "dc" if self.b < self.grid.n_blocks else "end"
-            return coords
-        if tok >= c.acesc:
-            run = tok - c.acesc
-            self.pos += run + 1
-            self.phase, self.after_raw, self.esc_freq = "raw1", "ac", self.pos
-            return self._block_coords(self.pos)
-        run = (tok - c.ac) // (2 * AC_LEVEL)
+                self._escape(0, "ac")
+            return self._coords(0)
+        if tok == c.eob:  # ac phase
+            self.open = False
+            return self._coords(EOB_FREQ)
+        run = tok - c.acesc if tok >= c.acesc else (tok - c.ac) // (2 * AC_LEVEL)
         self.pos += run + 1
-        return self._block_coords(self.pos)
-
-    def _maybe_next_block(self) -> None:
-        if self.tok.layout == "dense" and self.pos == 64 and self.phase == "val":
-            self.b += 1
-            self.pos = 0
-            if self.b >= self.grid.n_blocks:
-                self.phase = "end"
-
+        if tok >= c.acesc:
+            self._escape(self.pos, "ac")
+        return self._coords(self.pos)

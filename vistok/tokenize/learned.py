@@ -25,7 +25,7 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.grids import scale_grids
 from vistok.record import TokenRecord
-from vistok.tokenize.base import EOS, Codec, Vocabulary, register_codec
+from vistok.tokenize.base import CellGrammar, Codec, Vocabulary, register_codec
 
 
 @lru_cache(maxsize=4)
@@ -51,6 +51,8 @@ def resolve_device(device: str) -> str:
 class LearnedCodec(Codec):
     axes = ("frame", "y", "x")
     known_axes = ("frame", "y", "x")  # raster over a fixed grid: every position is known in advance
+    geometry_keys = ("height", "width")
+    single_token_cells = True
     kind = ""
 
     def __init__(self, tokenizer: str, sha256: str = "", device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -154,38 +156,35 @@ class LearnedCodec(Codec):
     def frame_max_tokens(self, meta: dict) -> int:
         return sum(gh * gw for gh, gw in self._grids(meta))
 
-    def frame_grammar(self, meta: dict):
-        pos = self._positions(meta)
-        return GridGrammar(self, pos if self.scales > 1 else pos[:, 1:])
+    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+        """One cell per code, its place known in advance (every axis is known)."""
+        return self.frame_unit_coords(TokenRecord("cells", np.zeros(0, np.uint16), meta))
+
+    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
+        return np.arange(record.tokens.size, dtype=np.int64)
+
+    def cell_grammar(self, meta: dict) -> CodeCells:
+        return CodeCells(self, self.frame_cells(meta)[1])
 
 
-class GridGrammar:
-    """Exactly the frame's codes, coarse to fine and raster within a scale, then EOS."""
+class CodeCells(CellGrammar):
+    """One code per cell, any code of the codebook."""
 
-    def __init__(self, codec: LearnedCodec, positions: np.ndarray):
-        self.pos = np.concatenate([np.zeros((len(positions), 1), np.int64), positions], axis=1)  # frame first
-        self.n, self.i, self.done = len(positions), 0, False
+    def __init__(self, codec: LearnedCodec, coords: np.ndarray):
+        self.coords = coords.astype(np.int64)
         self._codes = np.zeros(codec.vocab.size, bool)
         self._codes[codec._code0 :] = True
-        self._eos = np.zeros(codec.vocab.size, bool)
-        self._eos[EOS] = True
+        self.cell = 0
 
-    @property
-    def phase(self) -> str:
-        return "done" if self.done else ("end" if self.i >= self.n else "codes")
+    def begin(self, cell: int) -> None:
+        self.cell, self.open = cell, True
 
     def allowed(self) -> np.ndarray:
-        return self._codes if self.i < self.n else self._eos
+        return self._codes
 
-    def next_known(self) -> np.ndarray | None:
-        return self.pos[self.i] if self.i < self.n else None
-
-    def step(self, tok: int) -> np.ndarray | None:
-        if self.i >= self.n:
-            self.done = True
-            return None
-        self.i += 1
-        return self.pos[self.i - 1]
+    def step(self, tok: int) -> np.ndarray:
+        self.open = False
+        return self.coords[self.cell]
 
 
 @register_codec

@@ -1,11 +1,11 @@
 """Token orderings, named and parameterized by a string: ``hilbert``, ``randsac:11,5``, ``gradwalk:max``...
 
-An ordering maps a record's positions (`Positions`: per-token units and coordinates, the unit grid, stored
-orders) to a permutation `perm` of its tokens: ``tokens[perm]`` is the stream in that order and
-`inverse(perm)` undoes it. Orders over *units* keep each unit's tokens together, in canonical order;
-orders over frequencies or scales reorder tokens across units (the model sees every token's coordinates,
-so no information is lost). Multi-frame records are always time-major: a spatial order applies inside
-each frame, frames in time order.
+An ordering maps positions (`Positions`: units and coordinates per entry, the unit grid, stored orders)
+to a permutation `perm` of the entries, and `inverse(perm)` undoes it. Training and sampling order a
+record's *cells* (`vistok.tokenize.stream`: the entries are cells, placed by the geometry alone, so an
+order never sees the tokens); the functions work on any entries. Orders over *units* keep each unit's
+entries together, in canonical order; orders over frequencies or scales sort by that coordinate.
+Multi-frame records are always time-major: a spatial order applies inside each frame, frames in time order.
 
 Spatial, over the unit grid (cached per grid shape):
   raster, column, snake (boustrophedon), zorder (Morton), hilbert (generalized to any rectangle),
@@ -22,6 +22,7 @@ Content-aware (computed at shard time from pixels, stored in the record as ``ord
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -332,6 +333,26 @@ def gradwalk_units(energy: np.ndarray, mode: str = "max") -> np.ndarray:
             best = int(by_score[nxt_best])
         cur = best
     return out
+
+
+def walk_bits(walk: np.ndarray, grid: tuple[int, int]) -> float:
+    """Bits of a simple code for a walk of the kind `gradwalk_units` makes (side information a decoder needs).
+
+    The first unit costs log2(N); each later step goes to an unvisited 4-neighbour when there is one (log2 of
+    how many there are) and otherwise jumps to any unvisited unit (log2 of how many are left).
+    """
+    rows, cols = grid
+    n = rows * cols
+    visited = np.zeros(n, dtype=bool)
+    bits = math.log2(n) if n > 1 else 0.0
+    for i in range(n - 1):
+        cur = int(walk[i])
+        visited[cur] = True
+        y, x = divmod(cur, cols)
+        k = sum(1 for ny, nx in ((y - 1, x), (y, x - 1), (y, x + 1), (y + 1, x))
+                if 0 <= ny < rows and 0 <= nx < cols and not visited[ny * cols + nx])
+        bits += math.log2(k if k else n - 1 - i)
+    return bits
 
 
 def stored(name: str) -> Callable:

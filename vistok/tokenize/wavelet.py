@@ -43,7 +43,7 @@ from vistok.tokenize.wavelet_grammar import (
     VMAX,
     Band,
     Geometry,
-    WaveletGrammar,
+    WaveletCells,
     geometry,
     wavelet_tokens,
 )
@@ -56,7 +56,9 @@ _YCC2RGB = np.linalg.inv(_RGB2YCC)
 class WaveletCodec(Codec):
     codec_id = "wavelet"
     axes = ("frame", "component", "level", "band", "y", "x")
-    known_axes = ("frame", "component", "level", "band")
+    known_axes = ("frame", "component", "level", "band")  # rle; dense: every axis (see __init__)
+    geometry_keys = ("height", "width", "components")
+    layout_hint = "--layout dense gives every coefficient a fixed place"
 
     def __init__(self, wavelet: str = "bior4.4", levels: int = 3, step: float = 8.0,
                  level_weights: list[float] | tuple[float, ...] = (), hh_weight: float = 1.0, chroma: str = "444",
@@ -84,6 +86,8 @@ class WaveletCodec(Codec):
         self.lossless, self.max_pixels = bool(lossless), int(max_pixels)
         if self.lossless and chroma != "444":
             raise CodecError("lossless wavelet coding keeps full-resolution chroma: use --chroma 444")
+        if layout == "dense":  # a cell per coefficient: its place is known before its token
+            self.known_axes, self.single_token_cells = self.axes, True
         t = wavelet_tokens()
         self._vocab = t.vocab
         self._eob, self._zrl, self._esc, self._val0 = t.eob, t.zrl, t.esc, t.val0
@@ -342,5 +346,29 @@ class WaveletCodec(Codec):
         g = self.record_geometry(TokenRecord("m", np.zeros(0, np.uint16), meta))
         return 3 * g.total + len(g.bands) + 2
 
-    def frame_grammar(self, meta: dict):
-        return WaveletGrammar(self.layout, self.record_geometry(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))
+    def _meta_geometry(self, meta: dict) -> Geometry:
+        return self.record_geometry(TokenRecord("cells", np.zeros(0, np.uint16), meta))
+
+    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+        """dense: one cell per coefficient. rle: one per LL coefficient, then one per detail band (run-length
+        coded across its whole area, so it spans every unit: unit -1)."""
+        g = self._meta_geometry(meta)
+        comp, level, band, yy, xx, unit = self._flat_tables(g)
+        if self.layout == "dense":
+            return unit.astype(np.int64), np.stack([np.zeros(g.total, np.int64), comp, level, band, yy, xx], axis=1)
+        ll = np.stack([np.zeros(g.n_ll, np.int64), comp[: g.n_ll], level[: g.n_ll], band[: g.n_ll]], axis=1)
+        det = np.array([[0, b.comp, b.level, b.band] for b in g.bands[g.ncomp :]], dtype=np.int64)
+        return np.concatenate([unit[: g.n_ll], np.full(len(det), -1)]).astype(np.int64), np.concatenate([ll, det])
+
+    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
+        g = self.record_geometry(record)
+        parsed = self._parse(g, record.tokens)
+        at = parsed["end"][parsed["owner"]]
+        if self.layout == "dense":
+            return at.astype(np.int64)
+        starts = np.array([b.start for b in g.bands])
+        band = np.searchsorted(starts, at, side="right") - 1
+        return np.where(at < g.n_ll, at, g.n_ll + band - g.ncomp).astype(np.int64)
+
+    def cell_grammar(self, meta: dict) -> WaveletCells:
+        return WaveletCells(self.layout, self._meta_geometry(meta))

@@ -1,6 +1,4 @@
-"""The wavelet token grammar (see `wavelet.py`): LL value tokens first, then per detail band run/level
-tokens whose runs fit in what is left of the band, ZRL while 16 zeros still fit, and EOB; after the last
-band only EOS. Same interface as `JpegGrammar`: `allowed`, `step`, `next_known`, `done`."""
+"""The wavelet token language (see `wavelet.py`): band geometry, vocabulary, and the grammar inside one cell."""
 
 from __future__ import annotations
 
@@ -9,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from vistok.tokenize.base import EOS, ESCAPE_OFFSET, Vocabulary, token_mask
+from vistok.tokenize.base import ESCAPE_OFFSET, CellGrammar, Vocabulary, token_mask
 
 VMAX = 1023
 RUNS = 16
@@ -113,92 +111,70 @@ def _masks(size: int, val: tuple[int, int], esc: int, eob: int, zrl: int, rl: in
         if left >= RUNS + 1:
             ranges.append((zrl, zrl + 1))
         band.append(mask(*ranges))
-    return {"value": mask(val, (esc, esc + 1)), "raw": mask(raw), "eos": mask((EOS, EOS + 1)), "band": band}
+    return {"value": mask(val, (esc, esc + 1)), "raw": mask(raw), "band": band}
 
 
-class WaveletGrammar:
+class WaveletCells(CellGrammar):
+    """The wavelet grammar inside one cell: one coefficient (LL, or any band when dense: value | ESC raw
+    raw), or a whole detail band (rle: run/level tokens whose runs fit in what is left, ZRL while 16
+    zeros still fit, then EOB). Cells are numbered as in `WaveletCodec.frame_cells`."""
+
     def __init__(self, layout: str, g: Geometry):
         t = self.tok = wavelet_tokens()
         self.layout, self.g = layout, g
         v = t.vocab
         r, raw = v.range("value"), v.range("raw")
         self.m = _masks(v.size, (r.start, r.stop), t.esc, t.eob, t.zrl, t.rl, t.resc, (raw.start, raw.stop))
+        self.escape = token_mask(v.size, (t.esc, t.esc + 1), (t.resc, t.resc + RUNS))
         self.n_dense = g.total if layout == "dense" else g.n_ll
-        self.k = 0  # dense values written
-        self.band = g.ncomp  # current detail band (index into g.bands)
-        self.pos = 0
-        self.phase = "value" if self.n_dense else "band"
-        self.after_raw = ""
-        self.done = False
         self._starts = np.array([b.start for b in g.bands])
+        self.band, self.pos, self.phase, self.after_raw = g.bands[0], 0, "", ""
+        self._last = np.zeros(6, dtype=np.int64)
 
-    def _band_of(self, flat_index: int):
-        return self.g.bands[int(np.searchsorted(self._starts, flat_index, side="right")) - 1]
+    def begin(self, cell: int) -> None:
+        if cell < self.n_dense:  # one coefficient: flat index `cell`
+            self.band = self.g.bands[int(np.searchsorted(self._starts, cell, side="right")) - 1]
+            self.pos, self.phase = cell - self.band.start, "value"
+        else:  # a whole detail band
+            self.band, self.pos, self.phase = self.g.bands[self.g.ncomp + cell - self.n_dense], 0, "band"
+        self.open = True
 
-    def _coords(self, band, pos: int) -> np.ndarray:
-        y, x = divmod(pos, band.w)
-        return np.array([0, band.comp, band.level, band.band, y, x], dtype=np.int64)
+    def _coords(self, pos: int) -> np.ndarray:
+        b = self.band
+        y, x = divmod(pos, b.w)
+        return np.array([0, b.comp, b.level, b.band, y, x], dtype=np.int64)
 
     def allowed(self) -> np.ndarray:
         if self.phase in ("raw1", "raw2"):
             return self.m["raw"]
-        if self.phase in ("end", "done"):
-            return self.m["eos"]
         if self.phase == "value":
             return self.m["value"]
-        left = self.g.bands[self.band].size - self.pos
-        return self.m["band"][min(left, RUNS + 1)]
+        return self.m["band"][min(self.band.size - self.pos, RUNS + 1)]
 
-    def next_known(self) -> np.ndarray | None:
-        if self.phase in ("end", "done"):
-            return None
-        if self.phase == "value" or (self.phase in ("raw1", "raw2") and self.after_raw == "value"):
-            b = self._band_of(self.k if self.phase == "value" else self.k - 1)
-        else:
-            b = self.g.bands[self.band]
-        return np.array([0, b.comp, b.level, b.band, -1, -1], dtype=np.int64)
+    def _escape(self, coords: np.ndarray, then: str) -> np.ndarray:
+        self.phase, self.after_raw, self._last = "raw1", then, coords
+        return coords
 
-    def _to_bands(self) -> None:
-        if self.k >= self.n_dense:
-            self.phase = "band" if self.layout == "rle" and self.band < len(self.g.bands) else "end"
-
-    def step(self, tok: int) -> np.ndarray | None:
-        c = self.tok
-        if self.phase in ("end", "done"):
-            self.phase, self.done = "done", True
-            return None
-        if self.phase in ("raw1", "raw2"):
-            coords = self._last
-            if self.phase == "raw1":
-                self.phase = "raw2"
-            else:
-                self.phase = self.after_raw
-                if self.phase == "value":
-                    self._to_bands()
-            return coords
-        if self.phase == "value":
-            b = self._band_of(self.k)
-            coords = self._coords(b, self.k - b.start)
-            self.k += 1
+    def step(self, tok: int) -> np.ndarray:
+        c, ph = self.tok, self.phase
+        if ph in ("raw1", "raw2"):
+            self.phase = "raw2" if ph == "raw1" else self.after_raw
+            self.open = self.phase != "closed"
+            return self._last
+        if ph == "value":
+            coords = self._coords(self.pos)
             if tok == c.esc:
-                self.phase, self.after_raw, self._last = "raw1", "value", coords
-            else:
-                self._to_bands()
+                return self._escape(coords, "closed")
+            self.open = False
             return coords
-        band = self.g.bands[self.band]
-        if tok == c.eob:
-            coords = np.array([0, band.comp, band.level, band.band, band.h, 0], dtype=np.int64)
-            self.band += 1
-            self.pos = 0
-            if self.band >= len(self.g.bands):
-                self.phase = "end"
-            return coords
+        band = self.band
+        if tok == c.eob:  # EOB sits one row past the band's last coefficient
+            self.open = False
+            return np.array([0, band.comp, band.level, band.band, band.h, 0], dtype=np.int64)
         if tok == c.zrl:
             self.pos += RUNS
-            return self._coords(band, self.pos - 1)
+            return self._coords(self.pos - 1)
         run = tok - c.resc if tok >= c.resc else (tok - c.rl) // (2 * LEVEL)
         self.pos += run + 1
-        coords = self._coords(band, self.pos - 1)
-        if tok >= c.resc:
-            self.phase, self.after_raw, self._last = "raw1", "band", coords
-        return coords
+        coords = self._coords(self.pos - 1)
+        return self._escape(coords, "band") if tok >= c.resc else coords

@@ -2,11 +2,13 @@
 
 - Several datasets can be mixed with weights; their manifests must agree on the vocabulary and axes.
 - A held-out split is chosen by a hash of the *input* key (all crops of one photo fall on the same side).
-- Each record is reordered by units (`--order`), gets coordinates shifted by one (0 = none, for specials)
-  and the next token's known coordinates; a document longer than the context is split at unit
-  boundaries (or cropped), and documents fill rows back to back, with a doc id per position, so the loss
-  mask drops every prediction across a document boundary and on padding, and attention stays inside
-  a document.
+- Each record is put in `--order` (`vistok.tokenize.stream`: a permutation of its cells that a decoder
+  can follow), gets coordinates shifted by one (0 = none, for specials) and the place of the next token
+  on the known axes; a document longer than the context is cut into pieces of the context's length (or
+  cropped), and
+  documents fill rows of positions (input, target) back to back, with a doc id per position, so
+  attention stays inside a document. With `--parallel`, a document is the tokens followed by one query
+  slot per token, and groups (randsac segments, scales) are predicted at once.
 - The loader's state is the number of batches it has delivered; resuming replays the deterministic
   stream up to there (no model work), so a resumed run sees exactly the batches it would have seen.
   Packed stores (`vistok pack`) are shuffled uniformly per epoch and resume from an exact position.
@@ -28,8 +30,9 @@ from vistok.shards.reader import stream_records
 from vistok.shards.store import PackedStore, open_any
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
+from vistok.tokenize.stream import check_parallel, known_columns, order_record
 
-LOADER_STATE_VERSION = 1
+LOADER_STATE_VERSION = 2  # 2: rows of positions (inputs and targets side by side), parallel fields
 
 
 @dataclass
@@ -42,7 +45,8 @@ class DataConfig:
     batch_size: int = 16
     seed: int = 0
     num_workers: int = 1
-    long: str = "split"  # split | crop: what to do with documents longer than block_size + 1
+    long: str = "split"  # split | crop: what to do with documents longer than block_size
+    parallel: str = ""  # "" (token by token) | segments | scales: groups predicted at once (`record_docs`)
     shuffle_buffer: int = 512
 
     def to_json(self) -> dict:
@@ -74,85 +78,129 @@ def open_datasets(paths: list[str]) -> tuple[list, Codec]:
     return sets, sets[0].codec
 
 
+PAD_VALUES = {"idx": PAD, "targets": PAD, "coords": 0, "next_coords": 0, "loss_mask": 0.0, "groups": -1, "query": 0}
+
+
 @dataclass
-class Doc:
-    tokens: np.ndarray  # (n,) int64
-    coords: np.ndarray  # (n, A) int64, shifted: 0 = none
-    next_coords: np.ndarray  # (n, A) int64: the following token's known axes, 0 elsewhere
+class Docs:
+    """One record as training positions: a list of documents (one, or several pieces of a long record),
+    each a dict of per-position arrays (`PAD_VALUES` names them), plus what eval reports per image."""
+
+    docs: list[dict[str, np.ndarray]]
+    order_bits: float  # side information the order costs (stored gradwalk orders)
+    steps: int  # model steps to generate the record: tokens + EOS, or groups when parallel
 
 
 def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
-                long: str = "split") -> list[Doc]:
-    """One record -> one document `[BOS] tokens [EOS]`, or several when longer than a row."""
-    inp = codec.positions(rec)
-    perm = get_order(order)(inp, rng).perm
-    toks = rec.tokens.astype(np.int64)[perm]
-    coords = inp.coords.astype(np.int64)[perm] + 1
-    units = inp.units[perm]
-    A = coords.shape[1]
-    known = np.array([a in codec.known_axes for a in codec.axes])
-    n = toks.size + 2
-    t = np.empty(n, dtype=np.int64)
-    t[0], t[1:-1], t[-1] = BOS, toks, EOS
-    c = np.zeros((n, A), dtype=np.int64)
-    c[1:-1] = coords
-    nxt = np.zeros((n, A), dtype=np.int64)
-    nxt[:-1, known] = c[1:, known]
-    row = block_size + 1
-    if n <= row:
-        return [Doc(t, c, nxt)]
-    # cut at unit boundaries: positions (in t) where a new unit starts
-    starts = np.flatnonzero(np.diff(units)) + 2
+                long: str = "split", parallel: str = "") -> Docs:
+    """One record -> its documents: `[BOS] tokens [EOS]` predicted token by token, or with `parallel`
+    `[BOS] tokens | queries`: a query slot per token carries where that token goes and predicts it from
+    the tokens of earlier groups only (the model's group mask, `vistok.nn.gpt.group_mask`).
+
+    The place of each next token (`next_coords`, known axes) comes from the plan's cells, so it is a
+    function of the prefix by construction; the tokens' own coordinates are the codec's, which equal what
+    the grammar derives from the prefix (`tests/tokenize/test_stream.py` checks both for every order).
+    """
+    o = order_record(codec, rec, order, rng, parallel)
+    pos = codec.positions(rec)
+    toks = rec.tokens.astype(np.int64)[o.perm]
+    coords = pos.coords.astype(np.int64)[o.perm] + 1
+    known = known_columns(codec)
+    place = np.zeros_like(coords)  # where each token goes, as known before it is read
+    place[:, known] = codec.cells(rec.meta).positions.coords[o.cells] + 1
+    n, A = toks.size, coords.shape[1]
+    if parallel:
+        return Docs(_parallel_docs(toks, coords, place, o.groups, block_size), o.plan.order_bits, o.plan.n_groups)
+    t = np.concatenate([[BOS], toks, [EOS]])
+    c = np.concatenate([np.zeros((1, A), np.int64), coords])  # inputs: BOS, tokens (EOS is never an input)
+    nxt = np.concatenate([place, np.zeros((1, A), np.int64)])
+    doc = {"idx": t[:-1], "targets": t[1:], "coords": c, "next_coords": nxt, "loss_mask": np.ones(n + 1, np.float32)}
+    # pieces of a fixed length: where a piece starts must not depend on the tokens (a cut at a unit boundary
+    # would tell the model something about the tokens after it)
+    starts = range(0, n + 1, block_size) if long == "split" else [0]
+    return Docs([{k: v[a : a + block_size] for k, v in doc.items()} for a in starts], o.plan.order_bits, n + 1)
+
+
+def _parallel_docs(toks, coords, place, groups, block_size: int) -> list[dict[str, np.ndarray]]:
+    """`[BOS] tokens | queries` documents, split into runs of whole groups when longer than a row."""
+    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], groups, [groups[-1] + 1]])))  # group starts, and the end
+    if (2 * np.diff(bounds) + 1).max() > block_size:
+        raise UsageError(f"a group of {int(np.diff(bounds).max())} tokens needs {2 * int(np.diff(bounds).max()) + 1} "
+                         f"positions with its queries; --block-size is {block_size}")
     docs, a = [], 0
-    while a < n:
-        if n - a <= row:
-            b = n
-        else:
-            ok = starts[(starts > a) & (starts <= a + row)]
-            b = int(ok[-1]) if ok.size else a + row  # a unit longer than a row is cut where it must be
-        docs.append(Doc(t[a:b], c[a:b], nxt[a:b]))
-        if long == "crop":
-            break
+    while a < len(bounds) - 1:
+        b = a + 1
+        while b < len(bounds) - 1 and 2 * (bounds[b + 1] - bounds[a]) + 1 <= block_size:
+            b += 1
+        s = slice(bounds[a], bounds[b])
+        k, A = s.stop - s.start, coords.shape[1]
+        zero = np.zeros((1, A), np.int64)
+        docs.append({
+            "idx": np.concatenate([[BOS], toks[s], np.full(k, PAD)]),
+            "targets": np.concatenate([np.full(k + 1, PAD), toks[s]]),
+            "coords": np.concatenate([zero, coords[s], place[s]]),
+            "next_coords": np.zeros((2 * k + 1, A), np.int64),
+            "loss_mask": np.concatenate([np.zeros(k + 1, np.float32), np.ones(k, np.float32)]),
+            "groups": np.concatenate([[-1], groups[s], groups[s]]),
+            "query": np.concatenate([np.zeros(k + 1, np.int64), np.ones(k, np.int64)]),
+        })
         a = b
     return docs
 
 
-class RowFiller:
-    """Fills rows greedily with documents: rows of block_size + 1 tokens (inputs and shifted targets)."""
+def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:
+    """Refuse a bad order or parallel mode before training starts: plan the first record of each dataset."""
+    get_order(cfg.order)
+    check_parallel(codec, cfg.order, cfg.parallel)
+    for ds in sets:
+        for rec in ds:
+            record_docs(codec, rec, cfg.order, np.random.default_rng(0), cfg.block_size, cfg.long, cfg.parallel)
+            break
 
-    def __init__(self, block_size: int, n_axes: int):
+
+class RowFiller:
+    """Fills rows of block_size positions greedily with documents, with a doc id per position (-1: padding)."""
+
+    def __init__(self, block_size: int, n_axes: int, parallel: bool = False):
         self.T, self.A = block_size, n_axes
+        self.fields = [k for k in PAD_VALUES if parallel or k not in ("groups", "query")]
         self._new()
 
     def _new(self) -> None:
-        R = self.T + 1
-        self.tok = np.full(R, PAD, dtype=np.int64)
-        self.crd = np.zeros((R, self.A), dtype=np.int64)
-        self.nxt = np.zeros((R, self.A), dtype=np.int64)
-        self.doc = np.full(R, -1, dtype=np.int64)
+        T = self.T
+        self.row = {k: np.full((T, self.A) if k.endswith("coords") else T, PAD_VALUES[k],
+                               dtype=np.float32 if k == "loss_mask" else np.int64) for k in self.fields}
+        self.row["doc_ids"] = np.full(T, -1, dtype=np.int64)
         self.fill = 0
         self.ndocs = 0
 
-    def add(self, doc: Doc) -> Iterator[dict[str, np.ndarray]]:
-        n = doc.tokens.size
-        if self.fill + n > self.T + 1 and self.fill:
+    def add(self, doc: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        n = doc["idx"].size
+        if self.fill + n > self.T and self.fill:
             yield self.flush()
         s = slice(self.fill, self.fill + n)
-        self.tok[s], self.crd[s], self.nxt[s], self.doc[s] = doc.tokens, doc.coords, doc.next_coords, self.ndocs
+        for k in self.fields:
+            self.row[k][s] = doc[k]
+        self.row["doc_ids"][s] = self.ndocs
         self.fill += n
         self.ndocs += 1
-        if self.fill >= self.T + 1:
+        if self.fill >= self.T:
             yield self.flush()
 
     def flush(self) -> dict[str, np.ndarray]:
-        d = self.doc
-        row = {
-            "idx": self.tok[:-1].copy(), "targets": self.tok[1:].copy(),
-            "coords": self.crd[:-1].copy(), "next_coords": self.nxt[:-1].copy(),
-            "loss_mask": ((d[:-1] == d[1:]) & (d[:-1] >= 0)).astype(np.float32), "doc_ids": d[:-1].copy(),
-        }
+        row = self.row
         self._new()
         return row
+
+    def state_dict(self) -> dict:
+        return {"row": {k: v[: self.fill].tolist() for k, v in self.row.items()}, "ndocs": self.ndocs}
+
+    def load_state_dict(self, st: dict) -> None:
+        self._new()
+        for k, v in st["row"].items():
+            if v:
+                self.row[k][: len(v)] = v
+        self.fill, self.ndocs = len(st["row"]["doc_ids"]), int(st["ndocs"])
 
 
 class RowStream(IterableDataset):
@@ -162,7 +210,7 @@ class RowStream(IterableDataset):
         super().__init__()
         self.cfg, self.rank, self.world = cfg, rank, world
         self.sets, self.codec = open_datasets(cfg.datasets)
-        get_order(cfg.order)  # fail early on a bad name
+        check_order(self.sets, self.codec, cfg)
 
     def _records(self, worker: int, n_workers: int) -> Iterator[tuple[int, TokenRecord]]:
         cfg = self.cfg
@@ -183,7 +231,7 @@ class RowStream(IterableDataset):
         wi = get_worker_info()
         worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
         rng = np.random.default_rng([cfg.seed, self.rank, worker, 3])
-        filler = RowFiller(cfg.block_size, len(self.codec.axes))
+        filler = RowFiller(cfg.block_size, len(self.codec.axes), bool(cfg.parallel))
         buf: list[tuple[int, TokenRecord]] = []
         for epoch, rec in self._records(worker, n_workers):
             if is_heldout(rec.key, cfg.heldout):
@@ -194,7 +242,7 @@ class RowStream(IterableDataset):
             epoch, rec = buf.pop(int(rng.integers(len(buf))))
             order_rng = np.random.default_rng(
                 [cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
-            for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long):
+            for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long, cfg.parallel).docs:
                 yield from filler.add(doc)
 
 
@@ -222,7 +270,7 @@ class StoreRows:
         self.epoch = [0] * len(stores)
         self.pos = [0] * len(stores)
         self.mix = np.random.default_rng([cfg.seed, rank, 2])
-        self.filler = RowFiller(cfg.block_size, len(codec.axes))
+        self.filler = RowFiller(cfg.block_size, len(codec.axes), bool(cfg.parallel))
         self.queue: list[dict[str, np.ndarray]] = []
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -253,27 +301,19 @@ class StoreRows:
             epoch, rec = self._next_record()
             rng = np.random.default_rng(
                 [self.cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
-            for doc in record_docs(self.codec, rec, self.cfg.order, rng, self.cfg.block_size, self.cfg.long):
+            c = self.cfg
+            for doc in record_docs(self.codec, rec, c.order, rng, c.block_size, c.long, c.parallel).docs:
                 self.queue.extend(self.filler.add(doc))
         return self.queue.pop(0)
 
     def state_dict(self) -> dict:
-        p = self.filler
-        f = p.fill
         return {"epoch": list(self.epoch), "pos": list(self.pos), "mix": self.mix.bit_generator.state,
-                "filler": {"tok": p.tok[:f].tolist(), "crd": p.crd[:f].tolist(), "nxt": p.nxt[:f].tolist(),
-                           "doc": p.doc[:f].tolist(), "ndocs": p.ndocs},
-                "queue": _rows_state(self.queue)}
+                "filler": self.filler.state_dict(), "queue": _rows_state(self.queue)}
 
     def load_state_dict(self, st: dict) -> None:
         self.epoch, self.pos = list(st["epoch"]), list(st["pos"])
         self.mix.bit_generator.state = st["mix"]
-        p, ps = self.filler, st["filler"]
-        p._new()
-        f = len(ps["tok"])
-        if f:
-            p.tok[:f], p.crd[:f], p.nxt[:f], p.doc[:f] = ps["tok"], ps["crd"], ps["nxt"], ps["doc"]
-        p.fill, p.ndocs = f, int(ps["ndocs"])
+        self.filler.load_state_dict(st["filler"])
         self.queue = _rows_load(st["queue"])
 
 
@@ -287,7 +327,7 @@ class Loader:
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu"):
         self.cfg, self.device = cfg, device
         self.sets, self.codec = open_datasets(cfg.datasets)
-        get_order(cfg.order)
+        check_order(self.sets, self.codec, cfg)
         self.store_rows = None
         if all(isinstance(s, PackedStore) for s in self.sets):
             self.store_rows = StoreRows(cfg, self.sets, self.codec, rank, world)
@@ -297,6 +337,7 @@ class Loader:
             self.stream = RowStream(cfg, rank, world)
         self.batches = 0
         self._it: Iterator | None = None
+        self.limits: list[int] | None = None  # the model's embedding table sizes, once known
 
     def _make(self) -> Iterator:
         nw = self.cfg.num_workers
@@ -317,6 +358,9 @@ class Loader:
                 self._it = self._make()
             batch = next(self._it)
         self.batches += 1
+        if self.limits is not None:
+            check_coords(batch["coords"], self.limits, self.codec.axes)
+            check_coords(batch["next_coords"], self.limits, self.codec.axes)
         nb = self.device.startswith("cuda")
         return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
 
@@ -348,6 +392,18 @@ def heldout_records(sets: list, fraction: float, limit: int | None = None,
                 n += 1
                 if limit is not None and n >= limit:
                     return
+
+
+def check_coords(coords: torch.Tensor | np.ndarray, limits: list[int], axes: tuple[str, ...]) -> None:
+    """Refuse coordinates beyond the model's embedding tables (a larger image than it was built for)."""
+    c = torch.as_tensor(coords).reshape(-1, len(limits))
+    if not c.numel():
+        return
+    top = c.amax(dim=0)
+    for a, (m, n) in enumerate(zip(top.tolist(), limits)):
+        if m >= n:
+            raise UsageError(f"coordinate {m - 1} on axis {axes[a]!r} is beyond the model's table (up to "
+                             f"{n - 2}): the images are larger than the model was built for; use the training size")
 
 
 def axis_sizes(sets: list, codec: Codec, scan: int = 256, headroom: float = 2.0) -> list[int]:

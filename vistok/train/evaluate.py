@@ -10,6 +10,7 @@ coefficients in fewer bits than JPEG does.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,52 +18,59 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vistok.errors import DatasetError
+from vistok.errors import DatasetError, UsageError
 from vistok.nn.gpt import GPT
 from vistok.shards.inspect import token_counts
 from vistok.tokenize.base import EOS, JPEG_FILE, Codec
 from vistok.train.checkpoint import load_model
-from vistok.train.data import DataConfig, heldout_records, open_datasets, record_docs
+from vistok.train.data import DataConfig, RowFiller, check_coords, heldout_records, open_datasets, record_docs
 
 LN2 = math.log(2)
 
 
+@dataclass
+class RecordBits:
+    bits: float  # -log2 p summed over the record's predicted positions
+    positions: int  # predicted positions: tokens and EOS, or tokens (parallel)
+    order_bits: float  # side information of the order (stored gradwalk walks)
+    steps: int  # model steps to generate the record
+
+
 @torch.no_grad()
-def record_bits(model: GPT, codec: Codec, records: list, data: DataConfig, device: str, batch: int = 16) -> list[tuple[float, int]]:
-    """(bits, predicted positions) per record."""
+def record_bits(model: GPT, codec: Codec, records: list, data: DataConfig, device: str, batch: int = 16) -> list[RecordBits]:
+    """Bits of each record under the run's order and parallel mode, one document per row."""
     model.eval()
     T = model.cfg.block_size
-    A = len(codec.axes)
-    docs, owner = [], []
+    limits = model.cfg.axis_sizes
+    docs, owner, out = [], [], []
     for i, rec in enumerate(records):
-        rng = np.random.default_rng([data.seed, 0, i])
-        for d in record_docs(codec, rec, data.order, rng, T, "split"):
-            docs.append(d)
-            owner.append(i)
-    bits = np.zeros(len(records))
-    count = np.zeros(len(records), dtype=np.int64)
+        rd = record_docs(codec, rec, data.order, np.random.default_rng([data.seed, 0, i]), T, "split", data.parallel)
+        docs += rd.docs
+        owner += [i] * len(rd.docs)
+        out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps))
     for s in range(0, len(docs), batch):
         chunk = docs[s : s + batch]
-        n = len(chunk)
-        idx = torch.zeros(n, T, dtype=torch.long)
-        tgt = torch.zeros(n, T, dtype=torch.long)
-        crd = torch.zeros(n, T, A, dtype=torch.long)
-        nxt = torch.zeros(n, T, A, dtype=torch.long)
-        mask = torch.zeros(n, T)
-        for j, d in enumerate(chunk):
-            m = d.tokens.size - 1
-            idx[j, :m] = torch.from_numpy(d.tokens[:-1])
-            tgt[j, :m] = torch.from_numpy(d.tokens[1:])
-            crd[j, :m] = torch.from_numpy(d.coords[:-1])
-            nxt[j, :m] = torch.from_numpy(d.next_coords[:-1])
-            mask[j, :m] = 1
-        logits, _ = model(idx.to(device), crd.to(device), nxt.to(device) if model.cfg.next_axes else None)
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tgt.to(device).reshape(-1), reduction="none")
-        nll = (nll.view(n, T).cpu() * mask).sum(1).numpy() / LN2
-        for j in range(n):
-            bits[owner[s + j]] += nll[j]
-            count[owner[s + j]] += int(mask[j].sum())
-    return list(zip(bits.tolist(), count.tolist()))
+        rows = [_row(d, T) for d in chunk]
+        b = {k: torch.from_numpy(np.stack([r[k] for r in rows])).to(device) for k in rows[0]}
+        check_coords(b["coords"], limits, codec.axes)
+        check_coords(b["next_coords"], limits, codec.axes)
+        nxt = b["next_coords"] if model.cfg.next_axes else None
+        logits, _ = model(b["idx"], b["coords"], nxt, doc_ids=b["doc_ids"], groups=b.get("groups"), query=b.get("query"))
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), b["targets"].reshape(-1), reduction="none")
+        mask = b["loss_mask"].float()
+        nll = (nll.view(len(chunk), T) * mask).sum(1).cpu().numpy() / LN2
+        for j, n in enumerate(mask.sum(1).tolist()):
+            r = out[owner[s + j]]
+            r.bits += float(nll[j])
+            r.positions += int(n)
+    return out
+
+
+def _row(doc: dict[str, np.ndarray], T: int) -> dict[str, np.ndarray]:
+    """One document padded to a row of T positions."""
+    filler = RowFiller(T, doc["coords"].shape[1], "groups" in doc)
+    rows = list(filler.add(doc))
+    return rows[0] if rows else filler.flush()
 
 
 def heldout_bits(model: GPT, codec: Codec, sets: list, data: DataConfig, limit: int, device: str) -> dict:
@@ -70,9 +78,10 @@ def heldout_bits(model: GPT, codec: Codec, sets: list, data: DataConfig, limit: 
     if not recs:
         raise DatasetError("no held-out records: raise --heldout")
     res = record_bits(model, codec, recs, data, device)
-    b = sum(r[0] for r in res)
-    n = sum(r[1] for r in res)
-    return {"bits_per_token": b / n, "bits_per_image": b / len(res), "images": len(res)}
+    b = sum(r.bits for r in res)
+    n = sum(r.positions for r in res)
+    return {"bits_per_token": b / n, "bits_per_image": (b + sum(r.order_bits for r in res)) / len(res),
+            "images": len(res)}
 
 
 def jpeg_scan_bytes(data: bytes) -> int:
@@ -116,35 +125,47 @@ def training_hashes(state: dict[str, Any], data: DataConfig) -> frozenset[str]:
     return frozenset(hashes)
 
 
-def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Held-out figures of a run (see the module docstring) on its own datasets or on `datasets`.
+SPLITS = ("auto", "all", "heldout")
 
-    A dataset the run trained on is scored on its held-out split only; any other dataset (a separate test
-    set) is scored whole. `split` in the result says which: "heldout", "all", or "heldout+all"."""
+
+def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
+             split: str = "auto") -> dict[str, Any]:
+    """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
+
+    `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
+    default) the held-out split of a dataset the run trained on and all of any other (a separate test
+    set). `split` in the result says what was scored: "heldout", "all", or "heldout+all"."""
+    if split not in SPLITS:
+        raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
     sets, codec = open_datasets(datasets or data.datasets)
     if codec.vocab.size != model.cfg.vocab_size:
         raise DatasetError("the dataset's vocabulary does not match the model's")
+    hashes = frozenset(ds.manifest.config_hash for ds in sets)
     trained = training_hashes(state, data)
-    test_sets = frozenset(ds.manifest.config_hash for ds in sets) - trained
-    recs = list(heldout_records(sets, data.heldout, limit, whole=test_sets))
+    whole = {"auto": hashes - trained, "all": hashes, "heldout": frozenset()}[split]
+    recs = list(heldout_records(sets, data.heldout, limit, whole=whole))
     if not recs:
-        raise DatasetError("no held-out records in the dataset (the split is by key hash; raise --heldout when training)")
-    own = any(ds.manifest.config_hash in trained for ds in sets)
-    split = "heldout+all" if own and test_sets else ("all" if test_sets else "heldout")
+        raise DatasetError("no held-out records in the dataset (the split is by key hash; raise --heldout when "
+                           "training, or pass --split all)")
+    split = "all" if whole == hashes else ("heldout+all" if whole else "heldout")
     res = record_bits(model, codec, recs, data, device)
-    bits = np.array([r[0] for r in res])
-    n = np.array([r[1] for r in res])
+    bits = np.array([r.bits for r in res])
+    n = np.array([r.positions for r in res])
+    order_bits = np.array([r.order_bits for r in res])
     out: dict[str, Any] = {
         "run": str(run), "step": state["step"], "images": len(recs), "split": split, "order": data.order,
+        "parallel": data.parallel or "none",
         "bits_per_token": float(bits.sum() / n.sum()),
-        "bits_per_image": float(bits.mean()),
-        "tokens_per_image": float(n.mean()),
+        "bits_per_image": float((bits + order_bits).mean()),  # everything a decoder needs, order included
+        "order_bits": float(order_bits.mean()),
+        "steps_per_image": float(np.mean([r.steps for r in res])),
+        "tokens_per_image": float(np.mean([len(r.tokens) for r in recs])),
         "unigram_bits_per_token": float(unigram_bits(sets, recs, codec)),
     }
     if JPEG_FILE in codec.capabilities:
         jbits = np.array([8 * jpeg_scan_bytes(codec.to_jpeg(r, optimize=True)) for r in recs], dtype=np.float64)
         out["jpeg_bits_per_image"] = float(jbits.mean())
-        out["model_to_jpeg_ratio"] = float(bits.sum() / jbits.sum())
+        out["model_to_jpeg_ratio"] = float((bits + order_bits).sum() / jbits.sum())
     return out

@@ -177,9 +177,11 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
     if cfg.preset not in PRESETS:
         raise UsageError(f"unknown preset {cfg.preset!r}; available: {', '.join(PRESETS)}")
     codec = loader.codec
-    known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes] if cfg.next_coords else []
+    # the next token's place (sigma-GPT); group-parallel query slots carry their own place instead
+    known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes] if cfg.next_coords and not data.parallel else []
     preset = {**PRESETS[cfg.preset], "block_size": data.block_size}
-    mcfg = GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(loader.sets, codec), next_axes=known, **preset)
+    mcfg = GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(loader.sets, codec), next_axes=known,
+                     parallel=bool(data.parallel), **preset)
     return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
 
 
@@ -249,6 +251,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     loader = Loader(data, dist_info.rank, dist_info.world, device)
     codec = loader.codec
     mcfg, state = model_config(cfg, data, loader, ckpt)
+    loader.limits = mcfg.axis_sizes  # a record beyond the embedding tables is refused, never clamped
     raw_model, is_cuda = GPT(mcfg).to(device), device.startswith("cuda")
     opt = raw_model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if is_cuda else "cpu")
     if ckpt is not None:

@@ -1,0 +1,177 @@
+"""Every accepted codec x layout x order is a stream a decoder can follow; the others are refused, saying why."""
+
+import numpy as np
+import pytest
+
+from vistok.errors import UsageError
+from vistok.tokenize import JpegCodec, WaveletCodec
+from vistok.tokenize.base import EOS, get_codec
+from vistok.tokenize.orders import compute_stored, walk_bits
+from vistok.tokenize.stream import StreamGrammar, known_columns, order_record, plan
+
+ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "freq-major", "coarse-to-fine",
+          "next-scale", "random", "randsac:11", "randsac:11,5", "gradwalk:max"]
+
+
+def _codecs(bsq=None, multiscale=None):
+    out = {
+        "jpeg-rle": JpegCodec(quality=50), "jpeg-dense": JpegCodec(quality=50, layout="dense"),
+        "jpeg-gray-dense": JpegCodec(quality=90, layout="dense", subsampling="444"),
+        "wavelet-rle": WaveletCodec(levels=2), "wavelet-dense": WaveletCodec(levels=2, layout="dense"),
+    }
+    if bsq is not None:
+        out["bsq"] = get_codec({"id": "bsq", "tokenizer": str(bsq)})
+    if multiscale is not None:
+        out["bsq-scales"] = get_codec({"id": "bsq", "tokenizer": str(multiscale)})
+    return out
+
+
+AXIS = {"freq-major": "freq", "coarse-to-fine": "level", "next-scale": "scale"}
+AXES = {"jpeg": ("freq",), "wavelet": ("level",), "bsq-scales": ("scale",), "bsq": ()}
+UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "gradwalk")
+
+
+def refusal(name, order):
+    """What the refusal of `order` on codec `name` must say, or None when the pair is accepted."""
+    axis = AXIS.get(order)
+    family = name if name.startswith("bsq") else name.split("-")[0]
+    if axis is not None and axis not in AXES[family]:
+        return f"needs a '{axis}' axis"
+    if name == "jpeg-rle" and order == "freq-major":
+        return "known only once a token is read"
+    if name == "wavelet-rle" and order.partition(":")[0] in UNIT_ORDERS:
+        return "a cell of this layout spans every unit"
+    return None
+
+
+def _record(codec, photo, key="r", size=(40, 48), gray=False):
+    img = photo[100 : 100 + size[0], 150 : 150 + size[1]]
+    if gray:
+        img = img.mean(axis=2).astype(np.uint8)
+    rec = codec.encode(img, key)
+    rec.orders.update(compute_stored(codec, rec, None, ("gradwalk:max",)))
+    return rec
+
+
+def _follow(codec, rec, order, seed):
+    """Put the record's tokens in `order`, then rebuild it with the grammar from the tokens and the seed alone."""
+    ordered = order_record(codec, rec, order, np.random.default_rng(seed))
+    stream = rec.tokens[ordered.perm]
+    coords = codec.positions(rec).coords[ordered.perm]  # what training shows the model
+    g = StreamGrammar(codec, rec.meta, plan(codec, rec.meta, order, np.random.default_rng(seed), rec.orders))
+    known = known_columns(codec)
+    for t, c in zip(stream.tolist(), coords):
+        np.testing.assert_array_equal(g.next_known()[known], c[known])  # the place of the next token
+        assert g.allowed()[t]
+        np.testing.assert_array_equal(g.step(t), c)  # the token's own coordinates
+    assert g.phase == "end" and g.allowed()[EOS] and g.allowed().sum() == 1
+    g.step(EOS)
+    assert g.done
+    return g.canonical()
+
+
+def _draw(codec, meta, order, seed, limit=200_000):
+    """A stream drawn at random under the grammar in `order` (the grammar alone decides what may come)."""
+    rng = np.random.default_rng(seed)
+    g = StreamGrammar(codec, meta, plan(codec, meta, order, np.random.default_rng(seed)))
+    for _ in range(limit):
+        allowed = np.flatnonzero(g.allowed())
+        t = int(rng.choice(allowed))
+        g.step(t)
+        if g.done:
+            return g.canonical()
+    raise AssertionError("stream did not end")
+
+
+@pytest.mark.parametrize("name", ["jpeg-rle", "jpeg-dense", "jpeg-gray-dense", "wavelet-rle", "wavelet-dense"])
+def test_every_accepted_order_rebuilds_the_record_and_every_other_is_refused(name, photo):
+    codec = _codecs()[name]
+    rec = _record(codec, photo, gray="gray" in name)
+    accepted = 0
+    for order in ORDERS:
+        why = refusal(name, order)
+        if why is not None:
+            with pytest.raises(UsageError, match=why):
+                order_record(codec, rec, order, np.random.default_rng(0))
+            continue
+        for seed in (0, 1):
+            rebuilt = _follow(codec, rec, order, seed)
+            np.testing.assert_array_equal(rebuilt, rec.tokens, err_msg=f"{name} {order}")
+        accepted += 1
+    assert accepted == {"wavelet-rle": 2, "jpeg-rle": 11}.get(name, 12)
+    if name.endswith("rle"):
+        with pytest.raises(UsageError, match="--layout dense"):
+            order_record(codec, rec, "freq-major" if name == "jpeg-rle" else "hilbert", np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ["jpeg-rle", "jpeg-dense", "wavelet-rle", "wavelet-dense"])
+def test_a_stream_drawn_in_any_accepted_order_decodes(name, photo):
+    codec = _codecs()[name]
+    rec = _record(codec, photo, size=(16, 24))
+    shape = codec.decode(rec).shape
+    for order in ["canonical", "hilbert", "random", "randsac:5,2", "freq-major", "coarse-to-fine"]:
+        try:
+            plan(codec, rec.meta, order, np.random.default_rng(0))
+        except UsageError:
+            continue
+        toks = _draw(codec, rec.meta, order, seed=3).astype(codec.vocab.dtype)
+        assert codec.decode(type(rec)("drawn", toks, dict(rec.meta))).shape == shape
+
+
+def test_learned_codes_in_every_order(bsq_tok, multiscale_tok, photo):
+    for name, codec in _codecs(bsq_tok, multiscale_tok).items():
+        if not name.startswith("bsq"):
+            continue
+        rec = _record(codec, photo, size=(32, 32))
+        for order in ORDERS:
+            why = refusal(name, order)
+            if why is not None:
+                with pytest.raises(UsageError, match=why):
+                    order_record(codec, rec, order, np.random.default_rng(0))
+                continue
+            np.testing.assert_array_equal(_follow(codec, rec, order, 5), rec.tokens, err_msg=f"{name} {order}")
+        toks = _draw(codec, rec.meta, "randsac:5", 1).astype(codec.vocab.dtype)
+        assert codec.decode(type(rec)("drawn", toks, dict(rec.meta))).shape == (32, 32, 3)
+
+
+def test_clips_keep_each_frame_separator_first(photo):
+    codec = JpegCodec(quality=50, layout="dense")
+    frames = [photo[i * 8 : i * 8 + 16, :24] for i in range(3)]
+    rec = codec.encode_clip(frames, "clip")
+    rec.orders.update(compute_stored(codec, rec, np.stack(frames), ("gradwalk:max",)))
+    for order in ["canonical", "hilbert", "random", "randsac:5", "freq-major", "gradwalk:max"]:
+        np.testing.assert_array_equal(_follow(codec, rec, order, 2), rec.tokens, err_msg=order)
+        o = order_record(codec, rec, order, np.random.default_rng(2))
+        frame = codec.positions(rec).coords[o.perm, 0]
+        assert (np.diff(frame) >= 0).all()
+        firsts = np.flatnonzero(np.diff(frame)) + 1
+        assert (rec.tokens[o.perm][firsts] == 3).all()  # FRAME opens frames 1 and 2
+
+
+def test_gradwalk_costs_its_side_information(photo):
+    codec = JpegCodec(quality=50)
+    rec = _record(codec, photo, size=(64, 64))
+    p = plan(codec, rec.meta, "gradwalk:max", np.random.default_rng(0), rec.orders)
+    grid = codec.cells(rec.meta).positions.grid
+    assert p.order_bits == pytest.approx(walk_bits(rec.orders["gradwalk-max"], grid)) and p.order_bits > 0
+    assert walk_bits(np.arange(8), (1, 8)) == pytest.approx(3)  # the start; then one way on at every step
+    # start (2 bits), two ways on (1), stuck: a jump to one of two (1), one way on (0)
+    assert walk_bits(np.array([1, 0, 2, 3]), (1, 4)) == pytest.approx(4)
+    assert plan(codec, rec.meta, "hilbert", np.random.default_rng(0)).order_bits == 0
+
+
+def test_parallel_modes_are_refused_where_they_cannot_work(photo):
+    rle, dense = JpegCodec(quality=50), JpegCodec(quality=50, layout="dense")
+    rec = _record(dense, photo)
+    with pytest.raises(UsageError, match="variable-length"):
+        plan(rle, rec.meta, "randsac:5", np.random.default_rng(0), parallel="segments")
+    with pytest.raises(UsageError, match="randsac"):
+        plan(dense, rec.meta, "hilbert", np.random.default_rng(0), parallel="segments")
+    with pytest.raises(UsageError, match="next-scale"):
+        plan(dense, rec.meta, "randsac:5", np.random.default_rng(0), parallel="scales")
+    p = plan(dense, rec.meta, "randsac:5", np.random.default_rng(0), parallel="segments")
+    assert (np.diff(p.groups) >= 0).all() and p.n_groups >= 5
+    w = WaveletCodec(levels=2, layout="dense")
+    wrec = _record(w, photo)
+    p = plan(w, wrec.meta, "coarse-to-fine", np.random.default_rng(0), parallel="scales")
+    assert p.n_groups == 3  # LL and level 2, then level 1

@@ -1,0 +1,256 @@
+"""Ordered streams: the cells of a record in an order a decoder can follow, and the grammar that follows it.
+
+An order never looks at the tokens. `plan` permutes a geometry's cells (`Codec.cells`: self-delimiting
+pieces whose places are fixed by the geometry) with the named order and its seeded generator, so where
+every next token goes is a function of the stream's prefix and of content-independent randomness. Two
+kinds of request are refused, with the reason:
+
+- an order over units (spatial, random, randsac, gradwalk) when a cell spans every unit (a run-length
+  coded wavelet band), and an order over an axis that is not known before its tokens (JPEG `freq-major`
+  with rle blocks: which blocks have a coefficient at a frequency is content);
+- group-parallel prediction (`parallel`) where a cell is not exactly one token, and on clips.
+
+Side information is counted, not hidden: a stored `gradwalk` order is computed from the pixels, so a
+decoder needs it sent; `order_bits` is the length of a simple code for it (see `orders.walk_bits`).
+
+`StreamGrammar` runs a codec's cell grammar along a plan: `allowed()` (a vocabulary mask), `step(tok)`
+(the token's coordinates), `next_known()` (where the next token goes, on the known axes), and for
+group-parallel sampling `group()` (the places and masks of every token of the next group). Rebuilding
+a record from an ordered stream is `canonical()`: the tokens gathered back by cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from vistok.errors import UsageError
+from vistok.record import TokenRecord
+from vistok.tokenize.base import BOS, EOS, FRAME, Codec
+from vistok.tokenize.orders import get_order, stored_key, units_to_tokens, walk_bits
+
+PARALLEL = ("segments", "scales")
+UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "gradwalk")
+SCALE_AXES = {"next-scale": "scale", "coarse-to-fine": "level"}
+AXIS_ORDERS = {**SCALE_AXES, "freq-major": "freq"}  # orders that sort cells by one axis
+
+
+@dataclass(frozen=True)
+class Plan:
+    cells: np.ndarray  # (n_cells,) cell ids in stream order
+    groups: np.ndarray | None = None  # (n_cells,) group of each cell in stream order, 0, 1, ... (parallel)
+    order_bits: float = 0.0  # bits a decoder must be sent to know the order (stored, content-aware orders)
+    segments: np.ndarray | None = None  # (n_cells,) randsac segment of each cell in stream order (visit rank)
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.groups[-1]) + 1 if self.groups is not None and self.groups.size else 0
+
+
+def _refuse(codec: Codec, what: str) -> UsageError:
+    hint = f" ({codec.layout_hint})" if codec.layout_hint else ""
+    return UsageError(f"codec {codec.codec_id}{_layout(codec)}: {what}{hint}")
+
+
+def _layout(codec: Codec) -> str:
+    layout = codec.get_config().get("layout")
+    return f" with layout {layout}" if layout else ""
+
+
+def check_parallel(codec: Codec, order: str, parallel: str) -> None:
+    """Refuse a parallel mode that does not fit the order or the codec (before any data is read)."""
+    if not parallel:
+        return
+    if parallel not in PARALLEL:
+        raise UsageError(f"--parallel takes {' or '.join(PARALLEL)}, got {parallel!r}")
+    base = order.partition(":")[0]
+    if parallel == "segments" and base != "randsac":
+        raise UsageError(f"--parallel segments predicts randsac segments: use --order randsac:K (got {order!r})")
+    if parallel == "scales" and base not in SCALE_AXES:
+        raise UsageError(f"--parallel scales predicts whole scales: use --order next-scale or coarse-to-fine (got {order!r})")
+    if not codec.single_token_cells:
+        raise _refuse(codec, "--parallel needs one token per place (a fixed number of tokens per unit), "
+                             "and this layout's tokens are variable-length")
+
+
+def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored: dict | None = None,
+         parallel: str = "") -> Plan:
+    """The cells of a stream with geometry `meta` in `order` (see the module docstring); `stored`: the record's
+    stored orders (gradwalk)."""
+    check_parallel(codec, order, parallel)
+    cells = codec.cells(meta)
+    pos = cells.positions if not stored else replace(cells.positions, stored=stored)
+    base = order.partition(":")[0]
+    if base in UNIT_ORDERS and (pos.units < 0).any():
+        raise _refuse(codec, f"order {order!r} moves units around, but a cell of this layout spans every unit")
+    axis = AXIS_ORDERS.get(base)
+    if axis is not None and axis not in codec.axes:
+        raise UsageError(f"order {order!r} needs a {axis!r} axis; codec {codec.codec_id}'s axes are "
+                         f"{', '.join(codec.axes)}")
+    if axis is not None and axis not in codec.known_axes:
+        raise _refuse(codec, f"order {order!r} sorts by {axis!r}, which is known only once a token is read, so "
+                             "the order would tell the model what the tokens are and the stream would not decode")
+    res = get_order(order)(pos, rng)
+    perm, segments = res.perm, res.segments
+    if len(cells) > cells.per_frame:  # clips: each frame's FRAME separator opens it
+        o = np.lexsort((cells.local[perm] >= 0, cells.frame[perm]))
+        perm, segments = perm[o], None if segments is None else segments[o]
+    bits = 0.0
+    if base == "gradwalk":
+        walk = np.asarray(stored[stored_key(order)], dtype=np.int64)
+        per = pos.grid[0] * pos.grid[1]
+        bits = sum(walk_bits(walk[f * per : (f + 1) * per] - f * per, pos.grid) for f in range(walk.size // per))
+    groups = None
+    if parallel:
+        if len(cells) > cells.per_frame:
+            raise UsageError("--parallel predicts groups inside one image; clips are not supported")
+        if parallel == "segments":
+            groups = segments
+        else:
+            key = pos.coords[perm, pos.axes.index(SCALE_AXES[base])] * 2
+            if "band" in pos.axes:  # wavelet: the coarsest approximation (LL) is a scale before its level's details
+                key = key + (pos.coords[perm, pos.axes.index("band")] == 0)
+            groups = np.concatenate([[0], np.cumsum(np.diff(key) != 0)])
+        groups = groups.astype(np.int64)
+    return Plan(perm.astype(np.int64), groups, bits, segments)
+
+
+@dataclass(frozen=True)
+class Ordered:
+    """A record's tokens in the order of a plan."""
+
+    perm: np.ndarray  # (T,) tokens[perm] is the ordered stream
+    cells: np.ndarray  # (T,) the cell of each token of the ordered stream
+    groups: np.ndarray | None  # (T,) group of each token (parallel)
+    plan: Plan
+    segments: np.ndarray | None = None  # (T,) randsac segment of each token
+
+
+def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "") -> Ordered:
+    p = plan(codec, record.meta, order, rng, record.orders, parallel)
+    tc = codec.token_cells(record)
+    perm = units_to_tokens(tc, p.cells)
+    cells = tc[perm]
+    groups = None
+    if p.groups is not None:
+        if cells.size != p.cells.size:
+            raise UsageError(f"record {record.key} uses escapes ({cells.size} tokens for {p.cells.size} places): "
+                             "--parallel needs one token per place")
+        groups = p.groups
+    segments = None
+    if p.segments is not None:
+        rank = np.empty(p.cells.size, dtype=np.int64)
+        rank[p.cells] = np.arange(p.cells.size)
+        segments = p.segments[rank[cells]]
+    return Ordered(perm, cells, groups, p, segments)
+
+
+def known_columns(codec: Codec) -> np.ndarray:
+    """Indices in `codec.axes` of the known axes (the columns of a cell's coordinates)."""
+    return np.array([codec.axes.index(a) for a in codec.known_axes], dtype=np.int64)
+
+
+class StreamGrammar:
+    """A codec's grammar along a plan (see the module docstring)."""
+
+    bos = BOS
+
+    def __init__(self, codec: Codec, meta: dict, p: Plan):
+        self.codec, self.plan = codec, p
+        self.cells = codec.cells(meta)
+        self.cg = codec.cell_grammar({k: v for k, v in meta.items() if k != "frames"})
+        self.known = known_columns(codec)
+        self.A = len(codec.axes)
+        size = codec.vocab.size
+        self._eos, self._frame = np.zeros(size, bool), np.zeros(size, bool)
+        self._eos[EOS], self._frame[FRAME] = True, True
+        self.i, self.done = 0, False
+        self.taken: list[tuple[int, int]] = []  # (cell, token) in stream order
+        self._enter()
+
+    # --- where we are -----------------------------------------------------------------------------
+    def _cell(self) -> int:
+        return int(self.plan.cells[self.i])
+
+    def _separator(self) -> bool:
+        return self.cells.local[self._cell()] < 0
+
+    def _enter(self) -> None:
+        if self.i < self.plan.cells.size and not self._separator():
+            self.cg.begin(int(self.cells.local[self._cell()]))
+
+    @property
+    def phase(self) -> str:
+        return "done" if self.done else ("end" if self.i >= self.plan.cells.size else "cells")
+
+    def _full(self, cell: int) -> np.ndarray:
+        out = np.zeros(self.A, dtype=np.int64)
+        out[self.known] = self.cells.positions.coords[cell]
+        return out
+
+    # --- token by token ---------------------------------------------------------------------------
+    def allowed(self) -> np.ndarray:
+        if self.i >= self.plan.cells.size:
+            return self._eos
+        if self._separator():
+            return self._frame
+        m = self.cg.allowed()
+        if self.cg.open_ended and self.cg.can_end:
+            nxt = self.i + 1
+            m = m | (self._frame if nxt < self.plan.cells.size else self._eos)
+        return m
+
+    def next_known(self) -> np.ndarray | None:
+        """The next token's coordinates on the known axes (other axes 0), or None at the end."""
+        return None if self.i >= self.plan.cells.size else self._full(self._cell())
+
+    def step(self, tok: int) -> np.ndarray | None:
+        """Consume an allowed token; return its coordinates (None for EOS)."""
+        if self.i >= self.plan.cells.size:
+            self.done = True
+            return None
+        cell = self._cell()
+        if self._separator():
+            self.taken.append((cell, tok))
+            self.i += 1
+            self._enter()
+            return self._full(cell)
+        if self.cg.open_ended and self.cg.can_end and tok in (FRAME, EOS):  # the token ends the open cell
+            self.i += 1
+            self._enter()
+            return self.step(tok)
+        coords = self.cg.step(tok).copy()
+        coords[0] = self.cells.frame[cell]
+        self.taken.append((cell, tok))
+        if not self.cg.open:
+            self.i += 1
+            self._enter()
+        return coords
+
+    # --- group by group (parallel) -----------------------------------------------------------------
+    def group(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next group: ((k, A) coordinates of its places, (k, V) allowed tokens at each, escapes left out)."""
+        g = self.plan.groups
+        j = int(np.searchsorted(g, g[self.i], side="right"))
+        cells = self.plan.cells[self.i : j]
+        coords = np.stack([self._full(int(c)) for c in cells])
+        masks = []
+        for c in cells:
+            self.cg.begin(int(self.cells.local[c]))
+            m = self.cg.allowed()
+            masks.append(m & ~self.cg.escape if self.cg.escape is not None else m)
+        self._enter()
+        return coords, np.stack(masks)
+
+    def canonical(self) -> np.ndarray:
+        """The tokens taken so far, back in canonical order (gathered by cell, stable)."""
+        if not self.taken:
+            return np.zeros(0, dtype=np.int64)
+        cells, toks = np.array(self.taken, dtype=np.int64).T
+        return toks[np.argsort(cells, kind="stable")]
+
+
+def grammar(codec: Codec, meta: dict, order: str = "canonical", seed: int = 0, parallel: str = "") -> StreamGrammar:
+    """The grammar of a stream with geometry `meta` in `order` (random orders drawn from `seed`)."""
+    return StreamGrammar(codec, meta, plan(codec, meta, order, np.random.default_rng(seed), parallel=parallel))
