@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test bench pretrain lint clean
+.PHONY: install test bench pretrain study lint clean
 
 # torch first, pinned: the pin resolves to the local CPU build; an unpinned torch pulls GBs of CUDA wheels.
 install:
@@ -18,6 +18,12 @@ bench: install
 
 pretrain: install
 	$(PYTHON) -m vistok.pretrain
+
+# Fashion-MNIST comes from a Debian package (no download at run time): installed here when missing.
+study: install
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist))
+	$(PYTHON) -m vistok.study
 
 lint: install
 	$(PYTHON) -m ruff check vistok tests benchmarks

@@ -25,7 +25,7 @@ def dataset(tmp_path_factory):
 
 def test_help_lists_commands():
     out = vistok("--help").stdout
-    for cmd in ("shard", "inspect", "decode"):
+    for cmd in ("shard", "inspect", "decode", "train", "eval", "sample", "probe", "study"):
         assert cmd in out
 
 
@@ -57,6 +57,8 @@ def test_decode_png_jpg_and_all(dataset, tmp_path):
     ["shard", "/no/such/file.jpg", "--out", "/tmp/x"],
     ["shard", "sample", "--out", "/tmp/x", "--resize", "sideways", "--size", "8"],
     ["decode", "/no/such/folder", "--key", "k", "--out", "x.png"],
+    ["shard", "sample", "--out", "/tmp/x", "--label-from", "folder"],
+    ["shard", "fashion-mnist:validation", "--out", "/tmp/x"],
 ])
 def test_misuse_gives_a_message_not_a_traceback(args):
     proc = vistok(*args, check=False)

@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Over 60 lines only through its signature (one typer option a line); the body reads in one screen.
 @app.command()
 def shard(
-    sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards, 'sample' (the embedded photos) or 'sample-video' (the embedded GIF).")],
+    sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards, 'sample' (the embedded photos), 'sample-video' (the embedded GIF), or fashion-mnist:train|test[:N] (Debian package dataset-fashion-mnist).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
     codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine), h264 (libx264 bytes), bsq or vq (a trained tokenizer's codes).")] = "jpeg",
     quality: Annotated[int, typer.Option(help="jpeg: quality (IJG table scaling), 1..100.")] = 20,
@@ -59,6 +59,8 @@ def shard(
     workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally (default: all cores).")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster (or set RAY_ADDRESS).")] = "",
     store_order: Annotated[list[str], typer.Option(help="Compute a content-aware order from the pixels and store it in each record: gradwalk:max or gradwalk:min (repeatable).")] = None,
+    label_from: Annotated[str, typer.Option(help="Store a class label in each record: parent (the input's folder, ImageFolder layout), json:FIELD (a field of a WebDataset sample's .json) or cls (its .cls member). fashion-mnist:SPLIT inputs are labelled without it.")] = "",
+    gray: Annotated[bool, typer.Option("--gray", help="Encode one luma channel instead of RGB.")] = False,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Reprocess only the inputs that failed before.")] = False,
     fail_on_error: Annotated[bool, typer.Option("--fail-on-error", help="Exit non-zero when any input failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -89,12 +91,13 @@ def shard(
         raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet, h264, bsq, vq")
     the_codec = get_codec(cfg)
     pre = Preprocess(size=size, resize=resize, crops=crops, seed=seed, max_pixels=max_pixels, fps=fps,
-                     clip_len=clip_len, clip_stride=clip_stride, max_clips=max_clips, video_timeout=video_timeout)
+                     clip_len=clip_len, clip_stride=clip_stride, max_clips=max_clips, video_timeout=video_timeout,
+                     gray=gray)
     if transcode == "never" and not pre.identity():
         raise UsageError("--transcode never keeps each file's coefficients, so it cannot be combined with --size/--crops")
     res = run_job(sources, out, the_codec, pre, shard_size=shard_size, compress=compress, executor=executor,
                   workers=workers or None, address=address or os.environ.get("RAY_ADDRESS") or None,
-                  retry_errors=retry_errors, store_orders=tuple(store_order or ()), quiet=quiet)
+                  retry_errors=retry_errors, store_orders=tuple(store_order or ()), quiet=quiet, label_from=label_from)
     if res.up_to_date:
         typer.echo(f"{res.folder}: up to date ({res.samples} samples in {res.shards} shards, {res.errors} errors)")
     else:
@@ -312,6 +315,60 @@ def sample(
     path = sample_run(run, n, out, temperature, top_k or None, top_p if top_p < 1 else None, seed, size or None,
                       pick_device(device))
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def probe(
+    run: Annotated[Path, typer.Argument(help="Run folder or step-N folder.")],
+    datasets: Annotated[list[Path], typer.Argument(help="Labelled dataset(s); default: the run's own. Train on images outside the run's held-out split, test on those inside it.")] = None,
+    test: Annotated[list[Path], typer.Option(help="Test dataset(s): then DATASETS are the training images, whole.")] = None,
+    layer: Annotated[list[int], typer.Option(help="Residual-stream layer(s) to pool (0 = embeddings; default: the last). Repeatable: the layers' features are concatenated.")] = None,
+    train_limit: Annotated[int, typer.Option(help="At most this many training images (0 = all).")] = 5000,
+    test_limit: Annotated[int, typer.Option(help="At most this many test images (0 = all).")] = 2000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
+) -> None:
+    """Linear (logistic regression) and k-NN (cosine, k=20) top-1 on frozen features of the trained model,
+    of the same architecture at random initialisation, and of raw pixels."""
+    from vistok.train.probe import ProbeConfig
+    from vistok.train.probe import probe as run_probe
+    from vistok.train.trainer import pick_device
+
+    cfg = ProbeConfig(layers=list(layer or []), train_limit=train_limit, test_limit=test_limit)
+    res = run_probe(run, [str(d) for d in datasets] if datasets else None, [str(t) for t in test] if test else None,
+                    cfg, pick_device(device))
+    if as_json:
+        typer.echo(json.dumps(res, indent=1))
+        return
+    for k, v in res.items():
+        typer.echo(f"{k:14s}" + (" ".join(f"{m} {x:.4f}" for m, x in v.items()) if isinstance(v, dict) else str(v)))
+
+
+@app.command()
+def study(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder (rerun to finish an interrupted study).")] = Path("runs/study"),
+    source: Annotated[list[str], typer.Option(help="Labelled sources to shard (repeatable; default fashion-mnist:train:12000).")] = None,
+    orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "canonical,random,hilbert,randsac:11,5",
+    parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales (pairs that do not fit an order are left out).")] = "none,segments",
+    layout: Annotated[str, typer.Option(help="JPEG layout of the study's tokens (dense: every order and mode).")] = "dense",
+    quality: Annotated[int, typer.Option(help="JPEG quality.")] = 50,
+    size: Annotated[int, typer.Option(help="Resize the images to SIZE x SIZE (0 = keep; Fashion-MNIST is 28).")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 16,
+    minutes: Annotated[float, typer.Option(help="Training budget per run.")] = 4.0,
+    preset: Annotated[str, typer.Option(help="Model preset for every run.")] = "tiny",
+    probe_train: Annotated[int, typer.Option(help="Training images of each probe.")] = 1000,
+    probe_test: Annotated[int, typer.Option(help="Test images of each probe.")] = 500,
+) -> None:
+    """A grid of runs (orders x parallel modes) on one labelled dataset, one budget per run, each evaluated
+    and probed: OUT/study.md, study.json, study.png."""
+    from vistok.study import StudyConfig, split_orders, table
+    from vistok.study import study as run_study
+
+    cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources,
+                      codecs=[{"id": "jpeg", "quality": quality, "layout": layout}], minutes=minutes, preset=preset,
+                      orders=split_orders(orders), parallel=["" if p == "none" else p for p in parallel.split(",")],
+                      probe_train=probe_train, probe_test=probe_test, size=size, batch_size=batch_size)
+    typer.echo(table(run_study(cfg), cfg))
 
 
 def main() -> None:

@@ -81,12 +81,21 @@ def parse_key(record_key: str) -> RecordKey:
 
 # --- input ids --------------------------------------------------------------------------------------------
 class Member(NamedTuple):
-    """Where a tar member's bytes and its sibling .json lie in the tar (json_offset -1: none)."""
+    """Where a tar member's bytes and its sibling .json and .cls lie in the tar (offset -1: none)."""
 
     offset: int
     size: int
     json_offset: int
     json_size: int
+    cls_offset: int = -1
+    cls_size: int = 0
+
+    def fields(self) -> tuple[int, ...]:
+        """What an input id stores: the .cls place only when there is one (ids of earlier datasets stay the same)."""
+        return tuple(self) if self.cls_offset >= 0 else tuple(self)[:4]
+
+    def __repr__(self) -> str:  # input fingerprints hash it: unchanged for members without a .cls
+        return "Member(" + ", ".join(f"{k}={v}" for k, v in zip(self._fields, self.fields())) + ")"
 
 
 class InputId(NamedTuple):
@@ -95,7 +104,7 @@ class InputId(NamedTuple):
     member: Member | None = None
 
     def __str__(self) -> str:
-        return "\0".join([self.name, self.path] + ([":".join(map(str, self.member))] if self.member else []))
+        return "\0".join([self.name, self.path] + ([":".join(map(str, self.member.fields()))] if self.member else []))
 
     @property
     def key(self) -> str:

@@ -35,6 +35,7 @@ class Preprocess:
     clip_stride: int = 0
     max_clips: int = 0
     video_timeout: float = 120.0
+    gray: bool = False  # hand the codec one luma channel ((H, W) pixels) instead of RGB
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
@@ -46,7 +47,10 @@ class Preprocess:
         self.video()  # validates the video options
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.gray:  # datasets made before the option keep their configuration (and hash)
+            del out["gray"]
+        return out
 
     def video(self) -> VideoConfig:
         return VideoConfig(fps=self.fps, clip_len=self.clip_len, clip_stride=self.clip_stride,
@@ -74,7 +78,15 @@ class Preprocess:
 
     def apply(self, img, key: str) -> list[tuple[str, np.ndarray]]:
         """PIL image (or RGB array) of the input `key` -> [(record key, pixels)]: one entry keyed `key`, or
-        one per crop (`vistok.record.crop_key`), the crops seeded by `seed` and `key`."""
+        one per crop (`vistok.record.crop_key`), the crops seeded by `seed` and `key`; (H, W) luma with `gray`."""
+        items = self._shape(img, key)
+        if not self.gray:
+            return items
+        from PIL import Image
+
+        return [(k, np.asarray(Image.fromarray(a).convert("L")) if a.ndim == 3 else a) for k, a in items]
+
+    def _shape(self, img, key: str) -> list[tuple[str, np.ndarray]]:
         from PIL import Image
 
         if isinstance(img, np.ndarray):

@@ -9,6 +9,8 @@ Source arguments (`vistok shard SRC...`):
     keyed by the member key; a ``KEY.json`` member beside the image is carried into the record metadata
   - ``sample``: the real photos bundled inside the scikit-image package (no network needed);
     ``sample-video``: the animated GIF bundled with it
+  - ``fashion-mnist:train`` / ``fashion-mnist:test`` (``:N``: the first N): Fashion-MNIST from the Debian
+    package ``dataset-fashion-mnist``, each image labelled with its class
   - videos (.mp4 .mov .mkv .webm .avi .gif ...): decoded with PyAV into clips (`video.py`)
 
 Inputs are named and identified as `vistok.record` says (`InputId`); this module makes and reads them.
@@ -17,6 +19,7 @@ Inputs are named and identified as `vistok.record` says (`InputId`); this module
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
 import io
 import itertools
@@ -24,6 +27,7 @@ import json
 import os
 import tarfile
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +62,7 @@ def sample_gif() -> Path:
 
 
 def _tar_members(path: Path) -> Iterator[InputId]:
-    images, jsons = [], {}
+    images, jsons, classes = [], {}, {}
     try:
         with tarfile.open(path, "r|*") as tar:  # streaming: headers only, members' data skipped
             for ti in tar:
@@ -70,11 +74,15 @@ def _tar_members(path: Path) -> Iterator[InputId]:
                     images.append((ti.offset_data, ti.size, name))
                 elif ext == "json":
                     jsons[stem] = (ti.offset_data, ti.size)
+                elif ext == "cls":
+                    classes[stem] = (ti.offset_data, ti.size)
     except (tarfile.TarError, OSError) as exc:
         raise UsageError(f"cannot read tar source {path}: {exc}") from None
     for off, size, name in images:
-        joff, jsize = jsons.get(name.rpartition(".")[0], (-1, 0))
-        yield InputId(f"{path.name}/{name}", str(path), Member(off, size, joff, jsize))
+        stem = name.rpartition(".")[0]
+        joff, jsize = jsons.get(stem, (-1, 0))
+        coff, csize = classes.get(stem, (-1, 0))
+        yield InputId(f"{path.name}/{name}", str(path), Member(off, size, joff, jsize, coff, csize))
 
 
 def _under(folder: Path, files: Iterator[Path], prefix: str) -> Iterator[InputId]:
@@ -97,8 +105,108 @@ def _glob_base(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
+# --- Fashion-MNIST from the Debian package `dataset-fashion-mnist` (idx files, no network) ---------------
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+_FASHION_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
+
+
+def _fashion_images_path(split: str) -> Path:
+    if split not in _FASHION_FILES:
+        raise UsageError(f"fashion-mnist splits are train and test, got {split!r}")
+    path = FASHION_DIR / _FASHION_FILES[split]
+    if not path.is_file():
+        raise UsageError(f"Fashion-MNIST is not installed ({path} is missing): apt-get install dataset-fashion-mnist")
+    return path
+
+
+@lru_cache(maxsize=4)
+def _idx(path: str) -> np.ndarray:
+    """An idx file (gzip) -> its array; sizes checked against the header before anything is trusted."""
+    with gzip.open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) != 4 or head[:2] != b"\0\0" or head[2] != 8:
+            raise InputError(f"{path} is not an idx file of bytes")
+        dims = np.frombuffer(f.read(4 * head[3]), dtype=">u4").astype(np.int64)
+        n = int(np.prod(dims))
+        if n > 1 << 28:
+            raise InputError(f"{path}: idx dimensions {dims.tolist()} are too large")
+        data = f.read(n + 1)
+    if len(data) != n:
+        raise InputError(f"{path}: {len(data)} bytes of data for dimensions {dims.tolist()}")
+    out = np.frombuffer(data, dtype=np.uint8).reshape(dims)
+    out.setflags(write=False)
+    return out
+
+
+def _fashion(src: str) -> Iterator[InputId]:
+    """`fashion-mnist:SPLIT[:N]`: the split's images (its first N), named fashion-mnist-SPLIT/NNNNN.png."""
+    parts = src.split(":")
+    split = parts[1] if len(parts) > 1 else ""
+    path = _fashion_images_path(split)
+    try:
+        limit = int(parts[2]) if len(parts) > 2 else None
+    except ValueError:
+        raise UsageError(f"{src!r}: the count after the split must be a number") from None
+    n = len(_idx(str(path))) if limit is None else min(limit, len(_idx(str(path))))
+    for i in range(n):
+        yield InputId(f"fashion-mnist-{split}/{i:05d}.png", str(path), Member(i, 784, -1, 0))
+
+
+def _read_fashion(ref: InputId) -> tuple[bytes, dict]:
+    """One Fashion-MNIST image as PNG bytes, its class name in the metadata (`label`)."""
+    from PIL import Image
+
+    images = _idx(ref.path)
+    labels = _idx(ref.path.replace("images-idx3", "labels-idx1"))
+    i = ref.member.offset
+    if not 0 <= i < len(images) or len(labels) != len(images):
+        raise InputError(f"{ref.name}: no image {i} in {ref.path}")
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(images[i])).save(buf, format="PNG")
+    return buf.getvalue(), {"source": ref.source, "label": FASHION_CLASSES[int(labels[i])]}
+
+
+def is_fashion(ref: InputId) -> bool:
+    return ref.name.startswith("fashion-mnist-") and ref.member is not None
+
+
+# --- labels (`vistok shard --label-from`) ------------------------------------------------------------------
+LABEL_MODES = ("parent", "json:FIELD", "cls")
+
+
+def check_label_mode(mode: str) -> None:
+    if mode and mode not in ("parent", "cls") and not (mode.startswith("json:") and len(mode) > 5):
+        raise UsageError(f"--label-from takes {', '.join(LABEL_MODES)}, got {mode!r}")
+
+
+def input_label(ref: InputId, meta: dict, mode: str) -> str | None:
+    """The class name of an input: its parent folder (ImageFolder layout), a field of its WebDataset JSON, or
+    its `.cls` member. None when no label is asked for; `InputError` when one is asked for and missing."""
+    if not mode:
+        return meta.get("label")
+    if mode == "parent":
+        parent = Path(ref.name).parent.name
+        if not parent:
+            raise InputError("no parent folder to take a label from (--label-from parent)")
+        return parent
+    if mode == "cls":
+        if "cls" not in meta:
+            raise InputError("no .cls member beside it to take a label from (--label-from cls)")
+        return meta["cls"]
+    field_name = mode[5:]
+    value = meta.get("source_json", {}).get(field_name)
+    if value is None or isinstance(value, (dict, list)):
+        raise InputError(f"no {field_name!r} field in its JSON to take a label from (--label-from {mode})")
+    return str(value)
+
+
 def _expand_one(src: str, where: str) -> Iterator[InputId]:
     """The inputs of one source argument (`where` names it in errors: the command line or a list file)."""
+    if src.startswith("fashion-mnist:"):
+        yield from _fashion(src)
+        return
     if src == "sample":
         yield from (InputId(f"sample/{p.name}", str(p)) for p in sample_files())
         return
@@ -179,10 +287,15 @@ def read_input(input_id: str, max_bytes: int = 1 << 30) -> tuple[bytes, dict]:
     """Raw bytes of an input and the metadata carried with it (a tar member's sibling .json)."""
     ref = parse_input_id(input_id)
     meta: dict = {"source": ref.source}
+    if is_fashion(ref):
+        return _read_fashion(ref)
     try:
         if ref.member is not None:
             m = ref.member
             with open(ref.path, "rb") as f:
+                if 0 <= m.cls_offset and m.cls_size <= 256:
+                    f.seek(m.cls_offset)
+                    meta["cls"] = f.read(m.cls_size).decode("utf-8", "replace").strip()
                 f.seek(m.offset)
                 data = f.read(m.size)
                 if len(data) != m.size:

@@ -177,12 +177,8 @@ class GPT(nn.Module):
         may replace the causal prefill mask, and only the first `store` positions stay in the cache.
         """
         x = self.embed(idx, coords, next_coords, query)
-        if groups is not None and cache is None:
-            attn_mask = group_mask(doc_ids, groups, query).unsqueeze(1)  # (B, 1, T, T)
-        elif doc_ids is not None and cache is None:
-            T = idx.size(1)
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-            attn_mask = (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)  # (B, 1, T, T)
+        if cache is None:
+            attn_mask = self.attn_mask(idx, doc_ids, groups, query)
         for i, block in enumerate(self.h):
             x = block(x, attn_mask, cache, i)
         if cache is not None:
@@ -195,6 +191,30 @@ class GPT(nn.Module):
             return logits, loss.mean()
         m = loss_mask.view(-1).float()
         return logits, (loss * m).sum() / m.sum().clamp(min=1)
+
+    @staticmethod
+    def attn_mask(idx, doc_ids=None, groups=None, query=None):
+        """(B, 1, T, T) attention mask: the group mask in parallel mode; causal inside each document of a
+        filled row; None (plain causal attention) without doc ids."""
+        if groups is not None:
+            return group_mask(doc_ids, groups, query).unsqueeze(1)
+        if doc_ids is None:
+            return None
+        T = idx.size(1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+        return (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)
+
+    @torch.no_grad()
+    def hidden(self, idx, coords, next_coords=None, doc_ids=None, groups=None, query=None) -> list[torch.Tensor]:
+        """The residual stream after the embeddings (index 0) and after each block (1..n_layer): (B, T, C) each
+        (features for probes: `vistok.train.probe`)."""
+        x = self.embed(idx, coords, next_coords, query)
+        mask = self.attn_mask(idx, doc_ids, groups, query)
+        out = [x]
+        for block in self.h:
+            x = block(x, mask)
+            out.append(x)
+        return out
 
     def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.95), device_type: str = "cpu"):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -1,6 +1,6 @@
 """One input -> its token records, as small generator stages behind one error stage (webdataset style).
 
-    read -> decode -> [preprocess] -> encode -> [stored orders]
+    read -> [label] -> decode -> [preprocess] -> encode -> [stored orders]
 
 `encode_input` picks the path for the input (a video's clips, a file the codec reads directly, or an
 image's crops), chains the stages, and wraps them in `_recorded`: whatever goes wrong becomes an
@@ -18,7 +18,7 @@ import numpy as np
 
 from vistok.errors import InputError, one_line
 from vistok.media.preprocess import Preprocess
-from vistok.media.sources import load_image, read_input
+from vistok.media.sources import input_label, load_image, read_input
 from vistok.media.video import decode_clips, is_video_name
 from vistok.record import InputId, TokenRecord, clip_key, parse_input_id
 from vistok.tokenize.base import FILE_BYTES, VIDEO_BYTES, Codec
@@ -37,14 +37,21 @@ class _Stage:
         self.name = "read"
 
 
-def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tuple[str, ...] = ()) -> Iterator[TokenRecord]:
+def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tuple[str, ...] = (),
+                 label_from: str = "") -> Iterator[TokenRecord]:
     """One input -> its records. Raises `InputError` (with `.stage`) for bad input."""
     ref, at = parse_input_id(input_id), _Stage()
-    return _recorded(_records(ref, codec, pre, store_orders, at), at)
+    return _recorded(_records(ref, codec, pre, store_orders, label_from, at), at)
 
 
-def _records(ref: InputId, codec: Codec, pre: Preprocess, store_orders: tuple[str, ...], at: _Stage) -> Iterator[TokenRecord]:
+def _records(ref: InputId, codec: Codec, pre: Preprocess, store_orders: tuple[str, ...], label_from: str,
+             at: _Stage) -> Iterator[TokenRecord]:
     data, meta = read_input(str(ref))
+    at.name = "label"
+    label = input_label(ref, meta, label_from)
+    meta.pop("cls", None)
+    if label is not None:
+        meta["label"] = label
     at.name = "decode"
     if is_video_name(ref.name) and (not ref.name.lower().endswith(".gif") or _animated_gif(data)):
         if VIDEO_BYTES in codec.capabilities:
@@ -52,7 +59,8 @@ def _records(ref: InputId, codec: Codec, pre: Preprocess, store_orders: tuple[st
             return
         encoded = _clips(data, ref.key, meta, codec, pre, at)
     else:
-        rec = codec.encode_bytes(data, ref.key, meta) if FILE_BYTES in codec.capabilities and pre.identity() else None
+        direct = FILE_BYTES in codec.capabilities and pre.identity() and not pre.gray
+        rec = codec.encode_bytes(data, ref.key, meta) if direct else None
         encoded = iter([Encoded(rec, None)]) if rec is not None else _image(data, ref.key, meta, codec, pre, at)
     for enc in encoded:
         if store_orders:

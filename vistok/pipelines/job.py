@@ -24,7 +24,7 @@ import vistok
 from vistok.errors import DatasetError, InputError, UsageError
 from vistok.executors import ExecutorConfig, run_tasks
 from vistok.media.preprocess import Preprocess
-from vistok.media.sources import expand_sources, fingerprint
+from vistok.media.sources import check_label_mode, expand_sources, fingerprint
 from vistok.pipelines.encode import encode_input, error_row
 from vistok.progress import Progress
 from vistok.record import TokenRecord, json_bytes, parse_input_id, parse_key
@@ -63,6 +63,7 @@ class ShardTask:
     compress: bool
     retry_errors: bool = False
     store_orders: tuple[str, ...] = ()
+    label_from: str = ""
 
 
 # --- the worker ---------------------------------------------------------------------------------------
@@ -102,12 +103,13 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     name = shard_name(task.index, task.compress)
     errors: list[dict[str, Any]] = []
     lengths: list[int] = []
+    labels: set[str] = set()
     counts = np.zeros(codec.vocab.size, dtype=np.int64)
     with ShardWriter(folder / name, compress=task.compress) as writer:
         for iid in task.inputs:
             key = parse_input_id(iid).key
             reuse = failed is not None and key not in failed and key in kept
-            recs = iter(kept[key]) if reuse else encode_input(iid, codec, pre, task.store_orders)
+            recs = iter(kept[key]) if reuse else encode_input(iid, codec, pre, task.store_orders, task.label_from)
             batch: list[TokenRecord] = []
             try:
                 batch.extend(recs)
@@ -116,6 +118,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
             for rec in batch:
                 writer.write(rec)
                 lengths.append(len(rec))
+                if "label" in rec.meta:
+                    labels.add(str(rec.meta["label"]))
                 counts += np.bincount(rec.tokens, minlength=counts.size)
         samples = writer.count
     if not samples:
@@ -124,7 +128,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     nz = np.flatnonzero(counts)
     stats = ShardStats(task.index, name if samples else None, len(task.inputs), len(errors), samples,
                        (folder / name).stat().st_size if samples else 0, lengths,
-                       {"ids": nz.tolist(), "counts": counts[nz].tolist()}, codec.collected_side_info())
+                       {"ids": nz.tolist(), "counts": counts[nz].tolist()}, codec.collected_side_info(),
+                       sorted(labels))
     stats.write(folder)  # last: marks the shard done
     return stats.to_json()
 
@@ -174,7 +179,7 @@ def resolve_folder(out: Path, codec_id: str, chash: str) -> Path:
 def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, shard_size: int = 1000,
             compress: bool = False, executor: str = "ray", workers: int | None = None, address: str | None = None,
             retry_errors: bool = False, store_orders: tuple[str, ...] = (), progress_stream: IO[str] | None = None,
-            quiet: bool = False) -> JobResult:
+            quiet: bool = False, label_from: str = "") -> JobResult:
     """Tokenize `sources` into the dataset folder `out` (see the module docstring)."""
     t0 = time.monotonic()
     runner = ExecutorConfig(executor, workers, address)
@@ -183,6 +188,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     bad = [n for n in store_orders if n not in STORED_ORDERS]
     if bad:
         raise UsageError(f"--store-order takes {' or '.join(STORED_ORDERS)}, got {', '.join(bad)}")
+    check_label_mode(label_from)
     inputs = expand_sources(sources)
     if not inputs:
         raise UsageError(f"no inputs found in {' '.join(sources)}")
@@ -190,6 +196,8 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
               "compress": compress, "sources": {"inputs": len(inputs), "fingerprint": fingerprint(inputs)}}
     if store_orders:
         config["store_orders"] = sorted(store_orders)
+    if label_from:
+        config["label_from"] = label_from
     chash = config_hash(config)
     folder = resolve_folder(Path(out), codec.codec_id, chash)
     if (folder / MANIFEST).exists() and not retry_errors:
@@ -202,7 +210,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     n_shards = -(-len(inputs) // per_shard)
     todo = [i for i in range(n_shards) if _needed(folder, i, retry_errors)]
     tasks = (ShardTask(i, tuple(inputs[i * per_shard : (i + 1) * per_shard]), str(folder), codec.get_config(),
-                       pre.to_json(), compress, retry_errors, tuple(sorted(store_orders))) for i in todo)
+                       pre.to_json(), compress, retry_errors, tuple(sorted(store_orders)), label_from) for i in todo)
     work = sum(min(per_shard, len(inputs) - i * per_shard) for i in todo)
     with Progress("shard", work, "inputs", progress_stream, quiet) as prog:
         seen = {"samples": 0, "errors": 0}
@@ -254,12 +262,14 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
     inputs = samples = errors = 0
     err_parts = []
     side = dict(codec.side_info())
+    labels: set[str] = set()
     for i in range(n_shards):
         if not stats_path(folder, i).exists():
             raise DatasetError(f"{folder}: shard {i} has no stats file after the job; rerun the command to complete it")
         st = ShardStats.read(folder, i)
         for k, v in st.side_info.items():  # e.g. H.264 headers: one entry per distinct header
             side[k] = {**side.get(k, {}), **v} if isinstance(v, dict) else v
+        labels.update(st.labels)
         inputs += st.inputs
         samples += st.samples
         errors += st.errors
@@ -276,7 +286,7 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
         preprocess=config["preprocess"], sources=config["sources"], shard_size=config["shard_size"],
         counts={"inputs": inputs, "samples": samples, "errors": errors, "shards": len(shards)}, shards=shards,
         tokens=_length_stats(lengths), vistok_version=vistok.__version__, side_info=side,
-        stored_orders=config.get("store_orders", []))
+        stored_orders=config.get("store_orders", []), labels=sorted(labels))
     manifest.write(folder)  # last: the folder is a finished dataset from here on
     return manifest
 

@@ -59,11 +59,13 @@ class ShardStats:
     lengths: list[int] = field(default_factory=list)  # tokens of each sample, in shard order
     token_counts: dict[str, list[int]] = field(default_factory=lambda: {"ids": [], "counts": []})
     side_info: dict[str, Any] = field(default_factory=dict)  # gathered while encoding (H.264 headers)
+    labels: list[str] = field(default_factory=list)  # the distinct class names of its samples, sorted
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        if not self.side_info:
-            del out["side_info"]
+        for k in ("side_info", "labels"):
+            if not out[k]:
+                del out[k]
         return out
 
     @classmethod
@@ -131,11 +133,15 @@ class Manifest:
     vistok_version: str
     side_info: dict[str, Any] = field(default_factory=dict)  # constant and collected (e.g. H.264 headers)
     stored_orders: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # class names in the records' `label`, sorted (--label-from)
     format: int = FORMAT_VERSION
     kind: str = DATASET_KIND
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.labels:  # unlabelled datasets keep the manifest they always had
+            del out["labels"]
+        return out
 
     @classmethod
     def from_json(cls, m: Any, where: str | Path = "manifest") -> Manifest:
