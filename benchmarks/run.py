@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import (  # noqa: E402
     bench_codec,
+    bench_compress,
     bench_group_orders,
     bench_orders,
     bench_shard,
@@ -30,7 +31,8 @@ def main() -> None:
                ("shard", lambda: bench_shard.run(rss=not quick)), ("train", bench_train.run),
                ("orders", bench_orders.run), ("store", bench_store.run), ("video", bench_video.run),
                ("tokenizer", bench_tokenizer.run),
-               ("group_orders", lambda: bench_group_orders.summary(0.2 if quick else 0.5))]
+               ("group_orders", lambda: bench_group_orders.summary(0.2 if quick else 0.5)),
+               ("compress", lambda: bench_compress.summary(1.0 if quick else 2.0))]
     for name, fn in benches:
         res = fn()
         print(json.dumps({"bench": name, **res}), flush=True)

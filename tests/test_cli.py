@@ -25,7 +25,7 @@ def dataset(tmp_path_factory):
 
 def test_help_lists_commands():
     out = vistok("--help").stdout
-    for cmd in ("shard", "inspect", "decode", "train", "eval", "sample", "probe", "study"):
+    for cmd in ("shard", "inspect", "decode", "train", "eval", "sample", "probe", "study", "compress", "decompress"):
         assert cmd in out
 
 

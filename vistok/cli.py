@@ -371,6 +371,63 @@ def study(
     typer.echo(table(run_study(cfg), cfg))
 
 
+@app.command()
+def compress(
+    run: Annotated[Path, typer.Argument(help="Run folder (its latest checkpoint) or a step-N checkpoint.")],
+    inputs: Annotated[list[str], typer.Argument(help="Images, videos, folders, globs, @list.txt (tokenized with the run's codec and preprocessing), or dataset folders / packed stores (their records).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the compressed files (KEY.vtkz).")],
+    key: Annotated[list[str], typer.Option(help="Only the records of a dataset input with this key (repeatable).")] = None,
+    passthrough: Annotated[bool, typer.Option("--passthrough", help="jpeg runs: JPEG files keep their own coefficients and size (no re-encoding), so decompress + decode gives back their coefficients exactly.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Entropy-code records with the run's model (range coding in the run's order): one small file each."""
+    from vistok.progress import Progress
+    from vistok.train.compress import SUFFIX, Coder, input_records, payload_bits
+
+    coder = Coder.load(run)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = []
+
+    def bad(input_id: str, exc: Exception) -> None:
+        failed.append(input_id)
+        typer.echo(f"error: {input_id}: {exc}", err=True)
+
+    n = bits = size = 0
+    recs = input_records(coder, inputs, key, passthrough, bad)  # streamed: memory stays bounded
+    with Progress("compress", total=0, unit="images", quiet=quiet) as bar:
+        for rec, blob in coder.compress(recs, progress=bar.advance):
+            (out / f"{rec.key}{SUFFIX}").write_bytes(blob)
+            n, bits, size = n + 1, bits + payload_bits(blob), size + len(blob)
+    typer.echo(f"wrote {n} files to {out}: {size} bytes, payload {bits / max(n, 1):.1f} bits/image")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def decompress(
+    run: Annotated[Path, typer.Argument(help="The run that compressed the files.")],
+    files: Annotated[list[Path], typer.Argument(help="Files written by `vistok compress` (KEY.vtkz).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the decoded images (KEY.FORMAT).")],
+    fmt: Annotated[str, typer.Option("--format", help="png, jpg (jpeg runs: the coefficients written exactly, a passthrough file's own coefficients), or mp4 (clips).")] = "png",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Rebuild the records of compressed files with the run's model and write them as images."""
+    from vistok.progress import Progress
+    from vistok.shards.render import save_record
+    from vistok.train.compress import Coder, read_files
+
+    if fmt not in ("png", "jpg", "mp4"):
+        raise UsageError(f"--format takes png, jpg or mp4, got {fmt!r}")
+    coder = Coder.load(run)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with Progress("decompress", total=len(files), unit="images", quiet=quiet) as bar:
+        for rec in coder.decompress(read_files(files), progress=bar.advance):
+            save_record(coder.codec, rec, out / f"{rec.key}.{fmt}")
+            n += 1
+    typer.echo(f"wrote {n} images to {out}")
+
+
 def main() -> None:
     try:
         app()

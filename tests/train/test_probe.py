@@ -110,3 +110,22 @@ def test_fashion_mnist_source_and_a_study_that_resumes(tmp_path):
     again = study(cfg)
     assert first.stat().st_mtime_ns == stamp and again[0] == rows[0]
     assert all((r / "result.json").exists() for r in runs)
+
+
+@FASHION
+@pytest.mark.slow
+def test_a_briefly_trained_model_beats_its_random_init_twin(tmp_path):
+    """120 steps on 16x16 Fashion-MNIST (about two minutes on 2 cores): the linear probe on the trained
+    model's features beats the same architecture at random initialisation (measured: 0.56 vs 0.47)."""
+    from vistok.train.data import DataConfig
+    from vistok.train.probe import ProbeConfig, probe
+    from vistok.train.trainer import TrainConfig, train
+
+    ds = run_job(["fashion-mnist:train:2500"], tmp_path / "fm", JpegCodec(quality=50, layout="dense"),
+                 Preprocess(size=16, gray=True), executor="local", quiet=True).folder
+    data = DataConfig(datasets=[str(ds)], block_size=272, batch_size=16, num_workers=0, heldout=0.3, shuffle_buffer=64)
+    train(data, TrainConfig(out=str(tmp_path / "run"), max_steps=120, warmup=10, eval_every=0, ckpt_every=120,
+                            log_every=10, lr=3e-3), quiet=True)
+    res = probe(tmp_path / "run", cfg=ProbeConfig(train_limit=1500, test_limit=600))
+    assert res["train_images"] == 1500 and res["test_images"] == 600
+    assert res["trained"]["linear_top1"] > res["random_init"]["linear_top1"] + 0.03, res

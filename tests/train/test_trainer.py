@@ -11,8 +11,9 @@ import torch
 from vistok.record import TokenRecord
 from vistok.tokenize import JpegCodec, dct, jpegfile
 from vistok.tokenize.base import EOS
+from vistok.tokenize.stream import stream_masks
 from vistok.train.checkpoint import latest_checkpoint, load_model
-from vistok.train.data import DataConfig, heldout_records, is_heldout, open_datasets, record_docs
+from vistok.train.data import DataConfig, heldout_records, is_heldout, open_datasets, record_docs, record_rng
 from vistok.train.evaluate import evaluate
 from vistok.train.sample import sample_images
 from vistok.train.trainer import TrainConfig, train
@@ -88,20 +89,26 @@ def test_eval_reports_bits_and_the_jpeg_ratio(small_dataset, tmp_path):
     ev = evaluate(tmp_path / "r")
     for k in ("bits_per_token", "bits_per_image", "jpeg_bits_per_image", "model_to_jpeg_ratio", "unigram_bits_per_token"):
         assert ev[k] > 0, k
-    # the same figures from an independent pass: one document at a time, no padding or batching, float64
+    # the same figures from an independent pass: one document at a time, no padding or batching, float64,
+    # the softmax over the tokens the grammar allows at each position
     model, state = load_model(tmp_path / "r")
     sets, codec = open_datasets(data.datasets)
     recs = list(heldout_records(sets, data.heldout))
     assert ev["images"] == len(recs) > 0
     bits, n, jpeg_bits = 0.0, 0, 0
     with torch.no_grad():
-        for i, rec in enumerate(recs):
-            for d in record_docs(codec, rec, data.order, np.random.default_rng([data.seed, 0, i]), 128).docs:
+        for rec in recs:
+            n_rec = 0  # positions of this record scored so far
+            rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), 128)
+            allowed = stream_masks(codec, rec.meta, rd.stream.plan, rec.tokens[rd.stream.perm].astype(np.int64))
+            for d in rd.docs:
                 t, c, nc = (torch.from_numpy(d[k])[None] for k in ("idx", "coords", "next_coords"))
                 logits, _ = model(t, c, nc)
-                logp = torch.log_softmax(logits.double(), -1)[0].gather(1, torch.from_numpy(d["targets"])[:, None])
+                logits = logits.double()[0].masked_fill(~torch.from_numpy(allowed[n_rec : n_rec + t.size(1)]), -math.inf)
+                logp = torch.log_softmax(logits, -1).gather(1, torch.from_numpy(d["targets"])[:, None])
                 bits -= float(logp.sum()) / math.log(2)
                 n += t.size(1)
+                n_rec += t.size(1)
             jpg = codec.to_jpeg(rec, optimize=True)
             _, comps, _, _ = jpegfile.read_coefficients(jpg, 1 << 20)  # the file holds the record's coefficients
             np.testing.assert_array_equal(dct.from_components(codec.coefficients(rec)[0], comps), codec.coefficients(rec)[1])

@@ -328,29 +328,37 @@ def _dedupe_header(header: bytes) -> bytes:
 
 
 class ByteCells(CellGrammar):
-    """H.264 bytes have no cheap grammar: a frame starts with a start code (00 00 00 01), any bytes follow,
-    and the frame may end (FRAME or EOS) once a NAL header byte is there. Sampled streams are structurally
-    valid but the decoder may still reject them."""
+    """H.264 bytes have no cheap grammar: a frame starts with a start code (00 00 01, or 00 00 00 01 as
+    libx264 writes the first one), any bytes follow, and the frame may end (FRAME or EOS) once a NAL header
+    and one more byte are there. Sampled streams are structurally valid but the decoder may still reject
+    them."""
 
     open_ended = True
 
     def __init__(self, codec: H264Codec):
-        size, b0 = codec.vocab.size, codec._byte0
-        self._start = [np.zeros(size, bool) for _ in range(4)]
-        for i, b in enumerate((0, 0, 0, 1)):
-            self._start[i][b0 + b] = True
+        size, self.b0 = codec.vocab.size, codec._byte0
+        self._byte = [np.zeros(size, bool) for _ in range(2)]  # only 00, only 01
+        for b in (0, 1):
+            self._byte[b][self.b0 + b] = True
+        self._zero_or_one = self._byte[0] | self._byte[1]
         self._any = np.zeros(size, bool)
-        self._any[b0 : b0 + 256] = True
+        self._any[self.b0 : self.b0 + 256] = True
         self.n = 0
 
     def begin(self, cell: int) -> None:
-        self.n, self.open, self.can_end = 0, True, False
+        self.n, self.after, self.open, self.can_end = 0, -1, True, False  # after: bytes past the start code
 
     def allowed(self) -> np.ndarray:
-        return self._start[self.n] if self.n < 4 else self._any
+        if self.after >= 0:
+            return self._any
+        return {0: self._byte[0], 1: self._byte[0], 2: self._zero_or_one}.get(self.n, self._byte[1])
 
     def step(self, tok: int) -> np.ndarray:
         out = np.array([0, self.n], dtype=np.int64)
+        if self.after >= 0:
+            self.after += 1
+        elif self.n >= 2 and tok == self.b0 + 1:  # 00 00 01 or 00 00 00 01: the start code is complete
+            self.after = 0
         self.n += 1
-        self.can_end = self.n >= 6
+        self.can_end = self.after >= 2
         return out

@@ -251,6 +251,28 @@ class StreamGrammar:
         return toks[np.argsort(cells, kind="stable")]
 
 
+def stream_masks(codec: Codec, meta: dict, p: Plan, tokens: np.ndarray) -> np.ndarray:
+    """(n_targets, V) the tokens the grammar allows at each predicted position of an ordered stream: every
+    token then EOS, or with groups (parallel) every token, group by group. What a decoder knows cannot come
+    gets no probability when bits are counted (`vistok eval`) or coded (`vistok compress`)."""
+    g = StreamGrammar(codec, meta, p)
+    rows = []
+    if p.groups is not None:
+        i = 0
+        while i < tokens.size:
+            _, masks = g.group()
+            rows.append(masks)
+            for t in tokens[i : i + len(masks)]:
+                g.step(int(t))
+            i += len(masks)
+        return np.concatenate(rows) if rows else np.zeros((0, codec.vocab.size), bool)
+    for t in tokens:
+        rows.append(g.allowed().copy())
+        g.step(int(t))
+    rows.append(g.allowed().copy())  # EOS
+    return np.stack(rows)
+
+
 def grammar(codec: Codec, meta: dict, order: str = "canonical", seed: int = 0, parallel: str = "") -> StreamGrammar:
     """The grammar of a stream with geometry `meta` in `order` (random orders drawn from `seed`)."""
     return StreamGrammar(codec, meta, plan(codec, meta, order, np.random.default_rng(seed), parallel=parallel))

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -30,7 +31,7 @@ from vistok.shards.reader import stream_records
 from vistok.shards.store import PackedStore, open_any
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
-from vistok.tokenize.stream import check_parallel, known_columns, order_record
+from vistok.tokenize.stream import Ordered, check_parallel, known_columns, order_record
 
 LOADER_STATE_VERSION = 2  # 2: rows of positions (inputs and targets side by side), parallel fields
 
@@ -64,6 +65,12 @@ def is_heldout(record_key: str, fraction: float) -> bool:
     return heldout_hash(record_key) < fraction
 
 
+def record_rng(seed: int, record_key: str) -> np.random.Generator:
+    """The generator of a record's random order when it is scored or coded (`vistok eval`, `vistok compress`):
+    a function of the run's seed and the record's key, so a decoder that reads the key draws the same order."""
+    return np.random.default_rng([seed, 0, zlib.crc32(record_key.encode())])
+
+
 def open_datasets(paths: list[str]) -> tuple[list, Codec]:
     """Dataset folders and/or packed stores (`vistok pack`), checked to share one vocabulary."""
     if not paths:
@@ -89,6 +96,7 @@ class Docs:
     docs: list[dict[str, np.ndarray]]
     order_bits: float  # side information the order costs (stored gradwalk orders)
     steps: int  # model steps to generate the record: tokens + EOS, or groups when parallel
+    stream: Ordered | None = None  # the record in stream order (eval's grammar masks)
 
 
 def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
@@ -110,7 +118,7 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     place[:, known] = codec.cells(rec.meta).positions.coords[o.cells] + 1
     n, A = toks.size, coords.shape[1]
     if parallel:
-        return Docs(_parallel_docs(toks, coords, place, o.groups, block_size), o.plan.order_bits, o.plan.n_groups)
+        return Docs(_parallel_docs(toks, coords, place, o.groups, block_size), o.plan.order_bits, o.plan.n_groups, o)
     t = np.concatenate([[BOS], toks, [EOS]])
     c = np.concatenate([np.zeros((1, A), np.int64), coords])  # inputs: BOS, tokens (EOS is never an input)
     nxt = np.concatenate([place, np.zeros((1, A), np.int64)])
@@ -118,21 +126,13 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     # pieces of a fixed length: where a piece starts must not depend on the tokens (a cut at a unit boundary
     # would tell the model something about the tokens after it)
     starts = range(0, n + 1, block_size) if long == "split" else [0]
-    return Docs([{k: v[a : a + block_size] for k, v in doc.items()} for a in starts], o.plan.order_bits, n + 1)
+    return Docs([{k: v[a : a + block_size] for k, v in doc.items()} for a in starts], o.plan.order_bits, n + 1, o)
 
 
 def _parallel_docs(toks, coords, place, groups, block_size: int) -> list[dict[str, np.ndarray]]:
     """`[BOS] tokens | queries` documents, split into runs of whole groups when longer than a row."""
-    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], groups, [groups[-1] + 1]])))  # group starts, and the end
-    if (2 * np.diff(bounds) + 1).max() > block_size:
-        raise UsageError(f"a group of {int(np.diff(bounds).max())} tokens needs {2 * int(np.diff(bounds).max()) + 1} "
-                         f"positions with its queries; --block-size is {block_size}")
-    docs, a = [], 0
-    while a < len(bounds) - 1:
-        b = a + 1
-        while b < len(bounds) - 1 and 2 * (bounds[b + 1] - bounds[a]) + 1 <= block_size:
-            b += 1
-        s = slice(bounds[a], bounds[b])
+    docs = []
+    for s in group_pieces(groups, block_size):
         k, A = s.stop - s.start, coords.shape[1]
         zero = np.zeros((1, A), np.int64)
         docs.append({
@@ -144,8 +144,24 @@ def _parallel_docs(toks, coords, place, groups, block_size: int) -> list[dict[st
             "groups": np.concatenate([[-1], groups[s], groups[s]]),
             "query": np.concatenate([np.zeros(k + 1, np.int64), np.ones(k, np.int64)]),
         })
-        a = b
     return docs
+
+
+def group_pieces(groups: np.ndarray, block_size: int) -> list[slice]:
+    """Runs of whole groups (slices of the ordered stream) that fit a row with BOS and their queries: how a
+    long parallel document is cut. Depends on the plan only, so a decoder cuts the same way."""
+    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], groups, [groups[-1] + 1]])))  # group starts, and the end
+    if (2 * np.diff(bounds) + 1).max() > block_size:
+        raise UsageError(f"a group of {int(np.diff(bounds).max())} tokens needs {2 * int(np.diff(bounds).max()) + 1} "
+                         f"positions with its queries; --block-size is {block_size}")
+    out, a = [], 0
+    while a < len(bounds) - 1:
+        b = a + 1
+        while b < len(bounds) - 1 and 2 * (bounds[b + 1] - bounds[a]) + 1 <= block_size:
+            b += 1
+        out.append(slice(int(bounds[a]), int(bounds[b])))
+        a = b
+    return out
 
 
 def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:

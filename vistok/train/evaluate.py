@@ -22,8 +22,17 @@ from vistok.errors import DatasetError, UsageError
 from vistok.nn.gpt import GPT
 from vistok.shards.inspect import token_counts
 from vistok.tokenize.base import EOS, JPEG_FILE, Codec
+from vistok.tokenize.stream import stream_masks
 from vistok.train.checkpoint import load_model
-from vistok.train.data import DataConfig, RowFiller, check_coords, heldout_records, open_datasets, record_docs
+from vistok.train.data import (
+    DataConfig,
+    RowFiller,
+    check_coords,
+    heldout_records,
+    open_datasets,
+    record_docs,
+    record_rng,
+)
 
 LN2 = math.log(2)
 
@@ -38,16 +47,24 @@ class RecordBits:
 
 @torch.no_grad()
 def record_bits(model: GPT, codec: Codec, records: list, data: DataConfig, device: str, batch: int = 16) -> list[RecordBits]:
-    """Bits of each record under the run's order and parallel mode, one document per row."""
+    """Bits of each record under the run's order and parallel mode, one document per row. Tokens the grammar
+    rules out at a position get no probability (a decoder knows they cannot come): the softmax runs over
+    the allowed tokens, as `vistok compress` codes them."""
     model.eval()
     T = model.cfg.block_size
     limits = model.cfg.axis_sizes
-    docs, owner, out = [], [], []
+    docs, owner, offset, streams, out = [], [], [], [], []
     for i, rec in enumerate(records):
-        rd = record_docs(codec, rec, data.order, np.random.default_rng([data.seed, 0, i]), T, "split", data.parallel)
-        docs += rd.docs
-        owner += [i] * len(rd.docs)
+        rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel)
+        first = 0
+        for d in rd.docs:
+            docs.append(d)
+            owner.append(i)
+            offset.append(first)  # the doc's first target, counted along the record's stream
+            first += int(d["loss_mask"].sum())
+        streams.append(rd.stream)
         out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps))
+    masks: dict[int, np.ndarray] = {}  # record -> (targets, V), for the records of the current chunk only
     for s in range(0, len(docs), batch):
         chunk = docs[s : s + batch]
         rows = [_row(d, T) for d in chunk]
@@ -56,9 +73,21 @@ def record_bits(model: GPT, codec: Codec, records: list, data: DataConfig, devic
         check_coords(b["next_coords"], limits, codec.axes)
         nxt = b["next_coords"] if model.cfg.next_axes else None
         logits, _ = model(b["idx"], b["coords"], nxt, doc_ids=b["doc_ids"], groups=b.get("groups"), query=b.get("query"))
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), b["targets"].reshape(-1), reduction="none")
+        allowed = np.ones(logits.shape, dtype=bool)
+        masks = {i: m for i, m in masks.items() if i >= owner[s]}
+        for j, d in enumerate(chunk):
+            i = owner[s + j]
+            if i not in masks:
+                o = streams[i]
+                masks[i] = stream_masks(codec, records[i].meta, o.plan, records[i].tokens[o.perm])
+            at = np.flatnonzero(d["loss_mask"])
+            allowed[j, at] = masks[i][offset[s + j] : offset[s + j] + at.size]
+        logits = logits.float().masked_fill(~torch.from_numpy(allowed).to(device), float("-inf"))
+        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), b["targets"].reshape(-1), reduction="none")
         mask = b["loss_mask"].float()
         nll = (nll.view(len(chunk), T) * mask).sum(1).cpu().numpy() / LN2
+        if not np.isfinite(nll).all():
+            raise DatasetError("a record holds a token its grammar does not allow")
         for j, n in enumerate(mask.sum(1).tolist()):
             r = out[owner[s + j]]
             r.bits += float(nll[j])

@@ -1,0 +1,396 @@
+"""`vistok compress` / `vistok decompress`: a record's tokens range-coded under the run's model.
+
+The model's next-token probabilities, in the run's order (and parallel mode), drive a range coder
+(`constriction`); decoding runs the same model and the same grammar on the tokens decoded so far, so what
+`vistok eval` reports as bits becomes a file that decodes to the identical record.
+
+Probabilities, made the same on both sides:
+- the model runs on the CPU, one thread, in fixed lanes (`LANES` streams per forward pass, padded):
+  in this setting a stream's logits do not depend on the other streams of its batch, so a file decodes
+  alone or among others (tested). Group-parallel runs code one stream at a time: every forward pass has
+  the same shape on both sides by construction;
+- the grammar's allowed tokens at each position (`StreamGrammar.allowed`, or `group` for parallel runs)
+  are the alphabet: a softmax over them in float64 (numpy), quantized by constriction's `Categorical`
+  (`perfect=False`) to the range coder's 24-bit fixed point, where every allowed token keeps at least
+  the smallest probability and a disallowed one has none; a position with one allowed token costs nothing;
+- a long stream is cut where training and eval cut it (pieces of the context's length, runs of whole
+  groups), each piece starting with an empty cache.
+
+What is and is not guaranteed: the same machine and software decode their own files bit for bit (tests);
+another CPU, another torch or BLAS build may round a logit differently, and a GPU is not used. A
+decoded stream is checked against the CRC-32 of the tokens kept in the file, so such a mismatch, a
+truncated or a corrupted file is an error, never a wrong image.
+
+File format (version 1; integers little-endian):
+
+    b"VTKZ"  u8 version  8-byte run checksum  u32 header length  header  payload
+
+The run checksum hashes the weights and everything decoding depends on (codec config, order, parallel
+mode, seed, context length): a file made with another run is refused. The header is deflated compact JSON: key,
+record metadata, side arrays (`.npy`, base64), token count and CRC-32. A random order is drawn from the
+run's seed and the key (`vistok.train.data.record_rng`), as `vistok eval` draws it. The payload is
+the range coder's 32-bit words.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vistok.errors import CodecError, DatasetError, UsageError
+from vistok.nn.gpt import GPT, KVCache, group_mask
+from vistok.record import TokenRecord, npy_bytes, npy_load
+from vistok.tokenize.base import BOS, EOS, Codec, get_codec
+from vistok.tokenize.stream import StreamGrammar, check_parallel, known_columns, order_record, plan
+from vistok.train.checkpoint import load_model
+from vistok.train.data import DataConfig, check_coords, group_pieces, record_rng
+
+MAGIC, VERSION = b"VTKZ", 1
+LANES = 8  # streams per forward pass, always (padded): the shapes, and so the logits, do not depend on the batch
+SUFFIX = ".vtkz"
+MAX_HEADER = 1 << 20  # bytes of an inflated header: more is a corrupt file (or a bomb)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _probs(logits: np.ndarray) -> np.ndarray:
+    """float64 softmax (numpy: the same reduction every time)."""
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+class _Stream:
+    """One record being coded: its grammar, its range coder, and (encoding) the tokens to code."""
+
+    def __init__(self, meta: dict, g: StreamGrammar, coder: Any, targets: np.ndarray | None):
+        self.meta, self.g, self.coder, self.targets = meta, g, coder, targets
+        self.n = 0  # tokens coded so far
+
+    def code(self, logits: np.ndarray, allowed: np.ndarray) -> int:
+        """Encode the next target token, or decode one, under the softmax over the allowed tokens."""
+        import constriction
+
+        ids = np.flatnonzero(allowed)
+        encoding = self.targets is not None
+        if encoding and self.n >= self.targets.size:
+            raise CodecError("the grammar expects more tokens than the record holds")
+        if ids.size == 1:  # certain: no bits
+            tok = int(ids[0])
+            if encoding and tok != self.targets[self.n]:
+                raise CodecError(f"token {int(self.targets[self.n])} is not allowed by the grammar here")
+        else:
+            model = constriction.stream.model.Categorical(_probs(logits[ids]), perfect=False)
+            if encoding:
+                tok = int(self.targets[self.n])
+                sym = int(np.searchsorted(ids, tok))
+                if sym >= ids.size or ids[sym] != tok:
+                    raise CodecError(f"token {tok} is not allowed by the grammar here")
+                self.coder.encode(sym, model)
+            else:
+                tok = int(ids[int(self.coder.decode(model))])
+        self.n += 1
+        return tok
+
+
+@dataclass
+class Coder:
+    """A run's model, codec and order, ready to compress records and decompress files."""
+
+    model: GPT
+    codec: Codec
+    data: DataConfig
+    checksum: bytes
+    preprocess: dict  # the run's dataset preprocessing (media inputs are tokenized with it)
+
+    @classmethod
+    def load(cls, run: str | Path) -> Coder:
+        model, state = load_model(run, "cpu")
+        model.eval()
+        data = DataConfig(**state["data"])
+        codec = get_codec(state["codec"])
+        if data.order.startswith("gradwalk"):
+            raise UsageError(f"run {run} is trained in order {data.order!r}, computed from each image's pixels: "
+                             "a decoder would need it sent; compress works with orders a decoder can follow")
+        check_parallel(codec, data.order, data.parallel)
+        return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}))
+
+    # --- records <-> files ---------------------------------------------------------------------------
+    def compress(self, records: Iterable[TokenRecord], progress=None) -> Iterator[tuple[TokenRecord, bytes]]:
+        """(record, its file's bytes) for each record, in order; records are read as they are needed."""
+        batch: list[TokenRecord] = []
+        for rec in records:
+            batch.append(rec)
+            if len(batch) == (1 if self.data.parallel else LANES):
+                yield from zip(batch, self._compress(batch))
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            yield from zip(batch, self._compress(batch))
+            if progress:
+                progress(len(batch))
+
+    def decompress(self, blobs: Iterable[bytes], progress=None) -> Iterator[TokenRecord]:
+        """The record of each file, in order; a bad or foreign file raises `CodecError` naming why."""
+        batch: list[bytes] = []
+        for blob in blobs:
+            batch.append(blob)
+            if len(batch) == (1 if self.data.parallel else LANES):
+                yield from self._decompress(batch)
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            yield from self._decompress(batch)
+            if progress:
+                progress(len(batch))
+
+    def _compress(self, records: list[TokenRecord]) -> list[bytes]:
+        import constriction
+
+        streams, headers = [], []
+        for rec in records:
+            if rec.orders:
+                raise UsageError(f"record {rec.key} carries stored orders; compress needs orders a decoder can follow")
+            o = order_record(self.codec, rec, self.data.order, record_rng(self.data.seed, rec.key), self.data.parallel)
+            targets = rec.tokens.astype(np.int64)[o.perm]
+            if not self.data.parallel:
+                targets = np.append(targets, EOS)
+            self._check_fits(rec.meta)
+            streams.append(_Stream(rec.meta, StreamGrammar(self.codec, rec.meta, o.plan), constriction.stream.queue.RangeEncoder(),
+                                   targets))
+            headers.append(_header(rec, rec.tokens.astype(self.codec.vocab.dtype)))
+        self._run(streams)
+        out = []
+        for s, h in zip(streams, headers):
+            if s.n != s.targets.size:
+                raise CodecError("the grammar ended before the record's tokens did")
+            payload = s.coder.get_compressed().astype("<u4").tobytes()
+            out.append(MAGIC + bytes([VERSION]) + self.checksum + struct.pack("<I", len(h)) + h + payload)
+        return out
+
+    def _decompress(self, blobs: list[bytes]) -> list[TokenRecord]:
+        import constriction
+
+        streams, heads = [], []
+        for blob in blobs:
+            head, payload = self.parse(blob)
+            meta = head["meta"]
+            self._check_fits(meta)
+            p = plan(self.codec, meta, self.data.order, record_rng(self.data.seed, head["key"]), parallel=self.data.parallel)
+            words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+            streams.append(_Stream(meta, StreamGrammar(self.codec, meta, p), constriction.stream.queue.RangeDecoder(words), None))
+            heads.append(head)
+        self._run(streams)
+        out = []
+        for s, head in zip(streams, heads):
+            toks = s.g.canonical().astype(self.codec.vocab.dtype)
+            if toks.size != head["n"] or zlib.crc32(toks.tobytes()) != head["crc"]:
+                raise CodecError(f"{head['key']}: the decoded tokens do not match the file's checksum (a corrupted "
+                                 "file, or a machine that computes the model's probabilities differently)")
+            side = {k: npy_load(base64.b64decode(v)) for k, v in head.get("side", {}).items()}
+            out.append(TokenRecord(head["key"], toks, meta=head["meta"], side=side))
+        return out
+
+    def parse(self, blob: bytes) -> tuple[dict[str, Any], bytes]:
+        """(header, payload) of a file, checked: magic, version, the run's checksum, a readable header."""
+        if len(blob) < 17 or blob[:4] != MAGIC:
+            raise CodecError("not a vistok compressed file (bad magic)")
+        if blob[4] != VERSION:
+            raise CodecError(f"file format version {blob[4]}, this vistok reads version {VERSION}")
+        if blob[5:13] != self.checksum:
+            raise CodecError("the file was made with another run (weights, codec or order differ): decompress it "
+                             "with the run that compressed it")
+        (n,) = struct.unpack("<I", blob[13:17])
+        try:
+            inflate = zlib.decompressobj()
+            text = inflate.decompress(blob[17 : 17 + n], MAX_HEADER)
+            if inflate.unconsumed_tail or not inflate.eof:
+                raise ValueError("header too large or cut")
+            head = json.loads(text)
+            head["meta"], head["n"], head["crc"], str(head["key"])  # noqa: B018 (all present)
+        except (ValueError, KeyError, TypeError, zlib.error):
+            raise CodecError("the file's header is corrupt") from None
+        payload = blob[17 + n :]
+        if len(payload) % 4:
+            raise CodecError("the file is truncated")
+        return head, payload
+
+    # --- the coding loops ------------------------------------------------------------------------------
+    def _check_fits(self, meta: dict) -> None:
+        try:
+            cells = self.codec.cells(meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CodecError(f"record metadata does not describe a {self.codec.codec_id} geometry: {exc}") from None
+        known = known_columns(self.codec)
+        check_coords(cells.positions.coords.max(axis=0) + 1, [self.model.cfg.axis_sizes[i] for i in known],
+                     self.codec.known_axes)
+
+    def _run(self, streams: list[_Stream]) -> None:
+        with _one_thread(), torch.no_grad():
+            if self.data.parallel:
+                for s in streams:
+                    self._run_groups(s)
+            else:
+                self._run_tokens(streams)
+
+    def _run_tokens(self, streams: list[_Stream]) -> None:
+        """Token by token, LANES streams side by side (padding lanes repeat nothing anyone reads)."""
+        m, codec = self.model, self.codec
+        A, T, known = len(codec.axes), m.cfg.block_size, known_columns(codec)
+        tok = np.full(LANES, BOS, np.int64)
+        crd = np.zeros((LANES, A), np.int64)
+        nxt = np.zeros((LANES, A), np.int64)
+
+        def next_place(g: StreamGrammar) -> np.ndarray:
+            out = np.zeros(A, np.int64)
+            nk = g.next_known()
+            if nk is not None:
+                out[known] = nk[known] + 1
+            return out
+
+        for i, s in enumerate(streams):
+            nxt[i] = next_place(s.g)
+        limit = max(codec.max_tokens(s.meta) + 1 for s in streams)  # tokens and EOS: the grammar's bound
+        cache, p = None, 0
+        while not all(s.g.done for s in streams):
+            if p >= limit:
+                raise CodecError("the stream does not end (a corrupted file)")
+            if p % T == 0:  # a new piece of the stream, as training and eval cut it
+                cache = KVCache(m.cfg, LANES, T, "cpu", m.lm_head.weight.dtype)
+            logits, _ = m(torch.from_numpy(tok[:, None]), torch.from_numpy(crd[:, None]),
+                          torch.from_numpy(nxt[:, None]) if m.cfg.next_axes else None, cache=cache)
+            lg = logits[:, -1].double().numpy()
+            for i, s in enumerate(streams):
+                if s.g.done:
+                    continue
+                t = s.code(lg[i], s.g.allowed())
+                c = s.g.step(t)
+                tok[i] = t
+                crd[i] = 0 if c is None else c + 1
+                nxt[i] = next_place(s.g)
+            p += 1
+
+    def _run_groups(self, s: _Stream) -> None:
+        """Group by group, one stream (every forward pass has the same shape when decoding)."""
+        m = self.model
+        A, T = len(self.codec.axes), m.cfg.block_size
+        dev = "cpu"
+        for piece in group_pieces(s.g.plan.groups, T):
+            cache = KVCache(m.cfg, 1, T, dev, m.lm_head.weight.dtype)
+            new_tok, new_crd, new_grp = [BOS], [np.zeros(A, np.int64)], [-1]
+            i = piece.start
+            while i < piece.stop:
+                g = int(s.g.plan.groups[i])
+                places, masks = s.g.group()
+                k, n = len(places), len(new_tok)
+                idx = torch.tensor([new_tok + [0] * k])
+                crd = torch.from_numpy(np.concatenate([np.stack(new_crd), places + 1]))[None]
+                grp = torch.tensor([new_grp + [g] * k])
+                query = torch.tensor([[0] * n + [1] * k])
+                mask = group_mask(torch.zeros_like(grp), grp, query)[0]
+                mask = torch.cat([torch.ones(n + k, cache.pos, dtype=torch.bool), mask], dim=1)
+                logits, _ = m(idx, crd, torch.zeros_like(crd), query=query, cache=cache, attn_mask=mask[None, None],
+                              store=n)
+                lg = logits[0, n:].double().numpy()
+                new_tok, new_crd, new_grp = [], [], []
+                for j in range(k):
+                    t = s.code(lg[j], masks[j])
+                    new_tok.append(t)
+                    new_crd.append(s.g.step(t) + 1)
+                    new_grp.append(g)
+                i += k
+
+
+def run_checksum(model: GPT, codec: Codec, data: DataConfig) -> bytes:
+    """8 bytes over the weights and what decoding depends on besides them."""
+    h = hashlib.blake2b(digest_size=8)
+    conf = {"codec": codec.get_config(), "order": data.order, "parallel": data.parallel, "seed": data.seed,
+            "block_size": model.cfg.block_size, "version": VERSION}
+    h.update(json.dumps(conf, sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.digest()
+
+
+def _header(rec: TokenRecord, toks: np.ndarray) -> bytes:
+    head = {"key": rec.key, "meta": rec.meta, "n": int(toks.size), "crc": zlib.crc32(toks.tobytes())}
+    if rec.side:
+        head["side"] = {k: base64.b64encode(npy_bytes(v)).decode() for k, v in sorted(rec.side.items())}
+    return zlib.compress(json.dumps(head, sort_keys=True, separators=(",", ":")).encode(), 9)
+
+
+def payload_bits(blob: bytes) -> int:
+    """Bits of a file's coded payload (the header excluded)."""
+    (n,) = struct.unpack("<I", blob[13:17])
+    return 8 * (len(blob) - 17 - n)
+
+
+def read_files(paths: Iterable[Path]) -> Iterator[bytes]:
+    for p in paths:
+        try:
+            yield Path(p).read_bytes()
+        except OSError as exc:
+            raise DatasetError(f"cannot read {p}: {exc.strerror}") from None
+
+
+def input_records(coder: Coder, inputs: list[str], keys: list[str] | None = None,
+                  passthrough: bool = False, on_error=None) -> Iterator[TokenRecord]:
+    """The records to compress: every record of a dataset folder or packed store (or those named by `keys`),
+    and the records of media inputs (files, folders, globs, @lists) tokenized with the run's codec and its
+    dataset's preprocessing (one centre crop where the dataset took random crops). With `passthrough`,
+    JPEG files keep their own coefficients (the jpeg codec's `--transcode auto`) at their own size.
+    A bad media input is passed to `on_error(input, exc)` (or raised) and the rest go on."""
+    from vistok.errors import InputError
+    from vistok.media.preprocess import Preprocess
+    from vistok.media.sources import expand_sources
+    from vistok.pipelines.encode import encode_input
+    from vistok.shards.store import is_store, open_any
+
+    codec = coder.codec
+    if passthrough:
+        if "transcode" not in codec.get_config():
+            raise UsageError(f"--passthrough keeps JPEG files' coefficients: the run's codec is {codec.codec_id}")
+        codec = get_codec({**codec.get_config(), "transcode": "auto"})
+        pre = Preprocess(gray=bool(coder.preprocess.get("gray", False)))
+    else:
+        pre = Preprocess(**{**coder.preprocess, "crops": 0})
+    wanted = set(keys or [])
+    for inp in inputs:
+        path = Path(inp)
+        if (path / "manifest.json").exists() or is_store(path):
+            ds = open_any(path)
+            if ds.codec.get_config() != coder.codec.get_config():
+                raise UsageError(f"{inp} holds {ds.codec.codec_id} tokens with another configuration than the run's "
+                                 f"({ds.codec.get_config()} vs {coder.codec.get_config()})")
+            for rec in ds:
+                if not wanted or rec.key in wanted:
+                    yield rec
+            continue
+        for input_id in expand_sources([inp]):
+            try:
+                yield from encode_input(input_id, codec, pre)
+            except InputError as exc:
+                if on_error is None:
+                    raise
+                on_error(input_id, exc)
