@@ -69,7 +69,9 @@ def test_webdataset_tar_source_carries_keys_and_json(tmp_path):
             ti.size = len(data)
             t.addfile(ti, io.BytesIO(data))
     ids = expand_sources([str(path)])
-    assert len(ids) == 2  # the path escaping the archive is skipped
+    assert len(ids) == 3  # the path escaping the archive is an input that is refused when read
+    with pytest.raises(InputError, match="'..'"):
+        read_input(next(i for i in ids if "evil" in i))
     (first,) = [i for i in ids if parse_input_id(i).name == "in.tar/000001.jpg"]
     data, meta = read_input(first)
     assert data == img and meta["source_json"] == {"caption": "hi"} and meta["source"] == f"{path}:000001.jpg"
@@ -115,3 +117,27 @@ def test_bad_inputs_raise_one_line_input_errors():
 
 
 
+
+
+def test_unsafe_tar_members_become_error_rows_and_the_job_goes_on(tmp_path):
+    """Every member of a crafted tar is accounted for: a sample, a sibling, or an error row with the reason."""
+    from vistok.media.preprocess import Preprocess
+    from vistok.pipelines.job import run_job
+    from vistok.tokenize import JpegCodec
+
+    img = _png(np.full((8, 8, 3), 90, np.uint8))
+    path = tmp_path / "crafted.tar"
+    with tarfile.open(path, "w") as t:
+        for name, data in (("ok.png", img), ("ok.json", b"{}"), ("/etc/abs.png", img), ("../up.png", img)):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+        link = tarfile.TarInfo("link.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        t.addfile(link)
+    res = run_job([str(path)], tmp_path / "ds", JpegCodec(), Preprocess(), executor="local", quiet=True)
+    assert res.samples == 1 and res.errors == 3
+    rows = (res.folder / "errors.jsonl").read_text()
+    for reason in ("absolute", "'..'", "a link"):
+        assert reason in rows
+    assert "/etc/passwd" not in rows

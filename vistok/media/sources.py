@@ -61,14 +61,35 @@ def sample_gif() -> Path:
     return Path(skimage.__file__).parent / "data" / "no_time_for_that_tiny.gif"
 
 
+# why a tar member is refused (stored as its input id's size, with offset -1)
+REFUSALS = {1: "its path is absolute", 2: "its path has a '..' component", 3: "it is a link",
+            4: "it is not a regular file"}
+
+
+def _refusal(ti: tarfile.TarInfo) -> int:
+    if ti.isdir():
+        return 0
+    if ti.name.startswith("/"):
+        return 1
+    if ".." in Path(ti.name).parts:
+        return 2
+    if ti.issym() or ti.islnk():
+        return 3
+    return 0 if ti.isfile() else 4
+
+
 def _tar_members(path: Path) -> Iterator[InputId]:
     images, jsons, classes = [], {}, {}
     try:
         with tarfile.open(path, "r|*") as tar:  # streaming: headers only, members' data skipped
             for ti in tar:
                 name = ti.name
-                if not ti.isfile() or ".." in Path(name).parts or name.startswith("/"):
-                    continue  # never follow paths out of the archive's namespace
+                refused = _refusal(ti)
+                if refused:  # never followed out of the archive's namespace; an error row says so
+                    yield InputId(f"{path.name}/{name}", str(path), Member(-1, refused, -1, 0))
+                    continue
+                if not ti.isfile():
+                    continue  # folders
                 stem, _, ext = name.rpartition(".")
                 if ext.lower() in TAR_IMAGE_EXTS:
                     images.append((ti.offset_data, ti.size, name))
@@ -292,6 +313,8 @@ def read_input(input_id: str, max_bytes: int = 1 << 30) -> tuple[bytes, dict]:
     try:
         if ref.member is not None:
             m = ref.member
+            if m.offset < 0:
+                raise InputError(f"tar member refused, not read: {REFUSALS.get(m.size, 'unsafe')}")
             with open(ref.path, "rb") as f:
                 if 0 <= m.cls_offset and m.cls_size <= 256:
                     f.seek(m.cls_offset)
