@@ -393,12 +393,17 @@ def compress(
         typer.echo(f"error: {input_id}: {exc}", err=True)
 
     n = bits = size = 0
+    written = set()
     recs = input_records(coder, inputs, key, passthrough, bad)  # streamed: memory stays bounded
     with Progress("compress", total=0, unit="images", quiet=quiet) as bar:
         for rec, blob in coder.compress(recs, progress=bar.advance):
             (out / f"{rec.key}{SUFFIX}").write_bytes(blob)
             n, bits, size = n + 1, bits + payload_bits(blob), size + len(blob)
+            written.add(rec.key)
     typer.echo(f"wrote {n} files to {out}: {size} bytes, payload {bits / max(n, 1):.1f} bits/image")
+    missing = sorted(set(key or []) - written)
+    if missing:
+        raise UsageError(f"no record with key {', '.join(missing)} in {', '.join(inputs)}")
     if failed:
         raise typer.Exit(1)
 

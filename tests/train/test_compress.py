@@ -140,6 +140,10 @@ def test_cli_compress_then_decompress(jpeg_run, tmp_path):
     r = vistok("decompress", jpeg_run, *files[:2], "--out", tmp_path / "o", "--format", "jpg", "-q")
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "o").glob("*.jpg"))) == 2
+    ds = Coder.load(jpeg_run).data.datasets[0]
+    key = next(iter(Dataset(ds))).key
+    r = vistok("compress", jpeg_run, ds, "--key", key, "--key", "nope", "--out", tmp_path / "k", "-q")
+    assert r.returncode == 2 and "nope" in r.stderr and (tmp_path / "k" / f"{key}.vtkz").exists()
     r = vistok("decompress", jpeg_run, files[0], "--out", tmp_path / "o", "--format", "gif")
     assert r.returncode == 2 and "--format" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "bad.vtkz").write_bytes(b"VTKZ" + bytes(40))
