@@ -106,6 +106,15 @@ def test_bad_files_fail_clearly_and_foreign_runs_are_refused(small_dataset, jpeg
         with pytest.raises(CodecError):
             list(coder.decompress([b]))
             pytest.fail(f"{name}: decoded without an error")
+    # a well-formed header whose geometry is a bomb: refused before anything is sized from it
+    import json
+    import zlib
+
+    head = json.loads(zlib.decompress(blob[17:p0]))
+    head["meta"]["height"] = head["meta"]["width"] = 10**6
+    h = zlib.compress(json.dumps(head).encode())
+    with pytest.raises(CodecError, match="geometry"):
+        list(coder.decompress([blob[:13] + len(h).to_bytes(4, "little") + h + blob[p0:]]))
     # any flipped bit: an error, or (a bit the coder's last word does not need) the identical record, never another
     for i in range(p0, len(blob), max(1, (len(blob) - p0) // 6)):
         try:

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from vistok.errors import CodecError, DatasetError, UsageError
+from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.gpt import GPT, KVCache, group_mask
 from vistok.record import TokenRecord, npy_bytes, npy_load
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
@@ -237,7 +238,10 @@ class Coder:
 
     # --- the coding loops ------------------------------------------------------------------------------
     def _check_fits(self, meta: dict) -> None:
-        try:
+        try:  # a header's geometry is untrusted: bounded before any array is sized from it
+            pixels = int(meta["height"]) * int(meta["width"]) * int(meta.get("frames", 1))
+            if not 0 < pixels <= DEFAULT_MAX_PIXELS:
+                raise ValueError(f"{pixels} pixels")
             cells = self.codec.cells(meta)
         except (KeyError, TypeError, ValueError) as exc:
             raise CodecError(f"record metadata does not describe a {self.codec.codec_id} geometry: {exc}") from None
