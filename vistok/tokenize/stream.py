@@ -205,6 +205,13 @@ class StreamGrammar:
         """The next token's coordinates on the known axes (other axes 0), or None at the end."""
         return None if self.i >= self.plan.cells.size else self._full(self._cell())
 
+    def next_place(self) -> np.ndarray:
+        """`next_known` as a model input: the known axes shifted by one, 0 elsewhere and at the end."""
+        out = np.zeros(self.A, dtype=np.int64)
+        if self.i < self.plan.cells.size:
+            out[self.known] = self._full(self._cell())[self.known] + 1
+        return out
+
     def step(self, tok: int) -> np.ndarray | None:
         """Consume an allowed token; return its coordinates (None for EOS)."""
         if self.i >= self.plan.cells.size:

@@ -42,6 +42,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -137,31 +138,19 @@ class Coder:
     # --- records <-> files ---------------------------------------------------------------------------
     def compress(self, records: Iterable[TokenRecord], progress=None) -> Iterator[tuple[TokenRecord, bytes]]:
         """(record, its file's bytes) for each record, in order; records are read as they are needed."""
-        batch: list[TokenRecord] = []
-        for rec in records:
-            batch.append(rec)
-            if len(batch) == (1 if self.data.parallel else LANES):
-                yield from zip(batch, self._compress(batch))
-                if progress:
-                    progress(len(batch))
-                batch = []
-        if batch:
+        for batch in self._batches(records, progress):
             yield from zip(batch, self._compress(batch))
-            if progress:
-                progress(len(batch))
 
     def decompress(self, blobs: Iterable[bytes], progress=None) -> Iterator[TokenRecord]:
         """The record of each file, in order; a bad or foreign file raises `CodecError` naming why."""
-        batch: list[bytes] = []
-        for blob in blobs:
-            batch.append(blob)
-            if len(batch) == (1 if self.data.parallel else LANES):
-                yield from self._decompress(batch)
-                if progress:
-                    progress(len(batch))
-                batch = []
-        if batch:
+        for batch in self._batches(blobs, progress):
             yield from self._decompress(batch)
+
+    def _batches(self, items: Iterable, progress) -> Iterator[list]:
+        """Lists of up to LANES items (one for group-parallel runs); `progress(n)` once each is coded."""
+        size, it = (1 if self.data.parallel else LANES), iter(items)
+        while batch := list(islice(it, size)):
+            yield batch
             if progress:
                 progress(len(batch))
 
@@ -260,20 +249,12 @@ class Coder:
     def _run_tokens(self, streams: list[_Stream]) -> None:
         """Token by token, LANES streams side by side (padding lanes repeat nothing anyone reads)."""
         m, codec = self.model, self.codec
-        A, T, known = len(codec.axes), m.cfg.block_size, known_columns(codec)
+        A, T = len(codec.axes), m.cfg.block_size
         tok = np.full(LANES, BOS, np.int64)
         crd = np.zeros((LANES, A), np.int64)
         nxt = np.zeros((LANES, A), np.int64)
-
-        def next_place(g: StreamGrammar) -> np.ndarray:
-            out = np.zeros(A, np.int64)
-            nk = g.next_known()
-            if nk is not None:
-                out[known] = nk[known] + 1
-            return out
-
         for i, s in enumerate(streams):
-            nxt[i] = next_place(s.g)
+            nxt[i] = s.g.next_place()
         limit = max(codec.max_tokens(s.meta) + 1 for s in streams)  # tokens and EOS: the grammar's bound
         cache, p = None, 0
         while not all(s.g.done for s in streams):
@@ -291,7 +272,7 @@ class Coder:
                 c = s.g.step(t)
                 tok[i] = t
                 crd[i] = 0 if c is None else c + 1
-                nxt[i] = next_place(s.g)
+                nxt[i] = s.g.next_place()
             p += 1
 
     def _run_groups(self, s: _Stream) -> None:

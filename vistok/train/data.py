@@ -174,6 +174,13 @@ def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:
             break
 
 
+def doc_row(doc: dict[str, np.ndarray], block_size: int) -> dict[str, np.ndarray]:
+    """One document alone in a row of block_size positions, padded (eval and probes: a row per document)."""
+    filler = RowFiller(block_size, doc["coords"].shape[1], "groups" in doc)
+    rows = list(filler.add(doc))
+    return rows[0] if rows else filler.flush()
+
+
 class RowFiller:
     """Fills rows of block_size positions greedily with documents, with a doc id per position (-1: padding)."""
 

@@ -26,8 +26,8 @@ from vistok.tokenize.stream import stream_masks
 from vistok.train.checkpoint import load_model
 from vistok.train.data import (
     DataConfig,
-    RowFiller,
     check_coords,
+    doc_row,
     heldout_records,
     open_datasets,
     record_docs,
@@ -67,7 +67,7 @@ def record_bits(model: GPT, codec: Codec, records: list, data: DataConfig, devic
     masks: dict[int, np.ndarray] = {}  # record -> (targets, V), for the records of the current chunk only
     for s in range(0, len(docs), batch):
         chunk = docs[s : s + batch]
-        rows = [_row(d, T) for d in chunk]
+        rows = [doc_row(d, T) for d in chunk]
         b = {k: torch.from_numpy(np.stack([r[k] for r in rows])).to(device) for k in rows[0]}
         check_coords(b["coords"], limits, codec.axes)
         check_coords(b["next_coords"], limits, codec.axes)
@@ -93,13 +93,6 @@ def record_bits(model: GPT, codec: Codec, records: list, data: DataConfig, devic
             r.bits += float(nll[j])
             r.positions += int(n)
     return out
-
-
-def _row(doc: dict[str, np.ndarray], T: int) -> dict[str, np.ndarray]:
-    """One document padded to a row of T positions."""
-    filler = RowFiller(T, doc["coords"].shape[1], "groups" in doc)
-    rows = list(filler.add(doc))
-    return rows[0] if rows else filler.flush()
 
 
 def heldout_bits(model: GPT, codec: Codec, sets: list, data: DataConfig, limit: int, device: str) -> dict:

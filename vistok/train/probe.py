@@ -30,7 +30,7 @@ from vistok.nn.gpt import GPT
 from vistok.record import TokenRecord
 from vistok.tokenize.base import Codec
 from vistok.train.checkpoint import load_model
-from vistok.train.data import DataConfig, RowFiller, check_coords, is_heldout, open_datasets, record_docs
+from vistok.train.data import DataConfig, check_coords, doc_row, is_heldout, open_datasets, record_docs
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 
@@ -70,7 +70,7 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
     """(N, len(layers) x C) mean features and the N labels of `records` (see the module docstring); raises
     when there are none."""
     model.eval()
-    T, A = model.cfg.block_size, len(codec.axes)
+    T = model.cfg.block_size
     feats, labels, pending = [], [], []
 
     def flush() -> None:
@@ -91,9 +91,7 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
         feats.append([])
         labels.append(str(rec.meta["label"]))
         for d in docs.docs:
-            filler = RowFiller(T, A, bool(data.parallel))
-            rows = list(filler.add(d))
-            pending.append((i, rows[0] if rows else filler.flush()))
+            pending.append((i, doc_row(d, T)))
             if len(pending) >= batch:
                 flush()
     if pending:

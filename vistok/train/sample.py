@@ -31,17 +31,9 @@ class BatchGrammar:
         self.gs = [StreamGrammar(codec, meta, p) for p in plans]
         self.batch = len(plans)
         self.A = len(codec.axes)
-        self.known = known_columns(codec)
-
-    def _next(self, g) -> np.ndarray:
-        out = np.zeros(self.A, dtype=np.int64)
-        nk = g.next_known()
-        if nk is not None:
-            out[self.known] = nk[self.known] + 1
-        return out
 
     def start(self) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self._next(g) for g in self.gs]))
+        return torch.from_numpy(np.stack([g.next_place() for g in self.gs]))
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         allowed = torch.from_numpy(np.stack([g.allowed() for g in self.gs])).to(logits.device)
@@ -54,7 +46,7 @@ class BatchGrammar:
             c = g.step(int(t))
             if c is not None:
                 crd[i] = c + 1
-            nxt[i] = self._next(g)
+            nxt[i] = g.next_place()
         return torch.from_numpy(crd), torch.from_numpy(nxt)
 
     def finished(self) -> bool:
