@@ -22,3 +22,11 @@ def test_crops_are_seeded():
     assert not all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, c))
     small = Preprocess(size=16, crops=2).apply(img[:8, :8], "k")
     assert all(p.shape == (16, 16, 3) for _, p in small)
+
+
+@pytest.mark.parametrize("pre", [Preprocess(gray=True), Preprocess(size=8, gray=True), Preprocess(size=8, crops=2, gray=True)])
+def test_video_frames_are_gray_when_asked(pre):
+    """--gray applies to video frames too (it used to be dropped when no resize was asked for)."""
+    frame = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = pre.frame(frame, "k")
+    assert out.ndim == 2 and out.shape == ((16, 16) if not pre.size else (8, 8))

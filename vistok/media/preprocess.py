@@ -58,10 +58,10 @@ class Preprocess:
 
     def frame(self, img, key: str) -> np.ndarray:
         """One video frame -> resized pixels (crops do not apply to video: frames are centre-cropped)."""
-        if isinstance(img, np.ndarray) and self.identity() and not self.crops:
+        if isinstance(img, np.ndarray) and self.identity() and not self.crops and not self.gray:
             return img
         if self.crops:
-            return Preprocess(size=self.size, resize="center-crop").apply(img, key)[0][1]
+            return Preprocess(size=self.size, resize="center-crop", gray=self.gray).apply(img, key)[0][1]
         return self.apply(img, key)[0][1]
 
     @property
