@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test bench pretrain study lint clean fashion-mnist
+.PHONY: install test bench pretrain pretrain-video study lint clean fashion-mnist
 
 # torch first, pinned: the pin resolves to the local CPU build; an unpinned torch pulls GBs of CUDA wheels.
 install:
@@ -19,6 +19,10 @@ bench: install
 
 pretrain: install
 	$(PYTHON) -m vistok.pretrain
+
+# video prediction on the embedded GIF and panning clips cut from the embedded photos (VIDEOS="a.mp4 b/" adds yours)
+pretrain-video: install
+	$(PYTHON) -m vistok.pretrain_video $(VIDEOS)
 
 # Fashion-MNIST comes from a Debian package (no download at run time): installed here when missing. Where
 # it cannot be installed, the tests that need it are skipped (saying why) and `vistok study` says how.

@@ -232,11 +232,12 @@ def show_order(
 def train(
     datasets: Annotated[list[Path], typer.Argument(help="Dataset folders or packed .zarr stores (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
-    preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU), small (~10M), base (~100M).")] = "tiny",
+    preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more.")] = "tiny",
     order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time). Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
     parallel: Annotated[str, typer.Option(help="Predict groups at once: 'segments' (with --order randsac:K) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets); needs one token per place (dense layouts, learned codes).")] = "",
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
-    block_size: Annotated[int, typer.Option(help="Context length (tokens per row).")] = 512,
+    block_size: Annotated[int, typer.Option(help="Context length (tokens per row; 0 = the preset's).")] = 0,
+    stride: Annotated[int, typer.Option(help="A record longer than the context (a clip) is read in windows of the context's length every STRIDE positions, each scored on its new targets, so every token sees at least context - stride earlier ones (0 = half the context; the context length = independent pieces). Eval, sample and compress read it the same way.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Rows per micro-batch (per rank).")] = 16,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
@@ -245,6 +246,7 @@ def train(
     warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 50,
     heldout: Annotated[float, typer.Option(help="Fraction of inputs held out for evaluation (by key hash).")] = 0.1,
     next_coords: Annotated[bool, typer.Option("--next-coords/--no-next-coords", help="Embed the next token's position (sigma-GPT).")] = True,
+    rope: Annotated[bool, typer.Option("--rope/--no-rope", help="Rotate queries and keys by places (the one predicted, each token's), on the known axes but time: attending to the same place in an earlier frame is one pattern.")] = True,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Held-out evaluation every N steps (0 = never).")] = 100,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
@@ -258,14 +260,19 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun)."""
+    from vistok.nn.gpt import PRESETS
     from vistok.train.data import DataConfig
     from vistok.train.trainer import TrainConfig
     from vistok.train.trainer import train as run_train
 
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     w = [float(x) for x in weights.split(",")] if weights else None
+    context = block_size or PRESETS[preset]["block_size"]
     data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
-                      block_size=block_size, batch_size=batch_size, seed=seed, num_workers=workers)
-    cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, max_steps=max_steps,
+                      block_size=context, stride=stride or context // 2, batch_size=batch_size, seed=seed,
+                      num_workers=workers)
+    cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, max_steps=max_steps,
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
                       ckpt_every=ckpt_every, log_every=log_every, compile=compile, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
@@ -280,19 +287,26 @@ def eval_(
     split: Annotated[str, typer.Option(help="Records to score: heldout, all, or auto (held-out split of a dataset the run trained on, all of any other).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many records (0 = all).")] = 0,
+    stride: Annotated[int, typer.Option(help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
+    per_frame: Annotated[bool, typer.Option("--per-frame", help="Clips: bits of frame t given the earlier frames and of frame t alone, per frame index, and their ratio over frames 2 on (conditional_to_independent_ratio).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
 ) -> None:
     """Bits per token and per image (order bits included) and model steps per image, in the run's order and
-    parallel mode; for JPEG datasets also JPEG's own bits and the ratio."""
-    from vistok.train.evaluate import evaluate
+    parallel mode; for JPEG datasets also JPEG's own bits and the ratio; with --per-frame, conditional vs
+    independent bits per frame of clips."""
+    from vistok.train.evaluate import evaluate, format_frame_table
     from vistok.train.trainer import pick_device
 
-    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split)
+    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split,
+                   stride, per_frame)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
     for k, v in res.items():
-        typer.echo(f"{k:24s}{v:.4f}" if isinstance(v, float) else f"{k:24s}{v}")
+        if k != "per_frame_bits":
+            typer.echo(f"{k:34s}{v:.4f}" if isinstance(v, float) else f"{k:34s}{v}")
+    if per_frame:
+        typer.echo(format_frame_table(res))
 
 
 @app.command()
@@ -305,15 +319,28 @@ def sample(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1 = off).")] = 1.0,
     size: Annotated[int, typer.Option(help="Image side (default: the training data's).")] = 0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    frames: Annotated[int, typer.Option(help="Generate a clip of this many frames (after the prompt's), written as --out .mp4 plus a .png strip.")] = 0,
+    prompt: Annotated[str, typer.Option(help="Continue a clip: a video file (tokenized with the run's codec and preprocessing) or a record key of the run's datasets (or --data).")] = "",
+    prompt_frames: Annotated[int, typer.Option(help="Frames of the prompt to continue from.")] = 1,
+    data: Annotated[list[Path], typer.Option(help="Dataset(s) to look a --prompt key up in (default: the run's).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
 ) -> None:
     """Generate token streams in the run's order (a group per step for parallel runs) under the codec's
-    grammar, so they always decode, and save a PNG grid."""
-    from vistok.train.sample import sample_run
+    grammar, so they always decode, and save a PNG grid; with --frames, a clip (continuing --prompt)."""
+    from vistok.train.sample import clip_run, sample_run
     from vistok.train.trainer import pick_device
 
-    path = sample_run(run, n, out, temperature, top_k or None, top_p if top_p < 1 else None, seed, size or None,
-                      pick_device(device))
+    tk, tp = top_k or None, top_p if top_p < 1 else None
+    if frames or prompt:
+        clip_out = Path("clip.mp4") if out == Path("samples.png") else out
+        res = clip_run(run, clip_out, frames, prompt, prompt_frames, [str(d) for d in data] if data else None,
+                       temperature, tk, tp, seed, size or None, pick_device(device))
+        typer.echo(f"wrote {res['mp4'] or '(no mp4: no frame decoded)'} and {res['strip']}: {res['prompt_frames']} "
+                   f"prompt frames, {res['decoded_generated_frames']} of {res['generated_frames']} generated frames decoded")
+        if res["decoded_generated_frames"] < res["generated_frames"]:
+            raise typer.Exit(1)
+        return
+    path = sample_run(run, n, out, temperature, tk, tp, seed, size or None, pick_device(device))
     typer.echo(f"wrote {path}")
 
 

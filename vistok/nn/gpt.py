@@ -7,6 +7,9 @@ block_y, block_x, freq) has a learned embedding table, and a token's position em
 axes. Coordinates are shifted by one so that 0 means "none" (BOS, EOS, padding). With `next_coords`,
 the embedding of the *next* token's coordinates (only the axes known before that token is generated) is
 added too, as in sigma-GPT, so that shuffled orders are learnable: the model is told where it will write.
+With `rope_axes`, places also rotate queries and keys (a rotary embedding over coordinates instead of
+sequence indices): attention then sees the offset between the place being predicted and each earlier
+token's place, and "the same place in an earlier frame" is offset zero on every axis but time.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
     parallel: bool = False  # group-parallel prediction: a learned query embedding for query slots
+    # axes whose coordinates also rotate queries and keys (rotary embedding of places, `place_rotation`): a
+    # query by the place it predicts, a key by its token's place, so attention sees their offset on these
+    # axes ("the same place in an earlier frame" is offset 0); [] = off (runs made before it)
+    rope_axes: list[int] = field(default_factory=list)
 
 
     def to_json(self) -> dict:
@@ -42,6 +49,9 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=512),  # ~1M parameters: CPU
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=1024),  # ~10M
     "base": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),  # ~100M: GPU
+    # video: contexts that hold at least two frames of 64x64 JPEG q20 (~430 tokens each), eight of 32x32
+    "tiny-video": dict(n_layer=4, n_head=4, n_embd=128, block_size=1024),
+    "small-video": dict(n_layer=6, n_head=6, n_embd=384, block_size=2048),
 }
 
 
@@ -59,15 +69,19 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        # with rotated places, a learned offset lets every query and key share a direction: "the same place"
+        # then scores alike for all tokens (without it the model must first build one into its embeddings)
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias or bool(cfg.rope_axes))
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
 
-    def forward(self, x, attn_mask=None, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, attn_mask=None, cache: KVCache | None = None, layer: int = 0, rot=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if rot is not None:  # keys rotated before they are cached
+            q, k = rotate(q, *rot[0]), rotate(k, *rot[1])
         if cache is not None:
             p = cache.pos
             cache.k[layer, :, :, p : p + T] = k
@@ -103,9 +117,42 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, attn_mask=None, cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), attn_mask, cache, layer)
+    def forward(self, x, attn_mask=None, cache=None, layer=0, rot=None):
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, layer, rot)
         return x + self.mlp(self.ln_2(x))
+
+
+def rotate(x, cos, sin):
+    """Rotary embedding: x (B, nh, T, hs); cos, sin (B, 1, T, D): dims [0, D) and [D, 2D) rotated as pairs."""
+    D = cos.size(-1)
+    x1, x2, rest = x[..., :D], x[..., D : 2 * D], x[..., 2 * D :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)
+
+
+def place_rotation(cfg: GPTConfig, coords, next_coords=None, query=None):
+    """((cos, sin) of the queries, (cos, sin) of the keys), each (B, 1, T, D), or None when `rope_axes` is empty.
+
+    A key is rotated by its token's place (`coords`); a query by the place of the token it predicts: the
+    next token's (`next_coords`), or a query slot's own (`coords`, group-parallel). The pairs of dims of a
+    head are shared out between the axes, each axis's with frequencies 100^(-f/pairs), so a score depends
+    on the offset between the two places, and attending to the same place elsewhere (an earlier frame) is
+    one pattern to learn for every place.
+    """
+    if not cfg.rope_axes:
+        return None
+    hs = cfg.n_embd // cfg.n_head
+    R = len(cfg.rope_axes)
+    pairs = max(1, hs // (2 * R))
+    freqs = 100.0 ** (-torch.arange(pairs, device=coords.device, dtype=torch.float32) / pairs)  # (pairs,)
+    key = coords[..., cfg.rope_axes].float()
+    place = next_coords[..., cfg.rope_axes].float() if next_coords is not None else torch.zeros_like(key)
+    if query is not None:
+        place = torch.where(query[..., None].bool(), key, place)
+    out = []
+    for p in (place, key):
+        ang = (p[..., None] * freqs).flatten(-2)[:, None]  # (B, 1, T, R * pairs)
+        out.append((ang.cos(), ang.sin()))
+    return out[0], out[1]
 
 
 def group_mask(doc_ids, groups, query):
@@ -131,6 +178,8 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.axis_emb = nn.ModuleList(nn.Embedding(n, cfg.n_embd) for n in cfg.axis_sizes)
         self.next_emb = nn.ModuleList(nn.Embedding(cfg.axis_sizes[a], cfg.n_embd) for a in cfg.next_axes)
+        if cfg.rope_axes and cfg.n_embd // cfg.n_head < 2 * len(cfg.rope_axes):
+            raise ValueError(f"a head of {cfg.n_embd // cfg.n_head} dims cannot rotate {len(cfg.rope_axes)} axes")
         # a query slot's input: this vector in place of a token, plus the position it asks about
         self.query_emb = nn.Parameter(torch.randn(cfg.n_embd) * 0.02) if cfg.parallel else None
         self.drop = nn.Dropout(cfg.dropout)
@@ -179,8 +228,9 @@ class GPT(nn.Module):
         x = self.embed(idx, coords, next_coords, query)
         if cache is None:
             attn_mask = self.attn_mask(idx, doc_ids, groups, query)
+        rot = place_rotation(self.cfg, coords, next_coords, query)
         for i, block in enumerate(self.h):
-            x = block(x, attn_mask, cache, i)
+            x = block(x, attn_mask, cache, i, rot)
         if cache is not None:
             cache.pos += idx.size(1) if store is None else store
         logits = self.lm_head(self.ln_f(x))
@@ -210,9 +260,10 @@ class GPT(nn.Module):
         (features for probes: `vistok.train.probe`)."""
         x = self.embed(idx, coords, next_coords, query)
         mask = self.attn_mask(idx, doc_ids, groups, query)
+        rot = place_rotation(self.cfg, coords, next_coords, query)
         out = [x]
         for block in self.h:
-            x = block(x, mask)
+            x = block(x, mask, rot=rot)
             out.append(x)
         return out
 
@@ -230,32 +281,57 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, grammar, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, generator=None, use_cache: bool = True):
+                 top_p: float | None = None, generator=None, use_cache: bool = True, stride: int = 0):
         """Sample token streams from BOS under a codec grammar; returns (B, 1 + n) tokens.
 
         `grammar` (`vistok.train.sample.BatchGrammar`: a stream grammar per sequence, in the run's order)
-        masks tokens that would not decode, and gives each sampled token's coordinates and the next token's
-        known coordinates, so the model sees exactly what it saw in training. With `use_cache`, each step feeds one position through the KV cache.
+        masks tokens that would not decode (and forces a prompt's tokens), and gives each sampled token's
+        coordinates and the next token's known coordinates, so the model sees exactly what it saw in
+        training. A stream longer than the context is generated in the windows training and eval read it in
+        (`stride` positions apart, 0 = block_size): target i attends to the inputs from `window_start(i)`.
+        With `use_cache`, each step feeds one position through the KV cache (a new window refills it).
         """
         dev = self.lm_head.weight.device
-        B = grammar.batch
+        B, T = grammar.batch, self.cfg.block_size
         toks = torch.full((B, 1), grammar.bos, dtype=torch.long, device=dev)
         crd = torch.zeros(B, 1, len(self.cfg.axis_sizes), dtype=torch.long, device=dev)
         nxt = grammar.start().to(dev)[:, None]
-        cache = KVCache(self.cfg, B, 1 + max_new_tokens, dev, self.lm_head.weight.dtype) if use_cache else None
-        fed = 0
+        cache, start, fed, base = None, -1, 0, 0  # base: the stream position of toks[:, 0]
+        out = [toks]
         for _ in range(max_new_tokens):
-            s = fed if cache is not None else 0
-            logits, _ = self(toks[:, s:], crd[:, s:], nxt[:, s:] if self.cfg.next_axes else None, cache=cache)
-            fed = toks.size(1)
+            i = base + toks.size(1) - 1  # the target being generated: input i predicts it
+            a = window_start(i, T, stride)
+            if a > base:  # the window moved on: inputs before it are never read again (memory stays bounded)
+                toks, crd, nxt = toks[:, a - base :], crd[:, a - base :], nxt[:, a - base :]
+                base = a
+            if not use_cache:
+                s = a
+            elif cache is None or a != start:  # a new window: a fresh cache, refilled from its start
+                cache = KVCache(self.cfg, B, min(T, 1 + max_new_tokens), dev, self.lm_head.weight.dtype)
+                start = s = a
+            else:
+                s = fed
+            w = s - base
+            logits, _ = self(toks[:, w:], crd[:, w:], nxt[:, w:] if self.cfg.next_axes else None, cache=cache)
+            fed = base + toks.size(1)
             tok = sample_token(grammar.mask(logits[:, -1, :].float()), temperature, top_k, top_p, generator)
             c, n = grammar.advance(tok.cpu())
             toks = torch.cat([toks, tok[:, None]], dim=1)
             crd = torch.cat([crd, c.to(dev)[:, None]], dim=1)
             nxt = torch.cat([nxt, n.to(dev)[:, None]], dim=1)
+            out.append(tok[:, None])
             if grammar.finished():
                 break
-        return toks
+        return torch.cat(out, dim=1)
+
+
+def window_start(i: int, block_size: int, stride: int = 0) -> int:
+    """Where the window that scores target i starts, when a stream is read in windows of block_size
+    positions every `stride` positions (0 = block_size; `vistok.train.data.windows`): the earliest window
+    that holds input i, so 0 for i < block_size, else the smallest multiple of stride above i - block_size.
+    A function of the position only, never of the tokens."""
+    S = stride or block_size
+    return 0 if i < block_size else ((i - block_size) // S + 1) * S
 
 
 @torch.no_grad()

@@ -263,6 +263,19 @@ class Codec:
         parts = np.split(record.tokens, cuts)
         return [TokenRecord(record.key, p[1:] if i else p, meta) for i, p in enumerate(parts)]
 
+    def first_frames(self, record: TokenRecord, k: int) -> TokenRecord:
+        """The record of a clip's first k frames (a prompt): its tokens up to the k-th FRAME separator."""
+        n = int(record.meta.get("frames", 1))
+        if not 1 <= k <= n:
+            raise CodecError(f"record {record.key} has {n} frames, not {k}")
+        if k == n:
+            return record
+        meta = {key: v for key, v in record.meta.items() if key != "frames"}
+        if k > 1:
+            meta["frames"] = k
+        cut = int(np.flatnonzero(record.tokens == FRAME)[k - 1])
+        return TokenRecord(record.key, record.tokens[:cut].copy(), meta)
+
     def decode(self, record: TokenRecord) -> np.ndarray:
         """A record -> (H, W[, 3]) pixels, or (T, H, W[, 3]) for a multi-frame record."""
         frames = self.frames_of(record)

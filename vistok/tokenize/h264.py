@@ -297,6 +297,12 @@ class H264Codec(Codec):
         return [TokenRecord(record.key, np.frombuffer(b, np.uint8).astype(self._vocab.dtype) + self._byte0, meta)
                 for b in self.frame_bytes(record)]
 
+    def first_frames(self, record: TokenRecord, k: int) -> TokenRecord:
+        out = super().first_frames(record, k)
+        if out is not record and "frame_info" in out.meta:
+            out.meta["frame_info"] = out.meta["frame_info"][:k]
+        return out
+
     def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
         return 1, 1
 

@@ -21,6 +21,7 @@ a record from an ordered stream is `canonical()`: the tokens gathered back by ce
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -258,26 +259,31 @@ class StreamGrammar:
         return toks[np.argsort(cells, kind="stable")]
 
 
-def stream_masks(codec: Codec, meta: dict, p: Plan, tokens: np.ndarray) -> np.ndarray:
-    """(n_targets, V) the tokens the grammar allows at each predicted position of an ordered stream: every
+def mask_rows(codec: Codec, meta: dict, p: Plan, tokens: np.ndarray) -> Iterator[np.ndarray]:
+    """(V,) the tokens the grammar allows at each predicted position of an ordered stream, in turn: every
     token then EOS, or with groups (parallel) every token, group by group. What a decoder knows cannot come
-    gets no probability when bits are counted (`vistok eval`) or coded (`vistok compress`)."""
+    gets no probability when bits are counted (`vistok eval`) or coded (`vistok compress`). A generator, so
+    a long clip is followed without holding a (positions, V) array."""
     g = StreamGrammar(codec, meta, p)
-    rows = []
     if p.groups is not None:
         i = 0
         while i < tokens.size:
             _, masks = g.group()
-            rows.append(masks)
+            yield from masks
             for t in tokens[i : i + len(masks)]:
                 g.step(int(t))
             i += len(masks)
-        return np.concatenate(rows) if rows else np.zeros((0, codec.vocab.size), bool)
+        return
     for t in tokens:
-        rows.append(g.allowed().copy())
+        yield g.allowed().copy()
         g.step(int(t))
-    rows.append(g.allowed().copy())  # EOS
-    return np.stack(rows)
+    yield g.allowed().copy()  # EOS
+
+
+def stream_masks(codec: Codec, meta: dict, p: Plan, tokens: np.ndarray) -> np.ndarray:
+    """`mask_rows` stacked: (n_targets, V)."""
+    rows = list(mask_rows(codec, meta, p, tokens))
+    return np.stack(rows) if rows else np.zeros((0, codec.vocab.size), bool)
 
 
 def grammar(codec: Codec, meta: dict, order: str = "canonical", seed: int = 0, parallel: str = "") -> StreamGrammar:

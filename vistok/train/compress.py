@@ -13,8 +13,9 @@ Probabilities, made the same on both sides:
   are the alphabet: a softmax over them in float64 (numpy), quantized by constriction's `Categorical`
   (`perfect=False`) to the range coder's 24-bit fixed point, where every allowed token keeps at least
   the smallest probability and a disallowed one has none; a position with one allowed token costs nothing;
-- a long stream is cut where training and eval cut it (pieces of the context's length, runs of whole
-  groups), each piece starting with an empty cache.
+- a long stream is read in the windows training and eval read it in (`vistok.train.data.windows`: the
+  context's length every `stride` positions; runs of whole groups when parallel), each window refilling
+  an empty cache with its inputs.
 
 What is and is not guaranteed: the same machine and software decode their own files bit for bit (tests);
 another CPU, another torch or BLAS build may round a logit differently, and a GPU is not used. A
@@ -26,10 +27,10 @@ File format (version 1; integers little-endian):
     b"VTKZ"  u8 version  8-byte run checksum  u32 header length  header  payload
 
 The run checksum hashes the weights and everything decoding depends on (codec config, order, parallel
-mode, seed, context length): a file made with another run is refused. The header is deflated compact JSON: key,
-record metadata, side arrays (`.npy`, base64), token count and CRC-32. A random order is drawn from the
-run's seed and the key (`vistok.train.data.record_rng`), as `vistok eval` draws it. The payload is
-the range coder's 32-bit words.
+mode, seed, context length and window stride): a file made with another run is refused. The header is
+deflated compact JSON: key, record metadata, side arrays (`.npy`, base64), token count and CRC-32. A
+random order is drawn from the run's seed and the key (`vistok.train.data.record_rng`), as `vistok eval`
+draws it. The payload is the range coder's 32-bit words.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import hashlib
 import json
 import struct
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ import torch
 
 from vistok.errors import CodecError, DatasetError, UsageError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
-from vistok.nn.gpt import GPT, KVCache, group_mask
+from vistok.nn.gpt import GPT, KVCache, group_mask, window_start
 from vistok.record import TokenRecord, npy_bytes, npy_load
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
 from vistok.tokenize.stream import StreamGrammar, check_parallel, known_columns, order_record, plan
@@ -256,14 +258,18 @@ class Coder:
         for i, s in enumerate(streams):
             nxt[i] = s.g.next_place()
         limit = max(codec.max_tokens(s.meta) + 1 for s in streams)  # tokens and EOS: the grammar's bound
-        cache, p = None, 0
+        hist: deque[tuple[np.ndarray, ...]] = deque(maxlen=T)  # the inputs of the current window, at most
+        cache, start, p = None, -1, 0
         while not all(s.g.done for s in streams):
             if p >= limit:
                 raise CodecError("the stream does not end (a corrupted file)")
-            if p % T == 0:  # a new piece of the stream, as training and eval cut it
-                cache = KVCache(m.cfg, LANES, T, "cpu", m.lm_head.weight.dtype)
-            logits, _ = m(torch.from_numpy(tok[:, None]), torch.from_numpy(crd[:, None]),
-                          torch.from_numpy(nxt[:, None]) if m.cfg.next_axes else None, cache=cache)
+            hist.append((tok.copy(), crd.copy(), nxt.copy()))
+            a = window_start(p, T, self.data.stride)  # the window training and eval score this target in
+            if a != start:  # a new window: a fresh cache, refilled with the window's inputs so far
+                cache, start = KVCache(m.cfg, LANES, T, "cpu", m.lm_head.weight.dtype), a
+            feed = list(hist)[len(hist) - (p - cache.pos - start) - 1 :]
+            t_in, c_in, n_in = (torch.from_numpy(np.stack([f[j] for f in feed], axis=1)) for j in range(3))
+            logits, _ = m(t_in, c_in, n_in if m.cfg.next_axes else None, cache=cache)
             lg = logits[:, -1].double().numpy()
             for i, s in enumerate(streams):
                 if s.g.done:
@@ -311,6 +317,8 @@ def run_checksum(model: GPT, codec: Codec, data: DataConfig) -> bytes:
     h = hashlib.blake2b(digest_size=8)
     conf = {"codec": codec.get_config(), "order": data.order, "parallel": data.parallel, "seed": data.seed,
             "block_size": model.cfg.block_size, "version": VERSION}
+    if data.stride and data.stride != model.cfg.block_size:  # windows that overlap (runs before them: none)
+        conf["stride"] = data.stride
     h.update(json.dumps(conf, sort_keys=True).encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())

@@ -4,9 +4,11 @@
 - A held-out split is chosen by a hash of the *input* key (all crops of one photo fall on the same side).
 - Each record is put in `--order` (`vistok.tokenize.stream`: a permutation of its cells that a decoder
   can follow), gets coordinates shifted by one (0 = none, for specials) and the place of the next token
-  on the known axes; a document longer than the context is cut into pieces of the context's length (or
-  cropped), and
-  documents fill rows of positions (input, target) back to back, with a doc id per position, so
+  on the known axes. A document longer than the context is read in windows (`windows`): a window of the
+  context's length every `stride` positions, with loss only on the targets that are new to it, so every
+  target after the first window sees at least `block_size - stride` earlier positions of its record (a
+  clip's frame sees the frames before it); stride = block_size cuts independent pieces, and `long="crop"`
+  keeps the first window only. Documents fill rows of positions (input, target) back to back, with a doc id per position, so
   attention stays inside a document. With `--parallel`, a document is the tokens followed by one query
   slot per token, and groups (randsac segments, scales) are predicted at once.
 - The loader's state is the number of batches it has delivered; resuming replays the deterministic
@@ -47,6 +49,7 @@ class DataConfig:
     seed: int = 0
     num_workers: int = 1
     long: str = "split"  # split | crop: what to do with documents longer than block_size
+    stride: int = 0  # positions between windows over a long document (`windows`); 0 = block_size
     parallel: str = ""  # "" (token by token) | segments | scales: groups predicted at once (`record_docs`)
     shuffle_buffer: int = 512
 
@@ -99,8 +102,26 @@ class Docs:
     stream: Ordered | None = None  # the record in stream order (eval's grammar masks)
 
 
+def windows(n: int, block_size: int, stride: int = 0) -> list[tuple[int, int, int]]:
+    """(start, new, stop) of the windows over a document of n positions: window w holds positions
+    [start, stop) = [w * stride, min(w * stride + block_size, n)) and is scored on [new, stop), the targets
+    no earlier window scored. Every target is scored exactly once, by the window that gives it the most
+    context; which window that is depends on its position only (`vistok.nn.gpt.window_start`)."""
+    T, S = block_size, stride or block_size
+    if not 0 < S <= T:
+        raise UsageError(f"--stride must be between 1 and the context length {T}, got {S}")
+    out, new = [], 0
+    for a in range(0, max(n, 1), S):
+        b = min(a + T, n)
+        out.append((a, new, b))
+        new = b
+        if b >= n:
+            break
+    return out
+
+
 def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
-                long: str = "split", parallel: str = "") -> Docs:
+                long: str = "split", parallel: str = "", stride: int = 0) -> Docs:
     """One record -> its documents: `[BOS] tokens [EOS]` predicted token by token, or with `parallel`
     `[BOS] tokens | queries`: a query slot per token carries where that token goes and predicts it from
     the tokens of earlier groups only (the model's group mask, `vistok.nn.gpt.group_mask`).
@@ -123,10 +144,16 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     c = np.concatenate([np.zeros((1, A), np.int64), coords])  # inputs: BOS, tokens (EOS is never an input)
     nxt = np.concatenate([place, np.zeros((1, A), np.int64)])
     doc = {"idx": t[:-1], "targets": t[1:], "coords": c, "next_coords": nxt, "loss_mask": np.ones(n + 1, np.float32)}
-    # pieces of a fixed length: where a piece starts must not depend on the tokens (a cut at a unit boundary
-    # would tell the model something about the tokens after it)
-    starts = range(0, n + 1, block_size) if long == "split" else [0]
-    return Docs([{k: v[a : a + block_size] for k, v in doc.items()} for a in starts], o.plan.order_bits, n + 1, o)
+    # windows at fixed positions: where a window starts must not depend on the tokens (a cut at a unit
+    # boundary would tell the model something about the tokens after it). Views, not copies.
+    wins = windows(n + 1, block_size, stride) if long == "split" else windows(n + 1, block_size)[:1]
+    docs = []
+    for a, new, b in wins:
+        d = {k: v[a:b] for k, v in doc.items()}
+        if new > a:
+            d["loss_mask"] = np.concatenate([np.zeros(new - a, np.float32), d["loss_mask"][new - a :]])
+        docs.append(d)
+    return Docs(docs, o.plan.order_bits, n + 1, o)
 
 
 def _parallel_docs(toks, coords, place, groups, block_size: int) -> list[dict[str, np.ndarray]]:
@@ -170,7 +197,8 @@ def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:
     check_parallel(codec, cfg.order, cfg.parallel)
     for ds in sets:
         for rec in ds:
-            record_docs(codec, rec, cfg.order, np.random.default_rng(0), cfg.block_size, cfg.long, cfg.parallel)
+            record_docs(codec, rec, cfg.order, np.random.default_rng(0), cfg.block_size, cfg.long, cfg.parallel,
+                        cfg.stride)
             break
 
 
@@ -265,7 +293,8 @@ class RowStream(IterableDataset):
             epoch, rec = buf.pop(int(rng.integers(len(buf))))
             order_rng = np.random.default_rng(
                 [cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
-            for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long, cfg.parallel).docs:
+            for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long, cfg.parallel,
+                                   cfg.stride).docs:
                 yield from filler.add(doc)
 
 
@@ -325,7 +354,7 @@ class StoreRows:
             rng = np.random.default_rng(
                 [self.cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
             c = self.cfg
-            for doc in record_docs(self.codec, rec, c.order, rng, c.block_size, c.long, c.parallel).docs:
+            for doc in record_docs(self.codec, rec, c.order, rng, c.block_size, c.long, c.parallel, c.stride).docs:
                 self.queue.extend(self.filler.add(doc))
         return self.queue.pop(0)
 

@@ -10,7 +10,9 @@ coefficients in fewer bits than JPEG does.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,10 @@ import torch.nn.functional as F
 
 from vistok.errors import DatasetError, UsageError
 from vistok.nn.gpt import GPT
+from vistok.record import TokenRecord
 from vistok.shards.inspect import token_counts
 from vistok.tokenize.base import EOS, JPEG_FILE, Codec
-from vistok.tokenize.stream import stream_masks
+from vistok.tokenize.stream import Ordered, mask_rows
 from vistok.train.checkpoint import load_model
 from vistok.train.data import (
     DataConfig,
@@ -43,55 +46,75 @@ class RecordBits:
     positions: int  # predicted positions: tokens and EOS, or tokens (parallel)
     order_bits: float  # side information of the order (stored gradwalk walks)
     steps: int  # model steps to generate the record
+    frame_bits: np.ndarray | None = None  # (frames,) bits of each frame's positions (`target_frames`)
+
+
+def target_frames(codec: Codec, rec: TokenRecord, o: Ordered) -> np.ndarray:
+    """(targets,) the frame each predicted position of a token-by-token stream belongs to: a frame's tokens
+    and the token that ends it (the FRAME opening the next frame, or EOS after the last)."""
+    cells = codec.cells(rec.meta)
+    f = cells.frame[o.cells] - (cells.local[o.cells] < 0)
+    return np.append(f, int(rec.meta.get("frames", 1)) - 1)
 
 
 @torch.no_grad()
-def record_bits(model: GPT, codec: Codec, records: list, data: DataConfig, device: str, batch: int = 16) -> list[RecordBits]:
-    """Bits of each record under the run's order and parallel mode, one document per row. Tokens the grammar
-    rules out at a position get no probability (a decoder knows they cannot come): the softmax runs over
-    the allowed tokens, as `vistok compress` codes them."""
+def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: DataConfig, device: str,
+                batch: int = 16, stride: int | None = None, per_frame: bool = False) -> list[RecordBits]:
+    """Bits of each record under the run's order and parallel mode. A record longer than the context is read
+    in windows every `stride` positions (default: the run's; `vistok.train.data.windows`), each target scored
+    once with what precedes it in its window. Tokens the grammar rules out at a position get no probability
+    (a decoder knows they cannot come): the softmax runs over the allowed tokens, as `vistok compress` codes
+    them. Records, windows and grammar masks are streamed: memory is one batch of windows, whatever the
+    length of a clip. `per_frame` also sums each frame's bits (`RecordBits.frame_bits`)."""
     model.eval()
     T = model.cfg.block_size
+    S = data.stride if stride is None else stride
     limits = model.cfg.axis_sizes
-    docs, owner, offset, streams, out = [], [], [], [], []
-    for i, rec in enumerate(records):
-        rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel)
-        first = 0
-        for d in rd.docs:
-            docs.append(d)
-            owner.append(i)
-            offset.append(first)  # the doc's first target, counted along the record's stream
-            first += int(d["loss_mask"].sum())
-        streams.append(rd.stream)
-        out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps))
-    masks: dict[int, np.ndarray] = {}  # record -> (targets, V), for the records of the current chunk only
-    for s in range(0, len(docs), batch):
-        chunk = docs[s : s + batch]
-        rows = [doc_row(d, T) for d in chunk]
+    out: list[RecordBits] = []
+
+    def windows_of_records() -> Iterator[tuple[int, dict, Iterator[np.ndarray], np.ndarray | None, int]]:
+        for i, rec in enumerate(records):
+            rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S)
+            o = rd.stream
+            frames = None
+            if per_frame:
+                if data.parallel:
+                    raise UsageError("--per-frame scores clips token by token; this run is group-parallel")
+                frames = target_frames(codec, rec, o)
+            out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps,
+                                  np.zeros(int(rec.meta.get("frames", 1))) if per_frame else None))
+            rows = mask_rows(codec, rec.meta, o.plan, rec.tokens[o.perm])
+            first = 0  # the window's first new target, counted along the record's stream
+            for d in rd.docs:
+                yield i, d, rows, frames, first
+                first += int(d["loss_mask"].sum())
+
+    items = windows_of_records()
+    while chunk := list(islice(items, batch)):
+        rows = [doc_row(d, T) for _, d, _, _, _ in chunk]
         b = {k: torch.from_numpy(np.stack([r[k] for r in rows])).to(device) for k in rows[0]}
         check_coords(b["coords"], limits, codec.axes)
         check_coords(b["next_coords"], limits, codec.axes)
         nxt = b["next_coords"] if model.cfg.next_axes else None
         logits, _ = model(b["idx"], b["coords"], nxt, doc_ids=b["doc_ids"], groups=b.get("groups"), query=b.get("query"))
         allowed = np.ones(logits.shape, dtype=bool)
-        masks = {i: m for i, m in masks.items() if i >= owner[s]}
-        for j, d in enumerate(chunk):
-            i = owner[s + j]
-            if i not in masks:
-                o = streams[i]
-                masks[i] = stream_masks(codec, records[i].meta, o.plan, records[i].tokens[o.perm])
+        ats = []
+        for j, (_, d, masks, _, _) in enumerate(chunk):
             at = np.flatnonzero(d["loss_mask"])
-            allowed[j, at] = masks[i][offset[s + j] : offset[s + j] + at.size]
+            allowed[j, at] = np.stack([next(masks) for _ in at]) if at.size else allowed[j, at]
+            ats.append(at)
         logits = logits.float().masked_fill(~torch.from_numpy(allowed).to(device), float("-inf"))
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), b["targets"].reshape(-1), reduction="none")
-        mask = b["loss_mask"].float()
-        nll = (nll.view(len(chunk), T) * mask).sum(1).cpu().numpy() / LN2
-        if not np.isfinite(nll).all():
-            raise DatasetError("a record holds a token its grammar does not allow")
-        for j, n in enumerate(mask.sum(1).tolist()):
-            r = out[owner[s + j]]
-            r.bits += float(nll[j])
-            r.positions += int(n)
+        nll = (nll.view(len(chunk), T) * b["loss_mask"].float()).cpu().numpy() / LN2
+        for j, (i, _, _, frames, first) in enumerate(chunk):
+            x = nll[j, ats[j]]
+            if not np.isfinite(x).all():
+                raise DatasetError("a record holds a token its grammar does not allow")
+            r = out[i]
+            r.bits += float(x.sum())
+            r.positions += int(x.size)
+            if frames is not None:
+                np.add.at(r.frame_bits, frames[first : first + x.size], x)
     return out
 
 
@@ -151,12 +174,16 @@ SPLITS = ("auto", "all", "heldout")
 
 
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
-             split: str = "auto") -> dict[str, Any]:
+             split: str = "auto", stride: int = 0, per_frame: bool = False) -> dict[str, Any]:
     """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
 
     `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
     default) the held-out split of a dataset the run trained on and all of any other (a separate test
-    set). `split` in the result says what was scored: "heldout", "all", or "heldout+all"."""
+    set). `split` in the result says what was scored: "heldout", "all", or "heldout+all".
+
+    A record longer than the context is read in windows every `stride` positions (0: the run's own stride);
+    the result names the stride and the context every target after the first window is guaranteed
+    (`min_context`). `per_frame` adds `per_frame_bits` (see `frame_table`)."""
     if split not in SPLITS:
         raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
@@ -172,13 +199,15 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         raise DatasetError("no held-out records in the dataset (the split is by key hash; raise --heldout when "
                            "training, or pass --split all)")
     split = "all" if whole == hashes else ("heldout+all" if whole else "heldout")
-    res = record_bits(model, codec, recs, data, device)
+    T = model.cfg.block_size
+    stride = stride or data.stride or T
+    res = record_bits(model, codec, recs, data, device, stride=stride, per_frame=per_frame)
     bits = np.array([r.bits for r in res])
     n = np.array([r.positions for r in res])
     order_bits = np.array([r.order_bits for r in res])
     out: dict[str, Any] = {
         "run": str(run), "step": state["step"], "images": len(recs), "split": split, "order": data.order,
-        "parallel": data.parallel or "none",
+        "parallel": data.parallel or "none", "context": T, "stride": stride, "min_context": T - stride,
         "bits_per_token": float(bits.sum() / n.sum()),
         "bits_per_image": float((bits + order_bits).mean()),  # everything a decoder needs, order included
         "order_bits": float(order_bits.mean()),
@@ -187,7 +216,45 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         "unigram_bits_per_token": float(unigram_bits(sets, recs, codec)),
     }
     if JPEG_FILE in codec.capabilities:
-        jbits = np.array([8 * jpeg_scan_bytes(codec.to_jpeg(r, optimize=True)) for r in recs], dtype=np.float64)
+        jbits = np.array([8 * sum(jpeg_scan_bytes(codec.to_jpeg(f, optimize=True)) for f in codec.frames_of(r))
+                          for r in recs], dtype=np.float64)  # a clip: a JPEG file per frame
         out["jpeg_bits_per_image"] = float(jbits.mean())
         out["model_to_jpeg_ratio"] = float((bits + order_bits).sum() / jbits.sum())
+    if per_frame:
+        out.update(frame_table(model, codec, recs, res, data, device, stride))
     return out
+
+
+def frame_table(model: GPT, codec: Codec, recs: list[TokenRecord], res: list[RecordBits], data: DataConfig,
+                device: str, stride: int) -> dict[str, Any]:
+    """Per frame index t, over the clips that have it: bits of frame t given the frames before it (its
+    positions in the clip, each with its window's context) and bits of frame t alone (the frame as a
+    record of its own: `[BOS] frame [EOS]`), frames numbered from 1, and their ratio over frames 2 on:
+    `conditional_to_independent_ratio` (< 1: earlier frames help)."""
+    if not any(int(r.meta.get("frames", 1)) > 1 for r in recs):
+        raise UsageError("--per-frame needs clips: records of several frames (shard videos with --clip-len N)")
+    alone = record_bits(model, codec, (f for r in recs for f in codec.frames_of(r)), data, device, stride=stride)
+    n = max(int(r.meta.get("frames", 1)) for r in recs)
+    cond, ind, clips = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
+    k = 0
+    for r in res:
+        m = r.frame_bits.size
+        cond[:m] += r.frame_bits
+        ind[:m] += [a.bits for a in alone[k : k + m]]
+        clips[:m] += 1
+        k += m
+    rows = [{"frame": t + 1, "clips": int(clips[t]), "conditional_bits": float(cond[t] / clips[t]),
+             "independent_bits": float(ind[t] / clips[t]), "ratio": float(cond[t] / ind[t])} for t in range(n)]
+    return {"per_frame_bits": rows,
+            "conditional_to_independent_ratio": float(cond[1:].sum() / ind[1:].sum())}
+
+
+def format_frame_table(res: dict[str, Any]) -> str:
+    """The per-frame rows of `evaluate(..., per_frame=True)` as a short text table."""
+    lines = [f"{'frame':>5} {'clips':>5} {'given earlier':>14} {'alone':>10} {'ratio':>6}"]
+    for r in res["per_frame_bits"]:
+        lines.append(f"{r['frame']:>5} {r['clips']:>5} {r['conditional_bits']:>14.1f} {r['independent_bits']:>10.1f} "
+                     f"{r['ratio']:>6.3f}")
+    lines.append(f"frames >= 2: conditional / independent = {res['conditional_to_independent_ratio']:.3f} "
+                 f"(context {res['context']}, stride {res['stride']}: at least {res['min_context']} earlier positions)")
+    return "\n".join(lines)

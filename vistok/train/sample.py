@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ import torch
 from vistok.errors import CodecError, UsageError
 from vistok.nn.gpt import generate_groups
 from vistok.record import TokenRecord
-from vistok.tokenize.base import BOS, Codec, get_codec
-from vistok.tokenize.orders import stored_key
+from vistok.tokenize.base import BOS, FRAME, Codec, get_codec
+from vistok.tokenize.orders import stored_key, units_to_tokens
 from vistok.tokenize.stream import Plan, StreamGrammar, known_columns, plan
 from vistok.train.checkpoint import load_model
 from vistok.train.data import check_coords, open_datasets
@@ -26,31 +27,54 @@ class BatchGrammar:
 
     bos = BOS
 
-    def __init__(self, codec: Codec, meta: dict, plans: list[Plan]):
+    def __init__(self, codec: Codec, meta: dict, plans: list[Plan], forced: list[np.ndarray] | None = None,
+                 limits: list[int] | None = None):
         self.codec = codec
         self.gs = [StreamGrammar(codec, meta, p) for p in plans]
         self.batch = len(plans)
         self.A = len(codec.axes)
+        self.forced = forced or [np.zeros(0, np.int64)] * self.batch  # each stream's prompt, in stream order
+        self.pos = 0  # tokens taken so far by every stream
+        # the model's coordinate tables: a stream whose next token would sit beyond them (an H.264 frame longer
+        # than any the model saw: its byte axis) stops there, cut short, instead of indexing past a table
+        self.limits = None if limits is None else np.asarray(limits)
+        self.cut = [False] * self.batch
 
     def start(self) -> torch.Tensor:
         return torch.from_numpy(np.stack([g.next_place() for g in self.gs]))
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
-        allowed = torch.from_numpy(np.stack([g.allowed() for g in self.gs])).to(logits.device)
-        return logits.masked_fill(~allowed, float("-inf"))
+        """Disallowed tokens to -inf; inside a prompt, every token but the prompt's."""
+        rows = []
+        for g, f in zip(self.gs, self.forced):
+            m = g.allowed()
+            if self.pos < f.size:
+                tok = int(f[self.pos])
+                if not m[tok]:
+                    raise CodecError(f"the prompt's token {tok} at position {self.pos} is not allowed by the run's grammar")
+                m = np.zeros_like(m)
+                m[tok] = True
+            rows.append(m)
+        return logits.masked_fill(~torch.from_numpy(np.stack(rows)).to(logits.device), float("-inf"))
 
     def advance(self, toks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         crd = np.zeros((self.batch, self.A), dtype=np.int64)
         nxt = np.zeros((self.batch, self.A), dtype=np.int64)
         for i, (g, t) in enumerate(zip(self.gs, toks.tolist())):
+            if g.done or self.cut[i]:
+                continue
             c = g.step(int(t))
             if c is not None:
                 crd[i] = c + 1
             nxt[i] = g.next_place()
+            if self.limits is not None and ((crd[i] >= self.limits).any() or (nxt[i] >= self.limits).any()):
+                self.cut[i] = True
+                crd[i] = nxt[i] = 0
+        self.pos += 1
         return torch.from_numpy(crd), torch.from_numpy(nxt)
 
     def finished(self) -> bool:
-        return all(g.done for g in self.gs)
+        return all(g.done or cut for g, cut in zip(self.gs, self.cut))
 
 
 def sample_meta(codec: Codec, preprocess: dict, size: int | None) -> dict:
@@ -74,9 +98,9 @@ def sample_plans(codec: Codec, meta: dict, n: int, order: str, parallel: str, se
 def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, seed: int = 0, max_new: int | None = None, device: str = "cpu",
                   use_cache: bool = True, order: str = "canonical", parallel: str = "",
-                  stored: list[dict] | None = None) -> tuple[list[np.ndarray], list[np.ndarray], int]:
-    """-> (decoded images, canonical token streams, model steps per image), generated in `order` (and group
-    by group with `parallel`) under the grammar."""
+                  stored: list[dict] | None = None, stride: int = 0) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """-> (decoded images, None for one that did not decode; canonical token streams; model steps per image),
+    generated in `order` (and group by group with `parallel`) under the grammar."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     plans = sample_plans(codec, meta, n, order, parallel, seed, stored)
@@ -92,21 +116,33 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
             streams.append(g.canonical())
             steps += k
     else:
-        grammar = BatchGrammar(codec, meta, plans)
-        model.generate(grammar, limit, temperature, top_k, top_p, gen, use_cache)
+        grammar = BatchGrammar(codec, meta, plans, limits=model.cfg.axis_sizes)
+        model.generate(grammar, limit, temperature, top_k, top_p, gen, use_cache, stride)
         for i, g in enumerate(grammar.gs):
-            if not (g.done or g.phase == "end"):
+            if not (g.done or g.phase == "end" or grammar.cut[i]):
                 raise CodecError(f"sample {i} did not finish within {limit} tokens")
             streams.append(g.canonical())
             steps += len(g.taken) + 1  # and EOS
+    cut = grammar.cut if not parallel else [False] * n
     images = []
     for i, toks in enumerate(streams):
-        toks = toks.astype(codec.vocab.dtype)
-        try:
-            images.append(codec.decode(TokenRecord(f"sample-{i}", toks, dict(meta))))
-        except CodecError:  # only codecs without a complete grammar (h264 bytes) can get here
-            images.append(np.zeros((meta["height"], meta["width"], 3), np.uint8))
+        frames, ok = decode_frames(codec, TokenRecord(f"sample-{i}", toks.astype(codec.vocab.dtype), dict(meta)))
+        images.append(frames[0] if ok and not cut[i] else None)
     return images, [s.astype(codec.vocab.dtype) for s in streams], steps // max(1, n)
+
+
+def decode_frames(codec: Codec, rec: TokenRecord) -> tuple[list[np.ndarray], int]:
+    """A sampled record's frames and how many of them decoded: all of them for codecs whose grammar is
+    complete; for H.264 bytes (the grammar cannot check a slice's syntax) the longest run of first frames the
+    decoder accepts."""
+    n = int(rec.meta.get("frames", 1))
+    for k in range(n, 0, -1):
+        try:
+            pix = np.asarray(codec.decode(codec.first_frames(rec, k)))
+        except CodecError:
+            continue
+        return (list(pix) if k > 1 else [pix]), k
+    return [], 0
 
 
 def stored_orders(datasets: list[str], order: str, meta: dict, n: int) -> list[dict]:
@@ -152,8 +188,13 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
     order, parallel = data.get("order", "canonical"), data.get("parallel", "")
     stored = stored_orders(data["datasets"], order, meta, n) if order.startswith("gradwalk") else None
     images, _, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
-                                 order=order, parallel=parallel, stored=stored)
-    g = grid(images)
+                                 order=order, parallel=parallel, stored=stored, stride=data.get("stride", 0))
+    failed = sum(im is None for im in images)
+    if failed:
+        print(f"warning: {failed} of {n} samples did not decode (H.264 bytes the decoder rejected): drawn black",
+              file=sys.stderr)
+    blank = np.zeros((meta["height"], meta["width"], 3), np.uint8)
+    g = grid([blank if im is None else im for im in images])
     img = Image.fromarray(g)
     if scale > 1:
         img = img.resize((g.shape[1] * scale, g.shape[0] * scale), Image.NEAREST)
@@ -161,3 +202,131 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
     return out
+
+
+# --- clips: prompted continuation -------------------------------------------------------------------------
+def prompt_record(prompt: str, k: int, codec: Codec, preprocess: dict, datasets: list[str]) -> tuple[TokenRecord, Codec]:
+    """The first k frames of a prompt: a video file tokenized with the run's codec and preprocessing, or the
+    record with key `prompt` in `datasets`; and the codec that decodes it (a dataset's carries its side
+    information, e.g. H.264 stream headers)."""
+    from vistok.errors import DatasetError
+    from vistok.media.preprocess import Preprocess
+    from vistok.media.sources import expand_sources
+    from vistok.pipelines.encode import encode_input
+
+    if Path(prompt).is_file():
+        pre = Preprocess(**{**preprocess, "crops": 0, "clip_len": k, "clip_stride": 0, "max_clips": 1})
+        rec = next(iter(encode_input(expand_sources([prompt])[0], codec, pre)), None)
+        if rec is None:
+            raise UsageError(f"{prompt}: no clip of {k} frames")
+    else:
+        sets, _ = open_datasets(datasets)
+        rec = None
+        for ds in sets:
+            try:
+                rec = ds.get(prompt)
+            except DatasetError:
+                continue
+            if ds.codec.get_config() != codec.get_config():
+                raise UsageError(f"{ds.folder} holds {ds.codec.codec_id} tokens with another configuration than the "
+                                 "run's: its records cannot prompt this run")
+            codec = ds.codec
+            break
+        if rec is None:
+            raise UsageError(f"--prompt {prompt!r} is neither a file nor a record key of {', '.join(datasets)}")
+        if rec.meta.get("frames", 1) < k:
+            raise UsageError(f"record {prompt} has {rec.meta.get('frames', 1)} frames; --prompt-frames is {k}")
+    return codec.first_frames(rec, k), codec
+
+
+@torch.no_grad()
+def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecord | None = None,
+                order: str = "canonical", seed: int = 0, stride: int = 0, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None, device: str = "cpu") -> TokenRecord:
+    """A clip of the prompt's frames followed by `frames` generated ones, in the run's order under the grammar.
+
+    The whole clip is planned at once (frame after frame, each frame's cells in the run's order); the
+    prompt's tokens are fed in that order (the grammar forces them), then the model continues. A clip
+    longer than the context is generated in the windows the run was trained and scored in (`stride`)."""
+    if order.startswith("gradwalk"):
+        raise UsageError("gradwalk orders are stored per image at shard time; a generated clip has none")
+    k = int(prompt.meta.get("frames", 1)) if prompt is not None else 0
+    m = {key: v for key, v in meta.items() if key != "frames"}
+    if k + frames > 1:
+        m["frames"] = k + frames
+    p = sample_plans(codec, m, 1, order, "", seed)[0]
+    forced = np.zeros(0, np.int64)
+    if prompt is not None:
+        n_cells = len(codec.cells(prompt.meta))  # the prompt's frames are the plan's first cells
+        forced = prompt.tokens.astype(np.int64)[units_to_tokens(codec.token_cells(prompt), p.cells[:n_cells])]
+        if frames:  # the prompt's last frame ends where the next one opens (H.264 bytes: only FRAME ends it)
+            forced = np.append(forced, FRAME)
+    known = known_columns(codec)
+    check_coords(codec.cells(m).positions.coords.max(axis=0) + 1, [model.cfg.axis_sizes[i] for i in known],
+                 codec.known_axes)
+    model.eval()
+    grammar = BatchGrammar(codec, m, [p], [forced], limits=model.cfg.axis_sizes)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    limit = codec.max_tokens(m)
+    model.generate(grammar, limit, temperature, top_k, top_p, gen, stride=stride)
+    g = grammar.gs[0]
+    toks = g.canonical().astype(codec.vocab.dtype)
+    key = prompt.key if prompt is not None else "sample"
+    if g.done or g.phase == "end":
+        return TokenRecord(key, toks, m)
+    # cut short (a frame beyond the model's tables, or the token budget): the frames completed before it
+    ends = np.flatnonzero(toks == FRAME)
+    m = {key_: v for key_, v in m.items() if key_ != "frames"}
+    if ends.size > 1:
+        m["frames"] = int(ends.size)
+    return TokenRecord(key, toks[: ends[-1]] if ends.size else toks[:0], m)
+
+
+def strip(prompt: list[np.ndarray], generated: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """One row of frames: the prompt's, a gap, the generated ones (gray frames are made RGB)."""
+    rgb = [f if f.ndim == 3 else np.repeat(f[..., None], 3, axis=2) for f in prompt + generated]
+    h = max(f.shape[0] for f in rgb)
+    pad = lambda f: np.pad(f, ((0, h - f.shape[0]), (0, 1), (0, 0)), constant_values=255)  # noqa: E731
+    parts = [pad(f) for f in rgb[: len(prompt)]] + [np.full((h, gap, 3), 255, np.uint8)] * bool(prompt)
+    return np.concatenate(parts + [pad(f) for f in rgb[len(prompt) :]], axis=1)
+
+
+def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", prompt_frames: int = 1,
+             datasets: list[str] | None = None, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, seed: int = 0, size: int | None = None, device: str = "cpu",
+             fps: float = 10.0, scale: int = 4) -> dict:
+    """`vistok sample --frames N [--prompt P --prompt-frames K]`: write OUT (.mp4, the frames that decoded) and
+    OUT with .png (a strip: prompt | generated); returns what was written and how many frames decoded."""
+    from PIL import Image
+
+    from vistok.shards.render import write_mp4
+
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise UsageError(f"a clip is written as .mp4: --out {out}")
+    if frames < 1 or (prompt and prompt_frames < 1):
+        raise UsageError("--frames and --prompt-frames must be at least 1")
+    model, state = load_model(run, device)
+    codec = get_codec(state["codec"])
+    data = state["data"]
+    if data.get("parallel"):
+        raise UsageError("group-parallel runs predict inside one image; clips are generated token by token")
+    pre = state.get("preprocess", {})
+    rec_prompt = None
+    if prompt:
+        rec_prompt, codec = prompt_record(prompt, prompt_frames, codec, pre, datasets or data["datasets"])
+    meta = dict(rec_prompt.meta) if rec_prompt is not None else sample_meta(codec, pre, size)
+    if codec.codec_id == "h264" and "h264_header" not in meta:
+        raise UsageError("h264 runs continue a prompt (its stream header comes with it): pass --prompt")
+    clip = sample_clip(model, codec, meta, frames, rec_prompt, data.get("order", "canonical"), seed,
+                       data.get("stride", 0), temperature, top_k, top_p, device)
+    k = prompt_frames if rec_prompt is not None else 0
+    pix, ok = decode_frames(codec, clip)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if ok:
+        write_mp4(np.stack(pix), out, fps)
+    img = strip(pix[:k], pix[k:]) if ok else np.full((8, 8, 3), 255, np.uint8)
+    png = out.with_suffix(".png")
+    Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(png)
+    return {"mp4": str(out) if ok else None, "strip": str(png), "prompt_frames": k, "generated_frames": frames,
+            "decoded_generated_frames": max(0, ok - k), "record": clip}

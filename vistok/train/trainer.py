@@ -37,6 +37,7 @@ class TrainConfig:
     out: str = "runs/run"
     preset: str = "tiny"
     next_coords: bool = True
+    rope: bool = True  # rotate queries and keys by places (`vistok.nn.gpt.place_rotation`)
     max_steps: int = 1000
     max_minutes: float = 0.0  # 0: no time limit; else the schedule is fitted to the budget at step 30
     lr: float = 2e-3
@@ -179,9 +180,12 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
     codec = loader.codec
     # the next token's place (sigma-GPT); group-parallel query slots carry their own place instead
     known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes] if cfg.next_coords and not data.parallel else []
+    # places rotate queries and keys on the known axes but time: attention sees where a token sits relative
+    # to the one being predicted, so "the same place in an earlier frame" is one pattern for every place
+    rope = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
     preset = {**PRESETS[cfg.preset], "block_size": data.block_size}
     mcfg = GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(loader.sets, codec), next_axes=known,
-                     parallel=bool(data.parallel), **preset)
+                     rope_axes=rope if cfg.rope else [], parallel=bool(data.parallel), **preset)
     return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
 
 
