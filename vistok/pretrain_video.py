@@ -3,7 +3,7 @@
 1. make the videos: the animated GIF bundled with scikit-image, and short panning videos cut from its
    photographs with PyAV (a 32x32 window moving a few pixels per frame, H.264 mp4); the pans of three
    photographs are kept apart as a test set no training step sees (plus any videos given by path);
-2. shard them into clips of 16 frames (JPEG quality 20), train `tiny-video` (a 1024-token context: eight
+2. shard them into clips of 16 frames (JPEG quality 20), train `tiny-video` (a 1024-token context: six
    32x32 frames) in windows every 512 positions, so every frame is predicted from the frames before it;
 3. evaluate per frame (bits of frame t given the earlier frames vs alone) on the test pans and on the GIF,
    continue a test clip from 4 real frames, and write `runs/pretrain-video/`: report.md, frames.json,

@@ -49,7 +49,7 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=512),  # ~1M parameters: CPU
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=1024),  # ~10M
     "base": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),  # ~100M: GPU
-    # video: contexts that hold at least two frames of 64x64 JPEG q20 (~430 tokens each), eight of 32x32
+    # video: contexts that hold at least two frames of 64x64 JPEG q20 (~430 tokens each), six of 32x32
     "tiny-video": dict(n_layer=4, n_head=4, n_embd=128, block_size=1024),
     "small-video": dict(n_layer=6, n_head=6, n_embd=384, block_size=2048),
 }
