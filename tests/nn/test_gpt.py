@@ -132,3 +132,23 @@ def test_group_generation_takes_one_step_per_group_and_the_cache_changes_nothing
         assert steps == 4 and len(toks) == 30
         runs.append(toks)
     assert runs[0] == runs[1]
+
+
+def test_rotated_places_keep_the_autocast_dtype():
+    """Under bf16 autocast the rotation keeps queries and keys in bf16 (no silent float32 copies)."""
+    from vistok.nn.gpt import place_rotation, rotate
+
+    cfg = GPTConfig(vocab_size=100, axis_sizes=[8] * 5, next_axes=[0, 1, 2, 3], rope_axes=[1, 2, 3], n_layer=1,
+                    n_head=2, n_embd=32, block_size=16)
+    c = torch.randint(0, 8, (2, 16, 5))
+    (qc, qs), _ = place_rotation(cfg, c, c)
+    x = torch.randn(2, 2, 16, 16, dtype=torch.bfloat16)
+    assert rotate(x, qc, qs).dtype == torch.bfloat16
+    same = place_rotation(cfg, c, c)  # a query and a key at one place: rotated alike, so their product is kept
+    q = k = torch.randn(2, 2, 16, 16)
+    a = (rotate(q, *same[0]) * rotate(k, *same[0])).sum(-1)
+    assert torch.allclose(a, (q * k).sum(-1), atol=1e-5)
+    model = GPT(cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(torch.randint(0, 100, (2, 16)), c, c, targets=torch.randint(0, 100, (2, 16)))
+    assert torch.isfinite(loss)

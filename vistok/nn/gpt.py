@@ -125,6 +125,7 @@ class Block(nn.Module):
 def rotate(x, cos, sin):
     """Rotary embedding: x (B, nh, T, hs); cos, sin (B, 1, T, D): dims [0, D) and [D, 2D) rotated as pairs."""
     D = cos.size(-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 under autocast: q and k stay in their dtype
     x1, x2, rest = x[..., :D], x[..., D : 2 * D], x[..., 2 * D :]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)
 
