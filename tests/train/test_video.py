@@ -33,6 +33,14 @@ def _videos(folder, n, seed=0, repeats=4, side=8, distinct=3):
     return folder
 
 
+def _random_model(codec, block_size):
+    """A small untrained GPT over every axis of `codec` (places rotate on all but time), seeded."""
+    torch.manual_seed(0)
+    A = len(codec.axes)
+    return GPT(GPTConfig(vocab_size=codec.vocab.size, axis_sizes=[130] * A, block_size=block_size,
+                         next_axes=list(range(A)), rope_axes=list(range(1, A)), n_layer=2, n_head=2, n_embd=32)).eval()
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Clips of 4 repeated frames (8x8 gray, JPEG dense q50: 64 tokens a frame, 259 a clip)."""
@@ -84,10 +92,7 @@ def test_a_window_never_sees_another_document_or_its_own_future(clips):
     the same row, changes."""
     ds = Dataset(clips)
     codec = ds.codec
-    torch.manual_seed(0)
-    A = len(codec.axes)
-    model = GPT(GPTConfig(vocab_size=codec.vocab.size, axis_sizes=[130] * A, block_size=128, next_axes=list(range(A)),
-                          rope_axes=list(range(1, A)), n_layer=2, n_head=2, n_embd=32)).eval()
+    model = _random_model(codec, 128)
     recs = list(ds)[:2]
     filler = RowFiller(128, len(codec.axes))
     rows = []
@@ -171,10 +176,7 @@ def test_frames_that_repeat_cost_far_less_given_the_frame_before(bsq_tok, tmp_pa
 def test_windowed_generation_is_the_same_with_and_without_the_cache(clips):
     ds = Dataset(clips)
     codec = ds.codec
-    torch.manual_seed(0)
-    A = len(codec.axes)
-    model = GPT(GPTConfig(vocab_size=codec.vocab.size, axis_sizes=[130] * A, block_size=64, next_axes=list(range(A)),
-                          rope_axes=list(range(1, A)), n_layer=2, n_head=2, n_embd=32)).eval()
+    model = _random_model(codec, 64)
     meta = {**next(iter(ds)).meta, "frames": 3}
     out = []
     for cache in (True, False):

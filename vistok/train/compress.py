@@ -265,9 +265,10 @@ class Coder:
                 raise CodecError("the stream does not end (a corrupted file)")
             hist.append((tok.copy(), crd.copy(), nxt.copy()))
             a = window_start(p, T, self.data.stride)  # the window training and eval score this target in
+            feed = [hist[-1]]
             if a != start:  # a new window: a fresh cache, refilled with the window's inputs so far
                 cache, start = KVCache(m.cfg, LANES, T, "cpu", m.lm_head.weight.dtype), a
-            feed = list(hist)[len(hist) - (p - cache.pos - start) - 1 :]
+                feed = list(hist)[len(hist) - (p - a + 1) :]
             t_in, c_in, n_in = (torch.from_numpy(np.stack([f[j] for f in feed], axis=1)) for j in range(3))
             logits, _ = m(t_in, c_in, n_in if m.cfg.next_axes else None, cache=cache)
             lg = logits[:, -1].double().numpy()

@@ -8,9 +8,9 @@
   context's length every `stride` positions, with loss only on the targets that are new to it, so every
   target after the first window sees at least `block_size - stride` earlier positions of its record (a
   clip's frame sees the frames before it); stride = block_size cuts independent pieces, and `long="crop"`
-  keeps the first window only. Documents fill rows of positions (input, target) back to back, with a doc id per position, so
-  attention stays inside a document. With `--parallel`, a document is the tokens followed by one query
-  slot per token, and groups (randsac segments, scales) are predicted at once.
+  keeps the first window only. Documents fill rows of positions (input, target) back to back, with a doc
+  id per position, so attention stays inside a document. With `--parallel`, a document is the tokens
+  followed by one query slot per token, and groups (randsac segments, scales) are predicted at once.
 - The loader's state is the number of batches it has delivered; resuming replays the deterministic
   stream up to there (no model work), so a resumed run sees exactly the batches it would have seen.
   Packed stores (`vistok pack`) are shuffled uniformly per epoch and resume from an exact position.
@@ -151,7 +151,7 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     for a, new, b in wins:
         d = {k: v[a:b] for k, v in doc.items()}
         if new > a:
-            d["loss_mask"] = np.concatenate([np.zeros(new - a, np.float32), d["loss_mask"][new - a :]])
+            d["loss_mask"] = np.concatenate([np.zeros(new - a, np.float32), np.ones(b - new, np.float32)])
         docs.append(d)
     return Docs(docs, o.plan.order_bits, n + 1, o)
 

@@ -101,7 +101,8 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
         ats = []
         for j, (_, d, masks, _, _) in enumerate(chunk):
             at = np.flatnonzero(d["loss_mask"])
-            allowed[j, at] = np.stack([next(masks) for _ in at]) if at.size else allowed[j, at]
+            if at.size:
+                allowed[j, at] = np.stack([next(masks) for _ in at])
             ats.append(at)
         logits = logits.float().masked_fill(~torch.from_numpy(allowed).to(device), float("-inf"))
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), b["targets"].reshape(-1), reduction="none")

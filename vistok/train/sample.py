@@ -104,9 +104,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     plans = sample_plans(codec, meta, n, order, parallel, seed, stored)
-    known = known_columns(codec)
-    check_coords(codec.cells(meta).positions.coords.max(axis=0) + 1, [model.cfg.axis_sizes[i] for i in known],
-                 codec.known_axes)
+    check_fits(model, codec, meta)
     limit = max_new or codec.max_tokens(meta)
     streams, steps = [], 0
     if parallel:
@@ -143,6 +141,13 @@ def decode_frames(codec: Codec, rec: TokenRecord) -> tuple[list[np.ndarray], int
             continue
         return (list(pix) if k > 1 else [pix]), k
     return [], 0
+
+
+def check_fits(model, codec: Codec, meta: dict) -> None:
+    """Refuse a geometry (size, frames) whose places lie beyond the model's coordinate tables."""
+    known = known_columns(codec)
+    check_coords(codec.cells(meta).positions.coords.max(axis=0) + 1, [model.cfg.axis_sizes[i] for i in known],
+                 codec.known_axes)
 
 
 def stored_orders(datasets: list[str], order: str, meta: dict, n: int) -> list[dict]:
@@ -251,9 +256,8 @@ def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecor
     if order.startswith("gradwalk"):
         raise UsageError("gradwalk orders are stored per image at shard time; a generated clip has none")
     k = int(prompt.meta.get("frames", 1)) if prompt is not None else 0
-    m = {key: v for key, v in meta.items() if key != "frames"}
-    if k + frames > 1:
-        m["frames"] = k + frames
+    geometry = {key: v for key, v in meta.items() if key != "frames"}
+    m = {**geometry, "frames": k + frames} if k + frames > 1 else geometry
     p = sample_plans(codec, m, 1, order, "", seed)[0]
     forced = np.zeros(0, np.int64)
     if prompt is not None:
@@ -261,9 +265,7 @@ def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecor
         forced = prompt.tokens.astype(np.int64)[units_to_tokens(codec.token_cells(prompt), p.cells[:n_cells])]
         if frames:  # the prompt's last frame ends where the next one opens (H.264 bytes: only FRAME ends it)
             forced = np.append(forced, FRAME)
-    known = known_columns(codec)
-    check_coords(codec.cells(m).positions.coords.max(axis=0) + 1, [model.cfg.axis_sizes[i] for i in known],
-                 codec.known_axes)
+    check_fits(model, codec, m)
     model.eval()
     grammar = BatchGrammar(codec, m, [p], [forced], limits=model.cfg.axis_sizes)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -271,24 +273,23 @@ def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecor
     model.generate(grammar, limit, temperature, top_k, top_p, gen, stride=stride)
     g = grammar.gs[0]
     toks = g.canonical().astype(codec.vocab.dtype)
-    key = prompt.key if prompt is not None else "sample"
+    name = prompt.key if prompt is not None else "sample"
     if g.done or g.phase == "end":
-        return TokenRecord(key, toks, m)
+        return TokenRecord(name, toks, m)
     # cut short (a frame beyond the model's tables, or the token budget): the frames completed before it
     ends = np.flatnonzero(toks == FRAME)
-    m = {key_: v for key_, v in m.items() if key_ != "frames"}
-    if ends.size > 1:
-        m["frames"] = int(ends.size)
-    return TokenRecord(key, toks[: ends[-1]] if ends.size else toks[:0], m)
+    done = {**geometry, "frames": int(ends.size)} if ends.size > 1 else geometry
+    return TokenRecord(name, toks[: ends[-1]] if ends.size else toks[:0], done)
 
 
 def strip(prompt: list[np.ndarray], generated: list[np.ndarray], gap: int = 4) -> np.ndarray:
     """One row of frames: the prompt's, a gap, the generated ones (gray frames are made RGB)."""
     rgb = [f if f.ndim == 3 else np.repeat(f[..., None], 3, axis=2) for f in prompt + generated]
     h = max(f.shape[0] for f in rgb)
-    pad = lambda f: np.pad(f, ((0, h - f.shape[0]), (0, 1), (0, 0)), constant_values=255)  # noqa: E731
-    parts = [pad(f) for f in rgb[: len(prompt)]] + [np.full((h, gap, 3), 255, np.uint8)] * bool(prompt)
-    return np.concatenate(parts + [pad(f) for f in rgb[len(prompt) :]], axis=1)
+    cols = [np.pad(f, ((0, h - f.shape[0]), (0, 1), (0, 0)), constant_values=255) for f in rgb]  # 1 px apart
+    if prompt:
+        cols.insert(len(prompt), np.full((h, gap, 3), 255, np.uint8))
+    return np.concatenate(cols, axis=1)
 
 
 def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", prompt_frames: int = 1,
