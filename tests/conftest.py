@@ -137,3 +137,62 @@ def small_chunks(monkeypatch):
 
     monkeypatch.setattr(pack_mod, "TOKEN_CHUNK", 1024)
     monkeypatch.setattr(pack_mod, "SAMPLE_CHUNK", 8)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto(env_extra: dict | None = None) -> tuple:
+    """A real S3 endpoint: moto in server mode on 127.0.0.1 (as s3fs tests itself). Returns (process, url)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env_extra or {})})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=2)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """The endpoint URL of a moto S3 server for the whole session. Credentials are moto's test values, set in
+    the environment (where s3fs and Ray workers started later find them), as a real deployment would."""
+    import os
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(k, v)
+    proc, url = start_moto()
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3(s3_endpoint, request):
+    """A fresh bucket: (s3://BUCKET, the --storage-options JSON, an s3fs filesystem)."""
+    import re
+
+    import s3fs
+
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    fs.mkdir(bucket)
+    return f"s3://{bucket}", json.dumps({"endpoint_url": s3_endpoint}), fs

@@ -12,16 +12,30 @@ import typer
 
 from vistok.errors import UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
+from vistok.storage import configure, configure_cache, parse_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Images and videos -> discrete token shards for autoregressive vision models.")
+
+# Every command that takes a dataset takes it as a local path or an fsspec URL (s3://bucket/prefix, gs://...).
+StorageOptions = Annotated[str, typer.Option(
+    "--storage-options", envvar="VISTOK_STORAGE_OPTIONS", show_default=False,
+    help="JSON object for the filesystem of s3:// or gs:// datasets and inputs, e.g. '{\"endpoint_url\": "
+         "\"http://127.0.0.1:9000\"}'. Credentials come from the filesystem's usual environment and profiles.")]
+
+
+def _storage(text: str) -> dict:
+    """Parse and apply --storage-options for this process (they are never printed or written)."""
+    opts = parse_options(text)
+    configure(opts)
+    return opts
 
 
 # Over 60 lines only through its signature (one typer option a line); the body reads in one screen.
 @app.command()
 def shard(
     sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards, 'sample' (the embedded photos), 'sample-video' (the embedded GIF), or fashion-mnist:train|test[:N] (Debian package dataset-fashion-mnist).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Dataset folder or object-storage URL such as s3://bucket/prefix (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
     codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine), h264 (libx264 bytes), bsq or vq (a trained tokenizer's codes).")] = "jpeg",
     quality: Annotated[int, typer.Option(help="jpeg: quality (IJG table scaling), 1..100.")] = 20,
     subsampling: Annotated[str, typer.Option(help="jpeg: chroma subsampling 444, 422 or 420.")] = "420",
@@ -64,8 +78,10 @@ def shard(
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Reprocess only the inputs that failed before.")] = False,
     fail_on_error: Annotated[bool, typer.Option("--fail-on-error", help="Exit non-zero when any input failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    storage_options: StorageOptions = "",
 ) -> None:
-    """Tokenize SOURCES into WebDataset shards with a manifest, in parallel with Ray."""
+    """Tokenize SOURCES into WebDataset shards with a manifest, in parallel with Ray. Sources and --out may be
+    in object storage (s3://, gs://): shards are uploaded whole, each marked done only after its upload."""
     from vistok.media.preprocess import Preprocess
     from vistok.pipelines.job import run_job
     from vistok.tokenize import get_codec
@@ -97,7 +113,8 @@ def shard(
         raise UsageError("--transcode never keeps each file's coefficients, so it cannot be combined with --size/--crops")
     res = run_job(sources, out, the_codec, pre, shard_size=shard_size, compress=compress, executor=executor,
                   workers=workers or None, address=address or os.environ.get("RAY_ADDRESS") or None,
-                  retry_errors=retry_errors, store_orders=tuple(store_order or ()), quiet=quiet, label_from=label_from)
+                  retry_errors=retry_errors, store_orders=tuple(store_order or ()), quiet=quiet, label_from=label_from,
+                  storage_options=_storage(storage_options))
     if res.up_to_date:
         typer.echo(f"{res.folder}: up to date ({res.samples} samples in {res.shards} shards, {res.errors} errors)")
     else:
@@ -109,14 +126,16 @@ def shard(
 
 @app.command()
 def inspect(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     psnr: Annotated[int, typer.Option(help="Also decode N records and report PSNR against their source files.")] = 0,
+    storage_options: StorageOptions = "",
 ) -> None:
     """Summarize a dataset: samples, tokens per sample, bytes per sample, vocabulary usage, entropy, errors."""
     from vistok.pipelines.verify import psnr_sample
     from vistok.shards.inspect import format_summary, summarize
 
+    _storage(storage_options)
     s = summarize(dataset)
     if psnr:
         s["psnr"] = psnr_sample(dataset, psnr)
@@ -125,17 +144,19 @@ def inspect(
 
 @app.command()
 def decode(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     key: Annotated[str, typer.Option(help="Key of the record to decode.")] = "",
     out: Annotated[Path, typer.Option(help="Output file: .png (a clip: NAME-000.png...), .jpg (jpeg codec: the coefficients written exactly), .mp4 (a clip).")] = Path(""),
     all_: Annotated[bool, typer.Option("--all", help="Decode every record into --out-dir.")] = False,
     out_dir: Annotated[Path, typer.Option(help="Folder for --all.")] = Path(""),
     fmt: Annotated[str, typer.Option("--format", help="png or jpg, for --all.")] = "png",
+    storage_options: StorageOptions = "",
 ) -> None:
     """Rebuild media from tokens."""
     from vistok.shards.render import save_record
     from vistok.shards.store import open_any
 
+    _storage(storage_options)
     ds = open_any(dataset)
     if all_:
         if not str(out_dir) or str(out_dir) == ".":
@@ -155,18 +176,20 @@ def decode(
 
 @app.command()
 def pack(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder written by `vistok shard`.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset folder or URL written by `vistok shard`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The zarr v3 store to write (e.g. data.zarr).")],
     executor: Annotated[str, typer.Option(help="local (in-process) or ray.")] = "local",
     workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally.")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    storage_options: StorageOptions = "",
 ) -> None:
     """Pack a dataset into one zarr v3 store: random access by index or key, exact shuffling and resume."""
     from vistok.executors import ExecutorConfig
     from vistok.pipelines.pack import pack as run_pack
     from vistok.shards.store import PackedStore
 
+    _storage(storage_options)
     runner = ExecutorConfig(executor, workers or None, address or os.environ.get("RAY_ADDRESS") or None)
     path = run_pack(dataset, out, runner, quiet=quiet)
     st = PackedStore(path)
@@ -212,16 +235,18 @@ def train_tokenizer_cmd(
 
 @app.command("show-order")
 def show_order(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     key: Annotated[str, typer.Option(help="Record key (default: the first record).")] = "",
     order: Annotated[str, typer.Option(help="Order name, e.g. hilbert, spiral, randsac:11,5, gradwalk:max.")] = "hilbert",
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("order.png"),
     seed: Annotated[int, typer.Option(help="Seed for random orders.")] = 0,
+    storage_options: StorageOptions = "",
 ) -> None:
     """Draw an order over a decoded record: a path through the units coloured by rank, segments outlined."""
     from vistok.shards.render import draw_order
     from vistok.shards.store import open_any
 
+    _storage(storage_options)
     ds = open_any(dataset)
     rec = ds.get(key) if key else next(iter(ds))
     draw_order(ds.codec, rec, order, seed).save(out)
@@ -230,7 +255,7 @@ def show_order(
 
 @app.command()
 def train(
-    datasets: Annotated[list[Path], typer.Argument(help="Dataset folders or packed .zarr stores (mixed by --weights).")],
+    datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://...; streamed, not downloaded), or packed .zarr stores (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more.")] = "tiny",
     order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time). Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
@@ -258,6 +283,9 @@ def train(
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs tensorboard).")] = False,
     halt_at: Annotated[int, typer.Option(hidden=True)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    shard_cache: Annotated[str, typer.Option(help="Keep shards read from object storage in this local folder for later epochs (least recently used out first).")] = "",
+    shard_cache_gb: Annotated[float, typer.Option(help="Size limit of --shard-cache in GB.")] = 10.0,
+    storage_options: StorageOptions = "",
 ) -> None:
     """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun)."""
     from vistok.nn.gpt import PRESETS
@@ -267,6 +295,9 @@ def train(
 
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+    _storage(storage_options)
+    if shard_cache:
+        configure_cache(shard_cache, int(shard_cache_gb * 1e9))
     w = [float(x) for x in weights.split(",")] if weights else None
     context = block_size or PRESETS[preset]["block_size"]
     data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
@@ -283,13 +314,14 @@ def train(
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="Run folder (its latest checkpoint) or a step-N folder.")],
-    datasets: Annotated[list[Path], typer.Argument(help="Dataset folder(s); default: the run's own.")] = None,
+    datasets: Annotated[list[str], typer.Argument(help="Dataset folder(s) or URLs; default: the run's own.")] = None,
     split: Annotated[str, typer.Option(help="Records to score: heldout, all, or auto (held-out split of a dataset the run trained on, all of any other).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many records (0 = all).")] = 0,
     stride: Annotated[int, typer.Option(help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
     per_frame: Annotated[bool, typer.Option("--per-frame", help="Clips: bits of frame t given the earlier frames and of frame t alone, per frame index, and their ratio over frames 2 on (conditional_to_independent_ratio).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
+    storage_options: StorageOptions = "",
 ) -> None:
     """Bits per token and per image (order bits included) and model steps per image, in the run's order and
     parallel mode; for JPEG datasets also JPEG's own bits and the ratio; with --per-frame, conditional vs
@@ -297,6 +329,7 @@ def eval_(
     from vistok.train.evaluate import evaluate, format_frame_table
     from vistok.train.trainer import pick_device
 
+    _storage(storage_options)
     res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split,
                    stride, per_frame)
     if as_json:
@@ -322,14 +355,16 @@ def sample(
     frames: Annotated[int, typer.Option(help="Generate a clip of this many frames (after the prompt's), written as --out .mp4 plus a .png strip.")] = 0,
     prompt: Annotated[str, typer.Option(help="Continue a clip: a video file (tokenized with the run's codec and preprocessing) or a record key of the run's datasets (or --data).")] = "",
     prompt_frames: Annotated[int, typer.Option(help="Frames of the prompt to continue from.")] = 1,
-    data: Annotated[list[Path], typer.Option(help="Dataset(s) to look a --prompt key up in (default: the run's).")] = None,
+    data: Annotated[list[str], typer.Option(help="Dataset(s) to look a --prompt key up in (default: the run's).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
+    storage_options: StorageOptions = "",
 ) -> None:
     """Generate token streams in the run's order (a group per step for parallel runs) under the codec's
     grammar, so they always decode, and save a PNG grid; with --frames, a clip (continuing --prompt)."""
     from vistok.train.sample import clip_run, sample_run
     from vistok.train.trainer import pick_device
 
+    _storage(storage_options)
     tk, tp = top_k or None, top_p if top_p < 1 else None
     if frames or prompt:
         clip_out = Path("clip.mp4") if out == Path("samples.png") else out
@@ -347,13 +382,14 @@ def sample(
 @app.command()
 def probe(
     run: Annotated[Path, typer.Argument(help="Run folder or step-N folder.")],
-    datasets: Annotated[list[Path], typer.Argument(help="Labelled dataset(s); default: the run's own. Train on images outside the run's held-out split, test on those inside it.")] = None,
-    test: Annotated[list[Path], typer.Option(help="Test dataset(s): then DATASETS are the training images, whole.")] = None,
+    datasets: Annotated[list[str], typer.Argument(help="Labelled dataset(s) (folders or URLs); default: the run's own. Train on images outside the run's held-out split, test on those inside it.")] = None,
+    test: Annotated[list[str], typer.Option(help="Test dataset(s): then DATASETS are the training images, whole.")] = None,
     layer: Annotated[list[int], typer.Option(help="Residual-stream layer(s) to pool (0 = embeddings; default: the last). Repeatable: the layers' features are concatenated.")] = None,
     train_limit: Annotated[int, typer.Option(help="At most this many training images (0 = all).")] = 5000,
     test_limit: Annotated[int, typer.Option(help="At most this many test images (0 = all).")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
+    storage_options: StorageOptions = "",
 ) -> None:
     """Linear (logistic regression) and k-NN (cosine, k=20) top-1 on frozen features of the trained model,
     of the same architecture at random initialisation, and of raw pixels."""
@@ -361,6 +397,7 @@ def probe(
     from vistok.train.probe import probe as run_probe
     from vistok.train.trainer import pick_device
 
+    _storage(storage_options)
     cfg = ProbeConfig(layers=list(layer or []), train_limit=train_limit, test_limit=test_limit)
     res = run_probe(run, [str(d) for d in datasets] if datasets else None, [str(t) for t in test] if test else None,
                     cfg, pick_device(device))
@@ -406,11 +443,13 @@ def compress(
     key: Annotated[list[str], typer.Option(help="Only the records of a dataset input with this key (repeatable).")] = None,
     passthrough: Annotated[bool, typer.Option("--passthrough", help="jpeg runs: JPEG files keep their own coefficients and size (no re-encoding), so decompress + decode gives back their coefficients exactly.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    storage_options: StorageOptions = "",
 ) -> None:
     """Entropy-code records with the run's model (range coding in the run's order): one small file each."""
     from vistok.progress import Progress
     from vistok.train.compress import SUFFIX, Coder, input_records, payload_bits
 
+    _storage(storage_options)
     coder = Coder.load(run)
     out.mkdir(parents=True, exist_ok=True)
     failed = []

@@ -20,6 +20,11 @@ class DatasetError(VistokError):
     """A dataset folder is missing, incomplete, foreign, or does not match the requested configuration."""
 
 
+class StorageError(VistokError):
+    """Object storage refused or failed a request (missing bucket, bad credentials, unreachable endpoint, a
+    write that kept failing after its retries). The message never includes credentials."""
+
+
 class UsageError(VistokError):
     """The caller asked for something inconsistent (bad option combination, unknown name)."""
 

@@ -18,7 +18,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_node_cluster_writes_the_same_shards_as_a_local_run(tmp_path, folder_bytes):
+def test_two_node_cluster_writes_the_same_shards_as_a_local_run(tmp_path, folder_bytes, s3):
+    """...to a folder, and to a bucket with no folder shared between the nodes (moto's S3 on localhost)."""
+    bucket, opts, fs = s3
     ray = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     port = _free_port()
     addr = f"127.0.0.1:{port}"
@@ -47,5 +49,11 @@ def test_two_node_cluster_writes_the_same_shards_as_a_local_run(tmp_path, folder
         subprocess.run([*cmd, "--out", str(tmp_path / "local"), "--executor", "local"], check=True,
                        capture_output=True, env=env, timeout=600)
         assert folder_bytes(tmp_path / "cluster") == folder_bytes(tmp_path / "local")
+        subprocess.run([*cmd, "--out", f"{bucket}/cluster", "--address", addr, "--storage-options", opts], check=True,
+                       capture_output=True, env=env, timeout=600)
+        fs.invalidate_cache()
+        prefix = f"{bucket.removeprefix('s3://')}/cluster"
+        objects = {p[len(prefix) + 1 :]: fs.cat_file(p) for p in fs.find(prefix)}
+        assert objects == folder_bytes(tmp_path / "local")
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vistok.errors import InputError, UsageError
+from vistok.errors import InputError, StorageError, UsageError
 from vistok.record import InputId, Member, parse_input_id
+from vistok.storage import Loc, is_remote
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MEDIA_EXTS = IMAGE_EXTS | {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
@@ -78,15 +79,17 @@ def _refusal(ti: tarfile.TarInfo) -> int:
     return 0 if ti.isfile() else 4
 
 
-def _tar_members(path: Path) -> Iterator[InputId]:
+def _tar_members(path: Path | Loc) -> Iterator[InputId]:
+    """The members of a tar (local or in object storage, read as one stream), as inputs."""
+    loc = Loc(path)
     images, jsons, classes = [], {}, {}
     try:
-        with tarfile.open(path, "r|*") as tar:  # streaming: headers only, members' data skipped
+        with loc.open() as f, tarfile.open(fileobj=f, mode="r|*") as tar:  # streaming: members' data skipped
             for ti in tar:
                 name = ti.name
                 refused = _refusal(ti)
                 if refused:  # never followed out of the archive's namespace; an error row says so
-                    yield InputId(f"{path.name}/{name}", str(path), Member(-1, refused, -1, 0))
+                    yield InputId(f"{loc.name}/{name}", loc.url, Member(-1, refused, -1, 0))
                     continue
                 if not ti.isfile():
                     continue  # folders
@@ -97,13 +100,13 @@ def _tar_members(path: Path) -> Iterator[InputId]:
                     jsons[stem] = (ti.offset_data, ti.size)
                 elif ext == "cls":
                     classes[stem] = (ti.offset_data, ti.size)
-    except (tarfile.TarError, OSError) as exc:
-        raise UsageError(f"cannot read tar source {path}: {exc}") from None
+    except (tarfile.TarError, OSError, StorageError) as exc:
+        raise UsageError(f"cannot read tar source {loc}: {exc}") from None
     for off, size, name in images:
         stem = name.rpartition(".")[0]
         joff, jsize = jsons.get(stem, (-1, 0))
         coff, csize = classes.get(stem, (-1, 0))
-        yield InputId(f"{path.name}/{name}", str(path), Member(off, size, joff, jsize, coff, csize))
+        yield InputId(f"{loc.name}/{name}", loc.url, Member(off, size, joff, jsize, coff, csize))
 
 
 def _under(folder: Path, files: Iterator[Path], prefix: str) -> Iterator[InputId]:
@@ -235,12 +238,16 @@ def _expand_one(src: str, where: str) -> Iterator[InputId]:
         yield InputId(f"sample-video/{sample_gif().name}", str(sample_gif()))
         return
     if src.startswith("@"):
-        lst = Path(src[1:])
+        lst = Loc(src[1:])
         if not lst.is_file():
             raise UsageError(f"list file {lst} does not exist")
         lines = [ln.strip() for ln in lst.read_text().splitlines()]
         for e in (ln for ln in lines if ln and not ln.startswith("#")):
-            yield from _expand_one(e if os.path.isabs(e) else str(lst.parent / e), f"list {lst}")
+            absolute = os.path.isabs(e) or "://" in e
+            yield from _expand_one(e if absolute else str(lst.parent / e), f"list {lst}")
+        return
+    if is_remote(src):
+        yield from _expand_remote(src, where)
         return
     p = Path(src)
     if p.is_dir():
@@ -260,6 +267,33 @@ def _expand_one(src: str, where: str) -> Iterator[InputId]:
             yield from _tar_members(t.resolve())
     else:
         raise UsageError(f"source {src!r} ({where}) is not a file, folder, glob, @list or 'sample'")
+
+
+def _expand_remote(src: str, where: str) -> Iterator[InputId]:
+    """An object, a prefix (every media object below it) or a glob in object storage, named as the local
+    equivalents are (a prefix or glob base by its last component, then the path below it)."""
+    loc = Loc(src)
+    if glob.has_magic(src):
+        proto, rest = src.split("://", 1)
+        fixed = itertools.takewhile(lambda p: not glob.has_magic(p), rest.split("/")[:-1])
+        base = Loc(f"{proto}://{'/'.join(fixed)}")
+        files = [Loc._remote(loc.fs, p) for p in sorted(loc.fs.glob(loc.path)) if loc.fs.isfile(p)]
+        if not files:
+            raise UsageError(f"glob {src!r} matches no objects")
+    elif loc.is_file():
+        yield from _tar_members(loc) if loc.name.lower().endswith(".tar") else [InputId(loc.name, loc.url)]
+        return
+    elif loc.is_dir():
+        base = loc
+        files = [f for f in loc.find() if Path(f.name).suffix.lower() in MEDIA_EXTS | {".tar"}]
+    else:
+        raise UsageError(f"source {src!r} ({where}) is not an object, a prefix with objects below it, or a glob")
+    for f in files:
+        if f.name.lower().endswith(".tar"):
+            yield from _tar_members(f)
+        elif Path(f.name).suffix.lower() in MEDIA_EXTS or glob.has_magic(src):
+            rel = f.path[len(base.path):].lstrip("/")
+            yield InputId(f"{base.name}/{rel}", f.url)
 
 
 def expand_sources(sources: list[str]) -> list[str]:
@@ -288,15 +322,14 @@ def expand_sources(sources: list[str]) -> list[str]:
 def fingerprint(input_ids: list[str]) -> str:
     """Hash over the inputs' names, sizes and modification times (content changes are detected by these)."""
     h = hashlib.sha256()
-    stat_cache: dict[str, tuple[int, int]] = {}
+    stat_cache: dict[str, tuple[int, str]] = {}
     for iid in input_ids:
         ref = parse_input_id(iid)
         if ref.path not in stat_cache:
             try:
-                st = os.stat(ref.path)
-                stat_cache[ref.path] = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                stat_cache[ref.path] = (-1, -1)
+                stat_cache[ref.path] = Loc(ref.path).stamp()
+            except (OSError, StorageError):
+                stat_cache[ref.path] = (-1, "-1")
         size, mtime = stat_cache[ref.path]
         h.update(f"{ref.name}\0{ref.member}\0{size}\0{mtime}\n".encode())
         if len(stat_cache) > 4096:
@@ -310,35 +343,33 @@ def read_input(input_id: str, max_bytes: int = 1 << 30) -> tuple[bytes, dict]:
     meta: dict = {"source": ref.source}
     if is_fashion(ref):
         return _read_fashion(ref)
+    loc = Loc(ref.path)
     try:
-        if ref.member is not None:
+        if ref.member is not None:  # ranged reads: only this member's bytes (and its .json/.cls siblings)
             m = ref.member
             if m.offset < 0:
                 raise InputError(f"tar member refused, not read: {REFUSALS.get(m.size, 'unsafe')}")
-            with open(ref.path, "rb") as f:
-                if 0 <= m.cls_offset and m.cls_size <= 256:
-                    f.seek(m.cls_offset)
-                    meta["cls"] = f.read(m.cls_size).decode("utf-8", "replace").strip()
-                f.seek(m.offset)
-                data = f.read(m.size)
-                if len(data) != m.size:
-                    raise InputError(f"tar member {ref.name} is truncated")
-                if m.json_offset >= 0 and m.json_size <= 1 << 20:
-                    f.seek(m.json_offset)
-                    try:
-                        extra = json.loads(f.read(m.json_size))
-                        if isinstance(extra, dict):
-                            meta["source_json"] = extra
-                    except ValueError:
-                        pass
+            if 0 <= m.cls_offset and m.cls_size <= 256:
+                meta["cls"] = loc.read_bytes(m.cls_offset, m.cls_offset + m.cls_size).decode("utf-8", "replace").strip()
+            data = loc.read_bytes(m.offset, m.offset + m.size)
+            if len(data) != m.size:
+                raise InputError(f"tar member {ref.name} is truncated")
+            if m.json_offset >= 0 and m.json_size <= 1 << 20:
+                try:
+                    extra = json.loads(loc.read_bytes(m.json_offset, m.json_offset + m.json_size))
+                    if isinstance(extra, dict):
+                        meta["source_json"] = extra
+                except ValueError:
+                    pass
             return data, meta
-        size = os.path.getsize(ref.path)
+        size = loc.size()
         if size > max_bytes:
             raise InputError(f"file of {size} bytes exceeds the read limit of {max_bytes}")
-        with open(ref.path, "rb") as f:
-            return f.read(), meta
+        return loc.read_bytes(), meta
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}") from None
+    except StorageError as exc:
+        raise InputError(str(exc)) from None
 
 
 def load_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int = 0):

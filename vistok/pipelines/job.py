@@ -11,9 +11,12 @@ uninterrupted run (nothing in the shards, stats, errors or manifest depends on t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +24,7 @@ from typing import IO, Any
 import numpy as np
 
 import vistok
-from vistok.errors import DatasetError, InputError, UsageError
+from vistok.errors import DatasetError, InputError, StorageError, UsageError, one_line
 from vistok.executors import ExecutorConfig, run_tasks
 from vistok.media.preprocess import Preprocess
 from vistok.media.sources import check_label_mode, expand_sources, fingerprint
@@ -44,7 +47,9 @@ from vistok.shards.manifest import (
     write_json,
 )
 from vistok.shards.reader import iter_shards
-from vistok.shards.writer import ShardWriter, atomic_write_bytes
+from vistok.shards.writer import ShardWriter
+from vistok.storage import Loc, configure
+from vistok.storage import options as current_options
 from vistok.tokenize.base import Codec, get_codec
 from vistok.tokenize.orders import STORED_ORDERS
 
@@ -64,10 +69,11 @@ class ShardTask:
     retry_errors: bool = False
     store_orders: tuple[str, ...] = ()
     label_from: str = ""
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # never printed: may hold keys
 
 
 # --- the worker ---------------------------------------------------------------------------------------
-def _previous(task: ShardTask, folder: Path) -> tuple[set[str], dict[str, list[TokenRecord]]]:
+def _previous(task: ShardTask, folder: Loc) -> tuple[set[str], dict[str, list[TokenRecord]]]:
     """For --retry-errors: the failed inputs of this shard and the records it already holds, by input key."""
     failed: set[str] = set()
     err_path = shard_errors_path(folder, task.index)
@@ -91,9 +97,13 @@ def single_threaded_blas() -> None:
 
 
 def process_shard(task: ShardTask) -> dict[str, Any]:
-    """Write shard `task.index` and its stats file; return the stats. Idempotent: a done shard is skipped."""
+    """Write shard `task.index` and its stats file; return the stats. Idempotent: a done shard is skipped.
+
+    In object storage the shard is written to a local temporary file and uploaded; the stats object follows
+    only once the upload has finished, so a shard is done exactly when its stats object exists."""
     single_threaded_blas()
-    folder = Path(task.out)
+    configure(task.storage_options)
+    folder = Loc(task.out)
     if stats_path(folder, task.index).exists():
         stats = ShardStats.read(folder, task.index)
         if not (task.retry_errors and stats.errors):
@@ -101,60 +111,93 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     codec, pre = get_codec(task.codec), Preprocess(**task.preprocess)
     failed, kept = _previous(task, folder) if task.retry_errors else (None, {})
     name = shard_name(task.index, task.compress)
-    errors: list[dict[str, Any]] = []
-    lengths: list[int] = []
-    labels: set[str] = set()
-    counts = np.zeros(codec.vocab.size, dtype=np.int64)
-    with ShardWriter(folder / name, compress=task.compress) as writer:
-        for iid in task.inputs:
-            key = parse_input_id(iid).key
-            reuse = failed is not None and key not in failed and key in kept
-            recs = iter(kept[key]) if reuse else encode_input(iid, codec, pre, task.store_orders, task.label_from)
-            batch: list[TokenRecord] = []
-            try:
-                batch.extend(recs)
-            except InputError as exc:  # records made before the failure (a video's first clips) are kept
-                errors.append(error_row(iid, getattr(exc, "stage", "decode"), exc))
-            for rec in batch:
-                writer.write(rec)
-                lengths.append(len(rec))
-                if "label" in rec.meta:
-                    labels.add(str(rec.meta["label"]))
-                counts += np.bincount(rec.tokens, minlength=counts.size)
+    target = folder / name
+    with _staging(folder) as tmp:  # object storage: write here, then upload
+        local = tmp / name if tmp else Path(target)
+        with ShardWriter(local, compress=task.compress) as writer:
+            errors, lengths, labels, counts = _encode_into(writer, task, codec, pre, failed, kept)
         samples = writer.count
+        size = local.stat().st_size if samples else 0
+        if samples and tmp:
+            target.upload(local)
     if not samples:
-        (folder / name).unlink(missing_ok=True)
+        target.unlink()
     _write_errors(folder, task.index, errors)
     nz = np.flatnonzero(counts)
     stats = ShardStats(task.index, name if samples else None, len(task.inputs), len(errors), samples,
-                       (folder / name).stat().st_size if samples else 0, lengths,
+                       size, lengths,
                        {"ids": nz.tolist(), "counts": counts[nz].tolist()}, codec.collected_side_info(),
                        sorted(labels))
     stats.write(folder)  # last: marks the shard done
     return stats.to_json()
 
 
-def _write_errors(folder: Path, index: int, rows: list[dict[str, Any]]) -> None:
+@contextlib.contextmanager
+def _staging(folder: Loc) -> Iterator[Path | None]:
+    """A local temporary folder for a shard bound for object storage; none for a local dataset, whose
+    `ShardWriter` renames its own temporary file into place."""
+    if folder.local is not None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="vistok-shard-") as d:
+        yield Path(d)
+
+
+def _encode_into(writer: ShardWriter, task: ShardTask, codec: Codec, pre: Preprocess, failed: set[str] | None,
+                 kept: dict[str, list[TokenRecord]]) -> tuple[list[dict[str, Any]], list[int], set[str], np.ndarray]:
+    """Encode the task's inputs into `writer` (reusing `kept` records of inputs that did not fail before);
+    return the error rows, the samples' lengths, their labels and the token counts."""
+    errors: list[dict[str, Any]] = []
+    lengths: list[int] = []
+    labels: set[str] = set()
+    counts = np.zeros(codec.vocab.size, dtype=np.int64)
+    for iid in task.inputs:
+        key = parse_input_id(iid).key
+        reuse = failed is not None and key not in failed and key in kept
+        recs = iter(kept[key]) if reuse else encode_input(iid, codec, pre, task.store_orders, task.label_from)
+        batch: list[TokenRecord] = []
+        try:
+            batch.extend(recs)
+        except InputError as exc:  # records made before the failure (a video's first clips) are kept
+            errors.append(error_row(iid, getattr(exc, "stage", "decode"), exc))
+        for rec in batch:
+            writer.write(rec)
+            lengths.append(len(rec))
+            if "label" in rec.meta:
+                labels.add(str(rec.meta["label"]))
+            counts += np.bincount(rec.tokens, minlength=counts.size)
+    return errors, lengths, labels, counts
+
+
+def _write_errors(folder: Loc, index: int, rows: list[dict[str, Any]]) -> None:
     path = shard_errors_path(folder, index)
     if rows:
-        atomic_write_bytes(path, b"".join(json_bytes(e) + b"\n" for e in rows))
+        path.write_bytes(b"".join(json_bytes(e) + b"\n" for e in rows))
     else:
-        path.unlink(missing_ok=True)
+        path.unlink()
 
 
 def task_failure(task: ShardTask, exc: BaseException) -> dict[str, Any]:
-    """A task that failed after its retries: every input becomes an error row, the job goes on."""
+    """A task that failed after its retries: every input becomes an error row, the job goes on.
+
+    A storage failure (an upload that kept failing) is not the inputs' fault: nothing is marked done, the
+    job ends with an error, and the next run redoes the shard."""
+    cause = getattr(exc, "cause", None) or exc  # Ray wraps the task's exception
+    if isinstance(cause, StorageError):
+        return {"index": task.index, "inputs": len(task.inputs), "samples": 0, "errors": 0,
+                "storage_failure": one_line(cause)}
     rows = [error_row(iid, "task", exc) for iid in task.inputs]
-    _write_errors(Path(task.out), task.index, rows)
+    folder = Loc(task.out)
+    _write_errors(folder, task.index, rows)
     stats = ShardStats(task.index, None, len(task.inputs), len(rows), 0, 0)
-    stats.write(task.out)
+    stats.write(folder)
     return stats.to_json()
 
 
 # --- the driver ---------------------------------------------------------------------------------------
 @dataclass
 class JobResult:
-    folder: Path
+    folder: Path | Loc  # a Path for a local dataset
     up_to_date: bool
     samples: int
     errors: int
@@ -164,11 +207,11 @@ class JobResult:
     manifest: Manifest = field(repr=False)
 
 
-def _is_dataset_dir(p: Path) -> bool:
+def _is_dataset_dir(p: Loc) -> bool:
     return any((p / n).exists() for n in (MANIFEST, JOB, STATS_DIR))
 
 
-def resolve_folder(out: Path, codec_id: str, chash: str) -> Path:
+def resolve_folder(out: Loc, codec_id: str, chash: str) -> Loc:
     """--out is the dataset folder, unless it is an existing non-empty folder that is not a dataset: then it is
     a parent and the dataset goes to ``out/<codec>-<hash>/``, so different configurations never mix."""
     if out.is_dir() and not _is_dataset_dir(out) and any(out.iterdir()):
@@ -179,8 +222,10 @@ def resolve_folder(out: Path, codec_id: str, chash: str) -> Path:
 def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, shard_size: int = 1000,
             compress: bool = False, executor: str = "ray", workers: int | None = None, address: str | None = None,
             retry_errors: bool = False, store_orders: tuple[str, ...] = (), progress_stream: IO[str] | None = None,
-            quiet: bool = False, label_from: str = "") -> JobResult:
-    """Tokenize `sources` into the dataset folder `out` (see the module docstring)."""
+            quiet: bool = False, label_from: str = "", storage_options: dict[str, Any] | None = None) -> JobResult:
+    """Tokenize `sources` into the dataset folder `out`, a local path or an fsspec URL such as
+    ``s3://bucket/prefix`` (see the module docstring). `storage_options` go to the filesystem (e.g.
+    ``endpoint_url``; default: those `vistok.storage.configure` set); they are never written anywhere."""
     t0 = time.monotonic()
     runner = ExecutorConfig(executor, workers, address)
     if shard_size < 1:
@@ -189,6 +234,10 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     if bad:
         raise UsageError(f"--store-order takes {' or '.join(STORED_ORDERS)}, got {', '.join(bad)}")
     check_label_mode(label_from)
+    opts = current_options() if storage_options is None else dict(storage_options)
+    configure(opts)
+    out_loc = Loc(out)
+    out_loc.check_writable()  # a missing bucket or refused credentials: one line, before any work
     inputs = expand_sources(sources)
     if not inputs:
         raise UsageError(f"no inputs found in {' '.join(sources)}")
@@ -199,7 +248,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     if label_from:
         config["label_from"] = label_from
     chash = config_hash(config)
-    folder = resolve_folder(Path(out), codec.codec_id, chash)
+    folder = resolve_folder(out_loc, codec.codec_id, chash)
     if (folder / MANIFEST).exists() and not retry_errors:
         m = load_manifest(folder)
         if m.config_hash == chash:
@@ -208,29 +257,37 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
 
     per_shard = max(1, shard_size // pre.samples_per_input)
     n_shards = -(-len(inputs) // per_shard)
-    todo = [i for i in range(n_shards) if _needed(folder, i, retry_errors)]
-    tasks = (ShardTask(i, tuple(inputs[i * per_shard : (i + 1) * per_shard]), str(folder), codec.get_config(),
-                       pre.to_json(), compress, retry_errors, tuple(sorted(store_orders)), label_from) for i in todo)
+    done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")}  # one listing, not a request per shard
+    todo = [i for i in range(n_shards) if _needed(folder, i, done, retry_errors)]
+    tasks = (ShardTask(i, tuple(inputs[i * per_shard : (i + 1) * per_shard]), folder.url, codec.get_config(),
+                       pre.to_json(), compress, retry_errors, tuple(sorted(store_orders)), label_from,
+                       opts) for i in todo)
     work = sum(min(per_shard, len(inputs) - i * per_shard) for i in todo)
     with Progress("shard", work, "inputs", progress_stream, quiet) as prog:
-        seen = {"samples": 0, "errors": 0}
+        seen: dict[str, Any] = {"samples": 0, "errors": 0, "storage": []}
 
         def on_status(st: dict[str, Any]) -> None:
+            if "storage_failure" in st:
+                seen["storage"].append(st["storage_failure"])
             seen["samples"] += st["samples"]
             seen["errors"] += st["errors"]
             prog.advance(st["inputs"], info=f"{seen['samples']} samples, {seen['errors']} errors")
 
         run_tasks(process_shard, tasks, on_status, task_failure, runner, gpus=codec.gpus_per_task)
+    if seen["storage"]:
+        n = len(seen["storage"])
+        raise StorageError(f"{n} shard{'s' if n > 1 else ''} could not be written ({seen['storage'][0]}); nothing "
+                           "of them is marked done: rerun the same command to complete them")
     return _result(folder, False, finalize(folder, codec, config, chash, n_shards), t0)
 
 
-def _result(folder: Path, up_to_date: bool, manifest: Manifest, t0: float) -> JobResult:
+def _result(folder: Loc, up_to_date: bool, manifest: Manifest, t0: float) -> JobResult:
     c = manifest.counts
-    return JobResult(folder, up_to_date, c["samples"], c["errors"], c["inputs"], len(manifest.shards),
+    return JobResult(folder.local or folder, up_to_date, c["samples"], c["errors"], c["inputs"], len(manifest.shards),
                      time.monotonic() - t0, manifest)
 
 
-def _prepare_folder(folder: Path, config: dict[str, Any], chash: str, codec_id: str, retry_errors: bool) -> None:
+def _prepare_folder(folder: Loc, config: dict[str, Any], chash: str, codec_id: str, retry_errors: bool) -> None:
     """Refuse a folder of another configuration; make its subfolders; clear a killed run's temporary files."""
     job_path = folder / JOB
     if job_path.exists():
@@ -240,31 +297,34 @@ def _prepare_folder(folder: Path, config: dict[str, Any], chash: str, codec_id: 
                 f"{folder} holds a dataset with a different configuration (hash {prev.get('config_hash')}, this "
                 f"command's is {chash}); choose another --out, or pass a parent folder to get {codec_id}-{chash}/")
     for sub in (STATS_DIR, ERRORS_DIR):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for d in (folder, folder / STATS_DIR, folder / ERRORS_DIR):
-        for stale in d.glob(".*.tmp-*"):
-            stale.unlink(missing_ok=True)  # leftovers of a killed run
+        (folder / sub).mkdir()
+    if folder.local is not None:  # object storage never holds partial objects
+        for d in (folder.local, folder.local / STATS_DIR, folder.local / ERRORS_DIR):
+            for stale in d.glob(".*.tmp-*"):
+                stale.unlink(missing_ok=True)  # leftovers of a killed run
     if not job_path.exists():
         write_json(job_path, {"config": config, "config_hash": chash, "vistok_version": vistok.__version__})
     if retry_errors:
-        (folder / MANIFEST).unlink(missing_ok=True)
+        (folder / MANIFEST).unlink()
 
 
-def _needed(folder: Path, index: int, retry_errors: bool) -> bool:
-    if not stats_path(folder, index).exists():
+def _needed(folder: Loc, index: int, done: set[str], retry_errors: bool) -> bool:
+    if stats_path(folder, index).name not in done:
         return True
     return retry_errors and ShardStats.read(folder, index).errors > 0
 
 
-def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_shards: int) -> Manifest:
+def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_shards: int) -> Manifest:
     """Merge per-shard stats and errors into `errors.jsonl` and `manifest.json` (written last)."""
     shards, all_lengths = [], []
     inputs = samples = errors = 0
     err_parts = []
     side = dict(codec.side_info())
     labels: set[str] = set()
+    done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")}  # listings, not a request per shard
+    with_errors = {p.name for p in (folder / ERRORS_DIR).glob("shard-*.jsonl")}
     for i in range(n_shards):
-        if not stats_path(folder, i).exists():
+        if stats_path(folder, i).name not in done:
             raise DatasetError(f"{folder}: shard {i} has no stats file after the job; rerun the command to complete it")
         st = ShardStats.read(folder, i)
         for k, v in st.side_info.items():  # e.g. H.264 headers: one entry per distinct header
@@ -277,9 +337,9 @@ def finalize(folder: Path, codec: Codec, config: dict[str, Any], chash: str, n_s
             shards.append({"name": st.name, "samples": st.samples, "bytes": st.bytes})
             all_lengths.append(np.asarray(st.lengths, dtype=np.int64))
         ep = shard_errors_path(folder, i)
-        if ep.exists():
+        if ep.name in with_errors:
             err_parts.append(ep.read_bytes())
-    atomic_write_bytes(folder / ERRORS, b"".join(err_parts))
+    (folder / ERRORS).write_bytes(b"".join(err_parts))
     lengths = np.concatenate(all_lengths) if all_lengths else np.zeros(0, dtype=np.int64)
     manifest = Manifest(
         config_hash=chash, codec=codec.get_config(), vocabulary=codec.vocab.to_json(), axes=list(codec.axes),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from vistok.record import json_bytes
 from vistok.shards.manifest import Manifest, done_shards, load_manifest, shard_paths
 from vistok.shards.reader import iter_shards
 from vistok.shards.store import FORMAT, KIND, SAMPLE_CHUNK, TOKEN_CHUNK
+from vistok.storage import Loc, configure
+from vistok.storage import options as storage_options
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,11 @@ class PackTask:
     need: tuple[int, int]  # sample range to read to cover both
     token_base: int  # global token offset of sample need[0]
     has_orders: bool
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # for shards in object storage
 
 
 def pack_task(task: PackTask) -> dict[str, Any]:
+    configure(task.storage_options)
     g = zarr.open_group(task.out, mode="r+", zarr_format=3)
     a0, a1 = task.need
     keys, metas, orders, toks = [], [], [], []
@@ -79,7 +83,7 @@ def pack_task(task: PackTask) -> dict[str, Any]:
     return {"samples": s1 - s0, "tokens": t1 - t0}
 
 
-def _plan(folder: Path, manifest: Manifest) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+def _plan(folder: Loc, manifest: Manifest) -> tuple[list[tuple[str, int, int]], np.ndarray]:
     """From the stats alone: (path, first sample, samples) of every shard, and the (n + 1,) sample offsets."""
     paths = {p.name: p for p in shard_paths(folder, manifest)}
     names = set(paths)
@@ -126,14 +130,15 @@ def _tasks(tmp: Path, shards: list[tuple[str, int, int]], offsets: np.ndarray, s
             need1 = max(s1, int(np.searchsorted(offsets, t1, side="left")))
         touching = tuple(sh for sh in shards if sh[1] < need1 and sh[1] + sh[2] > need0)
         tasks.append(PackTask(str(tmp), touching, (s0, s1), (t0, t1) if t1 > t0 else (0, 0), (need0, need1),
-                              int(offsets[need0]), has_orders))
+                              int(offsets[need0]), has_orders, storage_options()))
     return tasks
 
 
 def pack(dataset: str | Path, out: str | Path, executor: ExecutorConfig = ExecutorConfig("local"),
          samples_per_task: int = 4 * SAMPLE_CHUNK, quiet: bool = True) -> Path:
-    """Pack the dataset folder `dataset` into the zarr store `out` (replaced atomically when complete)."""
-    folder, out = Path(dataset), Path(out)
+    """Pack the dataset folder `dataset` (local, or an fsspec URL) into the local zarr store `out` (replaced
+    atomically when complete)."""
+    folder, out = Loc(dataset), Path(out)
     manifest = load_manifest(folder)
     shards, offsets = _plan(folder, manifest)
     n, total = offsets.size - 1, int(offsets[-1])

@@ -9,6 +9,7 @@ import numpy as np
 
 from vistok.shards.manifest import done_shards
 from vistok.shards.store import PackedStore, open_any
+from vistok.storage import Loc
 
 
 def token_counts(source) -> np.ndarray:
@@ -19,8 +20,8 @@ def token_counts(source) -> np.ndarray:
     return sum((st.counts_array(size) for st in done_shards(source.folder)), np.zeros(size, dtype=np.int64))
 
 
-def summarize(folder: str | Path) -> dict[str, Any]:
-    folder = Path(folder)
+def summarize(folder: str | Path | Loc) -> dict[str, Any]:
+    folder = Loc(folder)
     src = open_any(folder)
     m = src.manifest
     vocab = m.vocabulary["size"]
@@ -30,7 +31,7 @@ def summarize(folder: str | Path) -> dict[str, Any]:
     entropy = float(-(p * np.log2(p)).sum()) if total else 0.0
     samples = m.counts["samples"]
     if isinstance(src, PackedStore):
-        shard_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        shard_bytes = sum(f.size() for f in folder.find())
     else:
         shard_bytes = sum(s["bytes"] for s in m.shards)
     return {

@@ -22,7 +22,7 @@ import numpy as np
 
 from vistok.errors import DatasetError
 from vistok.record import FORMAT_VERSION
-from vistok.shards.writer import atomic_write_bytes
+from vistok.storage import Loc
 from vistok.tokenize.base import Codec, get_codec
 
 MANIFEST = "manifest.json"
@@ -35,12 +35,12 @@ def shard_name(index: int, compress: bool) -> str:
     return f"shard-{index:06d}.tar" + (".gz" if compress else "")
 
 
-def stats_path(folder: str | Path, index: int) -> Path:
-    return Path(folder) / STATS_DIR / f"shard-{index:06d}.json"
+def stats_path(folder: str | Path | Loc, index: int) -> Loc:
+    return Loc(folder) / STATS_DIR / f"shard-{index:06d}.json"
 
 
-def shard_errors_path(folder: str | Path, index: int) -> Path:
-    return Path(folder) / ERRORS_DIR / f"shard-{index:06d}.jsonl"
+def shard_errors_path(folder: str | Path | Loc, index: int) -> Loc:
+    return Loc(folder) / ERRORS_DIR / f"shard-{index:06d}.jsonl"
 
 
 @dataclass
@@ -69,10 +69,10 @@ class ShardStats:
         return out
 
     @classmethod
-    def read(cls, folder: str | Path, index: int) -> ShardStats:
+    def read(cls, folder: str | Path | Loc, index: int) -> ShardStats:
         return cls(**read_json(stats_path(folder, index)))
 
-    def write(self, folder: str | Path) -> None:
+    def write(self, folder: str | Path | Loc) -> None:
         write_json(stats_path(folder, self.index), self.to_json())
 
     def counts_array(self, vocab_size: int) -> np.ndarray:
@@ -82,9 +82,9 @@ class ShardStats:
         return counts
 
 
-def done_shards(folder: str | Path) -> list[ShardStats]:
+def done_shards(folder: str | Path | Loc) -> list[ShardStats]:
     """Stats of every finished shard of a folder, by index."""
-    paths = sorted((Path(folder) / STATS_DIR).glob("shard-*.json"))
+    paths = (Loc(folder) / STATS_DIR).glob("shard-*.json")
     return [ShardStats(**read_json(p)) for p in paths]
 
 
@@ -97,13 +97,13 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json({"format": FORMAT_VERSION, **config})).hexdigest()[:12]
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n")
+def write_json(path: str | Path | Loc, obj: Any) -> None:
+    Loc(path).write_bytes(json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n")
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: str | Path | Loc) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Loc(path).read_bytes())
     except FileNotFoundError:
         raise DatasetError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -154,12 +154,12 @@ class Manifest:
         except TypeError as exc:
             raise DatasetError(f"{where} is an incomplete manifest ({exc})") from None
 
-    def write(self, folder: str | Path) -> None:
-        write_json(Path(folder) / MANIFEST, self.to_json())
+    def write(self, folder: str | Path | Loc) -> None:
+        write_json(Loc(folder) / MANIFEST, self.to_json())
 
 
-def load_manifest(folder: str | Path) -> Manifest:
-    folder = Path(folder)
+def load_manifest(folder: str | Path | Loc) -> Manifest:
+    folder = Loc(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a dataset folder (no such directory)")
     path = folder / MANIFEST
@@ -178,15 +178,16 @@ def dataset_codec(manifest: Manifest) -> Codec:
     return codec
 
 
-def shard_paths(folder: str | Path, manifest: Manifest) -> list[Path]:
-    folder = Path(folder)
+def shard_paths(folder: str | Path | Loc, manifest: Manifest) -> list[Loc]:
+    folder = Loc(folder)
+    present = {p.name for p in folder.glob("shard-*")}  # one listing, not a request per shard
     out = []
     for s in manifest.shards:
         name = s["name"]
         if "/" in name or "\\" in name or name.startswith("."):  # never follow a path out of the folder
             raise DatasetError(f"manifest of {folder} names an unsafe shard path {name!r}")
         p = folder / name
-        if not p.exists():
+        if name not in present:
             raise DatasetError(f"{folder} is incomplete: shard {name} listed in the manifest is missing")
         out.append(p)
     return out

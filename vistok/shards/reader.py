@@ -1,7 +1,8 @@
 """Reading dataset folders through the `webdataset` library itself.
 
 `Dataset` opens a folder (manifest, codec, shard list) and iterates its `TokenRecord`s in shard order.
-The shards are plain WebDataset tars: `webdataset.WebDataset(paths)` reads them with no vistok code.
+The shards are plain WebDataset tars: `webdataset.WebDataset(paths)` reads them with no vistok code; vistok
+reads them through webdataset's own tar stages, from a local folder or object storage (`vistok.storage`).
 """
 
 from __future__ import annotations
@@ -16,23 +17,31 @@ import numpy as np
 from vistok.errors import DatasetError
 from vistok.record import TokenRecord
 from vistok.shards.manifest import ERRORS, Manifest, dataset_codec, load_manifest, shard_paths
+from vistok.storage import Loc
 from vistok.tokenize.base import Codec
 
 
-def iter_shards(paths: list[Path] | list[str]) -> Iterator[TokenRecord]:
+def _opened(shards: list[Loc]) -> Iterator[dict]:
+    """webdataset's stream stage, for local files and object storage alike: {url, stream} per shard, read as
+    a stream (a remote shard is fetched in large read-ahead blocks, never downloaded first)."""
+    for loc in shards:
+        with loc.open() as stream:
+            yield {"url": str(loc), "stream": stream}
+
+
+def iter_shards(paths: list[Path] | list[str] | list[Loc]) -> Iterator[TokenRecord]:
     """Records of the given shards, in order, through webdataset's tar reader (raw bytes, decoded by us)."""
     if not paths:
         return
-    import webdataset as wds  # imported here: it pulls in torch (~1.5 s), which shard workers never need
+    # imported here: webdataset pulls in torch (~1.5 s), which shard workers never need
+    from webdataset.tariterators import group_by_keys, tar_file_expander
 
-    ds = wds.WebDataset([str(p) for p in paths], shardshuffle=False, nodesplitter=None, workersplitter=None,
-                        empty_check=False)
-    for sample in ds:
+    for sample in group_by_keys(tar_file_expander(_opened([Loc(p) for p in paths]))):
         yield TokenRecord.from_sample(sample)
 
 
-def split_shards(paths: list[Path], rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
-                 seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list[Path]:
+def split_shards(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
+                 seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list:
     """This (rank, worker)'s shards for one epoch: a seeded shard shuffle, then a strided split."""
     paths = list(paths)
     splits = world * n_workers
@@ -46,7 +55,7 @@ def split_shards(paths: list[Path], rank: int = 0, world: int = 1, worker: int =
     return paths[rank * n_workers + worker :: splits]
 
 
-def stream_records(paths: list[Path], rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
+def stream_records(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
                    seed: int = 0, shuffle: bool = True, infinite: bool = False,
                    resampled: bool = False) -> Iterator[tuple[int, TokenRecord]]:
     """Training-side reader: (epoch, record) pairs for one rank and loader worker.
@@ -72,8 +81,8 @@ def stream_records(paths: list[Path], rank: int = 0, world: int = 1, worker: int
 class Dataset:
     """A finished dataset folder."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path | Loc):
+        self.folder = Loc(folder)
         self.manifest: Manifest = load_manifest(self.folder)
 
     @cached_property
@@ -81,7 +90,7 @@ class Dataset:
         return dataset_codec(self.manifest)
 
     @property
-    def shards(self) -> list[Path]:
+    def shards(self) -> list[Loc]:
         return shard_paths(self.folder, self.manifest)
 
     def __len__(self) -> int:
@@ -100,7 +109,6 @@ class Dataset:
     def errors(self) -> Iterator[dict]:
         path = self.folder / ERRORS
         if path.exists():
-            with open(path) as f:
-                for line in f:
-                    if line.strip():
-                        yield json.loads(line)
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    yield json.loads(line)

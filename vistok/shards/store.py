@@ -27,6 +27,8 @@ from vistok.errors import DatasetError
 from vistok.record import TokenRecord
 from vistok.shards.manifest import Manifest, dataset_codec
 from vistok.shards.reader import Dataset
+from vistok.storage import Loc
+from vistok.storage import options as storage_options
 from vistok.tokenize.base import Codec
 
 KIND = "vistok-store"
@@ -35,9 +37,8 @@ TOKEN_CHUNK = 1 << 16
 SAMPLE_CHUNK = 1 << 12
 
 
-def is_store(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "zarr.json").exists()
+def is_store(path: str | Path | Loc) -> bool:
+    return (Loc(path) / "zarr.json").exists()
 
 
 class PackedStore:
@@ -46,14 +47,17 @@ class PackedStore:
     Keeps a small LRU of decompressed token chunks, so sequential reads touch each chunk once.
     """
 
-    def __init__(self, path: str | Path, cache_chunks: int = 16):
+    def __init__(self, path: str | Path | Loc, cache_chunks: int = 16):
         import zarr
 
-        self.path = Path(path)
+        self.path = Loc(path)
         if not is_store(self.path):
             raise DatasetError(f"{self.path} is not a zarr store (no zarr.json); pack one with `vistok pack`")
         try:
-            g = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+            if self.path.local is not None:
+                g = zarr.open_group(str(self.path.local), mode="r", zarr_format=3)
+            else:  # zarr reads object storage through fsspec itself
+                g = zarr.open_group(self.path.url, mode="r", zarr_format=3, storage_options=storage_options())
             attrs = dict(g.attrs)
         except Exception as exc:  # zarr raises several types for malformed metadata
             raise DatasetError(f"{self.path} is not a readable zarr v3 group ({exc})") from None
@@ -82,8 +86,8 @@ class PackedStore:
             raise DatasetError(f"{self.path} is inconsistent: array sizes disagree with its counts")
         chunk = int(attrs["chunks"]["tokens"])
         want = -(-self.total // chunk)
-        chunk_dir = self.path / "tokens" / "c"
-        if chunk_dir.is_dir():  # local store: every chunk file must be there (a missing one would read as zeros)
+        chunk_dir = self.path.local / "tokens" / "c" if self.path.local is not None else None
+        if chunk_dir is not None and chunk_dir.is_dir():  # local store: every chunk file must be there (a missing one would read as zeros)
             have = sum(1 for _ in chunk_dir.iterdir())
             if have != want:
                 raise DatasetError(f"{self.path} is truncated: {have} of {want} token chunks present")
@@ -92,7 +96,7 @@ class PackedStore:
         return self.n
 
     @property
-    def folder(self) -> Path:
+    def folder(self) -> Loc:
         return self.path
 
     def _cached(self, name: str, c: int, size: int, length: int) -> np.ndarray:
@@ -172,6 +176,6 @@ class PackedStore:
         return counts
 
 
-def open_any(path: str | Path):
+def open_any(path: str | Path | Loc):
     """A dataset folder (`Dataset`) or a packed store (`PackedStore`)."""
     return PackedStore(path) if is_store(path) else Dataset(path)

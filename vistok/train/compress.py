@@ -360,6 +360,7 @@ def input_records(coder: Coder, inputs: list[str], keys: list[str] | None = None
     from vistok.media.sources import expand_sources
     from vistok.pipelines.encode import encode_input
     from vistok.shards.store import is_store, open_any
+    from vistok.storage import Loc
 
     codec = coder.codec
     if passthrough:
@@ -371,7 +372,7 @@ def input_records(coder: Coder, inputs: list[str], keys: list[str] | None = None
         pre = Preprocess(**{**coder.preprocess, "crops": 0})
     wanted = set(keys or [])
     for inp in inputs:
-        path = Path(inp)
+        path = Loc(inp)
         if (path / "manifest.json").exists() or is_store(path):
             ds = open_any(path)
             if ds.codec.get_config() != coder.codec.get_config():

@@ -31,6 +31,7 @@ from vistok.errors import DatasetError, UsageError
 from vistok.record import TokenRecord, parse_key
 from vistok.shards.reader import stream_records
 from vistok.shards.store import PackedStore, open_any
+from vistok.storage import cache_settings, configure_cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
 from vistok.tokenize.stream import Ordered, check_parallel, known_columns, order_record
@@ -262,6 +263,7 @@ class RowStream(IterableDataset):
         self.cfg, self.rank, self.world = cfg, rank, world
         self.sets, self.codec = open_datasets(cfg.datasets)
         check_order(self.sets, self.codec, cfg)
+        self.cache = cache_settings()  # applied again in the loader worker, however it was started
 
     def _records(self, worker: int, n_workers: int) -> Iterator[tuple[int, TokenRecord]]:
         cfg = self.cfg
@@ -279,6 +281,7 @@ class RowStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         cfg = self.cfg
+        configure_cache(*self.cache)
         wi = get_worker_info()
         worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
         rng = np.random.default_rng([cfg.seed, self.rank, worker, 3])

@@ -1,0 +1,411 @@
+"""Where data lives: a local path or an fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``memory://...``).
+
+`Loc` names one file or folder either way. A local `Loc` uses plain os calls (atomic renames and fsyncs,
+as before); a remote one goes through fsspec, so any filesystem fsspec knows works once its package is
+installed (``pip install vistok[s3]`` / ``[gcs]``). ``file://`` URLs are local paths.
+
+Credentials and endpoints come from the filesystem's own configuration (environment, profiles); the
+options given to `configure` (``--storage-options JSON``) are passed on to it, and neither ever appears in
+a message: a `Loc` prints as its URL.
+
+Writes to object storage are whole-object PUTs (or multipart uploads, which appear only when complete), so
+an object is either there in full or not at all, the same guarantee a local rename gives. A write that
+fails is retried with backoff a bounded number of times, then raises `StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from vistok.errors import StorageError, UsageError, one_line
+
+RETRIES = 4  # tries of a remote write before it counts as failed
+BACKOFF_S = 0.5  # first wait between tries; doubles each time
+READ_BLOCK = 8 << 20  # remote reads fetch ahead in blocks of this many bytes
+DRAIN_BYTES = 1 << 20  # a cached stream closed this close to its end is read to the end and kept
+
+_options: dict[str, Any] = {}
+_cache: dict[str, Any] = {"dir": None, "bytes": 0}
+
+T = TypeVar("T")
+
+
+def configure(options: dict[str, Any] | None = None) -> None:
+    """Options for every remote filesystem this process opens from now on (e.g. ``endpoint_url``)."""
+    _options.clear()
+    _options.update(options or {})
+
+
+def configure_cache(folder: str | os.PathLike | None, max_bytes: int) -> None:
+    """Keep remote files read to their end in the local `folder`, at most `max_bytes` of them (the least
+    recently used go first); `None` turns the cache off."""
+    _cache.update(dir=os.fspath(folder) if folder else None, bytes=int(max_bytes))
+
+
+def options() -> dict[str, Any]:
+    return dict(_options)
+
+
+def cache_settings() -> tuple[str | None, int]:
+    """(folder, max bytes) of the cache, for processes that do not inherit this one's memory (spawned workers)."""
+    return _cache["dir"], int(_cache["bytes"])
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """``--storage-options`` text -> a dict (a JSON object), or a clear `UsageError`."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--storage-options must be a JSON object ({exc.__class__.__name__} at char {getattr(exc, 'pos', '?')})") from None
+    if not isinstance(value, dict):
+        raise UsageError("--storage-options must be a JSON object, e.g. '{\"endpoint_url\": \"http://127.0.0.1:9000\"}'")
+    return value
+
+
+def is_remote(where: str | os.PathLike | Loc) -> bool:
+    if isinstance(where, Loc):
+        return where.local is None
+    s = os.fspath(where)
+    return "://" in s and not s.startswith("file://")
+
+
+def _translate(exc: BaseException, what: str) -> StorageError:
+    """One line naming what failed and why, without options or credentials."""
+    kind = {FileNotFoundError: "not found (is the bucket there?)",
+            PermissionError: "access denied (check the credentials)"}.get(type(exc))
+    detail = kind or f"{exc.__class__.__name__}: {one_line(exc)}"
+    return StorageError(f"{what}: {detail}")
+
+
+def retry(fn: Callable[[], T], what: str, tries: int = RETRIES, backoff: float = BACKOFF_S) -> T:
+    """`fn()`, tried again after a failure up to `tries` times in all, waiting `backoff` seconds, then twice
+    that, ... A missing bucket or refused access is not transient: it raises at once. Failures end as a
+    `StorageError` naming `what`."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except (FileNotFoundError, PermissionError) as exc:
+            raise _translate(exc, what) from None
+        except Exception as exc:  # network, throttling, 5xx: transient until proven otherwise
+            if attempt == tries - 1:
+                raise _translate(exc, f"{what} (failed {tries} times)") from None
+            time.sleep(backoff * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+class Loc:
+    """A file or folder, local (`local` is its `Path`) or remote (`fs` and `path` of an fsspec filesystem)."""
+
+    __slots__ = ("url", "local", "_fs", "_pid", "path")
+
+    def __init__(self, where: str | os.PathLike | Loc, storage_options: dict[str, Any] | None = None):
+        if isinstance(where, Loc):
+            self.url, self.local, self._fs, self._pid, self.path = where.url, where.local, where._fs, where._pid, where.path
+            return
+        self._pid = os.getpid()
+        s = os.fspath(where)
+        if s.startswith("file://"):
+            s = s[len("file://"):]
+        if "://" not in s:
+            self.url, self.local, self._fs, self.path = s, Path(s), None, s
+            return
+        import fsspec
+
+        opts = _options if storage_options is None else storage_options
+        try:
+            self._fs, self.path = fsspec.core.url_to_fs(s.rstrip("/"), **opts)
+        except ImportError as exc:
+            raise UsageError(f"{s}: {one_line(exc)} (pip install 'vistok[s3]' or 'vistok[gcs]')") from None
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{s}: {one_line(exc)}") from None
+        self.url, self.local = s.rstrip("/"), None
+
+    @classmethod
+    def _remote(cls, fs: Any, path: str) -> Loc:
+        loc = cls.__new__(cls)
+        loc._fs, loc._pid, loc.path, loc.local = fs, os.getpid(), path, None
+        loc.url = fs.unstrip_protocol(path)
+        return loc
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem; a new one in a forked child (a DataLoader worker), since async filesystems
+        such as s3fs cannot be used across a fork."""
+        if self._pid != os.getpid() and self._fs is not None:
+            self._fs, self._pid = type(self._fs)(**self._fs.storage_options), os.getpid()
+        return self._fs
+
+    def __truediv__(self, name: str) -> Loc:
+        if self.local is not None:
+            return Loc(self.local / name)
+        return Loc._remote(self.fs, f"{self.path}/{name}")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"Loc({self.url!r})"
+
+    def __fspath__(self) -> str:
+        if self.local is None:
+            raise TypeError(f"{self.url} is not a local path")
+        return str(self.local)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Loc) and self.url == other.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def __lt__(self, other: Loc) -> bool:
+        return self.url < other.url
+
+    @property
+    def name(self) -> str:
+        return self.local.name if self.local is not None else self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> Loc:
+        if self.local is not None:
+            return Loc(self.local.parent)
+        return Loc._remote(self.fs, self.path.rstrip("/").rsplit("/", 1)[0])
+
+    # --- reading ------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        if self.local is not None:
+            return self.local.exists()
+        try:
+            return bool(self.fs.exists(self.path))
+        except Exception as exc:
+            raise _translate(exc, f"cannot reach {self.url}") from None
+
+    def is_file(self) -> bool:
+        if self.local is not None:
+            return self.local.is_file()
+        try:
+            return bool(self.fs.isfile(self.path))
+        except Exception as exc:
+            raise _translate(exc, f"cannot reach {self.url}") from None
+
+    def is_dir(self) -> bool:
+        """A local folder, or a remote prefix with at least one object below it."""
+        if self.local is not None:
+            return self.local.is_dir()
+        try:
+            return bool(self.fs.isdir(self.path))
+        except Exception as exc:
+            raise _translate(exc, f"cannot reach {self.url}") from None
+
+    def size(self) -> int:
+        if self.local is not None:
+            return self.local.stat().st_size
+        return int(self.fs.size(self.path))
+
+    def stamp(self) -> tuple[int, str]:
+        """(size, a change marker): a local file's mtime, an object's ETag or modification time."""
+        if self.local is not None:
+            st = self.local.stat()
+            return st.st_size, str(st.st_mtime_ns)
+        info = self.fs.info(self.path)
+        mark = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
+        return int(info.get("size") or 0), str(mark)
+
+    def read_bytes(self, start: int | None = None, end: int | None = None) -> bytes:
+        """The file's bytes, or bytes [start, end) of it (a ranged GET for an object)."""
+        if self.local is not None:
+            if start is None:
+                return self.local.read_bytes()
+            with open(self.local, "rb") as f:
+                f.seek(start)
+                return f.read((end or 0) - start) if end is not None else f.read()
+        try:
+            return self.fs.cat_file(self.path, start=start, end=end)
+        except FileNotFoundError:
+            raise  # as a local read would: callers say what is missing
+        except Exception as exc:
+            raise _translate(exc, f"cannot read {self.url}") from None
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def open(self) -> IO[bytes]:
+        """A stream of the file's bytes: remote files are read ahead in large blocks, never downloaded
+        first, unless `configure` set up a cache (then a shard read to its end is kept for next time)."""
+        if self.local is not None:
+            return open(self.local, "rb")
+        if _cache["dir"]:
+            return _cached_open(self, Path(_cache["dir"]), int(_cache["bytes"]))
+        try:
+            return self.fs.open(self.path, "rb", block_size=READ_BLOCK, cache_type="readahead")
+        except Exception as exc:
+            raise _translate(exc, f"cannot open {self.url}") from None
+
+    def iterdir(self) -> list[Loc]:
+        if self.local is not None:
+            return [Loc(p) for p in sorted(self.local.iterdir())]
+        return [Loc._remote(self.fs, p) for p in sorted(self.fs.ls(self.path, detail=False))]
+
+    def glob(self, pattern: str) -> list[Loc]:
+        """Files matching `pattern` below this folder, sorted."""
+        if self.local is not None:
+            return [Loc(p) for p in sorted(self.local.glob(pattern))]
+        try:
+            return [Loc._remote(self.fs, p) for p in sorted(self.fs.glob(f"{self.path}/{pattern}"))]
+        except FileNotFoundError:
+            return []
+
+    def find(self) -> Iterator[Loc]:
+        """Every file below this folder (recursive), sorted by path."""
+        if self.local is not None:
+            for p in sorted(self.local.rglob("*")):
+                if p.is_file():
+                    yield Loc(p)
+            return
+        for p in sorted(self.fs.find(self.path)):
+            yield Loc._remote(self.fs, p)
+
+    # --- writing ------------------------------------------------------------------------------------
+    def mkdir(self) -> None:
+        """A local folder and its parents; nothing for object storage (prefixes need no creating)."""
+        if self.local is not None:
+            self.local.mkdir(parents=True, exist_ok=True)
+
+    def write_bytes(self, data: bytes) -> None:
+        """All of `data` or nothing: a renamed, fsynced temporary file locally; one PUT (retried) remotely."""
+        if self.local is not None:
+            atomic_write_bytes(self.local, data)
+            return
+        retry(lambda: self.fs.pipe_file(self.path, data), f"cannot write {self.url}")
+
+    def upload(self, tmp: Path) -> None:
+        """Move the finished local file `tmp` here: a rename locally, an upload (retried) remotely."""
+        if self.local is not None:
+            os.replace(tmp, self.local)
+            fsync_dir(self.local.parent)
+            return
+        retry(lambda: self.fs.put_file(str(tmp), self.path), f"cannot upload {self.url}")
+
+    def unlink(self) -> None:
+        """Remove the file if it is there."""
+        if self.local is not None:
+            self.local.unlink(missing_ok=True)
+            return
+
+        def rm() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self.path)
+
+        retry(rm, f"cannot delete {self.url}")
+
+    def check_writable(self) -> None:
+        """Fail now, with one line, when this folder cannot be written: a missing bucket, refused
+        credentials, an endpoint that does not answer. Writes and deletes one small probe object."""
+        if self.local is not None:
+            return
+        probe = self / f".vistok-probe-{os.getpid()}"
+        try:
+            self.fs.pipe_file(probe.path, b"")
+            self.fs.rm_file(probe.path)
+        except Exception as exc:
+            raise _translate(exc, f"cannot write to {self.url}") from None
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+# --- an optional bounded cache of remote files ---------------------------------------------------------
+def _cache_name(loc: Loc) -> str:
+    import hashlib
+
+    return hashlib.sha256(loc.url.encode()).hexdigest()[:24] + "-" + loc.name
+
+
+def _cached_open(loc: Loc, folder: Path, limit: int) -> IO[bytes]:
+    """A cached copy when there is one; otherwise the remote stream, copied into the cache as it is read
+    (kept only when read to its end, then the oldest files go until the cache fits in `limit` bytes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / _cache_name(loc)
+    if path.is_file():
+        os.utime(path)  # most recently used
+        return open(path, "rb")
+    stream = loc.fs.open(loc.path, "rb", block_size=READ_BLOCK, cache_type="readahead")
+    return _Tee(stream, path, folder, limit)
+
+
+class _Tee:
+    """Reads from `stream`, writing what it reads to a temporary file renamed to `path` at the end."""
+
+    def __init__(self, stream: IO[bytes], path: Path, folder: Path, limit: int):
+        self.stream, self.path, self.folder, self.limit = stream, path, folder, limit
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+        self.tmp, self.copy, self.done = Path(tmp), os.fdopen(fd, "wb"), False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.copy.write(data)
+        if not data or n < 0:
+            self.done = True
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self.copy.closed:
+            return
+        tail = 0
+        while not self.done and tail < DRAIN_BYTES:  # a tar reader stops at its end marker, before the padding
+            tail += len(self.read(1 << 16))
+        self.stream.close()
+        self.copy.close()
+        if self.done:
+            os.replace(self.tmp, self.path)
+            _evict(self.folder, self.limit)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> _Tee:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _evict(folder: Path, limit: int) -> None:
+    """Remove the least recently used cached files until the rest fit in `limit` bytes."""
+    files = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime_ns)
+    total = sum(p.stat().st_size for p in files)
+    for p in files:
+        if total <= limit:
+            break
+        total -= p.stat().st_size
+        p.unlink(missing_ok=True)
+
