@@ -17,6 +17,7 @@ from benchmarks import (  # noqa: E402
     bench_group_orders,
     bench_orders,
     bench_shard,
+    bench_storage,
     bench_store,
     bench_tokenizer,
     bench_train,
@@ -29,7 +30,7 @@ def main() -> None:
     quick = "--quick" in sys.argv  # skips the 50k-input driver-memory run
     benches = [("codec", bench_codec.run), ("shard_overhead", bench_codec.shard_overhead),
                ("shard", lambda: bench_shard.run(rss=not quick)), ("train", bench_train.run),
-               ("orders", bench_orders.run), ("store", bench_store.run), ("video", bench_video.run),
+               ("orders", bench_orders.run), ("store", bench_store.run), ("storage", bench_storage.run), ("video", bench_video.run),
                ("tokenizer", bench_tokenizer.run),
                ("group_orders", lambda: bench_group_orders.summary(0.2 if quick else 0.5)),
                ("compress", lambda: bench_compress.summary(1.0 if quick else 2.0))]

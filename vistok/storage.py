@@ -16,6 +16,7 @@ fails is retried with backoff a bounded number of times, then raises `StorageErr
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -102,6 +103,15 @@ def retry(fn: Callable[[], T], what: str, tries: int = RETRIES, backoff: float =
     raise AssertionError("unreachable")
 
 
+@functools.lru_cache(maxsize=16)
+def _filesystem(protocol: str, options_json: str, pid: int) -> Any:
+    """One filesystem per protocol, options and process (building one costs milliseconds; a job makes many
+    locations)."""
+    import fsspec
+
+    return fsspec.filesystem(protocol, **json.loads(options_json))
+
+
 class Loc:
     """A file or folder, local (`local` is its `Path`) or remote (`fs` and `path` of an fsspec filesystem)."""
 
@@ -118,11 +128,10 @@ class Loc:
         if "://" not in s:
             self.url, self.local, self._fs, self.path = s, Path(s), None, s
             return
-        import fsspec
-
         opts = _options if storage_options is None else storage_options
         try:
-            self._fs, self.path = fsspec.core.url_to_fs(s.rstrip("/"), **opts)
+            self._fs = _filesystem(s.split("://", 1)[0], json.dumps(opts, sort_keys=True), os.getpid())
+            self.path = self._fs._strip_protocol(s.rstrip("/"))
         except ImportError as exc:
             raise UsageError(f"{s}: {one_line(exc)} (pip install 'vistok[s3]' or 'vistok[gcs]')") from None
         except (ValueError, TypeError) as exc:
@@ -179,10 +188,15 @@ class Loc:
             return Loc(self.local.parent)
         return Loc._remote(self.fs, self.path.rstrip("/").rsplit("/", 1)[0])
 
+    def _fresh(self) -> None:
+        """Forget cached listings of this path: other processes (Ray workers) write to the same bucket."""
+        self.fs.invalidate_cache(self.path)
+
     # --- reading ------------------------------------------------------------------------------------
     def exists(self) -> bool:
         if self.local is not None:
             return self.local.exists()
+        self._fresh()
         try:
             return bool(self.fs.exists(self.path))
         except Exception as exc:
@@ -191,6 +205,7 @@ class Loc:
     def is_file(self) -> bool:
         if self.local is not None:
             return self.local.is_file()
+        self._fresh()
         try:
             return bool(self.fs.isfile(self.path))
         except Exception as exc:
@@ -200,6 +215,7 @@ class Loc:
         """A local folder, or a remote prefix with at least one object below it."""
         if self.local is not None:
             return self.local.is_dir()
+        self._fresh()
         try:
             return bool(self.fs.isdir(self.path))
         except Exception as exc:
@@ -249,15 +265,22 @@ class Loc:
         except Exception as exc:
             raise _translate(exc, f"cannot open {self.url}") from None
 
-    def iterdir(self) -> list[Loc]:
+    def names(self) -> set[str]:
+        """Names of the files and folders directly below this folder; empty when it does not exist."""
         if self.local is not None:
-            return [Loc(p) for p in sorted(self.local.iterdir())]
-        return [Loc._remote(self.fs, p) for p in sorted(self.fs.ls(self.path, detail=False))]
+            return set(os.listdir(self.local)) if self.local.is_dir() else set()
+        try:
+            return {p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path, detail=False, refresh=True)}
+        except FileNotFoundError:
+            return set()
+        except Exception as exc:
+            raise _translate(exc, f"cannot list {self.url}") from None
 
     def glob(self, pattern: str) -> list[Loc]:
         """Files matching `pattern` below this folder, sorted."""
         if self.local is not None:
             return [Loc(p) for p in sorted(self.local.glob(pattern))]
+        self._fresh()
         try:
             return [Loc._remote(self.fs, p) for p in sorted(self.fs.glob(f"{self.path}/{pattern}"))]
         except FileNotFoundError:
@@ -270,6 +293,7 @@ class Loc:
                 if p.is_file():
                     yield Loc(p)
             return
+        self._fresh()
         for p in sorted(self.fs.find(self.path)):
             yield Loc._remote(self.fs, p)
 

@@ -177,3 +177,53 @@ def test_keys_and_split_do_not_depend_on_where_the_files_live(tmp_path):
     assert a.manifest.config_hash == b.manifest.config_hash
     held = [r.key for r in ra if is_heldout(r.key, 0.5)]
     assert held == [r.key for r in rb if is_heldout(r.key, 0.5)]
+
+
+def _webdataset_tar(path: Path, n: int) -> Path:
+    """A WebDataset tar of n small PNGs with a .json beside each."""
+    import tarfile
+
+    with tarfile.open(path, "w") as t:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((16, 16, 3), 7 * i, np.uint8)).save(buf, format="PNG")
+            for name, data in ((f"{i:04d}.png", buf.getvalue()), (f"{i:04d}.json", json.dumps({"i": i}).encode())):
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                t.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def test_a_tar_is_planned_as_one_input_and_its_task_writes_a_shard_per_shard_size(tmp_path):
+    """The driver never reads a tar's members: its task expands them, writing one shard file per
+    --shard-size samples; pack, reading and retries see the same dataset as one written shard by shard."""
+    from vistok.media.sources import expand_sources
+    from vistok.pipelines.job import plan_shards
+    from vistok.pipelines.pack import pack
+    from vistok.shards.store import PackedStore
+
+    src = tmp_path / "tars"
+    src.mkdir()
+    _webdataset_tar(src / "a.tar", 23)
+    _webdataset_tar(src / "b.tar", 4)
+    (src / "c.tar").write_bytes(b"not a tar at all" * 40)
+    photos = _photos(tmp_path, 3)
+    units = expand_sources([str(src / "*.tar"), str(photos)], whole_tars=True)
+    assert len(units) == 6  # three tars, three photos: no member listed
+    assert [len(g) for g in plan_shards(units, 2)] == [1, 1, 1, 2, 1]
+    res = run_job([str(src / "*.tar"), str(photos)], tmp_path / "ds", JpegCodec(), Preprocess(), shard_size=10,
+                  executor="local", quiet=True)
+    names = [s["name"] for s in res.manifest.shards]
+    assert names == ["shard-000000.tar", "shard-000000-0001.tar", "shard-000000-0002.tar", "shard-000001.tar",
+                     "shard-000003.tar"]  # a.tar: 10 + 10 + 3; b.tar: 4; c.tar: none; photos: 3
+    assert [s["samples"] for s in res.manifest.shards] == [10, 10, 3, 4, 3]
+    assert res.inputs == 23 + 4 + 1 + 3 and res.samples == 30 and res.errors == 1
+    rows = [json.loads(r) for r in (res.folder / "errors.jsonl").read_text().splitlines()]
+    assert rows[0]["key"].startswith("c-") and "cannot read tar source" in rows[0]["reason"] and rows[0]["error"] == "InputError"
+    recs = list(Dataset(res.folder))
+    assert [r.meta["source_json"]["i"] for r in recs[:23]] == list(range(23))
+    store = PackedStore(pack(res.folder, tmp_path / "p.zarr"))
+    assert [store[i].key for i in range(len(store))] == [r.key for r in recs]
+    again = run_job([str(src / "*.tar"), str(photos)], tmp_path / "ds", JpegCodec(), Preprocess(), shard_size=10,
+                    executor="local", quiet=True, retry_errors=True)
+    assert again.samples == 30 and [s["name"] for s in again.manifest.shards] == names

@@ -226,7 +226,27 @@ def input_label(ref: InputId, meta: dict, mode: str) -> str | None:
     return str(value)
 
 
-def _expand_one(src: str, where: str) -> Iterator[InputId]:
+def _tar(path: Path | Loc, whole: bool) -> Iterator[InputId]:
+    """A tar source: one input per member, or (`whole`) the tar itself, for a task to expand (`tar_inputs`)."""
+    loc = Loc(path)
+    return iter([InputId(loc.name, loc.url)]) if whole else _tar_members(loc)
+
+
+def is_tar_unit(input_id: str) -> bool:
+    """An input id that stands for a whole tar (planned with `expand_sources(..., whole_tars=True)`)."""
+    ref = parse_input_id(input_id)
+    return ref.member is None and ref.path.lower().endswith(".tar")
+
+
+def tar_inputs(input_id: str) -> list[str]:
+    """The inputs of a whole-tar id, one per member (unsafe members included: reading them records why);
+    any other id stands for itself."""
+    if not is_tar_unit(input_id):
+        return [input_id]
+    return [str(i) for i in _tar_members(Loc(parse_input_id(input_id).path))]
+
+
+def _expand_one(src: str, where: str, whole_tars: bool = False) -> Iterator[InputId]:
     """The inputs of one source argument (`where` names it in errors: the command line or a list file)."""
     if src.startswith("fashion-mnist:"):
         yield from _fashion(src)
@@ -244,17 +264,17 @@ def _expand_one(src: str, where: str) -> Iterator[InputId]:
         lines = [ln.strip() for ln in lst.read_text().splitlines()]
         for e in (ln for ln in lines if ln and not ln.startswith("#")):
             absolute = os.path.isabs(e) or "://" in e
-            yield from _expand_one(e if absolute else str(lst.parent / e), f"list {lst}")
+            yield from _expand_one(e if absolute else str(lst.parent / e), f"list {lst}", whole_tars)
         return
     if is_remote(src):
-        yield from _expand_remote(src, where)
+        yield from _expand_remote(src, where, whole_tars)
         return
     p = Path(src)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
         yield from _under(p, iter(files), _folder_name(src))
     elif p.is_file():
-        yield from _tar_members(p.resolve()) if p.suffix.lower() == ".tar" else [InputId(p.name, str(p.resolve()))]
+        yield from _tar(p.resolve(), whole_tars) if p.suffix.lower() == ".tar" else [InputId(p.name, str(p.resolve()))]
     elif glob.has_magic(src):
         files = sorted(m for m in map(Path, glob.glob(src, recursive=True)) if m.is_file())
         if not files:
@@ -264,12 +284,12 @@ def _expand_one(src: str, where: str) -> Iterator[InputId]:
         tars = [f for f in files if f.suffix.lower() == ".tar"]
         yield from _under(base, (f for f in files if f.suffix.lower() != ".tar"), prefix)
         for t in tars:
-            yield from _tar_members(t.resolve())
+            yield from _tar(t.resolve(), whole_tars)
     else:
         raise UsageError(f"source {src!r} ({where}) is not a file, folder, glob, @list or 'sample'")
 
 
-def _expand_remote(src: str, where: str) -> Iterator[InputId]:
+def _expand_remote(src: str, where: str, whole_tars: bool = False) -> Iterator[InputId]:
     """An object, a prefix (every media object below it) or a glob in object storage, named as the local
     equivalents are (a prefix or glob base by its last component, then the path below it)."""
     loc = Loc(src)
@@ -281,22 +301,22 @@ def _expand_remote(src: str, where: str) -> Iterator[InputId]:
         if not files:
             raise UsageError(f"glob {src!r} matches no objects")
     elif loc.is_file():
-        yield from _tar_members(loc) if loc.name.lower().endswith(".tar") else [InputId(loc.name, loc.url)]
+        yield from _tar(loc, whole_tars) if loc.name.lower().endswith(".tar") else [InputId(loc.name, loc.url)]
         return
     elif loc.is_dir():
         base = loc
-        files = [f for f in loc.find() if Path(f.name).suffix.lower() in MEDIA_EXTS | {".tar"}]
+        files = [f for f in loc.find() if Path(f.name).suffix.lower() in MEDIA_EXTS]  # as a local folder
     else:
         raise UsageError(f"source {src!r} ({where}) is not an object, a prefix with objects below it, or a glob")
     for f in files:
         if f.name.lower().endswith(".tar"):
-            yield from _tar_members(f)
+            yield from _tar(f, whole_tars)
         elif Path(f.name).suffix.lower() in MEDIA_EXTS or glob.has_magic(src):
             rel = f.path[len(base.path):].lstrip("/")
             yield InputId(f"{base.name}/{rel}", f.url)
 
 
-def expand_sources(sources: list[str]) -> list[str]:
+def expand_sources(sources: list[str], whole_tars: bool = False) -> list[str]:
     """Sorted input ids (`vistok.record.InputId`) of the given source arguments, one per file or member.
 
     An input's name (what its key is made of) does not depend on where the files live: a file argument is
@@ -304,10 +324,13 @@ def expand_sources(sources: list[str]) -> list[str]:
     name of its fixed leading folder and the path inside that, a tar member by the tar's file name and the
     member name, and `sample` photos by ``sample/FILE``. One file reached twice counts once (by its
     smallest name); two different files with one name are refused, since their keys would collide.
+
+    `whole_tars`: a tar stays one id (`tar_inputs` lists its members later, in the task that reads it), so
+    planning costs one entry per input file, however many members its tars hold.
     """
     by_target: dict[tuple[str, Member | None], str] = {}
     for src in sources:
-        for iid in _expand_one(src, "on the command line"):
+        for iid in _expand_one(src, "on the command line", whole_tars):
             target = (iid.path, iid.member)
             if target not in by_target or iid.name < by_target[target]:
                 by_target[target] = iid.name

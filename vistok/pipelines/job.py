@@ -27,7 +27,7 @@ import vistok
 from vistok.errors import DatasetError, InputError, StorageError, UsageError, one_line
 from vistok.executors import ExecutorConfig, run_tasks
 from vistok.media.preprocess import Preprocess
-from vistok.media.sources import check_label_mode, expand_sources, fingerprint
+from vistok.media.sources import check_label_mode, expand_sources, fingerprint, is_tar_unit, tar_inputs
 from vistok.pipelines.encode import encode_input, error_row
 from vistok.progress import Progress
 from vistok.record import TokenRecord, json_bytes, parse_input_id, parse_key
@@ -69,6 +69,7 @@ class ShardTask:
     retry_errors: bool = False
     store_orders: tuple[str, ...] = ()
     label_from: str = ""
+    per_part: int = 0  # inputs per shard file when a task expands a tar (0: one file)
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # never printed: may hold keys
 
 
@@ -80,9 +81,8 @@ def _previous(task: ShardTask, folder: Loc) -> tuple[set[str], dict[str, list[To
     if err_path.exists():
         failed = {json.loads(line)["key"] for line in err_path.read_text().splitlines() if line.strip()}
     kept: dict[str, list[TokenRecord]] = {}
-    shard = folder / shard_name(task.index, task.compress)
-    if shard.exists():
-        for rec in iter_shards([shard]):
+    if stats_path(folder, task.index).exists():
+        for rec in iter_shards([folder / f["name"] for f in ShardStats.read(folder, task.index).files()]):
             kept.setdefault(parse_key(rec.key).input, []).append(rec)
     return failed, kept
 
@@ -107,29 +107,52 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     if stats_path(folder, task.index).exists():
         stats = ShardStats.read(folder, task.index)
         if not (task.retry_errors and stats.errors):
-            return {**stats.to_json(), "skipped": True}
+            return {**stats.to_json(), "skipped": True, "files": len(task.inputs)}
     codec, pre = get_codec(task.codec), Preprocess(**task.preprocess)
     failed, kept = _previous(task, folder) if task.retry_errors else (None, {})
-    name = shard_name(task.index, task.compress)
-    target = folder / name
-    with _staging(folder) as tmp:  # object storage: write here, then upload
-        local = tmp / name if tmp else Path(target)
-        with ShardWriter(local, compress=task.compress) as writer:
-            errors, lengths, labels, counts = _encode_into(writer, task, codec, pre, failed, kept)
-        samples = writer.count
-        size = local.stat().st_size if samples else 0
-        if samples and tmp:
-            target.upload(local)
-    if not samples:
-        target.unlink()
-    _write_errors(folder, task.index, errors)
+    inputs, errors = _expand_units(task.inputs)
+    n_inputs = len(inputs) + len(errors)  # an unreadable tar counts as one input, with its error row
+    per_part = task.per_part or max(1, len(inputs))
+    files: list[dict[str, Any]] = []
+    lengths: list[int] = []
+    labels: set[str] = set()
+    counts = np.zeros(codec.vocab.size, dtype=np.int64)
+    for part, first in enumerate(range(0, max(1, len(inputs)), per_part)):
+        name = shard_name(task.index, task.compress, part)
+        target = folder / name
+        with _staging(folder) as tmp:  # object storage: write here, then upload
+            local = tmp / name if tmp else Path(target)
+            with ShardWriter(local, compress=task.compress) as writer:
+                _encode_into(writer, inputs[first : first + per_part], task, codec, pre, failed, kept,
+                             errors, lengths, labels, counts)
+            if writer.count:
+                files.append({"name": name, "samples": writer.count, "bytes": local.stat().st_size})
+                if tmp:
+                    target.upload(local)
+        if not writer.count:
+            target.unlink()
+    if errors or task.retry_errors or folder.local is not None:  # a bucket: spare a DELETE per shard
+        _write_errors(folder, task.index, errors)  # (finalize reads rows only of shards whose stats count some)
     nz = np.flatnonzero(counts)
-    stats = ShardStats(task.index, name if samples else None, len(task.inputs), len(errors), samples,
-                       size, lengths,
+    stats = ShardStats(task.index, files[0]["name"] if files else None, n_inputs, len(errors),
+                       sum(f["samples"] for f in files), sum(f["bytes"] for f in files), lengths,
                        {"ids": nz.tolist(), "counts": counts[nz].tolist()}, codec.collected_side_info(),
-                       sorted(labels))
+                       sorted(labels), files if len(files) > 1 else [])
     stats.write(folder)  # last: marks the shard done
-    return stats.to_json()
+    return {**stats.to_json(), "files": len(task.inputs)}
+
+
+def _expand_units(units: tuple[str, ...]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The task's inputs, a whole tar expanded to its members here rather than by the driver; an unreadable
+    tar is one error row."""
+    inputs: list[str] = []
+    errors: list[dict[str, Any]] = []
+    for unit in units:
+        try:
+            inputs.extend(tar_inputs(unit))
+        except UsageError as exc:
+            errors.append(error_row(unit, "read", InputError(str(exc))))
+    return inputs, errors
 
 
 @contextlib.contextmanager
@@ -143,15 +166,12 @@ def _staging(folder: Loc) -> Iterator[Path | None]:
         yield Path(d)
 
 
-def _encode_into(writer: ShardWriter, task: ShardTask, codec: Codec, pre: Preprocess, failed: set[str] | None,
-                 kept: dict[str, list[TokenRecord]]) -> tuple[list[dict[str, Any]], list[int], set[str], np.ndarray]:
-    """Encode the task's inputs into `writer` (reusing `kept` records of inputs that did not fail before);
-    return the error rows, the samples' lengths, their labels and the token counts."""
-    errors: list[dict[str, Any]] = []
-    lengths: list[int] = []
-    labels: set[str] = set()
-    counts = np.zeros(codec.vocab.size, dtype=np.int64)
-    for iid in task.inputs:
+def _encode_into(writer: ShardWriter, inputs: list[str], task: ShardTask, codec: Codec, pre: Preprocess,
+                 failed: set[str] | None, kept: dict[str, list[TokenRecord]], errors: list[dict[str, Any]],
+                 lengths: list[int], labels: set[str], counts: np.ndarray) -> None:
+    """Encode `inputs` into `writer` (reusing `kept` records of inputs that did not fail before), adding to
+    the error rows, the samples' lengths, their labels and the token counts."""
+    for iid in inputs:
         key = parse_input_id(iid).key
         reuse = failed is not None and key not in failed and key in kept
         recs = iter(kept[key]) if reuse else encode_input(iid, codec, pre, task.store_orders, task.label_from)
@@ -166,7 +186,6 @@ def _encode_into(writer: ShardWriter, task: ShardTask, codec: Codec, pre: Prepro
             if "label" in rec.meta:
                 labels.add(str(rec.meta["label"]))
             counts += np.bincount(rec.tokens, minlength=counts.size)
-    return errors, lengths, labels, counts
 
 
 def _write_errors(folder: Loc, index: int, rows: list[dict[str, Any]]) -> None:
@@ -184,14 +203,14 @@ def task_failure(task: ShardTask, exc: BaseException) -> dict[str, Any]:
     job ends with an error, and the next run redoes the shard."""
     cause = getattr(exc, "cause", None) or exc  # Ray wraps the task's exception
     if isinstance(cause, StorageError):
-        return {"index": task.index, "inputs": len(task.inputs), "samples": 0, "errors": 0,
+        return {"index": task.index, "inputs": len(task.inputs), "files": len(task.inputs), "samples": 0, "errors": 0,
                 "storage_failure": one_line(cause)}
     rows = [error_row(iid, "task", exc) for iid in task.inputs]
     folder = Loc(task.out)
     _write_errors(folder, task.index, rows)
     stats = ShardStats(task.index, None, len(task.inputs), len(rows), 0, 0)
     stats.write(folder)
-    return stats.to_json()
+    return {**stats.to_json(), "files": len(task.inputs)}
 
 
 # --- the driver ---------------------------------------------------------------------------------------
@@ -207,14 +226,11 @@ class JobResult:
     manifest: Manifest = field(repr=False)
 
 
-def _is_dataset_dir(p: Loc) -> bool:
-    return any((p / n).exists() for n in (MANIFEST, JOB, STATS_DIR))
-
-
 def resolve_folder(out: Loc, codec_id: str, chash: str) -> Loc:
     """--out is the dataset folder, unless it is an existing non-empty folder that is not a dataset: then it is
     a parent and the dataset goes to ``out/<codec>-<hash>/``, so different configurations never mix."""
-    if out.is_dir() and not _is_dataset_dir(out) and any(out.iterdir()):
+    names = out.names()  # one listing (a request, for a bucket)
+    if names and not names & {MANIFEST, JOB, STATS_DIR}:
         return out / f"{codec_id}-{chash}"
     return out
 
@@ -238,7 +254,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     configure(opts)
     out_loc = Loc(out)
     out_loc.check_writable()  # a missing bucket or refused credentials: one line, before any work
-    inputs = expand_sources(sources)
+    inputs = expand_sources(sources, whole_tars=True)  # a tar is one entry: its task lists the members
     if not inputs:
         raise UsageError(f"no inputs found in {' '.join(sources)}")
     config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
@@ -256,14 +272,15 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     _prepare_folder(folder, config, chash, codec.codec_id, retry_errors)
 
     per_shard = max(1, shard_size // pre.samples_per_input)
-    n_shards = -(-len(inputs) // per_shard)
+    groups = plan_shards(inputs, per_shard)
+    n_shards = len(groups)
     done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")}  # one listing, not a request per shard
     todo = [i for i in range(n_shards) if _needed(folder, i, done, retry_errors)]
-    tasks = (ShardTask(i, tuple(inputs[i * per_shard : (i + 1) * per_shard]), folder.url, codec.get_config(),
-                       pre.to_json(), compress, retry_errors, tuple(sorted(store_orders)), label_from,
-                       opts) for i in todo)
-    work = sum(min(per_shard, len(inputs) - i * per_shard) for i in todo)
-    with Progress("shard", work, "inputs", progress_stream, quiet) as prog:
+    tasks = (ShardTask(i, groups[i], folder.url, codec.get_config(), pre.to_json(), compress, retry_errors,
+                       tuple(sorted(store_orders)), label_from, per_shard, opts) for i in todo)
+    work = sum(len(groups[i]) for i in todo)
+    unit = "files" if any(map(is_tar_unit, inputs)) else "inputs"
+    with Progress("shard", work, unit, progress_stream, quiet) as prog:
         seen: dict[str, Any] = {"samples": 0, "errors": 0, "storage": []}
 
         def on_status(st: dict[str, Any]) -> None:
@@ -271,7 +288,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
                 seen["storage"].append(st["storage_failure"])
             seen["samples"] += st["samples"]
             seen["errors"] += st["errors"]
-            prog.advance(st["inputs"], info=f"{seen['samples']} samples, {seen['errors']} errors")
+            prog.advance(st["files"], info=f"{seen['samples']} samples, {seen['errors']} errors")
 
         run_tasks(process_shard, tasks, on_status, task_failure, runner, gpus=codec.gpus_per_task)
     if seen["storage"]:
@@ -279,6 +296,28 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
         raise StorageError(f"{n} shard{'s' if n > 1 else ''} could not be written ({seen['storage'][0]}); nothing "
                            "of them is marked done: rerun the same command to complete them")
     return _result(folder, False, finalize(folder, codec, config, chash, n_shards), t0)
+
+
+def plan_shards(inputs: list[str], per_shard: int) -> list[tuple[str, ...]]:
+    """The inputs of each shard task, from the sorted input list: consecutive files in groups of `per_shard`,
+    each whole tar on its own (its task writes a shard file per `per_shard` of its members). A shard's
+    content is a function of its slice, so reruns and other executors give the same shards."""
+    groups: list[tuple[str, ...]] = []
+    run: list[str] = []
+    for iid in inputs:
+        if is_tar_unit(iid):
+            if run:
+                groups.append(tuple(run))
+                run = []
+            groups.append((iid,))
+            continue
+        run.append(iid)
+        if len(run) == per_shard:
+            groups.append(tuple(run))
+            run = []
+    if run:
+        groups.append(tuple(run))
+    return groups
 
 
 def _result(folder: Loc, up_to_date: bool, manifest: Manifest, t0: float) -> JobResult:
@@ -322,7 +361,6 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
     side = dict(codec.side_info())
     labels: set[str] = set()
     done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")}  # listings, not a request per shard
-    with_errors = {p.name for p in (folder / ERRORS_DIR).glob("shard-*.jsonl")}
     for i in range(n_shards):
         if stats_path(folder, i).name not in done:
             raise DatasetError(f"{folder}: shard {i} has no stats file after the job; rerun the command to complete it")
@@ -334,10 +372,10 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
         samples += st.samples
         errors += st.errors
         if st.name:
-            shards.append({"name": st.name, "samples": st.samples, "bytes": st.bytes})
+            shards.extend(st.files())
             all_lengths.append(np.asarray(st.lengths, dtype=np.int64))
         ep = shard_errors_path(folder, i)
-        if ep.name in with_errors:
+        if st.errors:
             err_parts.append(ep.read_bytes())
     (folder / ERRORS).write_bytes(b"".join(err_parts))
     lengths = np.concatenate(all_lengths) if all_lengths else np.zeros(0, dtype=np.int64)

@@ -31,8 +31,9 @@ STATS_DIR = "stats"
 ERRORS_DIR = "errors"  # per-shard error rows, merged into errors.jsonl when the job finishes
 
 
-def shard_name(index: int, compress: bool) -> str:
-    return f"shard-{index:06d}.tar" + (".gz" if compress else "")
+def shard_name(index: int, compress: bool, part: int = 0) -> str:
+    """Shard `index`'s file; a task that expands a large input tar writes further parts -0001, -0002..."""
+    return f"shard-{index:06d}" + (f"-{part:04d}" if part else "") + ".tar" + (".gz" if compress else "")
 
 
 def stats_path(folder: str | Path | Loc, index: int) -> Loc:
@@ -60,10 +61,11 @@ class ShardStats:
     token_counts: dict[str, list[int]] = field(default_factory=lambda: {"ids": [], "counts": []})
     side_info: dict[str, Any] = field(default_factory=dict)  # gathered while encoding (H.264 headers)
     labels: list[str] = field(default_factory=list)  # the distinct class names of its samples, sorted
+    parts: list[dict[str, Any]] = field(default_factory=list)  # name, samples, bytes of each file, when several
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for k in ("side_info", "labels"):
+        for k in ("side_info", "labels", "parts"):
             if not out[k]:
                 del out[k]
         return out
@@ -74,6 +76,12 @@ class ShardStats:
 
     def write(self, folder: str | Path | Loc) -> None:
         write_json(stats_path(folder, self.index), self.to_json())
+
+    def files(self) -> list[dict[str, Any]]:
+        """The manifest entries (name, samples, bytes) of the shard files this task wrote, in order."""
+        if self.parts:
+            return [dict(p) for p in self.parts]
+        return [{"name": self.name, "samples": self.samples, "bytes": self.bytes}] if self.name else []
 
     def counts_array(self, vocab_size: int) -> np.ndarray:
         counts = np.zeros(vocab_size, dtype=np.int64)

@@ -1,0 +1,129 @@
+"""Object storage and planning at scale, against baselines measured in the same run.
+
+- sharding throughput to ``s3://`` (moto's S3 server on 127.0.0.1) against the same job to local disk;
+- the trainer's loader, tokens/s streaming shards from ``s3://`` against reading them from local disk;
+- planning 20 vs 2,000 small input tars: seconds per tar and the driver's peak RSS, planned per file (each tar
+  one entry, expanded by its task) against planning per member (every tar's headers read by the driver, as
+  vistok did before).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+MEMBERS = 100  # members per small input tar
+
+
+def _tars(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = b"\xff\xd8" + b"\0" * 64  # planning never reads a member's data
+    for t in range(n):
+        with tarfile.open(folder / f"{t:05d}.tar", "w") as tar:
+            for m in range(MEMBERS):
+                for ext, data in (("jpg", payload), ("json", b"{}")):
+                    ti = tarfile.TarInfo(f"{t:05d}{m:04d}.{ext}")
+                    ti.size = len(data)
+                    tar.addfile(ti, io.BytesIO(data))
+    return folder
+
+
+_PLAN = """
+import json, resource, sys, time
+from vistok.media.sources import expand_sources, fingerprint
+from vistok.pipelines.job import plan_shards
+t0 = time.perf_counter()
+inputs = expand_sources([sys.argv[1] + "/*.tar"], whole_tars=sys.argv[2] == "files")
+fingerprint(inputs)
+groups = plan_shards(inputs, 1000)
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": dt, "rss_mb": peak / 1024, "tasks": len(groups)}))
+"""
+
+
+def _plan(folder: Path, mode: str) -> dict:
+    """Planning in a fresh process (its peak RSS is the driver's): `mode` files (per tar) or members."""
+    out = subprocess.run([sys.executable, "-c", _PLAN, str(folder), mode], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def planning() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = _tars(Path(tmp) / "20", 20), _tars(Path(tmp) / "2000", 2000)
+        f20, f2000 = _plan(small, "files"), _plan(large, "files")
+        m2000 = _plan(large, "members")
+    return {"plan_ms_per_tar_2000": round(1000 * f2000["seconds"] / 2000, 4),
+            "plan_rss_mb_20": round(f20["rss_mb"], 1), "plan_rss_mb_2000": round(f2000["rss_mb"], 1),
+            "plan_rss_ratio_2000_vs_20": round(f2000["rss_mb"] / f20["rss_mb"], 3),
+            "plan_members_baseline_ms_per_tar_2000": round(1000 * m2000["seconds"] / 2000, 4),
+            "plan_speedup_vs_members": round(m2000["seconds"] / f2000["seconds"], 1)}
+
+
+def _shard(out: str, opts: dict | None, crops: int, shard_size: int = 1000) -> tuple[float, int]:
+    from vistok.media.preprocess import Preprocess
+    from vistok.pipelines.job import run_job
+    from vistok.tokenize import JpegCodec
+
+    t0 = time.perf_counter()
+    res = run_job(["sample"], out, JpegCodec(quality=20), Preprocess(size=64, crops=crops), shard_size=shard_size,
+                  compress=True, executor="local", quiet=True, storage_options=opts)
+    return res.samples / (time.perf_counter() - t0), res.samples
+
+
+def _loader_tokens_per_s(dataset: str, batches: int) -> float:
+    from vistok.train.data import DataConfig, Loader
+
+    loader = Loader(DataConfig(datasets=[dataset], block_size=512, batch_size=8, num_workers=1, shuffle_buffer=64))
+    loader.next()  # the worker is up and the first shards are open
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        loader.next()
+    return batches * 8 * 512 / (time.perf_counter() - t0)
+
+
+def object_storage() -> dict:
+    import s3fs
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.conftest import start_moto
+    from vistok.storage import configure
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(k, v)
+    proc, url = start_moto()
+    try:
+        opts = {"endpoint_url": url}
+        s3fs.S3FileSystem(endpoint_url=url, skip_instance_cache=True).mkdir("bench")
+        with tempfile.TemporaryDirectory() as tmp:
+            _shard(str(Path(tmp) / "warm"), None, 1)  # imports (s3fs: 0.7 s) and codec tables, outside the timings
+            _shard("s3://bench/warm", opts, 1)
+            local, n = _shard(str(Path(tmp) / "ds"), None, 42)
+            remote, _ = _shard("s3://bench/ds", opts, 42)
+            small_local, _ = _shard(str(Path(tmp) / "small"), None, 42, 64)
+            small_remote, _ = _shard("s3://bench/small", opts, 42, 64)
+            configure(opts)
+            read_local = _loader_tokens_per_s(str(Path(tmp) / "ds"), 60)
+            read_remote = _loader_tokens_per_s("s3://bench/ds", 60)
+            configure(None)
+    finally:
+        proc.terminate()
+    return {"samples": n, "shard_local_samples_per_s": round(local, 1), "shard_s3_samples_per_s": round(remote, 1),
+            "shard_s3_vs_local": round(remote / local, 3),
+            "shard_s3_vs_local_64_sample_shards": round(small_remote / small_local, 3), "loader_local_tokens_per_s": round(read_local),
+            "loader_s3_tokens_per_s": round(read_remote), "loader_s3_vs_local": round(read_remote / read_local, 3)}
+
+
+def run() -> dict:
+    return {**object_storage(), **planning()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run()))
