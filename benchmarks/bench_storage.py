@@ -40,7 +40,7 @@ import json, resource, sys, time
 from vistok.media.sources import expand_sources, fingerprint
 from vistok.pipelines.job import plan_shards
 t0 = time.perf_counter()
-inputs = expand_sources([sys.argv[1] + "/*.tar"], whole_tars=sys.argv[2] == "files")
+inputs = expand_sources([sys.argv[1] + "/*.tar"], defer=sys.argv[2] == "files")
 fingerprint(inputs)
 groups = plan_shards(inputs, 1000)
 dt = time.perf_counter() - t0

@@ -34,7 +34,7 @@ def _storage(text: str) -> dict:
 # Over 60 lines only through its signature (one typer option a line); the body reads in one screen.
 @app.command()
 def shard(
-    sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards, 'sample' (the embedded photos), 'sample-video' (the embedded GIF), or fashion-mnist:train|test[:N] (Debian package dataset-fashion-mnist).")],
+    sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards (each planned as one input; its task lists the members), any of them also in object storage (s3://bucket/prefix, gs://...), 'sample' (the embedded photos), 'sample-video' (the embedded GIF), or fashion-mnist:train|test[:N] (Debian package dataset-fashion-mnist).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Dataset folder or object-storage URL such as s3://bucket/prefix (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
     codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine), h264 (libx264 bytes), bsq or vq (a trained tokenizer's codes).")] = "jpeg",
     quality: Annotated[int, typer.Option(help="jpeg: quality (IJG table scaling), 1..100.")] = 20,

@@ -3,6 +3,8 @@ import tarfile
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from vistok.errors import InputError, UsageError
@@ -141,3 +143,39 @@ def test_unsafe_tar_members_become_error_rows_and_the_job_goes_on(tmp_path):
     for reason in ("absolute", "'..'", "a link"):
         assert reason in rows
     assert "/etc/passwd" not in rows
+
+
+@given(lines=st.lists(st.text(alphabet="ab/.# \r", max_size=7), max_size=10), newline_at_end=st.booleans(),
+       step=st.integers(1, 9))
+def test_ranges_of_a_list_file_own_each_line_once(lines, newline_at_end, step):
+    """However a list file is cut into byte ranges, the ranges' lines are its lines, each once, in order."""
+    from vistok.media.sources import range_lines
+
+    data = ("\n".join(lines) + ("\n" if newline_at_end and lines else "")).encode()
+    got = [ln for start in range(0, len(data), step)
+           for ln in range_lines(lambda a, b: data[a:b], len(data), start, step)]
+    assert got == [ln.strip() for ln in data.decode().splitlines()]
+
+
+def test_a_large_list_file_is_planned_in_ranges_that_its_tasks_read(tmp_path, monkeypatch):
+    from vistok.media import sources
+    from vistok.media.preprocess import Preprocess
+    from vistok.pipelines.job import run_job
+    from vistok.shards.reader import Dataset
+    from vistok.tokenize import JpegCodec
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = []
+    for i in range(12):
+        Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(photos / f"p{i:02d}.png")
+        names.append(f"photos/p{i:02d}.png")
+    (tmp_path / "list.txt").write_text("\n".join(names[:6] + ["# a comment", "photos/missing.png"] + names[6:]) + "\n")
+    monkeypatch.setattr(sources, "LIST_RANGE_BYTES", 40)  # ~2.5 lines a range
+    units = sources.expand_sources([f"@{tmp_path / 'list.txt'}"], defer=True)
+    assert len(units) == -(-(tmp_path / "list.txt").stat().st_size // 40) and all(map(sources.is_deferred, units))
+    res = run_job([f"@{tmp_path / 'list.txt'}"], tmp_path / "ds", JpegCodec(), Preprocess(), shard_size=2,
+                  executor="local", quiet=True)
+    assert sorted(r.meta["source"] for r in Dataset(res.folder)) == sorted(str(photos / f"p{i:02d}.png") for i in range(12))
+    assert res.samples == 12 and res.errors == 1 and res.inputs == 13
+    assert "missing.png" in (res.folder / "errors.jsonl").read_text()

@@ -208,7 +208,7 @@ def test_a_tar_is_planned_as_one_input_and_its_task_writes_a_shard_per_shard_siz
     _webdataset_tar(src / "b.tar", 4)
     (src / "c.tar").write_bytes(b"not a tar at all" * 40)
     photos = _photos(tmp_path, 3)
-    units = expand_sources([str(src / "*.tar"), str(photos)], whole_tars=True)
+    units = expand_sources([str(src / "*.tar"), str(photos)], defer=True)
     assert len(units) == 6  # three tars, three photos: no member listed
     assert [len(g) for g in plan_shards(units, 2)] == [1, 1, 1, 2, 1]
     res = run_job([str(src / "*.tar"), str(photos)], tmp_path / "ds", JpegCodec(), Preprocess(), shard_size=10,

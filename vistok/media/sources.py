@@ -26,7 +26,7 @@ import itertools
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -227,26 +227,76 @@ def input_label(ref: InputId, meta: dict, mode: str) -> str | None:
 
 
 def _tar(path: Path | Loc, whole: bool) -> Iterator[InputId]:
-    """A tar source: one input per member, or (`whole`) the tar itself, for a task to expand (`tar_inputs`)."""
+    """A tar source: one input per member, or (`whole`) the tar itself, for a task to expand (`unit_inputs`)."""
     loc = Loc(path)
     return iter([InputId(loc.name, loc.url)]) if whole else _tar_members(loc)
 
 
-def is_tar_unit(input_id: str) -> bool:
-    """An input id that stands for a whole tar (planned with `expand_sources(..., whole_tars=True)`)."""
+def is_deferred(input_id: str) -> bool:
+    """An input id that stands for many (a whole tar, a range of a large list file), planned with
+    `expand_sources(..., defer=True)` and expanded by the task that owns it (`unit_inputs`)."""
     ref = parse_input_id(input_id)
-    return ref.member is None and ref.path.lower().endswith(".tar")
+    return (ref.member is None and ref.path.lower().endswith(".tar")) or is_list_range(ref)
 
 
-def tar_inputs(input_id: str) -> list[str]:
-    """The inputs of a whole-tar id, one per member (unsafe members included: reading them records why);
-    any other id stands for itself."""
-    if not is_tar_unit(input_id):
+def unit_inputs(input_id: str) -> list[str]:
+    """The inputs an id stands for: a whole tar's members (unsafe ones included: reading them records why), the
+    entries of a list range, or the id itself."""
+    if not is_deferred(input_id):
         return [input_id]
-    return [str(i) for i in _tar_members(Loc(parse_input_id(input_id).path))]
+    ref = parse_input_id(input_id)
+    if is_list_range(ref):
+        return _range_inputs(ref)
+    return [str(i) for i in _tar_members(Loc(ref.path))]
 
 
-def _expand_one(src: str, where: str, whole_tars: bool = False) -> Iterator[InputId]:
+# --- @list files planned in byte ranges ---------------------------------------------------------------------
+LIST_RANGE_BYTES = 1 << 20  # a list file larger than this is planned as ranges of this size, read by the tasks
+
+
+def _list_ranges(lst: Loc) -> Iterator[InputId]:
+    """A large list file as ranges of `LIST_RANGE_BYTES`: the driver reads none of its lines."""
+    size = lst.size()
+    for start in range(0, size, LIST_RANGE_BYTES):
+        length = min(LIST_RANGE_BYTES, size - start)
+        yield InputId(f"@{lst.name}:{start:014d}", lst.url, Member(start, length, -1, 0))
+
+
+def is_list_range(ref: InputId) -> bool:
+    return ref.member is not None and ref.name.startswith("@")
+
+
+def range_lines(read: Callable[[int, int], bytes], size: int, start: int, length: int) -> list[str]:
+    """The lines that start inside bytes [start, start + length) of a file of `size` bytes, read with
+    `read(a, b)` -> bytes [a, b): the range, the rest of its last line, and the byte before it (a line that
+    started in the previous range, or the newline ending it, belongs to that range)."""
+    lo, end = max(0, start - 1), min(size, start + length)
+    data = read(lo, end)
+    while end < size and not data.endswith(b"\n"):  # finish the last line
+        more = read(end, min(size, end + (1 << 16)))
+        nl = more.find(b"\n")
+        data += more if nl < 0 else more[: nl + 1]
+        end += len(more) if nl < 0 else nl + 1
+    if start > 0:
+        cut = data.find(b"\n")
+        data = data[cut + 1 :] if cut >= 0 else b""
+    return [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()]
+
+
+def _range_inputs(ref: InputId) -> list[str]:
+    lst = Loc(ref.path)
+    out: list[str] = []
+    for e in range_lines(lst.read_bytes, lst.size(), ref.member.offset, ref.member.size):
+        if e and not e.startswith("#"):
+            src = e if os.path.isabs(e) or "://" in e else str(lst.parent / e)
+            try:
+                out.extend(str(i) for i in _expand_one(src, f"list {lst}"))
+            except UsageError:  # a missing entry: read as a file, it becomes an error row naming it
+                out.append(str(InputId(e.rstrip("/").rsplit("/", 1)[-1], src)))
+    return out
+
+
+def _expand_one(src: str, where: str, defer: bool = False) -> Iterator[InputId]:
     """The inputs of one source argument (`where` names it in errors: the command line or a list file)."""
     if src.startswith("fashion-mnist:"):
         yield from _fashion(src)
@@ -261,20 +311,23 @@ def _expand_one(src: str, where: str, whole_tars: bool = False) -> Iterator[Inpu
         lst = Loc(src[1:])
         if not lst.is_file():
             raise UsageError(f"list file {lst} does not exist")
+        if defer and lst.size() > LIST_RANGE_BYTES:
+            yield from _list_ranges(lst)
+            return
         lines = [ln.strip() for ln in lst.read_text().splitlines()]
         for e in (ln for ln in lines if ln and not ln.startswith("#")):
             absolute = os.path.isabs(e) or "://" in e
-            yield from _expand_one(e if absolute else str(lst.parent / e), f"list {lst}", whole_tars)
+            yield from _expand_one(e if absolute else str(lst.parent / e), f"list {lst}", defer)
         return
     if is_remote(src):
-        yield from _expand_remote(src, where, whole_tars)
+        yield from _expand_remote(src, where, defer)
         return
     p = Path(src)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
         yield from _under(p, iter(files), _folder_name(src))
     elif p.is_file():
-        yield from _tar(p.resolve(), whole_tars) if p.suffix.lower() == ".tar" else [InputId(p.name, str(p.resolve()))]
+        yield from _tar(p.resolve(), defer) if p.suffix.lower() == ".tar" else [InputId(p.name, str(p.resolve()))]
     elif glob.has_magic(src):
         files = sorted(m for m in map(Path, glob.glob(src, recursive=True)) if m.is_file())
         if not files:
@@ -284,12 +337,12 @@ def _expand_one(src: str, where: str, whole_tars: bool = False) -> Iterator[Inpu
         tars = [f for f in files if f.suffix.lower() == ".tar"]
         yield from _under(base, (f for f in files if f.suffix.lower() != ".tar"), prefix)
         for t in tars:
-            yield from _tar(t.resolve(), whole_tars)
+            yield from _tar(t.resolve(), defer)
     else:
         raise UsageError(f"source {src!r} ({where}) is not a file, folder, glob, @list or 'sample'")
 
 
-def _expand_remote(src: str, where: str, whole_tars: bool = False) -> Iterator[InputId]:
+def _expand_remote(src: str, where: str, defer: bool = False) -> Iterator[InputId]:
     """An object, a prefix (every media object below it) or a glob in object storage, named as the local
     equivalents are (a prefix or glob base by its last component, then the path below it)."""
     loc = Loc(src)
@@ -301,7 +354,7 @@ def _expand_remote(src: str, where: str, whole_tars: bool = False) -> Iterator[I
         if not files:
             raise UsageError(f"glob {src!r} matches no objects")
     elif loc.is_file():
-        yield from _tar(loc, whole_tars) if loc.name.lower().endswith(".tar") else [InputId(loc.name, loc.url)]
+        yield from _tar(loc, defer) if loc.name.lower().endswith(".tar") else [InputId(loc.name, loc.url)]
         return
     elif loc.is_dir():
         base = loc
@@ -310,13 +363,13 @@ def _expand_remote(src: str, where: str, whole_tars: bool = False) -> Iterator[I
         raise UsageError(f"source {src!r} ({where}) is not an object, a prefix with objects below it, or a glob")
     for f in files:
         if f.name.lower().endswith(".tar"):
-            yield from _tar(f, whole_tars)
+            yield from _tar(f, defer)
         elif Path(f.name).suffix.lower() in MEDIA_EXTS or glob.has_magic(src):
             rel = f.path[len(base.path):].lstrip("/")
             yield InputId(f"{base.name}/{rel}", f.url)
 
 
-def expand_sources(sources: list[str], whole_tars: bool = False) -> list[str]:
+def expand_sources(sources: list[str], defer: bool = False) -> list[str]:
     """Sorted input ids (`vistok.record.InputId`) of the given source arguments, one per file or member.
 
     An input's name (what its key is made of) does not depend on where the files live: a file argument is
@@ -325,12 +378,14 @@ def expand_sources(sources: list[str], whole_tars: bool = False) -> list[str]:
     member name, and `sample` photos by ``sample/FILE``. One file reached twice counts once (by its
     smallest name); two different files with one name are refused, since their keys would collide.
 
-    `whole_tars`: a tar stays one id (`tar_inputs` lists its members later, in the task that reads it), so
-    planning costs one entry per input file, however many members its tars hold.
+    `defer`: a tar stays one id, and a list file over `LIST_RANGE_BYTES` becomes one id per range of that
+    many bytes; the task that owns such an id expands it (`unit_inputs`), so planning costs one entry per
+    input file or list range, however many members or lines they hold. (Names in a deferred list are not
+    checked against each other: the driver never reads them.)
     """
     by_target: dict[tuple[str, Member | None], str] = {}
     for src in sources:
-        for iid in _expand_one(src, "on the command line", whole_tars):
+        for iid in _expand_one(src, "on the command line", defer):
             target = (iid.path, iid.member)
             if target not in by_target or iid.name < by_target[target]:
                 by_target[target] = iid.name

@@ -27,7 +27,7 @@ import vistok
 from vistok.errors import DatasetError, InputError, StorageError, UsageError, one_line
 from vistok.executors import ExecutorConfig, run_tasks
 from vistok.media.preprocess import Preprocess
-from vistok.media.sources import check_label_mode, expand_sources, fingerprint, is_tar_unit, tar_inputs
+from vistok.media.sources import check_label_mode, expand_sources, fingerprint, is_deferred, unit_inputs
 from vistok.pipelines.encode import encode_input, error_row
 from vistok.progress import Progress
 from vistok.record import TokenRecord, json_bytes, parse_input_id, parse_key
@@ -48,7 +48,7 @@ from vistok.shards.manifest import (
 )
 from vistok.shards.reader import iter_shards
 from vistok.shards.writer import ShardWriter
-from vistok.storage import Loc, configure
+from vistok.storage import Loc, configure, read_each
 from vistok.storage import options as current_options
 from vistok.tokenize.base import Codec, get_codec
 from vistok.tokenize.orders import STORED_ORDERS
@@ -143,14 +143,14 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
 
 
 def _expand_units(units: tuple[str, ...]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The task's inputs, a whole tar expanded to its members here rather than by the driver; an unreadable
-    tar is one error row."""
+    """The task's inputs: a whole tar or a range of a large list expanded here rather than by the driver; one
+    that cannot be read is one error row."""
     inputs: list[str] = []
     errors: list[dict[str, Any]] = []
     for unit in units:
         try:
-            inputs.extend(tar_inputs(unit))
-        except UsageError as exc:
+            inputs.extend(unit_inputs(unit))
+        except (UsageError, StorageError) as exc:
             errors.append(error_row(unit, "read", InputError(str(exc))))
     return inputs, errors
 
@@ -254,7 +254,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     configure(opts)
     out_loc = Loc(out)
     out_loc.check_writable()  # a missing bucket or refused credentials: one line, before any work
-    inputs = expand_sources(sources, whole_tars=True)  # a tar is one entry: its task lists the members
+    inputs = expand_sources(sources, defer=True)  # a tar (a large list's range) is one entry: its task expands it
     if not inputs:
         raise UsageError(f"no inputs found in {' '.join(sources)}")
     config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
@@ -279,7 +279,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     tasks = (ShardTask(i, groups[i], folder.url, codec.get_config(), pre.to_json(), compress, retry_errors,
                        tuple(sorted(store_orders)), label_from, per_shard, opts) for i in todo)
     work = sum(len(groups[i]) for i in todo)
-    unit = "files" if any(map(is_tar_unit, inputs)) else "inputs"
+    unit = "files" if any(map(is_deferred, inputs)) else "inputs"
     with Progress("shard", work, unit, progress_stream, quiet) as prog:
         seen: dict[str, Any] = {"samples": 0, "errors": 0, "storage": []}
 
@@ -300,12 +300,12 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
 
 def plan_shards(inputs: list[str], per_shard: int) -> list[tuple[str, ...]]:
     """The inputs of each shard task, from the sorted input list: consecutive files in groups of `per_shard`,
-    each whole tar on its own (its task writes a shard file per `per_shard` of its members). A shard's
+    each whole tar or list range on its own (its task writes a shard file per `per_shard` of its inputs). A shard's
     content is a function of its slice, so reruns and other executors give the same shards."""
     groups: list[tuple[str, ...]] = []
     run: list[str] = []
     for iid in inputs:
-        if is_tar_unit(iid):
+        if is_deferred(iid):
             if run:
                 groups.append(tuple(run))
                 run = []
@@ -361,10 +361,12 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
     side = dict(codec.side_info())
     labels: set[str] = set()
     done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")}  # listings, not a request per shard
-    for i in range(n_shards):
-        if stats_path(folder, i).name not in done:
-            raise DatasetError(f"{folder}: shard {i} has no stats file after the job; rerun the command to complete it")
-        st = ShardStats.read(folder, i)
+    missing = [i for i in range(n_shards) if stats_path(folder, i).name not in done]
+    if missing:
+        raise DatasetError(f"{folder}: shard {missing[0]} has no stats file after the job; rerun the command to "
+                           "complete it")
+    for i, raw in enumerate(read_each([stats_path(folder, i) for i in range(n_shards)])):
+        st = ShardStats(**json.loads(raw))
         for k, v in st.side_info.items():  # e.g. H.264 headers: one entry per distinct header
             side[k] = {**side.get(k, {}), **v} if isinstance(v, dict) else v
         labels.update(st.labels)

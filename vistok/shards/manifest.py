@@ -22,7 +22,7 @@ import numpy as np
 
 from vistok.errors import DatasetError
 from vistok.record import FORMAT_VERSION
-from vistok.storage import Loc
+from vistok.storage import Loc, read_each
 from vistok.tokenize.base import Codec, get_codec
 
 MANIFEST = "manifest.json"
@@ -93,7 +93,7 @@ class ShardStats:
 def done_shards(folder: str | Path | Loc) -> list[ShardStats]:
     """Stats of every finished shard of a folder, by index."""
     paths = (Loc(folder) / STATS_DIR).glob("shard-*.json")
-    return [ShardStats(**read_json(p)) for p in paths]
+    return [ShardStats(**json.loads(raw)) for raw in read_each(paths)]
 
 
 def canonical_json(obj: Any) -> bytes:
