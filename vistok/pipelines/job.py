@@ -81,8 +81,9 @@ def _previous(task: ShardTask, folder: Loc) -> tuple[set[str], dict[str, list[To
     if err_path.exists():
         failed = {json.loads(line)["key"] for line in err_path.read_text().splitlines() if line.strip()}
     kept: dict[str, list[TokenRecord]] = {}
-    if stats_path(folder, task.index).exists():
-        for rec in iter_shards([folder / f["name"] for f in ShardStats.read(folder, task.index).files()]):
+    previous = ShardStats.read_if_done(folder, task.index)
+    if previous is not None:
+        for rec in iter_shards([folder / f["name"] for f in previous.files()]):
             kept.setdefault(parse_key(rec.key).input, []).append(rec)
     return failed, kept
 
@@ -104,8 +105,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     single_threaded_blas()
     configure(task.storage_options)
     folder = Loc(task.out)
-    if stats_path(folder, task.index).exists():
-        stats = ShardStats.read(folder, task.index)
+    stats = ShardStats.read_if_done(folder, task.index)  # one request, done or not
+    if stats is not None:
         if not (task.retry_errors and stats.errors):
             return {**stats.to_json(), "skipped": True, "files": len(task.inputs)}
     codec, pre = get_codec(task.codec), Preprocess(**task.preprocess)
@@ -265,11 +266,12 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
         config["label_from"] = label_from
     chash = config_hash(config)
     folder = resolve_folder(out_loc, codec.codec_id, chash)
-    if (folder / MANIFEST).exists() and not retry_errors:
+    present = folder.names()  # one listing answers what is there already
+    if MANIFEST in present and not retry_errors:
         m = load_manifest(folder)
         if m.config_hash == chash:
             return _result(folder, True, m, t0)
-    _prepare_folder(folder, config, chash, codec.codec_id, retry_errors)
+    _prepare_folder(folder, present, config, chash, codec.codec_id, retry_errors)
 
     per_shard = max(1, shard_size // pre.samples_per_input)
     groups = plan_shards(inputs, per_shard)
@@ -326,10 +328,12 @@ def _result(folder: Loc, up_to_date: bool, manifest: Manifest, t0: float) -> Job
                      time.monotonic() - t0, manifest)
 
 
-def _prepare_folder(folder: Loc, config: dict[str, Any], chash: str, codec_id: str, retry_errors: bool) -> None:
-    """Refuse a folder of another configuration; make its subfolders; clear a killed run's temporary files."""
+def _prepare_folder(folder: Loc, present: set[str], config: dict[str, Any], chash: str, codec_id: str,
+                    retry_errors: bool) -> None:
+    """Refuse a folder of another configuration; make its subfolders; clear a killed run's temporary files.
+    `present`: the names already in the folder."""
     job_path = folder / JOB
-    if job_path.exists():
+    if JOB in present:
         prev = read_json(job_path)
         if prev.get("config_hash") != chash:
             raise DatasetError(
@@ -341,7 +345,7 @@ def _prepare_folder(folder: Loc, config: dict[str, Any], chash: str, codec_id: s
         for d in (folder.local, folder.local / STATS_DIR, folder.local / ERRORS_DIR):
             for stale in d.glob(".*.tmp-*"):
                 stale.unlink(missing_ok=True)  # leftovers of a killed run
-    if not job_path.exists():
+    if JOB not in present:
         write_json(job_path, {"config": config, "config_hash": chash, "vistok_version": vistok.__version__})
     if retry_errors:
         (folder / MANIFEST).unlink()

@@ -74,6 +74,15 @@ class ShardStats:
     def read(cls, folder: str | Path | Loc, index: int) -> ShardStats:
         return cls(**read_json(stats_path(folder, index)))
 
+    @classmethod
+    def read_if_done(cls, folder: str | Path | Loc, index: int) -> ShardStats | None:
+        """The stats of shard `index`, or None when it is not done."""
+        try:
+            raw = stats_path(folder, index).read_bytes()
+        except FileNotFoundError:
+            return None
+        return cls(**json.loads(raw))
+
     def write(self, folder: str | Path | Loc) -> None:
         write_json(stats_path(folder, self.index), self.to_json())
 
