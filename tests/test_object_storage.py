@@ -95,21 +95,21 @@ def test_locations_behave_the_same_locally_and_in_a_bucket(tmp_path, s3):
 
 
 # --- writing ---------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_shard_to_s3_with_ray_writes_the_objects_a_local_run_writes(tmp_path, s3):
+def test_shard_to_s3_writes_the_objects_a_local_run_writes_and_resumes(tmp_path, s3):
+    """(The two-node cluster test writes to a bucket with Ray, and resumes there too.)"""
     bucket, opts, fs = s3
-    args = ["shard", "sample", "--size", "32", "--crops", "2", "--shard-size", "12", "-q"]
-    local = _run([*args, "--out", str(tmp_path / "local"), "--executor", "local"])
-    assert local.returncode == 0, local.stderr
-    remote = _run([*args, "--out", f"{bucket}/ds", "--workers", "2", "--storage-options", opts])
-    assert remote.returncode == 0, remote.stderr
+    kw = dict(shard_size=12, compress=True, executor="local", quiet=True)
+    run_job(["sample"], tmp_path / "local", JpegCodec(), Preprocess(size=32, crops=2), **kw)
+    res = run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=32, crops=2), storage_options=json.loads(opts),
+                  **kw)
+    assert str(res.folder) == f"{bucket}/ds" and res.samples == 48
     assert _objects(fs, f"{bucket}/ds") == _files(tmp_path / "local")
     prefix = bucket.removeprefix("s3://") + "/ds"
     for name in ("manifest.json", "stats/shard-000001.json", "stats/shard-000003.json"):
         fs.rm_file(f"{prefix}/{name}")  # as if killed: those shards are not done
-    again = _run([*args, "--out", f"{bucket}/ds", "--workers", "2", "--storage-options", opts])
-    assert again.returncode == 0, again.stderr
-    assert _objects(fs, f"{bucket}/ds") == _files(tmp_path / "local")
+    again = run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=32, crops=2), **kw)
+    assert not again.up_to_date and _objects(fs, f"{bucket}/ds") == _files(tmp_path / "local")
+    assert run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=32, crops=2), **kw).up_to_date
 
 
 @pytest.mark.slow

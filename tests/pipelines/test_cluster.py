@@ -55,5 +55,11 @@ def test_two_node_cluster_writes_the_same_shards_as_a_local_run(tmp_path, folder
         prefix = f"{bucket.removeprefix('s3://')}/cluster"
         objects = {p[len(prefix) + 1 :]: fs.cat_file(p) for p in fs.find(prefix)}
         assert objects == folder_bytes(tmp_path / "local")
+        for name in ("manifest.json", "stats/shard-000001.json", "stats/shard-000003.json"):
+            fs.rm_file(f"{prefix}/{name}")  # as if killed: the cluster redoes those shards only
+        subprocess.run([*cmd, "--out", f"{bucket}/cluster", "--address", addr, "--storage-options", opts], check=True,
+                       capture_output=True, env=env, timeout=600)
+        fs.invalidate_cache()
+        assert {p[len(prefix) + 1 :]: fs.cat_file(p) for p in fs.find(prefix)} == folder_bytes(tmp_path / "local")
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
