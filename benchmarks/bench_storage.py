@@ -1,7 +1,8 @@
 """Object storage and planning at scale, against baselines measured in the same run.
 
 - sharding throughput to ``s3://`` (moto's S3 server on 127.0.0.1) against the same job to local disk, with
-  cheap samples (64x64 crops, 1000- and 64-sample shards: request latency shows) and 256x256 ones;
+  cheap samples (64x64 crops, 1000- and 64-sample shards: request latency shows) and 256x256 ones, in jobs
+  of one or two shards (a job's ~16 fixed requests show) and of eight;
 - the trainer's loader, tokens/s streaming shards from ``s3://`` against reading them from local disk;
 - planning 20 vs 2,000 small input tars: seconds per tar and the driver's peak RSS, planned per file (each tar
   one entry, expanded by its task) against planning per member (every tar's headers read by the driver, as
@@ -125,6 +126,8 @@ def object_storage() -> dict:
             small_remote, _ = _shard("s3://bench/small", opts, 42, 64)
             big_local, big_n = _shard(str(Path(tmp) / "big"), None, 8, 1000, 256)
             big_remote, _ = _shard("s3://bench/big", opts, 8, 1000, 256)
+            job_local, job_n = _shard(str(Path(tmp) / "job"), None, 336)  # 8 shards: the job's fixed requests amortized
+            job_remote, _ = _shard("s3://bench/job", opts, 336)
             configure(opts)
             read_local = _loader_tokens_per_s(str(Path(tmp) / "ds"), 60)
             read_remote = _loader_tokens_per_s("s3://bench/ds", 60)
@@ -136,6 +139,7 @@ def object_storage() -> dict:
             "shard_s3_vs_local_64_sample_shards": round(small_remote / small_local, 3),
             "shard_256px_samples": big_n, "shard_256px_local_samples_per_s": round(big_local, 1),
             "shard_256px_s3_samples_per_s": round(big_remote, 1), "shard_256px_s3_vs_local": round(big_remote / big_local, 3),
+            "shard_8_shards_samples": job_n, "shard_8_shards_s3_vs_local": round(job_remote / job_local, 3),
             "loader_local_tokens_per_s": round(read_local),
             "loader_s3_tokens_per_s": round(read_remote), "loader_s3_vs_local": round(read_remote / read_local, 3)}
 
