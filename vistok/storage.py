@@ -119,7 +119,7 @@ class Loc:
 
     __slots__ = ("url", "local", "_fs", "_pid", "path")
 
-    def __init__(self, where: str | os.PathLike | Loc, storage_options: dict[str, Any] | None = None):
+    def __init__(self, where: str | os.PathLike | Loc):
         if isinstance(where, Loc):
             self.url, self.local, self._fs, self._pid, self.path = where.url, where.local, where._fs, where._pid, where.path
             return
@@ -130,9 +130,8 @@ class Loc:
         if "://" not in s:
             self.url, self.local, self._fs, self.path = s, Path(s), None, s
             return
-        opts = _options if storage_options is None else storage_options
-        try:
-            self._fs = _filesystem(s.split("://", 1)[0], json.dumps(opts, sort_keys=True), os.getpid())
+        try:  # with the options `configure` set
+            self._fs = _filesystem(s.split("://", 1)[0], json.dumps(_options, sort_keys=True), os.getpid())
             self.path = self._fs._strip_protocol(s.rstrip("/"))
         except ImportError as exc:
             raise UsageError(f"{s}: {one_line(exc)} (pip install 'vistok[s3]' or 'vistok[gcs]')") from None
@@ -195,33 +194,23 @@ class Loc:
         self.fs.invalidate_cache(self.path)
 
     # --- reading ------------------------------------------------------------------------------------
-    def exists(self) -> bool:
-        if self.local is not None:
-            return self.local.exists()
+    def _ask(self, question: str) -> bool:
+        """The remote filesystem's answer to `question` (exists, isfile, isdir) for this path, listings fresh."""
         self._fresh()
         try:
-            return bool(self.fs.exists(self.path))
+            return bool(getattr(self.fs, question)(self.path))
         except Exception as exc:
             raise _translate(exc, f"cannot reach {self.url}") from None
 
+    def exists(self) -> bool:
+        return self.local.exists() if self.local is not None else self._ask("exists")
+
     def is_file(self) -> bool:
-        if self.local is not None:
-            return self.local.is_file()
-        self._fresh()
-        try:
-            return bool(self.fs.isfile(self.path))
-        except Exception as exc:
-            raise _translate(exc, f"cannot reach {self.url}") from None
+        return self.local.is_file() if self.local is not None else self._ask("isfile")
 
     def is_dir(self) -> bool:
         """A local folder, or a remote prefix with at least one object below it."""
-        if self.local is not None:
-            return self.local.is_dir()
-        self._fresh()
-        try:
-            return bool(self.fs.isdir(self.path))
-        except Exception as exc:
-            raise _translate(exc, f"cannot reach {self.url}") from None
+        return self.local.is_dir() if self.local is not None else self._ask("isdir")
 
     def size(self) -> int:
         if self.local is not None:
@@ -256,8 +245,27 @@ class Loc:
         except Exception as exc:
             raise _translate(exc, f"cannot read {self.url}") from None
 
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Bytes [start, end) for each range: one open file locally, concurrent ranged GETs remotely."""
+        if self.local is not None:
+            out = []
+            with open(self.local, "rb") as f:
+                for start, end in ranges:
+                    f.seek(start)
+                    out.append(f.read(end - start))
+            return out
+        try:
+            return self.fs.cat_ranges([self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, f"cannot read {self.url}") from None
+
     def read_text(self) -> str:
         return self.read_bytes().decode()
+
+    def _stream(self) -> IO[bytes]:
+        return self.fs.open(self.path, "rb", block_size=READ_BLOCK, cache_type="readahead")
 
     def open(self) -> IO[bytes]:
         """A stream of the file's bytes: remote files are read ahead in large blocks, never downloaded
@@ -267,7 +275,7 @@ class Loc:
         if _cache["dir"]:
             return _cached_open(self, Path(_cache["dir"]), int(_cache["bytes"]))
         try:
-            return self.fs.open(self.path, "rb", block_size=READ_BLOCK, cache_type="readahead")
+            return self._stream()
         except Exception as exc:
             raise _translate(exc, f"cannot open {self.url}") from None
 
@@ -369,8 +377,9 @@ def read_each(locs: list[Loc], batch: int = 256) -> Iterator[bytes]:
         remote = [loc for loc in chunk if loc.local is None]
         fetched: dict[str, bytes] = {}
         if remote:
+            paths = [loc.path for loc in remote]
             try:
-                fetched = dict(zip([loc.path for loc in remote], _fetch_all(remote[0].fs, [loc.path for loc in remote])))
+                fetched = dict(zip(paths, _fetch_all(remote[0].fs, paths)))
             except FileNotFoundError:
                 raise
             except Exception as exc:
@@ -416,8 +425,7 @@ def _cached_open(loc: Loc, folder: Path, limit: int) -> IO[bytes]:
     if path.is_file():
         os.utime(path)  # most recently used
         return open(path, "rb")
-    stream = loc.fs.open(loc.path, "rb", block_size=READ_BLOCK, cache_type="readahead")
-    return _Tee(stream, path, folder, limit)
+    return _Tee(loc._stream(), path, folder, limit)
 
 
 class _Tee:

@@ -350,7 +350,8 @@ def _expand_remote(src: str, where: str, defer: bool = False) -> Iterator[InputI
         proto, rest = src.split("://", 1)
         fixed = itertools.takewhile(lambda p: not glob.has_magic(p), rest.split("/")[:-1])
         base = Loc(f"{proto}://{'/'.join(fixed)}")
-        files = [Loc._remote(loc.fs, p) for p in sorted(loc.fs.glob(loc.path)) if loc.fs.isfile(p)]
+        matches = loc.fs.glob(loc.path, detail=True)  # one listing gives every match's type
+        files = [Loc._remote(loc.fs, p) for p in sorted(matches) if matches[p].get("type") == "file"]
         if not files:
             raise UsageError(f"glob {src!r} matches no objects")
     elif loc.is_file():
@@ -427,14 +428,19 @@ def read_input(input_id: str, max_bytes: int = 1 << 30) -> tuple[bytes, dict]:
             m = ref.member
             if m.offset < 0:
                 raise InputError(f"tar member refused, not read: {REFUSALS.get(m.size, 'unsafe')}")
-            if 0 <= m.cls_offset and m.cls_size <= 256:
-                meta["cls"] = loc.read_bytes(m.cls_offset, m.cls_offset + m.cls_size).decode("utf-8", "replace").strip()
-            data = loc.read_bytes(m.offset, m.offset + m.size)
+            ranges = [(m.offset, m.offset + m.size)]
+            with_cls = 0 <= m.cls_offset and m.cls_size <= 256
+            with_json = m.json_offset >= 0 and m.json_size <= 1 << 20
+            ranges += [(m.cls_offset, m.cls_offset + m.cls_size)] if with_cls else []
+            ranges += [(m.json_offset, m.json_offset + m.json_size)] if with_json else []
+            data, *siblings = loc.read_ranges(ranges)  # one open file, or concurrent GETs
             if len(data) != m.size:
                 raise InputError(f"tar member {ref.name} is truncated")
-            if m.json_offset >= 0 and m.json_size <= 1 << 20:
+            if with_cls:
+                meta["cls"] = siblings.pop(0).decode("utf-8", "replace").strip()
+            if with_json:
                 try:
-                    extra = json.loads(loc.read_bytes(m.json_offset, m.json_offset + m.json_size))
+                    extra = json.loads(siblings.pop(0))
                     if isinstance(extra, dict):
                         meta["source_json"] = extra
                 except ValueError:

@@ -115,17 +115,14 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     n_inputs = len(inputs) + len(errors)  # an unreadable tar counts as one input, with its error row
     per_part = task.per_part or max(1, len(inputs))
     files: list[dict[str, Any]] = []
-    lengths: list[int] = []
-    labels: set[str] = set()
-    counts = np.zeros(codec.vocab.size, dtype=np.int64)
+    tally = _Tally(errors, codec.vocab.size)
     for part, first in enumerate(range(0, max(1, len(inputs)), per_part)):
         name = shard_name(task.index, task.compress, part)
         target = folder / name
         with _staging(folder) as tmp:  # object storage: write here, then upload
             local = tmp / name if tmp else Path(target)
             with ShardWriter(local, compress=task.compress) as writer:
-                _encode_into(writer, inputs[first : first + per_part], task, codec, pre, failed, kept,
-                             errors, lengths, labels, counts)
+                _encode_into(writer, inputs[first : first + per_part], task, codec, pre, failed, kept, tally)
             if writer.count:
                 files.append({"name": name, "samples": writer.count, "bytes": local.stat().st_size})
                 if tmp:
@@ -134,11 +131,11 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
             target.unlink()
     if errors or task.retry_errors or folder.local is not None:  # a bucket: spare a DELETE per shard
         _write_errors(folder, task.index, errors)  # (finalize reads rows only of shards whose stats count some)
-    nz = np.flatnonzero(counts)
+    nz = np.flatnonzero(tally.counts)
     stats = ShardStats(task.index, files[0]["name"] if files else None, n_inputs, len(errors),
-                       sum(f["samples"] for f in files), sum(f["bytes"] for f in files), lengths,
-                       {"ids": nz.tolist(), "counts": counts[nz].tolist()}, codec.collected_side_info(),
-                       sorted(labels), files if len(files) > 1 else [])
+                       sum(f["samples"] for f in files), sum(f["bytes"] for f in files), tally.lengths,
+                       {"ids": nz.tolist(), "counts": tally.counts[nz].tolist()}, codec.collected_side_info(),
+                       sorted(tally.labels), files if len(files) > 1 else [])
     stats.write(folder)  # last: marks the shard done
     return {**stats.to_json(), "files": len(task.inputs)}
 
@@ -167,11 +164,18 @@ def _staging(folder: Loc) -> Iterator[Path | None]:
         yield Path(d)
 
 
+class _Tally:
+    """What a shard task gathers across its shard files: error rows, samples' lengths, labels, token counts."""
+
+    def __init__(self, errors: list[dict[str, Any]], vocab_size: int):
+        self.errors, self.lengths, self.labels = errors, [], set()
+        self.counts = np.zeros(vocab_size, dtype=np.int64)
+
+
 def _encode_into(writer: ShardWriter, inputs: list[str], task: ShardTask, codec: Codec, pre: Preprocess,
-                 failed: set[str] | None, kept: dict[str, list[TokenRecord]], errors: list[dict[str, Any]],
-                 lengths: list[int], labels: set[str], counts: np.ndarray) -> None:
-    """Encode `inputs` into `writer` (reusing `kept` records of inputs that did not fail before), adding to
-    the error rows, the samples' lengths, their labels and the token counts."""
+                 failed: set[str] | None, kept: dict[str, list[TokenRecord]], tally: _Tally) -> None:
+    """Encode `inputs` into `writer` (reusing `kept` records of inputs that did not fail before), counting
+    into `tally`."""
     for iid in inputs:
         key = parse_input_id(iid).key
         reuse = failed is not None and key not in failed and key in kept
@@ -180,13 +184,13 @@ def _encode_into(writer: ShardWriter, inputs: list[str], task: ShardTask, codec:
         try:
             batch.extend(recs)
         except InputError as exc:  # records made before the failure (a video's first clips) are kept
-            errors.append(error_row(iid, getattr(exc, "stage", "decode"), exc))
+            tally.errors.append(error_row(iid, getattr(exc, "stage", "decode"), exc))
         for rec in batch:
             writer.write(rec)
-            lengths.append(len(rec))
+            tally.lengths.append(len(rec))
             if "label" in rec.meta:
-                labels.add(str(rec.meta["label"]))
-            counts += np.bincount(rec.tokens, minlength=counts.size)
+                tally.labels.add(str(rec.meta["label"]))
+            tally.counts += np.bincount(rec.tokens, minlength=tally.counts.size)
 
 
 def _write_errors(folder: Loc, index: int, rows: list[dict[str, Any]]) -> None:
