@@ -2,11 +2,14 @@
 
 - sharding throughput to ``s3://`` (moto's S3 server on 127.0.0.1) against the same job to local disk, with
   cheap samples (64x64 crops, 1000- and 64-sample shards: request latency shows) and 256x256 ones, in jobs
-  of one or two shards (a job's ~16 fixed requests show) and of eight;
+  of one or two shards (a job's 6 fixed requests show) and of eight;
 - the trainer's loader, tokens/s streaming shards from ``s3://`` against reading them from local disk;
 - planning 20 vs 2,000 small input tars: seconds per tar and the driver's peak RSS, planned per file (each tar
   one entry, expanded by its task) against planning per member (every tar's headers read by the driver, as
-  vistok did before).
+  vistok did before);
+- planning a folder of 2,000 vs 200,000 files: microseconds per file and the driver's peak RSS, walked a level
+  at a time into a spilled, sorted input list against the in-memory planner vistok had before (the whole
+  `rglob` sorted, a map of every file).
 """
 
 from __future__ import annotations
@@ -39,13 +42,13 @@ def _tars(folder: Path, n: int) -> Path:
 
 _PLAN = """
 import json, resource, sys, time, tracemalloc
-from vistok.media.sources import expand_sources, fingerprint
+from vistok.media.sources import InputList
 from vistok.pipelines.job import plan_shards
 
 def plan():
-    inputs = expand_sources([sys.argv[1] + "/*.tar"], defer=sys.argv[2] == "files")
-    fingerprint(inputs)
-    return plan_shards(inputs, 1000)
+    with InputList([sys.argv[1] + "/*.tar"], defer=sys.argv[2] == "files") as inputs:
+        inputs.fingerprint
+        return list(plan_shards(inputs, 1000))
 
 t0 = time.perf_counter()
 groups = plan()
@@ -56,6 +59,65 @@ plan()
 heap = tracemalloc.get_traced_memory()[1]
 print(json.dumps({"seconds": dt, "rss_mb": peak / 1024, "heap_mb": heap / 2**20, "tasks": len(groups)}))
 """
+
+
+_PLAN_FOLDER = """
+import json, os, resource, sys, time
+from pathlib import Path
+from vistok.media.sources import MEDIA_EXTS, InputList
+from vistok.pipelines.job import plan_shards
+from vistok.record import InputId
+
+def in_memory(src):  # the planner before streaming: every path, a map of every file, one sort
+    p = Path(src)
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
+    by_target = {}
+    for f in files:
+        by_target[(str(f.resolve()), None)] = f"{p.name}/{f.relative_to(p).as_posix()}"
+    ids = sorted(str(InputId(name, path)) for (path, _), name in by_target.items())
+    stamps = [(os.stat(i.split("\\0")[1]).st_size) for i in ids]
+    return len(list(plan_shards(ids, 1000))), len(stamps)
+
+def streamed(src):
+    with InputList([src], defer=True) as inputs:
+        inputs.fingerprint
+        return sum(1 for _ in plan_shards(inputs, 1000)), inputs.count
+
+t0 = time.perf_counter()
+tasks, n = (streamed if sys.argv[2] == "streamed" else in_memory)(sys.argv[1])
+dt = time.perf_counter() - t0
+print(json.dumps({"seconds": dt, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "n": n}))
+"""
+
+
+def _folder(root: Path, n: int) -> Path:
+    """`n` small files in folders of 1,000 (planning reads none of them)."""
+    for i in range(n):
+        d = root / f"{i // 1000:04d}"
+        if i % 1000 == 0:
+            d.mkdir(parents=True)
+        (d / f"{i:07d}.jpg").write_bytes(b"")
+    return root
+
+
+def _plan_folder(folder: Path, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _PLAN_FOLDER, str(folder), mode], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout)
+
+
+def folder_planning() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = _folder(Path(tmp) / "f2k", 2000), _folder(Path(tmp) / "f200k", 200_000)
+        s_small, s_large = _plan_folder(small, "streamed"), _plan_folder(large, "streamed")
+        m_small, m_large = _plan_folder(small, "in_memory"), _plan_folder(large, "in_memory")
+    assert s_large["n"] == m_large["n"] == 200_000
+    return {"plan_folder_us_per_file_200k": round(1e6 * s_large["seconds"] / 200_000, 1),
+            "plan_folder_baseline_us_per_file_200k": round(1e6 * m_large["seconds"] / 200_000, 1),
+            "plan_folder_rss_mb_2k": round(s_small["rss_mb"], 1), "plan_folder_rss_mb_200k": round(s_large["rss_mb"], 1),
+            "plan_folder_rss_ratio_200k_vs_2k": round(s_large["rss_mb"] / s_small["rss_mb"], 3),
+            "plan_folder_baseline_rss_mb_200k": round(m_large["rss_mb"], 1),
+            "plan_folder_baseline_rss_ratio_200k_vs_2k": round(m_large["rss_mb"] / m_small["rss_mb"], 3)}
 
 
 def _plan(folder: Path, mode: str) -> dict:
@@ -145,7 +207,7 @@ def object_storage() -> dict:
 
 
 def run() -> dict:
-    return {**object_storage(), **planning()}
+    return {**object_storage(), **planning(), **folder_planning()}
 
 
 if __name__ == "__main__":

@@ -216,11 +216,11 @@ def test_credentials_appear_nowhere_in_the_dataset(tmp_path, s3):
 
 # --- inputs ----------------------------------------------------------------------------------------------
 def _upload_inputs(tmp_path: Path, fs, bucket: str) -> Path:
-    """Four photos as files, a WebDataset tar (with an unsafe member) and a list file, locally and in the bucket."""
+    """Four photos as files (one in a subfolder), a WebDataset tar (with an unsafe member) and a list file, locally and in the bucket."""
     local = tmp_path / "in"
-    (local / "photos").mkdir(parents=True)
-    for p in sample_files()[:4]:
-        (local / "photos" / p.name).write_bytes(p.read_bytes())
+    (local / "photos" / "sub").mkdir(parents=True)
+    for i, p in enumerate(sample_files()[:4]):  # one of them a folder deeper
+        (local / "photos" / ("sub" if i == 3 else "") / p.name).write_bytes(p.read_bytes())
     png = io.BytesIO()
     Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(png, format="PNG")
     with tarfile.open(local / "web.tar", "w") as t:
@@ -240,6 +240,7 @@ def test_inputs_in_a_bucket_are_named_and_tokenized_as_local_files(tmp_path, s3)
     configure(json.loads(opts))
     for remote_src, local_src in ((f"{bucket}/in/photos", str(local / "photos")),
                                   (f"{bucket}/in/photos/*.png", str(local / "photos" / "*.png")),
+                                  (f"{bucket}/in/**/*.png", str(local / "**" / "*.png")),
                                   (f"@{bucket}/in/list.txt", f"@{local / 'list.txt'}"),
                                   (f"{bucket}/in/web.tar", str(local / "web.tar"))):
         names = [i.split("\0")[0] for i in expand_sources([remote_src])]

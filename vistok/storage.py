@@ -114,6 +114,12 @@ def _filesystem(protocol: str, options_json: str, pid: int) -> Any:
     return fsspec.filesystem(protocol, **json.loads(options_json))
 
 
+def _info_stamp(info: dict[str, Any]) -> tuple[int, str]:
+    """(size, change marker) of an object from its fsspec info (a listing's entry or a HEAD)."""
+    mark = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
+    return int(info.get("size") or 0), str(mark)
+
+
 class Loc:
     """A file or folder, local (`local` is its `Path`) or remote (`fs` and `path` of an fsspec filesystem)."""
 
@@ -222,9 +228,7 @@ class Loc:
         if self.local is not None:
             st = self.local.stat()
             return st.st_size, str(st.st_mtime_ns)
-        info = self.fs.info(self.path)
-        mark = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
-        return int(info.get("size") or 0), str(mark)
+        return _info_stamp(self.fs.info(self.path))
 
     def read_bytes(self, start: int | None = None, end: int | None = None) -> bytes:
         """The file's bytes, or bytes [start, end) of it (a ranged GET for an object)."""
@@ -300,16 +304,58 @@ class Loc:
         except FileNotFoundError:
             return []
 
-    def find(self) -> Iterator[Loc]:
-        """Every file below this folder (recursive), sorted by path."""
-        if self.local is not None:
-            for p in sorted(self.local.rglob("*")):
-                if p.is_file():
-                    yield Loc(p)
-            return
-        self._fresh()
-        for p in sorted(self.fs.find(self.path)):
-            yield Loc._remote(self.fs, p)
+    def walk(self, maxdepth: int | None = None) -> Iterator[tuple[str, str, tuple[int, str]]]:
+        """Every file below this folder, as (path relative to it, where it is, `stamp()`), in no particular order
+        and one folder at a time: memory holds the folder being listed and those waiting, never the whole tree.
+        Where it is: a local path (folder as given, then the relative path; a link to a file gives its
+        target) or the remote filesystem's path (`url_of` makes it a URL). Links to folders are not followed;
+        `maxdepth` 1 lists this folder only. An unreadable folder raises rather than dropping its files."""
+        stack: list[tuple[str, str, int]] = [("", str(self.local) if self.local is not None else self.path, 1)]
+        while stack:
+            rel, where, depth = stack.pop()
+            deeper = maxdepth is None or depth < maxdepth
+            for name, is_dir, found, stamp in (self._scan_local(where) if self.local is not None else self._scan(where)):
+                sub = f"{rel}/{name}" if rel else name
+                if not is_dir:
+                    yield sub, found, stamp
+                elif deeper:
+                    stack.append((sub, found, depth + 1))
+
+    def url_of(self, path: str) -> str:
+        """The URL of a path on this location's filesystem (a path `walk` gave)."""
+        return path if self.local is not None else self.fs.unstrip_protocol(path)
+
+    @staticmethod
+    def _scan_local(folder: str) -> list[tuple[str, bool, str, tuple[int, str]]]:
+        out = []
+        try:
+            with os.scandir(folder) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        out.append((e.name, True, e.path, (0, "")))
+                    elif e.is_file():  # a link to a file counts as the file it points to
+                        st = e.stat()
+                        found = os.path.realpath(e.path) if e.is_symlink() else e.path
+                        out.append((e.name, False, found, (st.st_size, str(st.st_mtime_ns))))
+        except OSError as exc:
+            raise UsageError(f"cannot list folder {folder}: {exc.strerror or exc}") from None
+        return out
+
+    def _scan(self, path: str) -> list[tuple[str, bool, str, tuple[int, str]]]:
+        """One remote folder level (one listing request per page), dropped from the listings cache again."""
+        fs = self.fs
+        fs.invalidate_cache(path)
+        try:
+            infos = retry(lambda: fs.ls(path, detail=True), f"cannot list {fs.unstrip_protocol(path)}")
+        finally:
+            fs.invalidate_cache(path)
+        out = []
+        for info in infos:
+            found = info["name"].rstrip("/")
+            if found == path.rstrip("/"):
+                continue  # a folder's placeholder object
+            out.append((found.rsplit("/", 1)[-1], info.get("type") == "directory", found, _info_stamp(info)))
+        return out
 
     # --- writing ------------------------------------------------------------------------------------
     def mkdir(self) -> None:
@@ -344,17 +390,21 @@ class Loc:
 
         retry(rm, f"cannot delete {self.url}")
 
-    def check_writable(self) -> None:
+    def check_writable(self) -> set[str]:
         """Fail now, with one line, when this folder cannot be written: a missing bucket, refused
-        credentials, an endpoint that does not answer. Writes and deletes one small probe object."""
+        credentials, an endpoint that does not answer. Writes one small probe object, lists the folder (the
+        probe keeps the listing to one request even for a new prefix) and deletes the probe.
+        Returns `names()`."""
         if self.local is not None:
-            return
+            return self.names()
         probe = self / f".vistok-probe-{os.getpid()}"
         try:
             self.fs.pipe_file(probe.path, b"")
+            names = self.names()
             self.fs.rm_file(probe.path)
         except Exception as exc:
             raise _translate(exc, f"cannot write to {self.url}") from None
+        return names - {probe.name}
 
 
 def _fetch_all(fs: Any, paths: list[str]) -> list[bytes]:

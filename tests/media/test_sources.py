@@ -1,5 +1,6 @@
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +180,98 @@ def test_a_large_list_file_is_planned_in_ranges_that_its_tasks_read(tmp_path, mo
     assert sorted(r.meta["source"] for r in Dataset(res.folder)) == sorted(str(photos / f"p{i:02d}.png") for i in range(12))
     assert res.samples == 12 and res.errors == 1 and res.inputs == 13
     assert "missing.png" in (res.folder / "errors.jsonl").read_text()
+
+
+# --- planning in bounded memory: the input list in spilled runs, folders walked a level at a time ---------------
+def _tree(root, rng):
+    """A random folder tree: odd names (spaces, dots, a newline, non-ASCII), media and other files, a link to a
+    file and a link to a folder."""
+    for _ in range(50):
+        parts = [rng.choice(["a", "a b", "a.b", "b", "ab", "a-"]) for _ in range(rng.randint(0, 3))]
+        stem = rng.choice(["x", "x y", "é", "x\ny", "_"]) + str(rng.randint(0, 2))
+        path = root.joinpath(*parts, stem + rng.choice([".png", ".jpg", ".txt", ".PNG", ".tar"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".tar":
+            with tarfile.open(path, "w") as t:
+                for member in rng.sample(["k.png", "j.jpg", "k.json"], 2):
+                    t.addfile(tarfile.TarInfo(member), io.BytesIO(b""))
+        else:
+            path.write_bytes(bytes(rng.randint(0, 9)))
+    (root.parent / "outside.png").write_bytes(b"o")
+    (root / "link.png").symlink_to(root.parent / "outside.png")
+    (root / "linked").symlink_to(root / "a", target_is_directory=True) if (root / "a").is_dir() else None
+
+
+def _planned_in_memory(srcs, defer):
+    """The planner as it was: every input in memory, one file under two names kept by its smallest, two files
+    under one name refused, sorted; the fingerprint over a stat per file."""
+    import hashlib
+
+    from vistok.media import sources
+    from vistok.record import InputId
+    from vistok.storage import Loc
+
+    by_target = {}
+    for src in srcs:
+        for iid, _ in sources._expand_one(src, "test", defer):
+            target = (iid.path, iid.member)
+            if target not in by_target or iid.name < by_target[target]:
+                by_target[target] = iid.name
+    owner = {}
+    for (path, _), name in by_target.items():
+        if owner.setdefault(name, path) != path:
+            raise UsageError(f"two inputs share the name {name!r}")
+    ids = sorted(str(InputId(name, path, member)) for (path, member), name in by_target.items())
+    h = hashlib.sha256()
+    for iid in ids:
+        ref = parse_input_id(iid)
+        size, mark = Loc(ref.path).stamp()
+        h.update(f"{ref.name}\0{ref.member}\0{size}\0{mark}\n".encode())
+    return ids, h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_input_list_in_spilled_runs_is_the_list_sorted_in_memory(tmp_path, monkeypatch, seed):
+    import random
+
+    from vistok.media import sources
+
+    rng = random.Random(seed)
+    root = tmp_path / "data"
+    root.mkdir()
+    _tree(root, rng)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "\n" not in str(p))  # a list holds a name a line
+    (tmp_path / "list.txt").write_text("".join(f"{p.relative_to(tmp_path)}\n" for p in rng.sample(files, 5)))
+    candidates = [str(root), str(root / "a"), str(root / "b"), f"{root}/**/*.png", f"{root}/a*/*", f"@{tmp_path}/list.txt"]
+    srcs = [s for s in rng.sample(candidates, rng.randint(1, 3)) if "**" in s or "@" in s or Path(s).exists()]
+    defer = rng.random() < 0.5
+    monkeypatch.setattr(sources, "RUN_ENTRIES", 3)
+    monkeypatch.setattr(sources, "MERGE_RUNS", 2)  # runs merged into larger runs, too
+    try:
+        expected = _planned_in_memory(srcs, defer)
+    except UsageError:
+        with pytest.raises(UsageError, match="share the name"):
+            list(sources.InputList(srcs, defer))
+        return
+    with sources.InputList(srcs, defer) as inputs:
+        assert (list(inputs), inputs.fingerprint, inputs.count) == (*expected, len(expected[0]))
+        spilled = inputs._tmp.name
+        assert len(list(Path(spilled).iterdir())) >= 1
+    assert not Path(spilled).exists()  # closing deletes the runs
+
+
+def test_a_folder_is_walked_as_rglob_lists_it(tmp_path):
+    """Streaming the walk changes nothing: every media file, links to files read at their target, links to
+    folders not followed, names made of the path inside the folder."""
+    import random
+
+    from vistok.media.sources import MEDIA_EXTS
+    from vistok.record import InputId
+
+    root = tmp_path / "data"
+    root.mkdir()
+    _tree(root, random.Random(7))
+    expected = sorted(str(InputId(f"data/{f.relative_to(root).as_posix()}", str(f.resolve()))) for f in root.rglob("*")
+                      if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
+    assert expand_sources([str(root)]) == expected
+    assert not any("linked/" in i for i in expected) and any("data/link.png\0" in i for i in expected)

@@ -18,17 +18,23 @@ Inputs are named and identified as `vistok.record` says (`InputId`); this module
 
 from __future__ import annotations
 
+import array
 import glob
 import gzip
 import hashlib
+import heapq
 import io
 import itertools
 import json
 import os
+import re
+import stat
 import tarfile
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +45,8 @@ from vistok.storage import Loc, is_remote
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MEDIA_EXTS = IMAGE_EXTS | {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
 TAR_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+Stamp = tuple[int, str]  # a file's size and change marker (`Loc.stamp`)
+Found = tuple[InputId, Stamp | None]  # an input as a source lists it, stamped where the listing says how
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
 
@@ -107,13 +115,6 @@ def _tar_members(path: Path | Loc) -> Iterator[InputId]:
         joff, jsize = jsons.get(stem, (-1, 0))
         coff, csize = classes.get(stem, (-1, 0))
         yield InputId(f"{loc.name}/{name}", loc.url, Member(off, size, joff, jsize, coff, csize))
-
-
-def _under(folder: Path, files: Iterator[Path], prefix: str) -> Iterator[InputId]:
-    """Files below `folder`, named `prefix/relative path` (or the relative path alone for an empty prefix)."""
-    for f in files:
-        rel = f.relative_to(folder).as_posix()
-        yield InputId(f"{prefix}/{rel}" if prefix else rel, str(f.resolve()))
 
 
 def _folder_name(folder: str) -> str:
@@ -226,17 +227,20 @@ def input_label(ref: InputId, meta: dict, mode: str) -> str | None:
     return str(value)
 
 
-def _tar(path: Path | Loc, whole: bool) -> Iterator[InputId]:
+def _tar(path: Path | Loc, whole: bool, stamp: Stamp | None = None) -> Iterator[Found]:
     """A tar source: one input per member, or (`whole`) the tar itself, for a task to expand (`unit_inputs`)."""
     loc = Loc(path)
-    return iter([InputId(loc.name, loc.url)]) if whole else _tar_members(loc)
+    if whole:
+        yield InputId(loc.name, loc.url), stamp
+    else:
+        yield from ((member, stamp) for member in _tar_members(loc))
 
 
 def is_deferred(input_id: str) -> bool:
     """An input id that stands for many (a whole tar, a range of a large list file), planned with
     `expand_sources(..., defer=True)` and expanded by the task that owns it (`unit_inputs`)."""
-    ref = parse_input_id(input_id)
-    return (ref.member is None and ref.path.lower().endswith(".tar")) or is_list_range(ref)
+    name, path, *member = input_id.split("\0")  # string tests only: the planner asks of every input
+    return name.startswith("@") if member else path.lower().endswith(".tar")
 
 
 def unit_inputs(input_id: str) -> list[str]:
@@ -259,7 +263,7 @@ def _list_ranges(lst: Loc) -> Iterator[InputId]:
     size = lst.size()
     for start in range(0, size, LIST_RANGE_BYTES):
         length = min(LIST_RANGE_BYTES, size - start)
-        yield InputId(f"@{lst.name}:{start:014d}", lst.url, Member(start, length, -1, 0))
+        yield InputId(f"@{lst.name}:{start:014d}", lst.url, Member(start, length, -1, 0)), None
 
 
 def is_list_range(ref: InputId) -> bool:
@@ -290,22 +294,23 @@ def _range_inputs(ref: InputId) -> list[str]:
         if e and not e.startswith("#"):
             src = e if os.path.isabs(e) or "://" in e else str(lst.parent / e)
             try:
-                out.extend(str(i) for i in _expand_one(src, f"list {lst}"))
+                out.extend(sorted(str(i) for i, _ in _expand_one(src, f"list {lst}")))
             except UsageError:  # a missing entry: read as a file, it becomes an error row naming it
                 out.append(str(InputId(e.rstrip("/").rsplit("/", 1)[-1], src)))
     return out
 
 
-def _expand_one(src: str, where: str, defer: bool = False) -> Iterator[InputId]:
-    """The inputs of one source argument (`where` names it in errors: the command line or a list file)."""
+def _expand_one(src: str, where: str, defer: bool = False) -> Iterator[Found]:
+    """The inputs of one source argument, in no particular order, each with its file's stamp where the
+    listing gave it (`where` names the argument in errors: the command line or a list file)."""
     if src.startswith("fashion-mnist:"):
-        yield from _fashion(src)
+        yield from ((i, None) for i in _fashion(src))
         return
     if src == "sample":
-        yield from (InputId(f"sample/{p.name}", str(p)) for p in sample_files())
+        yield from ((InputId(f"sample/{p.name}", str(p)), None) for p in sample_files())
         return
     if src == "sample-video":
-        yield InputId(f"sample-video/{sample_gif().name}", str(sample_gif()))
+        yield InputId(f"sample-video/{sample_gif().name}", str(sample_gif())), None
         return
     if src.startswith("@"):
         lst = Loc(src[1:])
@@ -323,97 +328,269 @@ def _expand_one(src: str, where: str, defer: bool = False) -> Iterator[InputId]:
         yield from _expand_remote(src, where, defer)
         return
     p = Path(src)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
-        yield from _under(p, iter(files), _folder_name(src))
+    if p.is_dir():  # streamed, one folder at a time
+        prefix, real, given = _folder_name(src), str(p.resolve()), str(p)
+        for rel, found, stamp in Loc(p).walk():
+            if os.path.splitext(rel)[1].lower() in MEDIA_EXTS:
+                # named by the path inside the folder; read at its real path: a plain file's is below the
+                # resolved folder, a link's is its target (which the walk gives in place of the link)
+                at = f"{real}/{rel}" if found == f"{given}/{rel}" else found
+                yield InputId(f"{prefix}/{rel}" if prefix else rel, at), stamp
     elif p.is_file():
-        yield from _tar(p.resolve(), defer) if p.suffix.lower() == ".tar" else [InputId(p.name, str(p.resolve()))]
+        if p.suffix.lower() == ".tar":
+            yield from _tar(p.resolve(), defer)
+        else:
+            yield InputId(p.name, str(p.resolve())), None
     elif glob.has_magic(src):
-        files = sorted(m for m in map(Path, glob.glob(src, recursive=True)) if m.is_file())
-        if not files:
-            raise UsageError(f"glob {src!r} matches no files")
         base = _glob_base(src)
-        prefix = _folder_name(str(base))
-        tars = [f for f in files if f.suffix.lower() == ".tar"]
-        yield from _under(base, (f for f in files if f.suffix.lower() != ".tar"), prefix)
-        for t in tars:
-            yield from _tar(t.resolve(), defer)
+        prefix, matched = _folder_name(str(base)), False
+        for m in map(Path, glob.iglob(src, recursive=True)):  # a generator: matches are not collected
+            try:
+                st = m.stat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            matched, stamp = True, (st.st_size, str(st.st_mtime_ns))
+            if m.suffix.lower() == ".tar":
+                yield from _tar(m.resolve(), defer, stamp)
+            else:
+                rel = m.relative_to(base).as_posix()
+                yield InputId(f"{prefix}/{rel}" if prefix else rel, str(m.resolve())), stamp
+        if not matched:
+            raise UsageError(f"glob {src!r} matches no files")
     else:
         raise UsageError(f"source {src!r} ({where}) is not a file, folder, glob, @list or 'sample'")
 
 
-def _expand_remote(src: str, where: str, defer: bool = False) -> Iterator[InputId]:
+def _expand_remote(src: str, where: str, defer: bool = False) -> Iterator[Found]:
     """An object, a prefix (every media object below it) or a glob in object storage, named as the local
-    equivalents are (a prefix or glob base by its last component, then the path below it)."""
+    equivalents are (a prefix or glob base by its last component, then the path below it). Prefixes and
+    globs are listed one folder level at a time, with fsspec's glob semantics."""
     loc = Loc(src)
     if glob.has_magic(src):
+        from fsspec.utils import glob_translate
+
         proto, rest = src.split("://", 1)
-        fixed = itertools.takewhile(lambda p: not glob.has_magic(p), rest.split("/")[:-1])
+        parts = rest.split("/")
+        fixed = list(itertools.takewhile(lambda p: not glob.has_magic(p), parts[:-1]))
         base = Loc(f"{proto}://{'/'.join(fixed)}")
-        matches = loc.fs.glob(loc.path, detail=True)  # one listing gives every match's type
-        files = [Loc._remote(loc.fs, p) for p in sorted(matches) if matches[p].get("type") == "file"]
-        if not files:
+        pattern = re.compile(glob_translate(loc.path))
+        depth = None if "**" in rest else len(parts) - len(fixed)  # as fsspec's glob limits its listing
+        matched = False
+        for rel, found, stamp in base.walk(depth):
+            if pattern.match(found):
+                matched = True
+                url = base.url_of(found)
+                yield from _tar(Loc(url), defer, stamp) if url.lower().endswith(".tar") else \
+                    [(InputId(f"{base.name}/{rel}", url), stamp)]
+        if not matched:
             raise UsageError(f"glob {src!r} matches no objects")
     elif loc.is_file():
-        yield from _tar(loc, defer) if loc.name.lower().endswith(".tar") else [InputId(loc.name, loc.url)]
-        return
+        yield from _tar(loc, defer) if loc.name.lower().endswith(".tar") else [(InputId(loc.name, loc.url), None)]
     elif loc.is_dir():
-        base = loc
-        files = [f for f in loc.find() if Path(f.name).suffix.lower() in MEDIA_EXTS]  # as a local folder
+        for rel, found, stamp in loc.walk():
+            if os.path.splitext(rel)[1].lower() in MEDIA_EXTS:  # as a local folder
+                yield InputId(f"{loc.name}/{rel}", loc.url_of(found)), stamp
     else:
         raise UsageError(f"source {src!r} ({where}) is not an object, a prefix with objects below it, or a glob")
-    for f in files:
-        if f.name.lower().endswith(".tar"):
-            yield from _tar(f, defer)
-        elif Path(f.name).suffix.lower() in MEDIA_EXTS or glob.has_magic(src):
-            rel = f.path[len(base.path):].lstrip("/")
-            yield InputId(f"{base.name}/{rel}", f.url)
+
+
+# --- the sorted input list, planned in bounded memory ---------------------------------------------------------
+RUN_ENTRIES = 1 << 14  # inputs sorted in memory at a time; each further run of them is spilled to a temporary file
+MERGE_RUNS = 128  # spilled runs merged into one larger run when this many pile up (open files stay bounded)
+
+
+def _entry_line(entry: tuple[str, Stamp | None]) -> str:
+    """An input id and its stamp as one line: ids hold NULs between fields, never in them; a backslash or newline
+    in a name is escaped."""
+    iid, stamp = entry
+    if "\\" in iid or "\n" in iid:
+        iid = iid.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"{iid}\0{stamp[0]}\0{stamp[1]}\n" if stamp else f"{iid}\0\0\n"
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
+
+
+def _read_run(path: str) -> Iterator[tuple[str, Stamp | None]]:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        for line in f:
+            iid, size, mark = line[:-1].rsplit("\0", 2)
+            yield _unescape(iid) if "\\" in iid else iid, (int(size), mark) if size else None
+
+
+class InputList:
+    """The input ids of some source arguments, sorted, de-duplicated and checked, without holding them all.
+
+    Sources are listed as streams (folders one level at a time); their entries are sorted in runs of
+    `RUN_ENTRIES`, runs past the first spilled to temporary files and merged whenever the list is read. The
+    driver keeps 8 bytes per input, a hash of the file it reads, to find one file reached under two names
+    (it counts once, by its smallest name), plus an entry per file so reached. Two different files with one
+    name are refused when the list is read, since their keys would collide.
+
+    Iterating gives the ids; `entries()` gives (id, stamp) pairs; `count`, `fingerprint` and `deferred`
+    come from one pass over them. Use as a context manager (or `close()`) to delete the spilled runs.
+
+    `defer`: a tar stays one id, and a list file over `LIST_RANGE_BYTES` becomes one id per range of that many
+    bytes; the task that owns such an id expands it (`unit_inputs`), so planning costs one entry per input
+    file or list range, however many members or lines they hold. (Names in a deferred list are not checked
+    against each other: the driver never reads them.)
+    """
+
+    def __init__(self, sources: list[str], defer: bool = False):
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._runs: list[str] = []  # spilled runs, each sorted
+        self._small: list[str] = []  # spilled runs not yet merged into a larger one
+        self._written = 0
+        hashes = array.array("Q")
+        run: list[tuple[str, Stamp | None]] = []
+        try:
+            for src in sources:
+                for iid, stamp in _expand_one(src, "on the command line", defer):
+                    run.append((str(iid), stamp))
+                    hashes.append(_target_hash(iid.path, iid.member))
+                    if len(run) == RUN_ENTRIES:
+                        self._spill(run)
+                        run = []
+        except BaseException:
+            self.close()
+            raise
+        run.sort(key=_first)
+        self._head = run  # the last run stays in memory (for most datasets, the only one)
+        self._runs += self._small
+        h = np.sort(np.frombuffer(hashes, dtype=np.uint64)) if hashes else np.zeros(0, np.uint64)
+        self._twice = set(h[1:][h[1:] == h[:-1]].tolist())  # files (or hash twins) reached more than once
+        self._summary: tuple[int, str, bool] | None = None
+
+    def _spill(self, run: list[tuple[str, Stamp | None]]) -> None:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="vistok-plan-")
+        run.sort(key=_first)
+        self._small.append(self._write_run(run))
+        if len(self._small) == MERGE_RUNS:
+            self._runs.append(self._write_run(heapq.merge(*map(_read_run, self._small), key=_first)))
+            for path in self._small:
+                os.unlink(path)
+            self._small = []
+
+    def _write_run(self, entries: Iterable[tuple[str, Stamp | None]]) -> str:
+        assert self._tmp is not None
+        self._written += 1
+        path = os.path.join(self._tmp.name, f"run-{self._written:06d}")
+        with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+            f.writelines(map(_entry_line, entries))
+        return path
+
+    def _entries(self) -> Iterator[tuple[str, InputId, Stamp | None]]:
+        """(input id, parsed, stamp) in order, each file once, checked for name collisions."""
+        kept: dict[int, set[tuple[str, Member | None]]] = {}  # of files reached twice: those already given
+        last_name = last_path = None
+        for iid, stamp in heapq.merge(*map(_read_run, self._runs), iter(self._head), key=_first):
+            ref = parse_input_id(iid)
+            h = _target_hash(ref.path, ref.member)
+            if h in self._twice:
+                target = (ref.path, ref.member)
+                if target in kept.setdefault(h, set()):
+                    continue  # given already, under a smaller name (the list is sorted by name first)
+                kept[h].add(target)
+            if ref.name == last_name and ref.path != last_path:
+                raise UsageError(f"two inputs share the name {ref.name!r} ({last_path} and {ref.path}), so their keys "
+                                 "would collide; give them under folders of different names")
+            last_name, last_path = ref.name, ref.path
+            yield iid, ref, stamp
+
+    def entries(self) -> Iterator[tuple[str, Stamp | None]]:
+        """(input id, (size, change marker) or None where the listing did not say) in order."""
+        return ((iid, stamp) for iid, _, stamp in self._entries())
+
+    def __iter__(self) -> Iterator[str]:
+        return (iid for iid, _, _ in self._entries())
+
+    def _summarize(self) -> tuple[int, str, bool]:
+        if self._summary is None:
+            n, deferred = 0, False
+            h = _Fingerprint()
+            for iid, ref, stamp in self._entries():
+                n += 1
+                deferred = deferred or is_deferred(iid)
+                h.add(ref, stamp)
+            self._summary = (n, h.hexdigest(), deferred)
+        return self._summary
+
+    @property
+    def count(self) -> int:
+        return self._summarize()[0]
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash over the inputs' names, sizes and modification times (content changes are detected by these)."""
+        return self._summarize()[1]
+
+    @property
+    def deferred(self) -> bool:
+        """Whether any id stands for many inputs (a tar, a list range) that its task expands."""
+        return self._summarize()[2]
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> InputList:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _first(entry: tuple[str, Any]) -> str:
+    return entry[0]
+
+
+def _target_hash(path: str, member: Member | None) -> int:
+    """64 bits naming the bytes an input reads (a file, or a member of it): Python's own hash, stable within
+    the process, which is all the list needs (equal hashes are compared in full)."""
+    return hash((path, member)) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+class _Fingerprint:
+    """The running hash of `InputList.fingerprint`: stamps the listing did not give are looked up (once per
+    file: a tar's members share theirs)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._stamps: dict[str, Stamp] = {}
+
+    def add(self, ref: InputId, stamp: Stamp | None) -> None:
+        if stamp is None:
+            if ref.path not in self._stamps:
+                if len(self._stamps) > 4096:
+                    self._stamps.clear()
+                try:
+                    self._stamps[ref.path] = Loc(ref.path).stamp()
+                except (OSError, StorageError):
+                    self._stamps[ref.path] = (-1, "-1")
+            stamp = self._stamps[ref.path]
+        self._h.update(f"{ref.name}\0{ref.member}\0{stamp[0]}\0{stamp[1]}\n".encode("utf-8", "surrogateescape"))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()[:16]
 
 
 def expand_sources(sources: list[str], defer: bool = False) -> list[str]:
-    """Sorted input ids (`vistok.record.InputId`) of the given source arguments, one per file or member.
+    """Sorted input ids (`vistok.record.InputId`) of the given source arguments, one per file or member (see
+    `InputList`, which gives them without holding them all).
 
     An input's name (what its key is made of) does not depend on where the files live: a file argument is
     named by its file name, a folder argument by the folder's name and the path inside it, a glob by the
     name of its fixed leading folder and the path inside that, a tar member by the tar's file name and the
     member name, and `sample` photos by ``sample/FILE``. One file reached twice counts once (by its
     smallest name); two different files with one name are refused, since their keys would collide.
-
-    `defer`: a tar stays one id, and a list file over `LIST_RANGE_BYTES` becomes one id per range of that
-    many bytes; the task that owns such an id expands it (`unit_inputs`), so planning costs one entry per
-    input file or list range, however many members or lines they hold. (Names in a deferred list are not
-    checked against each other: the driver never reads them.)
     """
-    by_target: dict[tuple[str, Member | None], str] = {}
-    for src in sources:
-        for iid in _expand_one(src, "on the command line", defer):
-            target = (iid.path, iid.member)
-            if target not in by_target or iid.name < by_target[target]:
-                by_target[target] = iid.name
-    owner: dict[str, str] = {}
-    for (path, _), name in by_target.items():
-        if owner.setdefault(name, path) != path:
-            raise UsageError(f"two inputs share the name {name!r} ({owner[name]} and {path}), so their keys would "
-                             "collide; give them under folders of different names")
-    return sorted(str(InputId(name, path, member)) for (path, member), name in by_target.items())
-
-
-def fingerprint(input_ids: list[str]) -> str:
-    """Hash over the inputs' names, sizes and modification times (content changes are detected by these)."""
-    h = hashlib.sha256()
-    stat_cache: dict[str, tuple[int, str]] = {}
-    for iid in input_ids:
-        ref = parse_input_id(iid)
-        if ref.path not in stat_cache:
-            try:
-                stat_cache[ref.path] = Loc(ref.path).stamp()
-            except (OSError, StorageError):
-                stat_cache[ref.path] = (-1, "-1")
-        size, mtime = stat_cache[ref.path]
-        h.update(f"{ref.name}\0{ref.member}\0{size}\0{mtime}\n".encode())
-        if len(stat_cache) > 4096:
-            stat_cache.clear()
-    return h.hexdigest()[:16]
+    with InputList(sources, defer) as inputs:
+        return list(inputs)
 
 
 def read_input(input_id: str, max_bytes: int = 1 << 30) -> tuple[bytes, dict]:

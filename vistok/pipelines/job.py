@@ -16,7 +16,7 @@ import functools
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +27,7 @@ import vistok
 from vistok.errors import DatasetError, InputError, StorageError, UsageError, one_line
 from vistok.executors import ExecutorConfig, run_tasks
 from vistok.media.preprocess import Preprocess
-from vistok.media.sources import check_label_mode, expand_sources, fingerprint, is_deferred, unit_inputs
+from vistok.media.sources import InputList, check_label_mode, is_deferred, unit_inputs
 from vistok.pipelines.encode import encode_input, error_row
 from vistok.progress import Progress
 from vistok.record import TokenRecord, json_bytes, parse_input_id, parse_key
@@ -98,17 +98,14 @@ def single_threaded_blas() -> None:
 
 
 def process_shard(task: ShardTask) -> dict[str, Any]:
-    """Write shard `task.index` and its stats file; return the stats. Idempotent: a done shard is skipped.
+    """Write shard `task.index` and its stats file; return the stats. The driver gives only shards without a
+    stats file (a task run twice, as a retry may, writes the same bytes twice).
 
     In object storage the shard is written to a local temporary file and uploaded; the stats object follows
     only once the upload has finished, so a shard is done exactly when its stats object exists."""
     single_threaded_blas()
     configure(task.storage_options)
     folder = Loc(task.out)
-    stats = ShardStats.read_if_done(folder, task.index)  # one request, done or not
-    if stats is not None:
-        if not (task.retry_errors and stats.errors):
-            return {**stats.to_json(), "skipped": True, "files": len(task.inputs)}
     codec, pre = get_codec(task.codec), Preprocess(**task.preprocess)
     failed, kept = _previous(task, folder) if task.retry_errors else (None, {})
     inputs, errors = _expand_units(task.inputs)
@@ -231,13 +228,14 @@ class JobResult:
     manifest: Manifest = field(repr=False)
 
 
-def resolve_folder(out: Loc, codec_id: str, chash: str) -> Loc:
+def resolve_folder(out: Loc, names: set[str], codec_id: str, chash: str) -> tuple[Loc, set[str]]:
     """--out is the dataset folder, unless it is an existing non-empty folder that is not a dataset: then it is
-    a parent and the dataset goes to ``out/<codec>-<hash>/``, so different configurations never mix."""
-    names = out.names()  # one listing (a request, for a bucket)
+    a parent and the dataset goes to ``out/<codec>-<hash>/``, so different configurations never mix.
+    `names`: those in --out. Returns the folder and the names already in it."""
     if names and not names & {MANIFEST, JOB, STATS_DIR}:
-        return out / f"{codec_id}-{chash}"
-    return out
+        folder = out / f"{codec_id}-{chash}"
+        return folder, folder.names()
+    return out, names
 
 
 def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, shard_size: int = 1000,
@@ -258,72 +256,72 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     opts = current_options() if storage_options is None else dict(storage_options)
     configure(opts)
     out_loc = Loc(out)
-    out_loc.check_writable()  # a missing bucket or refused credentials: one line, before any work
-    inputs = expand_sources(sources, defer=True)  # a tar (a large list's range) is one entry: its task expands it
-    if not inputs:
-        raise UsageError(f"no inputs found in {' '.join(sources)}")
-    config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
-              "compress": compress, "sources": {"inputs": len(inputs), "fingerprint": fingerprint(inputs)}}
-    if store_orders:
-        config["store_orders"] = sorted(store_orders)
-    if label_from:
-        config["label_from"] = label_from
-    chash = config_hash(config)
-    folder = resolve_folder(out_loc, codec.codec_id, chash)
-    present = folder.names()  # one listing answers what is there already
-    if MANIFEST in present and not retry_errors:
-        m = load_manifest(folder)
-        if m.config_hash == chash:
-            return _result(folder, True, m, t0)
-    _prepare_folder(folder, present, config, chash, codec.codec_id, retry_errors)
+    out_names = out_loc.check_writable()  # a missing bucket or refused credentials: one line, before any work
+    with InputList(sources, defer=True) as inputs:  # a tar (a large list's range) is one entry: its task expands it
+        if not inputs.count:
+            raise UsageError(f"no inputs found in {' '.join(sources)}")
+        config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
+                  "compress": compress, "sources": {"inputs": inputs.count, "fingerprint": inputs.fingerprint}}
+        if store_orders:
+            config["store_orders"] = sorted(store_orders)
+        if label_from:
+            config["label_from"] = label_from
+        chash = config_hash(config)
+        folder, present = resolve_folder(out_loc, out_names, codec.codec_id, chash)
+        if MANIFEST in present and not retry_errors:
+            m = load_manifest(folder)
+            if m.config_hash == chash:
+                return _result(folder, True, m, t0)
+        _prepare_folder(folder, present, config, chash, codec.codec_id, retry_errors)
 
-    per_shard = max(1, shard_size // pre.samples_per_input)
-    groups = plan_shards(inputs, per_shard)
-    n_shards = len(groups)
-    done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")}  # one listing, not a request per shard
-    todo = [i for i in range(n_shards) if _needed(folder, i, done, retry_errors)]
-    tasks = (ShardTask(i, groups[i], folder.url, codec.get_config(), pre.to_json(), compress, retry_errors,
-                       tuple(sorted(store_orders)), label_from, per_shard, opts) for i in todo)
-    work = sum(len(groups[i]) for i in todo)
-    unit = "files" if any(map(is_deferred, inputs)) else "inputs"
-    with Progress("shard", work, unit, progress_stream, quiet) as prog:
-        seen: dict[str, Any] = {"samples": 0, "errors": 0, "storage": []}
+        per_shard = max(1, shard_size // pre.samples_per_input)
+        sizes = [len(g) for g in plan_shards(inputs, per_shard)]  # a pass over the list; the tasks are a second
+        n_shards = len(sizes)
+        done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")} if STATS_DIR in present else set()
+        todo = {i for i in range(n_shards) if _needed(folder, i, done, retry_errors)}
+        tasks = (ShardTask(i, group, folder.url, codec.get_config(), pre.to_json(), compress, retry_errors,
+                           tuple(sorted(store_orders)), label_from, per_shard, opts)
+                 for i, group in enumerate(plan_shards(inputs, per_shard)) if i in todo)
+        unit = "files" if inputs.deferred else "inputs"
+        with Progress("shard", sum(sizes[i] for i in todo), unit, progress_stream, quiet) as prog:
+            seen: dict[str, Any] = {"samples": 0, "errors": 0, "storage": []}
+            reported: dict[int, ShardStats] = {}  # what finalize needs of each shard done now
 
-        def on_status(st: dict[str, Any]) -> None:
-            if "storage_failure" in st:
-                seen["storage"].append(st["storage_failure"])
-            seen["samples"] += st["samples"]
-            seen["errors"] += st["errors"]
-            prog.advance(st["files"], info=f"{seen['samples']} samples, {seen['errors']} errors")
+            def on_status(st: dict[str, Any]) -> None:
+                if "storage_failure" in st:
+                    seen["storage"].append(st["storage_failure"])
+                else:
+                    reported[st["index"]] = _compact(st)
+                seen["samples"] += st["samples"]
+                seen["errors"] += st["errors"]
+                prog.advance(st["files"], info=f"{seen['samples']} samples, {seen['errors']} errors")
 
-        run_tasks(process_shard, tasks, on_status, task_failure, runner, gpus=codec.gpus_per_task)
+            run_tasks(process_shard, tasks, on_status, task_failure, runner, gpus=codec.gpus_per_task)
     if seen["storage"]:
         n = len(seen["storage"])
         raise StorageError(f"{n} shard{'s' if n > 1 else ''} could not be written ({seen['storage'][0]}); nothing "
                            "of them is marked done: rerun the same command to complete them")
-    return _result(folder, False, finalize(folder, codec, config, chash, n_shards), t0)
+    return _result(folder, False, finalize(folder, codec, config, chash, n_shards, reported), t0)
 
 
-def plan_shards(inputs: list[str], per_shard: int) -> list[tuple[str, ...]]:
+def plan_shards(inputs: Iterable[str], per_shard: int) -> Iterator[tuple[str, ...]]:
     """The inputs of each shard task, from the sorted input list: consecutive files in groups of `per_shard`,
     each whole tar or list range on its own (its task writes a shard file per `per_shard` of its inputs). A shard's
     content is a function of its slice, so reruns and other executors give the same shards."""
-    groups: list[tuple[str, ...]] = []
     run: list[str] = []
     for iid in inputs:
         if is_deferred(iid):
             if run:
-                groups.append(tuple(run))
+                yield tuple(run)
                 run = []
-            groups.append((iid,))
+            yield (iid,)
             continue
         run.append(iid)
         if len(run) == per_shard:
-            groups.append(tuple(run))
+            yield tuple(run)
             run = []
     if run:
-        groups.append(tuple(run))
-    return groups
+        yield tuple(run)
 
 
 def _result(folder: Loc, up_to_date: bool, manifest: Manifest, t0: float) -> JobResult:
@@ -361,20 +359,20 @@ def _needed(folder: Loc, index: int, done: set[str], retry_errors: bool) -> bool
     return retry_errors and ShardStats.read(folder, index).errors > 0
 
 
-def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_shards: int) -> Manifest:
-    """Merge per-shard stats and errors into `errors.jsonl` and `manifest.json` (written last)."""
+def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_shards: int,
+             reported: dict[int, ShardStats]) -> Manifest:
+    """Merge per-shard stats and errors into `errors.jsonl` and `manifest.json` (written last). `reported`: the
+    stats this run's tasks returned; the other shards' (done by an earlier run) are read back, concurrently."""
     shards, all_lengths = [], []
     inputs = samples = errors = 0
-    err_parts = []
     side = dict(codec.side_info())
     labels: set[str] = set()
-    done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")}  # listings, not a request per shard
-    missing = [i for i in range(n_shards) if stats_path(folder, i).name not in done]
-    if missing:
-        raise DatasetError(f"{folder}: shard {missing[0]} has no stats file after the job; rerun the command to "
-                           "complete it")
-    for i, raw in enumerate(read_each([stats_path(folder, i) for i in range(n_shards)])):
-        st = ShardStats(**json.loads(raw))
+    with_errors: list[Loc] = []
+    earlier = [i for i in range(n_shards) if i not in reported]
+    stats = dict(reported)
+    stats.update(zip(earlier, (_compact(json.loads(raw)) for raw in read_each([stats_path(folder, i) for i in earlier]))))
+    for i in range(n_shards):
+        st = stats.pop(i)
         for k, v in st.side_info.items():  # e.g. H.264 headers: one entry per distinct header
             side[k] = {**side.get(k, {}), **v} if isinstance(v, dict) else v
         labels.update(st.labels)
@@ -383,10 +381,10 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
         errors += st.errors
         if st.name:
             shards.extend(st.files())
-            all_lengths.append(np.asarray(st.lengths, dtype=np.int64))
-        ep = shard_errors_path(folder, i)
+            all_lengths.append(st.lengths)
         if st.errors:
-            err_parts.append(ep.read_bytes())
+            with_errors.append(shard_errors_path(folder, i))
+    err_parts = list(read_each(with_errors))
     (folder / ERRORS).write_bytes(b"".join(err_parts))
     lengths = np.concatenate(all_lengths) if all_lengths else np.zeros(0, dtype=np.int64)
     manifest = Manifest(
@@ -397,6 +395,12 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
         stored_orders=config.get("store_orders", []), labels=sorted(labels))
     manifest.write(folder)  # last: the folder is a finished dataset from here on
     return manifest
+
+
+def _compact(stats: dict[str, Any]) -> ShardStats:
+    """A shard's stats as finalize keeps them: lengths as an array, token counts (which it does not use) dropped."""
+    fields = {k: stats[k] for k in ShardStats.__dataclass_fields__ if k in stats and k != "token_counts"}
+    return ShardStats(**{**fields, "lengths": np.asarray(stats.get("lengths", []), dtype=np.int64)})
 
 
 def _length_stats(lengths: np.ndarray) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def summarize(folder: str | Path | Loc) -> dict[str, Any]:
     entropy = float(-(p * np.log2(p)).sum()) if total else 0.0
     samples = m.counts["samples"]
     if isinstance(src, PackedStore):
-        shard_bytes = sum(f.size() for f in folder.find())
+        shard_bytes = sum(stamp[0] for *_, stamp in folder.walk())
     else:
         shard_bytes = sum(s["bytes"] for s in m.shards)
     return {
