@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import simplejpeg
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from vistok.errors import DatasetError
@@ -227,3 +229,21 @@ def test_a_tar_is_planned_as_one_input_and_its_task_writes_a_shard_per_shard_siz
     again = run_job([str(src / "*.tar"), str(photos)], tmp_path / "ds", JpegCodec(), Preprocess(), shard_size=10,
                     executor="local", quiet=True, retry_errors=True)
     assert again.samples == 30 and [s["name"] for s in again.manifest.shards] == names
+
+
+@given(st.lists(st.integers(0, 300), min_size=0, max_size=80), st.integers(1, 5))
+def test_length_stats_from_a_histogram_are_numpys_over_every_length(lengths, shards):
+    """The manifest's token statistics come from shard-by-shard length histograms, never every length at once."""
+    from vistok.pipelines.job import Totals, length_stats
+
+    totals = Totals()
+    for k in range(shards):  # the same lengths reported as several shards, in any order
+        part = lengths[k::shards]
+        totals.add({"index": shards - k, "name": None, "inputs": 0, "errors": 0, "samples": len(part), "bytes": 0,
+                    "lengths": part})
+    arr = np.asarray(lengths, dtype=np.int64)
+    expected = {"total": int(arr.sum())}
+    if arr.size:
+        expected.update(mean=round(float(arr.mean()), 2), p50=round(float(np.percentile(arr, 50)), 1),
+                        p95=round(float(np.percentile(arr, 95)), 1), max=int(arr.max()), min=int(arr.min()))
+    assert length_stats(totals.length_counts) == expected and totals.samples == len(lengths)

@@ -285,13 +285,13 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
         unit = "files" if inputs.deferred else "inputs"
         with Progress("shard", sum(sizes[i] for i in todo), unit, progress_stream, quiet) as prog:
             seen: dict[str, Any] = {"samples": 0, "errors": 0, "storage": []}
-            reported: dict[int, ShardStats] = {}  # what finalize needs of each shard done now
+            totals = Totals()  # what the manifest needs of each shard done now
 
             def on_status(st: dict[str, Any]) -> None:
                 if "storage_failure" in st:
                     seen["storage"].append(st["storage_failure"])
                 else:
-                    reported[st["index"]] = _compact(st)
+                    totals.add(st)
                 seen["samples"] += st["samples"]
                 seen["errors"] += st["errors"]
                 prog.advance(st["files"], info=f"{seen['samples']} samples, {seen['errors']} errors")
@@ -301,7 +301,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
         n = len(seen["storage"])
         raise StorageError(f"{n} shard{'s' if n > 1 else ''} could not be written ({seen['storage'][0]}); nothing "
                            "of them is marked done: rerun the same command to complete them")
-    return _result(folder, False, finalize(folder, codec, config, chash, n_shards, reported), t0)
+    return _result(folder, False, finalize(folder, codec, config, chash, n_shards, totals), t0)
 
 
 def plan_shards(inputs: Iterable[str], per_shard: int) -> Iterator[tuple[str, ...]]:
@@ -359,53 +359,85 @@ def _needed(folder: Loc, index: int, done: set[str], retry_errors: bool) -> bool
     return retry_errors and ShardStats.read(folder, index).errors > 0
 
 
-def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_shards: int,
-             reported: dict[int, ShardStats]) -> Manifest:
-    """Merge per-shard stats and errors into `errors.jsonl` and `manifest.json` (written last). `reported`: the
-    stats this run's tasks returned; the other shards' (done by an earlier run) are read back, concurrently."""
-    shards, all_lengths = [], []
-    inputs = samples = errors = 0
-    side = dict(codec.side_info())
-    labels: set[str] = set()
-    with_errors: list[Loc] = []
-    earlier = [i for i in range(n_shards) if i not in reported]
-    stats = dict(reported)
-    stats.update(zip(earlier, (_compact(json.loads(raw)) for raw in read_each([stats_path(folder, i) for i in earlier]))))
-    for i in range(n_shards):
-        st = stats.pop(i)
-        for k, v in st.side_info.items():  # e.g. H.264 headers: one entry per distinct header
-            side[k] = {**side.get(k, {}), **v} if isinstance(v, dict) else v
-        labels.update(st.labels)
-        inputs += st.inputs
-        samples += st.samples
-        errors += st.errors
-        if st.name:
-            shards.extend(st.files())
-            all_lengths.append(st.lengths)
+class Totals:
+    """What the manifest sums over the shards, gathered a shard's stats at a time in any order: counts, labels,
+    a histogram of sample lengths (exact percentiles without every length in memory), and per shard only its
+    file entries and side info. The driver's memory grows with shards, never with samples."""
+
+    def __init__(self) -> None:
+        self.inputs = self.samples = self.errors = 0
+        self.labels: set[str] = set()
+        self.length_counts = np.zeros(0, dtype=np.int64)  # [n] = how many samples have n tokens
+        self.files: dict[int, list[dict[str, Any]]] = {}
+        self.side: dict[int, dict[str, Any]] = {}
+        self.with_errors: list[int] = []
+
+    def add(self, stats: dict[str, Any]) -> None:
+        st = ShardStats(**{k: stats[k] for k in ShardStats.__dataclass_fields__ if k in stats})
+        self.inputs += st.inputs
+        self.samples += st.samples
+        self.errors += st.errors
+        self.labels.update(st.labels)
+        self.files[st.index] = st.files()
+        if st.side_info:
+            self.side[st.index] = st.side_info
         if st.errors:
-            with_errors.append(shard_errors_path(folder, i))
-    err_parts = list(read_each(with_errors))
-    (folder / ERRORS).write_bytes(b"".join(err_parts))
-    lengths = np.concatenate(all_lengths) if all_lengths else np.zeros(0, dtype=np.int64)
+            self.with_errors.append(st.index)
+        if st.lengths:
+            counts = np.bincount(np.asarray(st.lengths, dtype=np.int64))
+            if counts.size > self.length_counts.size:
+                self.length_counts = np.pad(self.length_counts, (0, counts.size - self.length_counts.size))
+            self.length_counts[: counts.size] += counts
+
+
+def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_shards: int, totals: Totals) -> Manifest:
+    """Merge per-shard stats and errors into `errors.jsonl` and `manifest.json` (written last). `totals`: those of
+    the shards this run's tasks reported; the other shards' stats (done by an earlier run) are read back,
+    concurrently, and added."""
+    earlier = [i for i in range(n_shards) if i not in totals.files]
+    try:
+        for raw in read_each([stats_path(folder, i) for i in earlier]):
+            totals.add(json.loads(raw))
+    except FileNotFoundError:
+        raise DatasetError(f"{folder}: a shard's stats file is gone since the job started; rerun the command to "
+                           "complete it") from None
+    side = dict(codec.side_info())
+    for i in sorted(totals.side):  # e.g. H.264 headers: one entry per distinct header, merged in shard order
+        for k, v in totals.side[i].items():
+            side[k] = {**side.get(k, {}), **v} if isinstance(v, dict) else v
+    errors = read_each([shard_errors_path(folder, i) for i in sorted(totals.with_errors)])
+    (folder / ERRORS).write_bytes(b"".join(errors))
+    shards = [f for i in range(n_shards) for f in totals.files[i]]
     manifest = Manifest(
         config_hash=chash, codec=codec.get_config(), vocabulary=codec.vocab.to_json(), axes=list(codec.axes),
         preprocess=config["preprocess"], sources=config["sources"], shard_size=config["shard_size"],
-        counts={"inputs": inputs, "samples": samples, "errors": errors, "shards": len(shards)}, shards=shards,
-        tokens=_length_stats(lengths), vistok_version=vistok.__version__, side_info=side,
-        stored_orders=config.get("store_orders", []), labels=sorted(labels))
+        counts={"inputs": totals.inputs, "samples": totals.samples, "errors": totals.errors, "shards": len(shards)},
+        shards=shards, tokens=length_stats(totals.length_counts), vistok_version=vistok.__version__, side_info=side,
+        stored_orders=config.get("store_orders", []), labels=sorted(totals.labels))
     manifest.write(folder)  # last: the folder is a finished dataset from here on
     return manifest
 
 
-def _compact(stats: dict[str, Any]) -> ShardStats:
-    """A shard's stats as finalize keeps them: lengths as an array, token counts (which it does not use) dropped."""
-    fields = {k: stats[k] for k in ShardStats.__dataclass_fields__ if k in stats and k != "token_counts"}
-    return ShardStats(**{**fields, "lengths": np.asarray(stats.get("lengths", []), dtype=np.int64)})
-
-
-def _length_stats(lengths: np.ndarray) -> dict[str, Any]:
-    tok: dict[str, Any] = {"total": int(lengths.sum())}
-    if lengths.size:
-        tok.update(mean=round(float(lengths.mean()), 2), p50=round(float(np.percentile(lengths, 50)), 1),
-                   p95=round(float(np.percentile(lengths, 95)), 1), max=int(lengths.max()), min=int(lengths.min()))
+def length_stats(counts: np.ndarray) -> dict[str, Any]:
+    """Total, mean, median, 95th percentile, max and min of sample lengths given as a histogram (`counts[n]`
+    samples of n tokens); the percentiles are numpy's default (linear) ones, computed from the histogram."""
+    n = int(counts.sum())
+    total = int(np.dot(np.arange(counts.size, dtype=np.int64), counts))
+    tok: dict[str, Any] = {"total": total}
+    if n:
+        present = np.flatnonzero(counts)
+        tok.update(mean=round(total / n, 2), p50=round(_percentile(counts, n, 50), 1),
+                   p95=round(_percentile(counts, n, 95), 1), max=int(present[-1]), min=int(present[0]))
     return tok
+
+
+def _percentile(counts: np.ndarray, n: int, q: float) -> float:
+    """np.percentile(lengths, q) of the `n` lengths `counts` holds: the sorted values at the two ranks around
+    (n - 1) q / 100, interpolated as numpy does."""
+    cum = np.cumsum(counts)
+    h = (n - 1) * (q / 100)
+    lo = int(np.floor(h))
+    a = float(np.searchsorted(cum, lo, side="right"))  # the value of rank lo
+    b = float(np.searchsorted(cum, min(lo + 1, n - 1), side="right"))
+    t = h - lo
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
