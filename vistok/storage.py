@@ -400,11 +400,12 @@ class Loc:
         probe = self / f".vistok-probe-{os.getpid()}"
         try:
             self.fs.pipe_file(probe.path, b"")
-            names = self.names()
-            self.fs.rm_file(probe.path)
         except Exception as exc:
             raise _translate(exc, f"cannot write to {self.url}") from None
-        return names - {probe.name}
+        try:
+            return self.names() - {probe.name}
+        finally:
+            retry(lambda: self.fs.rm_file(probe.path), f"cannot delete {probe.url}")
 
 
 def _fetch_all(fs: Any, paths: list[str]) -> list[bytes]:
