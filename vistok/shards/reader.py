@@ -40,15 +40,20 @@ def iter_shards(paths: list[Path] | list[str] | list[Loc]) -> Iterator[TokenReco
         yield TokenRecord.from_sample(sample)
 
 
+def check_split(n_shards: int, world: int, n_workers: int) -> None:
+    """Every (rank, loader worker) needs a shard of its own: say so before any worker starts."""
+    if n_shards < world * n_workers:
+        raise DatasetError(
+            f"{n_shards} shards cannot feed {world} ranks x {n_workers} loader workers (need at least "
+            f"{world * n_workers}): reshard with a smaller --shard-size, or use fewer loader workers (--workers)")
+
+
 def split_shards(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
                  seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list:
     """This (rank, worker)'s shards for one epoch: a seeded shard shuffle, then a strided split."""
     paths = list(paths)
+    check_split(len(paths), world, n_workers)
     splits = world * n_workers
-    if len(paths) < splits:
-        raise DatasetError(
-            f"{len(paths)} shards cannot feed {world} ranks x {n_workers} loader workers (need at least {splits}): "
-            "reshard with a smaller --shard-size, or use fewer loader workers")
     if shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(len(paths))
         paths = [paths[i] for i in order]

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vistok.errors import DatasetError, UsageError
 from vistok.record import TokenRecord, parse_key
-from vistok.shards.reader import stream_records
+from vistok.shards.reader import check_split, stream_records
 from vistok.shards.store import PackedStore, open_any
 from vistok.storage import cache_settings, configure_cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
@@ -263,6 +263,8 @@ class RowStream(IterableDataset):
         self.cfg, self.rank, self.world = cfg, rank, world
         self.sets, self.codec = open_datasets(cfg.datasets)
         check_order(self.sets, self.codec, cfg)
+        for ds in self.sets:  # here, not in a loader worker, whose errors would reach the user as a traceback
+            check_split(len(ds.shards), world, max(1, cfg.num_workers))
         self.cache = cache_settings()  # applied again in the loader worker, however it was started
 
     def _records(self, worker: int, n_workers: int) -> Iterator[tuple[int, TokenRecord]]:
