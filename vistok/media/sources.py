@@ -489,8 +489,7 @@ class InputList:
         last_name = last_path = None
         for iid, stamp in heapq.merge(*map(_read_run, self._runs), iter(self._head), key=_first):
             ref = parse_input_id(iid)
-            h = _target_hash(ref.path, ref.member)
-            if h in self._twice:
+            if self._twice and (h := _target_hash(ref.path, ref.member)) in self._twice:
                 target = (ref.path, ref.member)
                 if target in kept.setdefault(h, set()):
                     continue  # given already, under a smaller name (the list is sorted by name first)

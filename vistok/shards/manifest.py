@@ -71,10 +71,6 @@ class ShardStats:
         return out
 
     @classmethod
-    def read(cls, folder: str | Path | Loc, index: int) -> ShardStats:
-        return cls(**read_json(stats_path(folder, index)))
-
-    @classmethod
     def read_if_done(cls, folder: str | Path | Loc, index: int) -> ShardStats | None:
         """The stats of shard `index`, or None when it is not done."""
         try:
