@@ -35,7 +35,8 @@ def test_expand_folders_globs_lists_dedup(tmp_path):
     # one input per file, named by its smallest name: the folder's name and the path inside it
     assert [tuple(parse_input_id(i)) for i in ids] == [("a/b/y.jpg", str((tmp_path / "a/b/y.jpg").resolve()), None),
                                                        ("a/x.png", str((tmp_path / "a/x.png").resolve()), None)]
-    assert [parse_input_id(i).name for i in expand_sources([f"@{tmp_path / 'list.txt'}"])] == ["x.png", "y.jpg"]
+    # a list's entries are named by the path as written: the same names the folder gives its files
+    assert [parse_input_id(i).name for i in expand_sources([f"@{tmp_path / 'list.txt'}"])] == ["a/b/y.jpg", "a/x.png"]
     with pytest.raises(UsageError):
         expand_sources([str(tmp_path / "missing")])
 
@@ -52,6 +53,24 @@ def test_names_and_keys_do_not_depend_on_where_the_files_live(tmp_path):
     glob_names = [parse_input_id(i).name for i in expand_sources([str(tmp_path / "one/photos/**/*.png")])]
     assert sorted(glob_names) == ["photos/sub/y.png", "photos/x.png"]
     assert all(parse_input_id(i).name.startswith("sample/") for i in expand_sources(["sample"]))
+
+
+def test_a_list_of_files_sharing_a_basename_shards_them_all(tmp_path):
+    from vistok.media.preprocess import Preprocess
+    from vistok.pipelines.job import run_job
+    from vistok.shards.reader import Dataset
+    from vistok.tokenize import JpegCodec
+
+    for i, d in enumerate(("a", "b", "c/d")):
+        (tmp_path / d).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / d / "1.png")
+    (tmp_path / "list.txt").write_text(f"a/1.png\n./b/1.png\n{tmp_path / 'c/d/1.png'}\n")
+    names = [parse_input_id(i).name for i in expand_sources([f"@{tmp_path / 'list.txt'}"])]
+    assert names == sorted(["a/1.png", "b/1.png", str(tmp_path / "c/d/1.png")])
+    res = run_job([f"@{tmp_path / 'list.txt'}"], tmp_path / "ds", JpegCodec(), Preprocess(), shard_size=8,
+                  executor="local", quiet=True)
+    assert res.samples == 3 and res.errors == 0
+    assert len({r.key for r in Dataset(res.folder)}) == 3
 
 
 def test_two_files_with_one_name_are_refused(tmp_path):

@@ -27,6 +27,7 @@ import io
 import itertools
 import json
 import os
+import posixpath
 import re
 import stat
 import tarfile
@@ -292,17 +293,31 @@ def _range_inputs(ref: InputId) -> list[str]:
     out: list[str] = []
     for e in range_lines(lst.read_bytes, lst.size(), ref.member.offset, ref.member.size):
         if e and not e.startswith("#"):
-            src = e if os.path.isabs(e) or "://" in e else str(lst.parent / e)
+            src, name = _list_entry_source(lst, e), _list_entry_name(e)
             try:
-                out.extend(sorted(str(i) for i, _ in _expand_one(src, f"list {lst}")))
+                out.extend(sorted(str(i) for i, _ in _expand_one(src, f"list {lst}", name=name)))
             except UsageError:  # a missing entry: read as a file, it becomes an error row naming it
-                out.append(str(InputId(e.rstrip("/").rsplit("/", 1)[-1], src)))
+                out.append(str(InputId(name, src)))
     return out
 
 
-def _expand_one(src: str, where: str, defer: bool = False) -> Iterator[Found]:
+def _list_entry_source(lst: Loc, entry: str) -> str:
+    """Where a list file's entry is read: relative entries against the list's folder (or prefix)."""
+    return entry if os.path.isabs(entry) or "://" in entry else str(lst.parent / entry)
+
+
+def _list_entry_name(entry: str) -> str:
+    """The name of a file a list entry names: the path as written (normalized), so `a/1.jpg` and `b/1.jpg`
+    in one list are two names; a folder or glob entry names its files as on the command line."""
+    if "://" in entry:
+        return entry.split("://", 1)[1].strip("/")
+    return posixpath.normpath(entry.replace(os.sep, "/")).lstrip("/") if not os.path.isabs(entry) else entry
+
+
+def _expand_one(src: str, where: str, defer: bool = False, name: str | None = None) -> Iterator[Found]:
     """The inputs of one source argument, in no particular order, each with its file's stamp where the
-    listing gave it (`where` names the argument in errors: the command line or a list file)."""
+    listing gave it (`where` names the argument in errors: the command line or a list file; `name`, for a
+    list entry, the name a plain file gets instead of its file name)."""
     if src.startswith("fashion-mnist:"):
         yield from ((i, None) for i in _fashion(src))
         return
@@ -321,11 +336,10 @@ def _expand_one(src: str, where: str, defer: bool = False) -> Iterator[Found]:
             return
         lines = [ln.strip() for ln in lst.read_text().splitlines()]
         for e in (ln for ln in lines if ln and not ln.startswith("#")):
-            absolute = os.path.isabs(e) or "://" in e
-            yield from _expand_one(e if absolute else str(lst.parent / e), f"list {lst}", defer)
+            yield from _expand_one(_list_entry_source(lst, e), f"list {lst}", defer, _list_entry_name(e))
         return
     if is_remote(src):
-        yield from _expand_remote(src, where, defer)
+        yield from _expand_remote(src, where, defer, name)
         return
     p = Path(src)
     if p.is_dir():  # streamed, one folder at a time
@@ -340,7 +354,7 @@ def _expand_one(src: str, where: str, defer: bool = False) -> Iterator[Found]:
         if p.suffix.lower() == ".tar":
             yield from _tar(p.resolve(), defer)
         else:
-            yield InputId(p.name, str(p.resolve())), None
+            yield InputId(name or p.name, str(p.resolve())), None
     elif glob.has_magic(src):
         base = _glob_base(src)
         prefix, matched = _folder_name(str(base)), False
@@ -363,7 +377,7 @@ def _expand_one(src: str, where: str, defer: bool = False) -> Iterator[Found]:
         raise UsageError(f"source {src!r} ({where}) is not a file, folder, glob, @list or 'sample'")
 
 
-def _expand_remote(src: str, where: str, defer: bool = False) -> Iterator[Found]:
+def _expand_remote(src: str, where: str, defer: bool = False, name: str | None = None) -> Iterator[Found]:
     """An object, a prefix (every media object below it) or a glob in object storage, named as the local
     equivalents are (a prefix or glob base by its last component, then the path below it). Prefixes and
     globs are listed one folder level at a time, with fsspec's glob semantics."""
@@ -387,7 +401,7 @@ def _expand_remote(src: str, where: str, defer: bool = False) -> Iterator[Found]
         if not matched:
             raise UsageError(f"glob {src!r} matches no objects")
     elif loc.is_file():
-        yield from _tar(loc, defer) if loc.name.lower().endswith(".tar") else [(InputId(loc.name, loc.url), None)]
+        yield from _tar(loc, defer) if loc.name.lower().endswith(".tar") else [(InputId(name or loc.name, loc.url), None)]
     elif loc.is_dir():
         for rel, found, stamp in loc.walk():
             if os.path.splitext(rel)[1].lower() in MEDIA_EXTS:  # as a local folder
