@@ -62,3 +62,32 @@ def test_stored_orders_on_video_clips(tmp_path):
     for rec in ds:
         walk = rec.orders["gradwalk-max"]
         assert rec.meta["frames"] == 4 and sorted(walk.tolist()) == list(range(walk.size))
+
+
+class _OutOfMemoryCodec(JpegCodec):
+    """A real codec that runs out of memory encoding (as a huge image would)."""
+
+    def encode_many(self, images, keys, metas):
+        raise MemoryError
+
+
+class _OutOfMemoryCrops(Preprocess):
+    def apply(self, img, key):
+        raise MemoryError
+
+
+def test_an_error_row_names_the_stage_that_ran_out_of_memory(tmp_path):
+    from PIL import Image
+
+    from vistok.media.sources import expand_sources
+    from vistok.pipelines.encode import encode_input
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    (input_id,) = expand_sources([str(tmp_path / "a.png")])
+    for codec, pre, stage in ((_OutOfMemoryCodec(), Preprocess(), "encode"), (JpegCodec(), _OutOfMemoryCrops(), "preprocess")):
+        try:
+            list(encode_input(input_id, codec, pre))
+        except Exception as exc:  # noqa: BLE001 - the type and stage are what is checked
+            assert type(exc).__name__ == "InputError" and exc.stage == stage and "out of memory" in str(exc)
+        else:
+            raise AssertionError("no error")

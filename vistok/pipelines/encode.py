@@ -94,7 +94,9 @@ def _recorded(records: Iterator[TokenRecord], at: _Stage) -> Iterator[TokenRecor
         exc.stage = at.name
         raise
     except MemoryError:
-        raise InputError(f"out of memory while at stage {at.name}") from None
+        err = InputError(f"out of memory while at stage {at.name}")
+        err.stage = at.name
+        raise err from None
     except Exception as exc:  # a bug or an unexpected library failure on this input: record it, go on
         err = InputError(f"{type(exc).__name__}: {one_line(exc)}")
         err.stage = at.name
