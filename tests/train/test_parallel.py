@@ -98,3 +98,24 @@ def test_next_scale_bsq_samples_a_scale_per_step(small_tokenizer, tmp_path, logg
     assert steps == 4 and images[0].shape == (64, 64, 3)
     ev = evaluate(tmp_path / "r", split="heldout", limit=4)
     assert ev["split"] == "heldout"
+
+
+def test_a_group_larger_than_the_context_is_cut_into_pieces_that_fit(dense_dataset, tmp_path):
+    """randsac:1 makes one segment of the whole image (768 tokens); a 129-position row holds 64 with their
+    queries, so training, eval, sampling and compress all cut it into 12 groups of 64, in stream order."""
+    from vistok.train.compress import Coder
+    from vistok.train.data import heldout_records
+
+    data, cfg = _cfgs(dense_dataset, tmp_path / "r", "randsac:1", "segments", block_size=129, max_steps=2)
+    train(data, cfg, quiet=True)
+    ev = evaluate(tmp_path / "r")
+    assert ev["steps_per_image"] == 12 and ev["tokens_per_image"] == 768
+    model, _ = load_model(tmp_path / "r")
+    codec = Dataset(dense_dataset).codec
+    meta = {"height": 16, "width": 16, "components": 3, "subsampling": "444"}
+    images, _, steps = sample_images(model, codec, meta, 1, order="randsac:1", parallel="segments")
+    assert steps == 12 and images[0].shape == (16, 16, 3)
+    coder = Coder.load(tmp_path / "r")
+    recs = list(heldout_records([Dataset(dense_dataset)], 0.2, 2))
+    back = list(coder.decompress(b for _, b in coder.compress(recs)))
+    assert [r.tokens.tolist() for r in back] == [r.tokens.tolist() for r in recs]

@@ -75,10 +75,22 @@ def check_parallel(codec: Codec, order: str, parallel: str) -> None:
                              "and this layout's tokens are variable-length")
 
 
+def cut_groups(groups: np.ndarray, most: int) -> np.ndarray:
+    """Groups of more than `most` cells cut into consecutive runs of at most `most`, renumbered 0, 1, ...
+    (a row must hold a group's tokens and its queries). A function of the plan alone, so a decoder cuts alike."""
+    if most <= 0 or not groups.size:
+        return groups
+    first = np.flatnonzero(np.diff(groups, prepend=-1))  # each group's first cell
+    offset = np.arange(groups.size) - np.repeat(first, np.diff(np.append(first, groups.size)))
+    piece = offset // most
+    return np.cumsum(np.concatenate([[True], (np.diff(groups) != 0) | (np.diff(piece) != 0)])) - 1
+
+
 def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored: dict | None = None,
-         parallel: str = "") -> Plan:
+         parallel: str = "", max_group: int = 0) -> Plan:
     """The cells of a stream with geometry `meta` in `order` (see the module docstring); `stored`: the record's
-    stored orders (gradwalk)."""
+    stored orders (gradwalk); `max_group`: with `parallel`, larger groups are cut into runs of this many
+    (`cut_groups`; a context of T positions holds (T - 1) // 2: `group_limit`)."""
     check_parallel(codec, order, parallel)
     cells = codec.cells(meta)
     pos = cells.positions if not stored else replace(cells.positions, stored=stored)
@@ -113,7 +125,7 @@ def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored:
             if "band" in pos.axes:  # wavelet: the coarsest approximation (LL) is a scale before its level's details
                 key = key + (pos.coords[perm, pos.axes.index("band")] == 0)
             groups = np.concatenate([[0], np.cumsum(np.diff(key) != 0)])
-        groups = groups.astype(np.int64)
+        groups = cut_groups(groups.astype(np.int64), max_group)
     return Plan(perm.astype(np.int64), groups, bits, segments)
 
 
@@ -128,8 +140,14 @@ class Ordered:
     segments: np.ndarray | None = None  # (T,) randsac segment of each token
 
 
-def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "") -> Ordered:
-    p = plan(codec, record.meta, order, rng, record.orders, parallel)
+def group_limit(block_size: int) -> int:
+    """The largest group a row of `block_size` positions holds with BOS and one query slot per token."""
+    return (block_size - 1) // 2
+
+
+def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "",
+                 max_group: int = 0) -> Ordered:
+    p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group)
     tc = codec.token_cells(record)
     perm = units_to_tokens(tc, p.cells)
     cells = tc[perm]

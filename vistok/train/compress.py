@@ -56,7 +56,7 @@ from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.gpt import GPT, KVCache, group_mask, window_start
 from vistok.record import TokenRecord, npy_bytes, npy_load
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
-from vistok.tokenize.stream import StreamGrammar, check_parallel, known_columns, order_record, plan
+from vistok.tokenize.stream import StreamGrammar, check_parallel, group_limit, known_columns, order_record, plan
 from vistok.train.checkpoint import load_model
 from vistok.train.data import DataConfig, check_coords, group_pieces, record_rng
 
@@ -163,7 +163,8 @@ class Coder:
         for rec in records:
             if rec.orders:
                 raise UsageError(f"record {rec.key} carries stored orders; compress needs orders a decoder can follow")
-            o = order_record(self.codec, rec, self.data.order, record_rng(self.data.seed, rec.key), self.data.parallel)
+            o = order_record(self.codec, rec, self.data.order, record_rng(self.data.seed, rec.key), self.data.parallel,
+                             self._max_group)
             targets = rec.tokens.astype(np.int64)[o.perm]
             if not self.data.parallel:
                 targets = np.append(targets, EOS)
@@ -188,7 +189,8 @@ class Coder:
             head, payload = self.parse(blob)
             meta = head["meta"]
             self._check_fits(meta)
-            p = plan(self.codec, meta, self.data.order, record_rng(self.data.seed, head["key"]), parallel=self.data.parallel)
+            p = plan(self.codec, meta, self.data.order, record_rng(self.data.seed, head["key"]), parallel=self.data.parallel,
+                     max_group=self._max_group)
             words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
             streams.append(_Stream(meta, StreamGrammar(self.codec, meta, p), constriction.stream.queue.RangeDecoder(words), None))
             heads.append(head)
@@ -226,6 +228,10 @@ class Coder:
         if len(payload) % 4:
             raise CodecError("the file is truncated")
         return head, payload
+
+    @property
+    def _max_group(self) -> int:
+        return group_limit(self.model.cfg.block_size) if self.data.parallel else 0
 
     # --- the coding loops ------------------------------------------------------------------------------
     def _check_fits(self, meta: dict) -> None:

@@ -34,7 +34,7 @@ from vistok.shards.store import PackedStore, open_any
 from vistok.storage import cache_settings, configure_cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
-from vistok.tokenize.stream import Ordered, check_parallel, known_columns, order_record
+from vistok.tokenize.stream import Ordered, check_parallel, group_limit, known_columns, order_record
 
 LOADER_STATE_VERSION = 2  # 2: rows of positions (inputs and targets side by side), parallel fields
 
@@ -131,7 +131,7 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     function of the prefix by construction; the tokens' own coordinates are the codec's, which equal what
     the grammar derives from the prefix (`tests/tokenize/test_stream.py` checks both for every order).
     """
-    o = order_record(codec, rec, order, rng, parallel)
+    o = order_record(codec, rec, order, rng, parallel, group_limit(block_size) if parallel else 0)
     pos = codec.positions(rec)
     toks = rec.tokens.astype(np.int64)[o.perm]
     coords = pos.coords.astype(np.int64)[o.perm] + 1

@@ -13,7 +13,7 @@ from vistok.nn.gpt import generate_groups
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, Codec, get_codec
 from vistok.tokenize.orders import stored_key, units_to_tokens
-from vistok.tokenize.stream import Plan, StreamGrammar, known_columns, plan
+from vistok.tokenize.stream import Plan, StreamGrammar, group_limit, known_columns, plan
 from vistok.train.checkpoint import load_model
 from vistok.train.data import check_coords, open_datasets
 
@@ -88,10 +88,11 @@ def sample_meta(codec: Codec, preprocess: dict, size: int | None) -> dict:
 
 
 def sample_plans(codec: Codec, meta: dict, n: int, order: str, parallel: str, seed: int,
-                 stored: list[dict] | None = None) -> list[Plan]:
-    """One plan per sample: random orders drawn per sample from `seed`; stored orders taken from `stored`."""
+                 stored: list[dict] | None = None, max_group: int = 0) -> list[Plan]:
+    """One plan per sample: random orders drawn per sample from `seed`; stored orders taken from `stored`;
+    groups cut to `max_group` as training cut them."""
     return [plan(codec, meta, order, np.random.default_rng([seed, i]), stored[i % len(stored)] if stored else None,
-                 parallel) for i in range(n)]
+                 parallel, max_group) for i in range(n)]
 
 
 @torch.no_grad()
@@ -103,7 +104,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     generated in `order` (and group by group with `parallel`) under the grammar."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    plans = sample_plans(codec, meta, n, order, parallel, seed, stored)
+    plans = sample_plans(codec, meta, n, order, parallel, seed, stored, group_limit(model.cfg.block_size) if parallel else 0)
     check_fits(model, codec, meta)
     limit = max_new or codec.max_tokens(meta)
     streams, steps = [], 0
