@@ -266,7 +266,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Rows per micro-batch (per rank).")] = 16,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
-    max_minutes: Annotated[float, typer.Option(help="Stop after this long; the LR schedule is fitted to it (0 = off).")] = 0.0,
+    max_minutes: Annotated[float, typer.Option(help="Stop after this long (within about 10%, however slow the steps); the LR schedule is fitted to it (0 = off).")] = 0.0,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
     warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 50,
     heldout: Annotated[float, typer.Option(help="Fraction of inputs held out for evaluation (by key hash).")] = 0.1,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.tokenize import JpegCodec, dct, jpegfile
 from vistok.tokenize.base import EOS
@@ -120,19 +121,79 @@ def test_eval_reports_bits_and_the_jpeg_ratio(small_dataset, tmp_path):
     assert ev["jpeg_bits_per_image"] == pytest.approx(jpeg_bits / len(recs))
 
 
-@pytest.mark.slow
-def test_ddp_on_cpu_with_two_gloo_processes(small_dataset, tmp_path, logged_losses):
+def _torchrun(ds, out, port, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "vistok.cli", "train", str(small_dataset), "--out", str(tmp_path / "ddp"), "--block-size", "128",
-           "--batch-size", "2", "--max-steps", "3", "--warmup", "1", "--eval-every", "0", "--ckpt-every", "3",
-           "--workers", "0", "--heldout", "0.2", "--log-every", "1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "vistok.cli", "train", str(ds), "--out", str(out), "--block-size", "128", "--order", "random",
+           "--batch-size", "2", "--max-steps", "6", "--warmup", "1", "--eval-every", "0", "--ckpt-every", "3",
+           "--workers", "0", "--heldout", "0.2", "--log-every", "1", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _rank_losses(run) -> dict[int, list[float]]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["rank_loss_bits"] for r in rows if "rank_loss_bits" in r}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packed", [False, True])
+def test_two_gloo_ranks_halted_and_resumed_reproduce_each_ranks_loss_curve(small_dataset, tmp_path, packed):
+    """Each rank reads its own part of the data, so each rank's loader position is checkpointed (a packed
+    store's mixing generator and partial row are per rank); a resumed run gives every rank's loss again."""
+    ds = small_dataset
+    if packed:
+        from vistok.pipelines.pack import pack
+
+        ds = pack(small_dataset, tmp_path / "d.zarr")
+    port = 29533 + packed * 10
+    proc = _torchrun(ds, tmp_path / "full", port)
     assert "x 2 ranks" in proc.stderr
-    assert latest_checkpoint(tmp_path / "ddp").name == "step-000003"
-    losses = logged_losses(tmp_path / "ddp")
-    assert sorted(losses) == [1, 2, 3] and all(np.isfinite(v) for v in losses.values())
+    _torchrun(ds, tmp_path / "resumed", port + 1, "--halt-at", "5")
+    state = json.loads((latest_checkpoint(tmp_path / "resumed") / "state.json").read_text())
+    assert state["step"] == 3 and len(state["loader_ranks"]) == 2
+    if packed:  # the two ranks' positions differ: rank 1's own state, not a copy of rank 0's
+        assert state["loader_ranks"][0]["store"]["mix"] != state["loader_ranks"][1]["store"]["mix"]
+    _torchrun(ds, tmp_path / "resumed", port + 2, "--resume")
+    full, resumed = _rank_losses(tmp_path / "full"), _rank_losses(tmp_path / "resumed")
+    assert sorted(full) == list(range(1, 7)) and full == resumed
+    assert all(a != b for a, b in full.values())  # the ranks saw different rows
+    with pytest.raises(UsageError, match="written by 2 ranks"):  # one process cannot take two ranks' positions
+        train(*_cfgs(ds, tmp_path / "resumed", order="random", max_steps=9), resume=True, quiet=True)
+
+
+def test_a_time_budget_holds_when_steps_are_slow(small_dataset, tmp_path, monkeypatch):
+    """0.4 s steps under a 6 s budget: fitting at step 30 would take 12 s; the fit comes once 10% of the budget
+    is spent, and the run stops at the budget whatever was planned."""
+    import time
+
+    from vistok.train import trainer
+
+    real = trainer.train_step
+
+    def slow_step(*args):
+        time.sleep(0.4)
+        return real(*args)
+
+    monkeypatch.setattr(trainer, "train_step", slow_step)
+    data, cfg = _cfgs(small_dataset, tmp_path / "r", max_steps=1000, max_minutes=0.1, ckpt_every=1000)
+    out = train(data, cfg, quiet=True)
+    assert 6 <= out["step"] < 15
+    assert 5.4 <= out["last"]["elapsed_s"] <= 6.6  # within 10% of the budget
+    assert latest_checkpoint(tmp_path / "r").name == f"step-{out['step']:06d}"  # the last step is saved
+
+
+def test_no_held_out_records_turns_periodic_eval_off_before_step_1(small_dataset, tmp_path):
+    import io
+
+    data, cfg = _cfgs(small_dataset, tmp_path / "r", max_steps=4, eval_every=2)
+    data.heldout = 0.0
+    log = io.StringIO()
+    train(data, cfg, progress=log)
+    assert log.getvalue().splitlines()[0].startswith("no held-out records (--heldout 0.0")
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows) == 4 and not any("eval_bits_per_token" in r for r in rows)
 
 
 def test_stored_gradwalk_order_trains_and_draws(tmp_path):

@@ -25,7 +25,7 @@ from vistok.errors import UsageError
 from vistok.nn.gpt import GPT, PRESETS, GPTConfig
 from vistok.progress import Progress
 from vistok.train.checkpoint import latest_checkpoint, load_weights, read_state, save_checkpoint
-from vistok.train.data import DataConfig, Loader, axis_sizes
+from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records
 from vistok.train.evaluate import heldout_bits
 
 LN2 = math.log(2)
@@ -39,7 +39,7 @@ class TrainConfig:
     next_coords: bool = True
     rope: bool = True  # rotate queries and keys by places (`vistok.nn.gpt.place_rotation`)
     max_steps: int = 1000
-    max_minutes: float = 0.0  # 0: no time limit; else the schedule is fitted to the budget at step 30
+    max_minutes: float = 0.0  # 0: no time limit; else a budget the schedule is fitted to (`ScheduleFit`) and that stops the run
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup: int = 50
@@ -131,31 +131,39 @@ class MetricsLog:
 
 # --- the pieces of a run ---------------------------------------------------------------------------------
 FIT_FROM, FIT_TO = 10, 30  # --max-minutes: the step time is measured over these steps (start-up excluded)
+FIT_SHARE = 0.1  # ... or fitted earlier, once this share of the budget is spent (slow steps)
 BUDGET_USE = 0.98  # the fraction of the time budget the fitted schedule plans to use (eval, checkpoints)
 
 
 class ScheduleFit:
-    """With a time budget, fit the number of planned steps once, at step FIT_TO, from the time per step
-    measured since FIT_FROM; fixed from then on (and stored in checkpoints, so a resumed run keeps it)."""
+    """With a time budget, fit the number of planned steps once: at step FIT_TO from the time per step since
+    FIT_FROM, or earlier, as soon as FIT_SHARE of the budget is spent (from the steps after the first, which
+    pays for start-up, where there are any). Fixed from then on (and stored in checkpoints, so a resumed
+    run keeps it), except that a run whose budget is spent stops at that step whatever was planned."""
 
     def __init__(self, cfg: TrainConfig, active: bool):
         self.budget_s, self.max_steps, self.active = cfg.max_minutes * 60, cfg.max_steps, active and cfg.max_minutes > 0
-        self.t_start = self.t_from = time.monotonic()
+        self.t_start = time.monotonic()
+        self.mark = (0, self.t_start)  # (step, time) the step time is measured from
+        self.fitted = False
 
     def known(self, step: int, planned: int) -> int:
         """The planned steps as far as they are known at `step` (0 until the fit: for progress bars)."""
-        return 0 if self.active and planned > FIT_TO and step < FIT_TO else planned
+        return 0 if self.active and not self.fitted else planned
 
     def __call__(self, step: int, planned: int) -> int:
-        if not self.active or planned <= FIT_TO:
+        if not self.active:
             return planned
-        if step == FIT_FROM:
-            self.t_from = time.monotonic()
-        elif step == FIT_TO:
-            per_step = (time.monotonic() - self.t_from) / (FIT_TO - FIT_FROM)
-            left = self.budget_s * BUDGET_USE - (time.monotonic() - self.t_start)
-            return max(step + 1, min(self.max_steps, step + int(left / per_step)))
-        return planned
+        now = time.monotonic()
+        spent = now - self.t_start
+        if not self.fitted and (step >= FIT_TO or spent >= FIT_SHARE * self.budget_s):
+            s0, t0 = self.mark
+            per_step = (now - t0) / (step - s0)
+            planned = max(step, min(self.max_steps, step + int((self.budget_s * BUDGET_USE - spent) / per_step)))
+            self.fitted = True
+        if step in (1, FIT_FROM):
+            self.mark = (step, now)
+        return step if spent >= self.budget_s else planned
 
 
 def setup_device(name: str) -> tuple[str, Dist]:
@@ -201,8 +209,9 @@ def wrap_model(model: GPT, cfg: TrainConfig, dist_info: Dist, device: str) -> to
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loader: Loader, cfg: TrainConfig,
-               dist_info: Dist, autocast) -> tuple[float, int, float]:
-    """One optimizer step over `grad_accum` micro-batches -> (mean loss in nats, loss tokens, data wait s)."""
+               dist_info: Dist, autocast) -> tuple[float, int, float, list[float]]:
+    """One optimizer step over `grad_accum` micro-batches -> (mean loss in nats over the ranks, loss tokens of
+    all ranks, data wait s, each rank's own loss)."""
     wait, loss_acc, tokens = 0.0, 0.0, 0
     model.train()
     for micro in range(cfg.grad_accum):
@@ -219,13 +228,61 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loader: Loade
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    if dist_info.world > 1:  # every rank logs the mean loss and the total tokens
+    ranks = [loss_acc]
+    if dist_info.world > 1:  # every rank logs each rank's loss, their mean and the total tokens
         import torch.distributed as dist
 
         t = torch.tensor([loss_acc, tokens], dtype=torch.float64, device=next(model.parameters()).device)
-        dist.all_reduce(t)
-        loss_acc, tokens = t[0].item() / dist_info.world, int(t[1].item())
-    return loss_acc, tokens, wait
+        every = [torch.zeros_like(t) for _ in range(dist_info.world)]
+        dist.all_gather(every, t)
+        ranks = [float(e[0]) for e in every]
+        loss_acc, tokens = sum(ranks) / dist_info.world, int(sum(int(e[1]) for e in every))
+    return loss_acc, tokens, wait, ranks
+
+
+def from_rank0(value: int, dist_info: Dist) -> int:
+    """Rank 0's value on every rank (the fitted schedule: ranks that planned different steps would hang)."""
+    if dist_info.world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.broadcast(t, 0)
+    return int(t.item())
+
+
+def loader_states(loader: Loader, dist_info: Dist) -> list[dict]:
+    """Every rank's loader state, in rank order (each rank reads its own part of the data). Collective."""
+    st = loader.state_dict()
+    if dist_info.world == 1:
+        return [st]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist_info.world
+    dist.all_gather_object(out, st)
+    return out
+
+
+def rank_loader_state(state: dict, dist_info: Dist) -> dict:
+    """This rank's loader state in a checkpoint (checkpoints before `loader_ranks` kept rank 0's alone)."""
+    ranks = state.get("loader_ranks")
+    if ranks is None:
+        return state["loader"]
+    if len(ranks) != dist_info.world:
+        raise UsageError(f"the checkpoint was written by {len(ranks)} ranks; resume it with {len(ranks)} "
+                         f"(this run has {dist_info.world}), or start a new run")
+    return ranks[dist_info.rank]
+
+
+def periodic_eval(cfg: TrainConfig, data: DataConfig, loader: Loader, main: bool) -> tuple[int, str]:
+    """(eval_every, a note): periodic eval turned off, saying why, when the datasets hold no held-out record
+    (known before step 1, not at the first eval)."""
+    if not (cfg.eval_every and main):
+        return cfg.eval_every, ""
+    if data.heldout > 0 and next(heldout_records(loader.sets, data.heldout, 1), None) is not None:
+        return cfg.eval_every, ""
+    return 0, (f"no held-out records (--heldout {data.heldout} of these datasets' inputs is none): periodic eval is "
+               "off; raise --heldout to evaluate while training\n")
 
 
 def _start_note(cfg: TrainConfig, model: GPT, device: str, dist_info: Dist, step: int, fresh_resume: bool) -> str:
@@ -260,7 +317,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     opt = raw_model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if is_cuda else "cpu")
     if ckpt is not None:
         load_weights(ckpt, raw_model, opt, device)
-        loader.load_state_dict(state["loader"])
+        loader.load_state_dict(rank_loader_state(state, dist_info))
     step, planned = int(state["step"]), int(state["planned_steps"])
     model = wrap_model(raw_model, cfg, dist_info, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if is_cuda else nullcontext()
@@ -272,39 +329,44 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     if main:
         (run / "config.json").write_text(json.dumps({**configs, "params": raw_model.num_params()}, indent=1))
     log = MetricsLog(run, step if ckpt is not None else None, main, cfg.tensorboard)
+    eval_every, eval_note = periodic_eval(cfg, data, loader, main)
     fit = ScheduleFit(cfg, active=ckpt is None)
     last: dict[str, Any] = {"loss_bits": float("nan")}
     with Progress("train", fit.known(step, planned), "steps", progress, quiet or not main) as bar:
-        bar.note(_start_note(cfg, raw_model, device, dist_info, step, resume and ckpt is None))
+        bar.note(eval_note + _start_note(cfg, raw_model, device, dist_info, step, resume and ckpt is None))
         bar.advance(step)
         while step < planned:
             t0 = time.monotonic()
             lr = lr_at(step, cfg, planned)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss, tokens, wait = train_step(model, opt, loader, cfg, dist_info, autocast)
+            loss, tokens, wait, rank_losses = train_step(model, opt, loader, cfg, dist_info, autocast)
             step += 1
             if is_cuda:
                 torch.cuda.synchronize()
             dt = time.monotonic() - t0
-            planned = fit(step, planned)
+            planned = from_rank0(fit(step, planned), dist_info) if fit.active else planned
             last = {"step": step, "loss_bits": round(loss / LN2, 5), "lr": lr, "tokens_per_s": round(tokens / dt, 1),
                     "data_wait": round(wait / dt, 4), "elapsed_s": round(time.monotonic() - fit.t_start, 2)}
+            if dist_info.world > 1:
+                last["rank_loss_bits"] = [round(v / LN2, 5) for v in rank_losses]
             if peak:  # model FLOPs utilization against the GPU's dense bf16 peak
                 last["mfu"] = round(raw_model.flops_per_token() * tokens / dt / (peak * dist_info.world), 4)
             if step % cfg.log_every == 0 or step == planned or step == 1:
                 log.write(last)
             bar.advance(1, total=fit.known(step, planned),
                         info=f"loss {last['loss_bits']:.4f} bits/token  lr {lr:.2e}  {last['tokens_per_s']:.0f} tok/s")
-            if cfg.eval_every and step % cfg.eval_every == 0 and main:
+            if eval_every and step % eval_every == 0 and main:
                 ev = heldout_bits(raw_model, codec, loader.sets, data, cfg.eval_samples, device)
                 log.write({"step": step, "eval_bits_per_token": round(ev["bits_per_token"], 5),
                            "eval_bits_per_image": round(ev["bits_per_image"], 2)})
             if cfg.halt_at and step == cfg.halt_at:
                 bar.note(f"halting at step {step} (--halt-at)")
                 break
-            if (step % cfg.ckpt_every == 0 or step == planned) and main:
-                st = {"step": step, "planned_steps": planned, "loader": loader.state_dict(), **configs}
-                save_checkpoint(run, step, raw_model, opt, st, cfg.keep_ckpts)
+            if step % cfg.ckpt_every == 0 or step == planned:
+                ranks = loader_states(loader, dist_info)  # on every rank: a collective
+                if main:
+                    st = {"step": step, "planned_steps": planned, "loader": ranks[0], "loader_ranks": ranks, **configs}
+                    save_checkpoint(run, step, raw_model, opt, st, cfg.keep_ckpts)
     close_distributed(dist_info)
     return {"run": str(run), "step": step, "last": last, "params": raw_model.num_params()}
