@@ -64,13 +64,13 @@ print(json.dumps({"seconds": dt, "rss_mb": peak / 1024, "heap_mb": heap / 2**20,
 _PLAN_FOLDER = """
 import json, os, resource, sys, time
 from pathlib import Path
-from vistok.media.sources import MEDIA_EXTS, InputList
+from vistok.media.sources import InputList, media_extensions
 from vistok.pipelines.job import plan_shards
 from vistok.record import InputId
 
 def in_memory(src):  # the planner before streaming: every path, a map of every file, one sort
     p = Path(src)
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in media_extensions())
     by_target = {}
     for f in files:
         by_target[(str(f.resolve()), None)] = f"{p.name}/{f.relative_to(p).as_posix()}"

@@ -284,13 +284,50 @@ def test_a_folder_is_walked_as_rglob_lists_it(tmp_path):
     folders not followed, names made of the path inside the folder."""
     import random
 
-    from vistok.media.sources import MEDIA_EXTS
+    from vistok.media.sources import media_extensions
     from vistok.record import InputId
 
     root = tmp_path / "data"
     root.mkdir()
     _tree(root, random.Random(7))
     expected = sorted(str(InputId(f"data/{f.relative_to(root).as_posix()}", str(f.resolve()))) for f in root.rglob("*")
-                      if f.is_file() and f.suffix.lower() in MEDIA_EXTS)
+                      if f.is_file() and f.suffix.lower() in media_extensions())
     assert expand_sources([str(root)]) == expected
     assert not any("linked/" in i for i in expected) and any("data/link.png\0" in i for i in expected)
+
+
+def test_a_folder_walk_takes_what_pillow_opens_and_counts_what_it_skips(tmp_path):
+    from vistok.media.preprocess import Preprocess
+    from vistok.media.sources import image_extensions, media_extensions
+    from vistok.pipelines.job import run_job
+    from vistok.shards.manifest import load_manifest
+    from vistok.tokenize import JpegCodec
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    img = Image.fromarray(np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3))
+    made = []
+    for ext in (".tga", ".ppm", ".pcx", ".sgi", ".ico", ".png", ".qoi", ".dds", ".webp"):
+        try:
+            img.save(folder / f"a{ext}")
+            made.append(ext)
+        except (KeyError, OSError, ValueError):  # a format this Pillow cannot write: nothing to test with it
+            continue
+    img.convert("L").save(folder / "b.pgm")
+    img.convert("1").save(folder / "c.pbm")
+    for name in ("notes.txt", "x.txt", "README"):
+        (folder / name).write_text("not an image")
+    assert {".tga", ".ppm", ".pgm", ".pbm", ".ico", ".psd", ".sgi", ".dds", ".pcx", ".fli", ".jp2"} <= image_extensions()
+    res = run_job([str(folder)], tmp_path / "ds", JpegCodec(), Preprocess(size=16), shard_size=64,
+                  executor="local", quiet=True)
+    assert res.samples == len(made) + 2 and res.errors == 0
+    assert res.skipped == {".txt": 2, "": 1} == load_manifest(res.folder).skipped
+    narrow = run_job([str(folder)], tmp_path / "narrow", JpegCodec(), Preprocess(size=16), shard_size=64,
+                     executor="local", quiet=True, extensions="png,pgm")
+    assert narrow.samples == 2 and narrow.skipped[".tga"] == 1
+    wide = run_job([str(folder)], tmp_path / "wide", JpegCodec(), Preprocess(size=16), shard_size=64,
+                   executor="local", quiet=True, extensions="+txt,-tga")
+    assert wide.errors == 2 and wide.samples == len(made) + 1  # text files read and recorded; no .tga
+    assert media_extensions("-gif") == media_extensions() - {".gif"}
+    with pytest.raises(UsageError, match="--extensions"):
+        media_extensions("+")

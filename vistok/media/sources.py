@@ -2,7 +2,8 @@
 
 Source arguments (`vistok shard SRC...`):
   - a file (any extension: a non-image becomes a recorded error, not a crash)
-  - a folder (recursive; only files with an image extension are taken)
+  - a folder (recursive; files of every extension Pillow or PyAV opens are taken, `media_extensions`; the
+    others are counted as skipped, by extension)
   - a glob pattern (``'photos/**/*.jpg'``)
   - ``@list.txt`` (one source per line; blank lines and ``#`` comments ignored; relative to the list)
   - a WebDataset tar shard (``.tar``): its image members (.jpg/.jpeg/.png/.webp) become inputs,
@@ -40,16 +41,61 @@ from typing import Any
 import numpy as np
 
 from vistok.errors import InputError, StorageError, UsageError
+from vistok.media.video import video_extensions
 from vistok.record import InputId, Member, parse_input_id
 from vistok.storage import Loc, is_remote
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-MEDIA_EXTS = IMAGE_EXTS | {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
 TAR_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 Stamp = tuple[int, str]  # a file's size and change marker (`Loc.stamp`)
 Found = tuple[InputId, Stamp | None]  # an input as a source lists it, stamped where the listing says how
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+
+
+@lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """The extensions of every image format the installed Pillow can open (its stub plugins, which identify a
+    format they cannot decode, left out)."""
+    from PIL import Image, ImageFile
+
+    Image.init()
+    def real(opener: Any) -> bool:  # a plugin class or a factory function (JPEG)
+        return not (isinstance(opener, type) and issubclass(opener, ImageFile.StubImageFile))
+
+    return frozenset(e for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN and real(Image.OPEN[fmt][0]))
+
+
+def media_extensions(spec: str = "") -> frozenset[str]:
+    """The extensions a folder walk takes: every image Pillow opens and every video PyAV opens, or `spec`
+    (`--extensions`): a comma-separated list replaces that set (`jpg,png`), `+ext` adds to it, `-ext` removes."""
+    exts = set(image_extensions() | video_extensions())
+    items = [e.strip().lower() for e in spec.split(",") if e.strip()]
+    if any(e[0] not in "+-" for e in items):
+        exts = set()
+    for e in items:
+        sign, name = (e[0], e[1:]) if e[0] in "+-" else ("+", e)
+        name = name if name.startswith(".") else "." + name
+        if len(name) < 2 or "/" in name:
+            raise UsageError(f"--extensions takes names such as jpg,png or +tga,-gif; got {e!r}")
+        (exts.add if sign == "+" else exts.discard)(name)
+    if not exts:
+        raise UsageError(f"--extensions {spec!r} leaves no extension to take")
+    return frozenset(exts)
+
+
+class Walk:
+    """What a folder walk takes (`exts`) and what it skipped: files counted by extension ("" for none)."""
+
+    def __init__(self, exts: frozenset[str] | None = None):
+        self.exts = media_extensions() if exts is None else exts
+        self.skipped: dict[str, int] = {}
+
+    def takes(self, rel: str) -> bool:
+        ext = os.path.splitext(rel)[1].lower()
+        if ext in self.exts:
+            return True
+        self.skipped[ext] = self.skipped.get(ext, 0) + 1
+        return False
 
 
 def sample_files() -> list[Path]:
@@ -244,14 +290,14 @@ def is_deferred(input_id: str) -> bool:
     return name.startswith("@") if member else path.lower().endswith(".tar")
 
 
-def unit_inputs(input_id: str) -> list[str]:
+def unit_inputs(input_id: str, exts: frozenset[str] | None = None) -> list[str]:
     """The inputs an id stands for: a whole tar's members (unsafe ones included: reading them records why), the
-    entries of a list range, or the id itself."""
+    entries of a list range (folders in it walked for `exts`), or the id itself."""
     if not is_deferred(input_id):
         return [input_id]
     ref = parse_input_id(input_id)
     if is_list_range(ref):
-        return _range_inputs(ref)
+        return _range_inputs(ref, Walk(exts))
     return [str(i) for i in _tar_members(Loc(ref.path))]
 
 
@@ -288,14 +334,14 @@ def range_lines(read: Callable[[int, int], bytes], size: int, start: int, length
     return [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()]
 
 
-def _range_inputs(ref: InputId) -> list[str]:
+def _range_inputs(ref: InputId, walk: Walk) -> list[str]:
     lst = Loc(ref.path)
     out: list[str] = []
     for e in range_lines(lst.read_bytes, lst.size(), ref.member.offset, ref.member.size):
         if e and not e.startswith("#"):
             src, name = _list_entry_source(lst, e), _list_entry_name(e)
             try:
-                out.extend(sorted(str(i) for i, _ in _expand_one(src, f"list {lst}", name=name)))
+                out.extend(sorted(str(i) for i, _ in _expand_one(src, f"list {lst}", name=name, walk=walk)))
             except UsageError:  # a missing entry: read as a file, it becomes an error row naming it
                 out.append(str(InputId(name, src)))
     return out
@@ -314,10 +360,12 @@ def _list_entry_name(entry: str) -> str:
     return posixpath.normpath(entry.replace(os.sep, "/")).lstrip("/") if not os.path.isabs(entry) else entry
 
 
-def _expand_one(src: str, where: str, defer: bool = False, name: str | None = None) -> Iterator[Found]:
+def _expand_one(src: str, where: str, defer: bool = False, name: str | None = None,
+                walk: Walk | None = None) -> Iterator[Found]:
     """The inputs of one source argument, in no particular order, each with its file's stamp where the
     listing gave it (`where` names the argument in errors: the command line or a list file; `name`, for a
-    list entry, the name a plain file gets instead of its file name)."""
+    list entry, the name a plain file gets instead of its file name; `walk`, what folders take)."""
+    walk = walk or Walk()
     if src.startswith("fashion-mnist:"):
         yield from ((i, None) for i in _fashion(src))
         return
@@ -336,16 +384,16 @@ def _expand_one(src: str, where: str, defer: bool = False, name: str | None = No
             return
         lines = [ln.strip() for ln in lst.read_text().splitlines()]
         for e in (ln for ln in lines if ln and not ln.startswith("#")):
-            yield from _expand_one(_list_entry_source(lst, e), f"list {lst}", defer, _list_entry_name(e))
+            yield from _expand_one(_list_entry_source(lst, e), f"list {lst}", defer, _list_entry_name(e), walk)
         return
     if is_remote(src):
-        yield from _expand_remote(src, where, defer, name)
+        yield from _expand_remote(src, where, defer, name, walk)
         return
     p = Path(src)
     if p.is_dir():  # streamed, one folder at a time
         prefix, real, given = _folder_name(src), str(p.resolve()), str(p)
         for rel, found, stamp in Loc(p).walk():
-            if os.path.splitext(rel)[1].lower() in MEDIA_EXTS:
+            if walk.takes(rel):
                 # named by the path inside the folder; read at its real path: a plain file's is below the
                 # resolved folder, a link's is its target (which the walk gives in place of the link)
                 at = f"{real}/{rel}" if found == f"{given}/{rel}" else found
@@ -377,7 +425,8 @@ def _expand_one(src: str, where: str, defer: bool = False, name: str | None = No
         raise UsageError(f"source {src!r} ({where}) is not a file, folder, glob, @list or 'sample'")
 
 
-def _expand_remote(src: str, where: str, defer: bool = False, name: str | None = None) -> Iterator[Found]:
+def _expand_remote(src: str, where: str, defer: bool = False, name: str | None = None,
+                   walk: Walk | None = None) -> Iterator[Found]:
     """An object, a prefix (every media object below it) or a glob in object storage, named as the local
     equivalents are (a prefix or glob base by its last component, then the path below it). Prefixes and
     globs are listed one folder level at a time, with fsspec's glob semantics."""
@@ -403,8 +452,9 @@ def _expand_remote(src: str, where: str, defer: bool = False, name: str | None =
     elif loc.is_file():
         yield from _tar(loc, defer) if loc.name.lower().endswith(".tar") else [(InputId(name or loc.name, loc.url), None)]
     elif loc.is_dir():
+        walk = walk or Walk()
         for rel, found, stamp in loc.walk():
-            if os.path.splitext(rel)[1].lower() in MEDIA_EXTS:  # as a local folder
+            if walk.takes(rel):  # as a local folder
                 yield InputId(f"{loc.name}/{rel}", loc.url_of(found)), stamp
     else:
         raise UsageError(f"source {src!r} ({where}) is not an object, a prefix with objects below it, or a glob")
@@ -453,7 +503,8 @@ class InputList:
     against each other: the driver never reads them.)
     """
 
-    def __init__(self, sources: list[str], defer: bool = False):
+    def __init__(self, sources: list[str], defer: bool = False, exts: frozenset[str] | None = None):
+        self.walk = Walk(exts)  # what folder walks take; `skipped` counts the rest by extension
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._runs: list[str] = []  # spilled runs, each sorted
         self._small: list[str] = []  # spilled runs not yet merged into a larger one
@@ -462,7 +513,7 @@ class InputList:
         run: list[tuple[str, Stamp | None]] = []
         try:
             for src in sources:
-                for iid, stamp in _expand_one(src, "on the command line", defer):
+                for iid, stamp in _expand_one(src, "on the command line", defer, walk=self.walk):
                     run.append((str(iid), stamp))
                     hashes.append(_target_hash(iid.path, iid.member))
                     if len(run) == RUN_ENTRIES:
@@ -592,17 +643,17 @@ class _Fingerprint:
         return self._h.hexdigest()[:16]
 
 
-def expand_sources(sources: list[str], defer: bool = False) -> list[str]:
+def expand_sources(sources: list[str], defer: bool = False, exts: frozenset[str] | None = None) -> list[str]:
     """Sorted input ids (`vistok.record.InputId`) of the given source arguments, one per file or member (see
     `InputList`, which gives them without holding them all).
 
     An input's name (what its key is made of) does not depend on where the files live: a file argument is
-    named by its file name, a folder argument by the folder's name and the path inside it, a glob by the
+    named by its file name, a list file's entry by its path as written, a folder argument by the folder's name and the path inside it, a glob by the
     name of its fixed leading folder and the path inside that, a tar member by the tar's file name and the
     member name, and `sample` photos by ``sample/FILE``. One file reached twice counts once (by its
     smallest name); two different files with one name are refused, since their keys would collide.
     """
-    with InputList(sources, defer) as inputs:
+    with InputList(sources, defer, exts) as inputs:
         return list(inputs)
 
 

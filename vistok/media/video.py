@@ -16,12 +16,31 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from vistok.errors import InputError, UsageError
 
-VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts"}
+# Video containers by extension, with the FFmpeg demuxer that reads them; a folder walk takes those whose
+# demuxer the installed PyAV has (`video_extensions`). PyAV also reads audio and subtitle files (.mp3, .srt):
+# they hold no frames, so they are not listed.
+VIDEO_CONTAINERS = {
+    ".mp4": "mov", ".m4v": "mov", ".mov": "mov", ".3gp": "mov", ".3g2": "mov", ".mj2": "mov", ".f4v": "mov",
+    ".mkv": "matroska", ".webm": "matroska", ".avi": "avi", ".gif": "gif", ".mpg": "mpeg", ".mpeg": "mpeg",
+    ".vob": "mpeg", ".ts": "mpegts", ".m2ts": "mpegts", ".mts": "mpegts", ".flv": "flv", ".wmv": "asf",
+    ".asf": "asf", ".ogv": "ogg", ".y4m": "yuv4mpegpipe", ".mxf": "mxf", ".nut": "nut", ".dv": "dv",
+    ".ivf": "ivf", ".h264": "h264", ".264": "h264", ".hevc": "hevc", ".265": "hevc", ".obu": "obu",
+}
+
+
+@lru_cache(maxsize=1)
+def video_extensions() -> frozenset[str]:
+    """The video container extensions whose demuxer the installed PyAV (its FFmpeg build) has."""
+    import av
+
+    have = set(av.formats_available)
+    return frozenset(e for e, demuxer in VIDEO_CONTAINERS.items() if demuxer in have)
 
 
 @dataclass(frozen=True)
@@ -43,7 +62,7 @@ class VideoConfig:
 
 def is_video_name(name: str) -> bool:
     n = name.lower()
-    return any(n.endswith(e) for e in VIDEO_EXTS)
+    return any(n.endswith(e) for e in video_extensions())
 
 
 def _rotate(img: np.ndarray, degrees: int) -> np.ndarray:

@@ -27,7 +27,7 @@ import vistok
 from vistok.errors import DatasetError, InputError, StorageError, UsageError, one_line
 from vistok.executors import ExecutorConfig, run_tasks
 from vistok.media.preprocess import Preprocess
-from vistok.media.sources import InputList, check_label_mode, is_deferred, unit_inputs
+from vistok.media.sources import InputList, check_label_mode, is_deferred, media_extensions, unit_inputs
 from vistok.pipelines.encode import encode_input, error_row
 from vistok.progress import Progress
 from vistok.record import TokenRecord, json_bytes, parse_input_id, parse_key
@@ -71,6 +71,7 @@ class ShardTask:
     label_from: str = ""
     per_part: int = 0  # inputs per shard file when a task expands a tar (0: one file)
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # never printed: may hold keys
+    extensions: tuple[str, ...] = ()  # what folders in a large list's range take (empty: the default set)
 
 
 # --- the worker ---------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     folder = Loc(task.out)
     codec, pre = get_codec(task.codec), Preprocess(**task.preprocess)
     failed, kept = _previous(task, folder) if task.retry_errors else (None, {})
-    inputs, errors = _expand_units(task.inputs)
+    inputs, errors = _expand_units(task.inputs, task.extensions)
     n_inputs = len(inputs) + len(errors)  # an unreadable tar counts as one input, with its error row
     per_part = task.per_part or max(1, len(inputs))
     files: list[dict[str, Any]] = []
@@ -137,14 +138,14 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     return {**stats.to_json(), "files": len(task.inputs)}
 
 
-def _expand_units(units: tuple[str, ...]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The task's inputs: a whole tar or a range of a large list expanded here rather than by the driver; one
-    that cannot be read is one error row."""
+def _expand_units(units: tuple[str, ...], exts: tuple[str, ...]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The task's inputs: a whole tar or a range of a large list expanded here rather than by the driver (folders
+    in it walked for `exts`, empty: the default set); one that cannot be read is one error row."""
     inputs: list[str] = []
     errors: list[dict[str, Any]] = []
     for unit in units:
         try:
-            inputs.extend(unit_inputs(unit))
+            inputs.extend(unit_inputs(unit, frozenset(exts) or None))
         except (UsageError, StorageError) as exc:
             errors.append(error_row(unit, "read", InputError(str(exc))))
     return inputs, errors
@@ -227,6 +228,11 @@ class JobResult:
     seconds: float
     manifest: Manifest = field(repr=False)
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Files the folder walks did not take, by extension ("" for none)."""
+        return self.manifest.skipped
+
 
 def resolve_folder(out: Loc, names: set[str], codec_id: str, chash: str) -> tuple[Loc, set[str]]:
     """--out is the dataset folder, unless it is an existing non-empty folder that is not a dataset: then it is
@@ -241,10 +247,12 @@ def resolve_folder(out: Loc, names: set[str], codec_id: str, chash: str) -> tupl
 def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, shard_size: int = 1000,
             compress: bool = False, executor: str = "ray", workers: int | None = None, address: str | None = None,
             retry_errors: bool = False, store_orders: tuple[str, ...] = (), progress_stream: IO[str] | None = None,
-            quiet: bool = False, label_from: str = "", storage_options: dict[str, Any] | None = None) -> JobResult:
+            quiet: bool = False, label_from: str = "", storage_options: dict[str, Any] | None = None,
+            extensions: str = "") -> JobResult:
     """Tokenize `sources` into the dataset folder `out`, a local path or an fsspec URL such as
     ``s3://bucket/prefix`` (see the module docstring). `storage_options` go to the filesystem (e.g.
-    ``endpoint_url``; default: those `vistok.storage.configure` set); they are never written anywhere."""
+    ``endpoint_url``; default: those `vistok.storage.configure` set); they are never written anywhere.
+    `extensions`: what folder walks take (`vistok.media.sources.media_extensions`)."""
     t0 = time.monotonic()
     runner = ExecutorConfig(executor, workers, address)
     if shard_size < 1:
@@ -257,7 +265,8 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     configure(opts)
     out_loc = Loc(out)
     out_names = out_loc.check_writable()  # a missing bucket or refused credentials: one line, before any work
-    with InputList(sources, defer=True) as inputs:  # a tar (a large list's range) is one entry: its task expands it
+    exts = media_extensions(extensions)
+    with InputList(sources, defer=True, exts=exts) as inputs:  # a tar (a large list's range) is one entry: its task expands it
         if not inputs.count:
             raise UsageError(f"no inputs found in {' '.join(sources)}")
         config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
@@ -280,7 +289,8 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
         done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")} if STATS_DIR in present else set()
         todo = _todo(folder, n_shards, done, retry_errors)
         tasks = (ShardTask(i, group, folder.url, codec.get_config(), pre.to_json(), compress, retry_errors,
-                           tuple(sorted(store_orders)), label_from, per_shard, opts)
+                           tuple(sorted(store_orders)), label_from, per_shard, opts,
+                           tuple(sorted(exts)) if extensions else ())
                  for i, group in enumerate(plan_shards(inputs, per_shard)) if i in todo)
         unit = "files" if inputs.deferred else "inputs"
         with Progress("shard", sum(sizes[i] for i in todo), unit, progress_stream, quiet) as prog:
@@ -301,7 +311,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
         n = len(seen["storage"])
         raise StorageError(f"{n} shard{'s' if n > 1 else ''} could not be written ({seen['storage'][0]}); nothing "
                            "of them is marked done: rerun the same command to complete them")
-    return _result(folder, False, finalize(folder, codec, config, chash, n_shards, totals), t0)
+    return _result(folder, False, finalize(folder, codec, config, chash, n_shards, totals, inputs.walk.skipped), t0)
 
 
 def plan_shards(inputs: Iterable[str], per_shard: int) -> Iterator[tuple[str, ...]]:
@@ -396,10 +406,11 @@ class Totals:
             self.length_counts[: counts.size] += counts
 
 
-def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_shards: int, totals: Totals) -> Manifest:
+def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_shards: int, totals: Totals,
+             skipped: dict[str, int] | None = None) -> Manifest:
     """Merge per-shard stats and errors into `errors.jsonl` and `manifest.json` (written last). `totals`: those of
     the shards this run's tasks reported; the other shards' stats (done by an earlier run) are read back,
-    concurrently, and added."""
+    concurrently, and added. `skipped`: the files folder walks did not take, by extension."""
     earlier = [i for i in range(n_shards) if i not in totals.files]
     try:
         for raw in read_each([stats_path(folder, i) for i in earlier]):
@@ -419,7 +430,7 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
         preprocess=config["preprocess"], sources=config["sources"], shard_size=config["shard_size"],
         counts={"inputs": totals.inputs, "samples": totals.samples, "errors": totals.errors, "shards": len(shards)},
         shards=shards, tokens=length_stats(totals.length_counts), vistok_version=vistok.__version__, side_info=side,
-        stored_orders=config.get("store_orders", []), labels=sorted(totals.labels))
+        stored_orders=config.get("store_orders", []), labels=sorted(totals.labels), skipped=dict(sorted((skipped or {}).items())))
     manifest.write(folder)  # last: the folder is a finished dataset from here on
     return manifest
 

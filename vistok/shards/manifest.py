@@ -147,13 +147,15 @@ class Manifest:
     side_info: dict[str, Any] = field(default_factory=dict)  # constant and collected (e.g. H.264 headers)
     stored_orders: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # class names in the records' `label`, sorted (--label-from)
+    skipped: dict[str, int] = field(default_factory=dict)  # files folder walks did not take, by extension
     format: int = FORMAT_VERSION
     kind: str = DATASET_KIND
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        if not self.labels:  # unlabelled datasets keep the manifest they always had
-            del out["labels"]
+        for k in ("labels", "skipped"):  # absent when empty: such datasets keep the manifest they always had
+            if not out[k]:
+                del out[k]
         return out
 
     @classmethod

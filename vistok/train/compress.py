@@ -56,7 +56,14 @@ from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.gpt import GPT, KVCache, group_mask, window_start
 from vistok.record import TokenRecord, npy_bytes, npy_load
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
-from vistok.tokenize.stream import StreamGrammar, check_parallel, group_limit, known_columns, order_record, plan
+from vistok.tokenize.stream import (
+    StreamGrammar,
+    check_parallel,
+    group_limit,
+    known_columns,
+    order_record,
+    plan,
+)
 from vistok.train.checkpoint import load_model
 from vistok.train.data import DataConfig, check_coords, group_pieces, record_rng
 
