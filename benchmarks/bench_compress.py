@@ -26,7 +26,8 @@ from vistok.media.preprocess import Preprocess  # noqa: E402
 from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.shards.reader import Dataset  # noqa: E402
 from vistok.tokenize import JpegCodec  # noqa: E402
-from vistok.train.compress import Coder, payload_bits  # noqa: E402
+from vistok.train.compress import Coder  # noqa: E402
+from vistok.train.container import payload_bits  # noqa: E402
 from vistok.train.data import DataConfig, heldout_records  # noqa: E402
 from vistok.train.evaluate import record_bits  # noqa: E402
 from vistok.train.trainer import TrainConfig, train  # noqa: E402

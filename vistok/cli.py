@@ -453,12 +453,14 @@ def compress(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the compressed files (KEY.vtkz).")],
     key: Annotated[list[str], typer.Option(help="Only the records of a dataset input with this key (repeatable).")] = None,
     passthrough: Annotated[bool, typer.Option("--passthrough", help="jpeg runs: JPEG files keep their own coefficients and size (no re-encoding), so decompress + decode gives back their coefficients exactly.")] = False,
+    keep_meta: Annotated[bool, typer.Option("--keep-meta", help="Keep each record's key and metadata (source path, label) in its file; without it a file holds what decoding needs (16 bytes of container at the run's size).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     storage_options: StorageOptions = "",
 ) -> None:
     """Entropy-code records with the run's model (range coding in the run's order): one small file each."""
     from vistok.progress import Progress
-    from vistok.train.compress import SUFFIX, Coder, input_records, payload_bits
+    from vistok.train.compress import SUFFIX, Coder, input_records
+    from vistok.train.container import payload_bits
 
     _storage(storage_options)
     coder = Coder.load(run)
@@ -473,7 +475,7 @@ def compress(
     written = set()
     recs = input_records(coder, inputs, key, passthrough, bad)  # streamed: memory stays bounded
     with Progress("compress", total=0, unit="images", quiet=quiet) as bar:
-        for rec, blob in coder.compress(recs, progress=bar.advance):
+        for rec, blob in coder.compress(recs, progress=bar.advance, keep_meta=keep_meta):
             (out / f"{rec.key}{SUFFIX}").write_bytes(blob)
             n, bits, size = n + 1, bits + payload_bits(blob), size + len(blob)
             written.add(rec.key)
@@ -489,14 +491,14 @@ def compress(
 def decompress(
     run: Annotated[Path, typer.Argument(help="The run that compressed the files.")],
     files: Annotated[list[Path], typer.Argument(help="Files written by `vistok compress` (KEY.vtkz).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the decoded images (KEY.FORMAT).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the decoded images (KEY.FORMAT, named as the files).")],
     fmt: Annotated[str, typer.Option("--format", help="png, jpg (jpeg runs: the coefficients written exactly, a passthrough file's own coefficients), or mp4 (clips).")] = "png",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Rebuild the records of compressed files with the run's model and write them as images."""
     from vistok.progress import Progress
     from vistok.shards.render import save_record
-    from vistok.train.compress import Coder, read_files
+    from vistok.train.compress import SUFFIX, Coder, read_files
 
     if fmt not in ("png", "jpg", "mp4"):
         raise UsageError(f"--format takes png, jpg or mp4, got {fmt!r}")
@@ -504,8 +506,8 @@ def decompress(
     out.mkdir(parents=True, exist_ok=True)
     n = 0
     with Progress("decompress", total=len(files), unit="images", quiet=quiet) as bar:
-        for rec in coder.decompress(read_files(files), progress=bar.advance):
-            save_record(coder.codec, rec, out / f"{rec.key}.{fmt}")
+        for path, rec in zip(files, coder.decompress(read_files(files), progress=bar.advance)):
+            save_record(coder.codec, rec, out / f"{path.name.removesuffix(SUFFIX)}.{fmt}")
             n += 1
     typer.echo(f"wrote {n} images to {out}")
 

@@ -10,6 +10,7 @@ import torch
 
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
+from vistok.shards.reader import Dataset
 from vistok.tokenize import JpegCodec, dct, jpegfile
 from vistok.tokenize.base import EOS
 from vistok.tokenize.stream import stream_masks
@@ -258,3 +259,33 @@ def test_eval_scores_a_separate_test_set_whole(small_dataset, tmp_path):
     from vistok.train.evaluate import training_hashes
 
     assert training_hashes({}, data) == {Dataset(small_dataset).manifest.config_hash}
+
+
+def test_sample_and_compress_use_the_size_every_training_record_shares(tmp_path):
+    """32x32 files sharded with --resize none: the manifest says every record is 32x32, so `sample` needs no
+    --size and a compressed file leaves the size out; a dataset of mixed sizes says none."""
+    from PIL import Image
+
+    from vistok.media.preprocess import Preprocess
+    from vistok.media.sources import decode_image, sample_files
+    from vistok.pipelines.job import run_job
+    from vistok.train.compress import Coder
+    from vistok.train.container import container_bytes
+    from vistok.train.sample import sample_run
+
+    for i, f in enumerate(sample_files()[:6]):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        Image.fromarray(decode_image(f.read_bytes())[:32, :32]).save(tmp_path / "in" / f"{i}.png")
+    res = run_job([str(tmp_path / "in")], tmp_path / "ds", JpegCodec(), Preprocess(resize="none"), shard_size=4,
+                  executor="local", quiet=True)
+    assert res.manifest.geometry == {"height": 32, "width": 32, "components": 3, "subsampling": "420"}
+    data, cfg = _cfgs(res.folder, tmp_path / "r", max_steps=1)
+    train(data, cfg, quiet=True)
+    assert sample_run(tmp_path / "r", 2, tmp_path / "s.png").exists()
+    coder = Coder.load(tmp_path / "r")
+    ((_, blob),) = coder.compress([next(iter(Dataset(res.folder)))])
+    assert container_bytes(blob) == 16
+    Image.fromarray(decode_image(sample_files()[0].read_bytes())[:40, :24]).save(tmp_path / "in" / "odd.png")
+    mixed = run_job([str(tmp_path / "in")], tmp_path / "mixed", JpegCodec(), Preprocess(resize="none"), shard_size=4,
+                    executor="local", quiet=True)
+    assert mixed.manifest.geometry is None and "geometry" not in json.loads((mixed.folder / "manifest.json").read_text())

@@ -13,7 +13,8 @@ from vistok.pipelines.job import run_job
 from vistok.shards.reader import Dataset
 from vistok.shards.render import write_mp4
 from vistok.tokenize import BSQCodec, H264Codec, JpegCodec, WaveletCodec
-from vistok.train.compress import Coder, payload_bits
+from vistok.train.compress import Coder
+from vistok.train.container import payload_bits
 from vistok.train.data import DataConfig, RowFiller, record_docs, record_rng, windows
 from vistok.train.evaluate import evaluate, record_bits
 from vistok.train.sample import BatchGrammar, clip_run, sample_plans
@@ -246,12 +247,12 @@ def test_h264_continuation_reports_the_frames_that_decoded(tmp_path):
 
 
 # --- coding ---------------------------------------------------------------------------------------------
-def test_compress_reads_a_long_clip_in_the_same_windows_as_eval(clips, clip_run_dir):
+def test_compress_reads_a_long_clip_in_the_same_windows_as_eval(clips, clip_run_dir, decodes_to):
     coder = Coder.load(clip_run_dir)
     recs = list(Dataset(clips))[:3]
     assert all(len(r.tokens) > 2 * coder.model.cfg.block_size for r in recs)
     blobs = [b for _, b in coder.compress(recs)]
-    assert list(coder.decompress(blobs)) == recs
+    decodes_to(list(coder.decompress(blobs)), recs)
     for blob, rb in zip(blobs, record_bits(coder.model, coder.codec, recs, coder.data, "cpu")):
         assert abs(payload_bits(blob) - rb.bits) <= 0.01 * rb.bits + 64, (payload_bits(blob), rb.bits)
 

@@ -50,7 +50,7 @@ from vistok.shards.reader import iter_shards
 from vistok.shards.writer import ShardWriter
 from vistok.storage import Loc, configure, read_each
 from vistok.storage import options as current_options
-from vistok.tokenize.base import Codec, get_codec
+from vistok.tokenize.base import Codec, geometry_of, get_codec
 from vistok.tokenize.orders import STORED_ORDERS
 
 JOB = "job.json"
@@ -133,7 +133,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     stats = ShardStats(task.index, files[0]["name"] if files else None, n_inputs, len(errors),
                        sum(f["samples"] for f in files), sum(f["bytes"] for f in files), tally.lengths,
                        {"ids": nz.tolist(), "counts": tally.counts[nz].tolist()}, codec.collected_side_info(),
-                       sorted(tally.labels), files if len(files) > 1 else [])
+                       sorted(tally.labels), files if len(files) > 1 else [], tally.geometries)
     stats.write(folder)  # last: marks the shard done
     return {**stats.to_json(), "files": len(task.inputs)}
 
@@ -168,6 +168,16 @@ class _Tally:
     def __init__(self, errors: list[dict[str, Any]], vocab_size: int):
         self.errors, self.lengths, self.labels = errors, [], set()
         self.counts = np.zeros(vocab_size, dtype=np.int64)
+        self.geometries: list[dict[str, Any]] = []  # distinct, two at most: enough to tell one shared geometry
+
+    def add(self, codec: Codec, rec: TokenRecord) -> None:
+        self.lengths.append(len(rec))
+        if "label" in rec.meta:
+            self.labels.add(str(rec.meta["label"]))
+        self.counts += np.bincount(rec.tokens, minlength=self.counts.size)
+        g = geometry_of(codec, rec.meta)
+        if len(self.geometries) < 2 and g not in self.geometries:
+            self.geometries.append(g)
 
 
 def _encode_into(writer: ShardWriter, inputs: list[str], task: ShardTask, codec: Codec, pre: Preprocess,
@@ -185,10 +195,7 @@ def _encode_into(writer: ShardWriter, inputs: list[str], task: ShardTask, codec:
             tally.errors.append(error_row(iid, getattr(exc, "stage", "decode"), exc))
         for rec in batch:
             writer.write(rec)
-            tally.lengths.append(len(rec))
-            if "label" in rec.meta:
-                tally.labels.add(str(rec.meta["label"]))
-            tally.counts += np.bincount(rec.tokens, minlength=tally.counts.size)
+            tally.add(codec, rec)
 
 
 def _write_errors(folder: Loc, index: int, rows: list[dict[str, Any]]) -> None:
@@ -387,6 +394,12 @@ class Totals:
         self.files: dict[int, list[dict[str, Any]]] = {}
         self.side: dict[int, dict[str, Any]] = {}
         self.with_errors: list[int] = []
+        self.geometries: list[dict[str, Any]] | None = []  # None: a shard (of an older vistok) did not say
+
+    @property
+    def geometry(self) -> dict[str, Any] | None:
+        """The geometry every sample shares, or None (several, or not known)."""
+        return self.geometries[0] if self.geometries is not None and len(self.geometries) == 1 else None
 
     def add(self, stats: dict[str, Any]) -> None:
         st = ShardStats(**{k: stats[k] for k in ShardStats.__dataclass_fields__ if k in stats})
@@ -399,6 +412,10 @@ class Totals:
             self.side[st.index] = st.side_info
         if st.errors:
             self.with_errors.append(st.index)
+        if st.samples and not st.geometries:
+            self.geometries = None
+        elif self.geometries is not None:
+            self.geometries += [g for g in st.geometries if g not in self.geometries][: 2 - len(self.geometries)]
         if st.lengths:
             counts = np.bincount(np.asarray(st.lengths, dtype=np.int64))
             if counts.size > self.length_counts.size:
@@ -430,7 +447,8 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
         preprocess=config["preprocess"], sources=config["sources"], shard_size=config["shard_size"],
         counts={"inputs": totals.inputs, "samples": totals.samples, "errors": totals.errors, "shards": len(shards)},
         shards=shards, tokens=length_stats(totals.length_counts), vistok_version=vistok.__version__, side_info=side,
-        stored_orders=config.get("store_orders", []), labels=sorted(totals.labels), skipped=dict(sorted((skipped or {}).items())))
+        stored_orders=config.get("store_orders", []), labels=sorted(totals.labels), skipped=dict(sorted((skipped or {}).items())),
+        geometry=totals.geometry)
     manifest.write(folder)  # last: the folder is a finished dataset from here on
     return manifest
 

@@ -62,10 +62,11 @@ class ShardStats:
     side_info: dict[str, Any] = field(default_factory=dict)  # gathered while encoding (H.264 headers)
     labels: list[str] = field(default_factory=list)  # the distinct class names of its samples, sorted
     parts: list[dict[str, Any]] = field(default_factory=list)  # name, samples, bytes of each file, when several
+    geometries: list[dict[str, Any]] = field(default_factory=list)  # its samples' distinct geometries, two at most
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for k in ("side_info", "labels", "parts"):
+        for k in ("side_info", "labels", "parts", "geometries"):
             if not out[k]:
                 del out[k]
         return out
@@ -148,12 +149,13 @@ class Manifest:
     stored_orders: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # class names in the records' `label`, sorted (--label-from)
     skipped: dict[str, int] = field(default_factory=dict)  # files folder walks did not take, by extension
+    geometry: dict[str, Any] | None = None  # the geometry every record shares (`geometry_of`), if they share one
     format: int = FORMAT_VERSION
     kind: str = DATASET_KIND
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for k in ("labels", "skipped"):  # absent when empty: such datasets keep the manifest they always had
+        for k in ("labels", "skipped", "geometry"):  # absent when empty: such datasets keep the manifest they always had
             if not out[k]:
                 del out[k]
         return out

@@ -443,6 +443,11 @@ class Codec:
         return f"{type(self).__name__}({self.get_config()})"
 
 
+def geometry_of(codec: Codec, meta: dict) -> dict[str, Any]:
+    """The part of a record's metadata that fixes its cells: the codec's geometry keys, and frames for clips."""
+    return {k: meta[k] for k in (*codec.geometry_keys, "frames") if k in meta}
+
+
 _REGISTRY: dict[str, type[Codec]] = {}
 
 

@@ -22,23 +22,14 @@ another CPU, another torch or BLAS build may round a logit differently, and a GP
 decoded stream is checked against the CRC-32 of the tokens kept in the file, so such a mismatch, a
 truncated or a corrupted file is an error, never a wrong image.
 
-File format (version 1; integers little-endian):
-
-    b"VTKZ"  u8 version  8-byte run checksum  u32 header length  header  payload
-
-The run checksum hashes the weights and everything decoding depends on (codec config, order, parallel
-mode, seed, context length and window stride): a file made with another run is refused. The header is
-deflated compact JSON: key, record metadata, side arrays (`.npy`, base64), token count and CRC-32. A
-random order is drawn from the run's seed and the key (`vistok.train.data.record_rng`), as `vistok eval`
-draws it. The payload is the range coder's 32-bit words.
+The file format is `vistok.train.container`'s: 16 bytes of container around the payload when the record's
+size is the run's, its key and descriptive metadata kept only with `keep_meta` (`--keep-meta`).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import struct
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -54,7 +45,7 @@ import torch
 from vistok.errors import CodecError, DatasetError, UsageError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.gpt import GPT, KVCache, group_mask, window_start
-from vistok.record import TokenRecord, npy_bytes, npy_load
+from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
 from vistok.tokenize.stream import (
     StreamGrammar,
@@ -65,12 +56,11 @@ from vistok.tokenize.stream import (
     plan,
 )
 from vistok.train.checkpoint import load_model
-from vistok.train.data import DataConfig, check_coords, group_pieces, record_rng
+from vistok.train.container import VERSION, Header, pack, unpack
+from vistok.train.data import DataConfig, check_coords, group_pieces, order_rng, order_seed, record_rng
 
-MAGIC, VERSION = b"VTKZ", 1
 LANES = 8  # streams per forward pass, always (padded): the shapes, and so the logits, do not depend on the batch
 SUFFIX = ".vtkz"
-MAX_HEADER = 1 << 20  # bytes of an inflated header: more is a corrupt file (or a bomb)
 
 
 @contextmanager
@@ -131,6 +121,7 @@ class Coder:
     data: DataConfig
     checksum: bytes
     preprocess: dict  # the run's dataset preprocessing (media inputs are tokenized with it)
+    geometry: dict | None = None  # the geometry every training record shared, if one (files of it leave it out)
 
     @classmethod
     def load(cls, run: str | Path) -> Coder:
@@ -142,13 +133,24 @@ class Coder:
             raise UsageError(f"run {run} is trained in order {data.order!r}, computed from each image's pixels: "
                              "a decoder would need it sent; compress works with orders a decoder can follow")
         check_parallel(codec, data.order, data.parallel)
-        return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}))
+        return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}), state.get("geometry"))
+
+    @property
+    def reference(self) -> dict:
+        """The geometry a file leaves out when its record has it: the training records' one, or else the
+        codec's usual one (three components, its subsampling) with no size."""
+        if self.geometry:
+            return {k: v for k, v in self.geometry.items() if k != "frames"}
+        usual = {"components": 3, "subsampling": self.codec.get_config().get("subsampling")}
+        return {k: v for k, v in usual.items() if k in self.codec.geometry_keys}
 
     # --- records <-> files ---------------------------------------------------------------------------
-    def compress(self, records: Iterable[TokenRecord], progress=None) -> Iterator[tuple[TokenRecord, bytes]]:
-        """(record, its file's bytes) for each record, in order; records are read as they are needed."""
+    def compress(self, records: Iterable[TokenRecord], progress=None,
+                 keep_meta: bool = False) -> Iterator[tuple[TokenRecord, bytes]]:
+        """(record, its file's bytes) for each record, in order; records are read as they are needed. A file
+        keeps the record's key and descriptive metadata only with `keep_meta` (else it decodes keyless)."""
         for batch in self._batches(records, progress):
-            yield from zip(batch, self._compress(batch))
+            yield from zip(batch, self._compress(batch, keep_meta))
 
     def decompress(self, blobs: Iterable[bytes], progress=None) -> Iterator[TokenRecord]:
         """The record of each file, in order; a bad or foreign file raises `CodecError` naming why."""
@@ -163,7 +165,7 @@ class Coder:
             if progress:
                 progress(len(batch))
 
-    def _compress(self, records: list[TokenRecord]) -> list[bytes]:
+    def _compress(self, records: list[TokenRecord], keep_meta: bool) -> list[bytes]:
         import constriction
 
         streams, headers = [], []
@@ -178,14 +180,15 @@ class Coder:
             self._check_fits(rec.meta)
             streams.append(_Stream(rec.meta, StreamGrammar(self.codec, rec.meta, o.plan), constriction.stream.queue.RangeEncoder(),
                                    targets))
-            headers.append(_header(rec, rec.tokens.astype(self.codec.vocab.dtype)))
+            head = Header(order_seed(rec.key), zlib.crc32(rec.tokens.astype(self.codec.vocab.dtype).tobytes()),
+                          rec.key, rec.meta, rec.side)
+            headers.append(pack(self.checksum, head, self.reference, keep_meta))
         self._run(streams)
         out = []
         for s, h in zip(streams, headers):
             if s.n != s.targets.size:
                 raise CodecError("the grammar ended before the record's tokens did")
-            payload = s.coder.get_compressed().astype("<u4").tobytes()
-            out.append(MAGIC + bytes([VERSION]) + self.checksum + struct.pack("<I", len(h)) + h + payload)
+            out.append(h + s.coder.get_compressed().astype("<u4").tobytes())
         return out
 
     def _decompress(self, blobs: list[bytes]) -> list[TokenRecord]:
@@ -193,11 +196,11 @@ class Coder:
 
         streams, heads = [], []
         for blob in blobs:
-            head, payload = self.parse(blob)
-            meta = head["meta"]
+            head, payload = unpack(blob, self.checksum, self.reference)
+            meta = head.meta
             self._check_fits(meta)
-            p = plan(self.codec, meta, self.data.order, record_rng(self.data.seed, head["key"]), parallel=self.data.parallel,
-                     max_group=self._max_group)
+            p = plan(self.codec, meta, self.data.order, order_rng(self.data.seed, head.order_seed),
+                     parallel=self.data.parallel, max_group=self._max_group)
             words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
             streams.append(_Stream(meta, StreamGrammar(self.codec, meta, p), constriction.stream.queue.RangeDecoder(words), None))
             heads.append(head)
@@ -205,36 +208,11 @@ class Coder:
         out = []
         for s, head in zip(streams, heads):
             toks = s.g.canonical().astype(self.codec.vocab.dtype)
-            if toks.size != head["n"] or zlib.crc32(toks.tobytes()) != head["crc"]:
-                raise CodecError(f"{head['key']}: the decoded tokens do not match the file's checksum (a corrupted "
-                                 "file, or a machine that computes the model's probabilities differently)")
-            side = {k: npy_load(base64.b64decode(v)) for k, v in head.get("side", {}).items()}
-            out.append(TokenRecord(head["key"], toks, meta=head["meta"], side=side))
+            if zlib.crc32(toks.tobytes()) != head.crc:
+                raise CodecError(f"{head.key}: the decoded tokens do not match the file's checksum (a "
+                                 "corrupted file, or a machine that computes the model's probabilities differently)")
+            out.append(TokenRecord(head.key, toks, meta=head.meta, side=head.side))
         return out
-
-    def parse(self, blob: bytes) -> tuple[dict[str, Any], bytes]:
-        """(header, payload) of a file, checked: magic, version, the run's checksum, a readable header."""
-        if len(blob) < 17 or blob[:4] != MAGIC:
-            raise CodecError("not a vistok compressed file (bad magic)")
-        if blob[4] != VERSION:
-            raise CodecError(f"file format version {blob[4]}, this vistok reads version {VERSION}")
-        if blob[5:13] != self.checksum:
-            raise CodecError("the file was made with another run (weights, codec or order differ): decompress it "
-                             "with the run that compressed it")
-        (n,) = struct.unpack("<I", blob[13:17])
-        try:
-            inflate = zlib.decompressobj()
-            text = inflate.decompress(blob[17 : 17 + n], MAX_HEADER)
-            if inflate.unconsumed_tail or not inflate.eof:
-                raise ValueError("header too large or cut")
-            head = json.loads(text)
-            head["meta"], head["n"], head["crc"], str(head["key"])  # noqa: B018 (all present)
-        except (ValueError, KeyError, TypeError, zlib.error):
-            raise CodecError("the file's header is corrupt") from None
-        payload = blob[17 + n :]
-        if len(payload) % 4:
-            raise CodecError("the file is truncated")
-        return head, payload
 
     @property
     def _max_group(self) -> int:
@@ -338,19 +316,6 @@ def run_checksum(model: GPT, codec: Codec, data: DataConfig) -> bytes:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.digest()
-
-
-def _header(rec: TokenRecord, toks: np.ndarray) -> bytes:
-    head = {"key": rec.key, "meta": rec.meta, "n": int(toks.size), "crc": zlib.crc32(toks.tobytes())}
-    if rec.side:
-        head["side"] = {k: base64.b64encode(npy_bytes(v)).decode() for k, v in sorted(rec.side.items())}
-    return zlib.compress(json.dumps(head, sort_keys=True, separators=(",", ":")).encode(), 9)
-
-
-def payload_bits(blob: bytes) -> int:
-    """Bits of a file's coded payload (the header excluded)."""
-    (n,) = struct.unpack("<I", blob[13:17])
-    return 8 * (len(blob) - 17 - n)
 
 
 def read_files(paths: Iterable[Path]) -> Iterator[bytes]:

@@ -71,8 +71,16 @@ def is_heldout(record_key: str, fraction: float) -> bool:
 
 def record_rng(seed: int, record_key: str) -> np.random.Generator:
     """The generator of a record's random order when it is scored or coded (`vistok eval`, `vistok compress`):
-    a function of the run's seed and the record's key, so a decoder that reads the key draws the same order."""
-    return np.random.default_rng([seed, 0, zlib.crc32(record_key.encode())])
+    a function of the run's seed and the CRC-32 of the record's key, which a compressed file keeps."""
+    return order_rng(seed, order_seed(record_key))
+
+
+def order_seed(record_key: str) -> int:
+    return zlib.crc32(record_key.encode())
+
+
+def order_rng(seed: int, seed_of_order: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 0, seed_of_order])
 
 
 def open_datasets(paths: list[str]) -> tuple[list, Codec]:

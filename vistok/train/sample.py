@@ -77,10 +77,14 @@ class BatchGrammar:
         return all(g.done or cut for g, cut in zip(self.gs, self.cut))
 
 
-def sample_meta(codec: Codec, preprocess: dict, size: int | None) -> dict:
+def sample_meta(codec: Codec, preprocess: dict, size: int | None, geometry: dict | None = None) -> dict:
+    """The geometry to sample: SIZE x SIZE when asked, else the one every training record shared, else the
+    training preprocessing's size."""
+    if not size and geometry:
+        return {k: v for k, v in geometry.items() if k != "frames"}
     side = size or preprocess.get("size") or 0
     if not side:
-        raise UsageError("the dataset has no fixed image size; pass --size")
+        raise UsageError("the training records have no one image size; pass --size")
     meta = {"height": side, "width": side, "components": 3}
     if "subsampling" in codec.get_config():
         meta["subsampling"] = codec.get_config()["subsampling"]
@@ -189,7 +193,7 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
 
     model, state = load_model(run, device)
     codec = get_codec(state["codec"])
-    meta = sample_meta(codec, state.get("preprocess", {}), size)
+    meta = sample_meta(codec, state.get("preprocess", {}), size, state.get("geometry"))
     data = state["data"]
     order, parallel = data.get("order", "canonical"), data.get("parallel", "")
     stored = stored_orders(data["datasets"], order, meta, n) if order.startswith("gradwalk") else None
@@ -317,7 +321,7 @@ def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", pr
     rec_prompt = None
     if prompt:
         rec_prompt, codec = prompt_record(prompt, prompt_frames, codec, pre, datasets or data["datasets"])
-    meta = dict(rec_prompt.meta) if rec_prompt is not None else sample_meta(codec, pre, size)
+    meta = dict(rec_prompt.meta) if rec_prompt is not None else sample_meta(codec, pre, size, state.get("geometry"))
     if codec.codec_id == "h264" and "h264_header" not in meta:
         raise UsageError("h264 runs continue a prompt (its stream header comes with it): pass --prompt")
     clip = sample_clip(model, codec, meta, frames, rec_prompt, data.get("order", "canonical"), seed,

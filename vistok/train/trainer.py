@@ -197,6 +197,13 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
     return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
 
 
+def shared_geometry(sets: list) -> dict | None:
+    """The geometry every training record shares (each dataset's manifest says whether its records share one),
+    for `sample` and `compress` to use when they are not told a size; None when they do not share one."""
+    geoms = [ds.manifest.geometry for ds in sets]
+    return geoms[0] if geoms[0] is not None and all(g == geoms[0] for g in geoms) else None
+
+
 def wrap_model(model: GPT, cfg: TrainConfig, dist_info: Dist, device: str) -> torch.nn.Module:
     """The module the loop calls: compiled on request, under DDP when there are several ranks."""
     if cfg.compile:
@@ -324,7 +331,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     peak = next((v for k, v in PEAK_FLOPS.items() if is_cuda and k in torch.cuda.get_device_name()), None)
     # what every checkpoint records besides the step, the schedule and the loader's position
     configs = {"model": mcfg.to_json(), "data": data.to_json(), "train": cfg.to_json(), "codec": codec.get_config(),
-               "preprocess": loader.sets[0].manifest.preprocess,
+               "preprocess": loader.sets[0].manifest.preprocess, "geometry": shared_geometry(loader.sets),
                "datasets": [ds.manifest.config_hash for ds in loader.sets]}  # eval tells them from test sets
     if main:
         (run / "config.json").write_text(json.dumps({**configs, "params": raw_model.num_params()}, indent=1))
