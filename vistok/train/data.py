@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -442,6 +442,57 @@ class Loader:
         if self.store_rows is not None:
             self.store_rows.load_state_dict(state["store"])
         self._it = None
+
+
+class Rows(IterableDataset):
+    """Training rows for a loop of your own: a torch `IterableDataset` of dicts of tensors, one row each (the
+    keyword arguments of `vistok.nn.gpt.GPT.forward`: idx, targets, coords, next_coords, loss_mask, doc_ids,
+    and groups, query when parallel), the held-out split left out, endless (epoch after epoch).
+
+    `state_dict()` after any row, `load_state_dict()` on a new `Rows` of the same config, and iterating
+    again gives exactly the rows that would have come next: a packed store resumes from its position, dataset
+    folders by replaying their deterministic stream (no model work). Iterate it in the process that keeps
+    the state (a `DataLoader` with the default `num_workers=0`); each rank of a job makes its own."""
+
+    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1):
+        super().__init__()
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.sets, self.codec = open_datasets(cfg.datasets)
+        check_order(self.sets, self.codec, cfg)
+        stores = [isinstance(s, PackedStore) for s in self.sets]
+        if any(stores) and not all(stores):
+            raise UsageError("mix either dataset folders or packed stores in one run, not both")
+        self.store = StoreRows(cfg, self.sets, self.codec, rank, world) if all(stores) else None
+        self.delivered = 0  # rows handed out since the start
+        self._start = 0  # where the next iteration starts (the rows a folder stream skips)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if get_worker_info() is not None:
+            raise UsageError("iterate vistok.rows in the process that keeps its state (DataLoader num_workers=0)")
+        if self.store is not None:
+            rows: Iterator[dict[str, np.ndarray]] = iter(self.store.next_row, None)
+        else:
+            rows = iter(RowStream(replace(self.cfg, num_workers=1), self.rank, self.world))
+            for _ in range(self._start):
+                next(rows)
+        self.delivered = self._start
+        for row in rows:
+            self.delivered += 1
+            self._start = self.delivered
+            yield {k: torch.from_numpy(v) for k, v in row.items()}
+
+    def state_dict(self) -> dict:
+        st = {"version": LOADER_STATE_VERSION, "rows": self.delivered, "config": self.cfg.to_json()}
+        if self.store is not None:
+            st["store"] = self.store.state_dict()
+        return st
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != LOADER_STATE_VERSION or state.get("config") != self.cfg.to_json():
+            raise DatasetError("this rows state was saved with another vistok or another data config")
+        self.delivered = self._start = int(state["rows"])
+        if self.store is not None:
+            self.store.load_state_dict(state["store"])
 
 
 def heldout_records(sets: list, fraction: float, limit: int | None = None,

@@ -24,6 +24,7 @@ import torch
 from vistok.errors import UsageError
 from vistok.nn.gpt import GPT, PRESETS, GPTConfig
 from vistok.progress import Progress
+from vistok.tokenize.base import Codec
 from vistok.train.checkpoint import latest_checkpoint, load_weights, read_state, save_checkpoint
 from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records
 from vistok.train.evaluate import heldout_bits
@@ -183,18 +184,24 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
         if mcfg.block_size != data.block_size:
             raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
         return mcfg, state
-    if cfg.preset not in PRESETS:
-        raise UsageError(f"unknown preset {cfg.preset!r}; available: {', '.join(PRESETS)}")
-    codec = loader.codec
+    mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope)
+    return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
+
+
+def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, next_coords: bool = True,
+                       rope: bool = True) -> GPTConfig:
+    """A new model's config for `preset` on these datasets: vocabulary, embedding tables sized from the data,
+    the axes the model is shown the next token's place on, and the axes places rotate on."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     # the next token's place (sigma-GPT); group-parallel query slots carry their own place instead
-    known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes] if cfg.next_coords and not data.parallel else []
+    known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes] if next_coords and not data.parallel else []
     # places rotate queries and keys on the known axes but time: attention sees where a token sits relative
     # to the one being predicted, so "the same place in an earlier frame" is one pattern for every place
-    rope = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
-    preset = {**PRESETS[cfg.preset], "block_size": data.block_size}
-    mcfg = GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(loader.sets, codec), next_axes=known,
-                     rope_axes=rope if cfg.rope else [], parallel=bool(data.parallel), **preset)
-    return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
+    axes = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
+    return GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known,
+                     rope_axes=axes if rope else [], parallel=bool(data.parallel),
+                     **{**PRESETS[preset], "block_size": data.block_size})
 
 
 def shared_geometry(sets: list) -> dict | None:

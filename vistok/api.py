@@ -1,0 +1,66 @@
+"""The Python API, for people who train with a loop of their own (`import vistok`).
+
+    vistok.shard(["sample"], "shards/api", {"id": "jpeg", "quality": 20}, size=32, crops=4)
+    ds = vistok.open_dataset("shards/api")          # a folder, an s3:// prefix, or a packed .zarr store
+    ds.manifest, ds.codec                           # what it holds; the codec that wrote it
+    for rec in ds: ...                              # TokenRecords, streamed
+    rows = vistok.rows("shards/api", order="random", block_size=512)
+    model = vistok.model_for(rows, "tiny")          # a vistok GPT sized for these rows
+    for batch in torch.utils.data.DataLoader(rows, batch_size=8):
+        logits, loss = model(**batch)
+    state = rows.state_dict()                       # resume exactly: rows.load_state_dict(state)
+    codec = vistok.get_codec({"id": "jpeg", "quality": 20}); rec = codec.encode(pixels); codec.decode(rec)
+
+The command line calls the same library functions (`vistok.pipelines.job.run_job`, `vistok.train.trainer.train`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vistok.media.preprocess import Preprocess
+from vistok.nn.gpt import GPT
+from vistok.pipelines.job import run_job
+from vistok.shards.store import open_any
+from vistok.storage import Loc, configure
+from vistok.tokenize.base import Codec, get_codec
+from vistok.train.data import DataConfig, Rows
+from vistok.train.trainer import fresh_model_config
+
+__all__ = ["Codec", "DataConfig", "Rows", "get_codec", "model_for", "open_dataset", "rows", "shard"]
+
+
+def shard(sources: list[str], out: str | Path, codec: str | dict | Codec = "jpeg", *, shard_size: int = 1000,
+          executor: str = "local", storage_options: dict[str, Any] | None = None, **preprocess: Any):
+    """`vistok shard` from Python: tokenize `sources` into the dataset folder (or URL) `out` with `codec` (an id,
+    a config such as ``{"id": "jpeg", "quality": 20}``, or a codec); `preprocess` takes `vistok.media.
+    preprocess.Preprocess`'s fields (size, crops, resize, ...). Runs in-process unless `executor="ray"`.
+    Returns the job's result (`.folder`, `.samples`, `.errors`, `.manifest`)."""
+    c = codec if isinstance(codec, Codec) else get_codec(codec)
+    return run_job(list(sources), out, c, Preprocess(**preprocess), shard_size=shard_size, executor=executor,
+                   quiet=True, storage_options=storage_options)
+
+
+def open_dataset(path_or_url: str | Path, storage_options: dict[str, Any] | None = None):
+    """A dataset folder or packed store, local or at an fsspec URL: `.manifest`, `.codec` (ready to decode),
+    and its records streamed by iterating it (a packed store also has `len`, `[i]` and `by_key`)."""
+    if storage_options is not None:
+        configure(storage_options)
+    return open_any(Loc(path_or_url))
+
+
+def rows(datasets: str | Path | list, *, order: str = "canonical", block_size: int = 512, parallel: str = "",
+         heldout: float = 0.1, seed: int = 0, stride: int = 0, long: str = "split", weights: list[float] | None = None,
+         shuffle_buffer: int = 512, rank: int = 0, world: int = 1) -> Rows:
+    """Training rows of `datasets` (folders, URLs or packed stores) in `order`, as the trainer makes them:
+    a torch `IterableDataset` with `state_dict()` / `load_state_dict()` for exact resume (see `Rows`)."""
+    paths = [str(d) for d in (datasets if isinstance(datasets, list | tuple) else [datasets])]
+    cfg = DataConfig(datasets=paths, weights=weights, heldout=heldout, order=order, block_size=block_size, seed=seed,
+                     long=long, stride=stride, parallel=parallel, shuffle_buffer=shuffle_buffer, num_workers=0)
+    return Rows(cfg, rank, world)
+
+
+def model_for(data: Rows, preset: str = "tiny", next_coords: bool = True, rope: bool = True) -> GPT:
+    """A new vistok GPT of `preset` for these rows: their vocabulary, context, coordinate tables and mode."""
+    return GPT(fresh_model_config(preset, data.sets, data.codec, data.cfg, next_coords, rope))
