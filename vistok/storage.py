@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from vistok.atomic import AtomicPath, publish
 from vistok.errors import StorageError, UsageError, one_line
 
 RETRIES = 4  # tries of a remote write before it counts as failed
@@ -373,8 +374,7 @@ class Loc:
     def upload(self, tmp: Path) -> None:
         """Move the finished local file `tmp` here: a rename locally, an upload (retried) remotely."""
         if self.local is not None:
-            os.replace(tmp, self.local)
-            fsync_dir(self.local.parent)
+            publish(tmp, self.local)
             return
         retry(lambda: self.fs.put_file(str(tmp), self.path), f"cannot upload {self.url}")
 
@@ -439,26 +439,9 @@ def read_each(locs: list[Loc], batch: int = 256) -> Iterator[bytes]:
             yield loc.read_bytes() if loc.local is not None else fetched[loc.path]
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with AtomicPath(path) as tmp:
+        tmp.write_bytes(data)
 
 
 # --- an optional bounded cache of remote files ---------------------------------------------------------

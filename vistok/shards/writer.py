@@ -2,8 +2,8 @@
 
 The same records always give the same bytes: members in the record's fixed order, ``mtime=0``,
 uid/gid 0, empty owner names, mode 0644, POSIX ustar headers, and (for ``.tar.gz``) a gzip header
-with no file name and mtime 0. A shard is written to a hidden temporary name in the same folder,
-fsynced, then renamed, so a reader or a killed job never sees a truncated tar.
+with no file name and mtime 0. A shard is written through `vistok.atomic.AtomicPath` (a hidden temporary
+name in the same folder, fsynced, renamed), so a reader or a killed job never sees a truncated tar.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import os
 import tarfile
 from pathlib import Path
 
+from vistok.atomic import AtomicPath
 from vistok.record import TokenRecord
-from vistok.storage import fsync_dir
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -36,11 +36,11 @@ class ShardWriter:
     def __init__(self, path: str | os.PathLike, compress: bool | None = None):
         self.path = Path(path)
         self.compress = self.path.name.endswith(".gz") if compress is None else compress
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.count = 0
 
     def __enter__(self) -> ShardWriter:
-        self._file = open(self.tmp, "wb")
+        self._out = AtomicPath(self.path)
+        self._file = open(self._out.tmp, "wb")
         self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0, compresslevel=3) if self.compress else None
         self._tar = tarfile.open(fileobj=self._gz or self._file, mode="w", format=tarfile.USTAR_FORMAT)
         return self
@@ -57,13 +57,9 @@ class ShardWriter:
             self._tar.close()
             if self._gz is not None:
                 self._gz.close()
-            self._file.flush()
-            if exc_type is None and self.count:
-                os.fsync(self._file.fileno())
         finally:
             self._file.close()
         if exc_type is None and self.count:
-            os.replace(self.tmp, self.path)
-            fsync_dir(self.path.parent)
+            self._out.commit()
         else:
-            self.tmp.unlink(missing_ok=True)
+            self._out.abort()

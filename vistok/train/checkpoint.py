@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vistok.atomic import AtomicPath
 from vistok.errors import DatasetError
 from vistok.nn.gpt import GPT, GPTConfig
 
@@ -28,19 +28,13 @@ def latest_checkpoint(run: str | Path) -> Path | None:
 
 
 def save_checkpoint(run: Path, step: int, model: GPT, opt, state: dict, keep: int) -> Path:
-    """Write `run/step-N/` atomically (a temporary folder, fsynced, renamed); keep the newest `keep`."""
+    """Write `run/step-N/` atomically (`vistok.atomic.AtomicPath`: a temporary folder, its files and itself
+    fsynced, renamed, the run folder fsynced); keep the newest `keep`."""
     final = run / f"step-{step:06d}"
-    tmp = run / f".step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / "model.pt")
-    torch.save(opt.state_dict(), tmp / "optim.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with AtomicPath(final, folder=True) as tmp:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        torch.save(opt.state_dict(), tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
     for old in checkpoints(run)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
