@@ -25,7 +25,7 @@ def run(quality: int = 20) -> dict:
     coords = per_item_seconds(codec.coords, recs)
     tokens = np.mean([len(r) for r in recs])
     # coordinates stored vs derived: bytes a stored (T, 5) int16 array would add per sample
-    stored_coord_bytes = float(np.mean([codec.positions(r).coords.astype(np.int16).nbytes for r in recs]))
+    stored_coord_bytes = float(np.mean([codec.layout(r.meta).positions(r).coords.astype(np.int16).nbytes for r in recs]))
     token_bytes = float(np.mean([r.tokens.nbytes for r in recs]))
     return {
         "jpeg_encode_img_s": round(1 / enc, 1),

@@ -67,7 +67,7 @@ def test_stored_orders_on_video_clips(tmp_path):
 class _OutOfMemoryCodec(JpegCodec):
     """A real codec that runs out of memory encoding (as a huge image would)."""
 
-    def encode_many(self, images, keys, metas):
+    def encode(self, media, key="sample", meta=None):
         raise MemoryError
 
 

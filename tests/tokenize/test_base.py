@@ -16,7 +16,7 @@ def test_multi_frame_records_round_trip(codec):
     assert out.shape == (3, 24, 40, 3)
     for f, frame in enumerate(frames):
         np.testing.assert_array_equal(out[f], codec.decode(codec.encode(frame)))
-    inp = codec.positions(rec)
+    inp = codec.layout(rec.meta).positions(rec)
     coords = inp.coords
     assert (np.diff(coords[:, 0]) >= 0).all() and coords[-1, 0] == 2
     assert inp.n_units == 3 * inp.grid[0] * inp.grid[1]  # units continue frame after frame
@@ -33,15 +33,26 @@ def test_multi_frame_records_round_trip(codec):
 
 
 def test_optional_capabilities_are_declared_not_discovered():
-    from vistok.errors import CodecError
     from vistok.tokenize import H264Codec
-    from vistok.tokenize.base import FILE_BYTES, JPEG_FILE, VIDEO_BYTES
+    from vistok.tokenize.base import BATCH, FILE_BYTES, JPEG_FILE, SIDE_INFO, VIDEO_BYTES
 
-    assert JpegCodec().capabilities == {FILE_BYTES, JPEG_FILE}
-    assert H264Codec(transcode="never").capabilities == {VIDEO_BYTES} and not H264Codec().capabilities
+    assert JpegCodec().capabilities == {FILE_BYTES, JPEG_FILE, SIDE_INFO}
+    assert H264Codec(transcode="never").capabilities == {VIDEO_BYTES, SIDE_INFO} and H264Codec().capabilities == {SIDE_INFO}
     w = WaveletCodec()
     assert not w.capabilities
-    rec = w.encode(np.zeros((8, 8, 3), np.uint8))
-    for call in (lambda: w.to_jpeg(rec), lambda: w.encode_bytes(b"", "k"), lambda: w.encode_video_bytes(b"", "k", {}, 1)):
-        with pytest.raises(CodecError, match="cannot"):
-            call()
+    # the base carries no stand-ins for what a codec does not offer: callers ask `capabilities` first
+    for name in ("to_jpeg", "encode_bytes", "encode_video_bytes", "encode_many", "side_info"):
+        assert not hasattr(w, name), name
+    assert BATCH not in JpegCodec().capabilities
+
+
+def test_codecs_hash_by_config_and_layouts_are_cached_per_geometry():
+    a, b = JpegCodec(quality=20), JpegCodec(quality=20)
+    assert a == b and hash(a) == hash(b) and a != JpegCodec(quality=30) and len({a, b}) == 1
+    meta = {"height": 32, "width": 48, "components": 3, "subsampling": "420", "source": "x"}
+    lay = a.layout(meta)
+    assert lay is b.layout({**meta, "source": "elsewhere", "label": "cat"})  # geometry alone picks the layout
+    assert lay == a.layout(meta) and hash(lay) == hash(a.layout(meta))
+    assert lay.grid == (2, 3) and lay.unit_pixels == (16, 16) and len(lay.cells) == 6 * 6 == lay.cells.per_frame
+    clip = a.layout({**meta, "frames": 3})
+    assert clip != lay and len(clip.cells) == 3 * 36 + 2 and clip.max_tokens == 3 * lay.frame_max_tokens + 3

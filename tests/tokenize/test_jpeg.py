@@ -110,7 +110,7 @@ def test_odd_sizes_grayscale_and_single_pixel(shape):
     assert rec.meta["components"] == (1 if img.ndim == 2 else 3)
     with Image.open(io.BytesIO(codec.to_jpeg(rec))) as im:
         assert im.size == (shape[1], shape[0])
-    coords, units = codec.positions(rec).coords, codec.positions(rec).units
+    coords, units = codec.layout(rec.meta).positions(rec).coords, codec.layout(rec.meta).positions(rec).units
     assert coords.shape == (len(rec), 5) and units.shape == (len(rec),)
     assert np.all(np.diff(units) >= 0)
 
@@ -119,7 +119,7 @@ def test_coords_describe_blocks_and_frequencies(photo):
     codec = JpegCodec(quality=20)
     rec = codec.encode(photo[:32, :48])
     grid, coefs = codec.coefficients(rec)
-    coords = codec.positions(rec).coords
+    coords = codec.layout(rec.meta).positions(rec).coords
     freq = coords[:, 4]
     # every block contributes exactly one EOB (freq 64) and one DC (freq 0)
     assert (freq == 64).sum() == grid.n_blocks == (freq == 0).sum()
@@ -130,7 +130,7 @@ def test_coords_describe_blocks_and_frequencies(photo):
         comp = dct.to_components(grid, coefs)[c].reshape(*grid.comp_blocks[c], 64)[..., dct.ZIGZAG]
         vals = comp[coords[sel, 2], coords[sel, 3], freq[sel]]
         assert np.all(vals != 0)
-    assert set(np.unique(codec.positions(rec).units)) == set(range(grid.mcu_grid[0] * grid.mcu_grid[1]))
+    assert set(np.unique(codec.layout(rec.meta).positions(rec).units)) == set(range(grid.mcu_grid[0] * grid.mcu_grid[1]))
 
 
 def test_rle_token_count_for_a_64px_crop(photo):

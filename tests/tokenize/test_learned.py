@@ -75,14 +75,14 @@ def test_multiscale_codec_layout_orders_and_grammar(multiscale_tok):
     img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)  # grid 5x7 -> 2x2, 3x4, 5x7
     rec = codec.encode(img, "k")
     assert len(rec) == 4 + 12 + 35 and codec.decode(rec).shape == img.shape
-    pos = codec.positions(rec)
+    pos = codec.layout(rec.meta).positions(rec)
     units, coords = pos.units, pos.coords
-    assert codec.unit_grid(rec) == (2, 2) and units.max() == 3
+    assert codec.layout(rec.meta).grid == (2, 2) and units.max() == 3
     assert coords[:4, 1].tolist() == [0] * 4 and coords[-35:, 1].tolist() == [2] * 35
     # each code's unit is the coarsest cell containing it: (y, x) at scale 2 of 5x7 -> (y*2//5, x*2//7)
     fine = coords[-35:]
     assert (units[-35:] == (fine[:, 2] * 2 // 5) * 2 + fine[:, 3] * 2 // 7).all()
-    inp = codec.positions(rec)
+    inp = codec.layout(rec.meta).positions(rec)
     rng = np.random.default_rng(0)
     assert (get_order("next-scale")(inp, rng).perm == np.arange(len(rec))).all()
     perm = get_order("hilbert")(inp, rng).perm  # whole pyramids move: units stay contiguous
@@ -104,4 +104,4 @@ def test_next_scale_needs_a_multiscale_codec(bsq_tok):
     codec = BSQCodec(str(bsq_tok))
     rec = codec.encode(np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(UsageError, match="'scale' coordinate axis"):
-        get_order("next-scale")(codec.positions(rec), np.random.default_rng(0))
+        get_order("next-scale")(codec.layout(rec.meta).positions(rec), np.random.default_rng(0))

@@ -165,7 +165,7 @@ def test_stored_gradwalk_walks_each_frame_of_a_clip_in_time_order():
     frames = [rng.integers(0, 256, (32, 48, 3)).astype(np.uint8) for _ in range(3)]
     frames[1][:16, :16] = 0  # a flat corner: the walk of frame 1 starts elsewhere than frame 0's
     rec = codec.encode_clip(frames, "clip")
-    pos = codec.positions(rec)
+    pos = codec.layout(rec.meta).positions(rec)
     per = pos.grid[0] * pos.grid[1]
     stored = compute_stored(codec, rec, np.stack(frames), ("gradwalk:max", "gradwalk:min"))
     for walk in stored.values():
@@ -175,7 +175,7 @@ def test_stored_gradwalk_walks_each_frame_of_a_clip_in_time_order():
     alone = [compute_stored(codec, codec.encode(f), f, ("gradwalk:max",))["gradwalk-max"] for f in frames]
     np.testing.assert_array_equal(stored["gradwalk-max"], np.concatenate([a + f * per for f, a in enumerate(alone)]))
     rec.orders.update(stored)
-    perm = get_order("gradwalk:max")(codec.positions(rec), rng).perm
+    perm = get_order("gradwalk:max")(codec.layout(rec.meta).positions(rec), rng).perm
     np.testing.assert_array_equal(np.sort(perm), np.arange(len(rec)))
     # without pixels the decoded clip is walked (what a dataset without sources can recompute)
     assert compute_stored(codec, rec, None, ("gradwalk:max",))["gradwalk-max"].shape == (3 * per,)

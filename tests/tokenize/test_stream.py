@@ -57,7 +57,7 @@ def _follow(codec, rec, order, seed):
     """Put the record's tokens in `order`, then rebuild it with the grammar from the tokens and the seed alone."""
     ordered = order_record(codec, rec, order, np.random.default_rng(seed))
     stream = rec.tokens[ordered.perm]
-    coords = codec.positions(rec).coords[ordered.perm]  # what training shows the model
+    coords = codec.layout(rec.meta).positions(rec).coords[ordered.perm]  # what training shows the model
     g = StreamGrammar(codec, rec.meta, plan(codec, rec.meta, order, np.random.default_rng(seed), rec.orders))
     known = known_columns(codec)
     for t, c in zip(stream.tolist(), coords):
@@ -142,7 +142,7 @@ def test_clips_keep_each_frame_separator_first(photo):
     for order in ["canonical", "hilbert", "random", "randsac:5", "freq-major", "gradwalk:max"]:
         np.testing.assert_array_equal(_follow(codec, rec, order, 2), rec.tokens, err_msg=order)
         o = order_record(codec, rec, order, np.random.default_rng(2))
-        frame = codec.positions(rec).coords[o.perm, 0]
+        frame = codec.layout(rec.meta).positions(rec).coords[o.perm, 0]
         assert (np.diff(frame) >= 0).all()
         firsts = np.flatnonzero(np.diff(frame)) + 1
         assert (rec.tokens[o.perm][firsts] == 3).all()  # FRAME opens frames 1 and 2
@@ -152,7 +152,7 @@ def test_gradwalk_costs_its_side_information(photo):
     codec = JpegCodec(quality=50)
     rec = _record(codec, photo, size=(64, 64))
     p = plan(codec, rec.meta, "gradwalk:max", np.random.default_rng(0), rec.orders)
-    grid = codec.cells(rec.meta).positions.grid
+    grid = codec.layout(rec.meta).cells.positions.grid
     assert p.order_bits == pytest.approx(walk_bits(rec.orders["gradwalk-max"], grid)) and p.order_bits > 0
     assert walk_bits(np.arange(8), (1, 8)) == pytest.approx(3)  # the start; then one way on at every step
     # start (2 bits), two ways on (1), stuck: a jump to one of two (1), one way on (0)

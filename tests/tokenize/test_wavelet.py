@@ -93,7 +93,7 @@ def test_config_registry_and_validation():
 def test_grammar_accepts_real_streams_and_coords_agree(photo, kw):
     codec = WaveletCodec(**kw)
     rec = codec.encode(photo[40:88, 60:100])
-    coords = codec.positions(rec).coords
+    coords = codec.layout(rec.meta).positions(rec).coords
     g = grammar(codec, rec.meta)
     for i, t in enumerate(rec.tokens):
         assert g.allowed()[t]
@@ -105,7 +105,7 @@ def test_grammar_accepts_real_streams_and_coords_agree(photo, kw):
 def test_orders_over_pyramid_units(photo):
     codec = WaveletCodec(levels=3)
     rec = codec.encode(photo[:64, :64])
-    inp = codec.positions(rec)
+    inp = codec.layout(rec.meta).positions(rec)
     assert inp.grid == (8, 8) and set(np.unique(inp.units)) == set(range(64))
     for name in ("hilbert", "random", "randsac:6,2", "coarse-to-fine", "spiral"):
         perm = get_order(name)(inp, np.random.default_rng(0)).perm

@@ -52,7 +52,7 @@ def test_long_records_are_cut_where_the_tokens_cannot_have_chosen(small_dataset)
 def test_random_order_permutes_units_and_shows_only_known_places(small_dataset):
     ds = Dataset(small_dataset)
     rec = next(iter(ds))
-    inp = ds.codec.positions(rec)
+    inp = ds.codec.layout(rec.meta).positions(rec)
     units = inp.units
     perm = get_order("random")(inp, np.random.default_rng(5)).perm
     assert sorted(perm) == list(range(len(rec)))

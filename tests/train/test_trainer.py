@@ -72,7 +72,7 @@ def test_sampled_streams_always_decode(small_dataset, tmp_path):
             assert img.shape == (32, 32, 3)
             rec = TokenRecord("s", toks, dict(meta))
             grid, coefs = codec.coefficients(rec)  # the whole stream parses, no token left over
-            assert toks[-1] != EOS and codec.frame_max_tokens(meta) >= toks.size
+            assert toks[-1] != EOS and codec.layout(meta).frame_max_tokens >= toks.size
             # a sampled stream may escape a value that fits a direct token, so compare coefficients, not
             # tokens: the canonical re-tokenization parses back to the same coefficients and pixels
             again = TokenRecord("s", codec.tokenize(grid, coefs), dict(meta))

@@ -13,6 +13,7 @@ from vistok.pipelines.job import run_job
 from vistok.shards.reader import Dataset
 from vistok.shards.render import write_mp4
 from vistok.tokenize import BSQCodec, H264Codec, JpegCodec, WaveletCodec
+from vistok.tokenize.base import first_frames
 from vistok.train.compress import Coder
 from vistok.train.container import payload_bits
 from vistok.train.data import DataConfig, RowFiller, record_docs, record_rng, windows
@@ -182,7 +183,7 @@ def test_windowed_generation_is_the_same_with_and_without_the_cache(clips):
     out = []
     for cache in (True, False):
         g = BatchGrammar(codec, meta, sample_plans(codec, meta, 2, "canonical", "", 0))
-        toks = model.generate(g, codec.max_tokens(meta), generator=torch.Generator().manual_seed(1),
+        toks = model.generate(g, codec.layout(meta).max_tokens, generator=torch.Generator().manual_seed(1),
                               use_cache=cache, stride=16)
         out.append(toks)
         assert all(gr.done for gr in g.gs) and toks.size(1) > 64 * 2  # well past the context
@@ -195,7 +196,7 @@ def test_sample_continues_a_prompt_whose_frames_come_back_exactly(clips, clip_ru
     res = clip_run(clip_run_dir, tmp_path / "c.mp4", frames=3, prompt=rec.key, prompt_frames=2, seed=0)
     clip = res["record"]
     assert clip.meta["frames"] == 5
-    assert np.array_equal(ds.codec.first_frames(clip, 2).tokens, ds.codec.first_frames(rec, 2).tokens)
+    assert np.array_equal(first_frames(clip, 2).tokens, first_frames(rec, 2).tokens)
     assert res["decoded_generated_frames"] == 3
     import av
 
@@ -224,7 +225,7 @@ def test_prompted_clips_for_wavelet_and_learned_codecs(kind, bsq_tok, tmp_path):
     rec = next(iter(ds))
     out = clip_run(tmp_path / "run", tmp_path / "c.mp4", frames=2, prompt=rec.key, prompt_frames=2, seed=0)
     assert out["decoded_generated_frames"] == 2  # a complete grammar: every generated frame decodes
-    assert np.array_equal(ds.codec.first_frames(out["record"], 2).tokens, ds.codec.first_frames(rec, 2).tokens)
+    assert np.array_equal(first_frames(out["record"], 2).tokens, first_frames(rec, 2).tokens)
 
 
 def test_h264_continuation_reports_the_frames_that_decoded(tmp_path):
@@ -239,7 +240,7 @@ def test_h264_continuation_reports_the_frames_that_decoded(tmp_path):
     rec = next(iter(ds))
     out = clip_run(tmp_path / "run", tmp_path / "h.mp4", frames=2, prompt=rec.key, prompt_frames=2, seed=0)
     assert out["prompt_frames"] == 2 and 0 <= out["decoded_generated_frames"] <= 2
-    assert np.array_equal(ds.codec.first_frames(out["record"], 2).tokens, ds.codec.first_frames(rec, 2).tokens)
+    assert np.array_equal(first_frames(out["record"], 2).tokens, first_frames(rec, 2).tokens)
     import av
 
     with av.open(str(tmp_path / "h.mp4")) as c:  # the mp4 holds the frames that decoded, no black stand-ins

@@ -21,7 +21,7 @@ from vistok.media.preprocess import Preprocess
 from vistok.media.sources import input_label, load_image, read_input
 from vistok.media.video import decode_clips, is_video_name
 from vistok.record import InputId, TokenRecord, clip_key, parse_input_id
-from vistok.tokenize.base import FILE_BYTES, VIDEO_BYTES, Codec
+from vistok.tokenize.base import BATCH, FILE_BYTES, VIDEO_BYTES, Codec
 from vistok.tokenize.orders import compute_stored
 
 
@@ -82,7 +82,8 @@ def _image(data: bytes, key: str, meta: dict, codec: Codec, pre: Preprocess, at:
     at.name = "preprocess"
     items = pre.apply(img, key)
     at.name = "encode"
-    recs = codec.encode_many([pix for _, pix in items], [k for k, _ in items], [dict(meta) for _ in items])
+    pixels, keys, metas = [pix for _, pix in items], [k for k, _ in items], [dict(meta) for _ in items]
+    recs = codec.encode_many(pixels, keys, metas) if BATCH in codec.capabilities else list(map(codec.encode, pixels, keys, metas))
     yield from (Encoded(rec, pix) for (_, pix), rec in zip(items, recs))
 
 

@@ -50,7 +50,7 @@ from vistok.shards.reader import iter_shards
 from vistok.shards.writer import ShardWriter
 from vistok.storage import Loc, configure, read_each
 from vistok.storage import options as current_options
-from vistok.tokenize.base import Codec, geometry_of, get_codec
+from vistok.tokenize.base import SIDE_INFO, Codec, geometry_of, get_codec
 from vistok.tokenize.orders import STORED_ORDERS
 
 JOB = "job.json"
@@ -132,7 +132,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     nz = np.flatnonzero(tally.counts)
     stats = ShardStats(task.index, files[0]["name"] if files else None, n_inputs, len(errors),
                        sum(f["samples"] for f in files), sum(f["bytes"] for f in files), tally.lengths,
-                       {"ids": nz.tolist(), "counts": tally.counts[nz].tolist()}, codec.collected_side_info(),
+                       {"ids": nz.tolist(), "counts": tally.counts[nz].tolist()}, codec.collected_side_info() if SIDE_INFO in codec.capabilities else {},
                        sorted(tally.labels), files if len(files) > 1 else [], tally.geometries)
     stats.write(folder)  # last: marks the shard done
     return {**stats.to_json(), "files": len(task.inputs)}
@@ -435,7 +435,7 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
     except FileNotFoundError:
         raise DatasetError(f"{folder}: a shard's stats file is gone since the job started; rerun the command to "
                            "complete it") from None
-    side = dict(codec.side_info())
+    side = dict(codec.side_info()) if SIDE_INFO in codec.capabilities else {}
     for i in sorted(totals.side):  # e.g. H.264 headers: one entry per distinct header, merged in shard order
         for k, v in totals.side[i].items():
             side[k] = {**side.get(k, {}), **v} if isinstance(v, dict) else v

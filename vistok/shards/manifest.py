@@ -23,7 +23,7 @@ import numpy as np
 from vistok.errors import DatasetError
 from vistok.record import FORMAT_VERSION
 from vistok.storage import Loc, read_each
-from vistok.tokenize.base import Codec, get_codec
+from vistok.tokenize.base import SIDE_INFO, Codec, get_codec
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
@@ -191,7 +191,8 @@ def dataset_codec(manifest: Manifest) -> Codec:
     """The one codec of a dataset, ready to decode its records: built from the manifest's config, with the
     side information the job collected (e.g. H.264 stream headers) loaded. Every reader gets it here."""
     codec = get_codec(manifest.codec)
-    codec.load_side_info(manifest.side_info)
+    if SIDE_INFO in codec.capabilities:
+        codec.load_side_info(manifest.side_info)
     return codec
 
 

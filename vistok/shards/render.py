@@ -82,7 +82,7 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
     img = np.asarray(codec.decode(record))
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
-    inp = codec.positions(record)
+    inp = codec.layout(record.meta).positions(record)
     res = order_record(codec, record, order, np.random.default_rng(seed))  # refuses what a decoder could not follow
     seq = inp.units[res.perm]
     first = np.unique(seq, return_index=True)[1]

@@ -1,19 +1,27 @@
-"""The codec contract: a small base class, a vocabulary description, and a registry.
+"""The codec contract: a small base class, the layout of a geometry, a vocabulary description, and a registry.
 
-A codec turns media (an ``(H, W, 3)`` or ``(H, W)`` uint8 array) into a `TokenRecord` and back.
-Its configuration is plain JSON (`get_config`), stored verbatim in a dataset's manifest, so that
+A codec turns media (an ``(H, W, 3)`` or ``(H, W)`` uint8 array, or a list of frames) into a `TokenRecord`
+and back. Its configuration is plain JSON (`get_config`), stored verbatim in a dataset's manifest, so that
 `get_codec(manifest.codec)` rebuilds the exact codec that wrote the dataset (a dataset hands out its
-codec ready to decode, side information loaded: `vistok.shards.manifest.dataset_codec`).
+codec ready to decode, side information loaded: `vistok.shards.manifest.dataset_codec`). Everything that
+depends on a record's geometry alone (cells, grammar, unit grid, bounds) is its `layout(meta)`.
 
 Optional capabilities are declared in `capabilities`, never discovered with `hasattr`:
   FILE_BYTES   `encode_bytes(data, key, meta)` tokenizes an encoded file without decoding its pixels
   VIDEO_BYTES  `encode_video_bytes(data, key, meta, clip_len, max_clips)` keeps a video file's own bitstream
   JPEG_FILE    `to_jpeg(record)` writes the record's coefficients as a JPEG file, exactly
+  BATCH        `encode_many(images, keys, metas)` encodes several images at once (a model's batch)
+  SIDE_INFO    `side_info()` (constant, e.g. JPEG tables), `collected_side_info()` (gathered while encoding,
+               e.g. H.264 stream headers) and `load_side_info(side)` (from a manifest) carry information every
+               record shares
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,7 +37,7 @@ N_SPECIALS = len(SPECIALS)
 # Escapes carry an int16 value as two byte tokens of value + ESCAPE_OFFSET (16-bit offset binary).
 ESCAPE_OFFSET = 1 << 15
 
-FILE_BYTES, VIDEO_BYTES, JPEG_FILE = "file_bytes", "video_bytes", "jpeg_file"
+FILE_BYTES, VIDEO_BYTES, JPEG_FILE, BATCH, SIDE_INFO = "file_bytes", "video_bytes", "jpeg_file", "batch", "side_info"
 
 
 def split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,14 +193,154 @@ class Vocabulary:
         }
 
 
-class Codec:
-    """Base class. Subclasses set `codec_id` and `axes` and implement the abstract methods.
+@dataclass(frozen=True, eq=False)
+class FrameLayout:
+    """What a codec says about one frame of one geometry (its `frame_layout` hook); metadata alone fixes it."""
 
-    `axes` names the columns of `positions(record).coords`: one integer coordinate per token per axis,
-    enough for a trainer to embed positions without decoding pixels; `positions(record).units` gives each
-    token's unit (a cell of the unit grid that spatial orders move). `cells(meta)` lists the pieces any
-    order moves whole and `cell_grammar(meta)` the grammar inside one: with them a stream in any accepted
-    order can be followed token by token (`vistok.tokenize.stream`). Codec authors implement the hooks.
+    grid: tuple[int, int]  # (rows, cols) of the unit grid; units are numbered raster order
+    unit_pixels: tuple[int, int]  # (height, width) in pixels one unit covers (content-aware orders, drawings)
+    cell_units: np.ndarray  # (n,) each cell's unit, -1 for a cell spanning every unit; cells in canonical order
+    cell_coords: np.ndarray  # (n, len(known_axes)) each cell's coordinates on the known axes
+    max_tokens: int  # an upper bound on one frame's stream length
+    grammar: Callable[[], CellGrammar]  # a fresh grammar for the cells of one frame
+
+
+class Layout:
+    """One geometry of one codec, as `codec.layout(meta)` gives it (cached; equal and hashable by codec and
+    geometry): the unit grid and unit pixels, the cells across frames (`Cells`), the cell grammar, the bound
+    on a stream's length; and, given a record of this geometry, its `positions` and each token's cell.
+
+    Multi-frame records (video clips) are the frames' streams joined by FRAME tokens, time-major, with
+    `meta["frames"]`; the frame axis numbers frames and units continue frame after frame. A FRAME separator is
+    a cell of its own at the start of its frame, placed on the frame's first unit.
+    """
+
+    def __init__(self, codec: Codec, key: tuple):
+        self.codec, self.key = codec, key
+        self.frames = int(key[0])
+        self.meta = {k: v for k, v in key[1:] if v is not None}  # the geometry of one frame
+        fl = codec.frame_layout(self.meta)
+        self.grid, self.unit_pixels, self._grammar = fl.grid, fl.unit_pixels, fl.grammar
+        self.frame_max_tokens = fl.max_tokens
+        self.max_tokens = self.frames * fl.max_tokens + self.frames  # FRAME separators and the end included
+        self.cells = self._cells(fl)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and (self.codec, self.key) == (other.codec, other.key)
+
+    def __hash__(self) -> int:
+        return hash((self.codec, self.key))
+
+    def grammar(self) -> CellGrammar:
+        """A fresh grammar for the cells of one frame (a stream's grammar keeps its state in it)."""
+        return self._grammar()
+
+    def _cells(self, fl: FrameLayout) -> Cells:
+        units, coords, known = fl.cell_units, fl.cell_coords.astype(np.int64), self.codec.known_axes
+        per, n = self.grid[0] * self.grid[1], units.size
+        frame_col = known.index("frame") if "frame" in known else None
+        us, cs, fs, ls = [], [], [], []
+        for f in range(self.frames):
+            if f:  # the FRAME separator opening frame f
+                sep = np.zeros((1, coords.shape[1]), dtype=np.int64)
+                if frame_col is not None:
+                    sep[0, frame_col] = f
+                us, cs, fs, ls = us + [np.array([f * per])], cs + [sep], fs + [np.array([f])], ls + [np.array([-1])]
+            c = coords.copy() if frame_col is not None and f else coords
+            if c is not coords:
+                c[:, frame_col] = f
+            us.append(np.where(units >= 0, units + f * per, -1))
+            cs.append(c)
+            fs.append(np.full(n, f))
+            ls.append(np.arange(n))
+        pos = Positions(np.concatenate(us).astype(np.int64), self.grid, np.concatenate(cs).astype(np.int64),
+                        tuple(known), {}, self.unit_pixels)
+        out = Cells(pos, np.concatenate(fs).astype(np.int64), np.concatenate(ls).astype(np.int64), n)
+        for a in (out.frame, out.local):
+            a.setflags(write=False)
+        return out
+
+    def positions(self, record: TokenRecord) -> Positions:
+        """Units, coordinates and unit geometry of a record of this geometry, across frames for clips.
+
+        A FRAME token opens its frame: frame axis = that frame, other axes 0, unit = the frame's first unit."""
+        per, us, cs = self.grid[0] * self.grid[1], [], []
+        for f, fr in enumerate(frames_of(record)):
+            u, c, _ = self.codec.frame_tokens(fr)
+            if f:
+                c = c.copy()
+                c[:, 0] = f
+                sep = np.zeros((1, c.shape[1]), dtype=c.dtype)
+                sep[0, 0] = f
+                us, cs = us + [np.array([f * per], dtype=u.dtype)], cs + [sep]
+            us.append(u + f * per)
+            cs.append(c)
+        units, coords = (us[0], cs[0]) if len(us) == 1 else (np.concatenate(us), np.concatenate(cs))
+        return Positions(units.astype(np.int64), self.grid, coords, self.codec.axes, record.orders, self.unit_pixels)
+
+    def token_cells(self, record: TokenRecord) -> np.ndarray:
+        """(T,) the cell of every token of a record (numbered as in `cells`)."""
+        per, out = self.cells.per_frame, []
+        for f, fr in enumerate(frames_of(record)):
+            if f:
+                out.append(np.array([f * (per + 1) - 1]))  # the FRAME cell just before frame f's cells
+            out.append(self.codec.frame_tokens(fr)[2].astype(np.int64) + f * (per + 1))
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+
+@lru_cache(maxsize=256)
+def _layout(codec: Codec, key: tuple) -> Layout:
+    return Layout(codec, key)
+
+
+PER_FRAME_META = ("frame_info",)  # metadata lists with one entry per frame (cut with the frames)
+
+
+def frames_of(record: TokenRecord) -> list[TokenRecord]:
+    """A record -> its single-frame records (a clip's streams split at its FRAME tokens)."""
+    n = int(record.meta.get("frames", 1))
+    if n == 1:
+        return [record]
+    cuts = np.flatnonzero(record.tokens == FRAME)
+    if cuts.size != n - 1:
+        raise CodecError(f"record {record.key}: {cuts.size + 1} frames in the tokens, {n} in the metadata")
+    meta = {k: v for k, v in record.meta.items() if k != "frames"}
+    parts = np.split(record.tokens, cuts)
+    return [TokenRecord(record.key, p[1:] if i else p, meta) for i, p in enumerate(parts)]
+
+
+def first_frames(record: TokenRecord, k: int) -> TokenRecord:
+    """The record of a clip's first k frames (a prompt): its tokens up to the k-th FRAME separator."""
+    n = int(record.meta.get("frames", 1))
+    if not 1 <= k <= n:
+        raise CodecError(f"record {record.key} has {n} frames, not {k}")
+    if k == n:
+        return record
+    meta = {key: v for key, v in record.meta.items() if key != "frames"}
+    for key in PER_FRAME_META:
+        if isinstance(meta.get(key), list):
+            meta[key] = meta[key][:k]
+    if k > 1:
+        meta["frames"] = k
+    cut = int(np.flatnonzero(record.tokens == FRAME)[k - 1])
+    return TokenRecord(record.key, record.tokens[:cut].copy(), meta)
+
+
+class Codec:
+    """Base class: media <-> records, a configuration, a vocabulary, and the layout of each geometry.
+
+    Subclasses set `codec_id`, `axes` and `known_axes` and implement `get_config`, `vocab`, `encode` and the
+    three hooks below. `axes` names the columns of `layout(meta).positions(record).coords` (one integer
+    coordinate per token per axis, enough for a trainer to embed positions without decoding pixels);
+    `layout(meta).cells` lists the pieces any order moves whole and `layout(meta).grammar()` the grammar
+    inside one: with them a stream in any accepted order can be followed token by token
+    (`vistok.tokenize.stream`). Codecs are equal (and hash alike) when their configurations are.
+
+    Hooks for codec authors:
+      decode_frame(record)  a single-frame record -> its image
+      frame_layout(meta)    the `FrameLayout` of one frame of this geometry (metadata only, no tokens)
+      frame_tokens(record)  a single-frame record -> ((T,) units, (T, len(axes)) int32 coordinates with frame 0,
+                            (T,) the cell of each token, non-decreasing)
     """
 
     codec_id: ClassVar[str] = ""
@@ -202,249 +350,83 @@ class Codec:
     known_axes: ClassVar[tuple[str, ...]] = ()
     # GPUs a shard task of this codec asks Ray for when the cluster has any (learned codecs run their
     # encoder there); 0: CPU only.
-    gpus_per_task: float = 0.0
+    gpus_per_task: ClassVar[float] = 0.0
+    # Every cell is exactly one token unless an escape is used (dense layouts, learned codes): the
+    # condition for group-parallel prediction.
+    single_token_cells: bool = False
+    # Meta keys that fix a frame's geometry (and so its layout); every other key may differ between records.
+    geometry_keys: ClassVar[tuple[str, ...]] = ("height", "width", "components", "subsampling")
+    # Hint for an order this layout cannot decode (appended to the refusal).
+    layout_hint: ClassVar[str] = ""
 
     @property
     def capabilities(self) -> frozenset[str]:
         """The optional capabilities this codec, as configured, offers (see the module docstring)."""
         return frozenset()
 
-    # --- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         raise NotImplementedError
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Codec:
-        config = dict(config)
-        config.pop("id", None)
-        return cls(**config)
+        return cls(**{k: v for k, v in config.items() if k != "id"})
 
     @property
     def vocab(self) -> Vocabulary:
         raise NotImplementedError
 
-    # --- media <-> tokens ----------------------------------------------------------------------
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
         """One image -> a record."""
         raise NotImplementedError
 
-    def encode_many(self, images: list[np.ndarray], keys: list[str], metas: list[dict | None]) -> list[TokenRecord]:
-        """Several images at once (all crops of one input); codecs with a model override it to batch."""
-        return [self.encode(im, k, m) for im, k, m in zip(images, keys, metas)]
-
-    def decode_frame(self, record: TokenRecord) -> np.ndarray:
-        """A single-frame record -> its image."""
-        raise NotImplementedError
-
-    # Multi-frame records (video clips) are the frames' streams joined by FRAME tokens, time-major, with
-    # `meta["frames"]`; the frame axis numbers frames and units continue frame after frame.
     def encode_clip(self, frames: list[np.ndarray], key: str = "sample", meta: dict | None = None) -> TokenRecord:
+        """Frames -> one record: the frames' streams joined by FRAME tokens (a codec with its own notion of a
+        clip, such as H.264's inter frames, overrides it)."""
         recs = [self.encode(f, key, meta) for f in frames]
         if len(recs) == 1:
             return recs[0]
-        parts = []
-        for i, r in enumerate(recs):
-            if i:
-                parts.append(np.array([FRAME], dtype=r.tokens.dtype))
-            parts.append(r.tokens)
-        m = dict(recs[0].meta)
-        m["frames"] = len(recs)
-        return TokenRecord(key, np.concatenate(parts), m)
-
-    def frames_of(self, record: TokenRecord) -> list[TokenRecord]:
-        """A record -> its single-frame records."""
-        n = int(record.meta.get("frames", 1))
-        if n == 1:
-            return [record]
-        cuts = np.flatnonzero(record.tokens == FRAME)
-        if cuts.size != n - 1:
-            raise CodecError(f"record {record.key}: {cuts.size + 1} frames in the tokens, {n} in the metadata")
-        meta = {k: v for k, v in record.meta.items() if k != "frames"}
-        parts = np.split(record.tokens, cuts)
-        return [TokenRecord(record.key, p[1:] if i else p, meta) for i, p in enumerate(parts)]
-
-    def first_frames(self, record: TokenRecord, k: int) -> TokenRecord:
-        """The record of a clip's first k frames (a prompt): its tokens up to the k-th FRAME separator."""
-        n = int(record.meta.get("frames", 1))
-        if not 1 <= k <= n:
-            raise CodecError(f"record {record.key} has {n} frames, not {k}")
-        if k == n:
-            return record
-        meta = {key: v for key, v in record.meta.items() if key != "frames"}
-        if k > 1:
-            meta["frames"] = k
-        cut = int(np.flatnonzero(record.tokens == FRAME)[k - 1])
-        return TokenRecord(record.key, record.tokens[:cut].copy(), meta)
+        sep = np.array([FRAME], dtype=recs[0].tokens.dtype)
+        tokens = np.concatenate([t for i, r in enumerate(recs) for t in ((sep, r.tokens) if i else (r.tokens,))])
+        return TokenRecord(key, tokens, {**recs[0].meta, "frames": len(recs)})
 
     def decode(self, record: TokenRecord) -> np.ndarray:
         """A record -> (H, W[, 3]) pixels, or (T, H, W[, 3]) for a multi-frame record."""
-        frames = self.frames_of(record)
+        frames = frames_of(record)
         if len(frames) == 1:
             return self.decode_frame(record)
         return np.stack([self.decode_frame(f) for f in frames])
 
-    def encode_bytes(self, data: bytes, key: str, meta: dict | None = None) -> TokenRecord | None:
-        """FILE_BYTES: tokenize an encoded file directly (no pixel decode), or None to use the pixel path."""
-        raise CodecError(f"codec {self.codec_id} cannot tokenize encoded files directly")
-
-    def encode_video_bytes(self, data: bytes, key: str, meta: dict, clip_len: int, max_clips: int = 0):
-        """VIDEO_BYTES: a video file's own bitstream cut into clip records."""
-        raise CodecError(f"codec {self.codec_id} cannot keep a video file's own bitstream")
-
-    def to_jpeg(self, record: TokenRecord, optimize: bool = True) -> bytes:
-        """JPEG_FILE: the record's coefficients as a JPEG file."""
-        raise CodecError(f"codec {self.codec_id} cannot write JPEG files")
-
-    # --- positions: where each token sits (codec authors implement the three hooks below) --------------
-    def positions(self, record: TokenRecord) -> Positions:
-        """Units, coordinates and unit geometry of a record, across frames for clips.
-
-        A FRAME token opens its frame: frame axis = that frame, other axes 0, unit = the frame's first unit.
-        """
-        frames = self.frames_of(record)
-        if len(frames) == 1:
-            units, coords = self.frame_unit_coords(record)
-        else:
-            per = int(np.prod(self.unit_grid(frames[0])))
-            us, cs = [], []
-            for f, fr in enumerate(frames):
-                u, c = self.frame_unit_coords(fr)
-                c = c.copy()
-                c[:, 0] = f
-                if f:
-                    sep = np.zeros((1, c.shape[1]), dtype=c.dtype)
-                    sep[0, 0] = f
-                    us.append(np.array([f * per], dtype=u.dtype))
-                    cs.append(sep)
-                us.append(u + f * per)
-                cs.append(c)
-            units, coords = np.concatenate(us), np.concatenate(cs)
-        return Positions(units.astype(np.int64), self.unit_grid(record), coords, self.axes, record.orders,
-                         self.unit_pixels(record))
-
-    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
-        """Hook: ((T,) units, (T, len(axes)) int32 coordinates) of a single-frame record (frame axis 0)."""
-        raise NotImplementedError
-
-    def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
-        """Hook: (rows, cols) of the unit grid of one frame; units are numbered raster order, frame after frame."""
-        raise NotImplementedError
-
-    def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
-        """Hook: (height, width) in pixels that one unit covers (for content-aware orders and drawings)."""
-        raise NotImplementedError
-
-    def side_info(self) -> dict[str, Any]:
-        """Constant side information every record shares (e.g. JPEG quantization tables), for the manifest."""
-        return {}
-
-    def collected_side_info(self) -> dict[str, Any]:
-        """Side information gathered while encoding (e.g. H.264 stream headers), merged into the manifest."""
-        return {}
-
-    def load_side_info(self, side: dict[str, Any]) -> None:
-        """Take back what `side_info`/`collected_side_info` put in a manifest (called when a dataset opens)."""
-
-    def frame_max_tokens(self, meta: dict) -> int:
-        """An upper bound on one frame's stream length for this geometry."""
-        raise NotImplementedError
-
-    def max_tokens(self, meta: dict) -> int:
-        """An upper bound on a stream's length (for sampling budgets), FRAME separators included."""
-        n = int(meta.get("frames", 1))
-        return n * self.frame_max_tokens({k: v for k, v in meta.items() if k != "frames"}) + n
-
-    # --- cells: the self-delimiting pieces any order moves around (three hooks below) ----------------
-    # Every cell is exactly one token unless an escape is used (dense layouts, learned codes): the
-    # condition for group-parallel prediction.
-    single_token_cells: bool = False
-    # Meta keys that fix a frame's geometry (and so its cells); every other key may differ between records.
-    geometry_keys: ClassVar[tuple[str, ...]] = ("height", "width", "components", "subsampling")
-    # Hint for an order this layout cannot decode (appended to the refusal).
-    layout_hint: ClassVar[str] = ""
-
-    def cells(self, meta: dict) -> Cells:
-        """The cells of a stream with this geometry, in canonical order, across frames (cached per geometry).
-
-        A FRAME separator is a cell of its own, at the start of its frame, placed on the frame's first unit.
-        """
+    def layout(self, meta: dict) -> Layout:
+        """The layout of records with this metadata's geometry (cached per codec and geometry)."""
         key = (int(meta.get("frames", 1)),) + tuple((k, meta.get(k)) for k in self.geometry_keys)
-        cache = self.__dict__.setdefault("_cells_cache", {})
-        if key not in cache:
-            if len(cache) > 64:
-                cache.clear()
-            cache[key] = self._build_cells(meta)
-        return cache[key]
+        return _layout(self, key)
 
-    def _build_cells(self, meta: dict) -> Cells:
-        frames = int(meta.get("frames", 1))
-        inner = {k: v for k, v in meta.items() if k != "frames"}
-        units, coords = self.frame_cells(inner)
-        rec = TokenRecord("cells", np.zeros(0, dtype=np.uint8), inner)
-        grid = self.unit_grid(rec)
-        per = grid[0] * grid[1]
-        n = units.size
-        frame_col = self.known_axes.index("frame") if "frame" in self.known_axes else None
-        us, cs, fs, ls = [], [], [], []
-        for f in range(frames):
-            if f:  # the FRAME separator opening frame f
-                sep = np.zeros((1, coords.shape[1]), dtype=np.int64)
-                if frame_col is not None:
-                    sep[0, frame_col] = f
-                us.append(np.array([f * per]))
-                cs.append(sep)
-                fs.append(np.array([f]))
-                ls.append(np.array([-1]))
-            c = coords.astype(np.int64)
-            if frame_col is not None and f:
-                c = c.copy()
-                c[:, frame_col] = f
-            us.append(np.where(units >= 0, units + f * per, -1))
-            cs.append(c)
-            fs.append(np.full(n, f))
-            ls.append(np.arange(n))
-        pos = Positions(np.concatenate(us).astype(np.int64), grid, np.concatenate(cs).astype(np.int64),
-                        tuple(self.known_axes), {}, self.unit_pixels(rec))
-        out = Cells(pos, np.concatenate(fs).astype(np.int64), np.concatenate(ls).astype(np.int64), n)
-        for a in (out.frame, out.local):
-            a.setflags(write=False)
-        return out
-
-    def token_cells(self, record: TokenRecord) -> np.ndarray:
-        """(T,) the cell of every token of a record (numbered as in `cells(record.meta)`)."""
-        frames = self.frames_of(record)
-        if len(frames) == 1:
-            return self.frame_token_cells(record).astype(np.int64)
-        per = self.cells({k: v for k, v in record.meta.items() if k != "frames"}).per_frame
-        out = []
-        for f, fr in enumerate(frames):
-            if f:
-                out.append(np.array([f * (per + 1) - 1]))  # the FRAME cell just before frame f's cells
-            out.append(self.frame_token_cells(fr).astype(np.int64) + f * (per + 1))
-        return np.concatenate(out)
-
-    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Hook: ((n,) unit of each cell of one frame, -1 for a cell spanning every unit; (n, len(known_axes))
-        its coordinates on the known axes), cells in canonical order. Both depend on the geometry only."""
+    # --- hooks (see the class docstring) -----------------------------------------------------------------
+    def decode_frame(self, record: TokenRecord) -> np.ndarray:
         raise NotImplementedError
 
-    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
-        """Hook: (T,) the cell of every token of a single-frame record, non-decreasing."""
+    def frame_layout(self, meta: dict) -> FrameLayout:
         raise NotImplementedError
 
-    def cell_grammar(self, meta: dict):
-        """Hook: a `CellGrammar` for one frame with this metadata."""
-        raise NotImplementedError(f"codec {self.codec_id} exposes no token grammar")
+    def frame_tokens(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Codec) and self.get_config() == other.get_config()
+        return isinstance(other, Codec) and self._config_key == other._config_key
+
+    def __hash__(self) -> int:
+        return hash(self._config_key)
+
+    @cached_property
+    def _config_key(self) -> str:
+        return json.dumps(self.get_config(), sort_keys=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"
 
 
 def geometry_of(codec: Codec, meta: dict) -> dict[str, Any]:
-    """The part of a record's metadata that fixes its cells: the codec's geometry keys, and frames for clips."""
+    """The part of a record's metadata that fixes its layout: the codec's geometry keys, and frames for clips."""
     return {k: meta[k] for k in (*codec.geometry_keys, "frames") if k in meta}
 
 

@@ -37,7 +37,16 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.media.video import converter, open_video
 from vistok.record import TokenRecord
-from vistok.tokenize.base import FRAME, VIDEO_BYTES, CellGrammar, Codec, Vocabulary, register_codec
+from vistok.tokenize.base import (
+    FRAME,
+    SIDE_INFO,
+    VIDEO_BYTES,
+    CellGrammar,
+    Codec,
+    FrameLayout,
+    Vocabulary,
+    register_codec,
+)
 
 HEADER_NALS = {6, 7, 8, 9}
 MV_COLUMNS = ("frame", "source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags", "motion_x", "motion_y",
@@ -89,7 +98,7 @@ class H264Codec(Codec):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({VIDEO_BYTES}) if self.transcode == "never" else frozenset()
+        return frozenset({VIDEO_BYTES, SIDE_INFO}) if self.transcode == "never" else frozenset({SIDE_INFO})
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "crf": self.crf, "qp": self.qp, "gop": self.gop, "frames": self.frames,
@@ -105,6 +114,9 @@ class H264Codec(Codec):
         h = hashlib.sha1(header).hexdigest()[:16]
         self._headers[h] = header
         return h
+
+    def side_info(self) -> dict[str, Any]:
+        return {}
 
     def collected_side_info(self) -> dict[str, Any]:
         return {"h264_headers": {k: v.hex() for k, v in sorted(self._headers.items())}} if self._headers else {}
@@ -282,45 +294,18 @@ class H264Codec(Codec):
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
         return self.decode(record)
 
-    # --- positions --------------------------------------------------------------------------------
-    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    # --- layout -------------------------------------------------------------------------------------
+    def frame_tokens(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(record.tokens)
         coords = np.zeros((n, 2), dtype=np.int32)
         coords[:, 1] = np.arange(n)
-        return np.zeros(n, dtype=np.int64), coords
+        return np.zeros(n, dtype=np.int64), coords, np.zeros(n, dtype=np.int64)
 
-    def frames_of(self, record: TokenRecord) -> list[TokenRecord]:
-        n = int(record.meta.get("frames", 1))
-        if n == 1:
-            return [record]
-        meta = {k: v for k, v in record.meta.items() if k != "frames"}
-        return [TokenRecord(record.key, np.frombuffer(b, np.uint8).astype(self._vocab.dtype) + self._byte0, meta)
-                for b in self.frame_bytes(record)]
-
-    def first_frames(self, record: TokenRecord, k: int) -> TokenRecord:
-        out = super().first_frames(record, k)
-        if out is not record and "frame_info" in out.meta:
-            out.meta["frame_info"] = out.meta["frame_info"][:k]
-        return out
-
-    def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
-        return 1, 1
-
-    def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
-        return int(record.meta["height"]), int(record.meta["width"])
-
-    def frame_max_tokens(self, meta: dict) -> int:
-        return 2 * int(meta["height"]) * int(meta["width"]) + 1024
-
-    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    def frame_layout(self, meta: dict) -> FrameLayout:
         """One cell per frame: its bytes (a frame's stream is only ended by the FRAME or EOS after it)."""
-        return np.zeros(1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64)
-
-    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
-        return np.zeros(len(record.tokens), dtype=np.int64)
-
-    def cell_grammar(self, meta: dict) -> ByteCells:
-        return ByteCells(self)
+        h, w = int(meta["height"]), int(meta["width"])
+        return FrameLayout((1, 1), (h, w), np.zeros(1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64),
+                           2 * h * w + 1024, lambda: ByteCells(self))
 
 
 def _dedupe_header(header: bytes) -> bytes:

@@ -33,7 +33,9 @@ from vistok.tokenize.base import (
     FILE_BYTES,
     JPEG_FILE,
     N_SPECIALS,
+    SIDE_INFO,
     Codec,
+    FrameLayout,
     Vocabulary,
     assemble_events,
     register_codec,
@@ -60,7 +62,7 @@ class JpegCodec(Codec):
             raise CodecError(f"transcode must be always, never or auto, got {transcode!r}")
         if not 1 <= int(quality) <= 100:
             raise CodecError(f"jpeg quality must be in 1..100, got {quality}")
-        self.quality, self.subsampling, self.layout, self.dc = int(quality), subsampling, layout, dc
+        self.quality, self.subsampling, self.token_layout, self.dc = int(quality), subsampling, layout, dc
         self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
         self.qtables = dct.quality_tables(self.quality, self.baseline)
         if layout == "dense":  # a cell per coefficient: its frequency is known before its token
@@ -72,10 +74,10 @@ class JpegCodec(Codec):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({FILE_BYTES, JPEG_FILE})
+        return frozenset({FILE_BYTES, JPEG_FILE, SIDE_INFO})
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "quality": self.quality, "subsampling": self.subsampling, "layout": self.layout,
+        return {"id": self.codec_id, "quality": self.quality, "subsampling": self.subsampling, "layout": self.token_layout,
                 "dc": self.dc, "transcode": self.transcode, "baseline": self.baseline, "max_pixels": self.max_pixels}
 
     @property
@@ -83,16 +85,18 @@ class JpegCodec(Codec):
         return self._vocab
 
     def side_info(self) -> dict[str, Any]:
-        """Quantization tables (natural order; luma, chroma) of records that carry no `qt` of their own."""
+        """SIDE_INFO: quantization tables (natural order; luma, chroma) of records that carry no `qt` of their own."""
         return {"qtables": self.qtables.astype(int).tolist(), "table_index": [0, 1, 1]}
+
+    def collected_side_info(self) -> dict[str, Any]:
+        return {}
+
+    def load_side_info(self, side: dict[str, Any]) -> None:
+        """The tables are the configuration's: nothing to take back."""
 
     # --- geometry and tables of one record ------------------------------------------------------
     def record_blocks(self, record: TokenRecord) -> dct.BlockGrid:
-        m = record.meta
-        try:
-            return dct.block_grid(int(m["height"]), int(m["width"]), int(m["components"]), str(m["subsampling"]))
-        except KeyError as exc:
-            raise CodecError(f"record {record.key}: metadata lacks {exc}") from None
+        return blocks_of(record.meta, f"record {record.key}")
 
     def record_qtables(self, record: TokenRecord) -> np.ndarray:
         qt = record.meta.get("qt")
@@ -172,7 +176,7 @@ class JpegCodec(Codec):
 
     def tokenize(self, grid: dct.BlockGrid, coefs: np.ndarray) -> np.ndarray:
         """(n_blocks, 64) canonical zigzag coefficients -> 1-D tokens."""
-        if dct.NATIVE and self.layout == "rle":
+        if dct.NATIVE and self.token_layout == "rle":
             c32 = np.ascontiguousarray(coefs, dtype=np.int32)
             out = np.empty(grid.n_blocks * (4 + 63 * 3), dtype=np.uint16)
             try:
@@ -184,7 +188,7 @@ class JpegCodec(Codec):
         coefs = np.asarray(coefs, dtype=np.int64)
         n = coefs.shape[0]
         dc = self._dc_values(grid, coefs[:, 0], forward=True)
-        if self.layout == "dense":
+        if self.token_layout == "dense":
             vals = coefs.copy()
             vals[:, 0] = dc
             vals = vals.ravel()
@@ -225,7 +229,7 @@ class JpegCodec(Codec):
         is_raw = t >= self._raw
         prim_idx = np.flatnonzero(~is_raw)
         p = t[prim_idx]
-        if self.layout == "rle":
+        if self.token_layout == "rle":
             esc = (p == self._esc) | ((p >= self._acesc) & (p < self._acesc + RUNS))
         else:
             esc = p == self._esc
@@ -239,7 +243,7 @@ class JpegCodec(Codec):
             escval[esc] = ((t[esc_pos + 1] - self._raw) << 8) + (t[esc_pos + 2] - self._raw) - ESCAPE_OFFSET
         owner = np.cumsum(~is_raw) - 1  # primary index owning each token
         n = grid.n_blocks
-        if self.layout == "dense":
+        if self.token_layout == "dense":
             if p.size != n * 64:
                 raise CodecError(f"dense stream has {p.size} coefficients, expected {n * 64} ({n} blocks)")
             vals = np.where(esc, escval, p - self._val0)
@@ -270,7 +274,7 @@ class JpegCodec(Codec):
 
     def coefficients_only(self, grid: dct.BlockGrid, tokens: np.ndarray) -> np.ndarray:
         """1-D tokens -> (n_blocks, 64) int32 canonical zigzag coefficients (the decode hot path)."""
-        if dct.NATIVE and self.layout == "rle":
+        if dct.NATIVE and self.token_layout == "rle":
             t = np.asarray(tokens)
             if t.size and (int(t.max()) >= self._vocab.size or int(t.min()) < N_SPECIALS):
                 raise CodecError("a special or out-of-vocabulary token inside the stream")
@@ -292,42 +296,39 @@ class JpegCodec(Codec):
         coefs[:, 0] = self._dc_values(grid, coefs[:, 0], forward=False)
         return coefs.astype(np.int32), parsed
 
-    # --- positions ----------------------------------------------------------------------------
-    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    # --- layout -------------------------------------------------------------------------------
+    def frame_tokens(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         grid = self.record_blocks(record)
         parsed = self._parse(grid, record.tokens)
         b = parsed["block"][parsed["owner"]]
+        freq = parsed["pos"][parsed["owner"]]
         coords = np.empty((b.size, len(self.axes)), dtype=np.int32)
         coords[:, 0] = 0
         coords[:, 1] = grid.comp[b]
         coords[:, 2] = grid.by[b]
         coords[:, 3] = grid.bx[b]
-        coords[:, 4] = parsed["pos"][parsed["owner"]]
-        return grid.unit[b], coords
+        coords[:, 4] = freq
+        cells = b.astype(np.int64) if self.token_layout == "rle" else b.astype(np.int64) * 64 + freq
+        return grid.unit[b], coords, cells
 
-    def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
-        return self.record_blocks(record).mcu_grid
-
-    def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
-        h, v = dct.factors(int(record.meta["components"]), str(record.meta["subsampling"]))[0]
-        return 8 * v, 8 * h
-
-    def frame_max_tokens(self, meta: dict) -> int:
-        return self.record_blocks(TokenRecord("m", np.zeros(0, np.uint16), meta)).n_blocks * 64 * 3 + 2
-
-    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    def frame_layout(self, meta: dict) -> FrameLayout:
         """rle: one cell per block; dense: one per coefficient (block-major, zigzag inside)."""
-        g = self.record_blocks(TokenRecord("cells", np.zeros(0, np.uint16), meta))
+        g = blocks_of(meta, "record")
+        h, v = dct.factors(int(meta["components"]), str(meta["subsampling"]))[0]
         blocks = np.stack([np.zeros(g.n_blocks, np.int64), g.comp, g.by, g.bx], axis=1)
-        if self.layout == "rle":
-            return g.unit.astype(np.int64), blocks
-        freq = np.tile(np.arange(64), g.n_blocks)[:, None]
-        return np.repeat(g.unit, 64).astype(np.int64), np.concatenate([np.repeat(blocks, 64, axis=0), freq], axis=1)
+        if self.token_layout == "rle":
+            units, coords = g.unit.astype(np.int64), blocks
+        else:
+            freq = np.tile(np.arange(64), g.n_blocks)[:, None]
+            units, coords = np.repeat(g.unit, 64).astype(np.int64), np.concatenate([np.repeat(blocks, 64, axis=0), freq], axis=1)
+        tokens = jpeg_tokens(self.token_layout)
+        return FrameLayout(g.mcu_grid, (8 * v, 8 * h), units, coords, g.n_blocks * 64 * 3 + 2,
+                           lambda: JpegCells(tokens, g))
 
-    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
-        parsed = self._parse(self.record_blocks(record), record.tokens)
-        b = parsed["block"][parsed["owner"]].astype(np.int64)
-        return b if self.layout == "rle" else b * 64 + parsed["pos"][parsed["owner"]]
 
-    def cell_grammar(self, meta: dict) -> JpegCells:
-        return JpegCells(jpeg_tokens(self.layout), self.record_blocks(TokenRecord("grammar", np.zeros(0, np.uint16), meta)))
+def blocks_of(meta: dict, what: str) -> dct.BlockGrid:
+    """The block grid of a geometry (`what` names the record in errors)."""
+    try:
+        return dct.block_grid(int(meta["height"]), int(meta["width"]), int(meta["components"]), str(meta["subsampling"]))
+    except KeyError as exc:
+        raise CodecError(f"{what}: metadata lacks {exc}") from None

@@ -25,7 +25,7 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.grids import scale_grids
 from vistok.record import TokenRecord
-from vistok.tokenize.base import CellGrammar, Codec, Vocabulary, register_codec
+from vistok.tokenize.base import BATCH, CellGrammar, Codec, FrameLayout, Vocabulary, register_codec
 
 
 @lru_cache(maxsize=4)
@@ -71,6 +71,10 @@ class LearnedCodec(Codec):
         self._vocab = Vocabulary.build((), [("code", model.cfg.vocab, f"{self.kind} code index")])
         self._code0 = self._vocab.range("code").start
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({BATCH})
+
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "tokenizer": self.tokenizer, "sha256": self.sha256, "device": self.device,
                 "max_pixels": self.max_pixels}
@@ -98,7 +102,7 @@ class LearnedCodec(Codec):
         return self.encode_many([media], [key], [meta])[0]
 
     def encode_many(self, images: list[np.ndarray], keys: list[str], metas: list[dict | None]) -> list[TokenRecord]:
-        """Batched encoding of same-sized images (one forward pass)."""
+        """BATCH: same-sized images in one forward pass."""
         import torch
 
         from vistok.nn.autoencoder import flat_codes  # torch-only helper: see `_model`
@@ -138,33 +142,24 @@ class LearnedCodec(Codec):
         img = ((img[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         return img[: int(record.meta["height"]), : int(record.meta["width"])]
 
-    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def _units_coords(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
         """Unit of a code: the coarsest-scale cell that contains it (all of one grid when single-scale)."""
-        pos = self._positions(record.meta)
-        grids = self._grids(record.meta)
+        pos = self._positions(meta)
+        grids = self._grids(meta)
         (h0, w0), sizes = grids[0], np.array(grids)[pos[:, 0]]
         units = (pos[:, 1] * h0 // sizes[:, 0]) * w0 + pos[:, 2] * w0 // sizes[:, 1]
         coords = np.concatenate([np.zeros((len(pos), 1), pos.dtype), pos if self.scales > 1 else pos[:, 1:]], axis=1)
         return units, coords.astype(np.int32)
 
-    def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
-        return self._grids(record.meta)[0]
+    def frame_tokens(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        units, coords = self._units_coords(record.meta)
+        return units, coords, np.arange(record.tokens.size, dtype=np.int64)
 
-    def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
-        return (self.patch << (self.scales - 1),) * 2
-
-    def frame_max_tokens(self, meta: dict) -> int:
-        return sum(gh * gw for gh, gw in self._grids(meta))
-
-    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    def frame_layout(self, meta: dict) -> FrameLayout:
         """One cell per code, its place known in advance (every axis is known)."""
-        return self.frame_unit_coords(TokenRecord("cells", np.zeros(0, np.uint16), meta))
-
-    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
-        return np.arange(record.tokens.size, dtype=np.int64)
-
-    def cell_grammar(self, meta: dict) -> CodeCells:
-        return CodeCells(self, self.frame_cells(meta)[1])
+        units, coords = self._units_coords(meta)
+        return FrameLayout(self._grids(meta)[0], (self.patch << (self.scales - 1),) * 2, units, coords,
+                           sum(gh * gw for gh, gw in self._grids(meta)), lambda: CodeCells(self, coords))
 
 
 class CodeCells(CellGrammar):

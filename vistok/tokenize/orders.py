@@ -391,7 +391,7 @@ def compute_stored(codec, record, pixels: np.ndarray | None, names: tuple[str, .
             raise UsageError(f"--store-order takes {' or '.join(STORED_ORDERS)}, got {name!r}")
         if pixels is None:
             pixels = codec.decode(record)
-        pos = codec.positions(record)
+        pos = codec.layout(record.meta).positions(record)
         if frames > 1:
             per = pos.grid[0] * pos.grid[1]
             walks = [gradwalk_units(unit_energy(pixels[f], pos.unit_pixels, pos.grid), mode) + f * per

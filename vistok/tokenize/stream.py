@@ -92,7 +92,7 @@ def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored:
     stored orders (gradwalk); `max_group`: with `parallel`, larger groups are cut into runs of this many
     (`cut_groups`; a context of T positions holds (T - 1) // 2: `group_limit`)."""
     check_parallel(codec, order, parallel)
-    cells = codec.cells(meta)
+    cells = codec.layout(meta).cells
     pos = cells.positions if not stored else replace(cells.positions, stored=stored)
     base = order.partition(":")[0]
     if base in UNIT_ORDERS and (pos.units < 0).any():
@@ -148,7 +148,7 @@ def group_limit(block_size: int) -> int:
 def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "",
                  max_group: int = 0) -> Ordered:
     p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group)
-    tc = codec.token_cells(record)
+    tc = codec.layout(record.meta).token_cells(record)
     perm = units_to_tokens(tc, p.cells)
     cells = tc[perm]
     groups = None
@@ -177,8 +177,8 @@ class StreamGrammar:
 
     def __init__(self, codec: Codec, meta: dict, p: Plan):
         self.codec, self.plan = codec, p
-        self.cells = codec.cells(meta)
-        self.cg = codec.cell_grammar({k: v for k, v in meta.items() if k != "frames"})
+        self.cells = codec.layout(meta).cells
+        self.cg = codec.layout(meta).grammar()
         self.known = known_columns(codec)
         self.A = len(codec.axes)
         size = codec.vocab.size

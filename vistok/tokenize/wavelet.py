@@ -36,7 +36,15 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.record import TokenRecord
 from vistok.tokenize import lifting
-from vistok.tokenize.base import ESCAPE_OFFSET, N_SPECIALS, Codec, Vocabulary, assemble_events, register_codec
+from vistok.tokenize.base import (
+    ESCAPE_OFFSET,
+    N_SPECIALS,
+    Codec,
+    FrameLayout,
+    Vocabulary,
+    assemble_events,
+    register_codec,
+)
 from vistok.tokenize.wavelet_grammar import (
     LEVEL,
     RUNS,
@@ -82,7 +90,7 @@ class WaveletCodec(Codec):
                 raise CodecError("--step must be > 0")
         self.wavelet, self.levels, self.step = wavelet, int(levels), float(step)
         self.level_weights = tuple(float(x) for x in level_weights)
-        self.hh_weight, self.chroma, self.layout = float(hh_weight), chroma, layout
+        self.hh_weight, self.chroma, self.token_layout = float(hh_weight), chroma, layout
         self.lossless, self.max_pixels = bool(lossless), int(max_pixels)
         if self.lossless and chroma != "444":
             raise CodecError("lossless wavelet coding keeps full-resolution chroma: use --chroma 444")
@@ -96,7 +104,7 @@ class WaveletCodec(Codec):
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "wavelet": self.wavelet, "levels": self.levels, "step": self.step,
                 "level_weights": list(self.level_weights), "hh_weight": self.hh_weight, "chroma": self.chroma,
-                "layout": self.layout, "lossless": self.lossless, "max_pixels": self.max_pixels}
+                "layout": self.token_layout, "lossless": self.lossless, "max_pixels": self.max_pixels}
 
     @property
     def vocab(self) -> Vocabulary:
@@ -104,11 +112,13 @@ class WaveletCodec(Codec):
 
     # --- geometry -------------------------------------------------------------------------------
     def record_geometry(self, record: TokenRecord) -> Geometry:
-        m = record.meta
+        return self._meta_geometry(record.meta, f"record {record.key}")
+
+    def _meta_geometry(self, meta: dict, what: str = "record") -> Geometry:
         try:
-            return geometry(int(m["height"]), int(m["width"]), int(m["components"]), self.levels, self.chroma)
+            return geometry(int(meta["height"]), int(meta["width"]), int(meta["components"]), self.levels, self.chroma)
         except KeyError as exc:
-            raise CodecError(f"record {record.key}: metadata lacks {exc}") from None
+            raise CodecError(f"{what}: metadata lacks {exc}") from None
 
     def band_step(self, band: Band) -> float:
         w = self.level_weights[band.level - 1] if band.level - 1 < len(self.level_weights) else 1.0
@@ -200,7 +210,7 @@ class WaveletCodec(Codec):
 
     def tokenize(self, g: Geometry, flat: np.ndarray) -> np.ndarray:
         flat = np.asarray(flat, dtype=np.int64)
-        if self.layout == "dense":
+        if self.token_layout == "dense":
             prim, esc = self._values(flat)
             return self._assemble(prim, esc, flat, np.zeros(flat.size, dtype=np.int64))
         head, tail = flat[: g.n_ll], flat[g.n_ll :]
@@ -256,7 +266,7 @@ class WaveletCodec(Codec):
             escval[esc] = ((t[esc_pos + 1] - self._raw) << 8) + (t[esc_pos + 2] - self._raw) - ESCAPE_OFFSET
         owner = np.cumsum(~is_raw) - 1
         is_val = (p == self._esc) | ((p >= self._val0 - VMAX) & (p <= self._val0 + VMAX))
-        n_dense = g.total if self.layout == "dense" else g.n_ll
+        n_dense = g.total if self.token_layout == "dense" else g.n_ll
         if p.size < n_dense or not is_val[:n_dense].all():
             raise CodecError(f"stream must start with {n_dense} value tokens")
         index = np.full(p.size, -1, dtype=np.int64)
@@ -265,7 +275,7 @@ class WaveletCodec(Codec):
         vals[:n_dense] = np.where(esc[:n_dense], escval[:n_dense], p[:n_dense] - self._val0)
         end_pos = np.zeros(p.size, dtype=np.int64)  # flat index of the last coefficient a token spans
         end_pos[:n_dense] = index[:n_dense]
-        if self.layout == "dense":
+        if self.token_layout == "dense":
             if p.size != n_dense:
                 raise CodecError(f"dense stream has {p.size} values, expected {n_dense}")
             return dict(index=index, vals=vals, owner=owner, end=end_pos, is_eob=np.zeros(p.size, bool))
@@ -325,7 +335,7 @@ class WaveletCodec(Codec):
             c.setflags(write=False)
         return tuple(cols)
 
-    def frame_unit_coords(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray]:
+    def frame_tokens(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         g = self.record_geometry(record)
         parsed = self._parse(g, record.tokens)
         comp, level, band, yy, xx, unit = self._flat_tables(g)
@@ -334,41 +344,26 @@ class WaveletCodec(Codec):
         eob = parsed["is_eob"][parsed["owner"]]
         coords[eob, 4] += 1  # EOB sits one row past its band's last coefficient
         coords[eob, 5] = 0
-        return unit[at], coords.astype(np.int32)
+        if self.token_layout == "dense":
+            cells = at.astype(np.int64)
+        else:
+            starts = np.array([b.start for b in g.bands])
+            bands = np.searchsorted(starts, at, side="right") - 1
+            cells = np.where(at < g.n_ll, at, g.n_ll + bands - g.ncomp).astype(np.int64)
+        return unit[at], coords.astype(np.int32), cells
 
-    def unit_grid(self, record: TokenRecord) -> tuple[int, int]:
-        return self.record_geometry(record).grid
-
-    def unit_pixels(self, record: TokenRecord) -> tuple[int, int]:
-        return 1 << self.levels, 1 << self.levels
-
-    def frame_max_tokens(self, meta: dict) -> int:
-        g = self.record_geometry(TokenRecord("m", np.zeros(0, np.uint16), meta))
-        return 3 * g.total + len(g.bands) + 2
-
-    def _meta_geometry(self, meta: dict) -> Geometry:
-        return self.record_geometry(TokenRecord("cells", np.zeros(0, np.uint16), meta))
-
-    def frame_cells(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    def frame_layout(self, meta: dict) -> FrameLayout:
         """dense: one cell per coefficient. rle: one per LL coefficient, then one per detail band (run-length
         coded across its whole area, so it spans every unit: unit -1)."""
         g = self._meta_geometry(meta)
         comp, level, band, yy, xx, unit = self._flat_tables(g)
-        if self.layout == "dense":
-            return unit.astype(np.int64), np.stack([np.zeros(g.total, np.int64), comp, level, band, yy, xx], axis=1)
-        ll = np.stack([np.zeros(g.n_ll, np.int64), comp[: g.n_ll], level[: g.n_ll], band[: g.n_ll]], axis=1)
-        det = np.array([[0, b.comp, b.level, b.band] for b in g.bands[g.ncomp :]], dtype=np.int64)
-        return np.concatenate([unit[: g.n_ll], np.full(len(det), -1)]).astype(np.int64), np.concatenate([ll, det])
-
-    def frame_token_cells(self, record: TokenRecord) -> np.ndarray:
-        g = self.record_geometry(record)
-        parsed = self._parse(g, record.tokens)
-        at = parsed["end"][parsed["owner"]]
-        if self.layout == "dense":
-            return at.astype(np.int64)
-        starts = np.array([b.start for b in g.bands])
-        band = np.searchsorted(starts, at, side="right") - 1
-        return np.where(at < g.n_ll, at, g.n_ll + band - g.ncomp).astype(np.int64)
-
-    def cell_grammar(self, meta: dict) -> WaveletCells:
-        return WaveletCells(self.layout, self._meta_geometry(meta))
+        if self.token_layout == "dense":
+            units, coords = unit.astype(np.int64), np.stack([np.zeros(g.total, np.int64), comp, level, band, yy, xx], axis=1)
+        else:
+            ll = np.stack([np.zeros(g.n_ll, np.int64), comp[: g.n_ll], level[: g.n_ll], band[: g.n_ll]], axis=1)
+            det = np.array([[0, b.comp, b.level, b.band] for b in g.bands[g.ncomp :]], dtype=np.int64)
+            units = np.concatenate([unit[: g.n_ll], np.full(len(det), -1)]).astype(np.int64)
+            coords = np.concatenate([ll, det])
+        side = 1 << self.levels
+        return FrameLayout(g.grid, (side, side), units, coords, 3 * g.total + len(g.bands) + 2,
+                           lambda: WaveletCells(self.token_layout, g))

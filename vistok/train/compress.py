@@ -224,7 +224,7 @@ class Coder:
             pixels = int(meta["height"]) * int(meta["width"]) * int(meta.get("frames", 1))
             if not 0 < pixels <= DEFAULT_MAX_PIXELS:
                 raise ValueError(f"{pixels} pixels")
-            cells = self.codec.cells(meta)
+            cells = self.codec.layout(meta).cells
         except (KeyError, TypeError, ValueError) as exc:
             raise CodecError(f"record metadata does not describe a {self.codec.codec_id} geometry: {exc}") from None
         known = known_columns(self.codec)
@@ -248,7 +248,7 @@ class Coder:
         nxt = np.zeros((LANES, A), np.int64)
         for i, s in enumerate(streams):
             nxt[i] = s.g.next_place()
-        limit = max(codec.max_tokens(s.meta) + 1 for s in streams)  # tokens and EOS: the grammar's bound
+        limit = max(codec.layout(s.meta).max_tokens + 1 for s in streams)  # tokens and EOS: the grammar's bound
         hist: deque[tuple[np.ndarray, ...]] = deque(maxlen=T)  # the inputs of the current window, at most
         cache, start, p = None, -1, 0
         while not all(s.g.done for s in streams):

@@ -140,12 +140,12 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     the grammar derives from the prefix (`tests/tokenize/test_stream.py` checks both for every order).
     """
     o = order_record(codec, rec, order, rng, parallel, group_limit(block_size) if parallel else 0)
-    pos = codec.positions(rec)
+    pos = codec.layout(rec.meta).positions(rec)
     toks = rec.tokens.astype(np.int64)[o.perm]
     coords = pos.coords.astype(np.int64)[o.perm] + 1
     known = known_columns(codec)
     place = np.zeros_like(coords)  # where each token goes, as known before it is read
-    place[:, known] = codec.cells(rec.meta).positions.coords[o.cells] + 1
+    place[:, known] = codec.layout(rec.meta).cells.positions.coords[o.cells] + 1
     n, A = toks.size, coords.shape[1]
     if parallel:
         return Docs(_parallel_docs(toks, coords, place, o.groups, block_size), o.plan.order_bits, o.plan.n_groups, o)
@@ -528,7 +528,7 @@ def axis_sizes(sets: list, codec: Codec, scan: int = 256, headroom: float = 2.0)
     n = 0
     for ds in sets:
         for rec in ds:
-            mx = np.maximum(mx, codec.positions(rec).coords.max(axis=0) + 1)
+            mx = np.maximum(mx, codec.layout(rec.meta).positions(rec).coords.max(axis=0) + 1)
             n += 1
             if n >= scan:
                 break

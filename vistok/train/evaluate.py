@@ -24,7 +24,7 @@ from vistok.errors import DatasetError, UsageError
 from vistok.nn.gpt import GPT
 from vistok.record import TokenRecord
 from vistok.shards.inspect import token_counts
-from vistok.tokenize.base import EOS, JPEG_FILE, Codec
+from vistok.tokenize.base import EOS, JPEG_FILE, Codec, frames_of
 from vistok.tokenize.stream import Ordered, mask_rows
 from vistok.train.checkpoint import load_model
 from vistok.train.data import (
@@ -52,7 +52,7 @@ class RecordBits:
 def target_frames(codec: Codec, rec: TokenRecord, o: Ordered) -> np.ndarray:
     """(targets,) the frame each predicted position of a token-by-token stream belongs to: a frame's tokens
     and the token that ends it (the FRAME opening the next frame, or EOS after the last)."""
-    cells = codec.cells(rec.meta)
+    cells = codec.layout(rec.meta).cells
     f = cells.frame[o.cells] - (cells.local[o.cells] < 0)
     return np.append(f, int(rec.meta.get("frames", 1)) - 1)
 
@@ -217,7 +217,7 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         "unigram_bits_per_token": float(unigram_bits(sets, recs, codec)),
     }
     if JPEG_FILE in codec.capabilities:
-        jbits = np.array([8 * sum(jpeg_scan_bytes(codec.to_jpeg(f, optimize=True)) for f in codec.frames_of(r))
+        jbits = np.array([8 * sum(jpeg_scan_bytes(codec.to_jpeg(f, optimize=True)) for f in frames_of(r))
                           for r in recs], dtype=np.float64)  # a clip: a JPEG file per frame
         out["jpeg_bits_per_image"] = float(jbits.mean())
         out["model_to_jpeg_ratio"] = float((bits + order_bits).sum() / jbits.sum())
@@ -234,7 +234,7 @@ def frame_table(model: GPT, codec: Codec, recs: list[TokenRecord], res: list[Rec
     `conditional_to_independent_ratio` (< 1: earlier frames help)."""
     if not any(int(r.meta.get("frames", 1)) > 1 for r in recs):
         raise UsageError("--per-frame needs clips: records of several frames (shard videos with --clip-len N)")
-    alone = record_bits(model, codec, (f for r in recs for f in codec.frames_of(r)), data, device, stride=stride)
+    alone = record_bits(model, codec, (f for r in recs for f in frames_of(r)), data, device, stride=stride)
     n = max(int(r.meta.get("frames", 1)) for r in recs)
     cond, ind, clips = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
     k = 0

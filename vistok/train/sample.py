@@ -11,7 +11,7 @@ import torch
 from vistok.errors import CodecError, UsageError
 from vistok.nn.gpt import generate_groups
 from vistok.record import TokenRecord
-from vistok.tokenize.base import BOS, FRAME, Codec, get_codec
+from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
 from vistok.tokenize.orders import stored_key, units_to_tokens
 from vistok.tokenize.stream import Plan, StreamGrammar, group_limit, known_columns, plan
 from vistok.train.checkpoint import load_model
@@ -110,7 +110,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     gen = torch.Generator(device=device).manual_seed(seed)
     plans = sample_plans(codec, meta, n, order, parallel, seed, stored, group_limit(model.cfg.block_size) if parallel else 0)
     check_fits(model, codec, meta)
-    limit = max_new or codec.max_tokens(meta)
+    limit = max_new or codec.layout(meta).max_tokens
     streams, steps = [], 0
     if parallel:
         for p in plans:
@@ -141,7 +141,7 @@ def decode_frames(codec: Codec, rec: TokenRecord) -> tuple[list[np.ndarray], int
     n = int(rec.meta.get("frames", 1))
     for k in range(n, 0, -1):
         try:
-            pix = np.asarray(codec.decode(codec.first_frames(rec, k)))
+            pix = np.asarray(codec.decode(first_frames(rec, k)))
         except CodecError:
             continue
         return (list(pix) if k > 1 else [pix]), k
@@ -151,7 +151,7 @@ def decode_frames(codec: Codec, rec: TokenRecord) -> tuple[list[np.ndarray], int
 def check_fits(model, codec: Codec, meta: dict) -> None:
     """Refuse a geometry (size, frames) whose places lie beyond the model's coordinate tables."""
     known = known_columns(codec)
-    check_coords(codec.cells(meta).positions.coords.max(axis=0) + 1, [model.cfg.axis_sizes[i] for i in known],
+    check_coords(codec.layout(meta).cells.positions.coords.max(axis=0) + 1, [model.cfg.axis_sizes[i] for i in known],
                  codec.known_axes)
 
 
@@ -246,7 +246,7 @@ def prompt_record(prompt: str, k: int, codec: Codec, preprocess: dict, datasets:
             raise UsageError(f"--prompt {prompt!r} is neither a file nor a record key of {', '.join(datasets)}")
         if rec.meta.get("frames", 1) < k:
             raise UsageError(f"record {prompt} has {rec.meta.get('frames', 1)} frames; --prompt-frames is {k}")
-    return codec.first_frames(rec, k), codec
+    return first_frames(rec, k), codec
 
 
 @torch.no_grad()
@@ -266,15 +266,15 @@ def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecor
     p = sample_plans(codec, m, 1, order, "", seed)[0]
     forced = np.zeros(0, np.int64)
     if prompt is not None:
-        n_cells = len(codec.cells(prompt.meta))  # the prompt's frames are the plan's first cells
-        forced = prompt.tokens.astype(np.int64)[units_to_tokens(codec.token_cells(prompt), p.cells[:n_cells])]
+        n_cells = len(codec.layout(prompt.meta).cells)  # the prompt's frames are the plan's first cells
+        forced = prompt.tokens.astype(np.int64)[units_to_tokens(codec.layout(prompt.meta).token_cells(prompt), p.cells[:n_cells])]
         if frames:  # the prompt's last frame ends where the next one opens (H.264 bytes: only FRAME ends it)
             forced = np.append(forced, FRAME)
     check_fits(model, codec, m)
     model.eval()
     grammar = BatchGrammar(codec, m, [p], [forced], limits=model.cfg.axis_sizes)
     gen = torch.Generator(device=device).manual_seed(seed)
-    limit = codec.max_tokens(m)
+    limit = codec.layout(m).max_tokens
     model.generate(grammar, limit, temperature, top_k, top_p, gen, stride=stride)
     g = grammar.gs[0]
     toks = g.canonical().astype(codec.vocab.dtype)
