@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import inspect as pyinspect
 import json
 import os
 import sys
@@ -13,25 +15,25 @@ import typer
 from vistok.errors import UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.storage import configure, configure_cache, parse_options
+from vistok.tokenize.base import codec_classes, codec_ids
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Images and videos -> discrete token shards for autoregressive vision models.")
 
-# Every command that takes a dataset takes it as a local path or an fsspec URL (s3://bucket/prefix, gs://...).
-StorageOptions = Annotated[str, typer.Option(
-    "--storage-options", envvar="VISTOK_STORAGE_OPTIONS", show_default=False,
-    help="JSON object for the filesystem of s3:// or gs:// datasets and inputs, e.g. '{\"endpoint_url\": "
-         "\"http://127.0.0.1:9000\"}'. Credentials come from the filesystem's usual environment and profiles.")]
-
-
-def _storage(text: str) -> dict:
-    """Parse and apply --storage-options for this process (they are never printed or written)."""
-    opts = parse_options(text)
+def _apply_storage(text: str | None) -> dict:
+    """--storage-options, parsed and applied for this process (never printed or written): the command gets the dict."""
+    opts = parse_options(text or "")
     configure(opts)
     return opts
 
 
-# Over 60 lines only through its signature (one typer option a line); the body reads in one screen.
+# Every command that takes a dataset takes it as a local path or an fsspec URL (s3://bucket/prefix, gs://...).
+StorageOptions = Annotated[str | None, typer.Option(
+    "--storage-options", envvar="VISTOK_STORAGE_OPTIONS", show_default=False, callback=_apply_storage,
+    help="JSON object for the filesystem of s3:// or gs:// datasets and inputs, e.g. '{\"endpoint_url\": "
+         "\"http://127.0.0.1:9000\"}'. Credentials come from the filesystem's usual environment and profiles.")]
+
+
 def _skipped_note(skipped: dict[str, int]) -> str:
     """"; 12 files skipped by extension (.txt 9, none 3)": the most frequent eight."""
     if not skipped:
@@ -40,33 +42,25 @@ def _skipped_note(skipped: dict[str, int]) -> str:
     return f"; {sum(skipped.values())} files skipped by extension (" + ", ".join(f"{e or 'none'} {n}" for e, n in top) + ")"
 
 
-@app.command()
-def shard(
+def _choice(name: str, values) -> type[enum.Enum]:
+    """An Enum of string choices: typer validates them and lists them in --help."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+CodecId = _choice("CodecId", codec_ids())
+ImageFormat = _choice("ImageFormat", ("png", "jpg"))
+MediaFormat = _choice("MediaFormat", ("png", "jpg", "mp4"))
+Split = _choice("Split", ("auto", "heldout", "all"))
+Resize = _choice("Resize", ("center-crop", "pad", "short-side", "none"))
+Executor = _choice("Executor", ("ray", "local"))
+
+
+def _shard_options(
     sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards (each planned as one input; its task lists the members), any of them also in object storage (s3://bucket/prefix, gs://...), 'sample' (the embedded photos), 'sample-video' (the embedded GIF), or fashion-mnist:train|test[:N] (Debian package dataset-fashion-mnist).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Dataset folder or object-storage URL such as s3://bucket/prefix (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
-    codec: Annotated[str, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine), h264 (libx264 bytes), bsq or vq (a trained tokenizer's codes).")] = "jpeg",
-    quality: Annotated[int, typer.Option(help="jpeg: quality (IJG table scaling), 1..100.")] = 20,
-    subsampling: Annotated[str, typer.Option(help="jpeg: chroma subsampling 444, 422 or 420.")] = "420",
-    layout: Annotated[str, typer.Option(help="Token layout: rle (sparse runs, lossless) or dense.")] = "rle",
-    dc: Annotated[str, typer.Option(help="jpeg: DC coding, abs or dpcm.")] = "abs",
-    transcode: Annotated[str, typer.Option(help="jpeg: JPEG inputs always re-quantized from pixels, never (keep the file's coefficients), or auto.")] = "always",
-    wavelet: Annotated[str, typer.Option(help="wavelet: any discrete PyWavelets wavelet.")] = "bior4.4",
-    levels: Annotated[int, typer.Option(help="wavelet: decomposition levels.")] = 3,
-    step: Annotated[float, typer.Option(help="wavelet: base quantizer step (dead zone).")] = 8.0,
-    level_weights: Annotated[str, typer.Option(help="wavelet: comma-separated step weights per level, finest first.")] = "",
-    hh_weight: Annotated[float, typer.Option(help="wavelet: extra step weight for diagonal bands.")] = 1.0,
-    chroma: Annotated[str, typer.Option(help="wavelet: 444 or 420 chroma.")] = "444",
-    lossless: Annotated[bool, typer.Option("--lossless", help="wavelet: integer CDF 5/3 + reversible colour: pixel-exact.")] = False,
-    crf: Annotated[int, typer.Option(help="h264: constant rate factor 0..51.")] = 23,
-    qp: Annotated[int, typer.Option(help="h264: constant quantizer 0..51 instead of --crf (-1 = off).")] = -1,
-    gop: Annotated[int, typer.Option(help="h264: keyframe interval (1 = intra only).")] = 1,
-    frames: Annotated[str, typer.Option(help="h264: intra (I-frames only) or all (P-frames too).")] = "intra",
-    preset: Annotated[str, typer.Option(help="h264: x264 speed preset, ultrafast..veryslow (medium: 0.5% fewer bytes, 1.6x the time).")] = "veryfast",
-    motion_vectors: Annotated[bool, typer.Option("--motion-vectors", help="h264: store the decoder's motion vectors of P-frames.")] = False,
-    tokenizer: Annotated[str, typer.Option(help="bsq / vq: the tokenizer folder written by `vistok train-tokenizer`.")] = "",
-    device: Annotated[str, typer.Option(help="bsq / vq: where the encoder runs: auto (a GPU per Ray task when the cluster has GPUs, else CPU), cpu, cuda.")] = "auto",
+    codec: Annotated[CodecId, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine), h264 (libx264 bytes), bsq or vq (a trained tokenizer's codes). Its options follow.")] = "jpeg",
     size: Annotated[int, typer.Option(help="Target side in pixels (0 = keep).")] = 0,
-    resize: Annotated[str, typer.Option(help="center-crop, pad, short-side or none.")] = "center-crop",
+    resize: Annotated[Resize, typer.Option(help="How an image becomes SIZE x SIZE.")] = "center-crop",
     crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for crops.")] = 0,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = DEFAULT_MAX_PIXELS,
@@ -77,7 +71,7 @@ def shard(
     video_timeout: Annotated[float, typer.Option(help="Videos: seconds of decoding per file before it is cut off and recorded.")] = 120.0,
     shard_size: Annotated[int, typer.Option(help="Samples per shard.")] = 1000,
     compress: Annotated[bool, typer.Option("--gzip/--no-gzip", help="Write .tar.gz shards (gzip folds the 512-byte tar headers away: ~8x smaller for small samples).")] = True,
-    executor: Annotated[str, typer.Option(help="ray (default; local Ray, or --address) or local (in-process, for debugging).")] = "ray",
+    executor: Annotated[Executor, typer.Option(help="ray (local Ray, or --address) or local (in-process, for debugging).")] = "ray",
     workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally (default: all cores).")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster (or set RAY_ADDRESS).")] = "",
     store_order: Annotated[list[str], typer.Option(help="Compute a content-aware order from the pixels and store it in each record: gradwalk:max or gradwalk:min (repeatable).")] = None,
@@ -87,52 +81,79 @@ def shard(
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Reprocess only the inputs that failed before.")] = False,
     fail_on_error: Annotated[bool, typer.Option("--fail-on-error", help="Exit non-zero when any input failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
+    """The options of `shard` that are not a codec's (its signature only: `shard` adds the codecs' own)."""
+
+
+def _codec_params(taken: set[str]) -> list[pyinspect.Parameter]:
+    """`shard`'s codec options, from the registry: every codec's `cli_options`, one --option per name (a name
+    several codecs take is one option); not given, an option is left out and the codec's own default applies."""
+    uses: dict[str, list] = {}
+    for cls in codec_classes():
+        for o in cls.cli_options:
+            if o.name not in taken:  # --fps is the videos' option too: the codec takes the same value
+                uses.setdefault(o.name, []).append((cls, o))
+    params = []
+    for name, found in uses.items():
+        first = found[0][1]
+        choices = tuple(dict.fromkeys(c for _, o in found for c in o.choices))
+        defaults = ", ".join(f"{cls.codec_id} {pyinspect.signature(cls.__init__).parameters[name].default}"
+                             for cls, _ in found if name in pyinspect.signature(cls.__init__).parameters)
+        help = " ".join(dict.fromkeys(o.help for _, o in found)) + (f" (default: {defaults})" if defaults else "")
+        flag = f"--{name.replace('_', '-')}"
+        typ, default = (bool, False) if first.flag else (_choice(name, choices) if choices else first.type, None)
+        info = typer.Option(flag, help=help, show_default=False, rich_help_panel="Codec options")
+        params.append(pyinspect.Parameter(name, pyinspect.Parameter.KEYWORD_ONLY, default=default,
+                                          annotation=Annotated[typ if first.flag else typ | None, info]))
+    return params
+
+
+def _codec_config(codec_id: str, kw: dict) -> dict:
+    """The codec's config from the options given: its `cli_options` that were set, parsed."""
+    cls = next(c for c in codec_classes() if c.codec_id == codec_id)
+    cfg = {"id": codec_id, "max_pixels": kw["max_pixels"]}
+    for o in cls.cli_options:
+        value = kw.get(o.name)
+        value = value.value if isinstance(value, enum.Enum) else value
+        if value is not None and not (o.flag and not value):
+            cfg[o.name] = o.parse(value) if o.parse else value
+    if codec_id in ("bsq", "vq") and "tokenizer" not in cfg:
+        raise UsageError(f"--codec {codec_id} needs --tokenizer TOK/ (train one with `vistok train-tokenizer`)")
+    return cfg
+
+
+def shard(**kw) -> None:
     """Tokenize SOURCES into WebDataset shards with a manifest, in parallel with Ray. Sources and --out may be
     in object storage (s3://, gs://): shards are uploaded whole, each marked done only after its upload."""
     from vistok.media.preprocess import Preprocess
     from vistok.pipelines.job import run_job
     from vistok.tokenize import get_codec
 
-    if codec == "jpeg":
-        cfg = dict(id=codec, quality=quality, subsampling=subsampling, layout=layout, dc=dc, transcode=transcode,
-                   max_pixels=max_pixels)
-    elif codec == "wavelet":
-        try:
-            weights = [float(w) for w in level_weights.split(",")] if level_weights else []
-        except ValueError:
-            raise UsageError(f"--level-weights takes comma-separated numbers, got {level_weights!r}") from None
-        cfg = dict(id=codec, wavelet=wavelet, levels=levels, step=step, level_weights=weights, hh_weight=hh_weight,
-                   chroma=chroma, layout=layout, lossless=lossless, max_pixels=max_pixels)
-    elif codec == "h264":
-        cfg = dict(id=codec, crf=crf, qp=qp, gop=gop, frames=frames, preset=preset, max_pixels=max_pixels, motion_vectors=motion_vectors,
-                   transcode="never" if transcode == "never" else "always", fps=fps or 25.0)
-    elif codec in ("bsq", "vq"):
-        if not tokenizer:
-            raise UsageError(f"--codec {codec} needs --tokenizer TOK/ (train one with `vistok train-tokenizer`)")
-        cfg = dict(id=codec, tokenizer=str(Path(tokenizer).resolve()), device=device, max_pixels=max_pixels)
-    else:
-        raise UsageError(f"unknown --codec {codec!r}; available: jpeg, wavelet, h264, bsq, vq")
-    the_codec = get_codec(cfg)
-    pre = Preprocess(size=size, resize=resize, crops=crops, seed=seed, max_pixels=max_pixels, fps=fps,
-                     clip_len=clip_len, clip_stride=clip_stride, max_clips=max_clips, video_timeout=video_timeout,
-                     gray=gray)
-    if transcode == "never" and not pre.identity():
+    the_codec = get_codec(_codec_config(kw["codec"].value, kw))
+    pre = Preprocess(**{k: kw[k] for k in ("size", "crops", "seed", "max_pixels", "fps", "clip_len", "clip_stride",
+                                           "max_clips", "video_timeout", "gray")}, resize=kw["resize"].value)
+    if the_codec.get_config().get("transcode") == "never" and not pre.identity():
         raise UsageError("--transcode never keeps each file's coefficients, so it cannot be combined with --size/--crops")
-    res = run_job(sources, out, the_codec, pre, shard_size=shard_size, compress=compress, executor=executor,
-                  workers=workers or None, address=address or os.environ.get("RAY_ADDRESS") or None,
-                  retry_errors=retry_errors, store_orders=tuple(store_order or ()), quiet=quiet, label_from=label_from,
-                  storage_options=_storage(storage_options), extensions=extensions)
-    skipped = _skipped_note(res.skipped)
+    res = run_job(kw["sources"], kw["out"], the_codec, pre, shard_size=kw["shard_size"], compress=kw["compress"],
+                  executor=kw["executor"].value, workers=kw["workers"] or None,
+                  address=kw["address"] or os.environ.get("RAY_ADDRESS") or None, retry_errors=kw["retry_errors"],
+                  store_orders=tuple(kw["store_order"] or ()), quiet=kw["quiet"], label_from=kw["label_from"],
+                  storage_options=kw["storage_options"], extensions=kw["extensions"])
     if res.up_to_date:
         typer.echo(f"{res.folder}: up to date ({res.samples} samples in {res.shards} shards, {res.errors} errors)")
     else:
         typer.echo(f"{res.folder}: {res.samples} samples in {res.shards} shards from {res.inputs} inputs, "
                    f"{res.errors} errors ({res.seconds:.1f}s)" + (f"; see {res.folder / 'errors.jsonl'}" if res.errors else "")
-                   + skipped)
-    if fail_on_error and res.errors:
+                   + _skipped_note(res.skipped))
+    if kw["fail_on_error"] and res.errors:
         raise typer.Exit(3)
+
+
+_fixed = pyinspect.signature(_shard_options, eval_str=True)
+shard.__signature__ = _fixed.replace(parameters=[*_fixed.parameters.values(), *_codec_params(set(_fixed.parameters))])
+shard.__annotations__ = {p.name: p.annotation for p in shard.__signature__.parameters.values()}
+app.command()(shard)
 
 
 @app.command()
@@ -140,13 +161,12 @@ def inspect(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     psnr: Annotated[int, typer.Option(help="Also decode N records and report PSNR against their source files.")] = 0,
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Summarize a dataset: samples, tokens per sample, bytes per sample, vocabulary usage, entropy, errors."""
     from vistok.pipelines.verify import psnr_sample
     from vistok.shards.inspect import format_summary, summarize
 
-    _storage(storage_options)
     s = summarize(dataset)
     if psnr:
         s["psnr"] = psnr_sample(dataset, psnr)
@@ -160,14 +180,13 @@ def decode(
     out: Annotated[Path, typer.Option(help="Output file: .png (a clip: NAME-000.png...), .jpg (jpeg codec: the coefficients written exactly), .mp4 (a clip).")] = Path(""),
     all_: Annotated[bool, typer.Option("--all", help="Decode every record into --out-dir.")] = False,
     out_dir: Annotated[Path, typer.Option(help="Folder for --all.")] = Path(""),
-    fmt: Annotated[str, typer.Option("--format", help="png or jpg, for --all.")] = "png",
-    storage_options: StorageOptions = "",
+    fmt: Annotated[ImageFormat, typer.Option("--format", help="For --all.")] = "png",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Rebuild media from tokens."""
     from vistok.shards.render import save_record
     from vistok.shards.store import open_any
 
-    _storage(storage_options)
     ds = open_any(dataset)
     if all_:
         if not str(out_dir) or str(out_dir) == ".":
@@ -175,7 +194,7 @@ def decode(
         out_dir.mkdir(parents=True, exist_ok=True)
         n = 0
         for rec in ds:
-            save_record(ds.codec, rec, out_dir / f"{rec.key}.{fmt}")
+            save_record(ds.codec, rec, out_dir / f"{rec.key}.{fmt.value}")
             n += 1
         typer.echo(f"wrote {n} files to {out_dir}")
         return
@@ -193,14 +212,13 @@ def pack(
     workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally.")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Pack a dataset into one zarr v3 store: random access by index or key, exact shuffling and resume."""
     from vistok.executors import ExecutorConfig
     from vistok.pipelines.pack import pack as run_pack
     from vistok.shards.store import PackedStore
 
-    _storage(storage_options)
     runner = ExecutorConfig(executor, workers or None, address or os.environ.get("RAY_ADDRESS") or None)
     path = run_pack(dataset, out, runner, quiet=quiet)
     st = PackedStore(path)
@@ -251,13 +269,12 @@ def show_order(
     order: Annotated[str, typer.Option(help="Order name, e.g. hilbert, spiral, randsac:11,5, gradwalk:max.")] = "hilbert",
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("order.png"),
     seed: Annotated[int, typer.Option(help="Seed for random orders.")] = 0,
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Draw an order over a decoded record: a path through the units coloured by rank, segments outlined."""
     from vistok.shards.render import draw_order
     from vistok.shards.store import open_any
 
-    _storage(storage_options)
     ds = open_any(dataset)
     rec = ds.get(key) if key else next(iter(ds))
     draw_order(ds.codec, rec, order, seed).save(out)
@@ -296,7 +313,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     shard_cache: Annotated[str, typer.Option(help="Keep shards read from object storage in this local folder for later epochs (least recently used out first).")] = "",
     shard_cache_gb: Annotated[float, typer.Option(help="Size limit of --shard-cache in GB.")] = 10.0,
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun)."""
     from vistok.nn.gpt import PRESETS
@@ -306,7 +323,6 @@ def train(
 
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-    _storage(storage_options)
     if shard_cache:
         configure_cache(shard_cache, int(shard_cache_gb * 1e9))
     w = [float(x) for x in weights.split(",")] if weights else None
@@ -326,13 +342,13 @@ def train(
 def eval_(
     run: Annotated[Path, typer.Argument(help="Run folder (its latest checkpoint) or a step-N folder.")],
     datasets: Annotated[list[str], typer.Argument(help="Dataset folder(s) or URLs; default: the run's own.")] = None,
-    split: Annotated[str, typer.Option(help="Records to score: heldout, all, or auto (held-out split of a dataset the run trained on, all of any other).")] = "auto",
+    split: Annotated[Split, typer.Option(help="Records to score: heldout, all, or auto (held-out split of a dataset the run trained on, all of any other).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many records (0 = all).")] = 0,
     stride: Annotated[int, typer.Option(help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
     per_frame: Annotated[bool, typer.Option("--per-frame", help="Clips: bits of frame t given the earlier frames and of frame t alone, per frame index, and their ratio over frames 2 on (conditional_to_independent_ratio).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Bits per token and per image (order bits included) and model steps per image, in the run's order and
     parallel mode; for JPEG datasets also JPEG's own bits and the ratio; with --per-frame, conditional vs
@@ -340,8 +356,7 @@ def eval_(
     from vistok.train.evaluate import evaluate, format_frame_table
     from vistok.train.trainer import pick_device
 
-    _storage(storage_options)
-    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split,
+    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split.value,
                    stride, per_frame)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
@@ -368,14 +383,13 @@ def sample(
     prompt_frames: Annotated[int, typer.Option(help="Frames of the prompt to continue from.")] = 1,
     data: Annotated[list[str], typer.Option(help="Dataset(s) to look a --prompt key up in (default: the run's).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Generate token streams in the run's order (a group per step for parallel runs) under the codec's
     grammar, so they always decode, and save a PNG grid; with --frames, a clip (continuing --prompt)."""
     from vistok.train.sample import clip_run, sample_run
     from vistok.train.trainer import pick_device
 
-    _storage(storage_options)
     tk, tp = top_k or None, top_p if top_p < 1 else None
     if frames or prompt:
         clip_out = Path("clip.mp4") if out == Path("samples.png") else out
@@ -400,7 +414,7 @@ def probe(
     test_limit: Annotated[int, typer.Option(help="At most this many test images (0 = all).")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Linear (logistic regression) and k-NN (cosine, k=20) top-1 on frozen features of the trained model,
     of the same architecture at random initialisation, and of raw pixels."""
@@ -408,7 +422,6 @@ def probe(
     from vistok.train.probe import probe as run_probe
     from vistok.train.trainer import pick_device
 
-    _storage(storage_options)
     cfg = ProbeConfig(layers=list(layer or []), train_limit=train_limit, test_limit=test_limit)
     res = run_probe(run, [str(d) for d in datasets] if datasets else None, [str(t) for t in test] if test else None,
                     cfg, pick_device(device))
@@ -455,14 +468,13 @@ def compress(
     passthrough: Annotated[bool, typer.Option("--passthrough", help="jpeg runs: JPEG files keep their own coefficients and size (no re-encoding), so decompress + decode gives back their coefficients exactly.")] = False,
     keep_meta: Annotated[bool, typer.Option("--keep-meta", help="Keep each record's key and metadata (source path, label) in its file; without it a file holds what decoding needs (16 bytes of container at the run's size).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    storage_options: StorageOptions = "",
+    storage_options: StorageOptions = None,
 ) -> None:
     """Entropy-code records with the run's model (range coding in the run's order): one small file each."""
     from vistok.progress import Progress
     from vistok.train.compress import SUFFIX, Coder, input_records
     from vistok.train.container import payload_bits
 
-    _storage(storage_options)
     coder = Coder.load(run)
     out.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -492,7 +504,7 @@ def decompress(
     run: Annotated[Path, typer.Argument(help="The run that compressed the files.")],
     files: Annotated[list[Path], typer.Argument(help="Files written by `vistok compress` (KEY.vtkz).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the decoded images (KEY.FORMAT, named as the files).")],
-    fmt: Annotated[str, typer.Option("--format", help="png, jpg (jpeg runs: the coefficients written exactly, a passthrough file's own coefficients), or mp4 (clips).")] = "png",
+    fmt: Annotated[MediaFormat, typer.Option("--format", help="png, jpg (jpeg runs: the coefficients written exactly, a passthrough file's own coefficients), or mp4 (clips).")] = "png",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Rebuild the records of compressed files with the run's model and write them as images."""
@@ -500,14 +512,12 @@ def decompress(
     from vistok.shards.render import save_record
     from vistok.train.compress import SUFFIX, Coder, read_files
 
-    if fmt not in ("png", "jpg", "mp4"):
-        raise UsageError(f"--format takes png, jpg or mp4, got {fmt!r}")
     coder = Coder.load(run)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
     with Progress("decompress", total=len(files), unit="images", quiet=quiet) as bar:
         for path, rec in zip(files, coder.decompress(read_files(files), progress=bar.advance)):
-            save_record(coder.codec, rec, out / f"{path.name.removesuffix(SUFFIX)}.{fmt}")
+            save_record(coder.codec, rec, out / f"{path.name.removesuffix(SUFFIX)}.{fmt.value}")
             n += 1
     typer.echo(f"wrote {n} images to {out}")
 

@@ -193,6 +193,20 @@ class Vocabulary:
         }
 
 
+@dataclass(frozen=True)
+class CliOption:
+    """One `vistok shard` option of a codec: `--NAME` (dashes for underscores) sets `config[name]`, left out
+    when not given so the codec's own default applies. `choices` are checked by the command line; `parse`
+    turns the typed value into the config's (a comma list into numbers, a path made absolute)."""
+
+    name: str
+    type: type
+    help: str
+    choices: tuple[str, ...] = ()
+    flag: bool = False  # a --name switch (bool)
+    parse: Callable[[Any], Any] | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class FrameLayout:
     """What a codec says about one frame of one geometry (its `frame_layout` hook); metadata alone fixes it."""
@@ -358,6 +372,8 @@ class Codec:
     geometry_keys: ClassVar[tuple[str, ...]] = ("height", "width", "components", "subsampling")
     # Hint for an order this layout cannot decode (appended to the refusal).
     layout_hint: ClassVar[str] = ""
+    # The options `vistok shard --codec ID` takes for this codec (the command line is built from them).
+    cli_options: ClassVar[tuple[CliOption, ...]] = ()
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -442,6 +458,11 @@ def register_codec(cls: type[Codec]) -> type[Codec]:
 
 def codec_ids() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def codec_classes() -> list[type[Codec]]:
+    """The registered codecs, by id."""
+    return [_REGISTRY[k] for k in codec_ids()]
 
 
 def get_codec(config: dict[str, Any] | str) -> Codec:

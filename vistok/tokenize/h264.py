@@ -42,6 +42,7 @@ from vistok.tokenize.base import (
     SIDE_INFO,
     VIDEO_BYTES,
     CellGrammar,
+    CliOption,
     Codec,
     FrameLayout,
     Vocabulary,
@@ -77,6 +78,18 @@ class H264Codec(Codec):
     axes = ("frame", "byte")
     known_axes = ("frame",)
     geometry_keys = ("height", "width")
+
+    cli_options = (
+        CliOption("crf", int, "h264: constant rate factor 0..51."),
+        CliOption("qp", int, "h264: constant quantizer 0..51 instead of --crf (-1 = off)."),
+        CliOption("gop", int, "h264: keyframe interval (1 = intra only)."),
+        CliOption("frames", str, "h264: I-frames only, or P-frames too.", ("intra", "all")),
+        CliOption("preset", str, "h264: x264 speed preset, ultrafast..veryslow (medium: 0.5% fewer bytes, 1.6x the time)."),
+        CliOption("motion_vectors", bool, "h264: store the decoder's motion vectors of P-frames.", flag=True),
+        CliOption("transcode", str, "h264: never keeps a video's own bitstream.", ("always", "never", "auto"),
+                  parse=lambda v: "never" if v == "never" else "always"),
+        CliOption("fps", float, "h264: the stream's frame rate, from --fps (0 = 25).", parse=lambda v: v or 25.0),
+    )
 
     def __init__(self, crf: int = 23, qp: int = -1, gop: int = 1, frames: str = "intra", preset: str = "veryfast",
                  profile: str = "baseline", transcode: str = "always", fps: float = 25.0,

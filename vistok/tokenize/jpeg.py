@@ -34,6 +34,7 @@ from vistok.tokenize.base import (
     JPEG_FILE,
     N_SPECIALS,
     SIDE_INFO,
+    CliOption,
     Codec,
     FrameLayout,
     Vocabulary,
@@ -49,6 +50,13 @@ class JpegCodec(Codec):
     axes = ("frame", "component", "block_y", "block_x", "freq")
     known_axes = ("frame", "component", "block_y", "block_x")  # rle; dense: every axis (see __init__)
     layout_hint = "--layout dense gives every coefficient a fixed place"
+    cli_options = (
+        CliOption("quality", int, "jpeg: quality (IJG table scaling), 1..100."),
+        CliOption("subsampling", str, "jpeg: chroma subsampling.", tuple(dct.SUBSAMPLING)),
+        CliOption("layout", str, "jpeg, wavelet: token layout, rle (sparse runs) or dense (a token per coefficient).", ("rle", "dense")),
+        CliOption("dc", str, "jpeg: DC coded as an absolute value or as the difference to the previous block.", ("abs", "dpcm")),
+        CliOption("transcode", str, "jpeg: JPEG inputs always re-quantized from pixels, never (keep the file's coefficients), or auto.", ("always", "never", "auto")),
+    )
 
     def __init__(self, quality: int = 20, subsampling: str = "420", layout: str = "rle", dc: str = "abs",
                  transcode: str = "always", baseline: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):

@@ -17,6 +17,7 @@ Axes: frame, y, x (the code grid), or frame, scale, y, x. Unit: one code (a patc
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.grids import scale_grids
 from vistok.record import TokenRecord
-from vistok.tokenize.base import BATCH, CellGrammar, Codec, FrameLayout, Vocabulary, register_codec
+from vistok.tokenize.base import BATCH, CellGrammar, CliOption, Codec, FrameLayout, Vocabulary, register_codec
 
 
 @lru_cache(maxsize=4)
@@ -54,6 +55,12 @@ class LearnedCodec(Codec):
     geometry_keys = ("height", "width")
     single_token_cells = True
     kind = ""
+
+    cli_options = (
+        CliOption("tokenizer", str, "bsq, vq: the tokenizer folder written by `vistok train-tokenizer` (required).",
+                  parse=lambda v: str(Path(v).resolve())),
+        CliOption("device", str, "bsq, vq: where the encoder runs: auto (a GPU per Ray task when the cluster has GPUs, else CPU).", ("auto", "cpu", "cuda")),
+    )
 
     def __init__(self, tokenizer: str, sha256: str = "", device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS):
         self.tokenizer, self.device, self.max_pixels = str(tokenizer), device, int(max_pixels)

@@ -32,13 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from vistok.errors import CodecError, InputError
+from vistok.errors import CodecError, InputError, UsageError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.record import TokenRecord
 from vistok.tokenize import lifting
 from vistok.tokenize.base import (
     ESCAPE_OFFSET,
     N_SPECIALS,
+    CliOption,
     Codec,
     FrameLayout,
     Vocabulary,
@@ -60,6 +61,13 @@ _RGB2YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -
 _YCC2RGB = np.linalg.inv(_RGB2YCC)
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")] if text else []
+    except ValueError:
+        raise UsageError(f"--level-weights takes comma-separated numbers, got {text!r}") from None
+
+
 @register_codec
 class WaveletCodec(Codec):
     codec_id = "wavelet"
@@ -67,6 +75,17 @@ class WaveletCodec(Codec):
     known_axes = ("frame", "component", "level", "band")  # rle; dense: every axis (see __init__)
     geometry_keys = ("height", "width", "components")
     layout_hint = "--layout dense gives every coefficient a fixed place"
+
+    cli_options = (
+        CliOption("wavelet", str, "wavelet: any discrete PyWavelets wavelet."),
+        CliOption("levels", int, "wavelet: decomposition levels."),
+        CliOption("step", float, "wavelet: base quantizer step (dead zone)."),
+        CliOption("level_weights", str, "wavelet: comma-separated step weights per level, finest first.", parse=_weights),
+        CliOption("hh_weight", float, "wavelet: extra step weight for diagonal bands."),
+        CliOption("chroma", str, "wavelet: chroma resolution.", ("444", "420")),
+        CliOption("layout", str, "jpeg, wavelet: token layout, rle (sparse runs) or dense (a token per coefficient).", ("rle", "dense")),
+        CliOption("lossless", bool, "wavelet: integer CDF 5/3 + reversible colour: pixel-exact.", flag=True),
+    )
 
     def __init__(self, wavelet: str = "bior4.4", levels: int = 3, step: float = 8.0,
                  level_weights: list[float] | tuple[float, ...] = (), hh_weight: float = 1.0, chroma: str = "444",
@@ -245,11 +264,8 @@ class WaveletCodec(Codec):
     def _assemble(self, prim, esc, vals, zrl) -> np.ndarray:
         return assemble_events(prim, esc, vals, self._raw, self._vocab.dtype, zrl, self._zrl)
 
-    def _parse(self, g: Geometry, tokens: np.ndarray) -> dict[str, np.ndarray]:
-        """Per primary token: its flat coefficient index (or -1), value; and per token its primary.
-
-        One vectorized pass over the stream (a little over 60 lines): each step's arrays feed the next, and
-        cutting it would pass a dozen of them between pieces."""
+    def _primaries(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(primary tokens, which are escapes, their escaped values, each token's primary), escapes checked."""
         t = np.asarray(tokens).astype(np.int64)
         if t.size == 0 or t.min() < N_SPECIALS or t.max() >= self._vocab.size:
             raise CodecError("empty token stream, or a special / out-of-vocabulary token inside it")
@@ -264,7 +280,12 @@ class WaveletCodec(Codec):
         escval = np.zeros(p.size, dtype=np.int64)
         if esc_pos.size:
             escval[esc] = ((t[esc_pos + 1] - self._raw) << 8) + (t[esc_pos + 2] - self._raw) - ESCAPE_OFFSET
-        owner = np.cumsum(~is_raw) - 1
+        return p, esc, escval, np.cumsum(~is_raw) - 1
+
+    def _parse(self, g: Geometry, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """Per primary token: its flat coefficient index (or -1), value; and per token its primary. One
+        vectorized pass over the stream: each step's arrays feed the next."""
+        p, esc, escval, owner = self._primaries(tokens)
         is_val = (p == self._esc) | ((p >= self._val0 - VMAX) & (p <= self._val0 + VMAX))
         n_dense = g.total if self.token_layout == "dense" else g.n_ll
         if p.size < n_dense or not is_val[:n_dense].all():
