@@ -74,6 +74,15 @@ def test_retry_tries_again_with_backoff_then_gives_up_with_one_line():
     with pytest.raises(StorageError, match="not found"):
         retry(no_bucket, "write y", tries=5, backoff=0.0)
     assert len(missing) == 1  # not transient: no second try
+    bugs = []
+
+    def a_bug():
+        bugs.append(1)
+        return {}["missing key"]
+
+    with pytest.raises(KeyError):  # a programming error is not retried, and keeps its traceback
+        retry(a_bug, "write z", tries=5, backoff=0.0)
+    assert len(bugs) == 1
 
 
 def test_locations_behave_the_same_locally_and_in_a_bucket(tmp_path, s3):

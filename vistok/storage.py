@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -90,19 +89,37 @@ def _translate(exc: BaseException, what: str) -> StorageError:
     return StorageError(f"{what}: {detail}")
 
 
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: the network, a timeout, throttling or a server error (fsspec raises these as OSError,
+    the S3 client as its connection errors). A missing object or bucket and refused access are final, and so
+    is anything else, programming errors included: those propagate with their traceback."""
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+        return False
+    if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError):
+        return True
+    return any(c.__module__.split(".")[0] in ("botocore", "aiohttp", "urllib3") and
+               any(w in c.__name__ for w in ("Connection", "Timeout", "Endpoint", "Throttl", "ServerDisconnected"))
+               for c in type(exc).__mro__)
+
+
 def retry(fn: Callable[[], T], what: str, tries: int = RETRIES, backoff: float = BACKOFF_S) -> T:
-    """`fn()`, tried again after a failure up to `tries` times in all, waiting `backoff` seconds, then twice
-    that, ... A missing bucket or refused access is not transient: it raises at once. Failures end as a
-    `StorageError` naming `what`."""
-    for attempt in range(tries):
-        try:
-            return fn()
-        except (FileNotFoundError, PermissionError) as exc:
-            raise _translate(exc, what) from None
-        except Exception as exc:  # network, throttling, 5xx: transient until proven otherwise
-            if attempt == tries - 1:
-                raise _translate(exc, f"{what} (failed {tries} times)") from None
-            time.sleep(backoff * 2**attempt)
+    """`fn()`, tried again after a transient failure (`_transient`) up to `tries` times in all, waiting
+    `backoff` seconds, then twice that, ... (tenacity). A transient failure that persists, a missing bucket
+    or refused access ends as a `StorageError` naming `what`; any other error propagates as it is."""
+    import tenacity
+
+    try:
+        for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(tries), reraise=True,
+                                         wait=tenacity.wait_exponential(multiplier=backoff, min=backoff),
+                                         retry=tenacity.retry_if_exception(_transient)):
+            with attempt:
+                return fn()
+    except (FileNotFoundError, PermissionError) as exc:
+        raise _translate(exc, what) from None
+    except Exception as exc:
+        if not _transient(exc):
+            raise
+        raise _translate(exc, f"{what} (failed {tries} times)") from None
     raise AssertionError("unreachable")
 
 
