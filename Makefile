@@ -37,6 +37,7 @@ study: install fashion-mnist
 lint: install
 	$(PYTHON) -m ruff check vistok tests benchmarks
 	$(PYTHON) -c 'from importlinter.cli import lint_imports_command; lint_imports_command()'  # lint-imports, this Python's
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/test_budget.py  # the codec contract's and functions' size budget
 
 clean:
 	rm -rf shards runs bench-out .pytest_cache

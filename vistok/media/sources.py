@@ -360,6 +360,18 @@ def _list_entry_name(entry: str) -> str:
     return posixpath.normpath(entry.replace(os.sep, "/")).lstrip("/") if not os.path.isabs(entry) else entry
 
 
+def _expand_list(lst: Loc, defer: bool, walk: Walk) -> Iterator[Found]:
+    """A list file's entries (a large one, with `defer`, as byte ranges its tasks read)."""
+    if not lst.is_file():
+        raise UsageError(f"list file {lst} does not exist")
+    if defer and lst.size() > LIST_RANGE_BYTES:
+        yield from _list_ranges(lst)
+        return
+    lines = [ln.strip() for ln in lst.read_text().splitlines()]
+    for e in (ln for ln in lines if ln and not ln.startswith("#")):
+        yield from _expand_one(_list_entry_source(lst, e), f"list {lst}", defer, _list_entry_name(e), walk)
+
+
 def _expand_one(src: str, where: str, defer: bool = False, name: str | None = None,
                 walk: Walk | None = None) -> Iterator[Found]:
     """The inputs of one source argument, in no particular order, each with its file's stamp where the
@@ -376,15 +388,7 @@ def _expand_one(src: str, where: str, defer: bool = False, name: str | None = No
         yield InputId(f"sample-video/{sample_gif().name}", str(sample_gif())), None
         return
     if src.startswith("@"):
-        lst = Loc(src[1:])
-        if not lst.is_file():
-            raise UsageError(f"list file {lst} does not exist")
-        if defer and lst.size() > LIST_RANGE_BYTES:
-            yield from _list_ranges(lst)
-            return
-        lines = [ln.strip() for ln in lst.read_text().splitlines()]
-        for e in (ln for ln in lines if ln and not ln.startswith("#")):
-            yield from _expand_one(_list_entry_source(lst, e), f"list {lst}", defer, _list_entry_name(e), walk)
+        yield from _expand_list(Loc(src[1:]), defer, walk)
         return
     if is_remote(src):
         yield from _expand_remote(src, where, defer, name, walk)

@@ -276,12 +276,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     with InputList(sources, defer=True, exts=exts) as inputs:  # a tar (a large list's range) is one entry: its task expands it
         if not inputs.count:
             raise UsageError(f"no inputs found in {' '.join(sources)}")
-        config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
-                  "compress": compress, "sources": {"inputs": inputs.count, "fingerprint": inputs.fingerprint}}
-        if store_orders:
-            config["store_orders"] = sorted(store_orders)
-        if label_from:
-            config["label_from"] = label_from
+        config = job_config(codec, pre, shard_size, compress, inputs, store_orders, label_from)
         chash = config_hash(config)
         folder, present = resolve_folder(out_loc, out_names, codec.codec_id, chash)
         if MANIFEST in present and not retry_errors:
@@ -299,26 +294,45 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
                            tuple(sorted(store_orders)), label_from, per_shard, opts,
                            tuple(sorted(exts)) if extensions else ())
                  for i, group in enumerate(plan_shards(inputs, per_shard)) if i in todo)
-        unit = "files" if inputs.deferred else "inputs"
-        with Progress("shard", sum(sizes[i] for i in todo), unit, progress_stream, quiet) as prog:
-            seen: dict[str, Any] = {"samples": 0, "errors": 0, "storage": []}
-            totals = Totals()  # what the manifest needs of each shard done now
+        with Progress("shard", sum(sizes[i] for i in todo), "files" if inputs.deferred else "inputs", progress_stream,
+                      quiet) as prog:
+            totals = _run_shards(tasks, runner, codec.gpus_per_task, prog)
+    return _result(folder, False, finalize(folder, codec, config, chash, n_shards, totals, inputs.walk.skipped), t0)
 
-            def on_status(st: dict[str, Any]) -> None:
-                if "storage_failure" in st:
-                    seen["storage"].append(st["storage_failure"])
-                else:
-                    totals.add(st)
-                seen["samples"] += st["samples"]
-                seen["errors"] += st["errors"]
-                prog.advance(st["files"], info=f"{seen['samples']} samples, {seen['errors']} errors")
 
-            run_tasks(process_shard, tasks, on_status, task_failure, runner, gpus=codec.gpus_per_task)
+def _run_shards(tasks: Iterable[ShardTask], runner: ExecutorConfig, gpus: float, prog: Progress) -> Totals:
+    """Run the shard tasks, summing what the manifest needs of each; a shard that could not be written (its
+    upload kept failing) ends the job with an error once the others are done, nothing of it marked done."""
+    seen: dict[str, Any] = {"samples": 0, "errors": 0, "storage": []}
+    totals = Totals()
+
+    def on_status(st: dict[str, Any]) -> None:
+        if "storage_failure" in st:
+            seen["storage"].append(st["storage_failure"])
+        else:
+            totals.add(st)
+        seen["samples"] += st["samples"]
+        seen["errors"] += st["errors"]
+        prog.advance(st["files"], info=f"{seen['samples']} samples, {seen['errors']} errors")
+
+    run_tasks(process_shard, tasks, on_status, task_failure, runner, gpus=gpus)
     if seen["storage"]:
         n = len(seen["storage"])
         raise StorageError(f"{n} shard{'s' if n > 1 else ''} could not be written ({seen['storage'][0]}); nothing "
                            "of them is marked done: rerun the same command to complete them")
-    return _result(folder, False, finalize(folder, codec, config, chash, n_shards, totals, inputs.walk.skipped), t0)
+    return totals
+
+
+def job_config(codec: Codec, pre: Preprocess, shard_size: int, compress: bool, inputs: InputList,
+               store_orders: tuple[str, ...], label_from: str) -> dict[str, Any]:
+    """`job.json`: everything that determines the shards' bytes (its hash names the dataset)."""
+    config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
+              "compress": compress, "sources": {"inputs": inputs.count, "fingerprint": inputs.fingerprint}}
+    if store_orders:
+        config["store_orders"] = sorted(store_orders)
+    if label_from:
+        config["label_from"] = label_from
+    return config
 
 
 def plan_shards(inputs: Iterable[str], per_shard: int) -> Iterator[tuple[str, ...]]:

@@ -305,6 +305,32 @@ def _start_note(cfg: TrainConfig, model: GPT, device: str, dist_info: Dist, step
         + (f" x {dist_info.world} ranks" if dist_info.world > 1 else "") + f", starting at step {step}")
 
 
+def run_configs(mcfg: GPTConfig, data: DataConfig, cfg: TrainConfig, loader: Loader) -> dict[str, Any]:
+    """What every checkpoint records besides the step, the schedule and the loader's position: the configs,
+    the training data's preprocessing and shared geometry, and the datasets' hashes (eval tells them from
+    separate test sets)."""
+    return {"model": mcfg.to_json(), "data": data.to_json(), "train": cfg.to_json(), "codec": loader.codec.get_config(),
+            "preprocess": loader.sets[0].manifest.preprocess, "geometry": shared_geometry(loader.sets),
+            "datasets": [ds.manifest.config_hash for ds in loader.sets]}
+
+
+def _more_metrics(rank_losses: list[float], mfu: float | None) -> dict[str, Any]:
+    """Each rank's loss under several ranks; the model FLOPs utilization against the GPU's dense bf16 peak."""
+    out: dict[str, Any] = {"rank_loss_bits": [round(v / LN2, 5) for v in rank_losses]} if len(rank_losses) > 1 else {}
+    if mfu:
+        out["mfu"] = round(mfu, 4)
+    return out
+
+
+def _checkpoint(run: Path, step: int, planned: int, model: GPT, opt, loader: Loader, configs: dict, keep: int,
+                dist_info: Dist) -> None:
+    """Every rank's loader position (a collective), saved with the model by rank 0."""
+    ranks = loader_states(loader, dist_info)
+    if dist_info.main:
+        st = {"step": step, "planned_steps": planned, "loader": ranks[0], "loader_ranks": ranks, **configs}
+        save_checkpoint(run, step, model, opt, st, keep)
+
+
 def close_distributed(dist_info: Dist) -> None:
     if dist_info.world > 1:
         import torch.distributed as dist
@@ -324,7 +350,6 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     torch.manual_seed(cfg.seed)
     ckpt = latest_checkpoint(run) if resume else None
     loader = Loader(data, dist_info.rank, dist_info.world, device)
-    codec = loader.codec
     mcfg, state = model_config(cfg, data, loader, ckpt)
     loader.limits = mcfg.axis_sizes  # a record beyond the embedding tables is refused, never clamped
     raw_model, is_cuda = GPT(mcfg).to(device), device.startswith("cuda")
@@ -336,10 +361,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     model = wrap_model(raw_model, cfg, dist_info, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if is_cuda else nullcontext()
     peak = next((v for k, v in PEAK_FLOPS.items() if is_cuda and k in torch.cuda.get_device_name()), None)
-    # what every checkpoint records besides the step, the schedule and the loader's position
-    configs = {"model": mcfg.to_json(), "data": data.to_json(), "train": cfg.to_json(), "codec": codec.get_config(),
-               "preprocess": loader.sets[0].manifest.preprocess, "geometry": shared_geometry(loader.sets),
-               "datasets": [ds.manifest.config_hash for ds in loader.sets]}  # eval tells them from test sets
+    configs = run_configs(mcfg, data, cfg, loader)
     if main:
         (run / "config.json").write_text(json.dumps({**configs, "params": raw_model.num_params()}, indent=1))
     log = MetricsLog(run, step if ckpt is not None else None, main, cfg.tensorboard)
@@ -361,26 +383,20 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
             dt = time.monotonic() - t0
             planned = from_rank0(fit(step, planned), dist_info) if fit.active else planned
             last = {"step": step, "loss_bits": round(loss / LN2, 5), "lr": lr, "tokens_per_s": round(tokens / dt, 1),
-                    "data_wait": round(wait / dt, 4), "elapsed_s": round(time.monotonic() - fit.t_start, 2)}
-            if dist_info.world > 1:
-                last["rank_loss_bits"] = [round(v / LN2, 5) for v in rank_losses]
-            if peak:  # model FLOPs utilization against the GPU's dense bf16 peak
-                last["mfu"] = round(raw_model.flops_per_token() * tokens / dt / (peak * dist_info.world), 4)
+                    "data_wait": round(wait / dt, 4), "elapsed_s": round(time.monotonic() - fit.t_start, 2),
+                    **_more_metrics(rank_losses, peak and raw_model.flops_per_token() * tokens / dt / (peak * dist_info.world))}
             if step % cfg.log_every == 0 or step == planned or step == 1:
                 log.write(last)
             bar.advance(1, total=fit.known(step, planned),
                         info=f"loss {last['loss_bits']:.4f} bits/token  lr {lr:.2e}  {last['tokens_per_s']:.0f} tok/s")
             if eval_every and step % eval_every == 0 and main:
-                ev = heldout_bits(raw_model, codec, loader.sets, data, cfg.eval_samples, device)
+                ev = heldout_bits(raw_model, loader.codec, loader.sets, data, cfg.eval_samples, device)
                 log.write({"step": step, "eval_bits_per_token": round(ev["bits_per_token"], 5),
                            "eval_bits_per_image": round(ev["bits_per_image"], 2)})
             if cfg.halt_at and step == cfg.halt_at:
                 bar.note(f"halting at step {step} (--halt-at)")
                 break
             if step % cfg.ckpt_every == 0 or step == planned:
-                ranks = loader_states(loader, dist_info)  # on every rank: a collective
-                if main:
-                    st = {"step": step, "planned_steps": planned, "loader": ranks[0], "loader_ranks": ranks, **configs}
-                    save_checkpoint(run, step, raw_model, opt, st, cfg.keep_ckpts)
+                _checkpoint(run, step, planned, raw_model, opt, loader, configs, cfg.keep_ckpts, dist_info)
     close_distributed(dist_info)
     return {"run": str(run), "step": step, "last": last, "params": raw_model.num_params()}
