@@ -151,13 +151,14 @@ def _shard(out: str, opts: dict | None, crops: int, shard_size: int = 1000, size
     return res.samples / (time.perf_counter() - t0), res.samples
 
 
-def _loader_tokens_per_s(dataset: str, batches: int) -> float:
+def _loader_tokens_per_s(dataset: str, batches: int, options: dict | None = None) -> float:
     """Best of 3 passes of `batches` batches through the trainer's loader (a fresh loader each pass)."""
     from vistok.train.data import DataConfig, Loader
 
     best = 0.0
     for _ in range(3):
-        loader = Loader(DataConfig(datasets=[dataset], block_size=512, batch_size=8, num_workers=1, shuffle_buffer=64))
+        loader = Loader(DataConfig(datasets=[dataset], block_size=512, batch_size=8, num_workers=1, shuffle_buffer=64),
+                        options=options)
         loader.next()  # the worker is up and the first shards are open
         t0 = time.perf_counter()
         for _ in range(batches):
@@ -171,7 +172,6 @@ def object_storage() -> dict:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.conftest import start_moto
-    from vistok.storage import configure
 
     for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(k, v)
@@ -190,10 +190,8 @@ def object_storage() -> dict:
             big_remote, _ = _shard("s3://bench/big", opts, 8, 1000, 256)
             job_local, job_n = _shard(str(Path(tmp) / "job"), None, 336)  # 8 shards: the job's fixed requests amortized
             job_remote, _ = _shard("s3://bench/job", opts, 336)
-            configure(opts)
             read_local = _loader_tokens_per_s(str(Path(tmp) / "ds"), 60)
-            read_remote = _loader_tokens_per_s("s3://bench/ds", 60)
-            configure(None)
+            read_remote = _loader_tokens_per_s("s3://bench/ds", 60, opts)
     finally:
         proc.terminate()
     return {"samples": n, "shard_local_samples_per_s": round(local, 1), "shard_s3_samples_per_s": round(remote, 1),

@@ -19,7 +19,7 @@ from vistok.media.preprocess import Preprocess
 from vistok.media.sources import expand_sources, sample_files
 from vistok.pipelines.job import run_job
 from vistok.shards.reader import Dataset, iter_shards
-from vistok.storage import Loc, configure, configure_cache, retry
+from vistok.storage import Cache, Loc, retry
 from vistok.tokenize import JpegCodec
 
 CLI = [sys.executable, "-m", "vistok.cli"]
@@ -38,13 +38,6 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, **kw)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_options():
-    yield
-    configure(None)
-    configure_cache(None, 0)
 
 
 # --- the storage layer -----------------------------------------------------------------------------------
@@ -87,8 +80,7 @@ def test_retry_tries_again_with_backoff_then_gives_up_with_one_line():
 
 def test_locations_behave_the_same_locally_and_in_a_bucket(tmp_path, s3):
     bucket, opts, _ = s3
-    configure(json.loads(opts))
-    for root in (Loc(tmp_path / "d"), Loc(f"{bucket}/d"), Loc(f"file://{tmp_path}/e")):
+    for root in (Loc(tmp_path / "d"), Loc(f"{bucket}/d", json.loads(opts)), Loc(f"file://{tmp_path}/e")):
         root.mkdir()
         (root / "stats").mkdir()
         (root / "a.json").write_bytes(b'{"x": 1}')
@@ -116,6 +108,7 @@ def test_shard_to_s3_writes_the_objects_a_local_run_writes_and_resumes(tmp_path,
     prefix = bucket.removeprefix("s3://") + "/ds"
     for name in ("manifest.json", "stats/shard-000001.json", "stats/shard-000003.json"):
         fs.rm_file(f"{prefix}/{name}")  # as if killed: those shards are not done
+    kw["storage_options"] = json.loads(opts)  # passed each time: nothing lingers in the process
     again = run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=32, crops=2), **kw)
     assert not again.up_to_date and _objects(fs, f"{bucket}/ds") == _files(tmp_path / "local")
     assert run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=32, crops=2), **kw).up_to_date
@@ -142,11 +135,10 @@ def test_kill_9_mid_upload_then_rerun_gives_the_uninterrupted_objects(tmp_path, 
     total = len(list((tmp_path / "full" / "stats").glob("*.json")))
     assert 0 < len(done) < total, "the kill should land mid-job"
     assert "manifest.json" not in objects
-    configure(json.loads(opts))
     for name in done:  # a shard marked done is there in full
         st = json.loads(objects[name])
         if st["name"]:
-            assert len(list(iter_shards([Loc(f"{bucket}/killed/{st['name']}")]))) == st["samples"]
+            assert len(list(iter_shards([Loc(f"{bucket}/killed/{st['name']}", json.loads(opts))]))) == st["samples"]
     rerun = _run([*args, "--out", f"{bucket}/killed", "--storage-options", opts])
     assert rerun.returncode == 0, rerun.stderr
     assert _objects(fs, f"{bucket}/killed") == _files(tmp_path / "full")
@@ -246,13 +238,12 @@ def _upload_inputs(tmp_path: Path, fs, bucket: str) -> Path:
 def test_inputs_in_a_bucket_are_named_and_tokenized_as_local_files(tmp_path, s3):
     bucket, opts, fs = s3
     local = _upload_inputs(tmp_path, fs, bucket)
-    configure(json.loads(opts))
     for remote_src, local_src in ((f"{bucket}/in/photos", str(local / "photos")),
                                   (f"{bucket}/in/photos/*.png", str(local / "photos" / "*.png")),
                                   (f"{bucket}/in/**/*.png", str(local / "**" / "*.png")),
                                   (f"@{bucket}/in/list.txt", f"@{local / 'list.txt'}"),
                                   (f"{bucket}/in/web.tar", str(local / "web.tar"))):
-        names = [i.split("\0")[0] for i in expand_sources([remote_src])]
+        names = [i.split("\0")[0] for i in expand_sources([remote_src], options=json.loads(opts))]
         assert names == [i.split("\0")[0] for i in expand_sources([local_src])], remote_src
     kw = dict(shard_size=100, executor="local", quiet=True, storage_options=json.loads(opts))
     remote = run_job([f"{bucket}/in/photos", f"{bucket}/in/web.tar"], tmp_path / "r", JpegCodec(), Preprocess(size=32), **kw)
@@ -272,14 +263,13 @@ def test_train_eval_pack_and_inspect_read_a_dataset_in_a_bucket(tmp_path, s3):
     from vistok.train.evaluate import evaluate
 
     bucket, opts, fs = s3
-    configure(json.loads(opts))
     kw = dict(shard_size=12, compress=True, executor="local", quiet=True)
-    run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=32, crops=2), **kw)
+    run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=32, crops=2), **kw, storage_options=json.loads(opts))
     run_job(["sample"], tmp_path / "ds", JpegCodec(), Preprocess(size=32, crops=2), **kw)
     so = ["--storage-options", opts]
     res = _run(["inspect", f"{bucket}/ds", "--json", *so])
     assert res.returncode == 0 and json.loads(res.stdout)["samples"] == 48, res.stderr
-    pack(f"{bucket}/ds", tmp_path / "p.zarr")
+    pack(Loc(f"{bucket}/ds", json.loads(opts)), tmp_path / "p.zarr")
     pack(tmp_path / "ds", tmp_path / "q.zarr")
     assert _files(tmp_path / "p.zarr") == _files(tmp_path / "q.zarr")
     train = ["train", "--max-steps", "4", "--batch-size", "4", "--block-size", "256", "--eval-every", "0", "-q"]
@@ -292,21 +282,22 @@ def test_train_eval_pack_and_inspect_read_a_dataset_in_a_bucket(tmp_path, s3):
     assert loss[0] == loss[1]  # the same stream of batches, streamed from the bucket
     cached = list((tmp_path / "cache").iterdir())
     assert cached and sum(p.stat().st_size for p in cached) <= 4000  # bounded
-    remote, here = evaluate(tmp_path / "remote", limit=4), evaluate(tmp_path / "local", limit=4)
+    remote, here = evaluate(tmp_path / "remote", limit=4, storage_options=json.loads(opts)), evaluate(tmp_path / "local", limit=4)
     assert remote["bits_per_token"] == here["bits_per_token"]
 
 
 def test_a_remote_shard_is_streamed_and_a_cached_copy_is_read_back(tmp_path, s3):
     bucket, opts, fs = s3
-    configure(json.loads(opts))
-    res = run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=16), shard_size=5, executor="local", quiet=True)
-    ds = Dataset(f"{bucket}/ds")
+    o = json.loads(opts)
+    res = run_job(["sample"], f"{bucket}/ds", JpegCodec(), Preprocess(size=16), shard_size=5, executor="local", quiet=True,
+                  storage_options=o)
+    ds = Dataset(Loc(f"{bucket}/ds", o))
     first = list(ds)
-    configure_cache(tmp_path / "c", 1 << 30)
-    assert [r.key for r in ds] == [r.key for r in first]
+    cache = Cache(str(tmp_path / "c"), 1 << 30)
+    assert [r.key for r in iter_shards(ds.shards, cache)] == [r.key for r in first]
     cached = sorted((tmp_path / "c").iterdir())
     assert len(cached) == res.shards
     shards = ds.shards
     fs.rm(shards[0].path)  # gone from the bucket: the cache still has it
-    assert [r.key for r in iter_shards(shards[:1])] == [r.key for r in first[: ds.manifest.shards[0]["samples"]]]
+    assert [r.key for r in iter_shards(shards[:1], cache)] == [r.key for r in first[: ds.manifest.shards[0]["samples"]]]
     assert os.path.getsize(cached[0]) > 0

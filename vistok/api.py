@@ -23,7 +23,7 @@ from vistok.media.preprocess import Preprocess
 from vistok.nn.gpt import GPT
 from vistok.pipelines.job import run_job
 from vistok.shards.store import open_any
-from vistok.storage import Loc, configure
+from vistok.storage import Loc
 from vistok.tokenize.base import Codec, get_codec
 from vistok.train.data import DataConfig, Rows
 from vistok.train.trainer import fresh_model_config
@@ -45,20 +45,18 @@ def shard(sources: list[str], out: str | Path, codec: str | dict | Codec = "jpeg
 def open_dataset(path_or_url: str | Path, storage_options: dict[str, Any] | None = None):
     """A dataset folder or packed store, local or at an fsspec URL: `.manifest`, `.codec` (ready to decode),
     and its records streamed by iterating it (a packed store also has `len`, `[i]` and `by_key`)."""
-    if storage_options is not None:
-        configure(storage_options)
-    return open_any(Loc(path_or_url))
+    return open_any(Loc(path_or_url, storage_options))
 
 
 def rows(datasets: str | Path | list, *, order: str = "canonical", block_size: int = 512, parallel: str = "",
          heldout: float = 0.1, seed: int = 0, stride: int = 0, long: str = "split", weights: list[float] | None = None,
-         shuffle_buffer: int = 512, rank: int = 0, world: int = 1) -> Rows:
+         shuffle_buffer: int = 512, rank: int = 0, world: int = 1, storage_options: dict[str, Any] | None = None) -> Rows:
     """Training rows of `datasets` (folders, URLs or packed stores) in `order`, as the trainer makes them:
     a torch `IterableDataset` with `state_dict()` / `load_state_dict()` for exact resume (see `Rows`)."""
     paths = [str(d) for d in (datasets if isinstance(datasets, list | tuple) else [datasets])]
     cfg = DataConfig(datasets=paths, weights=weights, heldout=heldout, order=order, block_size=block_size, seed=seed,
                      long=long, stride=stride, parallel=parallel, shuffle_buffer=shuffle_buffer, num_workers=0)
-    return Rows(cfg, rank, world)
+    return Rows(cfg, rank, world, storage_options)
 
 
 def model_for(data: Rows, preset: str = "tiny", next_coords: bool = True, rope: bool = True) -> GPT:

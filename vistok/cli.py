@@ -14,17 +14,15 @@ import typer
 
 from vistok.errors import UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
-from vistok.storage import configure, configure_cache, parse_options
+from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Images and videos -> discrete token shards for autoregressive vision models.")
 
 def _apply_storage(text: str | None) -> dict:
-    """--storage-options, parsed and applied for this process (never printed or written): the command gets the dict."""
-    opts = parse_options(text or "")
-    configure(opts)
-    return opts
+    """--storage-options, parsed: the command gets the dict and passes it on (it is never printed or written)."""
+    return parse_options(text or "")
 
 
 # Every command that takes a dataset takes it as a local path or an fsspec URL (s3://bucket/prefix, gs://...).
@@ -167,9 +165,10 @@ def inspect(
     from vistok.pipelines.verify import psnr_sample
     from vistok.shards.inspect import format_summary, summarize
 
-    s = summarize(dataset)
+    where = Loc(dataset, storage_options)
+    s = summarize(where)
     if psnr:
-        s["psnr"] = psnr_sample(dataset, psnr)
+        s["psnr"] = psnr_sample(where, psnr)
     typer.echo(json.dumps(s, indent=1) if as_json else format_summary(s))
 
 
@@ -187,7 +186,7 @@ def decode(
     from vistok.shards.render import save_record
     from vistok.shards.store import open_any
 
-    ds = open_any(dataset)
+    ds = open_any(dataset, storage_options)
     if all_:
         if not str(out_dir) or str(out_dir) == ".":
             raise UsageError("--all needs --out-dir")
@@ -220,7 +219,7 @@ def pack(
     from vistok.shards.store import PackedStore
 
     runner = ExecutorConfig(executor, workers or None, address or os.environ.get("RAY_ADDRESS") or None)
-    path = run_pack(dataset, out, runner, quiet=quiet)
+    path = run_pack(Loc(dataset, storage_options), out, runner, quiet=quiet)
     st = PackedStore(path)
     typer.echo(f"{path}: {len(st)} samples, {st.total} tokens")
 
@@ -275,7 +274,7 @@ def show_order(
     from vistok.shards.render import draw_order
     from vistok.shards.store import open_any
 
-    ds = open_any(dataset)
+    ds = open_any(dataset, storage_options)
     rec = ds.get(key) if key else next(iter(ds))
     draw_order(ds.codec, rec, order, seed).save(out)
     typer.echo(f"wrote {out} ({rec.key}, order {order})")
@@ -323,8 +322,6 @@ def train(
 
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-    if shard_cache:
-        configure_cache(shard_cache, int(shard_cache_gb * 1e9))
     w = [float(x) for x in weights.split(",")] if weights else None
     context = block_size or PRESETS[preset]["block_size"]
     data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
@@ -334,7 +331,8 @@ def train(
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
                       ckpt_every=ckpt_every, log_every=log_every, compile=compile, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
-    res = run_train(data, cfg, resume=resume, quiet=quiet)
+    cache = Cache(str(shard_cache), int(shard_cache_gb * 1e9)) if shard_cache else None
+    res = run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options, cache=cache)
     typer.echo(f"{res['run']}: step {res['step']}, last loss {res['last']['loss_bits']} bits/token")
 
 
@@ -357,7 +355,7 @@ def eval_(
     from vistok.train.trainer import pick_device
 
     res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split.value,
-                   stride, per_frame)
+                   stride, per_frame, storage_options)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
@@ -394,13 +392,14 @@ def sample(
     if frames or prompt:
         clip_out = Path("clip.mp4") if out == Path("samples.png") else out
         res = clip_run(run, clip_out, frames, prompt, prompt_frames, [str(d) for d in data] if data else None,
-                       temperature, tk, tp, seed, size or None, pick_device(device))
+                       temperature, tk, tp, seed, size or None, pick_device(device), storage_options=storage_options)
         typer.echo(f"wrote {res['mp4'] or '(no mp4: no frame decoded)'} and {res['strip']}: {res['prompt_frames']} "
                    f"prompt frames, {res['decoded_generated_frames']} of {res['generated_frames']} generated frames decoded")
         if res["decoded_generated_frames"] < res["generated_frames"]:
             raise typer.Exit(1)
         return
-    path = sample_run(run, n, out, temperature, tk, tp, seed, size or None, pick_device(device))
+    path = sample_run(run, n, out, temperature, tk, tp, seed, size or None, pick_device(device),
+                      storage_options=storage_options)
     typer.echo(f"wrote {path}")
 
 
@@ -424,7 +423,7 @@ def probe(
 
     cfg = ProbeConfig(layers=list(layer or []), train_limit=train_limit, test_limit=test_limit)
     res = run_probe(run, [str(d) for d in datasets] if datasets else None, [str(t) for t in test] if test else None,
-                    cfg, pick_device(device))
+                    cfg, pick_device(device), storage_options)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
@@ -485,7 +484,7 @@ def compress(
 
     n = bits = size = 0
     written = set()
-    recs = input_records(coder, inputs, key, passthrough, bad)  # streamed: memory stays bounded
+    recs = input_records(coder, inputs, key, passthrough, bad, storage_options)  # streamed: memory stays bounded
     with Progress("compress", total=0, unit="images", quiet=quiet) as bar:
         for rec, blob in coder.compress(recs, progress=bar.advance, keep_meta=keep_meta):
             (out / f"{rec.key}{SUFFIX}").write_bytes(blob)

@@ -1,12 +1,15 @@
 """Where data lives: a local path or an fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``memory://...``).
 
-`Loc` names one file or folder either way. A local `Loc` uses plain os calls (atomic renames and fsyncs,
-as before); a remote one goes through fsspec, so any filesystem fsspec knows works once its package is
-installed (``pip install vistok[s3]`` / ``[gcs]``). ``file://`` URLs are local paths.
+`Loc` names one file or folder either way, behind one interface with a class per backend: a `LocalLoc` uses
+plain os calls (atomic renames and fsyncs), an `FsspecLoc` goes through fsspec, so any filesystem fsspec
+knows works once its package is installed (``pip install vistok[s3]`` / ``[gcs]``). ``file://`` URLs are
+local paths.
 
 Credentials and endpoints come from the filesystem's own configuration (environment, profiles); the
-options given to `configure` (``--storage-options JSON``) are passed on to it, and neither ever appears in
-a message: a `Loc` prints as its URL.
+options given with a location (``Loc(url, options)``, from ``--storage-options JSON``) are passed on to its
+filesystem and inherited by every location derived from it. Nothing is configured process-wide: the job,
+its tasks and the loaders pass the options on explicitly, and they never appear in a message (a `Loc`
+prints as its URL) or a file.
 
 Writes to object storage are whole-object PUTs (or multipart uploads, which appear only when complete), so
 an object is either there in full or not at all, the same guarantee a local rename gives. A write that
@@ -23,6 +26,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -34,31 +38,16 @@ BACKOFF_S = 0.5  # first wait between tries; doubles each time
 READ_BLOCK = 8 << 20  # remote reads fetch ahead in blocks of this many bytes
 DRAIN_BYTES = 1 << 20  # a cached stream closed this close to its end is read to the end and kept
 
-_options: dict[str, Any] = {}
-_cache: dict[str, Any] = {"dir": None, "bytes": 0}
-
 T = TypeVar("T")
 
 
-def configure(options: dict[str, Any] | None = None) -> None:
-    """Options for every remote filesystem this process opens from now on (e.g. ``endpoint_url``)."""
-    _options.clear()
-    _options.update(options or {})
+@dataclass(frozen=True)
+class Cache:
+    """A bounded local cache of remote files read to their end (`vistok train --shard-cache DIR`): at most
+    `max_bytes` in `folder`, the least recently used out first. Passed where files are opened, never global."""
 
-
-def configure_cache(folder: str | os.PathLike | None, max_bytes: int) -> None:
-    """Keep remote files read to their end in the local `folder`, at most `max_bytes` of them (the least
-    recently used go first); `None` turns the cache off."""
-    _cache.update(dir=os.fspath(folder) if folder else None, bytes=int(max_bytes))
-
-
-def options() -> dict[str, Any]:
-    return dict(_options)
-
-
-def cache_settings() -> tuple[str | None, int]:
-    """(folder, max bytes) of the cache, for processes that do not inherit this one's memory (spawned workers)."""
-    return _cache["dir"], int(_cache["bytes"])
+    folder: str | None = None
+    max_bytes: int = 0
 
 
 def parse_options(text: str) -> dict[str, Any]:
@@ -139,60 +128,32 @@ def _info_stamp(info: dict[str, Any]) -> tuple[int, str]:
 
 
 class Loc:
-    """A file or folder, local (`local` is its `Path`) or remote (`fs` and `path` of an fsspec filesystem)."""
+    """A file or folder: `Loc(where, options)` is a `LocalLoc` for a path (or ``file://`` URL) and an
+    `FsspecLoc` for any other URL, whose filesystem is built with `options` (``--storage-options``) and
+    handed on to every location derived from it (`/`, `parent`, `glob`). A `Loc` given a `Loc` returns it.
 
-    __slots__ = ("url", "local", "_fs", "_pid", "path")
+    Both offer: `url`, `name`, `parent`, `/`; `exists`, `is_file`, `is_dir`, `size`, `stamp`; `read_bytes`
+    (ranged), `read_ranges`, `read_text`, `open` (streamed, optionally through a `Cache`); `names`, `glob`,
+    `walk`, `url_of`; `mkdir`, `write_bytes` and `upload` (whole or nothing), `unlink`, `check_writable`;
+    `options` (what a worker needs to open it again). `local` is the `Path` of a local one, else None.
+    """
 
-    def __init__(self, where: str | os.PathLike | Loc):
+    __slots__ = ()
+    url: str
+    local: Path | None
+
+    def __new__(cls, where: str | os.PathLike | Loc, options: dict[str, Any] | None = None):
         if isinstance(where, Loc):
-            self.url, self.local, self._fs, self._pid, self.path = where.url, where.local, where._fs, where._pid, where.path
-            return
-        self._pid = os.getpid()
+            return where
         s = os.fspath(where)
-        if s.startswith("file://"):
-            s = s[len("file://"):]
-        if "://" not in s:
-            self.url, self.local, self._fs, self.path = s, Path(s), None, s
-            return
-        try:  # with the options `configure` set
-            self._fs = _filesystem(s.split("://", 1)[0], json.dumps(_options, sort_keys=True), os.getpid())
-            self.path = self._fs._strip_protocol(s.rstrip("/"))
-        except ImportError as exc:
-            raise UsageError(f"{s}: {one_line(exc)} (pip install 'vistok[s3]' or 'vistok[gcs]')") from None
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"{s}: {one_line(exc)}") from None
-        self.url, self.local = s.rstrip("/"), None
-
-    @classmethod
-    def _remote(cls, fs: Any, path: str) -> Loc:
-        loc = cls.__new__(cls)
-        loc._fs, loc._pid, loc.path, loc.local = fs, os.getpid(), path, None
-        loc.url = fs.unstrip_protocol(path)
-        return loc
-
-    @property
-    def fs(self) -> Any:
-        """The fsspec filesystem; a new one in a forked child (a DataLoader worker), since async filesystems
-        such as s3fs cannot be used across a fork."""
-        if self._pid != os.getpid() and self._fs is not None:
-            self._fs, self._pid = type(self._fs)(**self._fs.storage_options), os.getpid()
-        return self._fs
-
-    def __truediv__(self, name: str) -> Loc:
-        if self.local is not None:
-            return Loc(self.local / name)
-        return Loc._remote(self.fs, f"{self.path}/{name}")
+        s = s[len("file://"):] if s.startswith("file://") else s
+        return FsspecLoc.at(s, options or {}) if "://" in s else LocalLoc.at(Path(s))
 
     def __str__(self) -> str:
         return self.url
 
     def __repr__(self) -> str:
         return f"Loc({self.url!r})"
-
-    def __fspath__(self) -> str:
-        if self.local is None:
-            raise TypeError(f"{self.url} is not a local path")
-        return str(self.local)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Loc) and self.url == other.url
@@ -203,124 +164,8 @@ class Loc:
     def __lt__(self, other: Loc) -> bool:
         return self.url < other.url
 
-    @property
-    def name(self) -> str:
-        return self.local.name if self.local is not None else self.path.rstrip("/").rsplit("/", 1)[-1]
-
-    @property
-    def parent(self) -> Loc:
-        if self.local is not None:
-            return Loc(self.local.parent)
-        return Loc._remote(self.fs, self.path.rstrip("/").rsplit("/", 1)[0])
-
-    def _fresh(self) -> None:
-        """Forget cached listings of this path: other processes (Ray workers) write to the same bucket."""
-        self.fs.invalidate_cache(self.path)
-
-    # --- reading ------------------------------------------------------------------------------------
-    def _ask(self, question: str) -> bool:
-        """The remote filesystem's answer to `question` (exists, isfile, isdir) for this path, listings fresh."""
-        self._fresh()
-        try:
-            return bool(getattr(self.fs, question)(self.path))
-        except Exception as exc:
-            raise _translate(exc, f"cannot reach {self.url}") from None
-
-    def exists(self) -> bool:
-        return self.local.exists() if self.local is not None else self._ask("exists")
-
-    def is_file(self) -> bool:
-        return self.local.is_file() if self.local is not None else self._ask("isfile")
-
-    def is_dir(self) -> bool:
-        """A local folder, or a remote prefix with at least one object below it."""
-        return self.local.is_dir() if self.local is not None else self._ask("isdir")
-
-    def size(self) -> int:
-        if self.local is not None:
-            return self.local.stat().st_size
-        return int(self.fs.size(self.path))
-
-    def stamp(self) -> tuple[int, str]:
-        """(size, a change marker): a local file's mtime, an object's ETag or modification time."""
-        if self.local is not None:
-            st = self.local.stat()
-            return st.st_size, str(st.st_mtime_ns)
-        return _info_stamp(self.fs.info(self.path))
-
-    def read_bytes(self, start: int | None = None, end: int | None = None) -> bytes:
-        """The file's bytes, or bytes [start, end) of it (a ranged GET for an object)."""
-        if self.local is not None:
-            if start is None:
-                return self.local.read_bytes()
-            with open(self.local, "rb") as f:
-                f.seek(start)
-                return f.read((end or 0) - start) if end is not None else f.read()
-        try:  # a ranged GET even for the whole object: one request, no HEAD for its size first
-            return self.fs.cat_file(self.path, start=start or 0, end=end)
-        except FileNotFoundError:
-            raise  # as a local read would: callers say what is missing
-        except OSError as exc:
-            if start is None and end is None and exc.errno == errno.EINVAL:  # an empty object has no byte 0
-                return self.fs.cat_file(self.path)
-            raise _translate(exc, f"cannot read {self.url}") from None
-        except Exception as exc:
-            raise _translate(exc, f"cannot read {self.url}") from None
-
-    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
-        """Bytes [start, end) for each range: one open file locally, concurrent ranged GETs remotely."""
-        if self.local is not None:
-            out = []
-            with open(self.local, "rb") as f:
-                for start, end in ranges:
-                    f.seek(start)
-                    out.append(f.read(end - start))
-            return out
-        try:
-            return self.fs.cat_ranges([self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise _translate(exc, f"cannot read {self.url}") from None
-
     def read_text(self) -> str:
         return self.read_bytes().decode()
-
-    def _stream(self) -> IO[bytes]:
-        return self.fs.open(self.path, "rb", block_size=READ_BLOCK, cache_type="readahead")
-
-    def open(self) -> IO[bytes]:
-        """A stream of the file's bytes: remote files are read ahead in large blocks, never downloaded
-        first, unless `configure` set up a cache (then a shard read to its end is kept for next time)."""
-        if self.local is not None:
-            return open(self.local, "rb")
-        if _cache["dir"]:
-            return _cached_open(self, Path(_cache["dir"]), int(_cache["bytes"]))
-        try:
-            return self._stream()
-        except Exception as exc:
-            raise _translate(exc, f"cannot open {self.url}") from None
-
-    def names(self) -> set[str]:
-        """Names of the files and folders directly below this folder; empty when it does not exist."""
-        if self.local is not None:
-            return set(os.listdir(self.local)) if self.local.is_dir() else set()
-        try:
-            return {p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path, detail=False, refresh=True)}
-        except FileNotFoundError:
-            return set()
-        except Exception as exc:
-            raise _translate(exc, f"cannot list {self.url}") from None
-
-    def glob(self, pattern: str) -> list[Loc]:
-        """Files matching `pattern` below this folder, sorted."""
-        if self.local is not None:
-            return [Loc(p) for p in sorted(self.local.glob(pattern))]
-        self._fresh()
-        try:
-            return [Loc._remote(self.fs, p) for p in sorted(self.fs.glob(f"{self.path}/{pattern}"))]
-        except FileNotFoundError:
-            return []
 
     def walk(self, maxdepth: int | None = None) -> Iterator[tuple[str, str, tuple[int, str]]]:
         """Every file below this folder, as (path relative to it, where it is, `stamp()`), in no particular order
@@ -328,23 +173,100 @@ class Loc:
         Where it is: a local path (folder as given, then the relative path; a link to a file gives its
         target) or the remote filesystem's path (`url_of` makes it a URL). Links to folders are not followed;
         `maxdepth` 1 lists this folder only. An unreadable folder raises rather than dropping its files."""
-        stack: list[tuple[str, str, int]] = [("", str(self.local) if self.local is not None else self.path, 1)]
+        stack: list[tuple[str, str, int]] = [("", self._root(), 1)]
         while stack:
             rel, where, depth = stack.pop()
             deeper = maxdepth is None or depth < maxdepth
-            for name, is_dir, found, stamp in (self._scan_local(where) if self.local is not None else self._scan(where)):
+            for name, is_dir, found, stamp in self._scan(where):
                 sub = f"{rel}/{name}" if rel else name
                 if not is_dir:
                     yield sub, found, stamp
                 elif deeper:
                     stack.append((sub, found, depth + 1))
 
+
+class LocalLoc(Loc):
+    """A local file or folder: plain os calls, writes through `vistok.atomic` (temporary name, fsync, rename)."""
+
+    __slots__ = ("local", "url", "path")
+
+    @classmethod
+    def at(cls, path: Path) -> LocalLoc:
+        loc = object.__new__(cls)
+        loc.local, loc.url, loc.path = path, str(path), str(path)
+        return loc
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def __truediv__(self, name: str) -> LocalLoc:
+        return LocalLoc.at(self.local / name)
+
+    def __fspath__(self) -> str:
+        return str(self.local)
+
+    @property
+    def name(self) -> str:
+        return self.local.name
+
+    @property
+    def parent(self) -> LocalLoc:
+        return LocalLoc.at(self.local.parent)
+
+    def exists(self) -> bool:
+        return self.local.exists()
+
+    def is_file(self) -> bool:
+        return self.local.is_file()
+
+    def is_dir(self) -> bool:
+        return self.local.is_dir()
+
+    def size(self) -> int:
+        return self.local.stat().st_size
+
+    def stamp(self) -> tuple[int, str]:
+        """(size, a change marker): the file's mtime."""
+        st = self.local.stat()
+        return st.st_size, str(st.st_mtime_ns)
+
+    def read_bytes(self, start: int | None = None, end: int | None = None) -> bytes:
+        """The file's bytes, or bytes [start, end) of it."""
+        if start is None:
+            return self.local.read_bytes()
+        with open(self.local, "rb") as f:
+            f.seek(start)
+            return f.read((end or 0) - start) if end is not None else f.read()
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Bytes [start, end) for each range, from one open file."""
+        out = []
+        with open(self.local, "rb") as f:
+            for start, end in ranges:
+                f.seek(start)
+                out.append(f.read(end - start))
+        return out
+
+    def open(self, cache: Cache | None = None) -> IO[bytes]:
+        return open(self.local, "rb")
+
+    def names(self) -> set[str]:
+        """Names of the files and folders directly below this folder; empty when it does not exist."""
+        return set(os.listdir(self.local)) if self.local.is_dir() else set()
+
+    def glob(self, pattern: str) -> list[LocalLoc]:
+        """Files matching `pattern` below this folder, sorted."""
+        return [LocalLoc.at(p) for p in sorted(self.local.glob(pattern))]
+
     def url_of(self, path: str) -> str:
-        """The URL of a path on this location's filesystem (a path `walk` gave)."""
-        return path if self.local is not None else self.fs.unstrip_protocol(path)
+        return path
+
+    def _root(self) -> str:
+        return str(self.local)
 
     @staticmethod
-    def _scan_local(folder: str) -> list[tuple[str, bool, str, tuple[int, str]]]:
+    def _scan(folder: str) -> list[tuple[str, bool, str, tuple[int, str]]]:
         out = []
         try:
             with os.scandir(folder) as entries:
@@ -359,8 +281,166 @@ class Loc:
             raise UsageError(f"cannot list folder {folder}: {exc.strerror or exc}") from None
         return out
 
+    def mkdir(self) -> None:
+        self.local.mkdir(parents=True, exist_ok=True)
+
+    def write_bytes(self, data: bytes) -> None:
+        """All of `data` or nothing: a renamed, fsynced temporary file."""
+        atomic_write_bytes(self.local, data)
+
+    def upload(self, tmp: Path) -> None:
+        """Move the finished local file `tmp` here, durably."""
+        publish(tmp, self.local)
+
+    def unlink(self) -> None:
+        self.local.unlink(missing_ok=True)
+
+    def check_writable(self) -> set[str]:
+        """`names()`: a local folder that cannot be written fails at its first write, with the OS's message."""
+        return self.names()
+
+
+class FsspecLoc(Loc):
+    """A file or folder at an fsspec URL (s3://, gs://, memory://): reads are ranged GETs or read-ahead
+    streams, writes whole-object PUTs or uploads, retried when the failure is transient (`retry`)."""
+
+    __slots__ = ("url", "_fs", "_pid", "path")
+    local = None
+
+    @classmethod
+    def at(cls, url: str, options: dict[str, Any]) -> FsspecLoc:
+        try:
+            fs = _filesystem(url.split("://", 1)[0], json.dumps(options, sort_keys=True), os.getpid())
+            return cls._on(fs, fs._strip_protocol(url.rstrip("/")))
+        except ImportError as exc:
+            raise UsageError(f"{url}: {one_line(exc)} (pip install 'vistok[s3]' or 'vistok[gcs]')") from None
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{url}: {one_line(exc)}") from None
+
+    @classmethod
+    def _on(cls, fs: Any, path: str) -> FsspecLoc:
+        loc = object.__new__(cls)
+        loc._fs, loc._pid, loc.path, loc.url = fs, os.getpid(), path, fs.unstrip_protocol(path)
+        return loc
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem; a new one in a forked child (a DataLoader worker), since async filesystems
+        such as s3fs cannot be used across a fork."""
+        if self._pid != os.getpid():
+            self._fs, self._pid = type(self._fs)(**self._fs.storage_options), os.getpid()
+        return self._fs
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The filesystem's options (for a worker to open this location again; never printed or written)."""
+        return dict(self._fs.storage_options)
+
+    def __truediv__(self, name: str) -> FsspecLoc:
+        return FsspecLoc._on(self.fs, f"{self.path}/{name}")
+
+    def __fspath__(self) -> str:
+        raise TypeError(f"{self.url} is not a local path")
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> FsspecLoc:
+        return FsspecLoc._on(self.fs, self.path.rstrip("/").rsplit("/", 1)[0])
+
+    def _fresh(self) -> None:
+        """Forget cached listings of this path: other processes (Ray workers) write to the same bucket."""
+        self.fs.invalidate_cache(self.path)
+
+    def _ask(self, question: str) -> bool:
+        """The filesystem's answer to `question` (exists, isfile, isdir) for this path, listings fresh."""
+        self._fresh()
+        try:
+            return bool(getattr(self.fs, question)(self.path))
+        except Exception as exc:
+            raise _translate(exc, f"cannot reach {self.url}") from None
+
+    def exists(self) -> bool:
+        return self._ask("exists")
+
+    def is_file(self) -> bool:
+        return self._ask("isfile")
+
+    def is_dir(self) -> bool:
+        """A prefix with at least one object below it."""
+        return self._ask("isdir")
+
+    def size(self) -> int:
+        return int(self.fs.size(self.path))
+
+    def stamp(self) -> tuple[int, str]:
+        """(size, a change marker): the object's ETag or modification time."""
+        return _info_stamp(self.fs.info(self.path))
+
+    def read_bytes(self, start: int | None = None, end: int | None = None) -> bytes:
+        """The object's bytes, or bytes [start, end) of it: a ranged GET even for the whole object (one
+        request, no HEAD for its size first)."""
+        try:
+            return self.fs.cat_file(self.path, start=start or 0, end=end)
+        except FileNotFoundError:
+            raise  # as a local read would: callers say what is missing
+        except OSError as exc:
+            if start is None and end is None and exc.errno == errno.EINVAL:  # an empty object has no byte 0
+                return self.fs.cat_file(self.path)
+            raise _translate(exc, f"cannot read {self.url}") from None
+        except Exception as exc:
+            raise _translate(exc, f"cannot read {self.url}") from None
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Bytes [start, end) for each range: concurrent ranged GETs."""
+        try:
+            return self.fs.cat_ranges([self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, f"cannot read {self.url}") from None
+
+    def _stream(self) -> IO[bytes]:
+        return self.fs.open(self.path, "rb", block_size=READ_BLOCK, cache_type="readahead")
+
+    def open(self, cache: Cache | None = None) -> IO[bytes]:
+        """A stream of the object's bytes, read ahead in large blocks, never downloaded first; with a `cache`,
+        a copy kept there once read to its end (and read from there next time)."""
+        if cache is not None and cache.folder:
+            return _cached_open(self, Path(cache.folder), cache.max_bytes)
+        try:
+            return self._stream()
+        except Exception as exc:
+            raise _translate(exc, f"cannot open {self.url}") from None
+
+    def names(self) -> set[str]:
+        """Names of the objects and prefixes directly below this prefix; empty when there are none."""
+        try:
+            return {p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path, detail=False, refresh=True)}
+        except FileNotFoundError:
+            return set()
+        except Exception as exc:
+            raise _translate(exc, f"cannot list {self.url}") from None
+
+    def glob(self, pattern: str) -> list[FsspecLoc]:
+        """Objects matching `pattern` below this prefix, sorted."""
+        self._fresh()
+        try:
+            return [FsspecLoc._on(self.fs, p) for p in sorted(self.fs.glob(f"{self.path}/{pattern}"))]
+        except FileNotFoundError:
+            return []
+
+    def url_of(self, path: str) -> str:
+        """The URL of a path on this location's filesystem (a path `walk` gave)."""
+        return self.fs.unstrip_protocol(path)
+
+    def _root(self) -> str:
+        return self.path
+
     def _scan(self, path: str) -> list[tuple[str, bool, str, tuple[int, str]]]:
-        """One remote folder level (one listing request per page), dropped from the listings cache again."""
+        """One folder level (one listing request per page), dropped from the listings cache again."""
         fs = self.fs
         fs.invalidate_cache(path)
         try:
@@ -375,31 +455,19 @@ class Loc:
             out.append((found.rsplit("/", 1)[-1], info.get("type") == "directory", found, _info_stamp(info)))
         return out
 
-    # --- writing ------------------------------------------------------------------------------------
     def mkdir(self) -> None:
-        """A local folder and its parents; nothing for object storage (prefixes need no creating)."""
-        if self.local is not None:
-            self.local.mkdir(parents=True, exist_ok=True)
+        """Nothing: prefixes need no creating."""
 
     def write_bytes(self, data: bytes) -> None:
-        """All of `data` or nothing: a renamed, fsynced temporary file locally; one PUT (retried) remotely."""
-        if self.local is not None:
-            atomic_write_bytes(self.local, data)
-            return
+        """All of `data` or nothing: one PUT (retried)."""
         retry(lambda: self.fs.pipe_file(self.path, data), f"cannot write {self.url}")
 
     def upload(self, tmp: Path) -> None:
-        """Move the finished local file `tmp` here: a rename locally, an upload (retried) remotely."""
-        if self.local is not None:
-            publish(tmp, self.local)
-            return
+        """The finished local file `tmp`, uploaded here (retried): the object appears whole."""
         retry(lambda: self.fs.put_file(str(tmp), self.path), f"cannot upload {self.url}")
 
     def unlink(self) -> None:
-        """Remove the file if it is there."""
-        if self.local is not None:
-            self.local.unlink(missing_ok=True)
-            return
+        """Remove the object if it is there."""
 
         def rm() -> None:
             with contextlib.suppress(FileNotFoundError):
@@ -408,12 +476,9 @@ class Loc:
         retry(rm, f"cannot delete {self.url}")
 
     def check_writable(self) -> set[str]:
-        """Fail now, with one line, when this folder cannot be written: a missing bucket, refused
-        credentials, an endpoint that does not answer. Writes one small probe object, lists the folder (the
-        probe keeps the listing to one request even for a new prefix) and deletes the probe.
-        Returns `names()`."""
-        if self.local is not None:
-            return self.names()
+        """Fail now, with one line, when this prefix cannot be written: a missing bucket, refused credentials,
+        an endpoint that does not answer. Writes one small probe object, lists the prefix (the probe keeps
+        the listing to one request even for a new prefix) and deletes the probe. Returns `names()`."""
         probe = self / f".vistok-probe-{os.getpid()}"
         try:
             self.fs.pipe_file(probe.path, b"")

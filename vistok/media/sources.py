@@ -84,10 +84,12 @@ def media_extensions(spec: str = "") -> frozenset[str]:
 
 
 class Walk:
-    """What a folder walk takes (`exts`) and what it skipped: files counted by extension ("" for none)."""
+    """How sources are expanded: what a folder walk takes (`exts`), the storage `options` of remote sources,
+    and what the walk skipped: files counted by extension ("" for none)."""
 
-    def __init__(self, exts: frozenset[str] | None = None):
+    def __init__(self, exts: frozenset[str] | None = None, options: dict[str, Any] | None = None):
         self.exts = media_extensions() if exts is None else exts
+        self.options = options or {}
         self.skipped: dict[str, int] = {}
 
     def takes(self, rel: str) -> bool:
@@ -290,15 +292,15 @@ def is_deferred(input_id: str) -> bool:
     return name.startswith("@") if member else path.lower().endswith(".tar")
 
 
-def unit_inputs(input_id: str, exts: frozenset[str] | None = None) -> list[str]:
+def unit_inputs(input_id: str, exts: frozenset[str] | None = None, options: dict[str, Any] | None = None) -> list[str]:
     """The inputs an id stands for: a whole tar's members (unsafe ones included: reading them records why), the
     entries of a list range (folders in it walked for `exts`), or the id itself."""
     if not is_deferred(input_id):
         return [input_id]
     ref = parse_input_id(input_id)
     if is_list_range(ref):
-        return _range_inputs(ref, Walk(exts))
-    return [str(i) for i in _tar_members(Loc(ref.path))]
+        return _range_inputs(ref, Walk(exts, options))
+    return [str(i) for i in _tar_members(Loc(ref.path, options))]
 
 
 # --- @list files planned in byte ranges ---------------------------------------------------------------------
@@ -335,7 +337,7 @@ def range_lines(read: Callable[[int, int], bytes], size: int, start: int, length
 
 
 def _range_inputs(ref: InputId, walk: Walk) -> list[str]:
-    lst = Loc(ref.path)
+    lst = Loc(ref.path, walk.options)
     out: list[str] = []
     for e in range_lines(lst.read_bytes, lst.size(), ref.member.offset, ref.member.size):
         if e and not e.startswith("#"):
@@ -388,7 +390,7 @@ def _expand_one(src: str, where: str, defer: bool = False, name: str | None = No
         yield InputId(f"sample-video/{sample_gif().name}", str(sample_gif())), None
         return
     if src.startswith("@"):
-        yield from _expand_list(Loc(src[1:]), defer, walk)
+        yield from _expand_list(Loc(src[1:], walk.options), defer, walk)
         return
     if is_remote(src):
         yield from _expand_remote(src, where, defer, name, walk)
@@ -434,14 +436,15 @@ def _expand_remote(src: str, where: str, defer: bool = False, name: str | None =
     """An object, a prefix (every media object below it) or a glob in object storage, named as the local
     equivalents are (a prefix or glob base by its last component, then the path below it). Prefixes and
     globs are listed one folder level at a time, with fsspec's glob semantics."""
-    loc = Loc(src)
+    walk = walk or Walk()
+    loc = Loc(src, walk.options)
     if glob.has_magic(src):
         from fsspec.utils import glob_translate
 
         proto, rest = src.split("://", 1)
         parts = rest.split("/")
         fixed = list(itertools.takewhile(lambda p: not glob.has_magic(p), parts[:-1]))
-        base = Loc(f"{proto}://{'/'.join(fixed)}")
+        base = Loc(f"{proto}://{'/'.join(fixed)}", walk.options)
         pattern = re.compile(glob_translate(loc.path))
         depth = None if "**" in rest else len(parts) - len(fixed)  # as fsspec's glob limits its listing
         matched = False
@@ -449,14 +452,13 @@ def _expand_remote(src: str, where: str, defer: bool = False, name: str | None =
             if pattern.match(found):
                 matched = True
                 url = base.url_of(found)
-                yield from _tar(Loc(url), defer, stamp) if url.lower().endswith(".tar") else \
+                yield from _tar(Loc(url, walk.options), defer, stamp) if url.lower().endswith(".tar") else \
                     [(InputId(f"{base.name}/{rel}", url), stamp)]
         if not matched:
             raise UsageError(f"glob {src!r} matches no objects")
     elif loc.is_file():
         yield from _tar(loc, defer) if loc.name.lower().endswith(".tar") else [(InputId(name or loc.name, loc.url), None)]
     elif loc.is_dir():
-        walk = walk or Walk()
         for rel, found, stamp in loc.walk():
             if walk.takes(rel):  # as a local folder
                 yield InputId(f"{loc.name}/{rel}", loc.url_of(found)), stamp
@@ -507,8 +509,9 @@ class InputList:
     against each other: the driver never reads them.)
     """
 
-    def __init__(self, sources: list[str], defer: bool = False, exts: frozenset[str] | None = None):
-        self.walk = Walk(exts)  # what folder walks take; `skipped` counts the rest by extension
+    def __init__(self, sources: list[str], defer: bool = False, exts: frozenset[str] | None = None,
+                 options: dict[str, Any] | None = None):
+        self.walk = Walk(exts, options)  # what folder walks take (`skipped` counts the rest), storage options
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._runs: list[str] = []  # spilled runs, each sorted
         self._small: list[str] = []  # spilled runs not yet merged into a larger one
@@ -579,7 +582,7 @@ class InputList:
     def _summarize(self) -> tuple[int, str, bool]:
         if self._summary is None:
             n, deferred = 0, False
-            h = _Fingerprint()
+            h = _Fingerprint(self.walk.options)
             for iid, ref, stamp in self._entries():
                 n += 1
                 deferred = deferred or is_deferred(iid)
@@ -627,9 +630,10 @@ class _Fingerprint:
     """The running hash of `InputList.fingerprint`: stamps the listing did not give are looked up (once per
     file: a tar's members share theirs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: dict[str, Any]) -> None:
         self._h = hashlib.sha256()
         self._stamps: dict[str, Stamp] = {}
+        self.options = options  # of remote inputs
 
     def add(self, ref: InputId, stamp: Stamp | None) -> None:
         if stamp is None:
@@ -637,7 +641,7 @@ class _Fingerprint:
                 if len(self._stamps) > 4096:
                     self._stamps.clear()
                 try:
-                    self._stamps[ref.path] = Loc(ref.path).stamp()
+                    self._stamps[ref.path] = Loc(ref.path, self.options).stamp()
                 except (OSError, StorageError):
                     self._stamps[ref.path] = (-1, "-1")
             stamp = self._stamps[ref.path]
@@ -647,7 +651,8 @@ class _Fingerprint:
         return self._h.hexdigest()[:16]
 
 
-def expand_sources(sources: list[str], defer: bool = False, exts: frozenset[str] | None = None) -> list[str]:
+def expand_sources(sources: list[str], defer: bool = False, exts: frozenset[str] | None = None,
+                   options: dict[str, Any] | None = None) -> list[str]:
     """Sorted input ids (`vistok.record.InputId`) of the given source arguments, one per file or member (see
     `InputList`, which gives them without holding them all).
 
@@ -657,17 +662,17 @@ def expand_sources(sources: list[str], defer: bool = False, exts: frozenset[str]
     member name, and `sample` photos by ``sample/FILE``. One file reached twice counts once (by its
     smallest name); two different files with one name are refused, since their keys would collide.
     """
-    with InputList(sources, defer, exts) as inputs:
+    with InputList(sources, defer, exts, options) as inputs:
         return list(inputs)
 
 
-def read_input(input_id: str, max_bytes: int = 1 << 30) -> tuple[bytes, dict]:
+def read_input(input_id: str, max_bytes: int = 1 << 30, options: dict[str, Any] | None = None) -> tuple[bytes, dict]:
     """Raw bytes of an input and the metadata carried with it (a tar member's sibling .json)."""
     ref = parse_input_id(input_id)
     meta: dict = {"source": ref.source}
     if is_fashion(ref):
         return _read_fashion(ref)
-    loc = Loc(ref.path)
+    loc = Loc(ref.path, options)
     try:
         if ref.member is not None:  # ranged reads: only this member's bytes (and its .json/.cls siblings)
             m = ref.member

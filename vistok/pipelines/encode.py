@@ -38,15 +38,16 @@ class _Stage:
 
 
 def encode_input(input_id: str, codec: Codec, pre: Preprocess, store_orders: tuple[str, ...] = (),
-                 label_from: str = "") -> Iterator[TokenRecord]:
-    """One input -> its records. Raises `InputError` (with `.stage`) for bad input."""
+                 label_from: str = "", options: dict[str, Any] | None = None) -> Iterator[TokenRecord]:
+    """One input (read with the storage `options` when remote) -> its records. Raises `InputError` (with
+    `.stage`) for bad input."""
     ref, at = parse_input_id(input_id), _Stage()
-    return _recorded(_records(ref, codec, pre, store_orders, label_from, at), at)
+    return _recorded(_records(ref, codec, pre, store_orders, label_from, at, options), at)
 
 
 def _records(ref: InputId, codec: Codec, pre: Preprocess, store_orders: tuple[str, ...], label_from: str,
-             at: _Stage) -> Iterator[TokenRecord]:
-    data, meta = read_input(str(ref))
+             at: _Stage, options: dict[str, Any] | None) -> Iterator[TokenRecord]:
+    data, meta = read_input(str(ref), options=options)
     at.name = "label"
     label = input_label(ref, meta, label_from)
     meta.pop("cls", None)

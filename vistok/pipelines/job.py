@@ -48,8 +48,7 @@ from vistok.shards.manifest import (
 )
 from vistok.shards.reader import iter_shards
 from vistok.shards.writer import ShardWriter
-from vistok.storage import Loc, configure, read_each
-from vistok.storage import options as current_options
+from vistok.storage import Loc, read_each
 from vistok.tokenize.base import SIDE_INFO, Codec, geometry_of, get_codec
 from vistok.tokenize.orders import STORED_ORDERS
 
@@ -105,11 +104,10 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     In object storage the shard is written to a local temporary file and uploaded; the stats object follows
     only once the upload has finished, so a shard is done exactly when its stats object exists."""
     single_threaded_blas()
-    configure(task.storage_options)
-    folder = Loc(task.out)
+    folder = Loc(task.out, task.storage_options)
     codec, pre = get_codec(task.codec), Preprocess(**task.preprocess)
     failed, kept = _previous(task, folder) if task.retry_errors else (None, {})
-    inputs, errors = _expand_units(task.inputs, task.extensions)
+    inputs, errors = _expand_units(task.inputs, task.extensions, task.storage_options)
     n_inputs = len(inputs) + len(errors)  # an unreadable tar counts as one input, with its error row
     per_part = task.per_part or max(1, len(inputs))
     files: list[dict[str, Any]] = []
@@ -138,14 +136,15 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     return {**stats.to_json(), "files": len(task.inputs)}
 
 
-def _expand_units(units: tuple[str, ...], exts: tuple[str, ...]) -> tuple[list[str], list[dict[str, Any]]]:
+def _expand_units(units: tuple[str, ...], exts: tuple[str, ...],
+                  options: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """The task's inputs: a whole tar or a range of a large list expanded here rather than by the driver (folders
     in it walked for `exts`, empty: the default set); one that cannot be read is one error row."""
     inputs: list[str] = []
     errors: list[dict[str, Any]] = []
     for unit in units:
         try:
-            inputs.extend(unit_inputs(unit, frozenset(exts) or None))
+            inputs.extend(unit_inputs(unit, frozenset(exts) or None, options))
         except (UsageError, StorageError) as exc:
             errors.append(error_row(unit, "read", InputError(str(exc))))
     return inputs, errors
@@ -187,7 +186,8 @@ def _encode_into(writer: ShardWriter, inputs: list[str], task: ShardTask, codec:
     for iid in inputs:
         key = parse_input_id(iid).key
         reuse = failed is not None and key not in failed and key in kept
-        recs = iter(kept[key]) if reuse else encode_input(iid, codec, pre, task.store_orders, task.label_from)
+        recs = iter(kept[key]) if reuse else encode_input(iid, codec, pre, task.store_orders, task.label_from,
+                                                            task.storage_options)
         batch: list[TokenRecord] = []
         try:
             batch.extend(recs)
@@ -216,7 +216,7 @@ def task_failure(task: ShardTask, exc: BaseException) -> dict[str, Any]:
         return {"index": task.index, "inputs": len(task.inputs), "files": len(task.inputs), "samples": 0, "errors": 0,
                 "storage_failure": one_line(cause)}
     rows = [error_row(iid, "task", exc) for iid in task.inputs]
-    folder = Loc(task.out)
+    folder = Loc(task.out, task.storage_options)
     _write_errors(folder, task.index, rows)
     stats = ShardStats(task.index, None, len(task.inputs), len(rows), 0, 0)
     stats.write(folder)
@@ -258,7 +258,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
             extensions: str = "") -> JobResult:
     """Tokenize `sources` into the dataset folder `out`, a local path or an fsspec URL such as
     ``s3://bucket/prefix`` (see the module docstring). `storage_options` go to the filesystem (e.g.
-    ``endpoint_url``; default: those `vistok.storage.configure` set); they are never written anywhere.
+    ``endpoint_url``) travel with the locations and the tasks; they are never written anywhere.
     `extensions`: what folder walks take (`vistok.media.sources.media_extensions`)."""
     t0 = time.monotonic()
     runner = ExecutorConfig(executor, workers, address)
@@ -268,12 +268,11 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     if bad:
         raise UsageError(f"--store-order takes {' or '.join(STORED_ORDERS)}, got {', '.join(bad)}")
     check_label_mode(label_from)
-    opts = current_options() if storage_options is None else dict(storage_options)
-    configure(opts)
-    out_loc = Loc(out)
+    opts = dict(storage_options or {})
+    out_loc = Loc(out, opts)
     out_names = out_loc.check_writable()  # a missing bucket or refused credentials: one line, before any work
     exts = media_extensions(extensions)
-    with InputList(sources, defer=True, exts=exts) as inputs:  # a tar (a large list's range) is one entry: its task expands it
+    with InputList(sources, defer=True, exts=exts, options=opts) as inputs:  # a tar (a large list's range) is one entry: its task expands it
         if not inputs.count:
             raise UsageError(f"no inputs found in {' '.join(sources)}")
         config = job_config(codec, pre, shard_size, compress, inputs, store_orders, label_from)

@@ -27,8 +27,7 @@ from vistok.record import json_bytes
 from vistok.shards.manifest import Manifest, done_shards, load_manifest, shard_paths
 from vistok.shards.reader import iter_shards
 from vistok.shards.store import FORMAT, KIND, SAMPLE_CHUNK, TOKEN_CHUNK
-from vistok.storage import Loc, configure
-from vistok.storage import options as storage_options
+from vistok.storage import Loc
 
 
 @dataclass(frozen=True)
@@ -44,14 +43,13 @@ class PackTask:
 
 
 def pack_task(task: PackTask) -> dict[str, Any]:
-    configure(task.storage_options)
     g = zarr.open_group(task.out, mode="r+", zarr_format=3)
     a0, a1 = task.need
     keys, metas, orders, toks = [], [], [], []
     for path, first, count in task.shards:
         if first + count <= a0 or first >= a1:
             continue
-        for j, rec in enumerate(iter_shards([path])):
+        for j, rec in enumerate(iter_shards([Loc(path, task.storage_options)])):
             i = first + j
             if i < a0:
                 continue
@@ -114,7 +112,7 @@ def _create_arrays(tmp: Path, offsets: np.ndarray, vocab_dtype: str, has_orders:
 
 
 def _tasks(tmp: Path, shards: list[tuple[str, int, int]], offsets: np.ndarray, samples_per_task: int,
-           has_orders: bool) -> list[PackTask]:
+           has_orders: bool, options: dict[str, Any]) -> list[PackTask]:
     """Cut the store into tasks that own whole chunks, so concurrent tasks never write one chunk file."""
     n, total = offsets.size - 1, int(offsets[-1])
     tasks = []
@@ -130,14 +128,14 @@ def _tasks(tmp: Path, shards: list[tuple[str, int, int]], offsets: np.ndarray, s
             need1 = max(s1, int(np.searchsorted(offsets, t1, side="left")))
         touching = tuple(sh for sh in shards if sh[1] < need1 and sh[1] + sh[2] > need0)
         tasks.append(PackTask(str(tmp), touching, (s0, s1), (t0, t1) if t1 > t0 else (0, 0), (need0, need1),
-                              int(offsets[need0]), has_orders, storage_options()))
+                              int(offsets[need0]), has_orders, options))
     return tasks
 
 
 def pack(dataset: str | Path, out: str | Path, executor: ExecutorConfig = ExecutorConfig("local"),
          samples_per_task: int = 4 * SAMPLE_CHUNK, quiet: bool = True) -> Path:
-    """Pack the dataset folder `dataset` (local, or an fsspec URL) into the local zarr store `out` (replaced
-    atomically when complete)."""
+    """Pack the dataset folder `dataset` (local, or a `Loc` of an fsspec URL with its storage options) into the
+    local zarr store `out` (replaced atomically when complete)."""
     folder, out = Loc(dataset), Path(out)
     manifest = load_manifest(folder)
     shards, offsets = _plan(folder, manifest)
@@ -153,7 +151,7 @@ def pack(dataset: str | Path, out: str | Path, executor: ExecutorConfig = Execut
         return {}
 
     with Progress("pack", n, "samples", quiet=quiet) as prog:
-        run_tasks(pack_task, _tasks(tmp, shards, offsets, samples_per_task, has_orders),
+        run_tasks(pack_task, _tasks(tmp, shards, offsets, samples_per_task, has_orders, folder.options),
                   lambda status: prog.advance(status.get("samples", 0)), on_failure, executor)
     if failures:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,26 +17,27 @@ import numpy as np
 from vistok.errors import DatasetError
 from vistok.record import TokenRecord
 from vistok.shards.manifest import ERRORS, Manifest, dataset_codec, load_manifest, shard_paths
-from vistok.storage import Loc
+from vistok.storage import Cache, Loc
 from vistok.tokenize.base import Codec
 
 
-def _opened(shards: list[Loc]) -> Iterator[dict]:
+def _opened(shards: list[Loc], cache: Cache | None = None) -> Iterator[dict]:
     """webdataset's stream stage, for local files and object storage alike: {url, stream} per shard, read as
-    a stream (a remote shard is fetched in large read-ahead blocks, never downloaded first)."""
+    a stream (a remote shard is fetched in large read-ahead blocks, never downloaded first; kept in `cache`
+    when one is given)."""
     for loc in shards:
-        with loc.open() as stream:
+        with loc.open(cache) as stream:
             yield {"url": str(loc), "stream": stream}
 
 
-def iter_shards(paths: list[Path] | list[str] | list[Loc]) -> Iterator[TokenRecord]:
+def iter_shards(paths: list[Path] | list[str] | list[Loc], cache: Cache | None = None) -> Iterator[TokenRecord]:
     """Records of the given shards, in order, through webdataset's tar reader (raw bytes, decoded by us)."""
     if not paths:
         return
     # imported here: webdataset pulls in torch (~1.5 s), which shard workers never need
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
-    for sample in group_by_keys(tar_file_expander(_opened([Loc(p) for p in paths]))):
+    for sample in group_by_keys(tar_file_expander(_opened([Loc(p) for p in paths], cache))):
         yield TokenRecord.from_sample(sample)
 
 
@@ -62,21 +63,22 @@ def split_shards(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_
 
 def stream_records(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
                    seed: int = 0, shuffle: bool = True, infinite: bool = False,
-                   resampled: bool = False) -> Iterator[tuple[int, TokenRecord]]:
+                   resampled: bool = False, cache: Cache | None = None) -> Iterator[tuple[int, TokenRecord]]:
     """Training-side reader: (epoch, record) pairs for one rank and loader worker.
 
     Shards are shuffled per epoch from `seed` before the split, so every epoch visits the data in a new
     order and every (rank, worker) gets a disjoint set. `infinite` loops over epochs; `resampled` instead
     draws shards with replacement forever (webdataset's resampled mode), for mixing very unequal sets.
+    Remote shards read to their end are kept in `cache` when one is given.
     """
     if resampled:
         rng = np.random.default_rng([seed, rank, worker, 1])
         paths = list(paths)
         while True:
-            yield from ((0, r) for r in iter_shards([paths[int(rng.integers(len(paths)))]]))
+            yield from ((0, r) for r in iter_shards([paths[int(rng.integers(len(paths)))]], cache))
     epoch = 0
     while True:
-        for rec in iter_shards(split_shards(paths, rank, world, worker, n_workers, seed, epoch, shuffle)):
+        for rec in iter_shards(split_shards(paths, rank, world, worker, n_workers, seed, epoch, shuffle), cache):
             yield epoch, rec
         if not infinite:
             return

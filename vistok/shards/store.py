@@ -28,7 +28,6 @@ from vistok.record import TokenRecord
 from vistok.shards.manifest import Manifest, dataset_codec
 from vistok.shards.reader import Dataset
 from vistok.storage import Loc
-from vistok.storage import options as storage_options
 from vistok.tokenize.base import Codec
 
 KIND = "vistok-store"
@@ -57,7 +56,7 @@ class PackedStore:
             if self.path.local is not None:
                 g = zarr.open_group(str(self.path.local), mode="r", zarr_format=3)
             else:  # zarr reads object storage through fsspec itself
-                g = zarr.open_group(self.path.url, mode="r", zarr_format=3, storage_options=storage_options())
+                g = zarr.open_group(self.path.url, mode="r", zarr_format=3, storage_options=self.path.options)
             attrs = dict(g.attrs)
         except Exception as exc:  # zarr raises several types for malformed metadata
             raise DatasetError(f"{self.path} is not a readable zarr v3 group ({exc})") from None
@@ -176,6 +175,8 @@ class PackedStore:
         return counts
 
 
-def open_any(path: str | Path | Loc):
-    """A dataset folder (`Dataset`) or a packed store (`PackedStore`)."""
-    return PackedStore(path) if is_store(path) else Dataset(path)
+def open_any(path: str | Path | Loc, options: dict | None = None):
+    """A dataset folder (`Dataset`) or a packed store (`PackedStore`), opened with the storage `options`
+    when `path` is a URL (a `Loc` keeps its own)."""
+    loc = Loc(path, options)
+    return PackedStore(loc) if is_store(loc) else Dataset(loc)

@@ -326,8 +326,8 @@ def read_files(paths: Iterable[Path]) -> Iterator[bytes]:
             raise DatasetError(f"cannot read {p}: {exc.strerror}") from None
 
 
-def input_records(coder: Coder, inputs: list[str], keys: list[str] | None = None,
-                  passthrough: bool = False, on_error=None) -> Iterator[TokenRecord]:
+def input_records(coder: Coder, inputs: list[str], keys: list[str] | None = None, passthrough: bool = False,
+                  on_error=None, storage_options: dict | None = None) -> Iterator[TokenRecord]:
     """The records to compress: every record of a dataset folder or packed store (or those named by `keys`),
     and the records of media inputs (files, folders, globs, @lists) tokenized with the run's codec and its
     dataset's preprocessing (one centre crop where the dataset took random crops). With `passthrough`,
@@ -350,7 +350,7 @@ def input_records(coder: Coder, inputs: list[str], keys: list[str] | None = None
         pre = Preprocess(**{**coder.preprocess, "crops": 0})
     wanted = set(keys or [])
     for inp in inputs:
-        path = Loc(inp)
+        path = Loc(inp, storage_options)
         if (path / "manifest.json").exists() or is_store(path):
             ds = open_any(path)
             if ds.codec.get_config() != coder.codec.get_config():
@@ -360,9 +360,9 @@ def input_records(coder: Coder, inputs: list[str], keys: list[str] | None = None
                 if not wanted or rec.key in wanted:
                     yield rec
             continue
-        for input_id in expand_sources([inp]):
+        for input_id in expand_sources([inp], options=storage_options):
             try:
-                yield from encode_input(input_id, codec, pre)
+                yield from encode_input(input_id, codec, pre, options=storage_options)
             except InputError as exc:
                 if on_error is None:
                     raise

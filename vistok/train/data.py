@@ -31,7 +31,7 @@ from vistok.errors import DatasetError, UsageError
 from vistok.record import TokenRecord, parse_key
 from vistok.shards.reader import check_split, stream_records
 from vistok.shards.store import PackedStore, open_any
-from vistok.storage import cache_settings, configure_cache
+from vistok.storage import Cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
 from vistok.tokenize.stream import Ordered, check_parallel, group_limit, known_columns, order_record
@@ -83,11 +83,12 @@ def order_rng(seed: int, seed_of_order: int) -> np.random.Generator:
     return np.random.default_rng([seed, 0, seed_of_order])
 
 
-def open_datasets(paths: list[str]) -> tuple[list, Codec]:
-    """Dataset folders and/or packed stores (`vistok pack`), checked to share one vocabulary."""
+def open_datasets(paths: list, options: dict | None = None) -> tuple[list, Codec]:
+    """Dataset folders and/or packed stores (`vistok pack`), checked to share one vocabulary; URLs opened with
+    the storage `options` (a `Loc` keeps its own)."""
     if not paths:
         raise UsageError("no dataset given")
-    sets = [open_any(p) for p in paths]
+    sets = [open_any(p, options) for p in paths]
     first = sets[0].manifest
     for ds in sets[1:]:
         m = ds.manifest
@@ -266,19 +267,20 @@ class RowFiller:
 class RowStream(IterableDataset):
     """Infinite stream of filled training rows for one rank; splits shards across DataLoader workers."""
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1):
+    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
+                 cache: Cache | None = None):
         super().__init__()
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.sets, self.codec = open_datasets(cfg.datasets)
+        self.sets, self.codec = open_datasets(cfg.datasets, options)
         check_order(self.sets, self.codec, cfg)
         for ds in self.sets:  # here, not in a loader worker, whose errors would reach the user as a traceback
             check_split(len(ds.shards), world, max(1, cfg.num_workers))
-        self.cache = cache_settings()  # applied again in the loader worker, however it was started
+        self.cache = cache  # remote shards read to their end are kept there (carried to the loader workers)
 
     def _records(self, worker: int, n_workers: int) -> Iterator[tuple[int, TokenRecord]]:
         cfg = self.cfg
-        streams = [stream_records(ds.shards, self.rank, self.world, worker, n_workers, cfg.seed, infinite=True)
-                   for ds in self.sets]
+        streams = [stream_records(ds.shards, self.rank, self.world, worker, n_workers, cfg.seed, infinite=True,
+                                  cache=self.cache) for ds in self.sets]
         if len(streams) == 1:
             yield from streams[0]
             return
@@ -291,7 +293,6 @@ class RowStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         cfg = self.cfg
-        configure_cache(*self.cache)
         wi = get_worker_info()
         worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
         rng = np.random.default_rng([cfg.seed, self.rank, worker, 3])
@@ -389,9 +390,10 @@ class Loader:
     the checkpointed batch count; packed stores are read in-process and resume exactly from their state.
     """
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu"):
+    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu",
+                 options: dict | None = None, cache: Cache | None = None):
         self.cfg, self.device = cfg, device
-        self.sets, self.codec = open_datasets(cfg.datasets)
+        self.sets, self.codec = open_datasets(cfg.datasets, options)
         check_order(self.sets, self.codec, cfg)
         self.store_rows = None
         if all(isinstance(s, PackedStore) for s in self.sets):
@@ -399,7 +401,7 @@ class Loader:
         elif any(isinstance(s, PackedStore) for s in self.sets):
             raise UsageError("mix either dataset folders or packed stores in one run, not both")
         else:
-            self.stream = RowStream(cfg, rank, world)
+            self.stream = RowStream(cfg, rank, world, options, cache)
         self.batches = 0
         self._it: Iterator | None = None
         self.limits: list[int] | None = None  # the model's embedding table sizes, once known
@@ -454,10 +456,10 @@ class Rows(IterableDataset):
     folders by replaying their deterministic stream (no model work). Iterate it in the process that keeps
     the state (a `DataLoader` with the default `num_workers=0`); each rank of a job makes its own."""
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1):
+    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None):
         super().__init__()
-        self.cfg, self.rank, self.world = cfg, rank, world
-        self.sets, self.codec = open_datasets(cfg.datasets)
+        self.cfg, self.rank, self.world, self.options = cfg, rank, world, options
+        self.sets, self.codec = open_datasets(cfg.datasets, options)
         check_order(self.sets, self.codec, cfg)
         stores = [isinstance(s, PackedStore) for s in self.sets]
         if any(stores) and not all(stores):
@@ -472,7 +474,7 @@ class Rows(IterableDataset):
         if self.store is not None:
             rows: Iterator[dict[str, np.ndarray]] = iter(self.store.next_row, None)
         else:
-            rows = iter(RowStream(replace(self.cfg, num_workers=1), self.rank, self.world))
+            rows = iter(RowStream(replace(self.cfg, num_workers=1), self.rank, self.world, self.options))
             for _ in range(self._start):
                 next(rows)
         self.delivered = self._start

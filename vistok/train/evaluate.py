@@ -157,7 +157,7 @@ def unigram_bits(sets: list, records: list, codec: Codec) -> float:
     return bits / n
 
 
-def training_hashes(state: dict[str, Any], data: DataConfig) -> frozenset[str]:
+def training_hashes(state: dict[str, Any], data: DataConfig, options: dict | None = None) -> frozenset[str]:
     """Config hashes of the datasets a run trained on: stored in its checkpoints, or, for checkpoints
     written before they were, read from the training datasets where they still are."""
     if "datasets" in state:
@@ -165,7 +165,7 @@ def training_hashes(state: dict[str, Any], data: DataConfig) -> frozenset[str]:
     hashes = set()
     for path in data.datasets:
         try:
-            hashes.add(open_datasets([path])[0][0].manifest.config_hash)
+            hashes.add(open_datasets([path], options)[0][0].manifest.config_hash)
         except DatasetError:
             continue
     return frozenset(hashes)
@@ -175,7 +175,8 @@ SPLITS = ("auto", "all", "heldout")
 
 
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
-             split: str = "auto", stride: int = 0, per_frame: bool = False) -> dict[str, Any]:
+             split: str = "auto", stride: int = 0, per_frame: bool = False,
+             storage_options: dict | None = None) -> dict[str, Any]:
     """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
 
     `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
@@ -189,11 +190,11 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
-    sets, codec = open_datasets(datasets or data.datasets)
+    sets, codec = open_datasets(datasets or data.datasets, storage_options)
     if codec.vocab.size != model.cfg.vocab_size:
         raise DatasetError("the dataset's vocabulary does not match the model's")
     hashes = frozenset(ds.manifest.config_hash for ds in sets)
-    trained = training_hashes(state, data)
+    trained = training_hashes(state, data, storage_options)
     whole = {"auto": hashes - trained, "all": hashes, "heldout": frozenset()}[split]
     recs = list(heldout_records(sets, data.heldout, limit, whole=whole))
     if not recs:

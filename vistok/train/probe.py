@@ -155,13 +155,13 @@ def _scores(tr: tuple[np.ndarray, list[str]], te: tuple[np.ndarray, list[str]], 
 
 
 def probe(run: str | Path, datasets: list[str] | None = None, test: list[str] | None = None,
-          cfg: ProbeConfig | None = None, device: str = "cpu") -> dict[str, Any]:
+          cfg: ProbeConfig | None = None, device: str = "cpu", storage_options: dict | None = None) -> dict[str, Any]:
     """Linear and k-NN top-1 of the trained model, its random-init twin and raw pixels (module docstring)."""
     cfg = cfg or ProbeConfig()
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
-    sets, codec = open_datasets(datasets or data.datasets)
-    test_sets = open_datasets(test)[0] if test else None
+    sets, codec = open_datasets(datasets or data.datasets, storage_options)
+    test_sets = open_datasets(test, storage_options)[0] if test else None
     layers = cfg.layers or [model.cfg.n_layer]
     if any(not 0 <= i <= model.cfg.n_layer for i in layers):
         raise UsageError(f"--layer takes 0..{model.cfg.n_layer} (0: the embeddings), got {layers}")

@@ -155,12 +155,12 @@ def check_fits(model, codec: Codec, meta: dict) -> None:
                  codec.known_axes)
 
 
-def stored_orders(datasets: list[str], order: str, meta: dict, n: int) -> list[dict]:
+def stored_orders(datasets: list[str], order: str, meta: dict, n: int, options: dict | None = None) -> list[dict]:
     """Stored orders (gradwalk walks: side information a decoder is sent) of up to n records of the run's
     datasets with the sample's geometry: a sample of a gradwalk run is drawn along a real image's walk."""
     key = stored_key(order)
     out = []
-    sets, _ = open_datasets(datasets)
+    sets, _ = open_datasets(datasets, options)
     for ds in sets:
         for rec in ds:
             if key in rec.orders and all(rec.meta.get(k) == meta[k] for k in ("height", "width")):
@@ -188,7 +188,7 @@ def grid(images: list[np.ndarray], cols: int | None = None, pad: int = 2) -> np.
 
 def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int = 0, size: int | None = None, device: str = "cpu",
-               scale: int = 2) -> Path:
+               scale: int = 2, storage_options: dict | None = None) -> Path:
     from PIL import Image
 
     model, state = load_model(run, device)
@@ -196,7 +196,7 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
     meta = sample_meta(codec, state.get("preprocess", {}), size, state.get("geometry"))
     data = state["data"]
     order, parallel = data.get("order", "canonical"), data.get("parallel", "")
-    stored = stored_orders(data["datasets"], order, meta, n) if order.startswith("gradwalk") else None
+    stored = stored_orders(data["datasets"], order, meta, n, storage_options) if order.startswith("gradwalk") else None
     images, _, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
                                  order=order, parallel=parallel, stored=stored, stride=data.get("stride", 0))
     failed = sum(im is None for im in images)
@@ -215,7 +215,8 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
 
 
 # --- clips: prompted continuation -------------------------------------------------------------------------
-def prompt_record(prompt: str, k: int, codec: Codec, preprocess: dict, datasets: list[str]) -> tuple[TokenRecord, Codec]:
+def prompt_record(prompt: str, k: int, codec: Codec, preprocess: dict, datasets: list[str],
+                  options: dict | None = None) -> tuple[TokenRecord, Codec]:
     """The first k frames of a prompt: a video file tokenized with the run's codec and preprocessing, or the
     record with key `prompt` in `datasets`; and the codec that decodes it (a dataset's carries its side
     information, e.g. H.264 stream headers)."""
@@ -230,7 +231,7 @@ def prompt_record(prompt: str, k: int, codec: Codec, preprocess: dict, datasets:
         if rec is None:
             raise UsageError(f"{prompt}: no clip of {k} frames")
     else:
-        sets, _ = open_datasets(datasets)
+        sets, _ = open_datasets(datasets, options)
         rec = None
         for ds in sets:
             try:
@@ -300,7 +301,7 @@ def strip(prompt: list[np.ndarray], generated: list[np.ndarray], gap: int = 4) -
 def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", prompt_frames: int = 1,
              datasets: list[str] | None = None, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int = 0, size: int | None = None, device: str = "cpu",
-             fps: float = 10.0, scale: int = 4) -> dict:
+             fps: float = 10.0, scale: int = 4, storage_options: dict | None = None) -> dict:
     """`vistok sample --frames N [--prompt P --prompt-frames K]`: write OUT (.mp4, the frames that decoded) and
     OUT with .png (a strip: prompt | generated); returns what was written and how many frames decoded."""
     from PIL import Image
@@ -320,7 +321,7 @@ def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", pr
     pre = state.get("preprocess", {})
     rec_prompt = None
     if prompt:
-        rec_prompt, codec = prompt_record(prompt, prompt_frames, codec, pre, datasets or data["datasets"])
+        rec_prompt, codec = prompt_record(prompt, prompt_frames, codec, pre, datasets or data["datasets"], storage_options)
     meta = dict(rec_prompt.meta) if rec_prompt is not None else sample_meta(codec, pre, size, state.get("geometry"))
     if codec.codec_id == "h264" and "h264_header" not in meta:
         raise UsageError("h264 runs continue a prompt (its stream header comes with it): pass --prompt")

@@ -24,6 +24,7 @@ import torch
 from vistok.errors import UsageError
 from vistok.nn.gpt import GPT, PRESETS, GPTConfig
 from vistok.progress import Progress
+from vistok.storage import Cache
 from vistok.tokenize.base import Codec
 from vistok.train.checkpoint import latest_checkpoint, load_weights, read_state, save_checkpoint
 from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records
@@ -341,15 +342,16 @@ def close_distributed(dist_info: Dist) -> None:
 
 # --- the loop -------------------------------------------------------------------------------------------
 def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO[str] = sys.stderr,
-          quiet: bool = False) -> dict[str, Any]:
-    """Train (or resume) the run `cfg.out` on `data`; returns the last step's metrics."""
+          quiet: bool = False, storage_options: dict | None = None, cache: Cache | None = None) -> dict[str, Any]:
+    """Train (or resume) the run `cfg.out` on `data` (datasets at URLs opened with `storage_options`, which no
+    file records; remote shards kept in `cache`); returns the last step's metrics."""
     device, dist_info = setup_device(cfg.device)
     run, main = Path(cfg.out), dist_info.main
     if main:
         run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     ckpt = latest_checkpoint(run) if resume else None
-    loader = Loader(data, dist_info.rank, dist_info.world, device)
+    loader = Loader(data, dist_info.rank, dist_info.world, device, storage_options, cache)
     mcfg, state = model_config(cfg, data, loader, ckpt)
     loader.limits = mcfg.axis_sizes  # a record beyond the embedding tables is refused, never clamped
     raw_model, is_cuda = GPT(mcfg).to(device), device.startswith("cuda")
