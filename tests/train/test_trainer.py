@@ -181,7 +181,7 @@ def test_a_time_budget_holds_when_steps_are_slow(small_dataset, tmp_path, monkey
     data, cfg = _cfgs(small_dataset, tmp_path / "r", max_steps=1000, max_minutes=0.1, ckpt_every=1000)
     out = train(data, cfg, quiet=True)
     assert 6 <= out["step"] < 15
-    assert 5.4 <= out["last"]["elapsed_s"] <= 6.6  # within 10% of the budget
+    assert 4.5 <= out["last"]["elapsed_s"] <= 6.6  # never 10% over the budget (and most of it used)
     assert latest_checkpoint(tmp_path / "r").name == f"step-{out['step']:06d}"  # the last step is saved
 
 
