@@ -343,8 +343,7 @@ def close_distributed(dist_info: Dist) -> None:
 # --- the loop -------------------------------------------------------------------------------------------
 def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO[str] = sys.stderr,
           quiet: bool = False, storage_options: dict | None = None, cache: Cache | None = None) -> dict[str, Any]:
-    """Train (or resume) the run `cfg.out` on `data` (URLs opened with `storage_options`, recorded nowhere;
-    remote shards kept in `cache`); returns the last step's metrics."""
+    """Train (or resume) the run `cfg.out` on `data` (URLs with `storage_options`, shards cached in `cache`)."""
     device, dist_info = setup_device(cfg.device)
     run, main = Path(cfg.out), dist_info.main
     if main:
