@@ -49,6 +49,7 @@ CodecId = _choice("CodecId", codec_ids())
 ImageFormat = _choice("ImageFormat", ("png", "jpg"))
 MediaFormat = _choice("MediaFormat", ("png", "jpg", "mp4"))
 Split = _choice("Split", ("auto", "heldout", "all"))
+ProbeMask = _choice("ProbeMask", ("train", "none"))
 Resize = _choice("Resize", ("center-crop", "pad", "short-side", "none"))
 Executor = _choice("Executor", ("ray", "local"))
 
@@ -408,27 +409,33 @@ def probe(
     run: Annotated[Path, typer.Argument(help="Run folder or step-N folder.")],
     datasets: Annotated[list[str], typer.Argument(help="Labelled dataset(s) (folders or URLs); default: the run's own. Train on images outside the run's held-out split, test on those inside it.")] = None,
     test: Annotated[list[str], typer.Option(help="Test dataset(s): then DATASETS are the training images, whole.")] = None,
-    layer: Annotated[list[int], typer.Option(help="Residual-stream layer(s) to pool (0 = embeddings; default: the last). Repeatable: the layers' features are concatenated.")] = None,
+    layer: Annotated[list[str], typer.Option(help="Residual-stream layer(s) to pool: all (default: every layer probed, the best chosen on a validation fifth of the training images) or N (0 = embeddings; repeatable: the layers' features concatenated).")] = None,
+    mask: Annotated[list[ProbeMask], typer.Option(help="none: every token sees the whole image (RandSAC's probe); train: the mask the model was trained with (iGPT's). Repeatable; default both.")] = None,
+    finetune: Annotated[int, typer.Option(help="Also fine-tune the whole model with a linear head for this many epochs and report its test top-1 (0 = off).")] = 0,
     train_limit: Annotated[int, typer.Option(help="At most this many training images (0 = all).")] = 5000,
     test_limit: Annotated[int, typer.Option(help="At most this many test images (0 = all).")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     storage_options: StorageOptions = None,
 ) -> None:
-    """Linear (logistic regression) and k-NN (cosine, k=20) top-1 on frozen features of the trained model,
-    of the same architecture at random initialisation, and of raw pixels."""
-    from vistok.train.probe import ProbeConfig
+    """Linear (logistic regression) and k-NN (cosine, k=20) top-1 on frozen features of every layer of the
+    trained model, under both masks, of the same architecture at random initialisation, and of raw pixels;
+    with --finetune, the fine-tuned model's top-1."""
+    from vistok.train.probe import ProbeConfig, format_probe
     from vistok.train.probe import probe as run_probe
     from vistok.train.trainer import pick_device
 
-    cfg = ProbeConfig(layers=list(layer or []), train_limit=train_limit, test_limit=test_limit)
+    picked = [x for x in (layer or []) if x != "all"]
+    if not all(x.isdigit() for x in picked):
+        raise UsageError(f"--layer takes all or a layer number, got {', '.join(picked)}")
+    cfg = ProbeConfig(layers=[int(x) for x in picked], train_limit=train_limit, test_limit=test_limit,
+                      masks=tuple(m.value for m in mask) if mask else ("train", "none"), finetune=finetune)
     res = run_probe(run, [str(d) for d in datasets] if datasets else None, [str(t) for t in test] if test else None,
                     cfg, pick_device(device), storage_options)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
-    for k, v in res.items():
-        typer.echo(f"{k:14s}" + (" ".join(f"{m} {x:.4f}" for m, x in v.items()) if isinstance(v, dict) else str(v)))
+    typer.echo(format_probe(res))
 
 
 @app.command()

@@ -148,18 +148,19 @@ def study(cfg: StudyConfig, progress=sys.stderr) -> list[dict]:
 
 def table(rows: list[dict], cfg: StudyConfig) -> str:
     head = (f"Study: {', '.join(cfg.sources)}; preset {cfg.preset}, {cfg.minutes:g} minutes per run; probes on "
-            "the held-out split (linear: logistic regression; k-NN: cosine, k = 20).\n\n"
+            "the held-out split (linear: logistic regression; k-NN: cosine, k = 20; every layer under both masks, "
+            "the layer and mask chosen on a validation fifth of the training images).\n\n"
             "| codec | order | parallel | steps | bits/image | order bits | steps/image | linear top-1 | k-NN top-1 "
-            "| random-init linear / k-NN | pixels linear / k-NN |\n" + "| --- " * 11 + "|\n")
+            "| layer, mask | random-init linear / k-NN | pixels linear / k-NN |\n" + "| --- " * 12 + "|\n")
     lines = []
     for r in rows:
         if "refused" in r:
-            lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | refused: {r['refused']} |" + " |" * 7)
+            lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | refused: {r['refused']} |" + " |" * 8)
             continue
         t, z, p = r["trained"], r["random_init"], r["pixels"]
         lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | {r['steps']} | {r['bits_per_image']} | "
                      f"{r['order_bits']} | {r['steps_per_image']} | {t['linear_top1']:.3f} | {t['knn_top1']:.3f} | "
-                     f"{z['linear_top1']:.3f} / {z['knn_top1']:.3f} | {p['linear_top1']:.3f} / {p['knn_top1']:.3f} |")
+                     f"{t.get('layer', '')}, {t.get('mask', 'train')} | {z['linear_top1']:.3f} / {z['knn_top1']:.3f} | {p['linear_top1']:.3f} / {p['knn_top1']:.3f} |")
     return head + "\n".join(lines) + "\n"
 
 

@@ -82,6 +82,61 @@ def test_probes_separate_separable_features():
 
 
 @FASHION
+def test_every_layer_is_probed_and_the_layer_is_chosen_on_validation_alone():
+    """Five layers of features; only layer 2 carries the class: the probe picks it, on validation images."""
+    from vistok.train.probe import best_layer
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    x = rng.normal(size=(600, 5, 12)).astype(np.float32)
+    x[:, 2, :3] += 3.0 * np.eye(3)[y]  # the planted signal
+    res = best_layer(x[:450], y[:450], x[450:], y[450:])
+    assert res["layer"] == 2 and res["linear_top1"] > 0.9 and len(res["per_layer"]) == 5
+    assert max(r["test_top1"] for r in res["per_layer"] if r["layer"] != 2) < 0.5
+    flipped = best_layer(x[:450], y[:450], x[450:], (y[450:] + 1) % 3)  # test labels play no part in the choice
+    assert flipped["layer"] == 2 and flipped["val_top1"] == res["val_top1"]
+
+
+def _quadrants(folder: Path, n: int) -> Path:
+    """16x16 gray images of noise, one of the four 8x8 blocks bright: label 'top' (the upper row) or 'bottom'."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        label = ("top", "bottom")[i % 2]
+        img = rng.integers(0, 60, (16, 16)).astype(np.uint8)
+        by, bx = (0 if label == "top" else 8), 8 * int(rng.integers(0, 2))
+        img[by : by + 8, bx : bx + 8] += 150
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / label / f"{i}.png")
+    return folder
+
+
+def test_masks_differ_above_the_embeddings_and_fine_tuning_learns_a_toy_set(tmp_path):
+    """Measured on this toy (2026-12-01): the frozen linear probe of a random-init `tiny` reaches 1.0 too, and at
+    JPEG quality 10-50 it beats 8 epochs of fine-tuning (0.98 vs 0.85 at q10; both near chance at q50): the issue's
+    "fine-tuning beats the linear probe" is not shown here, only that fine-tuning learns."""
+    import vistok
+    from vistok.train.data import DataConfig
+    from vistok.train.probe import ProbeConfig, features, finetune
+
+    ds = run_job([str(_quadrants(tmp_path / "q", 240))], tmp_path / "ds", JpegCodec(quality=5, layout="dense"),
+                 Preprocess(gray=True), label_from="parent", executor="local", quiet=True).folder
+    rows = vistok.rows(ds, block_size=272, heldout=0.25)
+    model = vistok.model_for(rows, "tiny")
+    data, codec = DataConfig(datasets=[str(ds)], block_size=272, heldout=0.25), rows.codec
+    recs = list(Dataset(ds))
+    train = [r for i, r in enumerate(recs) if i % 4]  # records come sorted by name, so by class: interleave
+    test = [r for i, r in enumerate(recs) if i % 4 == 0]
+    a, labels = features(model, codec, iter(train), data, "cpu", mask="train")
+    b, _ = features(model, codec, iter(train), data, "cpu", mask="none")
+    assert a.shape == b.shape == (180, model.cfg.n_layer + 1, model.cfg.n_embd)
+    np.testing.assert_allclose(a[:, 0], b[:, 0], rtol=1e-5, atol=1e-6)  # the embeddings see no other token
+    assert not np.allclose(a[:, 1:], b[:, 1:], atol=1e-4)  # attention does: the whole image, or only the past
+    assert sorted(set(labels)) == ["bottom", "top"]
+    tuned = finetune(model, codec, lambda: iter(train), lambda: iter(test), data, {"bottom": 0, "top": 1},
+                     ProbeConfig(finetune=8, batch=16), "cpu")
+    assert tuned >= 0.95, tuned
+
+
 def test_fashion_mnist_source_and_a_study_that_resumes(tmp_path):
     from vistok.study import StudyConfig, study
 

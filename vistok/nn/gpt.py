@@ -256,11 +256,18 @@ class GPT(nn.Module):
         return (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)
 
     @torch.no_grad()
-    def hidden(self, idx, coords, next_coords=None, doc_ids=None, groups=None, query=None) -> list[torch.Tensor]:
+    def hidden(self, idx, coords, next_coords=None, doc_ids=None, groups=None, query=None,
+               bidirectional: bool = False) -> list[torch.Tensor]:
         """The residual stream after the embeddings (index 0) and after each block (1..n_layer): (B, T, C) each
-        (features for probes: `vistok.train.probe`)."""
+        (features for probes: `vistok.train.probe`). `bidirectional`: every position sees its whole document
+        (no causal or group mask; rows of tokens only), as RandSAC reads features for its probes."""
         x = self.embed(idx, coords, next_coords, query)
-        mask = self.attn_mask(idx, doc_ids, groups, query)
+        if bidirectional:
+            if groups is not None or doc_ids is None:
+                raise ValueError("bidirectional features need rows of tokens with document ids")
+            mask = (doc_ids[:, :, None] == doc_ids[:, None, :]).unsqueeze(1)
+        else:
+            mask = self.attn_mask(idx, doc_ids, groups, query)
         rot = place_rotation(self.cfg, coords, next_coords, query)
         out = [x]
         for block in self.h:
