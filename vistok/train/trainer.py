@@ -332,12 +332,24 @@ def _checkpoint(run: Path, step: int, planned: int, model: GPT, opt, loader: Loa
         save_checkpoint(run, step, model, opt, st, keep)
 
 
-def close_distributed(dist_info: Dist) -> None:
-    if dist_info.world > 1:
-        import torch.distributed as dist
+def close_distributed(dist_info: Dist, poll_s: float = 0.02, wait_s: float = 60.0) -> None:
+    """Leave the process group, rank 0 last. Rank 0 hosts torchrun's TCP store: exiting while another rank is
+    still tearing its group down leaves that rank without its store, and it aborts ("terminate called without
+    an active exception", seen about once in 30 launches). So each rank checks in on the store after its own
+    teardown, and rank 0 waits for all of them (at most `wait_s`) before it goes."""
+    if dist_info.world == 1:
+        return
+    import torch.distributed as dist
+    from torch.distributed import distributed_c10d
 
-        dist.barrier()
-        dist.destroy_process_group()
+    dist.barrier()
+    store = distributed_c10d._get_default_store()
+    dist.destroy_process_group()
+    left = store.add("vistok/closed", 1)
+    deadline = time.monotonic() + wait_s
+    while dist_info.main and left < dist_info.world and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        left = store.add("vistok/closed", 0)
 
 
 # --- the loop -------------------------------------------------------------------------------------------
