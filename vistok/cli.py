@@ -16,6 +16,7 @@ from vistok.errors import UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
+from vistok.tokenize.schedule import parse_steps
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Images and videos -> discrete token shards for autoregressive vision models.")
@@ -281,13 +282,27 @@ def show_order(
     typer.echo(f"wrote {out} ({rec.key}, order {order})")
 
 
+STEPS_HELP = ("--parallel any runs: model steps per image, 1 up to its tokens, or all (one token per step, "
+              "the default), each step a group of the cosine schedule.")
+
+
+def one_steps(text: str) -> int | None:
+    if not text:
+        return None
+    steps = parse_steps(text)
+    if len(steps) != 1:
+        raise UsageError(f"--steps takes one step count here, got {text!r}")
+    return steps[0]
+
+
 @app.command()
 def train(
     datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://...; streamed, not downloaded), or packed .zarr stores (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more.")] = "tiny",
     order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time). Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
-    parallel: Annotated[str, typer.Option(help="Predict groups at once: 'segments' (with --order randsac:K) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets); needs one token per place (dense layouts, learned codes).")] = "",
+    parallel: Annotated[str, typer.Option(help="Predict groups at once: 'any' (a random order in any number of steps, chosen at eval/sample/compress time by --steps; --order defaults to random), 'segments' (with --order randsac:K) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets); needs one token per place (dense layouts, learned codes).")] = "",
+    co_attend: Annotated[bool, typer.Option("--co-attend/--no-co-attend", help="With --parallel: the query slots of a group attend to each other (they carry places, never tokens).")] = True,
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
     block_size: Annotated[int, typer.Option(help="Context length (tokens per row; 0 = the preset's).")] = 0,
     stride: Annotated[int, typer.Option(help="A record longer than the context (a clip) is read in windows of the context's length every STRIDE positions, each scored on its new targets, so every token sees at least context - stride earlier ones (0 = half the context; the context length = independent pieces). Eval, sample and compress read it the same way.")] = 0,
@@ -325,10 +340,12 @@ def train(
         raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     w = [float(x) for x in weights.split(",")] if weights else None
     context = block_size or PRESETS[preset]["block_size"]
+    if parallel == "any" and order == "canonical":  # the default order: any-step prediction is over random orders
+        order = "random"
     data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
                       block_size=context, stride=stride or context // 2, batch_size=batch_size, seed=seed,
                       num_workers=workers)
-    cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, max_steps=max_steps,
+    cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, co_attend=co_attend, max_steps=max_steps,
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
                       ckpt_every=ckpt_every, log_every=log_every, compile=compile, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
@@ -346,6 +363,7 @@ def eval_(
     limit: Annotated[int, typer.Option(help="At most this many records (0 = all).")] = 0,
     stride: Annotated[int, typer.Option(help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
     per_frame: Annotated[bool, typer.Option("--per-frame", help="Clips: bits of frame t given the earlier frames and of frame t alone, per frame index, and their ratio over frames 2 on (conditional_to_independent_ratio).")] = False,
+    steps: Annotated[str, typer.Option(help=STEPS_HELP + " Comma-separated: a bits-versus-steps curve (steps_curve), the first one the headline.")] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     storage_options: StorageOptions = None,
 ) -> None:
@@ -356,13 +374,15 @@ def eval_(
     from vistok.train.trainer import pick_device
 
     res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split.value,
-                   stride, per_frame, storage_options)
+                   stride, per_frame, storage_options, parse_steps(steps) if steps else None)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
     for k, v in res.items():
-        if k != "per_frame_bits":
+        if k not in ("per_frame_bits", "steps_curve"):
             typer.echo(f"{k:34s}{v:.4f}" if isinstance(v, float) else f"{k:34s}{v}")
+    for p in res.get("steps_curve", [])[1:] if len(res.get("steps_curve", [])) > 1 else []:
+        typer.echo(f"steps {p['steps']:>6}: {p['bits_per_image']:.1f} bits/image in {p['steps_per_image']:.1f} steps")
     if per_frame:
         typer.echo(format_frame_table(res))
 
@@ -381,6 +401,7 @@ def sample(
     prompt: Annotated[str, typer.Option(help="Continue a clip: a video file (tokenized with the run's codec and preprocessing) or a record key of the run's datasets (or --data).")] = "",
     prompt_frames: Annotated[int, typer.Option(help="Frames of the prompt to continue from.")] = 1,
     data: Annotated[list[str], typer.Option(help="Dataset(s) to look a --prompt key up in (default: the run's).")] = None,
+    steps: Annotated[str, typer.Option(help=STEPS_HELP)] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     storage_options: StorageOptions = None,
 ) -> None:
@@ -400,7 +421,7 @@ def sample(
             raise typer.Exit(1)
         return
     path = sample_run(run, n, out, temperature, tk, tp, seed, size or None, pick_device(device),
-                      storage_options=storage_options)
+                      storage_options=storage_options, steps=one_steps(steps))
     typer.echo(f"wrote {path}")
 
 
@@ -443,7 +464,7 @@ def study(
     out: Annotated[Path, typer.Option("--out", "-o", help="Study folder (rerun to finish an interrupted study).")] = Path("runs/study"),
     source: Annotated[list[str], typer.Option(help="Labelled sources to shard (repeatable; default fashion-mnist:train:12000).")] = None,
     orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "canonical,random,hilbert,randsac:11,5",
-    parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales (pairs that do not fit an order are left out).")] = "none,segments",
+    parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales, any (pairs that do not fit an order are left out; any goes with random and is scored at two step counts).")] = "none,segments",
     layout: Annotated[str, typer.Option(help="JPEG layout of the study's tokens (dense: every order and mode).")] = "dense",
     quality: Annotated[int, typer.Option(help="JPEG quality.")] = 50,
     size: Annotated[int, typer.Option(help="Resize the images to SIZE x SIZE (0 = keep; Fashion-MNIST is 28).")] = 16,
@@ -473,6 +494,7 @@ def compress(
     key: Annotated[list[str], typer.Option(help="Only the records of a dataset input with this key (repeatable).")] = None,
     passthrough: Annotated[bool, typer.Option("--passthrough", help="jpeg runs: JPEG files keep their own coefficients and size (no re-encoding), so decompress + decode gives back their coefficients exactly.")] = False,
     keep_meta: Annotated[bool, typer.Option("--keep-meta", help="Keep each record's key and metadata (source path, label) in its file; without it a file holds what decoding needs (16 bytes of container at the run's size).")] = False,
+    steps: Annotated[str, typer.Option(help=STEPS_HELP + " A file records its steps; decompress takes them from it.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     storage_options: StorageOptions = None,
 ) -> None:
@@ -481,7 +503,7 @@ def compress(
     from vistok.train.compress import SUFFIX, Coder, input_records
     from vistok.train.container import payload_bits
 
-    coder = Coder.load(run)
+    coder = Coder.load(run, one_steps(steps))
     out.mkdir(parents=True, exist_ok=True)
     failed = []
 

@@ -10,7 +10,8 @@ and k-NN top-1 of the trained model, of its random-init twin and of raw pixels).
     study.json           every row; study.md, the table; study.png, the probes as bars
 
 Pairs that do not go together are left out of the grid (`--parallel segments` needs a randsac order,
-`scales` next-scale or coarse-to-fine); pairs a codec refuses (an rle layout with --parallel) are rows that
+`scales` next-scale or coarse-to-fine, `any` random; an `any` row is scored at two step counts,
+`any_steps`, one token per step and 16 steps by default); pairs a codec refuses (an rle layout with --parallel) are rows that
 say why. The default (`make study`): Fashion-MNIST (12,000 training images of the Debian package) at
 16x16 as grayscale JPEG quality 50 coefficients in the dense layout (2x2 blocks, 256 tokens per image: the
 layout that group prediction needs, kept for every row so the rows differ only in order and mode); orders
@@ -34,6 +35,7 @@ from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
 from vistok.shards.manifest import write_json
 from vistok.tokenize.base import get_codec
+from vistok.tokenize.schedule import ALL
 from vistok.tokenize.stream import PARALLEL, SCALE_AXES
 from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate
@@ -50,6 +52,7 @@ class StudyConfig:
     size: int = 16  # resize inputs to this side (0: keep)
     orders: list[str] = field(default_factory=lambda: ["canonical", "random", "hilbert", "randsac:11,5"])
     parallel: list[str] = field(default_factory=lambda: ["", "segments"])
+    any_steps: list[int] = field(default_factory=lambda: [ALL, 16])  # `any` rows: scored at these step counts
     preset: str = "tiny"
     minutes: float = 4.0  # training budget per run
     max_steps: int = 1_000_000  # and a step limit (tests)
@@ -77,7 +80,8 @@ def split_orders(text: str) -> list[str]:
 
 def _fits(order: str, parallel: str) -> bool:
     base = order.partition(":")[0]
-    return not parallel or (parallel == "segments" and base == "randsac") or (parallel == "scales" and base in SCALE_AXES)
+    return (not parallel or (parallel == "segments" and base == "randsac") or (parallel == "scales" and base in SCALE_AXES)
+            or (parallel == "any" and base == "random"))
 
 
 def _codec_name(cfg: dict[str, Any]) -> str:
@@ -116,13 +120,16 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
         row["refused"] = str(exc)
         write_json(done, row)
         return row
-    ev = evaluate(run, limit=cfg.eval_images, device=device)
+    ev = evaluate(run, limit=cfg.eval_images, device=device, steps=cfg.any_steps if parallel == "any" else None)
     pr = probe(run, cfg=ProbeConfig(train_limit=cfg.probe_train, test_limit=cfg.probe_test, seed=cfg.seed),
                device=device)
     row.update(steps=res["step"], block_size=block, bits_per_image=round(ev["bits_per_image"], 1),
                order_bits=round(ev["order_bits"], 1), steps_per_image=round(ev["steps_per_image"], 1),
                trained=pr["trained"], random_init=pr["random_init"], pixels=pr["pixels"],
                probe_images={"train": pr["train_images"], "test": pr["test_images"]})
+    if "steps_curve" in ev:  # one any model at several step counts: the headline is the first
+        row["at_steps"] = [{"steps": p["steps"], "bits_per_image": round(p["bits_per_image"], 1),
+                            "steps_per_image": round(p["steps_per_image"], 1)} for p in ev["steps_curve"]]
     write_json(done, row)
     return row
 
@@ -161,6 +168,9 @@ def table(rows: list[dict], cfg: StudyConfig) -> str:
         lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | {r['steps']} | {r['bits_per_image']} | "
                      f"{r['order_bits']} | {r['steps_per_image']} | {t['linear_top1']:.3f} | {t['knn_top1']:.3f} | "
                      f"{t.get('layer', '')}, {t.get('mask', 'train')} | {z['linear_top1']:.3f} / {z['knn_top1']:.3f} | {p['linear_top1']:.3f} / {p['knn_top1']:.3f} |")
+        for a in r.get("at_steps", [])[1:]:  # the same any model, scored in fewer steps
+            lines.append(f"| {r['codec']} | {r['order']} | any, --steps {a['steps']} | {r['steps']} | "
+                         f"{a['bits_per_image']} | {r['order_bits']} | {a['steps_per_image']} | (same model) |" + " |" * 4)
     return head + "\n".join(lines) + "\n"
 
 
@@ -198,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=d.out)
     ap.add_argument("--minutes", type=float, default=d.minutes, help="training budget per run")
     ap.add_argument("--orders", default=",".join(d.orders), help="comma-separated (randsac:11,5 stays whole)")
-    ap.add_argument("--parallel", default="none,segments", help="comma-separated: none, segments, scales")
+    ap.add_argument("--parallel", default="none,segments", help="comma-separated: none, segments, scales, any")
     ap.add_argument("--source", action="append", help="sources to shard (default: fashion-mnist:train:12000)")
     a = ap.parse_args(argv)
     cfg = StudyConfig(out=a.out, minutes=a.minutes, orders=split_orders(a.orders), sources=a.source or d.sources,

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from vistok.nn.gpt import GPT, PRESETS, GPTConfig
@@ -65,27 +66,30 @@ def _parallel_doc(groups, vocab=50, seed=0):
     return idx, crd, grp, query
 
 
-def _parallel_model():
+def _parallel_model(co_attend=False):
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=50, axis_sizes=[5, 9, 7], block_size=64, n_layer=2, n_head=2, n_embd=32,
-                         parallel=True)).eval()
+                         parallel=True, co_attend=co_attend)).eval()
 
 
-def test_group_mask_a_query_never_sees_its_own_group_or_later():
+@pytest.mark.parametrize("co_attend", [False, True])
+def test_group_mask_a_query_never_sees_a_token_of_its_own_group_or_later(co_attend):
     from vistok.nn.gpt import group_mask
 
     groups = [0, 0, 1, 1, 1, 2]
     idx, crd, grp, query = _parallel_doc(groups)
-    m = group_mask(torch.zeros_like(grp), grp, query)[0]
+    m = group_mask(torch.zeros_like(grp), grp, query, co_attend)[0]
     k = len(groups)
     for i in range(k):  # query slot of token i
         qi = 1 + k + i
         for j in range(k):
             assert bool(m[qi, 1 + j]) == (groups[j] < groups[i])  # tokens of earlier groups only
-            assert bool(m[qi, 1 + k + j]) == (i == j)  # no other query
+            # queries: itself, and with co-attention the other places of its group (never an earlier or later one)
+            assert bool(m[qi, 1 + k + j]) == (i == j or (co_attend and groups[i] == groups[j]))
+            assert not m[1 + j, 1 + k + i]  # a token never sees a query
         assert m[qi, 0]  # BOS
     # and through every layer: changing a token of group g changes no query logit of groups <= g
-    model = _parallel_model()
+    model = _parallel_model(co_attend)
     base, _ = model(idx, crd, torch.zeros_like(crd), groups=grp, query=query, doc_ids=torch.zeros_like(grp))
     for j, gj in enumerate(groups):
         changed = idx.clone()
@@ -121,10 +125,31 @@ class _Groups:
         return np.array([1, 2, 3])
 
 
-def test_group_generation_takes_one_step_per_group_and_the_cache_changes_nothing():
+@pytest.mark.parametrize("co_attend", [False, True])
+def test_co_attending_queries_see_the_places_of_their_group(co_attend):
+    """Moving one query's place changes the other queries of its group only with co-attention, and never a
+    query of an earlier group."""
+    groups = [0, 0, 1, 1, 1, 2]
+    idx, crd, grp, query = _parallel_doc(groups)
+    model = _parallel_model(co_attend)
+    kw = dict(groups=grp, query=query, doc_ids=torch.zeros_like(grp))
+    base, _ = model(idx, crd, torch.zeros_like(crd), **kw)
+    k, moved = len(groups), 3  # the query of token 3, in group 1
+    crd2 = crd.clone()
+    crd2[0, 1 + k + moved, 2] = 1 + (int(crd[0, 1 + k + moved, 2]) % 6)
+    out, _ = model(idx, crd2, torch.zeros_like(crd2), **kw)
+    for i, gi in enumerate(groups):
+        if i == moved:
+            continue
+        same = torch.allclose(out[0, 1 + k + i], base[0, 1 + k + i])
+        assert same == (not co_attend or gi != groups[moved]), i
+
+
+@pytest.mark.parametrize("co_attend", [False, True])
+def test_group_generation_takes_one_step_per_group_and_the_cache_changes_nothing(co_attend):
     from vistok.nn.gpt import generate_groups
 
-    model = _parallel_model()
+    model = _parallel_model(co_attend)
     runs = []
     for cache in (True, False):
         gen = torch.Generator().manual_seed(3)

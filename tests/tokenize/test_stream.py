@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vistok.errors import UsageError
+from vistok.record import TokenRecord
 from vistok.tokenize import JpegCodec, WaveletCodec
 from vistok.tokenize.base import EOS, get_codec
 from vistok.tokenize.orders import compute_stored, walk_bits
@@ -175,3 +176,28 @@ def test_parallel_modes_are_refused_where_they_cannot_work(photo):
     wrec = _record(w, photo)
     p = plan(w, wrec.meta, "coarse-to-fine", np.random.default_rng(0), parallel="scales")
     assert p.n_groups == 3  # LL and level 2, then level 1
+
+
+def test_any_step_plans_follow_the_seed_and_the_steps_never_the_tokens(photo):
+    """`--parallel any`: a random order cut into N consecutive groups; the same seed and geometry give the same
+    places at every step whatever the tokens, and training draws N per document."""
+    dense = JpegCodec(quality=50, layout="dense")
+    rec = _record(dense, photo)
+    n = rec.tokens.size
+    with pytest.raises(UsageError, match="--order random"):
+        plan(dense, rec.meta, "hilbert", np.random.default_rng(0), parallel="any")
+    with pytest.raises(UsageError, match="variable-length"):
+        plan(JpegCodec(quality=50), rec.meta, "random", np.random.default_rng(0), parallel="any")
+    order = plan(dense, rec.meta, "random", np.random.default_rng(5)).cells
+    for steps, want in ((1, 1), (7, 7), (n // 16, n // 16), (0, n), (10 * n, n)):
+        p = plan(dense, rec.meta, "random", np.random.default_rng(5), parallel="any", steps=steps)
+        assert p.n_groups == want and (np.diff(p.groups) >= 0).all()
+        np.testing.assert_array_equal(p.cells, order)  # the order is --order random's, then cut
+    # tokens play no part: a record with other tokens (same geometry) gets the same plan
+    other = TokenRecord("x", rec.tokens[::-1].copy(), rec.meta)
+    a = order_record(dense, rec, "random", np.random.default_rng(3), "any", steps=9)
+    b = order_record(dense, other, "random", np.random.default_rng(3), "any", steps=9)
+    np.testing.assert_array_equal(a.cells, b.cells)
+    np.testing.assert_array_equal(a.groups, b.groups)
+    drawn = {plan(dense, rec.meta, "random", np.random.default_rng(s), parallel="any").n_groups for s in range(40)}
+    assert len(drawn) > 20 and min(drawn) >= 1 and max(drawn) <= n  # steps drawn per document

@@ -119,3 +119,56 @@ def test_a_group_larger_than_the_context_is_cut_into_pieces_that_fit(dense_datas
     recs = list(heldout_records([Dataset(dense_dataset)], 0.2, 2))
     back = list(coder.decompress(b for _, b in coder.compress(recs)))
     assert [r.tokens.tolist() for r in back] == [r.tokens.tolist() for r in recs]
+
+
+def test_any_step_runs_score_sample_and_compress_in_any_number_of_steps(dense_dataset, tmp_path):
+    """One `--parallel any` model, N chosen after training: eval's curve takes N steps per image, sampling
+    exactly N model calls (cached = uncached), and a file codes its N and decodes with it."""
+    from vistok.tokenize.schedule import ALL
+    from vistok.train.compress import Coder
+    from vistok.train.data import heldout_records
+
+    run = tmp_path / "r"
+    train(*_cfgs(dense_dataset, run, "random", "any", max_steps=3), quiet=True)
+    ev = evaluate(run, steps=[1, 12, ALL], limit=3)
+    assert ev["parallel"] == "any" and ev["steps"] == "1" and ev["steps_per_image"] == 1
+    assert [p["steps"] for p in ev["steps_curve"]] == ["1", "12", "all"]
+    assert [p["steps_per_image"] for p in ev["steps_curve"]] == [1, 12, 768]
+    assert ev["steps_curve"][0]["bits_per_image"] == ev["bits_per_image"]
+    with pytest.raises(UsageError, match="--order random"):
+        train(*_cfgs(dense_dataset, tmp_path / "h", "hilbert", "any", max_steps=1), quiet=True)
+
+    model, _ = load_model(run)
+    codec = Dataset(dense_dataset).codec
+    meta = {"height": 16, "width": 16, "components": 3, "subsampling": "444"}
+    calls = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    for n in (1, 5, 40):
+        calls.clear()
+        images, streams, steps = sample_images(model, codec, meta, 1, seed=2, order="random", parallel="any", steps=n)
+        assert steps == n and len(calls) == n and images[0].shape == (16, 16, 3)
+        _, again, _ = sample_images(model, codec, meta, 1, seed=2, order="random", parallel="any", steps=n,
+                                    use_cache=False)
+        np.testing.assert_array_equal(again[0], streams[0])
+    hook.remove()
+
+    recs = list(heldout_records([Dataset(dense_dataset)], 0.2, 3))
+    plain = Coder.load(run)  # one token per step, unless a file says otherwise
+    for n in (3, ALL):
+        blobs = [b for _, b in Coder.load(run, n).compress(recs)]  # side by side, in lanes
+        back = list(plain.decompress(blobs))  # the steps come from the files
+        assert [r.tokens.tolist() for r in back] == [r.tokens.tolist() for r in recs]
+        alone = next(plain.decompress(blobs[-1:]))  # a file coded among others decodes alone
+        assert alone.tokens.tolist() == recs[-1].tokens.tolist()
+    mixed = list(plain.decompress([blobs[0], *(b for _, b in Coder.load(run, 5).compress(recs[:1]))]))
+    assert [r.tokens.tolist() for r in mixed] == [recs[0].tokens.tolist()] * 2  # files of other step counts
+
+
+def test_steps_are_refused_for_runs_that_predict_a_fixed_partition(dense_dataset, tmp_path):
+    from vistok.train.compress import Coder
+
+    train(*_cfgs(dense_dataset, tmp_path / "s", "randsac:4", "segments", max_steps=1), quiet=True)
+    for call in (lambda: evaluate(tmp_path / "s", steps=[4]), lambda: Coder.load(tmp_path / "s", 4),
+                 lambda: sample_run(tmp_path / "s", 1, tmp_path / "x.png", steps=4)):
+        with pytest.raises(UsageError, match="--parallel any"):
+            call()

@@ -144,18 +144,19 @@ def test_fashion_mnist_source_and_a_study_that_resumes(tmp_path):
                   executor="local", quiet=True)
     rec = next(iter(Dataset(res.folder)))
     assert rec.meta["components"] == 1 and rec.meta["height"] == 28 and len(res.manifest.labels) == 10
-    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:120"], orders=["canonical", "randsac:4"],
-                      parallel=["", "segments"], codecs=[{"id": "jpeg", "quality": 50, "layout": "dense"}],
+    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:120"], orders=["canonical", "randsac:4",
+                      "random"], parallel=["", "segments", "any"], codecs=[{"id": "jpeg", "quality": 50, "layout": "dense"}],
                       size=16, minutes=0, max_steps=4, batch_size=2, eval_images=8, probe_train=40, probe_test=20,
-                      heldout=0.3)
+                      heldout=0.3, any_steps=[0, 8])
     rows = study(cfg)
     assert [(r["order"], r["parallel"]) for r in rows] == [("canonical", "none"), ("randsac:4", "none"),
-                                                           ("randsac:4", "segments")]
+                                                           ("randsac:4", "segments"), ("random", "none"), ("random", "any")]
+    assert [a["steps_per_image"] for a in rows[4]["at_steps"]] == [256, 8]  # one any model, two step counts
     for r in rows:
         assert 0 <= r["trained"]["linear_top1"] <= 1 and r["probe_images"]["test"] > 0
         assert set(r) >= {"bits_per_image", "order_bits", "steps_per_image", "random_init", "pixels"}
     assert rows[2]["steps_per_image"] < rows[1]["steps_per_image"]
-    assert (tmp_path / "study" / "study.md").read_text().count("\n| jpeg") == 3
+    assert (tmp_path / "study" / "study.md").read_text().count("\n| jpeg") == 6  # and the any row at 8 steps
     assert (tmp_path / "study" / "study.png").stat().st_size > 1000
     # interrupted before the last row finished: the finished ones are kept as they are, the last is done again
     runs = sorted((tmp_path / "study" / "runs").iterdir())

@@ -39,7 +39,9 @@ class GPTConfig:
     # query by the place it predicts, a key by its token's place, so attention sees their offset on these
     # axes ("the same place in an earlier frame" is offset 0); [] = off (runs made before it)
     rope_axes: list[int] = field(default_factory=list)
-
+    # group-parallel: a query slot also sees the other query slots of its group (places, never tokens:
+    # `group_mask`); False = each query alone (runs made before it)
+    co_attend: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -156,17 +158,21 @@ def place_rotation(cfg: GPTConfig, coords, next_coords=None, query=None):
     return out[0], out[1]
 
 
-def group_mask(doc_ids, groups, query):
+def group_mask(doc_ids, groups, query, co_attend: bool = False):
     """(B, T, T) boolean attention mask of group-parallel prediction, True = may attend.
 
     Token slots (query 0) see the tokens of their own and earlier groups (block-causal, as in VAR); a query
-    slot (query 1, the place of a token of group g) sees the tokens of groups < g and itself, never a query
-    or a token of its own group. BOS is group -1 (seen by all); padding has doc id -1 and sees only itself.
+    slot (query 1, the place of a token of group g) sees the tokens of groups < g and itself, never a token
+    of its own group; with `co_attend` also the other query slots of group g, which carry places only, so
+    the queries of a group agree on who predicts what (RandSAC's masked-transformer decoder). BOS is group
+    -1 (seen by all); padding has doc id -1 and sees only itself.
     """
     q = query.bool()
     gi, gj = groups[:, :, None], groups[:, None, :]
     token_j = ~q[:, None, :]
     sees = token_j & torch.where(q[:, :, None], gj < gi, gj <= gi)
+    if co_attend:
+        sees = sees | (q[:, :, None] & q[:, None, :] & (gj == gi))
     same_doc = (doc_ids[:, :, None] == doc_ids[:, None, :]) & (doc_ids[:, :, None] >= 0)
     eye = torch.eye(groups.size(1), dtype=torch.bool, device=groups.device)
     return (sees & same_doc) | eye
@@ -223,11 +229,12 @@ class GPT(nn.Module):
         """Logits (B, T, V); with targets, also the mean loss in nats over positions where loss_mask is 1.
 
         Token by token: causal attention, inside each document of a filled row (doc_ids (B, T)). Group-parallel
-        (groups and query (B, T)): the group mask (`group_mask`). With a KV cache, `attn_mask` (T, cached + T)
-        may replace the causal prefill mask, and only the first `store` positions stay in the cache.
+        (groups and query (B, T)): the group mask (`group_mask`). `attn_mask` replaces either (with a KV cache:
+        (T, cached + T), in place of the causal prefill mask), and only the first `store` positions stay in
+        the cache.
         """
         x = self.embed(idx, coords, next_coords, query)
-        if cache is None:
+        if cache is None and attn_mask is None:
             attn_mask = self.attn_mask(idx, doc_ids, groups, query)
         rot = place_rotation(self.cfg, coords, next_coords, query)
         for i, block in enumerate(self.h):
@@ -243,12 +250,11 @@ class GPT(nn.Module):
         m = loss_mask.view(-1).float()
         return logits, (loss * m).sum() / m.sum().clamp(min=1)
 
-    @staticmethod
-    def attn_mask(idx, doc_ids=None, groups=None, query=None):
+    def attn_mask(self, idx, doc_ids=None, groups=None, query=None):
         """(B, 1, T, T) attention mask: the group mask in parallel mode; causal inside each document of a
         filled row; None (plain causal attention) without doc ids."""
         if groups is not None:
-            return group_mask(doc_ids, groups, query).unsqueeze(1)
+            return group_mask(doc_ids, groups, query, self.cfg.co_attend).unsqueeze(1)
         if doc_ids is None:
             return None
         T = idx.size(1)
@@ -344,22 +350,27 @@ def window_start(i: int, block_size: int, stride: int = 0) -> int:
 
 @torch.no_grad()
 def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | None = None,
-                    top_p: float | None = None, generator=None, use_cache: bool = True) -> tuple[list[int], int]:
+                    top_p: float | None = None, generator=None, use_cache: bool = True,
+                    pieces: list[slice] | None = None) -> tuple[list[int], int]:
     """Sample one token stream a group at a time (group-parallel models); returns (tokens, model steps).
 
     Step g feeds the tokens of group g - 1 (BOS at first) and one query slot per place of group g, and
     samples every token of group g at once from the query slots' logits. `grammar` (a
     `vistok.tokenize.stream.StreamGrammar` with groups) gives each group's places and allowed tokens, and
-    takes the sampled tokens back. The KV cache keeps the tokens only: query slots are never attended to.
+    takes the sampled tokens back. The KV cache keeps the tokens only: a step's query slots are read once.
+    `pieces` (`vistok.tokenize.stream.group_pieces`): a stream longer than a row is generated in the runs
+    of whole groups training cut it into, each from BOS alone, as it was trained.
     """
     dev = model.lm_head.weight.device
     A = len(model.cfg.axis_sizes)
-    n_max = 2 * grammar.plan.cells.size + 2
-    cache = KVCache(model.cfg, 1, n_max, dev, model.lm_head.weight.dtype) if use_cache else None
-    new_tok, new_crd, new_grp = [grammar.bos], [np.zeros(A, np.int64)], [-1]  # tokens not yet fed
-    seq_tok, seq_crd, seq_grp = [], [], []  # every token fed so far (the uncached path feeds them again)
+    starts = {s.start for s in pieces or []} - {0}
     out, steps = [], 0
     while grammar.phase not in ("end", "done"):
+        if not steps or (starts and grammar.i in starts):  # a new piece: BOS, and nothing before it
+            n_max = 2 * grammar.plan.cells.size + 2
+            cache = KVCache(model.cfg, 1, n_max, dev, model.lm_head.weight.dtype) if use_cache else None
+            new_tok, new_crd, new_grp = [grammar.bos], [np.zeros(A, np.int64)], [-1]  # tokens not yet fed
+            seq_tok, seq_crd, seq_grp = [], [], []  # every token fed so far (the uncached path feeds them again)
         places, masks = grammar.group()
         k, g = len(places), steps
         if cache is None:
@@ -372,7 +383,7 @@ def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | 
         crd = torch.from_numpy(np.concatenate([np.stack(crds), places + 1]))[None].to(dev)
         grp = torch.tensor([grps + [g] * k], device=dev)
         query = torch.tensor([[0] * m + [1] * k], device=dev)
-        mask = group_mask(torch.zeros_like(grp), grp, query)[0]  # (m + k, m + k)
+        mask = group_mask(torch.zeros_like(grp), grp, query, model.cfg.co_attend)[0]  # (m + k, m + k)
         if cache is not None:  # the cached tokens are all of earlier groups: every slot may see them
             mask = torch.cat([torch.ones(m + k, cache.pos, dtype=torch.bool, device=dev), mask], dim=1)
         logits, _ = model(idx, crd, torch.zeros_like(crd), query=query, cache=cache, attn_mask=mask[None, None],

@@ -10,6 +10,10 @@ kinds of request are refused, with the reason:
   with rle blocks: which blocks have a coefficient at a frequency is content);
 - group-parallel prediction (`parallel`) where a cell is not exactly one token, and on clips.
 
+Group-parallel plans cut the order into groups predicted at once: randsac segments (`segments`), whole
+scales (`scales`), or with `any` a random order cut by a step schedule (`vistok.tokenize.schedule`),
+drawn per document in training and fixed by `--steps N` at test time.
+
 Side information is counted, not hidden: a stored `gradwalk` order is computed from the pixels, so a
 decoder needs it sent; `order_bits` is the length of a simple code for it (see `orders.walk_bits`).
 
@@ -28,10 +32,11 @@ import numpy as np
 
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
+from vistok.tokenize import schedule
 from vistok.tokenize.base import BOS, EOS, FRAME, Codec
 from vistok.tokenize.orders import get_order, stored_key, units_to_tokens, walk_bits
 
-PARALLEL = ("segments", "scales")
+PARALLEL = ("segments", "scales", "any")
 UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "gradwalk")
 SCALE_AXES = {"next-scale": "scale", "coarse-to-fine": "level"}
 AXIS_ORDERS = {**SCALE_AXES, "freq-major": "freq"}  # orders that sort cells by one axis
@@ -66,6 +71,8 @@ def check_parallel(codec: Codec, order: str, parallel: str) -> None:
     if parallel not in PARALLEL:
         raise UsageError(f"--parallel takes {' or '.join(PARALLEL)}, got {parallel!r}")
     base = order.partition(":")[0]
+    if parallel == "any" and base != "random":
+        raise UsageError(f"--parallel any predicts a random order in any number of steps: use --order random (got {order!r})")
     if parallel == "segments" and base != "randsac":
         raise UsageError(f"--parallel segments predicts randsac segments: use --order randsac:K (got {order!r})")
     if parallel == "scales" and base not in SCALE_AXES:
@@ -87,10 +94,12 @@ def cut_groups(groups: np.ndarray, most: int) -> np.ndarray:
 
 
 def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored: dict | None = None,
-         parallel: str = "", max_group: int = 0) -> Plan:
+         parallel: str = "", max_group: int = 0, steps: int | None = None) -> Plan:
     """The cells of a stream with geometry `meta` in `order` (see the module docstring); `stored`: the record's
     stored orders (gradwalk); `max_group`: with `parallel`, larger groups are cut into runs of this many
-    (`cut_groups`; a context of T positions holds (T - 1) // 2: `group_limit`)."""
+    (`cut_groups`; a context of T positions holds (T - 1) // 2: `group_limit`). With `parallel="any"`,
+    `steps` model steps on the test schedule (`schedule.ALL`: one token per step), or None: steps and
+    schedule drawn from `rng` after the order, as in training (`vistok.tokenize.schedule`)."""
     check_parallel(codec, order, parallel)
     cells = codec.layout(meta).cells
     pos = cells.positions if not stored else replace(cells.positions, stored=stored)
@@ -120,6 +129,9 @@ def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored:
             raise UsageError("--parallel predicts groups inside one image; clips are not supported")
         if parallel == "segments":
             groups = segments
+        elif parallel == "any":
+            n_steps, mix = schedule.draw(perm.size, rng) if steps is None else (steps, schedule.TEST_MIX)
+            groups = schedule.groups(perm.size, n_steps, mix)
         else:
             key = pos.coords[perm, pos.axes.index(SCALE_AXES[base])] * 2
             if "band" in pos.axes:  # wavelet: the coarsest approximation (LL) is a scale before its level's details
@@ -145,9 +157,26 @@ def group_limit(block_size: int) -> int:
     return (block_size - 1) // 2
 
 
+def group_pieces(groups: np.ndarray, block_size: int) -> list[slice]:
+    """Runs of whole groups (slices of the ordered stream) that fit a row with BOS and their queries: how a
+    long parallel document is cut. Depends on the plan only, so a decoder cuts the same way."""
+    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], groups, [groups[-1] + 1]])))  # group starts, and the end
+    if (2 * np.diff(bounds) + 1).max() > block_size:
+        raise UsageError(f"a group of {int(np.diff(bounds).max())} tokens needs {2 * int(np.diff(bounds).max()) + 1} "
+                         f"positions with its queries; --block-size is {block_size}")
+    out, a = [], 0
+    while a < len(bounds) - 1:
+        b = a + 1
+        while b < len(bounds) - 1 and 2 * (bounds[b + 1] - bounds[a]) + 1 <= block_size:
+            b += 1
+        out.append(slice(int(bounds[a]), int(bounds[b])))
+        a = b
+    return out
+
+
 def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "",
-                 max_group: int = 0) -> Ordered:
-    p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group)
+                 max_group: int = 0, steps: int | None = None) -> Ordered:
+    p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group, steps)
     tc = codec.layout(record.meta).token_cells(record)
     perm = units_to_tokens(tc, p.cells)
     cells = tc[perm]
@@ -304,6 +333,8 @@ def stream_masks(codec: Codec, meta: dict, p: Plan, tokens: np.ndarray) -> np.nd
     return np.stack(rows) if rows else np.zeros((0, codec.vocab.size), bool)
 
 
-def grammar(codec: Codec, meta: dict, order: str = "canonical", seed: int = 0, parallel: str = "") -> StreamGrammar:
+def grammar(codec: Codec, meta: dict, order: str = "canonical", seed: int = 0, parallel: str = "",
+            steps: int | None = None) -> StreamGrammar:
     """The grammar of a stream with geometry `meta` in `order` (random orders drawn from `seed`)."""
-    return StreamGrammar(codec, meta, plan(codec, meta, order, np.random.default_rng(seed), parallel=parallel))
+    return StreamGrammar(codec, meta, plan(codec, meta, order, np.random.default_rng(seed), parallel=parallel,
+                                           steps=steps))

@@ -7,8 +7,9 @@ The model's next-token probabilities, in the run's order (and parallel mode), dr
 Probabilities, made the same on both sides:
 - the model runs on the CPU, one thread, in fixed lanes (`LANES` streams per forward pass, padded):
   in this setting a stream's logits do not depend on the other streams of its batch, so a file decodes
-  alone or among others (tested). Group-parallel runs code one stream at a time: every forward pass has
-  the same shape on both sides by construction;
+  alone or among others (tested). `--parallel any` runs code LANES streams of one geometry and step count
+  side by side the same way; segment- and scale-parallel runs, whose groups differ per record, one stream
+  at a time: every forward pass has the same shape on both sides by construction;
 - the grammar's allowed tokens at each position (`StreamGrammar.allowed`, or `group` for parallel runs)
   are the alphabet: a softmax over them in float64 (numpy), quantized by constriction's `Categorical`
   (`perfect=False`) to the range coder's 24-bit fixed point, where every allowed token keeps at least
@@ -47,17 +48,19 @@ from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.gpt import GPT, KVCache, group_mask, window_start
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
+from vistok.tokenize.schedule import ALL
 from vistok.tokenize.stream import (
     StreamGrammar,
     check_parallel,
     group_limit,
+    group_pieces,
     known_columns,
     order_record,
     plan,
 )
 from vistok.train.checkpoint import load_model
 from vistok.train.container import VERSION, Header, pack, unpack
-from vistok.train.data import DataConfig, check_coords, group_pieces, order_rng, order_seed, record_rng
+from vistok.train.data import DataConfig, check_coords, order_rng, order_seed, record_rng
 
 LANES = 8  # streams per forward pass, always (padded): the shapes, and so the logits, do not depend on the batch
 SUFFIX = ".vtkz"
@@ -122,9 +125,12 @@ class Coder:
     checksum: bytes
     preprocess: dict  # the run's dataset preprocessing (media inputs are tokenized with it)
     geometry: dict | None = None  # the geometry every training record shared, if one (files of it leave it out)
+    steps: int | None = None  # `--parallel any` runs: model steps per record when compressing (ALL: one token each)
 
     @classmethod
-    def load(cls, run: str | Path) -> Coder:
+    def load(cls, run: str | Path, steps: int | None = None) -> Coder:
+        """The coder of a run; `steps`: the model steps a `--parallel any` run compresses a record in (default
+        one token per step; a file records its own, which decompression takes)."""
         model, state = load_model(run, "cpu")
         model.eval()
         data = DataConfig(**state["data"])
@@ -133,7 +139,13 @@ class Coder:
             raise UsageError(f"run {run} is trained in order {data.order!r}, computed from each image's pixels: "
                              "a decoder would need it sent; compress works with orders a decoder can follow")
         check_parallel(codec, data.order, data.parallel)
-        return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}), state.get("geometry"))
+        if steps is not None and data.parallel != "any":
+            raise UsageError(f"--steps codes a run trained with --parallel any; {run} is "
+                             f"{'parallel ' + data.parallel if data.parallel else 'token by token'}")
+        if data.parallel == "any" and steps is None:
+            steps = ALL
+        return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}),
+                   state.get("geometry"), steps)
 
     @property
     def reference(self) -> dict:
@@ -158,8 +170,9 @@ class Coder:
             yield from self._decompress(batch)
 
     def _batches(self, items: Iterable, progress) -> Iterator[list]:
-        """Lists of up to LANES items (one for group-parallel runs); `progress(n)` once each is coded."""
-        size, it = (1 if self.data.parallel else LANES), iter(items)
+        """Lists of up to LANES items (one for segment- and scale-parallel runs, whose plans differ per record);
+        `progress(n)` once each is coded."""
+        size, it = (1 if self.data.parallel in ("segments", "scales") else LANES), iter(items)
         while batch := list(islice(it, size)):
             yield batch
             if progress:
@@ -173,7 +186,7 @@ class Coder:
             if rec.orders:
                 raise UsageError(f"record {rec.key} carries stored orders; compress needs orders a decoder can follow")
             o = order_record(self.codec, rec, self.data.order, record_rng(self.data.seed, rec.key), self.data.parallel,
-                             self._max_group)
+                             self._max_group, self.steps)
             targets = rec.tokens.astype(np.int64)[o.perm]
             if not self.data.parallel:
                 targets = np.append(targets, EOS)
@@ -181,7 +194,7 @@ class Coder:
             streams.append(_Stream(rec.meta, StreamGrammar(self.codec, rec.meta, o.plan), constriction.stream.queue.RangeEncoder(),
                                    targets))
             head = Header(order_seed(rec.key), zlib.crc32(rec.tokens.astype(self.codec.vocab.dtype).tobytes()),
-                          rec.key, rec.meta, rec.side)
+                          rec.key, rec.meta, rec.side, self.steps)
             headers.append(pack(self.checksum, head, self.reference, keep_meta))
         self._run(streams)
         out = []
@@ -199,8 +212,10 @@ class Coder:
             head, payload = unpack(blob, self.checksum, self.reference)
             meta = head.meta
             self._check_fits(meta)
+            if (head.steps is None) != (self.data.parallel != "any"):
+                raise CodecError("the file's header is corrupt (model steps missing or unexpected for this run)")
             p = plan(self.codec, meta, self.data.order, order_rng(self.data.seed, head.order_seed),
-                     parallel=self.data.parallel, max_group=self._max_group)
+                     parallel=self.data.parallel, max_group=self._max_group, steps=head.steps)
             words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
             streams.append(_Stream(meta, StreamGrammar(self.codec, meta, p), constriction.stream.queue.RangeDecoder(words), None))
             heads.append(head)
@@ -234,8 +249,7 @@ class Coder:
     def _run(self, streams: list[_Stream]) -> None:
         with _one_thread(), torch.no_grad():
             if self.data.parallel:
-                for s in streams:
-                    self._run_groups(s)
+                self._run_groups(streams)
             else:
                 self._run_tokens(streams)
 
@@ -273,35 +287,48 @@ class Coder:
                 nxt[i] = s.g.next_place()
             p += 1
 
-    def _run_groups(self, s: _Stream) -> None:
-        """Group by group, one stream (every forward pass has the same shape when decoding)."""
-        m = self.model
-        A, T = len(self.codec.axes), m.cfg.block_size
-        dev = "cpu"
-        for piece in group_pieces(s.g.plan.groups, T):
-            cache = KVCache(m.cfg, 1, T, dev, m.lm_head.weight.dtype)
-            new_tok, new_crd, new_grp = [BOS], [np.zeros(A, np.int64)], [-1]
-            i = piece.start
-            while i < piece.stop:
-                g = int(s.g.plan.groups[i])
-                places, masks = s.g.group()
-                k, n = len(places), len(new_tok)
-                idx = torch.tensor([new_tok + [0] * k])
-                crd = torch.from_numpy(np.concatenate([np.stack(new_crd), places + 1]))[None]
-                grp = torch.tensor([new_grp + [g] * k])
-                query = torch.tensor([[0] * n + [1] * k])
-                mask = group_mask(torch.zeros_like(grp), grp, query)[0]
-                mask = torch.cat([torch.ones(n + k, cache.pos, dtype=torch.bool), mask], dim=1)
-                logits, _ = m(idx, crd, torch.zeros_like(crd), query=query, cache=cache, attn_mask=mask[None, None],
-                              store=n)
-                lg = logits[0, n:].double().numpy()
-                new_tok, new_crd, new_grp = [], [], []
-                for j in range(k):
-                    t = s.code(lg[j], masks[j])
-                    new_tok.append(t)
-                    new_crd.append(s.g.step(t) + 1)
-                    new_grp.append(g)
-                i += k
+    def _run_groups(self, streams: list[_Stream]) -> None:
+        """Group by group. `--parallel any`: LANES streams side by side when their plans cut alike (records of one
+        geometry and step count), every forward pass LANES lanes wide (padding lanes repeat lane 0), so a
+        stream's logits are the same alone or among others; segments and scales: one stream, one lane."""
+        width = LANES if self.data.parallel == "any" else 1
+        for same in _alike(streams):
+            m = self.model
+            A, T = len(self.codec.axes), m.cfg.block_size
+            groups = same[0].g.plan.groups
+            for piece in group_pieces(groups, T):
+                cache = KVCache(m.cfg, width, T, "cpu", m.lm_head.weight.dtype)
+                new_tok = [[BOS] for _ in same]
+                new_crd = [[np.zeros(A, np.int64)] for _ in same]
+                new_grp = [-1]
+                i = piece.start
+                while i < piece.stop:
+                    g = int(groups[i])
+                    asked = [s.g.group() for s in same]
+                    k, n = len(asked[0][0]), len(new_grp)
+                    lanes = list(range(len(same))) + [0] * (width - len(same))
+                    idx = torch.tensor([new_tok[j] + [0] * k for j in lanes])
+                    crd = torch.from_numpy(np.stack([np.concatenate([np.stack(new_crd[j]), asked[j][0] + 1]) for j in lanes]))
+                    grp = torch.tensor([new_grp + [g] * k])
+                    query = torch.tensor([[0] * n + [1] * k])
+                    mask = group_mask(torch.zeros_like(grp), grp, query, m.cfg.co_attend)[0]
+                    mask = torch.cat([torch.ones(n + k, cache.pos, dtype=torch.bool), mask], dim=1)
+                    logits, _ = m(idx, crd, torch.zeros_like(crd), query=query.expand(width, -1), cache=cache,
+                                  attn_mask=mask[None, None], store=n)
+                    lg = logits[:, n:].double().numpy()
+                    for j, s in enumerate(same):
+                        new_tok[j] = [s.code(lg[j, q], asked[j][1][q]) for q in range(k)]
+                        new_crd[j] = [s.g.step(t) + 1 for t in new_tok[j]]
+                    new_grp = [g] * k
+                    i += k
+
+
+def _alike(streams: list[_Stream]) -> list[list[_Stream]]:
+    """The streams in runs whose plans have the same groups (so every step has the same shape), in order."""
+    runs: dict[bytes, list[_Stream]] = {}
+    for s in streams:
+        runs.setdefault(s.g.plan.groups.tobytes(), []).append(s)
+    return list(runs.values())
 
 
 def run_checksum(model: GPT, codec: Codec, data: DataConfig) -> bytes:
@@ -309,6 +336,8 @@ def run_checksum(model: GPT, codec: Codec, data: DataConfig) -> bytes:
     h = hashlib.blake2b(digest_size=8)
     conf = {"codec": codec.get_config(), "order": data.order, "parallel": data.parallel, "seed": data.seed,
             "block_size": model.cfg.block_size, "version": VERSION}
+    if model.cfg.co_attend:  # queries of a group see each other (runs before it: they did not)
+        conf["co_attend"] = True
     if data.stride and data.stride != model.cfg.block_size:  # windows that overlap (runs before them: none)
         conf["stride"] = data.stride
     h.update(json.dumps(conf, sort_keys=True).encode())

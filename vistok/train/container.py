@@ -19,6 +19,8 @@ Flags, and the parts they add in this order:
     FRAMES    4  varint frames: a clip
     EXTRA     8  varint n, n bytes of deflated JSON {meta, side}: metadata decoding needs besides the size
                  (an H.264 stream header, a JPEG file's own tables) or side arrays
+    STEPS    16  varint steps: the model steps a `--parallel any` run coded the record in (0: one token per
+                 step), which decoding must take too
 
 Without KEEP_META a record loses its key (it decodes as `k` + the order seed in hex) and its descriptive
 metadata (source path, label); its geometry comes from
@@ -41,7 +43,7 @@ from vistok.record import npy_bytes, npy_load
 
 MAGIC, VERSION = b"VZ", 2
 OLD_MAGIC = b"VTKZ"  # format 1: a deflated JSON header with the key and metadata
-KEEP_META, SIZE, FRAMES, EXTRA = 1, 2, 4, 8
+KEEP_META, SIZE, FRAMES, EXTRA, STEPS = 1, 2, 4, 8, 16
 DESCRIPTIVE = ("source", "label", "source_json")  # what a record says about where it came from, not how to decode it
 MAX_JSON = 1 << 20  # bytes of an inflated JSON part: more is a corrupt file (or a bomb)
 
@@ -55,6 +57,7 @@ class Header:
     key: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     side: dict[str, np.ndarray] = field(default_factory=dict)
+    steps: int | None = None  # `--parallel any` runs: model steps (0 = one token per step)
 
 
 def _varint(n: int) -> bytes:
@@ -143,6 +146,9 @@ def pack(checksum: bytes, head: Header, reference: dict[str, Any], keep_meta: bo
         if rest != ref_rest or head.side:
             flags |= EXTRA
             parts.append(_json({"meta": rest, "side": _side_json(head.side)}))
+    if head.steps is not None:
+        flags |= STEPS
+        parts.append(_varint(head.steps))
     return (MAGIC + bytes([VERSION, flags]) + checksum[:4] + struct.pack("<I", head.order_seed) + b"".join(parts)
             + struct.pack("<I", head.crc))
 
@@ -157,7 +163,7 @@ def unpack(blob: bytes, checksum: bytes, reference: dict[str, Any]) -> tuple[Hea
     if blob[2] != VERSION:
         raise CodecError(f"file format version {blob[2]}, this vistok reads version {VERSION}")
     flags = blob[3]
-    if flags & ~(KEEP_META | SIZE | FRAMES | EXTRA):
+    if flags & ~(KEEP_META | SIZE | FRAMES | EXTRA | STEPS):
         raise CodecError("the file's header is corrupt (unknown flags)")
     if blob[4:8] != checksum[:4]:
         raise CodecError("the file was made with another run (weights, codec or order differ): decompress it "
@@ -181,6 +187,8 @@ def unpack(blob: bytes, checksum: bytes, reference: dict[str, Any]) -> tuple[Hea
             if not isinstance(rest, dict):
                 raise CodecError("the file's header is corrupt")
         head.meta = {**rest, "height": size[0], "width": size[1], **({"frames": frames} if frames > 1 else {})}
+    if flags & STEPS:
+        head.steps = r.varint()
     (head.crc,) = struct.unpack("<I", r.take(4))
     payload = blob[r.at :]
     if len(payload) % 4:
@@ -204,4 +212,6 @@ def container_bytes(blob: bytes) -> int:
         r.varint()
     if flags & EXTRA:
         r.take(r.varint())
+    if flags & STEPS:
+        r.varint()
     return r.at + 4

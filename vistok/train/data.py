@@ -10,7 +10,8 @@
   clip's frame sees the frames before it); stride = block_size cuts independent pieces, and `long="crop"`
   keeps the first window only. Documents fill rows of positions (input, target) back to back, with a doc
   id per position, so attention stays inside a document. With `--parallel`, a document is the tokens
-  followed by one query slot per token, and groups (randsac segments, scales) are predicted at once.
+  followed by one query slot per token, and groups (randsac segments, scales, or with `any` a random
+  order cut into a drawn number of steps) are predicted at once.
 - The loader's state is the number of batches it has delivered; resuming replays the deterministic
   stream up to there (no model work), so a resumed run sees exactly the batches it would have seen.
   Packed stores (`vistok pack`) are shuffled uniformly per epoch and resume from an exact position.
@@ -34,7 +35,14 @@ from vistok.shards.store import PackedStore, open_any
 from vistok.storage import Cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
-from vistok.tokenize.stream import Ordered, check_parallel, group_limit, known_columns, order_record
+from vistok.tokenize.stream import (
+    Ordered,
+    check_parallel,
+    group_limit,
+    group_pieces,
+    known_columns,
+    order_record,
+)
 
 LOADER_STATE_VERSION = 2  # 2: rows of positions (inputs and targets side by side), parallel fields
 
@@ -51,7 +59,7 @@ class DataConfig:
     num_workers: int = 1
     long: str = "split"  # split | crop: what to do with documents longer than block_size
     stride: int = 0  # positions between windows over a long document (`windows`); 0 = block_size
-    parallel: str = ""  # "" (token by token) | segments | scales: groups predicted at once (`record_docs`)
+    parallel: str = ""  # "" (token by token) | segments | scales | any: groups predicted at once (`record_docs`)
     shuffle_buffer: int = 512
 
     def to_json(self) -> dict:
@@ -131,7 +139,7 @@ def windows(n: int, block_size: int, stride: int = 0) -> list[tuple[int, int, in
 
 
 def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
-                long: str = "split", parallel: str = "", stride: int = 0) -> Docs:
+                long: str = "split", parallel: str = "", stride: int = 0, steps: int | None = None) -> Docs:
     """One record -> its documents: `[BOS] tokens [EOS]` predicted token by token, or with `parallel`
     `[BOS] tokens | queries`: a query slot per token carries where that token goes and predicts it from
     the tokens of earlier groups only (the model's group mask, `vistok.nn.gpt.group_mask`).
@@ -139,8 +147,9 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     The place of each next token (`next_coords`, known axes) comes from the plan's cells, so it is a
     function of the prefix by construction; the tokens' own coordinates are the codec's, which equal what
     the grammar derives from the prefix (`tests/tokenize/test_stream.py` checks both for every order).
+    `steps`: a `--parallel any` record in that many steps (None: drawn, as in training).
     """
-    o = order_record(codec, rec, order, rng, parallel, group_limit(block_size) if parallel else 0)
+    o = order_record(codec, rec, order, rng, parallel, group_limit(block_size) if parallel else 0, steps)
     pos = codec.layout(rec.meta).positions(rec)
     toks = rec.tokens.astype(np.int64)[o.perm]
     coords = pos.coords.astype(np.int64)[o.perm] + 1
@@ -182,23 +191,6 @@ def _parallel_docs(toks, coords, place, groups, block_size: int) -> list[dict[st
             "query": np.concatenate([np.zeros(k + 1, np.int64), np.ones(k, np.int64)]),
         })
     return docs
-
-
-def group_pieces(groups: np.ndarray, block_size: int) -> list[slice]:
-    """Runs of whole groups (slices of the ordered stream) that fit a row with BOS and their queries: how a
-    long parallel document is cut. Depends on the plan only, so a decoder cuts the same way."""
-    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], groups, [groups[-1] + 1]])))  # group starts, and the end
-    if (2 * np.diff(bounds) + 1).max() > block_size:
-        raise UsageError(f"a group of {int(np.diff(bounds).max())} tokens needs {2 * int(np.diff(bounds).max()) + 1} "
-                         f"positions with its queries; --block-size is {block_size}")
-    out, a = [], 0
-    while a < len(bounds) - 1:
-        b = a + 1
-        while b < len(bounds) - 1 and 2 * (bounds[b + 1] - bounds[a]) + 1 <= block_size:
-            b += 1
-        out.append(slice(int(bounds[a]), int(bounds[b])))
-        a = b
-    return out
 
 
 def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:

@@ -25,6 +25,7 @@ from vistok.nn.gpt import GPT
 from vistok.record import TokenRecord
 from vistok.shards.inspect import token_counts
 from vistok.tokenize.base import EOS, JPEG_FILE, Codec, frames_of
+from vistok.tokenize.schedule import ALL, steps_name
 from vistok.tokenize.stream import Ordered, mask_rows
 from vistok.train.checkpoint import load_model
 from vistok.train.data import (
@@ -59,22 +60,24 @@ def target_frames(codec: Codec, rec: TokenRecord, o: Ordered) -> np.ndarray:
 
 @torch.no_grad()
 def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: DataConfig, device: str,
-                batch: int = 16, stride: int | None = None, per_frame: bool = False) -> list[RecordBits]:
-    """Bits of each record under the run's order and parallel mode. A record longer than the context is read
-    in windows every `stride` positions (default: the run's; `vistok.train.data.windows`), each target scored
-    once with what precedes it in its window. Tokens the grammar rules out at a position get no probability
-    (a decoder knows they cannot come): the softmax runs over the allowed tokens, as `vistok compress` codes
-    them. Records, windows and grammar masks are streamed: memory is one batch of windows, whatever the
-    length of a clip. `per_frame` also sums each frame's bits (`RecordBits.frame_bits`)."""
+                batch: int = 16, stride: int | None = None, per_frame: bool = False,
+                steps: int | None = None) -> list[RecordBits]:
+    """Bits of each record under the run's order and parallel mode (`--parallel any`: in `steps` model steps,
+    None = `schedule.ALL`). A record longer than the context is read in windows every `stride` positions
+    (default: the run's; `vistok.train.data.windows`), each target scored once with what precedes it in its
+    window. Tokens the grammar rules out at a position get no probability (a decoder knows they cannot
+    come): the softmax runs over the allowed tokens, as `vistok compress` codes them. Records, windows and
+    grammar masks are streamed: memory is one batch of windows, whatever the length of a clip.
+    `per_frame` also sums each frame's bits (`RecordBits.frame_bits`)."""
     model.eval()
-    T = model.cfg.block_size
-    S = data.stride if stride is None else stride
-    limits = model.cfg.axis_sizes
+    T, S, limits = model.cfg.block_size, data.stride if stride is None else stride, model.cfg.axis_sizes
+    steps = ALL if data.parallel == "any" and steps is None else steps
     out: list[RecordBits] = []
 
     def windows_of_records() -> Iterator[tuple[int, dict, Iterator[np.ndarray], np.ndarray | None, int]]:
         for i, rec in enumerate(records):
-            rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S)
+            rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S,
+                             steps)
             o = rd.stream
             frames = None
             if per_frame:
@@ -93,12 +96,11 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
     while chunk := list(islice(items, batch)):
         rows = [doc_row(d, T) for _, d, _, _, _ in chunk]
         b = {k: torch.from_numpy(np.stack([r[k] for r in rows])).to(device) for k in rows[0]}
-        check_coords(b["coords"], limits, codec.axes)
-        check_coords(b["next_coords"], limits, codec.axes)
+        for key in ("coords", "next_coords"):
+            check_coords(b[key], limits, codec.axes)
         nxt = b["next_coords"] if model.cfg.next_axes else None
         logits, _ = model(b["idx"], b["coords"], nxt, doc_ids=b["doc_ids"], groups=b.get("groups"), query=b.get("query"))
-        allowed = np.ones(logits.shape, dtype=bool)
-        ats = []
+        allowed, ats = np.ones(logits.shape, dtype=bool), []
         for j, (_, d, masks, _, _) in enumerate(chunk):
             at = np.flatnonzero(d["loss_mask"])
             if at.size:
@@ -176,7 +178,7 @@ SPLITS = ("auto", "all", "heldout")
 
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
              split: str = "auto", stride: int = 0, per_frame: bool = False,
-             storage_options: dict | None = None) -> dict[str, Any]:
+             storage_options: dict | None = None, steps: list[int] | None = None) -> dict[str, Any]:
     """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
 
     `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
@@ -185,11 +187,16 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
 
     A record longer than the context is read in windows every `stride` positions (0: the run's own stride);
     the result names the stride and the context every target after the first window is guaranteed
-    (`min_context`). `per_frame` adds `per_frame_bits` (see `frame_table`)."""
+    (`min_context`). `per_frame` adds `per_frame_bits` (see `frame_table`).
+
+    `steps` (`--parallel any` runs): model steps per record, each scored on the test schedule; the headline
+    figures are the first's, and `steps_curve` has bits and steps per image for each (default: one token
+    per step)."""
     if split not in SPLITS:
         raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
+    steps = check_steps(run, data.parallel, steps) or [ALL]
     sets, codec = open_datasets(datasets or data.datasets, storage_options)
     if codec.vocab.size != model.cfg.vocab_size:
         raise DatasetError("the dataset's vocabulary does not match the model's")
@@ -203,7 +210,7 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     split = "all" if whole == hashes else ("heldout+all" if whole else "heldout")
     T = model.cfg.block_size
     stride = stride or data.stride or T
-    res = record_bits(model, codec, recs, data, device, stride=stride, per_frame=per_frame)
+    res = record_bits(model, codec, recs, data, device, stride=stride, per_frame=per_frame, steps=steps[0])
     bits = np.array([r.bits for r in res])
     n = np.array([r.positions for r in res])
     order_bits = np.array([r.order_bits for r in res])
@@ -217,6 +224,10 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         "tokens_per_image": float(np.mean([len(r.tokens) for r in recs])),
         "unigram_bits_per_token": float(unigram_bits(sets, recs, codec)),
     }
+    if data.parallel == "any":
+        out["steps"] = steps_name(steps[0])
+        out["steps_curve"] = [curve_point(steps[0], res)] + [
+            curve_point(n, record_bits(model, codec, recs, data, device, stride=stride, steps=n)) for n in steps[1:]]
     if JPEG_FILE in codec.capabilities:
         jbits = np.array([8 * sum(jpeg_scan_bytes(codec.to_jpeg(f, optimize=True)) for f in frames_of(r))
                           for r in recs], dtype=np.float64)  # a clip: a JPEG file per frame
@@ -225,6 +236,20 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     if per_frame:
         out.update(frame_table(model, codec, recs, res, data, device, stride))
     return out
+
+
+def check_steps(run, parallel: str, steps):
+    """`steps` as given, refused unless the run was trained with `--parallel any`."""
+    if steps and parallel != "any":
+        raise UsageError(f"--steps takes a run trained with --parallel any; {run} is "
+                         f"{'parallel ' + parallel if parallel else 'token by token'}")
+    return steps
+
+
+def curve_point(steps: int, res: list[RecordBits]) -> dict[str, Any]:
+    """One point of a bits-versus-steps curve: the mean bits and model steps per record at `--steps`."""
+    return {"steps": steps_name(steps), "bits_per_image": float(np.mean([r.bits + r.order_bits for r in res])),
+            "steps_per_image": float(np.mean([r.steps for r in res]))}
 
 
 def frame_table(model: GPT, codec: Codec, recs: list[TokenRecord], res: list[RecordBits], data: DataConfig,

@@ -13,7 +13,8 @@ from vistok.nn.gpt import generate_groups
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
 from vistok.tokenize.orders import stored_key, units_to_tokens
-from vistok.tokenize.stream import Plan, StreamGrammar, group_limit, known_columns, plan
+from vistok.tokenize.schedule import ALL
+from vistok.tokenize.stream import Plan, StreamGrammar, group_limit, group_pieces, known_columns, plan
 from vistok.train.checkpoint import load_model
 from vistok.train.data import check_coords, open_datasets
 
@@ -92,30 +93,35 @@ def sample_meta(codec: Codec, preprocess: dict, size: int | None, geometry: dict
 
 
 def sample_plans(codec: Codec, meta: dict, n: int, order: str, parallel: str, seed: int,
-                 stored: list[dict] | None = None, max_group: int = 0) -> list[Plan]:
+                 stored: list[dict] | None = None, max_group: int = 0, steps: int | None = None) -> list[Plan]:
     """One plan per sample: random orders drawn per sample from `seed`; stored orders taken from `stored`;
-    groups cut to `max_group` as training cut them."""
+    groups cut to `max_group` as training cut them; `--parallel any` in `steps` model steps."""
     return [plan(codec, meta, order, np.random.default_rng([seed, i]), stored[i % len(stored)] if stored else None,
-                 parallel, max_group) for i in range(n)]
+                 parallel, max_group, steps) for i in range(n)]
 
 
 @torch.no_grad()
 def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, seed: int = 0, max_new: int | None = None, device: str = "cpu",
                   use_cache: bool = True, order: str = "canonical", parallel: str = "",
-                  stored: list[dict] | None = None, stride: int = 0) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+                  stored: list[dict] | None = None, stride: int = 0,
+                  steps: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """-> (decoded images, None for one that did not decode; canonical token streams; model steps per image),
-    generated in `order` (and group by group with `parallel`) under the grammar."""
+    generated in `order` (and group by group with `parallel`; `--parallel any` in `steps` model steps, one
+    token per step when None) under the grammar."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    plans = sample_plans(codec, meta, n, order, parallel, seed, stored, group_limit(model.cfg.block_size) if parallel else 0)
+    if parallel == "any" and steps is None:
+        steps = ALL
+    T = model.cfg.block_size
+    plans = sample_plans(codec, meta, n, order, parallel, seed, stored, group_limit(T) if parallel else 0, steps)
     check_fits(model, codec, meta)
     limit = max_new or codec.layout(meta).max_tokens
     streams, steps = [], 0
     if parallel:
         for p in plans:
             g = StreamGrammar(codec, meta, p)
-            _, k = generate_groups(model, g, temperature, top_k, top_p, gen, use_cache)
+            _, k = generate_groups(model, g, temperature, top_k, top_p, gen, use_cache, group_pieces(p.groups, T))
             streams.append(g.canonical())
             steps += k
     else:
@@ -188,7 +194,7 @@ def grid(images: list[np.ndarray], cols: int | None = None, pad: int = 2) -> np.
 
 def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int = 0, size: int | None = None, device: str = "cpu",
-               scale: int = 2, storage_options: dict | None = None) -> Path:
+               scale: int = 2, storage_options: dict | None = None, steps: int | None = None) -> Path:
     from PIL import Image
 
     model, state = load_model(run, device)
@@ -196,9 +202,13 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
     meta = sample_meta(codec, state.get("preprocess", {}), size, state.get("geometry"))
     data = state["data"]
     order, parallel = data.get("order", "canonical"), data.get("parallel", "")
+    if steps is not None and parallel != "any":
+        raise UsageError(f"--steps samples a run trained with --parallel any; {run} is "
+                         f"{'parallel ' + parallel if parallel else 'token by token'}")
     stored = stored_orders(data["datasets"], order, meta, n, storage_options) if order.startswith("gradwalk") else None
     images, _, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
-                                 order=order, parallel=parallel, stored=stored, stride=data.get("stride", 0))
+                                 order=order, parallel=parallel, stored=stored, stride=data.get("stride", 0),
+                                 steps=steps)
     failed = sum(im is None for im in images)
     if failed:
         print(f"warning: {failed} of {n} samples did not decode (H.264 bytes the decoder rejected): drawn black",

@@ -40,6 +40,7 @@ class TrainConfig:
     preset: str = "tiny"
     next_coords: bool = True
     rope: bool = True  # rotate queries and keys by places (`vistok.nn.gpt.place_rotation`)
+    co_attend: bool = True  # group-parallel: queries of a group see each other (`vistok.nn.gpt.group_mask`)
     max_steps: int = 1000
     max_minutes: float = 0.0  # 0: no time limit; else a budget the schedule is fitted to (`ScheduleFit`) and that stops the run
     lr: float = 2e-3
@@ -185,12 +186,12 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
         if mcfg.block_size != data.block_size:
             raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
         return mcfg, state
-    mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope)
+    mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope, cfg.co_attend)
     return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
 
 
 def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, next_coords: bool = True,
-                       rope: bool = True) -> GPTConfig:
+                       rope: bool = True, co_attend: bool = True) -> GPTConfig:
     """A new model's config for `preset` on these datasets: vocabulary, embedding tables sized from the data,
     the axes the model is shown the next token's place on, and the axes places rotate on."""
     if preset not in PRESETS:
@@ -202,6 +203,7 @@ def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, 
     axes = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
     return GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known,
                      rope_axes=axes if rope else [], parallel=bool(data.parallel),
+                     co_attend=bool(data.parallel) and co_attend,
                      **{**PRESETS[preset], "block_size": data.block_size})
 
 
