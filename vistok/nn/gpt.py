@@ -225,13 +225,14 @@ class GPT(nn.Module):
         return self.drop(x)
 
     def forward(self, idx, coords, next_coords=None, targets=None, loss_mask=None, doc_ids=None,
-                groups=None, query=None, cache: KVCache | None = None, attn_mask=None, store: int | None = None):
+                groups=None, query=None, cache: KVCache | None = None, attn_mask=None, store: int | None = None,
+                last: int | None = None):
         """Logits (B, T, V); with targets, also the mean loss in nats over positions where loss_mask is 1.
 
         Token by token: causal attention, inside each document of a filled row (doc_ids (B, T)). Group-parallel
         (groups and query (B, T)): the group mask (`group_mask`). `attn_mask` replaces either (with a KV cache:
         (T, cached + T), in place of the causal prefill mask), and only the first `store` positions stay in
-        the cache.
+        the cache. `last`: logits of the last `last` positions only (a group's query slots).
         """
         x = self.embed(idx, coords, next_coords, query)
         if cache is None and attn_mask is None:
@@ -241,7 +242,7 @@ class GPT(nn.Module):
             x = block(x, attn_mask, cache, i, rot)
         if cache is not None:
             cache.pos += idx.size(1) if store is None else store
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x if last is None else x[:, -last:]))
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), reduction="none")

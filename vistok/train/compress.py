@@ -275,7 +275,7 @@ class Coder:
                 cache, start = KVCache(m.cfg, LANES, T, "cpu", m.lm_head.weight.dtype), a
                 feed = list(hist)[len(hist) - (p - a + 1) :]
             t_in, c_in, n_in = (torch.from_numpy(np.stack([f[j] for f in feed], axis=1)) for j in range(3))
-            logits, _ = m(t_in, c_in, n_in if m.cfg.next_axes else None, cache=cache)
+            logits, _ = m(t_in, c_in, n_in if m.cfg.next_axes else None, cache=cache, last=1)
             lg = logits[:, -1].double().numpy()
             for i, s in enumerate(streams):
                 if s.g.done:
@@ -314,8 +314,8 @@ class Coder:
                     mask = group_mask(torch.zeros_like(grp), grp, query, m.cfg.co_attend)[0]
                     mask = torch.cat([torch.ones(n + k, cache.pos, dtype=torch.bool), mask], dim=1)
                     logits, _ = m(idx, crd, torch.zeros_like(crd), query=query.expand(width, -1), cache=cache,
-                                  attn_mask=mask[None, None], store=n)
-                    lg = logits[:, n:].double().numpy()
+                                  attn_mask=mask[None, None], store=n, last=k)
+                    lg = logits.double().numpy()
                     for j, s in enumerate(same):
                         new_tok[j] = [s.code(lg[j, q], asked[j][1][q]) for q in range(k)]
                         new_crd[j] = [s.g.step(t) + 1 for t in new_tok[j]]
