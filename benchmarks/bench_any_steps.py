@@ -3,7 +3,8 @@ number of optimizer steps per row: held-out bits per image at N = all, tokens/4,
 steps per image, sampling and compress images/s.
 
 Rows per codec (the same held-out images in every row of a codec):
-- `any`: one model, scored at every N after training (the cosine test schedule);
+- `any`: one model, scored at every N after training (the cosine test schedule), with and without
+  co-attending queries;
 - `random`, token by token (the baseline of the any model's N = all);
 - `randsac:11,5 --parallel segments`, with and without co-attending queries;
 - BSQ 4 scales: `next-scale --parallel scales`, with and without co-attention.
@@ -41,9 +42,9 @@ from vistok.train.sample import sample_images  # noqa: E402
 from vistok.train.trainer import TrainConfig, train  # noqa: E402
 
 ROWS = [  # (dataset, order, parallel, co_attend)
-    ("jpeg", "random", "any", True), ("jpeg", "random", "", False),
+    ("jpeg", "random", "any", True), ("jpeg", "random", "any", False), ("jpeg", "random", "", False),
     ("jpeg", "randsac:11,5", "segments", True), ("jpeg", "randsac:11,5", "segments", False),
-    ("bsq", "random", "any", True), ("bsq", "random", "", False),
+    ("bsq", "random", "any", True), ("bsq", "random", "any", False), ("bsq", "random", "", False),
     ("bsq", "randsac:11,5", "segments", True), ("bsq", "randsac:11,5", "segments", False),
     ("bsq4", "next-scale", "scales", True), ("bsq4", "next-scale", "scales", False),
 ]
@@ -146,7 +147,8 @@ def add_ratios(rows: list[dict]) -> None:
     `random` row), each within its codec."""
     for r in rows:
         same = [x for x in rows if x["dataset"] == r["dataset"]]
-        anyall = next((x for x in same if x["parallel"] == "any" and x["steps"] == "all"), None)
+        co = r["co_attend"] if r["parallel"] == "any" else True  # the any model of its kind, else the default
+        anyall = next((x for x in same if x["parallel"] == "any" and x["steps"] == "all" and x["co_attend"] == co), None)
         tokens = next((x for x in same if x["parallel"] == "none"), None)
         if anyall:
             r["bits_vs_any_all"] = round(r["bits_per_image"] / anyall["bits_per_image"], 4)
@@ -166,9 +168,12 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         same = [r for r in rows if r["dataset"] == name]
-        anys = [r for r in same if r["parallel"] == "any"]
-        if anys:
-            ax.plot([r["steps_per_image"] for r in anys], [r["bits_per_image"] for r in anys], "o-", label="any")
+        for co in (True, False):
+            anys = sorted((r for r in same if r["parallel"] == "any" and r["co_attend"] == co),
+                          key=lambda r: r["steps_per_image"])
+            if anys:
+                ax.plot([r["steps_per_image"] for r in anys], [r["bits_per_image"] for r in anys], "o-" if co else "o--",
+                        label=f"any {'co' if co else 'alone'}")
         for r in same:
             if r["parallel"] != "any":
                 co = "" if r["co_attend"] is None else (" co" if r["co_attend"] else " alone")

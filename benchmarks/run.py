@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import (  # noqa: E402
+    bench_any_steps,
     bench_codec,
     bench_compress,
     bench_group_orders,
@@ -33,6 +34,7 @@ def main() -> None:
                ("orders", bench_orders.run), ("store", bench_store.run), ("storage", bench_storage.run), ("video", bench_video.run),
                ("tokenizer", bench_tokenizer.run),
                ("group_orders", lambda: bench_group_orders.summary(0.2 if quick else 0.5)),
+               ("any_steps", lambda: bench_any_steps.summary(20 if quick else 40)),
                ("compress", lambda: bench_compress.summary(1.0 if quick else 2.0))]
     for name, fn in benches:
         res = fn()

@@ -139,6 +139,7 @@ def test_any_step_runs_score_sample_and_compress_in_any_number_of_steps(dense_da
         train(*_cfgs(dense_dataset, tmp_path / "h", "hilbert", "any", max_steps=1), quiet=True)
 
     model, _ = load_model(run)
+    assert model.cfg.co_attend  # any: queries see their group by default
     codec = Dataset(dense_dataset).codec
     meta = {"height": 16, "width": 16, "components": 3, "subsampling": "444"}
     calls = []
@@ -168,6 +169,7 @@ def test_steps_are_refused_for_runs_that_predict_a_fixed_partition(dense_dataset
     from vistok.train.compress import Coder
 
     train(*_cfgs(dense_dataset, tmp_path / "s", "randsac:4", "segments", max_steps=1), quiet=True)
+    assert not load_model(tmp_path / "s")[0].cfg.co_attend  # segments: today's mask by default (measured better)
     for call in (lambda: evaluate(tmp_path / "s", steps=[4]), lambda: Coder.load(tmp_path / "s", 4),
                  lambda: sample_run(tmp_path / "s", 1, tmp_path / "x.png", steps=4)):
         with pytest.raises(UsageError, match="--parallel any"):

@@ -34,13 +34,18 @@ LN2 = math.log(2)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16
 
 
+# whether a parallel mode's query slots see each other by default: what measured better at 300 steps
+# (README, "Any number of steps"): any with co-attention; segments and scales with queries alone
+CO_ATTEND = {"any": True, "segments": False, "scales": False}
+
+
 @dataclass
 class TrainConfig:
     out: str = "runs/run"
     preset: str = "tiny"
     next_coords: bool = True
     rope: bool = True  # rotate queries and keys by places (`vistok.nn.gpt.place_rotation`)
-    co_attend: bool = True  # group-parallel: queries of a group see each other (`vistok.nn.gpt.group_mask`)
+    co_attend: bool | None = None  # parallel: queries of a group see each other (`group_mask`); None: CO_ATTEND
     max_steps: int = 1000
     max_minutes: float = 0.0  # 0: no time limit; else a budget the schedule is fitted to (`ScheduleFit`) and that stops the run
     lr: float = 2e-3
@@ -191,7 +196,7 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
 
 
 def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, next_coords: bool = True,
-                       rope: bool = True, co_attend: bool = True) -> GPTConfig:
+                       rope: bool = True, co_attend: bool | None = None) -> GPTConfig:
     """A new model's config for `preset` on these datasets: vocabulary, embedding tables sized from the data,
     the axes the model is shown the next token's place on, and the axes places rotate on."""
     if preset not in PRESETS:
@@ -203,7 +208,7 @@ def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, 
     axes = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
     return GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known,
                      rope_axes=axes if rope else [], parallel=bool(data.parallel),
-                     co_attend=bool(data.parallel) and co_attend,
+                     co_attend=bool(data.parallel) and (CO_ATTEND.get(data.parallel, False) if co_attend is None else co_attend),
                      **{**PRESETS[preset], "block_size": data.block_size})
 
 
