@@ -299,7 +299,7 @@ def one_steps(text: str) -> int | None:
 def train(
     datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://...; streamed, not downloaded), or packed .zarr stores (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
-    preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more.")] = "tiny",
+    preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more; for whole 256x256 images small-8k and base-8k (8192).")] = "tiny",
     order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time). Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
     parallel: Annotated[str, typer.Option(help="Predict groups at once: 'any' (a random order in any number of steps, chosen at eval/sample/compress time by --steps; --order defaults to random), 'segments' (with --order randsac:K) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets); needs one token per place (dense layouts, learned codes).")] = "",
     co_attend: Annotated[bool | None, typer.Option("--co-attend/--no-co-attend", help="With --parallel: the query slots of a group attend to each other (they carry places, never tokens). Default: on for any, off for segments and scales (what measured better).", show_default=False)] = None,
@@ -320,6 +320,7 @@ def train(
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
     log_every: Annotated[int, typer.Option(help="Write a metrics row every N steps.")] = 10,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    checkpoint_activations: Annotated[bool, typer.Option("--checkpoint-activations", help="Recompute each block's activations in the backward pass: the memory of one block instead of all (long contexts: small-8k, base-8k), for about a third more compute.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for initialization, data order and orderings.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
@@ -347,7 +348,7 @@ def train(
                       num_workers=workers)
     cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, co_attend=co_attend, max_steps=max_steps,
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
-                      ckpt_every=ckpt_every, log_every=log_every, compile=compile, device=device, seed=seed, tensorboard=tensorboard,
+                      ckpt_every=ckpt_every, log_every=log_every, compile=compile, checkpoint_activations=checkpoint_activations, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
     cache = Cache(str(shard_cache), int(shard_cache_gb * 1e9)) if shard_cache else None
     res = run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options, cache=cache)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from vistok.nn.gpt import GPT, PRESETS, GPTConfig
+from vistok.nn.gpt import GPT, PRESETS, GPTConfig, KVCache
 
 
 def _model(next_axes=(0, 1)):
@@ -51,6 +51,40 @@ def test_presets_have_the_advertised_sizes():
     assert 0.5e6 < sizes["tiny"] < 2e6
     assert 5e6 < sizes["small"] < 20e6
     assert 60e6 < sizes["base"] < 150e6
+    assert sizes["small-8k"] == sizes["small"] and sizes["base-8k"] == sizes["base"]  # places, not indices
+    assert PRESETS["small-8k"]["block_size"] == PRESETS["base-8k"]["block_size"] == 8192
+
+
+def test_checkpointed_activations_give_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=60, axis_sizes=[5, 9, 7], next_axes=[1, 2], rope_axes=[1, 2], block_size=64,
+                    n_layer=3, n_head=2, n_embd=32)
+    idx, crd = torch.randint(0, 60, (2, 64)), torch.randint(0, 5, (2, 64, 3))
+    doc = (torch.arange(64) >= 40).long().expand(2, -1)
+    out = []
+    for ckpt in (False, True):
+        torch.manual_seed(1)
+        model = GPT(cfg).train()
+        model.checkpoint = ckpt
+        _, loss = model(idx, crd, crd, targets=idx.roll(-1, 1), doc_ids=doc)
+        loss.backward()
+        out.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(out[0][0], out[1][0])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out[0][1], out[1][1]))
+
+
+def test_the_kv_cache_holds_an_8k_context_on_the_cpu():
+    """An 8,192-position stream fed through the cache in chunks gives the logits of one uncached pass."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=40, axis_sizes=[5, 9], next_axes=[1], block_size=8192, n_layer=2, n_head=2, n_embd=16)
+    model = GPT(cfg).eval()
+    idx, crd = torch.randint(0, 40, (1, 8192)), torch.randint(0, 5, (1, 8192, 2))
+    with torch.no_grad():
+        full, _ = model(idx, crd, crd)
+        cache = KVCache(cfg, 1, 8192, "cpu", torch.float32)
+        parts = [model(idx[:, a : a + 2048], crd[:, a : a + 2048], crd[:, a : a + 2048], cache=cache)[0]
+                 for a in range(0, 8192, 2048)]
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-4)
 
 
 def _parallel_doc(groups, vocab=50, seed=0):

@@ -28,8 +28,12 @@ def _cfgs(ds, out, **kw):
     return data, cfg
 
 
-
-
+def test_checkpointed_activations_train_the_same_run(small_dataset, tmp_path, logged_losses):
+    """--checkpoint-activations trades compute for memory and nothing else: the same losses, step for step."""
+    for name, ckpt in (("plain", False), ("ckpt", True)):
+        train(*_cfgs(small_dataset, tmp_path / name, max_steps=3, checkpoint_activations=ckpt), quiet=True)
+    plain, ckpt = logged_losses(tmp_path / "plain"), logged_losses(tmp_path / "ckpt")
+    assert sorted(plain) == [1, 2, 3] and all(abs(plain[k] - ckpt[k]) < 1e-4 for k in plain)
 
 
 def test_killed_and_resumed_run_reproduces_the_loss_curve(small_dataset, tmp_path, logged_losses):

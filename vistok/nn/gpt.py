@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 @dataclass
@@ -54,6 +55,9 @@ PRESETS: dict[str, dict] = {
     # video: contexts that hold at least two frames of 64x64 JPEG q20 (~430 tokens each), six of 32x32
     "tiny-video": dict(n_layer=4, n_head=4, n_embd=128, block_size=1024),
     "small-video": dict(n_layer=6, n_head=6, n_embd=384, block_size=2048),
+    # whole 256x256 images (JPEG q20 is ~7,600 tokens): 8k contexts, as JPEG-LM trains on 12k-token chunks
+    "small-8k": dict(n_layer=6, n_head=6, n_embd=384, block_size=8192),
+    "base-8k": dict(n_layer=12, n_head=12, n_embd=768, block_size=8192),
 }
 
 
@@ -194,6 +198,7 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight  # weight tying
+        self.checkpoint = False  # recompute each block's activations in the backward pass (`--checkpoint-activations`)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scaled init of the residual projections
             if name.endswith("c_proj.weight"):
@@ -239,7 +244,10 @@ class GPT(nn.Module):
             attn_mask = self.attn_mask(idx, doc_ids, groups, query)
         rot = place_rotation(self.cfg, coords, next_coords, query)
         for i, block in enumerate(self.h):
-            x = block(x, attn_mask, cache, i, rot)
+            if self.checkpoint and self.training and cache is None:  # memory of one block, not of all of them
+                x = torch.utils.checkpoint.checkpoint(block, x, attn_mask, None, i, rot, use_reentrant=False)
+            else:
+                x = block(x, attn_mask, cache, i, rot)
         if cache is not None:
             cache.pos += idx.size(1) if store is None else store
         logits = self.lm_head(self.ln_f(x if last is None else x[:, -last:]))

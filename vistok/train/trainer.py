@@ -60,6 +60,7 @@ class TrainConfig:
     keep_ckpts: int = 2
     log_every: int = 10
     compile: bool = False
+    checkpoint_activations: bool = False  # recompute block activations in backward: long contexts in less memory
     device: str = "auto"
     seed: int = 0
     tensorboard: bool = False
@@ -373,6 +374,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     mcfg, state = model_config(cfg, data, loader, ckpt)
     loader.limits = mcfg.axis_sizes  # a record beyond the embedding tables is refused, never clamped
     raw_model, is_cuda = GPT(mcfg).to(device), device.startswith("cuda")
+    raw_model.checkpoint = cfg.checkpoint_activations
     opt = raw_model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if is_cuda else "cpu")
     if ckpt is not None:
         load_weights(ckpt, raw_model, opt, device)
