@@ -221,7 +221,9 @@ def shared_geometry(sets: list) -> dict | None:
 
 
 def wrap_model(model: GPT, cfg: TrainConfig, dist_info: Dist, device: str) -> torch.nn.Module:
-    """The module the loop calls: compiled on request, under DDP when there are several ranks."""
+    """The module the loop calls: activations checkpointed and compiled on request, under DDP when there are
+    several ranks."""
+    model.checkpoint = cfg.checkpoint_activations
     if cfg.compile:
         model = torch.compile(model)
     if dist_info.world > 1:
@@ -374,7 +376,6 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     mcfg, state = model_config(cfg, data, loader, ckpt)
     loader.limits = mcfg.axis_sizes  # a record beyond the embedding tables is refused, never clamped
     raw_model, is_cuda = GPT(mcfg).to(device), device.startswith("cuda")
-    raw_model.checkpoint = cfg.checkpoint_activations
     opt = raw_model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if is_cuda else "cpu")
     if ckpt is not None:
         load_weights(ckpt, raw_model, opt, device)
