@@ -103,10 +103,10 @@ def row(ds: Path, name: str, order: str, parallel: str, co_attend: bool, steps: 
     t0 = time.perf_counter()
     res = train(data, cfg, quiet=True)
     minutes = (time.perf_counter() - t0) / 60
-    codec = Dataset(ds).codec
-    rec = next(iter(Dataset(ds)))
+    dset = Dataset(ds)
+    codec, rec = dset.codec, next(iter(dset))
     tokens = int(rec.tokens.size)
-    recs = list(heldout_records([Dataset(ds)], 0.1, CODED))
+    recs = list(heldout_records([dset], 0.1, CODED))
     meta = {k: rec.meta[k] for k in ("height", "width", "components", "subsampling") if k in rec.meta}
     model, _ = load_model(run)
     base = {"dataset": name, "order": order, "parallel": parallel or "none", "co_attend": co_attend if parallel else None,

@@ -382,7 +382,7 @@ def eval_(
     for k, v in res.items():
         if k not in ("per_frame_bits", "steps_curve"):
             typer.echo(f"{k:34s}{v:.4f}" if isinstance(v, float) else f"{k:34s}{v}")
-    for p in res.get("steps_curve", [])[1:] if len(res.get("steps_curve", [])) > 1 else []:
+    for p in res.get("steps_curve", [])[1:]:
         typer.echo(f"steps {p['steps']:>6}: {p['bits_per_image']:.1f} bits/image in {p['steps_per_image']:.1f} steps")
     if per_frame:
         typer.echo(format_frame_table(res))

@@ -48,7 +48,7 @@ from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.gpt import GPT, KVCache, group_mask, window_start
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
-from vistok.tokenize.schedule import ALL
+from vistok.tokenize.schedule import run_steps
 from vistok.tokenize.stream import (
     StreamGrammar,
     check_parallel,
@@ -139,13 +139,8 @@ class Coder:
             raise UsageError(f"run {run} is trained in order {data.order!r}, computed from each image's pixels: "
                              "a decoder would need it sent; compress works with orders a decoder can follow")
         check_parallel(codec, data.order, data.parallel)
-        if steps is not None and data.parallel != "any":
-            raise UsageError(f"--steps codes a run trained with --parallel any; {run} is "
-                             f"{'parallel ' + data.parallel if data.parallel else 'token by token'}")
-        if data.parallel == "any" and steps is None:
-            steps = ALL
         return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}),
-                   state.get("geometry"), steps)
+                   state.get("geometry"), run_steps(data.parallel, steps, run))
 
     @property
     def reference(self) -> dict:

@@ -25,7 +25,7 @@ from vistok.nn.gpt import GPT
 from vistok.record import TokenRecord
 from vistok.shards.inspect import token_counts
 from vistok.tokenize.base import EOS, JPEG_FILE, Codec, frames_of
-from vistok.tokenize.schedule import ALL, steps_name
+from vistok.tokenize.schedule import run_steps, steps_name
 from vistok.tokenize.stream import Ordered, mask_rows
 from vistok.train.checkpoint import load_model
 from vistok.train.data import (
@@ -71,7 +71,7 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
     `per_frame` also sums each frame's bits (`RecordBits.frame_bits`)."""
     model.eval()
     T, S, limits = model.cfg.block_size, data.stride if stride is None else stride, model.cfg.axis_sizes
-    steps = ALL if data.parallel == "any" and steps is None else steps
+    steps = run_steps(data.parallel, steps)
     out: list[RecordBits] = []
 
     def windows_of_records() -> Iterator[tuple[int, dict, Iterator[np.ndarray], np.ndarray | None, int]]:
@@ -196,7 +196,7 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
-    steps = check_steps(run, data.parallel, steps) or [ALL]
+    steps = [run_steps(data.parallel, n, run) for n in steps or [None]]  # refused unless an any run
     sets, codec = open_datasets(datasets or data.datasets, storage_options)
     if codec.vocab.size != model.cfg.vocab_size:
         raise DatasetError("the dataset's vocabulary does not match the model's")
@@ -236,14 +236,6 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     if per_frame:
         out.update(frame_table(model, codec, recs, res, data, device, stride))
     return out
-
-
-def check_steps(run, parallel: str, steps):
-    """`steps` as given, refused unless the run was trained with `--parallel any`."""
-    if steps and parallel != "any":
-        raise UsageError(f"--steps takes a run trained with --parallel any; {run} is "
-                         f"{'parallel ' + parallel if parallel else 'token by token'}")
-    return steps
 
 
 def curve_point(steps: int, res: list[RecordBits]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from vistok.nn.gpt import generate_groups
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
 from vistok.tokenize.orders import stored_key, units_to_tokens
-from vistok.tokenize.schedule import ALL
+from vistok.tokenize.schedule import run_steps
 from vistok.tokenize.stream import Plan, StreamGrammar, group_limit, group_pieces, known_columns, plan
 from vistok.train.checkpoint import load_model
 from vistok.train.data import check_coords, open_datasets
@@ -111,9 +111,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     token per step when None) under the grammar."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    if parallel == "any" and steps is None:
-        steps = ALL
-    T = model.cfg.block_size
+    steps, T = run_steps(parallel, steps), model.cfg.block_size
     plans = sample_plans(codec, meta, n, order, parallel, seed, stored, group_limit(T) if parallel else 0, steps)
     check_fits(model, codec, meta)
     limit = max_new or codec.layout(meta).max_tokens
@@ -202,9 +200,7 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
     meta = sample_meta(codec, state.get("preprocess", {}), size, state.get("geometry"))
     data = state["data"]
     order, parallel = data.get("order", "canonical"), data.get("parallel", "")
-    if steps is not None and parallel != "any":
-        raise UsageError(f"--steps samples a run trained with --parallel any; {run} is "
-                         f"{'parallel ' + parallel if parallel else 'token by token'}")
+    run_steps(parallel, steps, run)  # refused before any work unless an any run
     stored = stored_orders(data["datasets"], order, meta, n, storage_options) if order.startswith("gradwalk") else None
     images, _, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
                                  order=order, parallel=parallel, stored=stored, stride=data.get("stride", 0),
