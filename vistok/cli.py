@@ -303,6 +303,7 @@ def train(
     order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time). Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
     parallel: Annotated[str, typer.Option(help="Predict groups at once: 'any' (a random order in any number of steps, chosen at eval/sample/compress time by --steps; --order defaults to random), 'segments' (with --order randsac:K) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets); needs one token per place (dense layouts, learned codes).")] = "",
     co_attend: Annotated[bool | None, typer.Option("--co-attend/--no-co-attend", help="With --parallel: the query slots of a group attend to each other (they carry places, never tokens). Default: on for any, off for segments and scales (what measured better).", show_default=False)] = None,
+    attention: Annotated[str, typer.Option(help="full (the whole context) or local:R[,F]: a token attends to the earlier tokens in the R unit rows above its own and in its own row, and within R rows in the F frames before (default 1): Lepton's context, at a cost per token bounded by R and the image's width. Places come from the stream's prefix, so eval, sample and compress use the same mask.")] = "full",
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
     block_size: Annotated[int, typer.Option(help="Context length (tokens per row; 0 = the preset's).")] = 0,
     stride: Annotated[int, typer.Option(help="A record longer than the context (a clip) is read in windows of the context's length every STRIDE positions, each scored on its new targets, so every token sees at least context - stride earlier ones (0 = half the context; the context length = independent pieces). Eval, sample and compress read it the same way.")] = 0,
@@ -346,7 +347,8 @@ def train(
     data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
                       block_size=context, stride=stride or context // 2, batch_size=batch_size, seed=seed,
                       num_workers=workers)
-    cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, co_attend=co_attend, max_steps=max_steps,
+    cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, co_attend=co_attend,
+                      attention=attention, max_steps=max_steps,
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
                       ckpt_every=ckpt_every, log_every=log_every, compile=compile, checkpoint_activations=checkpoint_activations, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)

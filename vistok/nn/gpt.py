@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from vistok.nn.attention import RowMask, attend, local_mask
+
 
 @dataclass
 class GPTConfig:
@@ -43,6 +45,10 @@ class GPTConfig:
     # group-parallel: a query slot also sees the other query slots of its group (places, never tokens:
     # `group_mask`); False = each query alone (runs made before it)
     co_attend: bool = False
+    # neighbourhood attention by place (`vistok.nn.attention`, `--attention local:R,F`): [R, F] = a query sees
+    # the keys in the R unit rows above its own and in its own row, and within R rows in the F frames
+    # before; [] = the whole context (runs made before it)
+    local: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -68,6 +74,8 @@ class KVCache:
         hs = cfg.n_embd // cfg.n_head
         self.k = torch.zeros(cfg.n_layer, batch, cfg.n_head, max_len, hs, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
+        # with local attention, each cached key's place (frame, unit row), -1 = everywhere
+        self.places = torch.full((batch, max_len, 2), -1, dtype=torch.long, device=device) if cfg.local else None
         self.pos = 0  # number of positions filled
 
 
@@ -96,10 +104,7 @@ class CausalSelfAttention(nn.Module):
             if attn_mask is None and T > 1:  # prefill: causal within the new chunk, full view of the past
                 attn_mask = torch.ones(T, p + T, dtype=torch.bool, device=x.device).tril(diagonal=p)
         dropout = self.dropout if self.training else 0.0
-        if attn_mask is None and cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        y = attend(q, k, v, attn_mask, dropout, causal=cache is None)  # a mask (dense or tiles), or causal
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -199,6 +204,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight  # weight tying
         self.checkpoint = False  # recompute each block's activations in the backward pass (`--checkpoint-activations`)
+        self.fast = True  # long rows attend by tiles (`vistok.nn.attention`); False: the dense reference path
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scaled init of the residual projections
             if name.endswith("c_proj.weight"):
@@ -231,17 +237,22 @@ class GPT(nn.Module):
 
     def forward(self, idx, coords, next_coords=None, targets=None, loss_mask=None, doc_ids=None,
                 groups=None, query=None, cache: KVCache | None = None, attn_mask=None, store: int | None = None,
-                last: int | None = None):
+                last: int | None = None, places=None):
         """Logits (B, T, V); with targets, also the mean loss in nats over positions where loss_mask is 1.
 
         Token by token: causal attention, inside each document of a filled row (doc_ids (B, T)). Group-parallel
         (groups and query (B, T)): the group mask (`group_mask`). `attn_mask` replaces either (with a KV cache:
         (T, cached + T), in place of the causal prefill mask), and only the first `store` positions stay in
-        the cache. `last`: logits of the last `last` positions only (a group's query slots).
+        the cache. `last`: logits of the last `last` positions only (a group's query slots). With local
+        attention (`cfg.local`), `places` (B, T, 4): each position's query and key place (`vistok.nn.attention`).
         """
+        if self.cfg.local and places is None:
+            raise ValueError("a model with local attention needs the places of its positions")
         x = self.embed(idx, coords, next_coords, query)
         if cache is None and attn_mask is None:
-            attn_mask = self.attn_mask(idx, doc_ids, groups, query)
+            attn_mask = self.attn_mask(idx, doc_ids, groups, query, places)
+        elif self.cfg.local:
+            attn_mask = self._local(attn_mask, places, cache)
         rot = place_rotation(self.cfg, coords, next_coords, query)
         for i, block in enumerate(self.h):
             if self.checkpoint and self.training and cache is None:  # memory of one block, not of all of them
@@ -259,30 +270,44 @@ class GPT(nn.Module):
         m = loss_mask.view(-1).float()
         return logits, (loss * m).sum() / m.sum().clamp(min=1)
 
-    def attn_mask(self, idx, doc_ids=None, groups=None, query=None):
-        """(B, 1, T, T) attention mask: the group mask in parallel mode; causal inside each document of a
-        filled row; None (plain causal attention) without doc ids."""
-        if groups is not None:
-            return group_mask(doc_ids, groups, query, self.cfg.co_attend).unsqueeze(1)
-        if doc_ids is None:
+    def attn_mask(self, idx, doc_ids=None, groups=None, query=None, places=None):
+        """The attention mask of a row, built once and shared by every layer: the group mask in parallel mode,
+        causal inside each document of a filled row, and the neighbourhood of each place with local
+        attention; None (plain causal attention) with none of them. Dense (B, 1, T, T), or as tiles for long
+        rows (`vistok.nn.attention.RowMask`) unless `self.fast` is off (the reference path)."""
+        if groups is None and doc_ids is None and not self.cfg.local:
             return None
-        T = idx.size(1)
-        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-        return (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)
+        if doc_ids is None:
+            doc_ids = torch.zeros_like(idx)  # one document
+        rm = RowMask(doc_ids, groups, query, self.cfg.co_attend, places, tuple(self.cfg.local) if self.cfg.local else None)
+        return rm.build() if self.fast else rm.dense()
+
+    def _local(self, attn_mask, places, cache: KVCache | None):
+        """A given mask (or, with a KV cache, the causal prefill mask) narrowed to each query's neighbourhood."""
+        T = places.size(1)
+        p = cache.pos if cache is not None else 0
+        keys = places[..., 2:]
+        if cache is not None:
+            cache.places[:, p : p + T] = keys
+            keys = cache.places[:, : p + T]
+        if attn_mask is None:
+            attn_mask = torch.ones(T, p + T, dtype=torch.bool, device=places.device).tril(diagonal=p)
+        own = torch.arange(p + T, device=places.device)[None] == (p + torch.arange(T, device=places.device))[:, None]
+        return attn_mask & (local_mask(places[..., :2], keys, *self.cfg.local) | own)[:, None]
 
     @torch.no_grad()
     def hidden(self, idx, coords, next_coords=None, doc_ids=None, groups=None, query=None,
-               bidirectional: bool = False) -> list[torch.Tensor]:
+               bidirectional: bool = False, places=None) -> list[torch.Tensor]:
         """The residual stream after the embeddings (index 0) and after each block (1..n_layer): (B, T, C) each
         (features for probes: `vistok.train.probe`). `bidirectional`: every position sees its whole document
-        (no causal or group mask; rows of tokens only), as RandSAC reads features for its probes."""
+        (no causal, group or local mask; rows of tokens only), as RandSAC reads features for its probes."""
         x = self.embed(idx, coords, next_coords, query)
         if bidirectional:
             if groups is not None or doc_ids is None:
                 raise ValueError("bidirectional features need rows of tokens with document ids")
             mask = (doc_ids[:, :, None] == doc_ids[:, None, :]).unsqueeze(1)
         else:
-            mask = self.attn_mask(idx, doc_ids, groups, query)
+            mask = self.attn_mask(idx, doc_ids, groups, query, places)
         rot = place_rotation(self.cfg, coords, next_coords, query)
         out = [x]
         for block in self.h:
@@ -312,13 +337,15 @@ class GPT(nn.Module):
         coordinates and the next token's known coordinates, so the model sees exactly what it saw in
         training. A stream longer than the context is generated in the windows training and eval read it in
         (`stride` positions apart, 0 = block_size): target i attends to the inputs from `window_start(i)`.
-        With `use_cache`, each step feeds one position through the KV cache (a new window refills it).
+        With `use_cache`, each step feeds one position through the KV cache (a new window refills it). With
+        local attention, the grammar also gives each position's places (`start_places`, `places`).
         """
         dev = self.lm_head.weight.device
         B, T = grammar.batch, self.cfg.block_size
         toks = torch.full((B, 1), grammar.bos, dtype=torch.long, device=dev)
         crd = torch.zeros(B, 1, len(self.cfg.axis_sizes), dtype=torch.long, device=dev)
         nxt = grammar.start().to(dev)[:, None]
+        plc = grammar.start_places().to(dev)[:, None] if self.cfg.local else None
         cache, start, fed, base = None, -1, 0, 0  # base: the stream position of toks[:, 0]
         out = [toks]
         for _ in range(max_new_tokens):
@@ -326,6 +353,7 @@ class GPT(nn.Module):
             a = window_start(i, T, stride)
             if a > base:  # the window moved on: inputs before it are never read again (memory stays bounded)
                 toks, crd, nxt = toks[:, a - base :], crd[:, a - base :], nxt[:, a - base :]
+                plc = plc[:, a - base :] if plc is not None else None
                 base = a
             if not use_cache:
                 s = a
@@ -335,13 +363,16 @@ class GPT(nn.Module):
             else:
                 s = fed
             w = s - base
-            logits, _ = self(toks[:, w:], crd[:, w:], nxt[:, w:] if self.cfg.next_axes else None, cache=cache)
+            logits, _ = self(toks[:, w:], crd[:, w:], nxt[:, w:] if self.cfg.next_axes else None, cache=cache,
+                             places=plc[:, w:] if plc is not None else None)
             fed = base + toks.size(1)
             tok = sample_token(grammar.mask(logits[:, -1, :].float()), temperature, top_k, top_p, generator)
             c, n = grammar.advance(tok.cpu())
             toks = torch.cat([toks, tok[:, None]], dim=1)
             crd = torch.cat([crd, c.to(dev)[:, None]], dim=1)
             nxt = torch.cat([nxt, n.to(dev)[:, None]], dim=1)
+            if plc is not None:
+                plc = torch.cat([plc, torch.from_numpy(grammar.places).to(dev)[:, None]], dim=1)
             out.append(tok[:, None])
             if grammar.finished():
                 break
@@ -379,14 +410,17 @@ def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | 
             n_max = 2 * grammar.plan.cells.size + 2
             cache = KVCache(model.cfg, 1, n_max, dev, model.lm_head.weight.dtype) if use_cache else None
             new_tok, new_crd, new_grp = [grammar.bos], [np.zeros(A, np.int64)], [-1]  # tokens not yet fed
-            seq_tok, seq_crd, seq_grp = [], [], []  # every token fed so far (the uncached path feeds them again)
+            new_plc = [np.full(2, -1, np.int64)]  # local attention: each token's place
+            seq_tok, seq_crd, seq_grp, seq_plc = [], [], [], []  # every token fed so far (the uncached path feeds them again)
         places, masks = grammar.group()
+        units = grammar.group_places() if model.cfg.local else np.zeros((len(places), 2), np.int64)
         k, g = len(places), steps
         if cache is None:
             seq_tok, seq_crd, seq_grp = seq_tok + new_tok, seq_crd + new_crd, seq_grp + new_grp
-            toks, crds, grps = seq_tok, seq_crd, seq_grp
+            seq_plc = seq_plc + new_plc
+            toks, crds, grps, plcs = seq_tok, seq_crd, seq_grp, seq_plc
         else:
-            toks, crds, grps = new_tok, new_crd, new_grp
+            toks, crds, grps, plcs = new_tok, new_crd, new_grp, new_plc
         m = len(toks)
         idx = torch.tensor([toks + [0] * k], device=dev)
         crd = torch.from_numpy(np.concatenate([np.stack(crds), places + 1]))[None].to(dev)
@@ -395,11 +429,14 @@ def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | 
         mask = group_mask(torch.zeros_like(grp), grp, query, model.cfg.co_attend)[0]  # (m + k, m + k)
         if cache is not None:  # the cached tokens are all of earlier groups: every slot may see them
             mask = torch.cat([torch.ones(m + k, cache.pos, dtype=torch.bool, device=dev), mask], dim=1)
+        plc = None
+        if model.cfg.local:
+            plc = torch.from_numpy(np.concatenate([np.stack(plcs), units]))[None].to(dev).repeat(1, 1, 2)
         logits, _ = model(idx, crd, torch.zeros_like(crd), query=query, cache=cache, attn_mask=mask[None, None],
-                          store=m)
+                          store=m, places=plc)
         q = logits[0, m:].float().masked_fill(~torch.from_numpy(masks).to(dev), float("-inf"))
         picked = sample_token(q, temperature, top_k, top_p, generator).tolist()
-        new_tok, new_crd, new_grp = [], [], []
+        new_tok, new_crd, new_grp, new_plc = [], [], [], list(units)
         for t in picked:
             new_tok.append(int(t))
             new_crd.append(grammar.step(int(t)) + 1)

@@ -33,7 +33,7 @@ import numpy as np
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.tokenize import schedule
-from vistok.tokenize.base import BOS, EOS, FRAME, Codec
+from vistok.tokenize.base import BOS, EOS, FRAME, Cells, Codec
 from vistok.tokenize.orders import get_order, stored_key, units_to_tokens, walk_bits
 
 PARALLEL = ("segments", "scales", "any")
@@ -194,6 +194,23 @@ def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.G
     return Ordered(perm, cells, groups, p, segments)
 
 
+def cell_places(cells: Cells) -> np.ndarray:
+    """(n_cells, 2) each cell's place for local attention (`vistok.nn.attention`): (frame, unit row within its
+    frame); -1 (everywhere) for FRAME separators and cells that span every unit. The geometry fixes it."""
+    u, (rows, cols) = cells.positions.units, cells.positions.grid
+    per = rows * cols
+    out = np.stack([u // per, (u % per) // cols], axis=1).astype(np.int64)
+    out[(u < 0) | (cells.local < 0)] = -1
+    return out
+
+
+def check_local(codec: Codec, meta: dict) -> None:
+    """Refuse local attention where a cell spans every unit (it has no place to be near)."""
+    cells = codec.layout(meta).cells
+    if ((cells.positions.units < 0) & (cells.local >= 0)).any():
+        raise _refuse(codec, "--attention local needs every cell on a unit, but a cell of this layout spans every unit")
+
+
 def known_columns(codec: Codec) -> np.ndarray:
     """Indices in `codec.axes` of the known axes (the columns of a cell's coordinates)."""
     return np.array([codec.axes.index(a) for a in codec.known_axes], dtype=np.int64)
@@ -215,6 +232,8 @@ class StreamGrammar:
         self._eos[EOS], self._frame[FRAME] = True, True
         self.i, self.done = 0, False
         self.taken: list[tuple[int, int]] = []  # (cell, token) in stream order
+        self.places = cell_places(self.cells)
+        self.last_place = np.full(2, -1, dtype=np.int64)  # the place of the token taken last (-1: none yet, EOS)
         self._enter()
 
     # --- where we are -----------------------------------------------------------------------------
@@ -253,6 +272,10 @@ class StreamGrammar:
         """The next token's coordinates on the known axes (other axes 0), or None at the end."""
         return None if self.i >= self.plan.cells.size else self._full(self._cell())
 
+    def next_unit(self) -> np.ndarray:
+        """The next token's place for local attention (`cell_places`), -1 at the end."""
+        return self.places[self._cell()] if self.i < self.plan.cells.size else np.full(2, -1, dtype=np.int64)
+
     def next_place(self) -> np.ndarray:
         """`next_known` as a model input: the known axes shifted by one, 0 elsewhere and at the end."""
         out = np.zeros(self.A, dtype=np.int64)
@@ -264,8 +287,10 @@ class StreamGrammar:
         """Consume an allowed token; return its coordinates (None for EOS)."""
         if self.i >= self.plan.cells.size:
             self.done = True
+            self.last_place = np.full(2, -1, dtype=np.int64)
             return None
         cell = self._cell()
+        self.last_place = self.places[cell]
         if self._separator():
             self.taken.append((cell, tok))
             self.i += 1
@@ -297,6 +322,11 @@ class StreamGrammar:
             masks.append(m & ~self.cg.escape if self.cg.escape is not None else m)
         self._enter()
         return coords, np.stack(masks)
+
+    def group_places(self) -> np.ndarray:
+        """(k, 2) the places (`cell_places`) of the next group's cells."""
+        g = self.plan.groups
+        return self.places[self.plan.cells[self.i : int(np.searchsorted(g, g[self.i], side="right"))]]
 
     def canonical(self) -> np.ndarray:
         """The tokens taken so far, back in canonical order (gathered by cell, stable)."""

@@ -255,22 +255,25 @@ class Coder:
         tok = np.full(LANES, BOS, np.int64)
         crd = np.zeros((LANES, A), np.int64)
         nxt = np.zeros((LANES, A), np.int64)
+        plc = np.full((LANES, 4), -1, np.int64)  # local attention: (query place, key place) per lane
         for i, s in enumerate(streams):
             nxt[i] = s.g.next_place()
+            plc[i, :2] = s.g.next_unit()
         limit = max(codec.layout(s.meta).max_tokens + 1 for s in streams)  # tokens and EOS: the grammar's bound
         hist: deque[tuple[np.ndarray, ...]] = deque(maxlen=T)  # the inputs of the current window, at most
         cache, start, p = None, -1, 0
         while not all(s.g.done for s in streams):
             if p >= limit:
                 raise CodecError("the stream does not end (a corrupted file)")
-            hist.append((tok.copy(), crd.copy(), nxt.copy()))
+            hist.append((tok.copy(), crd.copy(), nxt.copy(), plc.copy()))
             a = window_start(p, T, self.data.stride)  # the window training and eval score this target in
             feed = [hist[-1]]
             if a != start:  # a new window: a fresh cache, refilled with the window's inputs so far
                 cache, start = KVCache(m.cfg, LANES, T, "cpu", m.lm_head.weight.dtype), a
                 feed = list(hist)[len(hist) - (p - a + 1) :]
-            t_in, c_in, n_in = (torch.from_numpy(np.stack([f[j] for f in feed], axis=1)) for j in range(3))
-            logits, _ = m(t_in, c_in, n_in if m.cfg.next_axes else None, cache=cache, last=1)
+            t_in, c_in, n_in, p_in = (torch.from_numpy(np.stack([f[j] for f in feed], axis=1)) for j in range(4))
+            logits, _ = m(t_in, c_in, n_in if m.cfg.next_axes else None, cache=cache, last=1,
+                          places=p_in if m.cfg.local else None)
             lg = logits[:, -1].double().numpy()
             for i, s in enumerate(streams):
                 if s.g.done:
@@ -280,6 +283,7 @@ class Coder:
                 tok[i] = t
                 crd[i] = 0 if c is None else c + 1
                 nxt[i] = s.g.next_place()
+                plc[i] = np.concatenate([s.g.next_unit(), s.g.last_place])
             p += 1
 
     def _run_groups(self, streams: list[_Stream]) -> None:
@@ -296,10 +300,12 @@ class Coder:
                 new_tok = [[BOS] for _ in same]
                 new_crd = [[np.zeros(A, np.int64)] for _ in same]
                 new_grp = [-1]
+                new_plc = [[np.full(2, -1, np.int64)] for _ in same]  # local attention: each fed token's place
                 i = piece.start
                 while i < piece.stop:
                     g = int(groups[i])
                     asked = [s.g.group() for s in same]
+                    qplc = [s.g.group_places() for s in same]
                     k, n = len(asked[0][0]), len(new_grp)
                     lanes = list(range(len(same))) + [0] * (width - len(same))
                     idx = torch.tensor([new_tok[j] + [0] * k for j in lanes])
@@ -308,12 +314,14 @@ class Coder:
                     query = torch.tensor([[0] * n + [1] * k])
                     mask = group_mask(torch.zeros_like(grp), grp, query, m.cfg.co_attend)[0]
                     mask = torch.cat([torch.ones(n + k, cache.pos, dtype=torch.bool), mask], dim=1)
+                    plc = torch.from_numpy(np.stack([np.concatenate([np.stack(new_plc[j]), qplc[j]]) for j in lanes]))
                     logits, _ = m(idx, crd, torch.zeros_like(crd), query=query.expand(width, -1), cache=cache,
-                                  attn_mask=mask[None, None], store=n, last=k)
+                                  attn_mask=mask[None, None], store=n, last=k, places=plc.repeat(1, 1, 2))
                     lg = logits.double().numpy()
                     for j, s in enumerate(same):
                         new_tok[j] = [s.code(lg[j, q], asked[j][1][q]) for q in range(k)]
                         new_crd[j] = [s.g.step(t) + 1 for t in new_tok[j]]
+                        new_plc[j] = list(qplc[j])
                     new_grp = [g] * k
                     i += k
 
@@ -333,6 +341,8 @@ def run_checksum(model: GPT, codec: Codec, data: DataConfig) -> bytes:
             "block_size": model.cfg.block_size, "version": VERSION}
     if model.cfg.co_attend:  # queries of a group see each other (runs before it: they did not)
         conf["co_attend"] = True
+    if model.cfg.local:  # neighbourhood attention (runs before it: the whole context)
+        conf["local"] = model.cfg.local
     if data.stride and data.stride != model.cfg.block_size:  # windows that overlap (runs before them: none)
         conf["stride"] = data.stride
     h.update(json.dumps(conf, sort_keys=True).encode())

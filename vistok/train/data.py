@@ -37,6 +37,8 @@ from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import get_order
 from vistok.tokenize.stream import (
     Ordered,
+    cell_places,
+    check_local,
     check_parallel,
     group_limit,
     group_pieces,
@@ -60,6 +62,7 @@ class DataConfig:
     long: str = "split"  # split | crop: what to do with documents longer than block_size
     stride: int = 0  # positions between windows over a long document (`windows`); 0 = block_size
     parallel: str = ""  # "" (token by token) | segments | scales | any: groups predicted at once (`record_docs`)
+    places: bool = False  # rows carry each position's places (local attention: `--attention local:R`)
     shuffle_buffer: int = 512
 
     def to_json(self) -> dict:
@@ -106,7 +109,9 @@ def open_datasets(paths: list, options: dict | None = None) -> tuple[list, Codec
     return sets, sets[0].codec
 
 
-PAD_VALUES = {"idx": PAD, "targets": PAD, "coords": 0, "next_coords": 0, "loss_mask": 0.0, "groups": -1, "query": 0}
+PAD_VALUES = {"idx": PAD, "targets": PAD, "coords": 0, "next_coords": 0, "loss_mask": 0.0, "groups": -1, "query": 0,
+              "places": -1}
+SHAPES = {"coords": None, "next_coords": None, "places": 4}  # per-position vectors: (T, n_axes) or (T, 4)
 
 
 @dataclass
@@ -139,7 +144,8 @@ def windows(n: int, block_size: int, stride: int = 0) -> list[tuple[int, int, in
 
 
 def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
-                long: str = "split", parallel: str = "", stride: int = 0, steps: int | None = None) -> Docs:
+                long: str = "split", parallel: str = "", stride: int = 0, steps: int | None = None,
+                places: bool = False) -> Docs:
     """One record -> its documents: `[BOS] tokens [EOS]` predicted token by token, or with `parallel`
     `[BOS] tokens | queries`: a query slot per token carries where that token goes and predicts it from
     the tokens of earlier groups only (the model's group mask, `vistok.nn.gpt.group_mask`).
@@ -147,7 +153,9 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     The place of each next token (`next_coords`, known axes) comes from the plan's cells, so it is a
     function of the prefix by construction; the tokens' own coordinates are the codec's, which equal what
     the grammar derives from the prefix (`tests/tokenize/test_stream.py` checks both for every order).
-    `steps`: a `--parallel any` record in that many steps (None: drawn, as in training).
+    `steps`: a `--parallel any` record in that many steps (None: drawn, as in training). `places`: each
+    position also gets (query frame, query row, key frame, key row) for local attention: the place of the
+    token it predicts and of the token it holds (`vistok.tokenize.stream.cell_places`), -1 for specials.
     """
     o = order_record(codec, rec, order, rng, parallel, group_limit(block_size) if parallel else 0, steps)
     pos = codec.layout(rec.meta).positions(rec)
@@ -157,12 +165,17 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     place = np.zeros_like(coords)  # where each token goes, as known before it is read
     place[:, known] = codec.layout(rec.meta).cells.positions.coords[o.cells] + 1
     n, A = toks.size, coords.shape[1]
+    tp = cell_places(codec.layout(rec.meta).cells)[o.cells] if places else None  # (n, 2) each token's place
     if parallel:
-        return Docs(_parallel_docs(toks, coords, place, o.groups, block_size), o.plan.order_bits, o.plan.n_groups, o)
+        return Docs(_parallel_docs(toks, coords, place, o.groups, block_size, tp), o.plan.order_bits,
+                    o.plan.n_groups, o)
     t = np.concatenate([[BOS], toks, [EOS]])
     c = np.concatenate([np.zeros((1, A), np.int64), coords])  # inputs: BOS, tokens (EOS is never an input)
     nxt = np.concatenate([place, np.zeros((1, A), np.int64)])
     doc = {"idx": t[:-1], "targets": t[1:], "coords": c, "next_coords": nxt, "loss_mask": np.ones(n + 1, np.float32)}
+    if tp is not None:  # queries: the target's place (EOS: none); keys: the input's place (BOS: none)
+        none = np.full((1, 2), -1, np.int64)
+        doc["places"] = np.concatenate([np.concatenate([tp, none]), np.concatenate([none, tp])], axis=1)
     # windows at fixed positions: where a window starts must not depend on the tokens (a cut at a unit
     # boundary would tell the model something about the tokens after it). Views, not copies.
     wins = windows(n + 1, block_size, stride) if long == "split" else windows(n + 1, block_size)[:1]
@@ -175,13 +188,19 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     return Docs(docs, o.plan.order_bits, n + 1, o)
 
 
-def _parallel_docs(toks, coords, place, groups, block_size: int) -> list[dict[str, np.ndarray]]:
-    """`[BOS] tokens | queries` documents, split into runs of whole groups when longer than a row."""
+def _parallel_docs(toks, coords, place, groups, block_size: int, tp=None) -> list[dict[str, np.ndarray]]:
+    """`[BOS] tokens | queries` documents, split into runs of whole groups when longer than a row; with `tp`
+    (each token's place), places: a token slot and a query slot are both at their token's place."""
     docs = []
     for s in group_pieces(groups, block_size):
         k, A = s.stop - s.start, coords.shape[1]
         zero = np.zeros((1, A), np.int64)
-        docs.append({
+        if tp is not None:
+            pl = np.concatenate([np.full((1, 2), -1, np.int64), tp[s], tp[s]])
+            docs.append({"places": np.concatenate([pl, pl], axis=1)})
+        else:
+            docs.append({})
+        docs[-1].update({
             "idx": np.concatenate([[BOS], toks[s], np.full(k, PAD)]),
             "targets": np.concatenate([np.full(k + 1, PAD), toks[s]]),
             "coords": np.concatenate([zero, coords[s], place[s]]),
@@ -199,14 +218,16 @@ def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:
     check_parallel(codec, cfg.order, cfg.parallel)
     for ds in sets:
         for rec in ds:
+            if cfg.places:
+                check_local(codec, rec.meta)
             record_docs(codec, rec, cfg.order, np.random.default_rng(0), cfg.block_size, cfg.long, cfg.parallel,
-                        cfg.stride)
+                        cfg.stride, places=cfg.places)
             break
 
 
 def doc_row(doc: dict[str, np.ndarray], block_size: int) -> dict[str, np.ndarray]:
     """One document alone in a row of block_size positions, padded (eval and probes: a row per document)."""
-    filler = RowFiller(block_size, doc["coords"].shape[1], "groups" in doc)
+    filler = RowFiller(block_size, doc["coords"].shape[1], "groups" in doc, "places" in doc)
     rows = list(filler.add(doc))
     return rows[0] if rows else filler.flush()
 
@@ -214,14 +235,14 @@ def doc_row(doc: dict[str, np.ndarray], block_size: int) -> dict[str, np.ndarray
 class RowFiller:
     """Fills rows of block_size positions greedily with documents, with a doc id per position (-1: padding)."""
 
-    def __init__(self, block_size: int, n_axes: int, parallel: bool = False):
+    def __init__(self, block_size: int, n_axes: int, parallel: bool = False, places: bool = False):
         self.T, self.A = block_size, n_axes
-        self.fields = [k for k in PAD_VALUES if parallel or k not in ("groups", "query")]
+        self.fields = [k for k in PAD_VALUES if (parallel or k not in ("groups", "query")) and (places or k != "places")]
         self._new()
 
     def _new(self) -> None:
         T = self.T
-        self.row = {k: np.full((T, self.A) if k.endswith("coords") else T, PAD_VALUES[k],
+        self.row = {k: np.full((T, SHAPES[k] or self.A) if k in SHAPES else T, PAD_VALUES[k],
                                dtype=np.float32 if k == "loss_mask" else np.int64) for k in self.fields}
         self.row["doc_ids"] = np.full(T, -1, dtype=np.int64)
         self.fill = 0
@@ -288,7 +309,7 @@ class RowStream(IterableDataset):
         wi = get_worker_info()
         worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
         rng = np.random.default_rng([cfg.seed, self.rank, worker, 3])
-        filler = RowFiller(cfg.block_size, len(self.codec.axes), bool(cfg.parallel))
+        filler = RowFiller(cfg.block_size, len(self.codec.axes), bool(cfg.parallel), cfg.places)
         buf: list[tuple[int, TokenRecord]] = []
         for epoch, rec in self._records(worker, n_workers):
             if is_heldout(rec.key, cfg.heldout):
@@ -300,7 +321,7 @@ class RowStream(IterableDataset):
             order_rng = np.random.default_rng(
                 [cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
             for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long, cfg.parallel,
-                                   cfg.stride).docs:
+                                   cfg.stride, places=cfg.places).docs:
                 yield from filler.add(doc)
 
 
@@ -328,7 +349,7 @@ class StoreRows:
         self.epoch = [0] * len(stores)
         self.pos = [0] * len(stores)
         self.mix = np.random.default_rng([cfg.seed, rank, 2])
-        self.filler = RowFiller(cfg.block_size, len(codec.axes), bool(cfg.parallel))
+        self.filler = RowFiller(cfg.block_size, len(codec.axes), bool(cfg.parallel), cfg.places)
         self.queue: list[dict[str, np.ndarray]] = []
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -360,7 +381,8 @@ class StoreRows:
             rng = np.random.default_rng(
                 [self.cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
             c = self.cfg
-            for doc in record_docs(self.codec, rec, c.order, rng, c.block_size, c.long, c.parallel, c.stride).docs:
+            for doc in record_docs(self.codec, rec, c.order, rng, c.block_size, c.long, c.parallel, c.stride,
+                                   places=c.places).docs:
                 self.queue.extend(self.filler.add(doc))
         return self.queue.pop(0)
 
@@ -441,7 +463,8 @@ class Loader:
 class Rows(IterableDataset):
     """Training rows for a loop of your own: a torch `IterableDataset` of dicts of tensors, one row each (the
     keyword arguments of `vistok.nn.gpt.GPT.forward`: idx, targets, coords, next_coords, loss_mask, doc_ids,
-    and groups, query when parallel), the held-out split left out, endless (epoch after epoch).
+    and groups, query when parallel; places with `DataConfig(places=True)`, for local attention), the held-out
+    split left out, endless (epoch after epoch).
 
     `state_dict()` after any row, `load_state_dict()` on a new `Rows` of the same config, and iterating
     again gives exactly the rows that would have come next: a packed store resumes from its position, dataset

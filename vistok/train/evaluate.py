@@ -77,7 +77,7 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
     def windows_of_records() -> Iterator[tuple[int, dict, Iterator[np.ndarray], np.ndarray | None, int]]:
         for i, rec in enumerate(records):
             rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S,
-                             steps)
+                             steps, places=bool(model.cfg.local))
             o = rd.stream
             frames = None
             if per_frame:
@@ -99,7 +99,7 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
         for key in ("coords", "next_coords"):
             check_coords(b[key], limits, codec.axes)
         nxt = b["next_coords"] if model.cfg.next_axes else None
-        logits, _ = model(b["idx"], b["coords"], nxt, doc_ids=b["doc_ids"], groups=b.get("groups"), query=b.get("query"))
+        logits, _ = model(b["idx"], b["coords"], nxt, **{k: b.get(k) for k in ("doc_ids", "groups", "query", "places")})
         allowed, ats = np.ones(logits.shape, dtype=bool), []
         for j, (_, d, masks, _, _) in enumerate(chunk):
             at = np.flatnonzero(d["loss_mask"])

@@ -101,7 +101,7 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
         check_coords(b["coords"], model.cfg.axis_sizes, codec.axes)
         nxt = b["next_coords"] if model.cfg.next_axes else None
         hs = model.hidden(b["idx"], b["coords"], nxt, b["doc_ids"], b.get("groups"), b.get("query"),
-                          bidirectional=mask == "none")
+                          bidirectional=mask == "none", places=b.get("places"))
         keep = (b["doc_ids"] >= 0) & ((b["query"] == 0) if "query" in b else True)  # token slots of the image
         w = keep.float()[..., None]
         pooled = torch.stack([(h * w).sum(1) / w.sum(1).clamp(min=1) for h in hs], dim=1).cpu().numpy()
@@ -110,7 +110,8 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
         pending.clear()
 
     for i, rec in enumerate(records):
-        docs = record_docs(codec, rec, order, np.random.default_rng([data.seed, 1, i]), T, "split", parallel)
+        docs = record_docs(codec, rec, order, np.random.default_rng([data.seed, 1, i]), T, "split", parallel,
+                           places=bool(model.cfg.local) and mask != "none")
         feats.append([])
         labels.append(str(rec.meta["label"]))
         for d in docs.docs:

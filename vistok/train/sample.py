@@ -44,6 +44,10 @@ class BatchGrammar:
     def start(self) -> torch.Tensor:
         return torch.from_numpy(np.stack([g.next_place() for g in self.gs]))
 
+    def start_places(self) -> torch.Tensor:
+        """(B, 4) BOS's places for local attention: the first token's (query), none (key)."""
+        return torch.from_numpy(np.stack([np.concatenate([g.next_unit(), [-1, -1]]) for g in self.gs]))
+
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         """Disallowed tokens to -inf; inside a prompt, every token but the prompt's."""
         rows = []
@@ -61,6 +65,7 @@ class BatchGrammar:
     def advance(self, toks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         crd = np.zeros((self.batch, self.A), dtype=np.int64)
         nxt = np.zeros((self.batch, self.A), dtype=np.int64)
+        self.places = np.full((self.batch, 4), -1, dtype=np.int64)  # each new input's (query, key) places
         for i, (g, t) in enumerate(zip(self.gs, toks.tolist())):
             if g.done or self.cut[i]:
                 continue
@@ -68,6 +73,7 @@ class BatchGrammar:
             if c is not None:
                 crd[i] = c + 1
             nxt[i] = g.next_place()
+            self.places[i] = np.concatenate([g.next_unit(), g.last_place])
             if self.limits is not None and ((crd[i] >= self.limits).any() or (nxt[i] >= self.limits).any()):
                 self.cut[i] = True
                 crd[i] = nxt[i] = 0

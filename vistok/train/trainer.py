@@ -15,13 +15,14 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
 from vistok.errors import UsageError
+from vistok.nn.attention import attention_name, parse_attention
 from vistok.nn.gpt import GPT, PRESETS, GPTConfig
 from vistok.progress import Progress
 from vistok.storage import Cache
@@ -46,6 +47,7 @@ class TrainConfig:
     next_coords: bool = True
     rope: bool = True  # rotate queries and keys by places (`vistok.nn.gpt.place_rotation`)
     co_attend: bool | None = None  # parallel: queries of a group see each other (`group_mask`); None: CO_ATTEND
+    attention: str = "full"  # full | local:R[,F]: neighbourhood attention by place (`vistok.nn.attention`)
     max_steps: int = 1000
     max_minutes: float = 0.0  # 0: no time limit; else a budget the schedule is fitted to (`ScheduleFit`) and that stops the run
     lr: float = 2e-3
@@ -191,13 +193,24 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
         mcfg = GPTConfig(**state["model"])
         if mcfg.block_size != data.block_size:
             raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
+        if mcfg.local != local_attention(cfg.attention):
+            raise UsageError(f"--attention {cfg.attention} differs from the checkpoint's {attention_name(mcfg.local)}")
         return mcfg, state
-    mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope, cfg.co_attend)
+    mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope, cfg.co_attend,
+                              local_attention(cfg.attention))
     return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
 
 
+def local_attention(spec: str) -> list[int]:
+    """`--attention` as the model's `local` ([] = the whole context), or a usage error."""
+    try:
+        return parse_attention(spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, next_coords: bool = True,
-                       rope: bool = True, co_attend: bool | None = None) -> GPTConfig:
+                       rope: bool = True, co_attend: bool | None = None, local: list[int] | None = None) -> GPTConfig:
     """A new model's config for `preset` on these datasets: vocabulary, embedding tables sized from the data,
     the axes the model is shown the next token's place on, and the axes places rotate on."""
     if preset not in PRESETS:
@@ -210,6 +223,7 @@ def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, 
     return GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known,
                      rope_axes=axes if rope else [], parallel=bool(data.parallel),
                      co_attend=bool(data.parallel) and (CO_ATTEND.get(data.parallel, False) if co_attend is None else co_attend),
+                     local=list(local or []),
                      **{**PRESETS[preset], "block_size": data.block_size})
 
 
@@ -368,10 +382,10 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     """Train (or resume) the run `cfg.out` on `data` (URLs with `storage_options`, shards cached in `cache`)."""
     device, dist_info = setup_device(cfg.device)
     run, main = Path(cfg.out), dist_info.main
-    if main:
-        run.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)  # by every rank: harmless where it exists, and only rank 0 writes
     torch.manual_seed(cfg.seed)
     ckpt = latest_checkpoint(run) if resume else None
+    data = replace(data, places=bool(local_attention(cfg.attention)))  # rows carry places for local attention
     loader = Loader(data, dist_info.rank, dist_info.world, device, storage_options, cache)
     mcfg, state = model_config(cfg, data, loader, ckpt)
     loader.limits = mcfg.axis_sizes  # a record beyond the embedding tables is refused, never clamped
