@@ -16,6 +16,7 @@ from benchmarks import (  # noqa: E402
     bench_codec,
     bench_compress,
     bench_group_orders,
+    bench_long,
     bench_orders,
     bench_shard,
     bench_storage,
@@ -35,7 +36,8 @@ def main() -> None:
                ("tokenizer", bench_tokenizer.run),
                ("group_orders", lambda: bench_group_orders.summary(0.2 if quick else 0.5)),
                ("any_steps", lambda: bench_any_steps.summary(20 if quick else 40)),
-               ("compress", lambda: bench_compress.summary(1.0 if quick else 2.0))]
+               ("compress", lambda: bench_compress.summary(1.0 if quick else 2.0)),
+               ("long", lambda: bench_long.summary(10 if quick else 20))]
     for name, fn in benches:
         res = fn()
         print(json.dumps({"bench": name, **res}), flush=True)

@@ -99,3 +99,21 @@ def test_local_group_parallel_runs_sample_and_compress(dense_dataset, tmp_path):
     back = list(coder.decompress([b for _, b in coder.compress(recs)]))
     assert [r.tokens.tolist() for r in back] == [r.tokens.tolist() for r in recs]
     assert evaluate(run, limit=2)["bits_per_image"] > 0
+
+
+def test_an_8k_preset_trains_on_whole_256px_images_on_the_cpu(tmp_path):
+    """`small-8k` on real 256x256 JPEG q20 images (~7,800 tokens, one per row): attention by tiles, local
+    attention and activation checkpointing together, then scored in the same context."""
+    from vistok.media.preprocess import Preprocess
+    from vistok.pipelines.job import run_job
+
+    ds = run_job(["sample"], tmp_path / "ds", JpegCodec(quality=20), Preprocess(size=256, crops=0), shard_size=8,
+                 executor="local", quiet=True).folder
+    run = tmp_path / "r"
+    data = DataConfig(datasets=[str(ds)], block_size=8192, batch_size=1, num_workers=0, heldout=0.1, shuffle_buffer=2)
+    train(data, TrainConfig(out=str(run), preset="small-8k", max_steps=1, warmup=1, eval_every=0, ckpt_every=1,
+                            attention="local:2", checkpoint_activations=True), quiet=True)
+    model, _ = load_model(run)
+    assert model.cfg.block_size == 8192 and model.cfg.local == [2, 1]
+    ev = evaluate(run, limit=1)
+    assert ev["tokens_per_image"] > 2000 and ev["bits_per_image"] > 0
