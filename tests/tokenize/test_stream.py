@@ -18,6 +18,7 @@ def _codecs(bsq=None, multiscale=None):
     out = {
         "jpeg-rle": JpegCodec(quality=50), "jpeg-dense": JpegCodec(quality=50, layout="dense"),
         "jpeg-gray-dense": JpegCodec(quality=90, layout="dense", subsampling="444"),
+        "jpeg-delta-rle": JpegCodec(quality=50, temporal="delta"),  # SKIP blocks (zero blocks of an image)
         "wavelet-rle": WaveletCodec(levels=2), "wavelet-dense": WaveletCodec(levels=2, layout="dense"),
     }
     if bsq is not None:
@@ -99,10 +100,10 @@ def test_every_accepted_order_rebuilds_the_record_and_every_other_is_refused(nam
             rebuilt = _follow(codec, rec, order, seed)
             np.testing.assert_array_equal(rebuilt, rec.tokens, err_msg=f"{name} {order}")
         accepted += 1
-    assert accepted == {"wavelet-rle": 2, "jpeg-rle": 11}.get(name, 12)
+    assert accepted == {"wavelet-rle": 2, "jpeg-rle": 11, "jpeg-delta-rle": 11}.get(name, 12)
     if name.endswith("rle"):
         with pytest.raises(UsageError, match="--layout dense"):
-            order_record(codec, rec, "freq-major" if name == "jpeg-rle" else "hilbert", np.random.default_rng(0))
+            order_record(codec, rec, "hilbert" if name == "wavelet-rle" else "freq-major", np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("name", ["jpeg-rle", "jpeg-dense", "wavelet-rle", "wavelet-dense"])

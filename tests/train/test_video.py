@@ -13,7 +13,7 @@ from vistok.pipelines.job import run_job
 from vistok.shards.reader import Dataset
 from vistok.shards.render import write_mp4
 from vistok.tokenize import BSQCodec, H264Codec, JpegCodec, WaveletCodec
-from vistok.tokenize.base import first_frames
+from vistok.tokenize.base import first_frames, frames_of
 from vistok.train.compress import Coder
 from vistok.train.container import payload_bits
 from vistok.train.data import DataConfig, RowFiller, record_docs, record_rng, windows
@@ -276,3 +276,35 @@ def test_cli_eval_per_frame_and_sample_a_clip(clips, clip_run_dir, tmp_path):
         assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
     proc = vistok("eval", clip_run_dir, "--stride", "500", check=False)
     assert proc.returncode == 2 and "--stride" in proc.stderr
+
+
+def test_delta_clips_shard_inspect_train_score_and_continue(tmp_path):
+    """`--temporal delta` end to end: the CLI shards it, inspect reports tokens per frame and the SKIP share,
+    a run trains on it, scores it per frame (JPEG's own bits from the frames' real coefficients) and
+    continues a prompt into frames that decode."""
+    vids = _videos(tmp_path / "v", 4, side=16, repeats=4, distinct=1)  # a still camera: every frame the same
+    vistok("shard", vids, "--codec", "jpeg", "--temporal", "delta", "--clip-len", "4", "--out", tmp_path / "ds")
+    info = json.loads(vistok("inspect", tmp_path / "ds", "--json").stdout)
+    assert info["codec"]["temporal"] == "delta" and info["skip_share_of_blocks"] > 0.5
+    per = info["tokens_per_frame"]
+    assert len(per) == 4 and all(p < 0.5 * per[0] for p in per[1:])
+    assert "SKIP blocks" in vistok("inspect", tmp_path / "ds").stdout
+    data = DataConfig(datasets=[str(tmp_path / "ds")], block_size=256, batch_size=2, num_workers=0, heldout=0.0)
+    train(data, TrainConfig(out=str(tmp_path / "run"), max_steps=2, warmup=1, eval_every=0, ckpt_every=2), quiet=True)
+    ev = evaluate(tmp_path / "run", per_frame=True, split="all")
+    assert len(ev["per_frame_bits"]) == 4
+    rec = next(iter(Dataset(tmp_path / "ds")))
+    assert rec.meta["temporal"] == "delta" and Dataset(tmp_path / "ds").codec.decode(rec).shape[0] == 4
+    # JPEG's own bits: a file per frame of its real coefficients, the same as the plain clips' files
+    vistok("shard", vids, "--codec", "jpeg", "--clip-len", "4", "--out", tmp_path / "plain")
+    plain = Dataset(tmp_path / "plain")
+    want = np.mean([sum(8 * _scan_bytes(plain.codec, f) for f in frames_of(r)) for r in plain])
+    assert abs(ev["jpeg_bits_per_image"] - want) < 1e-6
+    out = clip_run(tmp_path / "run", tmp_path / "c.mp4", frames=2, prompt=rec.key, prompt_frames=2, seed=0)
+    assert out["decoded_generated_frames"] == 2
+
+
+def _scan_bytes(codec, rec) -> int:
+    from vistok.train.evaluate import jpeg_scan_bytes
+
+    return jpeg_scan_bytes(codec.to_jpeg(rec, optimize=True))

@@ -1,4 +1,5 @@
-"""Summaries of a dataset folder, from its manifest and per-shard stats (no shard is read)."""
+"""Summaries of a dataset folder, from its manifest and per-shard stats (for clips, also tokens per frame
+from the first records)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from vistok.shards.manifest import done_shards
 from vistok.shards.store import PackedStore, open_any
 from vistok.storage import Loc
+from vistok.tokenize.base import frames_of
 
 
 def token_counts(source) -> np.ndarray:
@@ -51,7 +53,32 @@ def summarize(folder: str | Path | Loc) -> dict[str, Any]:
         "unigram_entropy_bits": round(entropy, 4),
         "codec": m.codec,
         "config_hash": m.config_hash,
+        **frame_summary(src, counts),
     }
+
+
+def frame_summary(src, counts: np.ndarray, records: int = 1000) -> dict[str, Any]:
+    """For clips: mean tokens of each frame index (FRAME separators left out) over the first `records`
+    records; with temporal deltas, the share of blocks coded as SKIP (unchanged since the frame before)."""
+    out: dict[str, Any] = {}
+    skip = src.codec.vocab.specials.get("SKIP")
+    if skip is not None:
+        blocks = counts[skip] + counts[src.codec.vocab.specials["EOB"]]  # every block ends in EOB or is SKIP
+        out["skip_share_of_blocks"] = round(float(counts[skip] / max(1, blocks)), 4)
+    sums: list[float] = []
+    n = 0
+    for rec in src:
+        if n >= records:
+            break
+        if int(rec.meta.get("frames", 1)) == 1:  # a dataset of images (clips share one frame count)
+            break
+        for f, fr in enumerate(frames_of(rec)):
+            sums += [0.0] * (f + 1 - len(sums))
+            sums[f] += fr.tokens.size
+        n += 1
+    if n:
+        out["tokens_per_frame"] = [round(x / n, 1) for x in sums]
+    return out
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -66,6 +93,10 @@ def format_summary(s: dict[str, Any]) -> str:
         f"unigram entropy   {s['unigram_entropy_bits']} bits/token",
         f"config hash       {s['config_hash']}",
     ]
+    if "tokens_per_frame" in s:
+        lines.append(f"tokens/frame      {' '.join(str(x) for x in s['tokens_per_frame'])}")
+    if "skip_share_of_blocks" in s:
+        lines.append(f"SKIP blocks       {100 * s['skip_share_of_blocks']:.1f}% (unchanged since the frame before)")
     if "psnr" in s:
         p = s["psnr"]
         lines.append(f"PSNR vs sources   mean {p['mean_db']} dB, min {p['min_db']} dB over {p['records']} records"

@@ -13,6 +13,11 @@ binary (value + 32768), so every int16 coefficient is exact with a bounded vocab
 DC is coded as the absolute value (default) or as the difference to the previous block of the same
 component in canonical order (``dc="dpcm"``, as JPEG's entropy coder does).
 
+``temporal="delta"`` (rle, absolute DC) codes a clip's frame t > 1 as the integer difference of its
+quantized coefficients from frame t-1's, block by block, and a block whose coded coefficients are all zero
+as the one token SKIP (in frame 1, a block that is zero itself). Exact: decoding adds each frame's
+differences to the previous frame's coefficients (`frame_records`). Records say ``temporal: delta``.
+
 Coordinate axes: frame, component, block_y, block_x (within the component's block grid), freq
 (zigzag index 0..63; 64 for EOB). Escape RAW tokens carry the coordinates of their coefficient.
 Unit: the MCU (raster index over the MCU grid).
@@ -31,6 +36,7 @@ from vistok.tokenize import dct, jpegfile
 from vistok.tokenize.base import (
     ESCAPE_OFFSET,
     FILE_BYTES,
+    FRAME,
     JPEG_FILE,
     N_SPECIALS,
     SIDE_INFO,
@@ -39,6 +45,7 @@ from vistok.tokenize.base import (
     FrameLayout,
     Vocabulary,
     assemble_events,
+    frames_of,
     register_codec,
 )
 from vistok.tokenize.jpeg_grammar import AC_LEVEL, DC_MAX, DENSE_MAX, EOB_FREQ, RUNS, JpegCells, jpeg_tokens
@@ -56,10 +63,12 @@ class JpegCodec(Codec):
         CliOption("layout", str, "jpeg, wavelet: token layout, rle (sparse runs) or dense (a token per coefficient).", ("rle", "dense")),
         CliOption("dc", str, "jpeg: DC coded as an absolute value or as the difference to the previous block.", ("abs", "dpcm")),
         CliOption("transcode", str, "jpeg: JPEG inputs always re-quantized from pixels, never (keep the file's coefficients), or auto.", ("always", "never", "auto")),
+        CliOption("temporal", str, "jpeg: clips frame by frame (none), or frame 1 then each frame's coefficient differences to the one before, unchanged blocks one SKIP token (delta; rle layout, absolute DC).", ("none", "delta")),
     )
 
     def __init__(self, quality: int = 20, subsampling: str = "420", layout: str = "rle", dc: str = "abs",
-                 transcode: str = "always", baseline: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 transcode: str = "always", baseline: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 temporal: str = "none"):
         if layout not in ("rle", "dense"):
             raise CodecError(f"jpeg layout must be 'rle' or 'dense', got {layout!r}")
         if dc not in ("abs", "dpcm"):
@@ -70,12 +79,18 @@ class JpegCodec(Codec):
             raise CodecError(f"transcode must be always, never or auto, got {transcode!r}")
         if not 1 <= int(quality) <= 100:
             raise CodecError(f"jpeg quality must be in 1..100, got {quality}")
+        if temporal not in ("none", "delta"):
+            raise CodecError(f"jpeg temporal must be none or delta, got {temporal!r}")
+        if temporal == "delta" and (layout != "rle" or dc != "abs"):
+            raise CodecError("--temporal delta codes blocks of differences as rle with absolute DC: use --layout rle --dc abs")
+        self.temporal = temporal
         self.quality, self.subsampling, self.token_layout, self.dc = int(quality), subsampling, layout, dc
         self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
         self.qtables = dct.quality_tables(self.quality, self.baseline)
         if layout == "dense":  # a cell per coefficient: its frequency is known before its token
             self.known_axes, self.single_token_cells = self.axes, True
-        t = jpeg_tokens(layout)
+        t = jpeg_tokens(layout, temporal == "delta")
+        self._skip = t.skip
         self._vocab = t.vocab
         self._eob, self._esc, self._raw = t.eob, t.esc, t.raw
         self._dc0, self._ac, self._acesc, self._val0 = t.dc0, t.ac, t.acesc, t.val0
@@ -85,8 +100,9 @@ class JpegCodec(Codec):
         return frozenset({FILE_BYTES, JPEG_FILE, SIDE_INFO})
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "quality": self.quality, "subsampling": self.subsampling, "layout": self.token_layout,
-                "dc": self.dc, "transcode": self.transcode, "baseline": self.baseline, "max_pixels": self.max_pixels}
+        out = {"id": self.codec_id, "quality": self.quality, "subsampling": self.subsampling, "layout": self.token_layout,
+               "dc": self.dc, "transcode": self.transcode, "baseline": self.baseline, "max_pixels": self.max_pixels}
+        return {**out, "temporal": self.temporal} if self.temporal != "none" else out  # configs before it: none
 
     @property
     def vocab(self) -> Vocabulary:
@@ -150,6 +166,47 @@ class JpegCodec(Codec):
             raise InputError("quantization table entries above 255 (not baseline); use --no-baseline to keep them")
         return self.from_coefficients(grid, coefs, key, meta, qtables=qt, table_index=tbl)
 
+    def encode_clip(self, frames: list[np.ndarray], key: str = "sample", meta: dict | None = None) -> TokenRecord:
+        """Frames -> one record; with temporal deltas, frame t > 1 as its coefficients' differences to frame t-1's."""
+        if self.temporal != "delta" or len(frames) == 1:
+            return super().encode_clip(frames, key, meta)
+        first = self.encode(frames[0], key, meta)
+        grid = self.record_blocks(first)
+        coefs = [self.coefficients(first)[1]] + [dct.forward(f, self.qtables, grid.subsampling)[1] for f in frames[1:]]
+        return self.clip_from_coefficients(grid, coefs, key, first.meta)
+
+    def clip_from_coefficients(self, grid: dct.BlockGrid, coefs: list[np.ndarray], key: str,
+                               meta: dict | None = None) -> TokenRecord:
+        """Each frame's (n_blocks, 64) coefficients -> one clip record: frame 1 as itself, frame t > 1 as its
+        difference to frame t-1 with temporal deltas, the frames' streams joined by FRAME tokens."""
+        diffs = coefs[:1] + ([b - a for a, b in zip(coefs, coefs[1:])] if self.temporal == "delta" else coefs[1:])
+        streams = [self.tokenize(grid, d) for d in diffs]
+        sep = np.array([FRAME], dtype=streams[0].dtype)
+        tokens = np.concatenate([t for i, s in enumerate(streams) for t in ((sep, s) if i else (s,))])
+        m = {**(meta or {}), "height": grid.height, "width": grid.width, "components": grid.ncomp,
+             "subsampling": grid.subsampling}
+        if len(coefs) > 1:
+            m["frames"] = len(coefs)
+            if self.temporal == "delta":
+                m["temporal"] = "delta"
+        return TokenRecord(key, tokens, m)
+
+    def frame_records(self, record: TokenRecord) -> list[TokenRecord]:
+        """A record's frames as records of their own coefficients (a delta clip's differences added up)."""
+        frames = frames_of(record)
+        if self.temporal != "delta" or len(frames) == 1:
+            return frames
+        out, acc = [], None
+        for f in frames:
+            grid, coefs = self.coefficients(f)
+            acc = coefs if acc is None else acc + coefs
+            out.append(TokenRecord(f.key, self.tokenize(grid, acc), f.meta))
+        return out
+
+    def decode(self, record: TokenRecord) -> np.ndarray:
+        frames = self.frame_records(record)
+        return self.decode_frame(record) if len(frames) == 1 else np.stack([self.decode_frame(f) for f in frames])
+
     def coefficients(self, record: TokenRecord) -> tuple[dct.BlockGrid, np.ndarray]:
         grid = self.record_blocks(record)
         return grid, self.coefficients_only(grid, record.tokens)
@@ -183,7 +240,30 @@ class JpegCodec(Codec):
                         dtype=np.int32)
 
     def tokenize(self, grid: dct.BlockGrid, coefs: np.ndarray) -> np.ndarray:
-        """(n_blocks, 64) canonical zigzag coefficients -> 1-D tokens."""
+        """(n_blocks, 64) canonical zigzag coefficients -> 1-D tokens (all-zero blocks as SKIP with deltas)."""
+        tokens = self._tokenize(grid, coefs)
+        if self._skip < 0:
+            return tokens
+        zero = ~np.asarray(coefs).any(axis=1)  # such a block is exactly DC(0) EOB
+        if not zero.any():
+            return tokens
+        ends = np.flatnonzero(tokens == self._eob)[zero]
+        out = tokens.copy()
+        out[ends] = self._skip
+        return np.delete(out, ends - 1)
+
+    def _expand(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SKIP -> DC(0) EOB; returns the stream and where each original token went."""
+        t = np.asarray(tokens)
+        sk = np.flatnonzero(t == self._skip) if self._skip >= 0 else np.zeros(0, np.int64)
+        if not sk.size:
+            return t, np.arange(t.size)
+        out = np.insert(t, sk + 1, self._eob)
+        at = np.arange(t.size) + np.searchsorted(sk, np.arange(t.size), side="left")  # shifted by earlier SKIPs
+        out[at[sk]] = self._dc0
+        return out, at
+
+    def _tokenize(self, grid: dct.BlockGrid, coefs: np.ndarray) -> np.ndarray:
         if dct.NATIVE and self.token_layout == "rle":
             c32 = np.ascontiguousarray(coefs, dtype=np.int32)
             out = np.empty(grid.n_blocks * (4 + 63 * 3), dtype=np.uint16)
@@ -283,7 +363,7 @@ class JpegCodec(Codec):
     def coefficients_only(self, grid: dct.BlockGrid, tokens: np.ndarray) -> np.ndarray:
         """1-D tokens -> (n_blocks, 64) int32 canonical zigzag coefficients (the decode hot path)."""
         if dct.NATIVE and self.token_layout == "rle":
-            t = np.asarray(tokens)
+            t = self._expand(tokens)[0]
             if t.size and (int(t.max()) >= self._vocab.size or int(t.min()) < N_SPECIALS):
                 raise CodecError("a special or out-of-vocabulary token inside the stream")
             out = np.empty((grid.n_blocks, 64), dtype=np.int32)
@@ -297,7 +377,7 @@ class JpegCodec(Codec):
 
     def detokenize(self, grid: dct.BlockGrid, tokens: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """1-D tokens -> ((n_blocks, 64) int32 canonical zigzag coefficients, parse arrays)."""
-        parsed = self._parse(grid, tokens)
+        parsed = self._parse(grid, self._expand(tokens)[0])
         coefs = np.zeros((grid.n_blocks, 64), dtype=np.int64)
         sel = parsed["is_coef"]
         coefs[parsed["block"][sel], parsed["pos"][sel]] = parsed["vals"][sel]
@@ -307,9 +387,10 @@ class JpegCodec(Codec):
     # --- layout -------------------------------------------------------------------------------
     def frame_tokens(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         grid = self.record_blocks(record)
-        parsed = self._parse(grid, record.tokens)
-        b = parsed["block"][parsed["owner"]]
-        freq = parsed["pos"][parsed["owner"]]
+        expanded, at = self._expand(record.tokens)
+        parsed = self._parse(grid, expanded)
+        b = parsed["block"][parsed["owner"]][at]  # a SKIP sits where its block's DC would
+        freq = parsed["pos"][parsed["owner"]][at]
         coords = np.empty((b.size, len(self.axes)), dtype=np.int32)
         coords[:, 0] = 0
         coords[:, 1] = grid.comp[b]
@@ -329,7 +410,7 @@ class JpegCodec(Codec):
         else:
             freq = np.tile(np.arange(64), g.n_blocks)[:, None]
             units, coords = np.repeat(g.unit, 64).astype(np.int64), np.concatenate([np.repeat(blocks, 64, axis=0), freq], axis=1)
-        tokens = jpeg_tokens(self.token_layout)
+        tokens = jpeg_tokens(self.token_layout, self.temporal == "delta")
         return FrameLayout(g.mcu_grid, (8 * v, 8 * h), units, coords, g.n_blocks * 64 * 3 + 2,
                            lambda: JpegCells(tokens, g))
 

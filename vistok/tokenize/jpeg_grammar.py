@@ -1,7 +1,8 @@
 """The JPEG token language (vocabulary per layout) and its grammar inside one cell (see `base.Cells`).
 
 rle: a cell is a block = DC | ESC raw raw, then (AC(run, level) | AC_ESC(run) raw raw)* with runs that
-fit inside the 63 AC positions, then EOB.
+fit inside the 63 AC positions, then EOB. With temporal deltas (`delta`), a block may instead be the one
+token SKIP: every coefficient of its difference to the previous frame is zero.
 dense: a cell is one coefficient = value | ESC raw raw; its block and frequency are known in advance.
 Masks are cached per state, so `allowed()` costs a lookup.
 """
@@ -23,11 +24,11 @@ DENSE_MAX = 2047  # dense value tokens cover [-DENSE_MAX, DENSE_MAX] (all of bas
 EOB_FREQ = 64
 
 
-def _vocabulary(layout: str) -> Vocabulary:
+def _vocabulary(layout: str, delta: bool = False) -> Vocabulary:
     raw = ("raw", 256, f"escape payload byte: value + {ESCAPE_OFFSET} as two big-endian bytes after ESC or AC_ESC")
     if layout == "rle":
         return Vocabulary.build(
-            ("EOB", "ESC"),
+            ("EOB", "ESC", "SKIP") if delta else ("EOB", "ESC"),
             [
                 ("dc", 2 * DC_MAX + 1, f"DC value (or DPCM difference) in [-{DC_MAX}, {DC_MAX}]"),
                 ("ac", RUNS * 2 * AC_LEVEL, f"AC (run 0..62, level ±1..±{AC_LEVEL}): id = run*{2 * AC_LEVEL} + level index"),
@@ -54,21 +55,23 @@ class JpegTokens:
     ac: int = 0  # rle: AC(run 0, level -AC_LEVEL)
     acesc: int = 0  # rle: AC_ESC(run 0)
     val0: int = 0  # dense: value 0
+    skip: int = -1  # rle with temporal deltas: SKIP (a block equal to the previous frame's); -1 when absent
 
 
-@lru_cache(maxsize=2)
-def jpeg_tokens(layout: str) -> JpegTokens:
-    v = _vocabulary(layout)
-    base = dict(layout=layout, vocab=v, eob=v.specials["EOB"], esc=v.specials["ESC"], raw=v.range("raw").start)
+@lru_cache(maxsize=4)
+def jpeg_tokens(layout: str, delta: bool = False) -> JpegTokens:
+    v = _vocabulary(layout, delta)
+    base = dict(layout=layout, vocab=v, eob=v.specials["EOB"], esc=v.specials["ESC"], raw=v.range("raw").start,
+                skip=v.specials.get("SKIP", -1))
     if layout == "rle":
         return JpegTokens(**base, dc0=v.range("dc").start + DC_MAX, ac=v.range("ac").start,
                           acesc=v.range("ac_esc").start)
     return JpegTokens(**base, val0=v.range("value").start + DENSE_MAX)
 
 
-@lru_cache(maxsize=2)
-def _masks(layout: str) -> dict:
-    t = jpeg_tokens(layout)
+@lru_cache(maxsize=4)
+def _masks(layout: str, delta: bool = False) -> dict:
+    t = jpeg_tokens(layout, delta)
     v = t.vocab
 
     def mask(*ranges):
@@ -79,7 +82,7 @@ def _masks(layout: str) -> dict:
     out = {"raw": mask((raw.start, raw.stop))}
     if layout == "rle":
         dc = v.range("dc")
-        out["dc"] = mask((dc.start, dc.stop), (esc, esc + 1))
+        out["dc"] = mask((dc.start, dc.stop), (esc, esc + 1), *([(t.skip, t.skip + 1)] if delta else []))
         ac = []
         for pos in range(64):  # pos = zigzag index of the last coefficient written (0 = DC)
             max_run = 62 - pos  # a run r lands at pos + r + 1 <= 63
@@ -99,7 +102,7 @@ class JpegCells(CellGrammar):
 
     def __init__(self, tokens: JpegTokens, grid: dct.BlockGrid):
         self.tok, self.grid = tokens, grid
-        self.m = _masks(tokens.layout)
+        self.m = _masks(tokens.layout, tokens.skip >= 0)
         self.escape = token_mask(tokens.vocab.size, (tokens.esc, tokens.esc + 1))
         self.b = 0  # the cell's block (canonical index)
         self.pos = 0  # zigzag index of the last coefficient written (rle), of the cell's coefficient (dense)
@@ -143,6 +146,9 @@ class JpegCells(CellGrammar):
                 self.open = False
             return self._coords(self.pos)
         if ph == "dc":
+            if tok == c.skip:  # the whole block: unchanged since the previous frame
+                self.open = False
+                return self._coords(0)
             self.phase = "ac"
             if tok == c.esc:
                 self._escape(0, "ac")

@@ -229,13 +229,20 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         out["steps_curve"] = [curve_point(steps[0], res)] + [
             curve_point(n, record_bits(model, codec, recs, data, device, stride=stride, steps=n)) for n in steps[1:]]
     if JPEG_FILE in codec.capabilities:
-        jbits = np.array([8 * sum(jpeg_scan_bytes(codec.to_jpeg(f, optimize=True)) for f in frames_of(r))
-                          for r in recs], dtype=np.float64)  # a clip: a JPEG file per frame
+        jbits = jpeg_bits(codec, recs)
         out["jpeg_bits_per_image"] = float(jbits.mean())
         out["model_to_jpeg_ratio"] = float((bits + order_bits).sum() / jbits.sum())
     if per_frame:
         out.update(frame_table(model, codec, recs, res, data, device, stride))
     return out
+
+
+def jpeg_bits(codec: Codec, recs: list[TokenRecord]) -> np.ndarray:
+    """Scan bits of each record as JPEG files with optimized Huffman tables: a file per frame of a clip,
+    of the frame's own coefficients (a delta clip's differences added up: `JpegCodec.frame_records`)."""
+    own = getattr(codec, "frame_records", frames_of)
+    return np.array([8 * sum(jpeg_scan_bytes(codec.to_jpeg(f, optimize=True)) for f in own(r)) for r in recs],
+                    dtype=np.float64)
 
 
 def curve_point(steps: int, res: list[RecordBits]) -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""`--temporal delta` (JPEG rle): frame t > 1 as coefficient differences to frame t-1, unchanged blocks
+as SKIP; exact both ways, and every stream the grammar allows decodes."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vistok.errors import CodecError
+from vistok.tokenize import JpegCodec, dct
+from vistok.tokenize.base import frames_of
+from vistok.tokenize.stream import StreamGrammar, order_record, plan
+
+DELTA = JpegCodec(quality=20, temporal="delta")
+PLAIN = JpegCodec(quality=20)
+
+
+def _clip(photo, n=4, moving=True):
+    """A static camera on a real photo: frames equal but for a small square that moves (or not)."""
+    base = photo[100:164, 140:204].copy()
+    frames = []
+    for t in range(n):
+        f = base.copy()
+        if moving:
+            f[8 + 4 * t : 20 + 4 * t, 10:22] = 250
+        frames.append(f)
+    return frames
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), frames=st.integers(1, 4), still=st.floats(0, 1), big=st.booleans())
+def test_coefficients_tokens_coefficients_is_exact(seed, frames, still, big):
+    """Any int16 coefficient clip -> delta tokens -> the same coefficients, frame by frame (escapes, SKIPs
+    and zero blocks of frame 1 included)."""
+    rng = np.random.default_rng(seed)
+    grid = dct.block_grid(24, 40, 3, "420")
+    lim = 30000 if big else 40
+    coefs = [np.where(rng.random((grid.n_blocks, 64)) < 0.2, rng.integers(-lim, lim, (grid.n_blocks, 64)), 0)]
+    coefs[0][rng.random(grid.n_blocks) < 0.2] = 0
+    for _ in range(frames - 1):
+        nxt = coefs[-1].copy()
+        moved = rng.random(grid.n_blocks) > still  # blocks that change
+        nxt[moved] += np.where(rng.random((int(moved.sum()), 64)) < 0.3, rng.integers(-lim, lim, (int(moved.sum()), 64)), 0)
+        coefs.append(np.clip(nxt, -32768, 32767))
+    rec = DELTA.clip_from_coefficients(grid, coefs, "k")
+    got = [DELTA.coefficients(f)[1] for f in DELTA.frame_records(rec)]
+    assert len(got) == frames
+    for a, b in zip(got, coefs):
+        np.testing.assert_array_equal(a, b)
+    assert (rec.meta.get("temporal") == "delta") == (frames > 1)
+
+
+def test_a_real_clip_round_trips_and_unchanged_blocks_cost_one_token(photo):
+    frames = _clip(photo)
+    rec, plain = DELTA.encode_clip(frames, "c"), PLAIN.encode_clip(frames, "c")
+    np.testing.assert_array_equal(DELTA.decode(rec), PLAIN.decode(plain))  # the same pixels, exactly
+    for a, b in zip(DELTA.frame_records(rec), frames_of(plain)):
+        np.testing.assert_array_equal(DELTA.coefficients(a)[1], PLAIN.coefficients(b)[1])
+    per = [f.tokens.size for f in frames_of(rec)]
+    plain_per = [f.tokens.size for f in frames_of(plain)]
+    n_blocks = DELTA.record_blocks(rec).n_blocks
+    assert per[0] <= plain_per[0] and all(p < 0.5 * q for p, q in zip(per[1:], plain_per[1:]))
+    still = DELTA.encode_clip(_clip(photo, 3, moving=False), "s")
+    assert [f.tokens.size for f in frames_of(still)][1:] == [n_blocks, n_blocks]  # one SKIP per block
+    assert DELTA.get_config()["temporal"] == "delta" and "temporal" not in PLAIN.get_config()
+    assert DELTA.vocab.size == PLAIN.vocab.size + 1
+
+
+@pytest.mark.parametrize("order", ["canonical", "hilbert", "random", "randsac:5"])
+def test_the_grammar_follows_delta_clips_and_every_drawn_stream_decodes(photo, order):
+    rec = DELTA.encode_clip(_clip(photo, 3), "c")
+    o = order_record(DELTA, rec, order, np.random.default_rng(1))
+    g = StreamGrammar(DELTA, rec.meta, o.plan)
+    for t in rec.tokens[o.perm]:
+        assert g.allowed()[t]
+        g.step(int(t))
+    np.testing.assert_array_equal(g.canonical(), rec.tokens)
+    rng = np.random.default_rng(4)  # a random walk through the grammar: what an untrained model may sample
+    g = StreamGrammar(DELTA, rec.meta, plan(DELTA, rec.meta, order, np.random.default_rng(1)))
+    while g.phase == "cells":
+        ids = np.flatnonzero(g.allowed())
+        skip = DELTA.vocab.specials["SKIP"]
+        g.step(int(skip if skip in ids and rng.random() < 0.5 else rng.choice(ids)))
+    out = DELTA.decode(type(rec)("drawn", g.canonical().astype(DELTA.vocab.dtype), dict(rec.meta)))
+    assert out.shape == (3, 64, 64, 3)
+
+
+def test_delta_needs_rle_with_absolute_dc():
+    for kw in ({"layout": "dense"}, {"dc": "dpcm"}):
+        with pytest.raises(CodecError, match="--layout rle --dc abs"):
+            JpegCodec(temporal="delta", **kw)
+    with pytest.raises(CodecError, match="none or delta"):
+        JpegCodec(temporal="motion")
