@@ -182,7 +182,7 @@ def gpu_table(device: str = "cuda", presets=(("small", 1024), ("small-8k", 8192)
             print(json.dumps(rows[-1]), flush=True)
     with tempfile.TemporaryDirectory() as d:
         folder = run_job(["sample"], Path(d) / "ds", JpegCodec(quality=20), Preprocess(size=256, crops=8),
-                         shard_size=64, executor="local", quiet=True).folder
+                         shard_size=16, executor="local", quiet=True).folder  # 12 shards: enough for 4 workers
         rows.append(loader_wait(folder, device, loader_preset, steps=steps))
         print(json.dumps(rows[-1]), flush=True)
     return rows
