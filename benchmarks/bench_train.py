@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -22,16 +23,22 @@ from vistok.tokenize import JpegCodec
 from vistok.train.data import DataConfig, Loader, axis_sizes
 
 
+def _step(model, opt, batch: dict, autocast=None) -> None:
+    """One optimizer step on `batch` (under `autocast` when given)."""
+    with autocast or nullcontext():
+        _, loss = model(**batch)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def _steps(model, opt, get_batch, n: int) -> float:
     tokens, t0 = 0, None
     for i in range(n + 2):  # two warm-up steps
         if i == 2:
             t0, tokens = time.perf_counter(), 0
         b = get_batch()
-        _, loss = model(**b)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _step(model, opt, b)
         tokens += b["idx"].numel()
     return tokens / (time.perf_counter() - t0)
 
@@ -117,7 +124,7 @@ def attention_speed(device: str = "cpu", preset: str = "tiny", T: int = 8192, B:
     opt = model.configure_optimizer(0.1, 1e-3, device_type=device.split(":")[0])
     batch = _packed(B, T, cfg.vocab_size, len(cfg.axis_sizes), device)
     cuda = device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else None
     peak = next((v for k, v in PEAK_FLOPS.items() if cuda and k in torch.cuda.get_device_name()), None)
     out = {"preset": preset, "context": T, "batch": B, "compiled": compile, "device": device}
     for path in ("tiles", "dense"):
@@ -128,11 +135,7 @@ def attention_speed(device: str = "cpu", preset: str = "tiny", T: int = 8192, B:
                 if cuda:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-            with autocast:
-                _, loss = step_model(**batch)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            _step(step_model, opt, batch, autocast)
         if cuda:
             torch.cuda.synchronize()
         tps = B * T * steps / (time.perf_counter() - t0)
@@ -160,11 +163,7 @@ def loader_wait(folder: Path, device: str, preset: str = "base-8k", batch: int =
         t0 = time.perf_counter()
         b = loader.next()
         tw = time.perf_counter() - t0
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            _, loss = model(**b)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _step(model, opt, b, torch.autocast("cuda", dtype=torch.bfloat16) if cuda else None)
         if cuda:
             torch.cuda.synchronize()
         if i >= 2:

@@ -47,7 +47,7 @@ def test_places_of_clips_and_refusals():
     codec = JpegCodec(quality=20)
     meta = {"height": 32, "width": 32, "components": 3, "subsampling": "420", "frames": 2}
     cells = codec.layout(meta).cells
-    pl = cell_places(cells)
+    pl = cell_places(codec.layout(meta))
     assert set(pl[cells.frame == 1, 0].tolist()) <= {1, -1} and (pl[cells.local < 0] == -1).all()
     assert set(pl[cells.local >= 0, 1].tolist()) == {0, 1}
     with pytest.raises(UsageError, match="spans every unit"):

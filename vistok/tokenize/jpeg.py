@@ -191,28 +191,33 @@ class JpegCodec(Codec):
                 m["temporal"] = "delta"
         return TokenRecord(key, tokens, m)
 
-    def frame_records(self, record: TokenRecord) -> list[TokenRecord]:
-        """A record's frames as records of their own coefficients (a delta clip's differences added up)."""
-        frames = frames_of(record)
-        if self.temporal != "delta" or len(frames) == 1:
-            return frames
+    def frame_coefficients(self, record: TokenRecord) -> list[tuple[TokenRecord, dct.BlockGrid, np.ndarray]]:
+        """Each frame's record, block grid and own coefficients (a delta clip's differences added up)."""
         out, acc = [], None
-        for f in frames:
+        for f in frames_of(record):
             grid, coefs = self.coefficients(f)
-            acc = coefs if acc is None else acc + coefs
-            out.append(TokenRecord(f.key, self.tokenize(grid, acc), f.meta))
+            acc = coefs if acc is None or self.temporal != "delta" else acc + coefs
+            out.append((f, grid, acc))
         return out
 
+    def frame_records(self, record: TokenRecord) -> list[TokenRecord]:
+        """A record's frames as records of their own coefficients (a delta clip's differences added up)."""
+        if self.temporal != "delta" or int(record.meta.get("frames", 1)) == 1:
+            return frames_of(record)
+        return [TokenRecord(f.key, self.tokenize(g, c), f.meta) for f, g, c in self.frame_coefficients(record)]
+
     def decode(self, record: TokenRecord) -> np.ndarray:
-        frames = self.frame_records(record)
-        return self.decode_frame(record) if len(frames) == 1 else np.stack([self.decode_frame(f) for f in frames])
+        frames = [self._pixels(f, g, c) for f, g, c in self.frame_coefficients(record)]
+        return frames[0] if len(frames) == 1 else np.stack(frames)
 
     def coefficients(self, record: TokenRecord) -> tuple[dct.BlockGrid, np.ndarray]:
         grid = self.record_blocks(record)
         return grid, self.coefficients_only(grid, record.tokens)
 
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
-        grid, coefs = self.coefficients(record)
+        return self._pixels(record, *self.coefficients(record))
+
+    def _pixels(self, record: TokenRecord, grid: dct.BlockGrid, coefs: np.ndarray) -> np.ndarray:
         qt = self.record_qtables(record)
         idx = self.record_table_index(record)
         if idx is not None:

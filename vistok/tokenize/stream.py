@@ -27,13 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.tokenize import schedule
-from vistok.tokenize.base import BOS, EOS, FRAME, Cells, Codec
+from vistok.tokenize.base import BOS, EOS, FRAME, Codec, Layout
 from vistok.tokenize.orders import get_order, stored_key, units_to_tokens, walk_bits
 
 PARALLEL = ("segments", "scales", "any")
@@ -194,13 +195,17 @@ def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.G
     return Ordered(perm, cells, groups, p, segments)
 
 
-def cell_places(cells: Cells) -> np.ndarray:
+@lru_cache(maxsize=64)
+def cell_places(layout: Layout) -> np.ndarray:
     """(n_cells, 2) each cell's place for local attention (`vistok.nn.attention`): (frame, unit row within its
-    frame); -1 (everywhere) for FRAME separators and cells that span every unit. The geometry fixes it."""
+    frame); -1 (everywhere) for FRAME separators and cells that span every unit. The geometry fixes it, so
+    it is computed once per layout (read-only)."""
+    cells = layout.cells
     u, (rows, cols) = cells.positions.units, cells.positions.grid
     per = rows * cols
     out = np.stack([u // per, (u % per) // cols], axis=1).astype(np.int64)
     out[(u < 0) | (cells.local < 0)] = -1
+    out.setflags(write=False)
     return out
 
 
@@ -232,7 +237,7 @@ class StreamGrammar:
         self._eos[EOS], self._frame[FRAME] = True, True
         self.i, self.done = 0, False
         self.taken: list[tuple[int, int]] = []  # (cell, token) in stream order
-        self.places = cell_places(self.cells)
+        self.places = cell_places(codec.layout(meta))
         self.last_place = np.full(2, -1, dtype=np.int64)  # the place of the token taken last (-1: none yet, EOS)
         self._enter()
 

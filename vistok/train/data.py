@@ -165,7 +165,7 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     place = np.zeros_like(coords)  # where each token goes, as known before it is read
     place[:, known] = codec.layout(rec.meta).cells.positions.coords[o.cells] + 1
     n, A = toks.size, coords.shape[1]
-    tp = cell_places(codec.layout(rec.meta).cells)[o.cells] if places else None  # (n, 2) each token's place
+    tp = cell_places(codec.layout(rec.meta))[o.cells] if places else None  # (n, 2) each token's place
     if parallel:
         return Docs(_parallel_docs(toks, coords, place, o.groups, block_size, tp), o.plan.order_bits,
                     o.plan.n_groups, o)
