@@ -267,12 +267,13 @@ def train_tokenizer_cmd(
 def show_order(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     key: Annotated[str, typer.Option(help="Record key (default: the first record).")] = "",
-    order: Annotated[str, typer.Option(help="Order name, e.g. hilbert, spiral, randsac:11,5, gradwalk:max.")] = "hilbert",
+    order: Annotated[str, typer.Option(help="Order name, e.g. hilbert, spiral, randsac:11,5, gradwalk:max, dc-first:slic:8, dc-first:gradwalk:max, dc-first:frontier.")] = "hilbert",
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("order.png"),
     seed: Annotated[int, typer.Option(help="Seed for random orders.")] = 0,
     storage_options: StorageOptions = None,
 ) -> None:
-    """Draw an order over a decoded record: a path through the units coloured by rank, segments outlined."""
+    """Draw an order over a decoded record: a path through the units coloured by rank, segments (randsac,
+    slic superpixels, frontier rings) outlined; for dc-first orders, the order after the DC image."""
     from vistok.shards.render import draw_order
     from vistok.shards.store import open_any
 
@@ -367,17 +368,18 @@ def eval_(
     stride: Annotated[int, typer.Option(help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
     per_frame: Annotated[bool, typer.Option("--per-frame", help="Clips: bits of frame t given the earlier frames and of frame t alone, per frame index, and their ratio over frames 2 on (conditional_to_independent_ratio).")] = False,
     steps: Annotated[str, typer.Option(help=STEPS_HELP + " Comma-separated: a bits-versus-steps curve (steps_curve), the first one the headline.")] = "",
+    parts: Annotated[bool, typer.Option("--parts", help="JPEG: bits of the DC image (every DC token) and of the rest, per image (dc_bits_per_image, rest_bits_per_image).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     storage_options: StorageOptions = None,
 ) -> None:
     """Bits per token and per image (order bits included) and model steps per image, in the run's order and
-    parallel mode; for JPEG datasets also JPEG's own bits and the ratio; with --per-frame, conditional vs
-    independent bits per frame of clips."""
+    parallel mode; for JPEG datasets also JPEG's own bits and the ratio; with --parts, the DC image's bits
+    and the rest's; with --per-frame, conditional vs independent bits per frame of clips."""
     from vistok.train.evaluate import evaluate, format_frame_table
     from vistok.train.trainer import pick_device
 
     res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split.value,
-                   stride, per_frame, storage_options, parse_steps(steps) if steps else None)
+                   stride, per_frame, storage_options, parse_steps(steps) if steps else None, parts)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return

@@ -53,6 +53,6 @@ def test_codecs_hash_by_config_and_layouts_are_cached_per_geometry():
     lay = a.layout(meta)
     assert lay is b.layout({**meta, "source": "elsewhere", "label": "cat"})  # geometry alone picks the layout
     assert lay == a.layout(meta) and hash(lay) == hash(a.layout(meta))
-    assert lay.grid == (2, 3) and lay.unit_pixels == (16, 16) and len(lay.cells) == 6 * 6 == lay.cells.per_frame
+    assert lay.grid == (2, 3) and lay.unit_pixels == (16, 16) and len(lay.cells) == 6 * 6 * 2 == lay.cells.per_frame  # DC and AC cells
     clip = a.layout({**meta, "frames": 3})
-    assert clip != lay and len(clip.cells) == 3 * 36 + 2 and clip.max_tokens == 3 * lay.frame_max_tokens + 3
+    assert clip != lay and len(clip.cells) == 3 * 72 + 2 and clip.max_tokens == 3 * lay.frame_max_tokens + 3

@@ -11,7 +11,8 @@ from vistok.tokenize.orders import compute_stored, walk_bits
 from vistok.tokenize.stream import StreamGrammar, known_columns, order_record, plan
 
 ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "freq-major", "coarse-to-fine",
-          "next-scale", "random", "randsac:11", "randsac:11,5", "gradwalk:max"]
+          "next-scale", "random", "randsac:11", "randsac:11,5", "gradwalk:max", "dc-first", "dc-first:hilbert",
+          "dc-first:slic:3", "dc-first:gradwalk:max", "dc-first:frontier"]
 
 
 def _codecs(bsq=None, multiscale=None):
@@ -41,6 +42,8 @@ def refusal(name, order):
         return f"needs a '{axis}' axis"
     if name == "jpeg-rle" and order == "freq-major":
         return "known only once a token is read"
+    if order.startswith("dc-first") and name in ("jpeg-delta-rle", "wavelet-rle", "wavelet-dense", "bsq", "bsq-scales"):
+        return "no DC cells"
     if name == "wavelet-rle" and order.partition(":")[0] in UNIT_ORDERS:
         return "a cell of this layout spans every unit"
     return None
@@ -100,7 +103,7 @@ def test_every_accepted_order_rebuilds_the_record_and_every_other_is_refused(nam
             rebuilt = _follow(codec, rec, order, seed)
             np.testing.assert_array_equal(rebuilt, rec.tokens, err_msg=f"{name} {order}")
         accepted += 1
-    assert accepted == {"wavelet-rle": 2, "jpeg-rle": 11, "jpeg-delta-rle": 11}.get(name, 12)
+    assert accepted == {"wavelet-rle": 2, "wavelet-dense": 12, "jpeg-rle": 16, "jpeg-delta-rle": 11}.get(name, 17)
     if name.endswith("rle"):
         with pytest.raises(UsageError, match="--layout dense"):
             order_record(codec, rec, "hilbert" if name == "wavelet-rle" else "freq-major", np.random.default_rng(0))
@@ -111,7 +114,8 @@ def test_a_stream_drawn_in_any_accepted_order_decodes(name, photo):
     codec = _codecs()[name]
     rec = _record(codec, photo, size=(16, 24))
     shape = codec.decode(rec).shape
-    for order in ["canonical", "hilbert", "random", "randsac:5,2", "freq-major", "coarse-to-fine"]:
+    for order in ["canonical", "hilbert", "random", "randsac:5,2", "freq-major", "coarse-to-fine", "dc-first:slic:3",
+                  "dc-first:gradwalk:min"]:
         try:
             plan(codec, rec.meta, order, np.random.default_rng(0))
         except UsageError:

@@ -87,6 +87,27 @@ def test_dense_segment_parallel_round_trip(tmp_path, decodes_to):
     assert coder.data.parallel == "segments"
     dense = _run(ds, tmp_path / "dense-random", "random")
     _round_trip(dense, decodes_to, n=4)
+    # segments of the DC image (a plan completed midway): groups cut where training cut them
+    run = _run(ds, tmp_path / "dc-slic", "dc-first:slic:2", "segments")
+    _round_trip(run, decodes_to, n=3)
+    from vistok.train.sample import sample_run
+
+    assert sample_run(run, 2, tmp_path / "s.png").exists()
+
+
+def test_orders_from_the_dc_image_round_trip_and_score_their_parts(small_dataset, tmp_path, decodes_to):
+    """dc-first:slic: the decoder computes the order from the DC image it decoded first, so no side information
+    is sent; eval --parts splits the bits between the DC image and the rest."""
+    from vistok.train.evaluate import evaluate
+
+    from vistok.train.sample import sample_run
+
+    run = _run(small_dataset, tmp_path / "slic", "dc-first:slic:3")
+    _round_trip(run, decodes_to, n=4)
+    assert sample_run(run, 2, tmp_path / "s.png").exists()  # each sample's order from its own sampled DC image
+    res = evaluate(run, limit=4, parts=True)
+    assert res["order_bits"] == 0 and res["dc_bits_per_image"] > 0 and res["rest_bits_per_image"] > 0
+    assert res["dc_bits_per_image"] + res["rest_bits_per_image"] == pytest.approx(res["bits_per_image"])
 
 
 def test_wavelet_and_bsq_round_trip(bsq_tok, tmp_path, decodes_to):

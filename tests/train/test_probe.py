@@ -182,6 +182,7 @@ def test_a_briefly_trained_model_beats_its_random_init_twin(tmp_path):
     data = DataConfig(datasets=[str(ds)], block_size=272, batch_size=16, num_workers=0, heldout=0.3, shuffle_buffer=64)
     train(data, TrainConfig(out=str(tmp_path / "run"), max_steps=120, warmup=10, eval_every=0, ckpt_every=120,
                             log_every=10, lr=3e-3), quiet=True)
-    res = probe(tmp_path / "run", cfg=ProbeConfig(train_limit=1500, test_limit=600))
+    # one mask (both are tested in test_masks_differ_...): the features of 2,100 images, once per model
+    res = probe(tmp_path / "run", cfg=ProbeConfig(train_limit=1500, test_limit=600, masks=("none",)))
     assert res["train_images"] == 1500 and res["test_images"] == 600
     assert res["trained"]["linear_top1"] > res["random_init"]["linear_top1"] + 0.03, res

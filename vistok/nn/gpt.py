@@ -15,6 +15,7 @@ token's place, and "the same place in an earlier frame" is offset zero on every 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -391,21 +392,24 @@ def window_start(i: int, block_size: int, stride: int = 0) -> int:
 @torch.no_grad()
 def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, generator=None, use_cache: bool = True,
-                    pieces: list[slice] | None = None) -> tuple[list[int], int]:
+                    pieces: Callable[[], list[slice]] | None = None) -> tuple[list[int], int]:
     """Sample one token stream a group at a time (group-parallel models); returns (tokens, model steps).
 
     Step g feeds the tokens of group g - 1 (BOS at first) and one query slot per place of group g, and
     samples every token of group g at once from the query slots' logits. `grammar` (a
     `vistok.tokenize.stream.StreamGrammar` with groups) gives each group's places and allowed tokens, and
     takes the sampled tokens back. The KV cache keeps the tokens only: a step's query slots are read once.
-    `pieces` (`vistok.tokenize.stream.group_pieces`): a stream longer than a row is generated in the runs
-    of whole groups training cut it into, each from BOS alone, as it was trained.
+    `pieces` (`vistok.tokenize.stream.group_pieces` of the grammar's plan, asked again whenever the plan
+    changes: a plan computed from the decoded DC image is completed midway): a stream longer than a row is
+    generated in the runs of whole groups training cut it into, each from BOS alone, as it was trained.
     """
     dev = model.lm_head.weight.device
     A = len(model.cfg.axis_sizes)
-    starts = {s.start for s in pieces or []} - {0}
-    out, steps = [], 0
+    starts: set[int] = set()
+    out, steps, seen = [], 0, None
     while grammar.phase not in ("end", "done"):
+        if pieces is not None and grammar.plan is not seen:
+            seen, starts = grammar.plan, {s.start for s in pieces()} - {0}
         if not steps or (starts and grammar.i in starts):  # a new piece: BOS, and nothing before it
             n_max = 2 * grammar.plan.cells.size + 2
             cache = KVCache(model.cfg, 1, n_max, dev, model.lm_head.weight.dtype) if use_cache else None

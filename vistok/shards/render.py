@@ -76,15 +76,20 @@ def _ramp(t: float) -> tuple[int, int, int]:
 
 def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min_unit_px: int = 32):
     """The decoded image with the traversal drawn over it: a path through the units' centres coloured by
-    rank (first visit), each unit tinted by its rank, and segment borders (randsac) in white."""
+    rank (first visit), each unit tinted by its rank, and segment borders (randsac, slic, frontier rings) in
+    white. For `dc-first` orders, the order of what follows the DC image (which comes in raster order)."""
     from PIL import Image, ImageDraw
 
     img = np.asarray(codec.decode(record))
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
-    inp = codec.layout(record.meta).positions(record)
+    layout = codec.layout(record.meta)
+    inp = layout.positions(record)
     res = order_record(codec, record, order, np.random.default_rng(seed))  # refuses what a decoder could not follow
-    seq = inp.units[res.perm]
+    seq, segments = inp.units[res.perm], res.segments
+    if order.startswith("dc-first"):  # the DC image comes first, unit by unit: draw the order of the rest
+        rest = ~layout.dc_cells[layout.cells.local[res.cells]]
+        seq, segments = seq[rest], None if segments is None else segments[rest]
     first = np.unique(seq, return_index=True)[1]
     visit = seq[np.sort(first)]  # units in order of first visit
     rows, cols = inp.grid
@@ -100,9 +105,9 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
     for u in range(rows * cols):
         y, x = divmod(u, cols)
         d.rectangle([x * cw, y * ch, (x + 1) * cw - 1, (y + 1) * ch - 1], fill=(*_ramp(rank[u] / n), 70))
-    if res.segments is not None:
+    if segments is not None:
         seg = np.empty(rows * cols, dtype=np.int64)
-        seg[inp.units[res.perm]] = res.segments
+        seg[seq] = segments
         seg = seg.reshape(rows, cols)
         for y in range(rows):
             for x in range(cols):

@@ -217,6 +217,10 @@ class FrameLayout:
     cell_coords: np.ndarray  # (n, len(known_axes)) each cell's coordinates on the known axes
     max_tokens: int  # an upper bound on one frame's stream length
     grammar: Callable[[], CellGrammar]  # a fresh grammar for the cells of one frame
+    # a codec whose frames have a DC image (a value per block, a thumbnail): which cells hold it, and the
+    # thumbnail from their tokens (in canonical cell order) as (rows, cols, components) per unit (`dc-first`)
+    dc_cells: np.ndarray | None = None  # (n,) bool
+    thumbnail: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class Layout:
@@ -236,6 +240,7 @@ class Layout:
         fl = codec.frame_layout(self.meta)
         self.grid, self.unit_pixels, self._grammar = fl.grid, fl.unit_pixels, fl.grammar
         self.frame_max_tokens = fl.max_tokens
+        self.dc_cells, self.thumbnail = fl.dc_cells, fl.thumbnail
         self.max_tokens = self.frames * fl.max_tokens + self.frames  # FRAME separators and the end included
         self.cells = self._cells(fl)
 

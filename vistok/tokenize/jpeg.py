@@ -84,6 +84,7 @@ class JpegCodec(Codec):
         if temporal == "delta" and (layout != "rle" or dc != "abs"):
             raise CodecError("--temporal delta codes blocks of differences as rle with absolute DC: use --layout rle --dc abs")
         self.temporal = temporal
+        self._split = layout == "rle" and temporal != "delta"  # rle blocks as a DC cell and an AC cell
         self.quality, self.subsampling, self.token_layout, self.dc = int(quality), subsampling, layout, dc
         self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
         self.qtables = dct.quality_tables(self.quality, self.baseline)
@@ -402,22 +403,49 @@ class JpegCodec(Codec):
         coords[:, 2] = grid.by[b]
         coords[:, 3] = grid.bx[b]
         coords[:, 4] = freq
-        cells = b.astype(np.int64) if self.token_layout == "rle" else b.astype(np.int64) * 64 + freq
+        b64 = b.astype(np.int64)
+        if self.token_layout == "dense":
+            cells = b64 * 64 + freq
+        else:
+            cells = b64 * 2 + (freq > 0) if self._split else b64
         return grid.unit[b], coords, cells
 
     def frame_layout(self, meta: dict) -> FrameLayout:
-        """rle: one cell per block; dense: one per coefficient (block-major, zigzag inside)."""
+        """rle: two cells per block, its DC (DC or ESC raw raw) and its AC run ending in EOB (with temporal
+        deltas one, since SKIP codes both); dense: one per coefficient (block-major, zigzag inside)."""
         g = blocks_of(meta, "record")
         h, v = dct.factors(int(meta["components"]), str(meta["subsampling"]))[0]
         blocks = np.stack([np.zeros(g.n_blocks, np.int64), g.comp, g.by, g.bx], axis=1)
-        if self.token_layout == "rle":
-            units, coords = g.unit.astype(np.int64), blocks
-        else:
-            freq = np.tile(np.arange(64), g.n_blocks)[:, None]
-            units, coords = np.repeat(g.unit, 64).astype(np.int64), np.concatenate([np.repeat(blocks, 64, axis=0), freq], axis=1)
+        per = 64 if self.token_layout == "dense" else 2 if self._split else 1
+        units, coords = np.repeat(g.unit, per).astype(np.int64), np.repeat(blocks, per, axis=0)
+        if self.token_layout == "dense":
+            coords = np.concatenate([coords, np.tile(np.arange(64), g.n_blocks)[:, None]], axis=1)
         tokens = jpeg_tokens(self.token_layout, self.temporal == "delta")
+        dc = (np.arange(units.size) % per == 0) if per > 1 else None
         return FrameLayout(g.mcu_grid, (8 * v, 8 * h), units, coords, g.n_blocks * 64 * 3 + 2,
-                           lambda: JpegCells(tokens, g))
+                           lambda: JpegCells(tokens, g, self._split), dc,
+                           (lambda toks: self._thumbnail(g, toks)) if per > 1 else None)
+
+    def _thumbnail(self, grid: dct.BlockGrid, tokens: np.ndarray) -> np.ndarray:
+        """The DC cells' tokens (canonical order) -> the DC image per unit: (rows, cols, components), each
+        component's dequantized DC averaged over the unit's blocks of that component (the configuration's
+        tables, so the thumbnail is a function of the tokens and the codec alone)."""
+        t = np.asarray(tokens, dtype=np.int64)
+        prim = np.flatnonzero(t < self._raw)
+        if prim.size != grid.n_blocks:
+            raise CodecError(f"{prim.size} DC values for {grid.n_blocks} blocks")
+        base = self._val0 if self.token_layout == "dense" else self._dc0
+        vals = t[prim] - base
+        esc = np.flatnonzero(t[prim] == self._esc)
+        if esc.size:
+            at = prim[esc]
+            vals[esc] = ((t[at + 1] - self._raw) << 8) + (t[at + 2] - self._raw) - ESCAPE_OFFSET
+        dc = self._dc_values(grid, vals, forward=False) * self.qtables[np.minimum(grid.comp, 1), 0]
+        rows, cols = grid.mcu_grid
+        key = grid.unit.astype(np.int64) * grid.ncomp + grid.comp
+        total = np.bincount(key, weights=dc, minlength=rows * cols * grid.ncomp)
+        count = np.bincount(key, minlength=rows * cols * grid.ncomp)
+        return (total / np.maximum(count, 1)).reshape(rows, cols, grid.ncomp)
 
 
 def blocks_of(meta: dict, what: str) -> dct.BlockGrid:

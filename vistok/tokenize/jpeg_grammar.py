@@ -1,8 +1,9 @@
 """The JPEG token language (vocabulary per layout) and its grammar inside one cell (see `base.Cells`).
 
-rle: a cell is a block = DC | ESC raw raw, then (AC(run, level) | AC_ESC(run) raw raw)* with runs that
-fit inside the 63 AC positions, then EOB. With temporal deltas (`delta`), a block may instead be the one
-token SKIP: every coefficient of its difference to the previous frame is zero.
+rle: a block = DC | ESC raw raw, then (AC(run, level) | AC_ESC(run) raw raw)* with runs that fit inside
+the 63 AC positions, then EOB; its DC and its AC run are two cells (cell 2b and 2b + 1), so an order may
+send every DC first (`dc-first`). With temporal deltas (`delta`), a block is one cell and may instead be the
+one token SKIP: every coefficient of its difference to the previous frame is zero.
 dense: a cell is one coefficient = value | ESC raw raw; its block and frequency are known in advance.
 Masks are cached per state, so `allowed()` costs a lookup.
 """
@@ -100,8 +101,8 @@ def _masks(layout: str, delta: bool = False) -> dict:
 class JpegCells(CellGrammar):
     """The JPEG grammar inside one cell: a whole block (rle) or one coefficient (dense)."""
 
-    def __init__(self, tokens: JpegTokens, grid: dct.BlockGrid):
-        self.tok, self.grid = tokens, grid
+    def __init__(self, tokens: JpegTokens, grid: dct.BlockGrid, split: bool = False):
+        self.tok, self.grid, self.split = tokens, grid, split
         self.m = _masks(tokens.layout, tokens.skip >= 0)
         self.escape = token_mask(tokens.vocab.size, (tokens.esc, tokens.esc + 1))
         self.b = 0  # the cell's block (canonical index)
@@ -111,7 +112,10 @@ class JpegCells(CellGrammar):
         self.esc_freq = 0
 
     def begin(self, cell: int) -> None:
-        if self.tok.layout == "rle":
+        if self.tok.layout == "rle" and self.split:  # cell 2b: block b's DC; 2b + 1: its AC run and EOB
+            (self.b, part), self.pos = divmod(cell, 2), 0
+            self.phase = "ac" if part else "dc"
+        elif self.tok.layout == "rle":
             self.b, self.pos, self.phase = cell, 0, "dc"
         else:
             (self.b, self.pos), self.phase = divmod(cell, 64), "val"
@@ -149,9 +153,12 @@ class JpegCells(CellGrammar):
             if tok == c.skip:  # the whole block: unchanged since the previous frame
                 self.open = False
                 return self._coords(0)
-            self.phase = "ac"
+            after = "closed" if self.split else "ac"
+            self.phase = after
+            self.open = after != "closed"
             if tok == c.esc:
-                self._escape(0, "ac")
+                self._escape(0, after)
+                self.open = True
             return self._coords(0)
         if tok == c.eob:  # ac phase
             self.open = False

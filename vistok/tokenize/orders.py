@@ -18,6 +18,10 @@ Random (seeded per sample and epoch by the caller's generator):
   K -> K2 -> ...; see `randsac`)
 Content-aware (computed at shard time from pixels, stored in the record as ``order.gradwalk-max``):
   gradwalk:max, gradwalk:min
+From the DC image (`dc-first:INNER`, see `vistok.tokenize.stream`: every DC first, then the rest of every
+block in INNER; these functions of the decoded thumbnail alone need no side information):
+  slic:N (SLIC superpixels of the thumbnail), gradwalk:max|min (its gradients), frontier (rings around the
+  centre unit; geometry only)
 """
 
 from __future__ import annotations
@@ -403,10 +407,81 @@ def compute_stored(codec, record, pixels: np.ndarray | None, names: tuple[str, .
     return out
 
 
+# --- from the DC image (dc-first) -----------------------------------------------------------------------
+DC_ORDERS = ("slic:N", "gradwalk:max", "gradwalk:min", "frontier")
+SLIC_COMPACTNESS = 0.1  # part of what `slic:N` means; slic rescales the image to [0, 1], so 0.1 (not its
+# default 10, meant for CIELAB's 0..100) lets colour weigh against distance on a thumbnail of a few units
+
+
+def _luma(thumb: np.ndarray) -> np.ndarray:
+    return thumb[..., 0].astype(np.float64)  # JPEG's first component is luma (gray: the only one)
+
+
+def slic_units(thumb: np.ndarray, n: int) -> np.ndarray:
+    """(rows*cols,) a segment id per unit: `skimage.segmentation.slic` with about `n` segments on the DC
+    image (rows, cols, components), each component scaled to [0, 1] over the image, connectivity enforced,
+    `start_label` 0. SLIC is deterministic (its seeds lie on a regular grid), so the ids are a function of the
+    thumbnail alone. Segments are renumbered by their first unit in raster order."""
+    from skimage.segmentation import slic
+
+    t = thumb.astype(np.float64)
+    rows, cols, c = t.shape
+    if rows * cols == 1:
+        return np.zeros(1, dtype=np.int64)
+    seg = slic(t if c > 1 else t[..., 0], n_segments=n, compactness=SLIC_COMPACTNESS, start_label=0,
+               channel_axis=-1 if c > 1 else None, convert2lab=False, enforce_connectivity=True).ravel()
+    _, first, inv = np.unique(seg, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inv.ravel()]
+
+
+def frontier_rings(rows: int, cols: int) -> np.ndarray:
+    """(rows*cols,) each unit's ring: its Chebyshev distance to the centre unit ((rows-1)//2, (cols-1)//2),
+    so ring r + 1 is every unit touching (8-neighbours) the region of rings 0..r."""
+    y, x = np.divmod(np.arange(rows * cols), cols)
+    return np.maximum(np.abs(y - (rows - 1) // 2), np.abs(x - (cols - 1) // 2)).astype(np.int64)
+
+
+def dc_unit_order(name: str, thumb: np.ndarray | None, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(unit order as raster indices, the segment (visit rank) of each unit or None) of a `dc-first` inner
+    order computed from the DC image `thumb` (rows, cols, components); see `DC_ORDERS`."""
+    rows, cols = grid
+    base, _, arg = name.partition(":")
+    if base == "frontier" and not arg:
+        ring = frontier_rings(rows, cols)
+        y, x = np.divmod(np.arange(rows * cols), cols)
+        ang = np.mod(np.arctan2(y - (rows - 1) // 2, x - (cols - 1) // 2), 2 * np.pi)
+        return np.lexsort((ang, ring)).astype(np.int64), ring  # ring by ring, each walked by angle
+    if thumb is None:
+        raise UsageError(f"order {name!r} is computed from the DC image, which is not decoded yet")
+    if base == "gradwalk" and arg in ("max", "min"):
+        gy, gx = np.gradient(_luma(thumb)) if min(rows, cols) > 1 else (np.zeros((rows, cols)),) * 2
+        return gradwalk_units(np.hypot(gy, gx), arg), None
+    seg = slic_units(thumb, int(arg))
+    return np.argsort(seg, kind="stable").astype(np.int64), seg  # segment by segment, raster inside
+
+
+def _cells_only(name: str) -> Callable:
+    def order(inp: Positions, rng: np.random.Generator) -> OrderResult:
+        raise UsageError(f"order {name!r} sends a codec's DC cells first: plan it with vistok.tokenize.stream.plan")
+
+    return order
+
+
+def check_dc_order(name: str) -> None:
+    base, _, arg = name.partition(":")
+    ok = (base == "frontier" and not arg) or (base == "gradwalk" and arg in ("max", "min")) or (
+        base == "slic" and arg.isdigit() and int(arg) >= 1)
+    if not ok:
+        raise UsageError(f"dc-first takes an inner order of {', '.join(DC_ORDERS)} or any unit order, got {name!r}")
+
+
 # --- the registry ---------------------------------------------------------------------------------------
 STORED_ORDERS = ("gradwalk:max", "gradwalk:min")
 NAMES = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "freq-major",
-         "coarse-to-fine", "next-scale", "random", "randsac:K[,K2...]", "gradwalk:max", "gradwalk:min")
+         "coarse-to-fine", "next-scale", "random", "randsac:K[,K2...]", "gradwalk:max", "gradwalk:min",
+         "dc-first[:INNER]")
 
 
 def stored_key(name: str) -> str:
@@ -438,4 +513,11 @@ def get_order(name: str) -> Callable[[Positions, np.random.Generator], OrderResu
         return randsac(levels)
     if base == "gradwalk" and arg in ("max", "min"):
         return stored(stored_key(name))
+    if base == "dc-first":  # planned over cells (vistok.tokenize.stream); here only the name is checked
+        inner = arg or "canonical"
+        if inner.partition(":")[0] in ("slic", "gradwalk", "frontier"):
+            check_dc_order(inner)
+        else:
+            get_order(inner)
+        return _cells_only(name)
     raise UsageError(f"unknown order {name!r}; available: {', '.join(NAMES)}")

@@ -25,8 +25,9 @@ a record from an ordered stream is `canonical()`: the tokens gathered back by ce
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -35,11 +36,20 @@ from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.tokenize import schedule
 from vistok.tokenize.base import BOS, EOS, FRAME, Codec, Layout
-from vistok.tokenize.orders import get_order, stored_key, units_to_tokens, walk_bits
+from vistok.tokenize.orders import (
+    check_dc_order,
+    dc_unit_order,
+    get_order,
+    stored_key,
+    units_to_tokens,
+    walk_bits,
+)
 
 PARALLEL = ("segments", "scales", "any")
 UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "gradwalk")
 SCALE_AXES = {"next-scale": "scale", "coarse-to-fine": "level"}
+GEOMETRY_INNER = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac")
+SEGMENTED_INNER = ("slic", "frontier", "randsac")  # dc-first inner orders whose segments --parallel predicts
 AXIS_ORDERS = {**SCALE_AXES, "freq-major": "freq"}  # orders that sort cells by one axis
 
 
@@ -49,6 +59,10 @@ class Plan:
     groups: np.ndarray | None = None  # (n_cells,) group of each cell in stream order, 0, 1, ... (parallel)
     order_bits: float = 0.0  # bits a decoder must be sent to know the order (stored, content-aware orders)
     segments: np.ndarray | None = None  # (n_cells,) randsac segment of each cell in stream order (visit rank)
+    # an order computed from the DC image (`dc-first:slic:N`...): cells from `pending_from` on are placeholders
+    # until the DC cells are decoded; `complete(thumbnail)` then gives the whole plan (`StreamGrammar` calls it)
+    pending_from: int = 0
+    complete: Callable[[np.ndarray], Plan] | None = field(default=None, compare=False, repr=False)
 
     @property
     def n_groups(self) -> int:
@@ -71,10 +85,15 @@ def check_parallel(codec: Codec, order: str, parallel: str) -> None:
         return
     if parallel not in PARALLEL:
         raise UsageError(f"--parallel takes {' or '.join(PARALLEL)}, got {parallel!r}")
-    base = order.partition(":")[0]
-    if parallel == "any" and base != "random":
+    base, _, inner = order.partition(":")
+    if base == "dc-first" and parallel == "scales":
+        raise UsageError("--parallel scales predicts whole scales; dc-first takes --parallel segments or any")
+    if parallel == "any" and base not in ("random", "dc-first"):
         raise UsageError(f"--parallel any predicts a random order in any number of steps: use --order random (got {order!r})")
-    if parallel == "segments" and base != "randsac":
+    if parallel == "segments" and base == "dc-first" and inner.partition(":")[0] not in SEGMENTED_INNER:
+        raise UsageError(f"--parallel segments with dc-first takes an inner order with segments: "
+                         f"{', '.join(SEGMENTED_INNER)} (got {order!r})")
+    if parallel == "segments" and base not in ("randsac", "dc-first"):
         raise UsageError(f"--parallel segments predicts randsac segments: use --order randsac:K (got {order!r})")
     if parallel == "scales" and base not in SCALE_AXES:
         raise UsageError(f"--parallel scales predicts whole scales: use --order next-scale or coarse-to-fine (got {order!r})")
@@ -95,16 +114,20 @@ def cut_groups(groups: np.ndarray, most: int) -> np.ndarray:
 
 
 def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored: dict | None = None,
-         parallel: str = "", max_group: int = 0, steps: int | None = None) -> Plan:
+         parallel: str = "", max_group: int = 0, steps: int | None = None,
+         thumbnail: np.ndarray | None = None) -> Plan:
     """The cells of a stream with geometry `meta` in `order` (see the module docstring); `stored`: the record's
     stored orders (gradwalk); `max_group`: with `parallel`, larger groups are cut into runs of this many
     (`cut_groups`; a context of T positions holds (T - 1) // 2: `group_limit`). With `parallel="any"`,
     `steps` model steps on the test schedule (`schedule.ALL`: one token per step), or None: steps and
-    schedule drawn from `rng` after the order, as in training (`vistok.tokenize.schedule`)."""
+    schedule drawn from `rng` after the order, as in training (`vistok.tokenize.schedule`). `thumbnail`: the
+    DC image (`Layout.thumbnail`) for orders computed from it; without it such a plan is pending (`Plan`)."""
     check_parallel(codec, order, parallel)
     cells = codec.layout(meta).cells
     pos = cells.positions if not stored else replace(cells.positions, stored=stored)
     base = order.partition(":")[0]
+    if base == "dc-first":
+        return _dc_first(codec, meta, order, rng, parallel, max_group, steps, thumbnail)
     if base in UNIT_ORDERS and (pos.units < 0).any():
         raise _refuse(codec, f"order {order!r} moves units around, but a cell of this layout spans every unit")
     axis = AXIS_ORDERS.get(base)
@@ -142,6 +165,73 @@ def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored:
     return Plan(perm.astype(np.int64), groups, bits, segments)
 
 
+def _dc_first(codec: Codec, meta: dict, order: str, rng: np.random.Generator, parallel: str, max_group: int,
+              steps: int | None, thumb: np.ndarray | None) -> Plan:
+    """`dc-first[:INNER]`: every DC cell in canonical order, then every other cell in INNER over the units.
+
+    INNER is a geometry order (canonical, hilbert, random, randsac:K...) or one computed from the decoded DC
+    image (`orders.DC_ORDERS`: slic:N, gradwalk:max|min; frontier is geometry). The DC image comes first, so
+    a decoder computes the rest of the plan from the stream's prefix: without `thumb` a content order's plan
+    is pending (the grammar completes it once the DC cells are decoded). Groups (parallel): the DC cells unit
+    row by unit row, then the inner order's segments; or with `any` the schedule over the whole stream."""
+    layout = codec.layout(meta)
+    if layout.dc_cells is None:
+        raise UsageError(f"codec {codec.codec_id}{_layout(codec)}: order {order!r} sends the DC image first, and "
+                         "this codec has no DC cells (--codec jpeg has them, without --temporal delta, whose SKIP "
+                         "codes a block in one token; a wavelet's canonical order already sends its LL band first)")
+    cells = layout.cells
+    if len(cells) > cells.per_frame:
+        raise UsageError(f"order {order!r} orders one image; clips are not supported")
+    inner = order.partition(":")[2] or "canonical"
+    ib = inner.partition(":")[0]
+    if ib not in GEOMETRY_INNER:
+        check_dc_order(inner)
+    start = copy.deepcopy(rng)  # a pending plan is completed from the same draws
+    dc, ac = np.flatnonzero(layout.dc_cells), np.flatnonzero(~layout.dc_cells)
+    pos = cells.positions
+    sub = replace(pos, units=pos.units[ac], coords=pos.coords[ac])
+    pending = ib in ("slic", "gradwalk") and thumb is None
+    if pending:
+        perm, seg = np.arange(ac.size), None
+    elif ib in GEOMETRY_INNER:
+        res = get_order(inner)(sub, rng)
+        perm, seg = res.perm, res.segments
+    else:
+        unit_order, unit_seg = dc_unit_order(inner, thumb, pos.grid)
+        perm = units_to_tokens(sub.units, unit_order)
+        seg = None if unit_seg is None else unit_seg[sub.units[perm]]
+    out = np.concatenate([dc, ac[perm]]).astype(np.int64)
+    groups = None
+    if parallel == "any":
+        n_steps, mix = schedule.draw(out.size, rng) if steps is None else (steps, schedule.TEST_MIX)
+        groups = schedule.groups(out.size, n_steps, mix)
+    elif parallel == "segments":
+        if not codec.single_token_cells:
+            raise _refuse(codec, "--parallel needs one token per place, and this layout's tokens are variable-length")
+        dc_rows = pos.units[dc] // pos.grid[1]  # canonical cells go unit by unit: rows are consecutive runs
+        ac_groups = np.arange(ac.size) if pending else seg  # placeholders: one cell each
+        groups = np.concatenate([dc_rows, dc_rows.max() + 1 + ac_groups])
+        groups = np.concatenate([[0], np.cumsum(np.diff(groups) != 0)])
+    if groups is not None:
+        groups = cut_groups(groups.astype(np.int64), max_group)
+    segments = None if seg is None else np.concatenate([np.full(dc.size, -1), seg]).astype(np.int64)
+    if not pending:
+        return Plan(out, groups, 0.0, segments)
+
+    def complete(t: np.ndarray) -> Plan:
+        return _dc_first(codec, meta, order, copy.deepcopy(start), parallel, max_group, steps, t)
+
+    return Plan(out, groups, 0.0, None, int(dc.size), complete)
+
+
+def record_thumbnail(codec: Codec, record: TokenRecord) -> np.ndarray | None:
+    """The DC image of a record (`Layout.thumbnail` of its DC cells' tokens), None for codecs without one."""
+    layout = codec.layout(record.meta)
+    if layout.dc_cells is None or int(record.meta.get("frames", 1)) > 1:
+        return None
+    return layout.thumbnail(record.tokens[layout.dc_cells[layout.token_cells(record)]])
+
+
 @dataclass(frozen=True)
 class Ordered:
     """A record's tokens in the order of a plan."""
@@ -177,7 +267,8 @@ def group_pieces(groups: np.ndarray, block_size: int) -> list[slice]:
 
 def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "",
                  max_group: int = 0, steps: int | None = None) -> Ordered:
-    p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group, steps)
+    thumb = record_thumbnail(codec, record) if order.startswith("dc-first:") else None
+    p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group, steps, thumb)
     tc = codec.layout(record.meta).token_cells(record)
     perm = units_to_tokens(tc, p.cells)
     cells = tc[perm]
@@ -228,7 +319,8 @@ class StreamGrammar:
 
     def __init__(self, codec: Codec, meta: dict, p: Plan):
         self.codec, self.plan = codec, p
-        self.cells = codec.layout(meta).cells
+        self.layout = codec.layout(meta)
+        self.cells = self.layout.cells
         self.cg = codec.layout(meta).grammar()
         self.known = known_columns(codec)
         self.A = len(codec.axes)
@@ -249,8 +341,19 @@ class StreamGrammar:
         return self.cells.local[self._cell()] < 0
 
     def _enter(self) -> None:
+        if self.plan.complete is not None and self.i == self.plan.pending_from:
+            self._complete()
         if self.i < self.plan.cells.size and not self._separator():
             self.cg.begin(int(self.cells.local[self._cell()]))
+
+    def _complete(self) -> None:
+        """The DC cells are decoded: compute the rest of a content order's plan from their thumbnail."""
+        cells, toks = np.array(self.taken, dtype=np.int64).reshape(-1, 2).T
+        full = self.plan.complete(self.layout.thumbnail(toks[np.argsort(cells, kind="stable")]))
+        n = self.plan.pending_from
+        if not np.array_equal(full.cells[:n], self.plan.cells[:n]):  # pragma: no cover - a broken order
+            raise AssertionError("a completed plan must keep its DC prefix")
+        self.plan = full
 
     @property
     def phase(self) -> str:

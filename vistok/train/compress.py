@@ -294,8 +294,10 @@ class Coder:
         for same in _alike(streams):
             m = self.model
             A, T = len(self.codec.axes), m.cfg.block_size
-            groups = same[0].g.plan.groups
-            for piece in group_pieces(groups, T):
+            lead, start = same[0].g, 0
+            while start < lead.plan.cells.size:
+                groups, seen = lead.plan.groups, lead.plan
+                piece = next(p for p in group_pieces(groups, T) if p.start == start)
                 cache = KVCache(m.cfg, width, T, "cpu", m.lm_head.weight.dtype)
                 new_tok = [[BOS] for _ in same]
                 new_crd = [[np.zeros(A, np.int64)] for _ in same]
@@ -324,13 +326,17 @@ class Coder:
                         new_plc[j] = list(qplc[j])
                     new_grp = [g] * k
                     i += k
+                    if lead.plan is not seen:  # a plan completed from the DC image: the piece may end elsewhere
+                        groups, seen = lead.plan.groups, lead.plan
+                        piece = next(p for p in group_pieces(groups, T) if p.start == start)
+                start = piece.stop
 
 
 def _alike(streams: list[_Stream]) -> list[list[_Stream]]:
     """The streams in runs whose plans have the same groups (so every step has the same shape), in order."""
-    runs: dict[bytes, list[_Stream]] = {}
-    for s in streams:
-        runs.setdefault(s.g.plan.groups.tobytes(), []).append(s)
+    runs: dict[tuple[bytes, int], list[_Stream]] = {}
+    for s in streams:  # a plan still to be completed from its DC image may cut differently: a run of its own
+        runs.setdefault((s.g.plan.groups.tobytes(), id(s) if s.g.plan.complete else 0), []).append(s)
     return list(runs.values())
 
 

@@ -48,6 +48,7 @@ class RecordBits:
     order_bits: float  # side information of the order (stored gradwalk walks)
     steps: int  # model steps to generate the record
     frame_bits: np.ndarray | None = None  # (frames,) bits of each frame's positions (`target_frames`)
+    part_bits: np.ndarray | None = None  # (2,) bits of the DC image's positions and of the rest (`target_parts`)
 
 
 def target_frames(codec: Codec, rec: TokenRecord, o: Ordered) -> np.ndarray:
@@ -58,17 +59,32 @@ def target_frames(codec: Codec, rec: TokenRecord, o: Ordered) -> np.ndarray:
     return np.append(f, int(rec.meta.get("frames", 1)) - 1)
 
 
+PARTS = ("dc", "rest")
+
+
+def target_parts(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str) -> np.ndarray:
+    """(targets,) 0 for a predicted position holding a DC coefficient (a DC cell's token), 1 for the rest
+    (AC tokens, EOBs and the EOS that ends a token-by-token stream)."""
+    layout = codec.layout(rec.meta)
+    if layout.dc_cells is None:
+        raise UsageError(f"--parts splits the DC image from the rest; codec {codec.codec_id} has no DC cells")
+    cells = layout.cells
+    part = np.where(cells.local[o.cells] < 0, 1, ~layout.dc_cells[np.maximum(cells.local[o.cells], 0)])
+    return part.astype(np.int64) if parallel else np.append(part, 1).astype(np.int64)
+
+
 @torch.no_grad()
 def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: DataConfig, device: str,
                 batch: int = 16, stride: int | None = None, per_frame: bool = False,
-                steps: int | None = None) -> list[RecordBits]:
+                steps: int | None = None, parts: bool = False) -> list[RecordBits]:
     """Bits of each record under the run's order and parallel mode (`--parallel any`: in `steps` model steps,
     None = `schedule.ALL`). A record longer than the context is read in windows every `stride` positions
     (default: the run's; `vistok.train.data.windows`), each target scored once with what precedes it in its
     window. Tokens the grammar rules out at a position get no probability (a decoder knows they cannot
     come): the softmax runs over the allowed tokens, as `vistok compress` codes them. Records, windows and
     grammar masks are streamed: memory is one batch of windows, whatever the length of a clip.
-    `per_frame` also sums each frame's bits (`RecordBits.frame_bits`)."""
+    `per_frame` also sums each frame's bits (`RecordBits.frame_bits`), `parts` the DC image's and the rest's
+    (`RecordBits.part_bits`)."""
     model.eval()
     T, S, limits = model.cfg.block_size, data.stride if stride is None else stride, model.cfg.axis_sizes
     steps = run_steps(data.parallel, steps)
@@ -84,8 +100,11 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
                 if data.parallel:
                     raise UsageError("--per-frame scores clips token by token; this run is group-parallel")
                 frames = target_frames(codec, rec, o)
+            if parts:
+                frames = (frames, target_parts(codec, rec, o, data.parallel))
             out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps,
-                                  np.zeros(int(rec.meta.get("frames", 1))) if per_frame else None))
+                                  np.zeros(int(rec.meta.get("frames", 1))) if per_frame else None,
+                                  np.zeros(len(PARTS)) if parts else None))
             rows = mask_rows(codec, rec.meta, o.plan, rec.tokens[o.perm])
             first = 0  # the window's first new target, counted along the record's stream
             for d in rd.docs:
@@ -116,6 +135,9 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
             r = out[i]
             r.bits += float(x.sum())
             r.positions += int(x.size)
+            if parts:
+                frames, part = frames
+                np.add.at(r.part_bits, part[first : first + x.size], x)
             if frames is not None:
                 np.add.at(r.frame_bits, frames[first : first + x.size], x)
     return out
@@ -178,7 +200,8 @@ SPLITS = ("auto", "all", "heldout")
 
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
              split: str = "auto", stride: int = 0, per_frame: bool = False,
-             storage_options: dict | None = None, steps: list[int] | None = None) -> dict[str, Any]:
+             storage_options: dict | None = None, steps: list[int] | None = None,
+             parts: bool = False) -> dict[str, Any]:
     """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
 
     `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
@@ -187,7 +210,8 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
 
     A record longer than the context is read in windows every `stride` positions (0: the run's own stride);
     the result names the stride and the context every target after the first window is guaranteed
-    (`min_context`). `per_frame` adds `per_frame_bits` (see `frame_table`).
+    (`min_context`). `per_frame` adds `per_frame_bits` (see `frame_table`); `parts` adds `dc_bits_per_image`
+    and `rest_bits_per_image` (the DC image's positions and the others': they sum to the model's bits).
 
     `steps` (`--parallel any` runs): model steps per record, each scored on the test schedule; the headline
     figures are the first's, and `steps_curve` has bits and steps per image for each (default: one token
@@ -210,7 +234,8 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     split = "all" if whole == hashes else ("heldout+all" if whole else "heldout")
     T = model.cfg.block_size
     stride = stride or data.stride or T
-    res = record_bits(model, codec, recs, data, device, stride=stride, per_frame=per_frame, steps=steps[0])
+    res = record_bits(model, codec, recs, data, device, stride=stride, per_frame=per_frame, steps=steps[0],
+                      parts=parts)
     bits = np.array([r.bits for r in res])
     n = np.array([r.positions for r in res])
     order_bits = np.array([r.order_bits for r in res])
@@ -232,6 +257,9 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         jbits = jpeg_bits(codec, recs)
         out["jpeg_bits_per_image"] = float(jbits.mean())
         out["model_to_jpeg_ratio"] = float((bits + order_bits).sum() / jbits.sum())
+    if parts:
+        pb = np.mean([r.part_bits for r in res], axis=0)
+        out.update({f"{name}_bits_per_image": float(v) for name, v in zip(PARTS, pb)})
     if per_frame:
         out.update(frame_table(model, codec, recs, res, data, device, stride))
     return out

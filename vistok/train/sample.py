@@ -125,7 +125,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     if parallel:
         for p in plans:
             g = StreamGrammar(codec, meta, p)
-            _, k = generate_groups(model, g, temperature, top_k, top_p, gen, use_cache, group_pieces(p.groups, T))
+            _, k = generate_groups(model, g, temperature, top_k, top_p, gen, use_cache, lambda g=g: group_pieces(g.plan.groups, T))
             streams.append(g.canonical())
             steps += k
     else:
