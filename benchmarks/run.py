@@ -15,6 +15,7 @@ from benchmarks import (  # noqa: E402
     bench_any_steps,
     bench_codec,
     bench_compress,
+    bench_dc_first,
     bench_group_orders,
     bench_long,
     bench_orders,
@@ -37,7 +38,8 @@ def main() -> None:
                ("group_orders", lambda: bench_group_orders.summary(0.2 if quick else 0.5)),
                ("any_steps", lambda: bench_any_steps.summary(20 if quick else 40)),
                ("compress", lambda: bench_compress.summary(1.0 if quick else 2.0)),
-               ("long", lambda: bench_long.summary(10 if quick else 20))]
+               ("long", lambda: bench_long.summary(10 if quick else 20)),
+               ("dc_first", lambda: bench_dc_first.summary(6 if quick else 10))]
     for name, fn in benches:
         res = fn()
         print(json.dumps({"bench": name, **res}), flush=True)

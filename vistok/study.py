@@ -9,8 +9,8 @@ and k-NN top-1 of the trained model, of its random-init twin and of raw pixels).
                          an interrupted one resumes from its last checkpoint
     study.json           every row; study.md, the table; study.png, the probes as bars
 
-Pairs that do not go together are left out of the grid (`--parallel segments` needs a randsac order,
-`scales` next-scale or coarse-to-fine, `any` random; an `any` row is scored at two step counts,
+Pairs that do not go together are left out of the grid (`--parallel segments` needs a randsac order or
+dc-first with slic, frontier or randsac inside, `scales` next-scale or coarse-to-fine, `any` random or dc-first; an `any` row is scored at two step counts,
 `any_steps`, one token per step and 16 steps by default); pairs a codec refuses (an rle layout with --parallel) are rows that
 say why. The default (`make study`): Fashion-MNIST (12,000 training images of the Debian package) at
 16x16 as grayscale JPEG quality 50 coefficients in the dense layout (2x2 blocks, 256 tokens per image: the
@@ -36,7 +36,7 @@ from vistok.pipelines.job import run_job
 from vistok.shards.manifest import write_json
 from vistok.tokenize.base import get_codec
 from vistok.tokenize.schedule import ALL
-from vistok.tokenize.stream import PARALLEL, SCALE_AXES
+from vistok.tokenize.stream import PARALLEL, SCALE_AXES, SEGMENTED_INNER
 from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate
 from vistok.train.probe import ProbeConfig, probe
@@ -68,10 +68,11 @@ class StudyConfig:
 
 
 def split_orders(text: str) -> list[str]:
-    """Comma-separated orders, where a randsac order's own commas (randsac:11,5) stay inside it."""
+    """Comma-separated orders, where a randsac order's own commas (randsac:11,5, dc-first:randsac:11,5) stay
+    inside it."""
     out: list[str] = []
     for part in text.split(","):
-        if out and part.isdigit() and out[-1].startswith("randsac:"):
+        if out and part.isdigit() and "randsac:" in out[-1]:
             out[-1] += "," + part
         elif part:
             out.append(part)
@@ -79,9 +80,10 @@ def split_orders(text: str) -> list[str]:
 
 
 def _fits(order: str, parallel: str) -> bool:
-    base = order.partition(":")[0]
-    return (not parallel or (parallel == "segments" and base == "randsac") or (parallel == "scales" and base in SCALE_AXES)
-            or (parallel == "any" and base == "random"))
+    base, _, inner = order.partition(":")
+    segmented = base == "randsac" or (base == "dc-first" and inner.partition(":")[0] in SEGMENTED_INNER)
+    return (not parallel or (parallel == "segments" and segmented) or (parallel == "scales" and base in SCALE_AXES)
+            or (parallel == "any" and base in ("random", "dc-first")))
 
 
 def _codec_name(cfg: dict[str, Any]) -> str:

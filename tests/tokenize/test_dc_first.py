@@ -140,3 +140,14 @@ def test_show_order_draws_what_follows_the_dc_image(photo):
     rings = np.asarray(draw_order(codec, rec, "dc-first:frontier"))
     plain = np.asarray(draw_order(codec, rec, "dc-first:gradwalk:max"))  # no segments: no borders
     assert (rings == 255).all(axis=2).sum() > (plain == 255).all(axis=2).sum()
+
+
+def test_the_study_takes_dc_first_rows():
+    from vistok.study import StudyConfig, grid, split_orders
+
+    orders = split_orders("canonical,dc-first:slic:8,dc-first:randsac:11,5,dc-first:gradwalk:max,dc-first:frontier")
+    assert orders[2] == "dc-first:randsac:11,5"
+    rows = {(o, p) for _, o, p in grid(StudyConfig(orders=orders, parallel=["", "segments", "any"]))}
+    assert ("dc-first:slic:8", "segments") in rows and ("dc-first:frontier", "segments") in rows
+    assert ("dc-first:gradwalk:max", "segments") not in rows and ("dc-first:gradwalk:max", "any") in rows
+    assert ("canonical", "segments") not in rows

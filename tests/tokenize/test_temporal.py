@@ -50,6 +50,22 @@ def test_coefficients_tokens_coefficients_is_exact(seed, frames, still, big):
     assert (rec.meta.get("temporal") == "delta") == (frames > 1)
 
 
+def test_keyframes_restart_the_deltas(photo):
+    frames = _clip(photo, 5)
+    key = JpegCodec(quality=20, temporal="delta", keyframe=2)
+    rec, plain = key.encode_clip(frames, "k"), PLAIN.encode_clip(frames, "k")
+    assert rec.meta["frame_types"] == ["I", "P", "I", "P", "I"] and key.get_config()["keyframe"] == 2
+    np.testing.assert_array_equal(key.decode(rec), PLAIN.decode(plain))
+    n_blocks = key.record_blocks(rec).n_blocks
+    per = [f.tokens.size for f in frames_of(rec)]
+    assert all(per[t] > 2 * n_blocks for t in (0, 2, 4)) and all(per[t] < 2 * n_blocks for t in (1, 3))
+    with pytest.raises(CodecError, match="--temporal delta"):
+        JpegCodec(keyframe=4)
+    from vistok.tokenize.base import first_frames
+
+    assert first_frames(rec, 3).meta["frame_types"] == ["I", "P", "I"]
+
+
 def test_a_real_clip_round_trips_and_unchanged_blocks_cost_one_token(photo):
     frames = _clip(photo)
     rec, plain = DELTA.encode_clip(frames, "c"), PLAIN.encode_clip(frames, "c")

@@ -99,7 +99,6 @@ def test_orders_from_the_dc_image_round_trip_and_score_their_parts(small_dataset
     """dc-first:slic: the decoder computes the order from the DC image it decoded first, so no side information
     is sent; eval --parts splits the bits between the DC image and the rest."""
     from vistok.train.evaluate import evaluate
-
     from vistok.train.sample import sample_run
 
     run = _run(small_dataset, tmp_path / "slic", "dc-first:slic:3")

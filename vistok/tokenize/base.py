@@ -312,7 +312,7 @@ def _layout(codec: Codec, key: tuple) -> Layout:
     return Layout(codec, key)
 
 
-PER_FRAME_META = ("frame_info",)  # metadata lists with one entry per frame (cut with the frames)
+PER_FRAME_META = ("frame_info", "frame_types")  # metadata lists with one entry per frame (cut with the frames)
 
 
 def frames_of(record: TokenRecord) -> list[TokenRecord]:

@@ -17,6 +17,8 @@ component in canonical order (``dc="dpcm"``, as JPEG's entropy coder does).
 quantized coefficients from frame t-1's, block by block, and a block whose coded coefficients are all zero
 as the one token SKIP (in frame 1, a block that is zero itself). Exact: decoding adds each frame's
 differences to the previous frame's coefficients (`frame_records`). Records say ``temporal: delta``.
+With ``keyframe=K`` the deltas restart every K frames: frames 1, K+1, 2K+1... are coded as themselves
+(``frame_types`` in a clip's metadata: "I" or "P" per frame).
 
 Coordinate axes: frame, component, block_y, block_x (within the component's block grid), freq
 (zigzag index 0..63; 64 for EOB). Escape RAW tokens carry the coordinates of their coefficient.
@@ -64,11 +66,12 @@ class JpegCodec(Codec):
         CliOption("dc", str, "jpeg: DC coded as an absolute value or as the difference to the previous block.", ("abs", "dpcm")),
         CliOption("transcode", str, "jpeg: JPEG inputs always re-quantized from pixels, never (keep the file's coefficients), or auto.", ("always", "never", "auto")),
         CliOption("temporal", str, "jpeg: clips frame by frame (none), or frame 1 then each frame's coefficient differences to the one before, unchanged blocks one SKIP token (delta; rle layout, absolute DC).", ("none", "delta")),
+        CliOption("keyframe", int, "jpeg --temporal delta: restart the deltas every K frames (frames 1, K+1, ... coded whole; 0: only frame 1)."),
     )
 
     def __init__(self, quality: int = 20, subsampling: str = "420", layout: str = "rle", dc: str = "abs",
                  transcode: str = "always", baseline: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 temporal: str = "none"):
+                 temporal: str = "none", keyframe: int = 0):
         if layout not in ("rle", "dense"):
             raise CodecError(f"jpeg layout must be 'rle' or 'dense', got {layout!r}")
         if dc not in ("abs", "dpcm"):
@@ -83,7 +86,9 @@ class JpegCodec(Codec):
             raise CodecError(f"jpeg temporal must be none or delta, got {temporal!r}")
         if temporal == "delta" and (layout != "rle" or dc != "abs"):
             raise CodecError("--temporal delta codes blocks of differences as rle with absolute DC: use --layout rle --dc abs")
-        self.temporal = temporal
+        if int(keyframe) < 0 or (int(keyframe) and temporal != "delta"):
+            raise CodecError(f"--keyframe K (K >= 1) restarts temporal deltas: use it with --temporal delta (got {keyframe})")
+        self.temporal, self.keyframe = temporal, int(keyframe)
         self._split = layout == "rle" and temporal != "delta"  # rle blocks as a DC cell and an AC cell
         self.quality, self.subsampling, self.token_layout, self.dc = int(quality), subsampling, layout, dc
         self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
@@ -103,6 +108,8 @@ class JpegCodec(Codec):
     def get_config(self) -> dict[str, Any]:
         out = {"id": self.codec_id, "quality": self.quality, "subsampling": self.subsampling, "layout": self.token_layout,
                "dc": self.dc, "transcode": self.transcode, "baseline": self.baseline, "max_pixels": self.max_pixels}
+        if self.keyframe:  # configs before it: deltas from frame 1 on
+            out["keyframe"] = self.keyframe
         return {**out, "temporal": self.temporal} if self.temporal != "none" else out  # configs before it: none
 
     @property
@@ -180,7 +187,7 @@ class JpegCodec(Codec):
                                meta: dict | None = None) -> TokenRecord:
         """Each frame's (n_blocks, 64) coefficients -> one clip record: frame 1 as itself, frame t > 1 as its
         difference to frame t-1 with temporal deltas, the frames' streams joined by FRAME tokens."""
-        diffs = coefs[:1] + ([b - a for a, b in zip(coefs, coefs[1:])] if self.temporal == "delta" else coefs[1:])
+        diffs = [c if self._whole(t) else c - coefs[t - 1] for t, c in enumerate(coefs)]
         streams = [self.tokenize(grid, d) for d in diffs]
         sep = np.array([FRAME], dtype=streams[0].dtype)
         tokens = np.concatenate([t for i, s in enumerate(streams) for t in ((sep, s) if i else (s,))])
@@ -190,14 +197,19 @@ class JpegCodec(Codec):
             m["frames"] = len(coefs)
             if self.temporal == "delta":
                 m["temporal"] = "delta"
+                m["frame_types"] = ["I" if self._whole(t) else "P" for t in range(len(coefs))]
         return TokenRecord(key, tokens, m)
+
+    def _whole(self, t: int) -> bool:
+        """Is frame t (from 0) coded as itself: always without deltas; frame 0 and every keyframe with them."""
+        return self.temporal != "delta" or t == 0 or bool(self.keyframe and t % self.keyframe == 0)
 
     def frame_coefficients(self, record: TokenRecord) -> list[tuple[TokenRecord, dct.BlockGrid, np.ndarray]]:
         """Each frame's record, block grid and own coefficients (a delta clip's differences added up)."""
         out, acc = [], None
-        for f in frames_of(record):
+        for t, f in enumerate(frames_of(record)):
             grid, coefs = self.coefficients(f)
-            acc = coefs if acc is None or self.temporal != "delta" else acc + coefs
+            acc = coefs if self._whole(t) else acc + coefs
             out.append((f, grid, acc))
         return out
 

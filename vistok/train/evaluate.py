@@ -73,6 +73,19 @@ def target_parts(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str) -> n
     return part.astype(np.int64) if parallel else np.append(part, 1).astype(np.int64)
 
 
+def _target_tags(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str, per_frame: bool,
+                 parts: bool) -> dict[str, np.ndarray]:
+    """RecordBits field -> the index into it of each predicted position (`target_frames`, `target_parts`)."""
+    tags = {}
+    if per_frame:
+        if parallel:
+            raise UsageError("--per-frame scores clips token by token; this run is group-parallel")
+        tags["frame_bits"] = target_frames(codec, rec, o)
+    if parts:
+        tags["part_bits"] = target_parts(codec, rec, o, parallel)
+    return tags
+
+
 @torch.no_grad()
 def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: DataConfig, device: str,
                 batch: int = 16, stride: int | None = None, per_frame: bool = False,
@@ -95,20 +108,14 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
             rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S,
                              steps, places=bool(model.cfg.local))
             o = rd.stream
-            frames = None
-            if per_frame:
-                if data.parallel:
-                    raise UsageError("--per-frame scores clips token by token; this run is group-parallel")
-                frames = target_frames(codec, rec, o)
-            if parts:
-                frames = (frames, target_parts(codec, rec, o, data.parallel))
+            tags = _target_tags(codec, rec, o, data.parallel, per_frame, parts)
             out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps,
                                   np.zeros(int(rec.meta.get("frames", 1))) if per_frame else None,
                                   np.zeros(len(PARTS)) if parts else None))
             rows = mask_rows(codec, rec.meta, o.plan, rec.tokens[o.perm])
             first = 0  # the window's first new target, counted along the record's stream
             for d in rd.docs:
-                yield i, d, rows, frames, first
+                yield i, d, rows, tags, first
                 first += int(d["loss_mask"].sum())
 
     items = windows_of_records()
@@ -128,18 +135,15 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
         logits = logits.float().masked_fill(~torch.from_numpy(allowed).to(device), float("-inf"))
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), b["targets"].reshape(-1), reduction="none")
         nll = (nll.view(len(chunk), T) * b["loss_mask"].float()).cpu().numpy() / LN2
-        for j, (i, _, _, frames, first) in enumerate(chunk):
+        for j, (i, _, _, tags, first) in enumerate(chunk):
             x = nll[j, ats[j]]
             if not np.isfinite(x).all():
                 raise DatasetError("a record holds a token its grammar does not allow")
             r = out[i]
             r.bits += float(x.sum())
             r.positions += int(x.size)
-            if parts:
-                frames, part = frames
-                np.add.at(r.part_bits, part[first : first + x.size], x)
-            if frames is not None:
-                np.add.at(r.frame_bits, frames[first : first + x.size], x)
+            for name, index in tags.items():
+                np.add.at(getattr(r, name), index[first : first + x.size], x)
     return out
 
 
@@ -253,15 +257,21 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         out["steps"] = steps_name(steps[0])
         out["steps_curve"] = [curve_point(steps[0], res)] + [
             curve_point(n, record_bits(model, codec, recs, data, device, stride=stride, steps=n)) for n in steps[1:]]
+    out.update(_jpeg_and_parts(codec, recs, res, parts))
+    if per_frame:
+        out.update(frame_table(model, codec, recs, res, data, device, stride))
+    return out
+
+
+def _jpeg_and_parts(codec: Codec, recs: list[TokenRecord], res: list[RecordBits], parts: bool) -> dict[str, float]:
+    """JPEG's own bits and the model's ratio to them (JPEG datasets); the DC image's and the rest's bits."""
+    out = {}
     if JPEG_FILE in codec.capabilities:
         jbits = jpeg_bits(codec, recs)
         out["jpeg_bits_per_image"] = float(jbits.mean())
-        out["model_to_jpeg_ratio"] = float((bits + order_bits).sum() / jbits.sum())
+        out["model_to_jpeg_ratio"] = float(sum(r.bits + r.order_bits for r in res) / jbits.sum())
     if parts:
-        pb = np.mean([r.part_bits for r in res], axis=0)
-        out.update({f"{name}_bits_per_image": float(v) for name, v in zip(PARTS, pb)})
-    if per_frame:
-        out.update(frame_table(model, codec, recs, res, data, device, stride))
+        out.update(zip([f"{p}_bits_per_image" for p in PARTS], np.mean([r.part_bits for r in res], axis=0).tolist()))
     return out
 
 
