@@ -104,6 +104,7 @@ def test_orders_from_the_dc_image_round_trip_and_score_their_parts(small_dataset
     run = _run(small_dataset, tmp_path / "slic", "dc-first:slic:3")
     _round_trip(run, decodes_to, n=4)
     assert sample_run(run, 2, tmp_path / "s.png").exists()  # each sample's order from its own sampled DC image
+    _round_trip(_run(small_dataset, tmp_path / "rings", "dc-first:frontier", steps=4), decodes_to, n=3)
     res = evaluate(run, limit=4, parts=True)
     assert res["order_bits"] == 0 and res["dc_bits_per_image"] > 0 and res["rest_bits_per_image"] > 0
     assert res["dc_bits_per_image"] + res["rest_bits_per_image"] == pytest.approx(res["bits_per_image"])
