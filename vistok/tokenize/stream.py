@@ -186,11 +186,11 @@ def _dc_first(codec: Codec, meta: dict, order: str, rng: np.random.Generator, pa
     ib = inner.partition(":")[0]
     if ib not in GEOMETRY_INNER:
         check_dc_order(inner)
-    start = copy.deepcopy(rng)  # a pending plan is completed from the same draws
+    pending = needs_thumbnail(order) and thumb is None
+    start = copy.deepcopy(rng) if pending else None  # a pending plan is completed from the same draws
     dc, ac = np.flatnonzero(layout.dc_cells), np.flatnonzero(~layout.dc_cells)
     pos = cells.positions
     sub = replace(pos, units=pos.units[ac], coords=pos.coords[ac])
-    pending = ib in ("slic", "gradwalk") and thumb is None
     if pending:
         perm, seg = np.arange(ac.size), None
     elif ib in GEOMETRY_INNER:
@@ -205,9 +205,7 @@ def _dc_first(codec: Codec, meta: dict, order: str, rng: np.random.Generator, pa
     if parallel == "any":
         n_steps, mix = schedule.draw(out.size, rng) if steps is None else (steps, schedule.TEST_MIX)
         groups = schedule.groups(out.size, n_steps, mix)
-    elif parallel == "segments":
-        if not codec.single_token_cells:
-            raise _refuse(codec, "--parallel needs one token per place, and this layout's tokens are variable-length")
+    elif parallel == "segments":  # (check_parallel refused layouts without one token per place)
         dc_rows = pos.units[dc] // pos.grid[1]  # canonical cells go unit by unit: rows are consecutive runs
         ac_groups = np.arange(ac.size) if pending else seg  # placeholders: one cell each
         groups = np.concatenate([dc_rows, dc_rows.max() + 1 + ac_groups])
@@ -222,6 +220,12 @@ def _dc_first(codec: Codec, meta: dict, order: str, rng: np.random.Generator, pa
         return _dc_first(codec, meta, order, copy.deepcopy(start), parallel, max_group, steps, t)
 
     return Plan(out, groups, 0.0, None, int(dc.size), complete)
+
+
+def needs_thumbnail(order: str) -> bool:
+    """Is `order` computed from the decoded DC image (`dc-first:slic:N`, `dc-first:gradwalk:...`)?"""
+    base, _, inner = order.partition(":")
+    return base == "dc-first" and inner.partition(":")[0] in ("slic", "gradwalk")
 
 
 def record_thumbnail(codec: Codec, record: TokenRecord) -> np.ndarray | None:
@@ -267,7 +271,7 @@ def group_pieces(groups: np.ndarray, block_size: int) -> list[slice]:
 
 def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "",
                  max_group: int = 0, steps: int | None = None) -> Ordered:
-    thumb = record_thumbnail(codec, record) if order.startswith("dc-first:") else None
+    thumb = record_thumbnail(codec, record) if needs_thumbnail(order) else None  # only orders that read it
     p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group, steps, thumb)
     tc = codec.layout(record.meta).token_cells(record)
     perm = units_to_tokens(tc, p.cells)
