@@ -15,7 +15,7 @@ from vistok.tokenize.orders import (
 
 GRIDS = [(1, 1), (1, 9), (9, 1), (2, 2), (3, 5), (5, 3), (7, 7), (8, 8), (6, 10), (13, 7), (16, 16)]
 UNIT_ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac:11",
-               "randsac:11,5", "randsac:3"]
+               "randsac:11,5", "randsac:3", "squares:2", "squares:3"]
 TOKEN_ORDERS = ["zigzag", "freq-major", "coarse-to-fine"]
 
 
@@ -94,6 +94,28 @@ def test_randsac_segments_are_connected_and_exposed():
     segs = res.segments
     assert segs.shape == inp.units.shape
     assert (np.diff(segs) >= 0).all()  # segments come one after the other, ids = visiting rank
+
+
+@pytest.mark.parametrize("grid", [(8, 8), (5, 7), (1, 3)])
+def test_squares_are_whole_tiles_in_random_order(grid):
+    rows, cols = grid
+    inp = _input(rows, cols)
+    draws = [get_order("squares:2")(inp, np.random.default_rng(s)) for s in range(6)]
+    for res in draws:
+        seg = res.segments
+        assert (np.diff(seg) >= 0).all() and seg.max() + 1 == -(-rows // 2) * -(-cols // 2)
+        units = inp.units[res.perm]
+        y, x = np.divmod(units, cols)
+        for s in range(seg.max() + 1):  # one segment: the units of one 2x2 tile (cut at the edges), raster inside
+            uy, ux = y[seg == s], x[seg == s]
+            assert len(set(uy // 2)) == 1 and len(set(ux // 2)) == 1
+            u = np.unique(units[seg == s])
+            assert list(u) == list(dict.fromkeys(units[seg == s]))
+            assert u.size == min(2, rows - 2 * (uy[0] // 2)) * min(2, cols - 2 * (ux[0] // 2))
+    if rows * cols > 4:  # the tiles' order is drawn per sample
+        assert len({tuple(r.perm) for r in draws}) > 1
+    with pytest.raises(UsageError, match="tile side"):
+        get_order("squares:0")
 
 
 def test_randsac_is_seeded():

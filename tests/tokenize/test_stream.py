@@ -11,7 +11,7 @@ from vistok.tokenize.orders import compute_stored, walk_bits
 from vistok.tokenize.stream import StreamGrammar, known_columns, order_record, plan
 
 ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "freq-major", "coarse-to-fine",
-          "next-scale", "random", "randsac:11", "randsac:11,5", "gradwalk:max", "dc-first", "dc-first:hilbert",
+          "next-scale", "random", "randsac:11", "randsac:11,5", "squares:2", "gradwalk:max", "dc-first", "dc-first:hilbert",
           "dc-first:slic:3", "dc-first:gradwalk:max", "dc-first:frontier"]
 
 
@@ -31,7 +31,7 @@ def _codecs(bsq=None, multiscale=None):
 
 AXIS = {"freq-major": "freq", "coarse-to-fine": "level", "next-scale": "scale"}
 AXES = {"jpeg": ("freq",), "wavelet": ("level",), "bsq-scales": ("scale",), "bsq": ()}
-UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "gradwalk")
+UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "squares", "gradwalk")
 
 
 def refusal(name, order):
@@ -103,7 +103,7 @@ def test_every_accepted_order_rebuilds_the_record_and_every_other_is_refused(nam
             rebuilt = _follow(codec, rec, order, seed)
             np.testing.assert_array_equal(rebuilt, rec.tokens, err_msg=f"{name} {order}")
         accepted += 1
-    assert accepted == {"wavelet-rle": 2, "wavelet-dense": 12, "jpeg-rle": 16, "jpeg-delta-rle": 11}.get(name, 17)
+    assert accepted == {"wavelet-rle": 2, "wavelet-dense": 13, "jpeg-rle": 17, "jpeg-delta-rle": 12}.get(name, 18)
     if name.endswith("rle"):
         with pytest.raises(UsageError, match="--layout dense"):
             order_record(codec, rec, "hilbert" if name == "wavelet-rle" else "freq-major", np.random.default_rng(0))
@@ -177,6 +177,9 @@ def test_parallel_modes_are_refused_where_they_cannot_work(photo):
         plan(dense, rec.meta, "randsac:5", np.random.default_rng(0), parallel="scales")
     p = plan(dense, rec.meta, "randsac:5", np.random.default_rng(0), parallel="segments")
     assert (np.diff(p.groups) >= 0).all() and p.n_groups >= 5
+    p = plan(dense, rec.meta, "squares:2", np.random.default_rng(0), parallel="segments")
+    rows, cols = dense.layout(rec.meta).cells.positions.grid
+    assert p.n_groups == -(-rows // 2) * -(-cols // 2) and (np.diff(p.groups) >= 0).all()
     w = WaveletCodec(levels=2, layout="dense")
     wrec = _record(w, photo)
     p = plan(w, wrec.meta, "coarse-to-fine", np.random.default_rng(0), parallel="scales")

@@ -15,7 +15,8 @@ Frequency / scale:
   across blocks: progressive spectral selection), coarse-to-fine (wavelet levels, coarsest first)
 Random (seeded per sample and epoch by the caller's generator):
   random (a permutation of units), randsac:K[,K2,...] (K Gaussian-blob segments, optionally grouped
-  K -> K2 -> ...; see `randsac`)
+  K -> K2 -> ...; see `randsac`), squares:S (S x S tiles of units in random order: RandSAC's square
+  segments)
 Content-aware (computed at shard time from pixels, stored in the record as ``order.gradwalk-max``):
   gradwalk:max, gradwalk:min
 From the DC image (`dc-first:INNER`, see `vistok.tokenize.stream`: every DC first, then the rest of every
@@ -306,6 +307,26 @@ def randsac(levels: tuple[int, ...]) -> Callable:
     return order
 
 
+def squares(side: int) -> Callable:
+    """Tiles of side x side units (smaller at the right and bottom edges when side does not divide the grid)
+    visited in random order, units inside a tile in raster order; `segments` gives each token's tile (its
+    visit rank), so a trainer can predict a whole tile in parallel (RandSAC's square segments, Table 4)."""
+
+    def order(inp: Positions, rng: np.random.Generator) -> OrderResult:
+        rows, cols = inp.grid
+        y, x = np.divmod(np.arange(rows * cols), cols)
+        tiles_x = -(-cols // side)
+        tile = (y // side) * tiles_x + x // side  # unit -> tile, raster over tiles
+        rank = rng.permutation(int(tile.max()) + 1)[tile]  # unit -> its tile's visit rank
+        unit_order = np.argsort(rank, kind="stable")  # tile by tile, raster inside
+        perm = units_to_tokens(inp.units, _per_frame(inp, lambda f: unit_order))
+        frames = -(-inp.n_units // (rows * cols))
+        seg_of_unit = rank if frames == 1 else np.tile(rank, frames)
+        return OrderResult(perm, seg_of_unit[inp.units[perm]])
+
+    return order
+
+
 # --- content-aware --------------------------------------------------------------------------------------
 def gradwalk_units(energy: np.ndarray, mode: str = "max") -> np.ndarray:
     """Walk over a (rows, cols) grid of unit energies: start at the best unit, step to the unvisited
@@ -480,7 +501,7 @@ def check_dc_order(name: str) -> None:
 # --- the registry ---------------------------------------------------------------------------------------
 STORED_ORDERS = ("gradwalk:max", "gradwalk:min")
 NAMES = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "freq-major",
-         "coarse-to-fine", "next-scale", "random", "randsac:K[,K2...]", "gradwalk:max", "gradwalk:min",
+         "coarse-to-fine", "next-scale", "random", "randsac:K[,K2...]", "squares:S", "gradwalk:max", "gradwalk:min",
          "dc-first[:INNER]")
 
 
@@ -511,6 +532,10 @@ def get_order(name: str) -> Callable[[Positions, np.random.Generator], OrderResu
         if not levels or any(k < 1 for k in levels) or list(levels) != sorted(levels, reverse=True):
             raise UsageError(f"randsac takes decreasing segment counts, e.g. randsac:11,5 (got {name!r})")
         return randsac(levels)
+    if base == "squares":
+        if not arg.isdigit() or int(arg) < 1:
+            raise UsageError(f"squares takes a tile side in units, e.g. squares:2 (got {name!r})")
+        return squares(int(arg))
     if base == "gradwalk" and arg in ("max", "min"):
         return stored(stored_key(name))
     if base == "dc-first":  # planned over cells (vistok.tokenize.stream); here only the name is checked

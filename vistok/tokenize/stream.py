@@ -46,10 +46,11 @@ from vistok.tokenize.orders import (
 )
 
 PARALLEL = ("segments", "scales", "any")
-UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "gradwalk")
+UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "squares", "gradwalk")
+SEGMENT_ORDERS = ("randsac", "squares")  # orders whose segments --parallel segments predicts
 SCALE_AXES = {"next-scale": "scale", "coarse-to-fine": "level"}
-GEOMETRY_INNER = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac")
-SEGMENTED_INNER = ("slic", "frontier", "randsac")  # dc-first inner orders whose segments --parallel predicts
+GEOMETRY_INNER = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "random", *SEGMENT_ORDERS)
+SEGMENTED_INNER = ("slic", "frontier", *SEGMENT_ORDERS)  # dc-first inner orders whose segments --parallel predicts
 AXIS_ORDERS = {**SCALE_AXES, "freq-major": "freq"}  # orders that sort cells by one axis
 
 
@@ -93,8 +94,9 @@ def check_parallel(codec: Codec, order: str, parallel: str) -> None:
     if parallel == "segments" and base == "dc-first" and inner.partition(":")[0] not in SEGMENTED_INNER:
         raise UsageError(f"--parallel segments with dc-first takes an inner order with segments: "
                          f"{', '.join(SEGMENTED_INNER)} (got {order!r})")
-    if parallel == "segments" and base not in ("randsac", "dc-first"):
-        raise UsageError(f"--parallel segments predicts randsac segments: use --order randsac:K (got {order!r})")
+    if parallel == "segments" and base not in (*SEGMENT_ORDERS, "dc-first"):
+        raise UsageError(f"--parallel segments predicts an order's segments: use --order randsac:K or squares:S "
+                         f"(got {order!r})")
     if parallel == "scales" and base not in SCALE_AXES:
         raise UsageError(f"--parallel scales predicts whole scales: use --order next-scale or coarse-to-fine (got {order!r})")
     if not codec.single_token_cells:
