@@ -4,12 +4,23 @@ import pytest
 from vistok.media.preprocess import Preprocess
 
 
-@pytest.mark.parametrize("resize", ["center-crop", "pad", "short-side", "none"])
+@pytest.mark.parametrize("resize", ["center-crop", "pad", "short-side", "border", "none"])
 def test_resize_modes(resize):
     img = np.zeros((30, 60, 3), np.uint8)
     ((_, out),) = Preprocess(size=16, resize=resize).apply(img, "k")
-    want = {"center-crop": (16, 16, 3), "pad": (16, 16, 3), "short-side": (16, 32, 3), "none": (30, 60, 3)}
+    want = {"center-crop": (16, 16, 3), "pad": (16, 16, 3), "short-side": (16, 32, 3), "border": (16, 16, 3),
+            "none": (30, 60, 3)}
     assert out.shape == want[resize]
+
+
+def test_border_keeps_the_pixels_and_repeats_the_edges():
+    img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    ((_, out),) = Preprocess(size=32, resize="border").apply(img, "k")
+    np.testing.assert_array_equal(out[2:30, 2:30], img)  # not resampled
+    np.testing.assert_array_equal(out[0, 2:30], img[0])
+    np.testing.assert_array_equal(out[:, 31], out[:, 29])
+    ((_, big),) = Preprocess(size=16, resize="border").apply(img, "k")
+    np.testing.assert_array_equal(big, img[6:22, 6:22])  # a larger image: its centre
 
 
 def test_crops_are_seeded():

@@ -12,14 +12,16 @@ from vistok.media.sources import BACKGROUND, DEFAULT_MAX_PIXELS
 from vistok.media.video import VideoConfig
 from vistok.record import crop_key
 
-RESIZE_MODES = ("center-crop", "pad", "short-side", "none")
+RESIZE_MODES = ("center-crop", "pad", "short-side", "border", "none")
 
 
 @dataclass(frozen=True)
 class Preprocess:
     """`size`: target side S (0 = keep). `resize`: how an image becomes S-sized:
     center-crop (short side to S, centre S×S), pad (long side to S, padded to S×S with `BACKGROUND`),
-    short-side (short side to S, aspect kept), none (untouched).
+    short-side (short side to S, aspect kept), border (no resampling: the image centred on S×S, sides
+    shorter than S padded by repeating the edge pixels, longer ones centre-cropped; 28×28 Fashion-MNIST at
+    S = 32 keeps its pixels and black surround), none (untouched).
     `crops` > 0: instead, that many seeded random S×S crops at native resolution (images whose short side
     is below S are first upscaled to S). Same seed and key -> same crops.
     """
@@ -110,6 +112,13 @@ class Preprocess:
             side = min(w, h)
             box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
             return [(key, np.asarray(_resize(img, s, s, box)))]
+        if self.resize == "border":
+            arr = np.asarray(img)
+            y0, x0 = max(0, (h - s) // 2), max(0, (w - s) // 2)
+            arr = arr[y0 : y0 + s, x0 : x0 + s]
+            py, px = s - arr.shape[0], s - arr.shape[1]
+            pad = ((py // 2, py - py // 2), (px // 2, px - px // 2)) + ((0, 0),) * (arr.ndim - 2)
+            return [(key, np.ascontiguousarray(np.pad(arr, pad, mode="edge")))]
         scale = s / max(w, h)  # pad: long side to s, centred on the background colour
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         out = Image.new("RGB", (s, s), BACKGROUND)
