@@ -4,6 +4,8 @@
       model.safetensors   weights (loaded without unpickling)
       config.json         the autoencoder config, the training config, the weights' sha256
       report.json         held-out PSNR, code usage and perplexity, bits per image
+      checkpoint.pt       while a `--steps` run is under way: weights, optimizer, step and both generators
+                          (`resume` carries on from it, to the same weights; removed once the run is saved)
 
 Images come from the same sources as `vistok shard`; whole images are held out (that fraction of the images,
 the ones whose input keys hash lowest), and PSNR and code statistics are measured on a fixed, seeded set
@@ -45,17 +47,24 @@ class TokenizerTrainConfig:
     minutes: float = 8.0
     max_steps: int = 0  # 0: bounded by minutes only
     heldout: float = 0.15
+    heldout_below: float = 0.0  # also hold out every image whose key hashes below this (another split's test images)
     eval_crops: int = 128
     seed: int = 0
     device: str = "auto"
+    ckpt_every: int = 200  # steps between checkpoints of a max_steps run (0: none)
+    halt_at: int = 0  # stop right after this step as if killed (tests of resume)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        for k in ("ckpt_every", "halt_at"):  # how a run was carried out, not what it trains
+            del out[k]
+        return out
 
 
-def _images(sources: list[str], heldout: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _images(sources: list[str], heldout: float, below: float = 0.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Training and held-out images. Exactly round(heldout * n) images (at least one) are held out: those
-    whose input keys hash lowest. A per-key coin flip, as the trainer's streaming split uses, held out 2 of
+    whose input keys hash lowest, and with `below` at least every image whose key hashes below it (the test
+    images of a trainer's split at that fraction, `vistok.train.data.is_heldout`). A per-key coin flip, as the trainer's streaming split uses, held out 2 of
     the 24 embedded photos (8%, both grayscale) at --heldout 0.15; a rank keeps the fraction asked for."""
     images = []
     for iid in expand_sources(sources):
@@ -68,6 +77,7 @@ def _images(sources: list[str], heldout: float) -> tuple[list[np.ndarray], list[
         images.append((heldout_hash(ref.key), img))
     images.sort(key=lambda t: t[0])
     k = max(1, round(heldout * len(images))) if heldout > 0 else 0
+    k = max(k, sum(h < below for h, _ in images))
     held, train = [im for _, im in images[:k]], [im for _, im in images[k:]]
     if not train or not held:
         raise DatasetError(f"need training and held-out images (got {len(train)} and {len(held)}); "
@@ -141,20 +151,48 @@ def save_tokenizer(model: Autoencoder, ae: AEConfig, cfg: TokenizerTrainConfig, 
     return checksum
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
+def _save_checkpoint(path: Path, model: Autoencoder, opt, step: int, rng: np.random.Generator, what: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "what": what,
+                "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, model: Autoencoder, opt, rng: np.random.Generator, what: str, device: str) -> int:
+    """Restore a checkpoint of the same configuration (`what`); returns its step."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state["what"] != what:
+        raise UsageError(f"{path} is a checkpoint of another configuration: remove it, or train with the same options")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    rng.bit_generator.state = json.loads(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
 def train_tokenizer(ae: AEConfig, cfg: TokenizerTrainConfig, progress: IO[str] = sys.stderr,
-                    quiet: bool = False) -> dict[str, Any]:
-    """Train for `cfg.max_steps` steps, or for `cfg.minutes` when that is 0 (cosine decay over either)."""
+                    quiet: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Train for `cfg.max_steps` steps, or for `cfg.minutes` when that is 0 (cosine decay over either). A
+    `max_steps` run checkpoints every `cfg.ckpt_every` steps; with `resume` it carries on from its checkpoint
+    and ends with the weights an uninterrupted run gives."""
     check_configs(ae, cfg)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_imgs, held_imgs = _images(cfg.sources, cfg.heldout)
+    train_imgs, held_imgs = _images(cfg.sources, cfg.heldout, cfg.heldout_below)
     eval_set = random_crops(held_imgs, cfg.eval_crops, cfg.crop, np.random.default_rng([cfg.seed, 1])).to(device)
     model = Autoencoder(ae).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     t0, step = time.monotonic(), 0
     budget = cfg.minutes * 60
+    ckpt, what = Path(cfg.out) / CHECKPOINT, json.dumps([ae.to_json(), cfg.to_json()], sort_keys=True)
+    if resume and cfg.max_steps and ckpt.exists():
+        step = _load_checkpoint(ckpt, model, opt, rng, what, device)
     with Progress("train-tokenizer", cfg.max_steps, "steps", progress, quiet) as bar:
+        bar.advance(step)
         while (not cfg.max_steps or step < cfg.max_steps) and (cfg.max_steps or time.monotonic() - t0 < budget):
             frac = min(1.0, (time.monotonic() - t0) / budget) if not cfg.max_steps else step / cfg.max_steps
             for g in opt.param_groups:  # cosine decay over the budget
@@ -172,6 +210,12 @@ def train_tokenizer(ae: AEConfig, cfg: TokenizerTrainConfig, progress: IO[str] =
                 info = (f"held-out PSNR {ev['psnr']:.2f} dB  perplexity {ev['perplexity']:.0f}  "
                         f"codes used {ev['codes_used']}")
             bar.advance(1, info=info)
+            if cfg.max_steps and cfg.ckpt_every and (step % cfg.ckpt_every == 0 or step == cfg.halt_at):
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                _save_checkpoint(ckpt, model, opt, step, rng, what)
+            if cfg.halt_at and step == cfg.halt_at:
+                return {"halted_at": step, "out": cfg.out}
     report = {**evaluate(model, eval_set), "steps": step, "seconds": round(time.monotonic() - t0, 1)}
     checksum = save_tokenizer(model, ae, cfg, report)
+    ckpt.unlink(missing_ok=True)
     return {**report, "out": cfg.out, "sha256": checksum}
