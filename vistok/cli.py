@@ -51,7 +51,7 @@ ImageFormat = _choice("ImageFormat", ("png", "jpg"))
 MediaFormat = _choice("MediaFormat", ("png", "jpg", "mp4"))
 Split = _choice("Split", ("auto", "heldout", "all"))
 ProbeMask = _choice("ProbeMask", ("train", "none"))
-Resize = _choice("Resize", ("center-crop", "pad", "short-side", "none"))
+Resize = _choice("Resize", ("center-crop", "pad", "short-side", "border", "none"))  # preprocess.RESIZE_MODES
 Executor = _choice("Executor", ("ray", "local"))
 
 
@@ -247,6 +247,7 @@ def train_tokenizer_cmd(
     heldout: Annotated[float, typer.Option(help="Fraction of the images held out for evaluation (lowest key hashes).")] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed for initialization and crops.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Carry on a --steps run from OUT/checkpoint.pt (written every 200 steps), to the same weights.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a BSQ or VQ patch tokenizer; reports held-out PSNR, code usage and perplexity."""
@@ -257,7 +258,7 @@ def train_tokenizer_cmd(
                   entropy_weight=entropy_weight, entropy_gamma=entropy_gamma, scales=scales)
     cfg = TokenizerTrainConfig(sources=list(sources), out=str(out), crop=crop, batch=batch, lr=lr, minutes=minutes,
                                max_steps=steps, heldout=heldout, seed=seed, device=device)
-    rep = train_tokenizer(ae, cfg, quiet=quiet)
+    rep = train_tokenizer(ae, cfg, quiet=quiet, resume=resume)
     typer.echo(f"{rep['out']}: held-out PSNR {rep['psnr']:.2f} dB, {rep['codes_used']} codes used, perplexity "
                f"{rep['perplexity']:.0f} (floor {rep['perplexity_floor']:.0f}), {rep['bits_per_image']:.0f} bits/image, "
                f"{rep['steps']} steps")
@@ -301,8 +302,8 @@ def train(
     datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://...; streamed, not downloaded), or packed .zarr stores (mixed by --weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more; for whole 256x256 images small-8k and base-8k (8192).")] = "tiny",
-    order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], gradwalk:max|min (stored at shard time). Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
-    parallel: Annotated[str, typer.Option(help="Predict groups at once: 'any' (a random order in any number of steps, chosen at eval/sample/compress time by --steps; --order defaults to random), 'segments' (with --order randsac:K) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets); needs one token per place (dense layouts, learned codes).")] = "",
+    order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], squares:S (SxS tiles of units in random order), gradwalk:max|min (stored at shard time), dc-first[:INNER]. Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
+    parallel: Annotated[str, typer.Option(help="Predict groups at once: 'any' (a random order in any number of steps, chosen at eval/sample/compress time by --steps; --order defaults to random), 'segments' (with --order randsac:K, squares:S or dc-first:slic|frontier|randsac) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets); needs one token per place (dense layouts, learned codes).")] = "",
     co_attend: Annotated[bool | None, typer.Option("--co-attend/--no-co-attend", help="With --parallel: the query slots of a group attend to each other (they carry places, never tokens). Default: on for any, off for segments and scales (what measured better).", show_default=False)] = None,
     attention: Annotated[str, typer.Option(help="full (the whole context) or local:R[,F]: a token attends to the earlier tokens in the R unit rows above its own and in its own row, and within R rows in the F frames before (default 1): Lepton's context, at a cost per token bounded by R and the image's width. Places come from the stream's prefix, so eval, sample and compress use the same mask.")] = "full",
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
@@ -468,26 +469,35 @@ def probe(
 def study(
     out: Annotated[Path, typer.Option("--out", "-o", help="Study folder (rerun to finish an interrupted study).")] = Path("runs/study"),
     source: Annotated[list[str], typer.Option(help="Labelled sources to shard (repeatable; default fashion-mnist:train:12000).")] = None,
-    orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "canonical,random,hilbert,randsac:11,5",
-    parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales, any (pairs that do not fit an order are left out; any goes with random and is scored at two step counts).")] = "none,segments",
-    layout: Annotated[str, typer.Option(help="JPEG layout of the study's tokens (dense: every order and mode).")] = "dense",
-    quality: Annotated[int, typer.Option(help="JPEG quality.")] = 50,
-    size: Annotated[int, typer.Option(help="Resize the images to SIZE x SIZE (0 = keep; Fashion-MNIST is 28).")] = 16,
-    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 16,
-    minutes: Annotated[float, typer.Option(help="Training budget per run.")] = 4.0,
+    orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "raster,random,hilbert,randsac:7,randsac:11,5,squares:2",
+    parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales, any (pairs that do not fit an order are left out; any goes with random and is scored at two step counts).")] = "none,segments,any",
+    codec: Annotated[str, typer.Option(help="bsq: codes of a 4x4-patch tokenizer the study trains first (OUT/tokenizer), or of --tokenizer; jpeg: coefficients (--layout, --quality).")] = "bsq",
+    tokenizer: Annotated[Path, typer.Option(help="bsq: an existing tokenizer folder instead of the study's own.")] = None,
+    layout: Annotated[str, typer.Option(help="jpeg: layout of the tokens (dense: every order and mode).")] = "dense",
+    quality: Annotated[int, typer.Option(help="jpeg: quality.")] = 50,
+    size: Annotated[int, typer.Option(help="Images to SIZE x SIZE (0 = keep; Fashion-MNIST is 28).")] = 32,
+    resize: Annotated[Resize, typer.Option(help="How an image becomes SIZE x SIZE (border: no resampling, edge-padded).")] = "border",
+    steps: Annotated[int, typer.Option(help="Optimizer steps per run (the same for every row).")] = 600,
+    minutes: Annotated[float, typer.Option(help="And a training time limit per run (0: none).")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 32,
     preset: Annotated[str, typer.Option(help="Model preset for every run.")] = "tiny",
-    probe_train: Annotated[int, typer.Option(help="Training images of each probe.")] = 1000,
-    probe_test: Annotated[int, typer.Option(help="Test images of each probe.")] = 500,
+    probe_train: Annotated[int, typer.Option(help="Training images of each probe.")] = 5000,
+    probe_test: Annotated[int, typer.Option(help="Test images of each probe.")] = 1000,
+    finetune: Annotated[int, typer.Option(help="Epochs of fine-tuning per run (0: none).")] = 1,
 ) -> None:
-    """A grid of runs (orders x parallel modes) on one labelled dataset, one budget per run, each evaluated
-    and probed: OUT/study.md, study.json, study.png."""
-    from vistok.study import StudyConfig, split_orders, table
+    """A grid of runs (orders x parallel modes) on one labelled dataset, the same number of optimizer steps per
+    run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""
+    from vistok.study import TOKENIZER, StudyConfig, split_orders, table
     from vistok.study import study as run_study
 
-    cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources,
-                      codecs=[{"id": "jpeg", "quality": quality, "layout": layout}], minutes=minutes, preset=preset,
-                      orders=split_orders(orders), parallel=["" if p == "none" else p for p in parallel.split(",")],
-                      probe_train=probe_train, probe_test=probe_test, size=size, batch_size=batch_size)
+    if codec not in ("bsq", "jpeg"):
+        raise UsageError(f"--codec takes bsq or jpeg, got {codec!r}")
+    spec = ({"id": "jpeg", "quality": quality, "layout": layout} if codec == "jpeg"
+            else {"id": "bsq", "tokenizer": str(tokenizer) if tokenizer else TOKENIZER})
+    cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources, codecs=[spec],
+                      steps=steps, minutes=minutes, preset=preset, orders=split_orders(orders),
+                      parallel=["" if p == "none" else p for p in parallel.split(",")], probe_train=probe_train,
+                      probe_test=probe_test, size=size, resize=resize.value, batch_size=batch_size, finetune=finetune)
     typer.echo(table(run_study(cfg), cfg))
 
 

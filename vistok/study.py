@@ -1,23 +1,27 @@
 """`vistok study` / `make study`: one controlled comparison, one folder.
 
 A grid of runs (codecs x orders x parallel modes) on one labelled dataset, each trained with the same preset
-for the same time budget, then evaluated (held-out bits/image, order bits, steps/image) and probed (linear
-and k-NN top-1 of the trained model, of its random-init twin and of raw pixels). Written to OUT:
+for the same number of optimizer steps, then evaluated (held-out bits/image, order bits, steps/image),
+probed (linear and k-NN top-1 of every layer under both masks, for the trained model, its random-init twin
+and the decoded pixels) and fine-tuned. Written to OUT:
 
+    tokenizer/           the study's own patch tokenizer (codecs naming TOKENIZER), trained first, resumably
     data/<codec>/        the dataset per codec (reused when up to date)
     runs/<row>/          each run, its `result.json` written last: a finished row is skipped on a rerun,
                          an interrupted one resumes from its last checkpoint
     study.json           every row; study.md, the table; study.png, the probes as bars
 
-Pairs that do not go together are left out of the grid (`--parallel segments` needs a randsac order or
-dc-first with slic, frontier or randsac inside, `scales` next-scale or coarse-to-fine, `any` random or dc-first; an `any` row is scored at two step counts,
-`any_steps`, one token per step and 16 steps by default); pairs a codec refuses (an rle layout with --parallel) are rows that
-say why. The default (`make study`): Fashion-MNIST (12,000 training images of the Debian package) at
-16x16 as grayscale JPEG quality 50 coefficients in the dense layout (2x2 blocks, 256 tokens per image: the
-layout that group prediction needs, kept for every row so the rows differ only in order and mode); orders
-canonical, random, hilbert and randsac:11,5, token by token and segment-parallel; `tiny`, 16 images per
-step, 4 minutes per run on CPU. At 28x28 (`--size 0`) a run sees ~4x fewer images in the same budget,
-and at that budget the trained features did not beat the random-init floor (README).
+Pairs that do not go together are left out of the grid (`--parallel segments` needs an order with segments:
+randsac, squares, or dc-first with slic, frontier or randsac inside; `scales` next-scale or coarse-to-fine;
+`any` random or dc-first; an `any` row is scored at two step counts, `any_steps`, one token per step and 16
+steps by default); pairs a codec refuses (an rle layout with --parallel) are rows that say why.
+
+The default (`make study`) is RandSAC's geometry: Fashion-MNIST (12,000 training images of the Debian
+package) placed on 32x32 without resampling (`--resize border`), as codes of a 4x4-patch BSQ tokenizer (an
+8x8 grid, 64 tokens an image) that the study trains on the same training images first; orders raster,
+random, hilbert, randsac:7, randsac:11,5 and squares:2 token by token, the three segment orders also
+segment-parallel, and random with `--parallel any`; `tiny`, 32 images a step, `steps` optimizer steps per
+row; probes on 5,000 training and 1,000 held-out images.
 """
 
 from __future__ import annotations
@@ -36,32 +40,55 @@ from vistok.pipelines.job import run_job
 from vistok.shards.manifest import write_json
 from vistok.tokenize.base import get_codec
 from vistok.tokenize.schedule import ALL
-from vistok.tokenize.stream import PARALLEL, SCALE_AXES, SEGMENTED_INNER
+from vistok.tokenize.stream import PARALLEL, SCALE_AXES, SEGMENT_ORDERS, SEGMENTED_INNER
 from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate
 from vistok.train.probe import ProbeConfig, probe
 from vistok.train.trainer import TrainConfig, pick_device, train
+
+TOKENIZER = "study"  # a codec's `tokenizer` naming the study's own (OUT/tokenizer)
+
+
+@dataclass
+class StudyTokenizer:
+    """The patch tokenizer a study trains for codecs whose `tokenizer` is TOKENIZER (`vistok train-tokenizer`
+    options). It sees the study's training images only: every image of the study's held-out split (the
+    probes' test images) is among those it holds out."""
+
+    kind: str = "bsq"
+    patch: int = 4
+    bits: int = 10
+    width: int = 64
+    blocks: int = 1
+    latent: int = 16
+    crop: int = 28  # whole Fashion-MNIST images
+    batch: int = 64
+    steps: int = 1500
 
 
 @dataclass
 class StudyConfig:
     out: str = "runs/study"
     sources: list[str] = field(default_factory=lambda: ["fashion-mnist:train:12000"])
-    codecs: list[dict[str, Any]] = field(default_factory=lambda: [{"id": "jpeg", "quality": 50, "layout": "dense"}])
+    codecs: list[dict[str, Any]] = field(default_factory=lambda: [{"id": "bsq", "tokenizer": TOKENIZER}])
+    tokenizer: StudyTokenizer = field(default_factory=StudyTokenizer)
     gray: bool = True
-    size: int = 16  # resize inputs to this side (0: keep)
-    orders: list[str] = field(default_factory=lambda: ["canonical", "random", "hilbert", "randsac:11,5"])
-    parallel: list[str] = field(default_factory=lambda: ["", "segments"])
+    size: int = 32  # inputs to this side (0: keep)
+    resize: str = "border"
+    orders: list[str] = field(default_factory=lambda: ["raster", "random", "hilbert", "randsac:7", "randsac:11,5",
+                                                       "squares:2"])
+    parallel: list[str] = field(default_factory=lambda: ["", "segments", "any"])
     any_steps: list[int] = field(default_factory=lambda: [ALL, 16])  # `any` rows: scored at these step counts
     preset: str = "tiny"
-    minutes: float = 4.0  # training budget per run
-    max_steps: int = 1_000_000  # and a step limit (tests)
-    batch_size: int = 16
+    steps: int = 600  # optimizer steps per row: rows compare across machines and runs
+    minutes: float = 0.0  # and a time budget per row (0: none)
+    batch_size: int = 32
     lr: float = 2e-3
     heldout: float = 0.2
-    eval_images: int = 200
-    probe_train: int = 1000
-    probe_test: int = 500
+    eval_images: int = 1000
+    probe_train: int = 5000
+    probe_test: int = 1000
+    finetune: int = 1  # epochs of fine-tuning per row (0: none)
     executor: str = "local"
     device: str = "auto"
     seed: int = 0
@@ -81,7 +108,7 @@ def split_orders(text: str) -> list[str]:
 
 def _fits(order: str, parallel: str) -> bool:
     base, _, inner = order.partition(":")
-    segmented = base == "randsac" or (base == "dc-first" and inner.partition(":")[0] in SEGMENTED_INNER)
+    segmented = base in SEGMENT_ORDERS or (base == "dc-first" and inner.partition(":")[0] in SEGMENTED_INNER)
     return (not parallel or (parallel == "segments" and segmented) or (parallel == "scales" and base in SCALE_AXES)
             or (parallel == "any" and base in ("random", "dc-first")))
 
@@ -102,7 +129,7 @@ def _row_name(codec: dict[str, Any], order: str, parallel: str) -> str:
 
 
 def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str, parallel: str, device: str) -> dict:
-    """Train (or resume), evaluate and probe one row; its `result.json` is written last."""
+    """Train (or resume), evaluate, probe and fine-tune one row; its `result.json` is written last."""
     run = Path(cfg.out) / "runs" / _row_name(codec, order, parallel)
     done = run / "result.json"
     if done.exists():
@@ -114,8 +141,8 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
     block = 16 * math.ceil(((2 * longest + 1) if parallel else longest + 1) / 16)  # one whole image per row
     data = DataConfig(datasets=[str(data_dir)], block_size=block, batch_size=cfg.batch_size, num_workers=1,
                       heldout=cfg.heldout, order=order, parallel=parallel, seed=cfg.seed)
-    tcfg = TrainConfig(out=str(run), preset=cfg.preset, max_steps=cfg.max_steps, max_minutes=cfg.minutes, lr=cfg.lr,
-                       warmup=min(30, cfg.max_steps), eval_every=0, ckpt_every=200, log_every=20, device=device, seed=cfg.seed)
+    tcfg = TrainConfig(out=str(run), preset=cfg.preset, max_steps=cfg.steps, max_minutes=cfg.minutes, lr=cfg.lr,
+                       warmup=min(30, cfg.steps), eval_every=0, ckpt_every=200, log_every=20, device=device, seed=cfg.seed)
     try:
         res = train(data, tcfg, resume=True, quiet=True)
     except UsageError as exc:  # a pair this codec refuses: the row says why
@@ -123,12 +150,18 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
         write_json(done, row)
         return row
     ev = evaluate(run, limit=cfg.eval_images, device=device, steps=cfg.any_steps if parallel == "any" else None)
-    pr = probe(run, cfg=ProbeConfig(train_limit=cfg.probe_train, test_limit=cfg.probe_test, seed=cfg.seed),
-               device=device)
+    # the decoded pixels are the same for every row of a dataset: probed once, by its first row
+    cached = Path(cfg.out) / "pixels" / f"{data_dir.name}-{cfg.probe_train}-{cfg.probe_test}-{cfg.seed}.json"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    pr = probe(run, cfg=ProbeConfig(train_limit=cfg.probe_train, test_limit=cfg.probe_test, seed=cfg.seed,
+                                    finetune=cfg.finetune, pixels=not cached.exists()), device=device)
+    if "pixels" in pr:
+        write_json(cached, pr["pixels"])
+    pr["pixels"] = json.loads(cached.read_text())
     row.update(steps=res["step"], block_size=block, bits_per_image=round(ev["bits_per_image"], 1),
                order_bits=round(ev["order_bits"], 1), steps_per_image=round(ev["steps_per_image"], 1),
                trained=pr["trained"], random_init=pr["random_init"], pixels=pr["pixels"],
-               probe_images={"train": pr["train_images"], "test": pr["test_images"]})
+               finetune=pr.get("finetune"), probe_images={"train": pr["train_images"], "test": pr["test_images"]})
     if "steps_curve" in ev:  # one any model at several step counts: the headline is the first
         row["at_steps"] = [{"steps": p["steps"], "bits_per_image": round(p["bits_per_image"], 1),
                             "steps_per_image": round(p["steps_per_image"], 1)} for p in ev["steps_curve"]]
@@ -136,17 +169,44 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
     return row
 
 
+def study_tokenizer(cfg: StudyConfig, progress=sys.stderr) -> Path:
+    """OUT/tokenizer: trained once on the study's training images (resumed when interrupted), then reused."""
+    from vistok.nn.autoencoder import AEConfig
+    from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    out = Path(cfg.out) / "tokenizer"
+    if (out / "config.json").exists():
+        return out
+    t = cfg.tokenizer
+    print(f"tokenizer: {t.kind}, {t.patch}x{t.patch} patches, {t.steps} steps", file=progress, flush=True)
+    ae = AEConfig(kind=t.kind, patch=t.patch, bits=t.bits, width=t.width, blocks=t.blocks, latent=t.latent)
+    tcfg = TokenizerTrainConfig(sources=list(cfg.sources), out=str(out), crop=t.crop, batch=t.batch,
+                                max_steps=t.steps, heldout=cfg.heldout, heldout_below=cfg.heldout, seed=cfg.seed,
+                                device=cfg.device)
+    rep = train_tokenizer(ae, tcfg, progress=progress, quiet=True, resume=True)
+    print(f"tokenizer: held-out PSNR {rep['psnr']:.2f} dB, {rep['codes_used']} codes used", file=progress, flush=True)
+    return out
+
+
+def _resolved(cfg: StudyConfig, codec: dict[str, Any], progress) -> dict[str, Any]:
+    if codec.get("tokenizer") != TOKENIZER:
+        return codec
+    return {**codec, "tokenizer": str(study_tokenizer(cfg, progress).resolve())}
+
+
 def study(cfg: StudyConfig, progress=sys.stderr) -> list[dict]:
     """Run (or finish) the grid and write study.json, study.md and study.png; returns the rows."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
+    if cfg.steps < 1:
+        raise UsageError("a study trains every row for the same number of optimizer steps: --steps must be >= 1")
     rows = []
-    pre = Preprocess(size=cfg.size, gray=cfg.gray)
+    pre = Preprocess(size=cfg.size, resize=cfg.resize, gray=cfg.gray)
     cells = grid(cfg)
     for i, (codec, order, parallel) in enumerate(cells):
-        ds = run_job(cfg.sources, out / "data" / _codec_name(codec), get_codec(codec), pre, shard_size=2000,
-                     compress=True, executor=cfg.executor, quiet=True).folder
+        ds = run_job(cfg.sources, out / "data" / _codec_name(codec), get_codec(_resolved(cfg, codec, progress)), pre,
+                     shard_size=2000, compress=True, executor=cfg.executor, quiet=True).folder
         print(f"[{i + 1}/{len(cells)}] {_row_name(codec, order, parallel)}", file=progress, flush=True)
         rows.append(run_row(cfg, ds, codec, order, parallel, device))
     write_json(out / "study.json", {"config": asdict(cfg), "rows": rows})
@@ -155,24 +215,34 @@ def study(cfg: StudyConfig, progress=sys.stderr) -> list[dict]:
     return rows
 
 
+def _top1(r: dict[str, Any], mask: str) -> str:
+    m = r["trained"].get(mask)
+    return f"{m['linear_top1']:.3f} (L{m['layer']})" if m else ""
+
+
 def table(rows: list[dict], cfg: StudyConfig) -> str:
-    head = (f"Study: {', '.join(cfg.sources)}; preset {cfg.preset}, {cfg.minutes:g} minutes per run; probes on "
-            "the held-out split (linear: logistic regression; k-NN: cosine, k = 20; every layer under both masks, "
-            "the layer and mask chosen on a validation fifth of the training images).\n\n"
-            "| codec | order | parallel | steps | bits/image | order bits | steps/image | linear top-1 | k-NN top-1 "
-            "| layer, mask | random-init linear / k-NN | pixels linear / k-NN |\n" + "| --- " * 12 + "|\n")
+    budget = f"{cfg.steps} steps of {cfg.batch_size} images per run" + (f" (at most {cfg.minutes:g} minutes)" if cfg.minutes else "")
+    head = (f"Study: {', '.join(cfg.sources)}; preset {cfg.preset}, {budget}; probes on the held-out split "
+            "(linear: logistic regression; k-NN: cosine, k = 20; every layer under both masks, the layer and mask "
+            "chosen on a validation fifth of the training images; fine-tuned: a linear head, the whole model "
+            f"trained {cfg.finetune} epoch(s)).\n\n"
+            "| codec | order | parallel | steps | bits/image | order bits | steps/image | linear top-1 (layer, mask) "
+            "| linear, mask none | linear, mask train | k-NN top-1 | fine-tuned | random-init linear / k-NN "
+            "| pixels linear / k-NN |\n" + "| --- " * 14 + "|\n")
     lines = []
     for r in rows:
         if "refused" in r:
-            lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | refused: {r['refused']} |" + " |" * 8)
+            lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | refused: {r['refused']} |" + " |" * 10)
             continue
         t, z, p = r["trained"], r["random_init"], r["pixels"]
+        ft = f"{r['finetune']['top1']:.3f}" if r.get("finetune") else ""
         lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | {r['steps']} | {r['bits_per_image']} | "
-                     f"{r['order_bits']} | {r['steps_per_image']} | {t['linear_top1']:.3f} | {t['knn_top1']:.3f} | "
-                     f"{t.get('layer', '')}, {t.get('mask', 'train')} | {z['linear_top1']:.3f} / {z['knn_top1']:.3f} | {p['linear_top1']:.3f} / {p['knn_top1']:.3f} |")
+                     f"{r['order_bits']} | {r['steps_per_image']} | {t['linear_top1']:.3f} ({t.get('layer', '')}, "
+                     f"{t.get('mask', 'train')}) | {_top1(r, 'none')} | {_top1(r, 'train')} | {t['knn_top1']:.3f} | {ft} | "
+                     f"{z['linear_top1']:.3f} / {z['knn_top1']:.3f} | {p['linear_top1']:.3f} / {p['knn_top1']:.3f} |")
         for a in r.get("at_steps", [])[1:]:  # the same any model, scored in fewer steps
             lines.append(f"| {r['codec']} | {r['order']} | any, --steps {a['steps']} | {r['steps']} | "
-                         f"{a['bits_per_image']} | {r['order_bits']} | {a['steps_per_image']} | (same model) |" + " |" * 4)
+                         f"{a['bits_per_image']} | {r['order_bits']} | {a['steps_per_image']} | (same model) |" + " |" * 6)
     return head + "\n".join(lines) + "\n"
 
 
@@ -208,13 +278,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = StudyConfig()
     ap.add_argument("--out", default=d.out)
-    ap.add_argument("--minutes", type=float, default=d.minutes, help="training budget per run")
+    ap.add_argument("--steps", type=int, default=d.steps, help="optimizer steps per run")
+    ap.add_argument("--minutes", type=float, default=d.minutes, help="and a training time limit per run (0: none)")
     ap.add_argument("--orders", default=",".join(d.orders), help="comma-separated (randsac:11,5 stays whole)")
-    ap.add_argument("--parallel", default="none,segments", help="comma-separated: none, segments, scales, any")
+    ap.add_argument("--parallel", default=",".join(p or "none" for p in d.parallel),
+                    help="comma-separated: none, segments, scales, any")
     ap.add_argument("--source", action="append", help="sources to shard (default: fashion-mnist:train:12000)")
     a = ap.parse_args(argv)
-    cfg = StudyConfig(out=a.out, minutes=a.minutes, orders=split_orders(a.orders), sources=a.source or d.sources,
-                      parallel=["" if p == "none" else p for p in a.parallel.split(",")])
+    cfg = StudyConfig(out=a.out, steps=a.steps, minutes=a.minutes, orders=split_orders(a.orders),
+                      sources=a.source or d.sources, parallel=["" if p == "none" else p for p in a.parallel.split(",")])
     try:
         rows = study(cfg)
     except VistokError as exc:

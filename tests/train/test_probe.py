@@ -138,25 +138,33 @@ def test_masks_differ_above_the_embeddings_and_fine_tuning_learns_a_toy_set(tmp_
 
 
 def test_fashion_mnist_source_and_a_study_that_resumes(tmp_path):
-    from vistok.study import StudyConfig, study
+    """The default study's shape, small: its own patch tokenizer trained first, 32x32 bordered images, rows
+    of the same step count, segment orders token by token and segment-parallel, any at two step counts."""
+    from vistok.study import TOKENIZER, StudyConfig, StudyTokenizer, study
 
     res = run_job(["fashion-mnist:test:40"], tmp_path / "fm", JpegCodec(quality=50), Preprocess(gray=True),
                   executor="local", quiet=True)
     rec = next(iter(Dataset(res.folder)))
     assert rec.meta["components"] == 1 and rec.meta["height"] == 28 and len(res.manifest.labels) == 10
-    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:120"], orders=["canonical", "randsac:4",
-                      "random"], parallel=["", "segments", "any"], codecs=[{"id": "jpeg", "quality": 50, "layout": "dense"}],
-                      size=16, minutes=0, max_steps=4, batch_size=2, eval_images=8, probe_train=40, probe_test=20,
-                      heldout=0.3, any_steps=[0, 8])
+    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:120"],
+                      orders=["raster", "randsac:4", "squares:2", "random"], parallel=["", "segments", "any"],
+                      tokenizer=StudyTokenizer(steps=3, width=16, latent=8, bits=8, batch=8), steps=4, batch_size=2,
+                      eval_images=8, probe_train=40, probe_test=20, heldout=0.3, any_steps=[0, 8], finetune=1)
+    assert cfg.codecs == [{"id": "bsq", "tokenizer": TOKENIZER}] and cfg.size == 32 and cfg.resize == "border"
     rows = study(cfg)
-    assert [(r["order"], r["parallel"]) for r in rows] == [("canonical", "none"), ("randsac:4", "none"),
-                                                           ("randsac:4", "segments"), ("random", "none"), ("random", "any")]
-    assert [a["steps_per_image"] for a in rows[4]["at_steps"]] == [256, 8]  # one any model, two step counts
+    tok = json.loads((tmp_path / "study" / "tokenizer" / "config.json").read_text())
+    assert tok["autoencoder"]["patch"] == 4 and tok["train"]["heldout_below"] == 0.3
+    assert [(r["order"], r["parallel"]) for r in rows] == [
+        ("raster", "none"), ("randsac:4", "none"), ("randsac:4", "segments"), ("squares:2", "none"),
+        ("squares:2", "segments"), ("random", "none"), ("random", "any")]
+    assert [a["steps_per_image"] for a in rows[-1]["at_steps"]] == [64, 8]  # one any model, two step counts
     for r in rows:
-        assert 0 <= r["trained"]["linear_top1"] <= 1 and r["probe_images"]["test"] > 0
+        assert r["steps"] == 4 and r["trained"]["linear_top1"] >= 0 and r["probe_images"]["test"] > 0
+        assert set(r["trained"]) >= {"none", "train", "layer", "mask"} and 0 <= r["finetune"]["top1"] <= 1
         assert set(r) >= {"bits_per_image", "order_bits", "steps_per_image", "random_init", "pixels"}
+    assert rows[4]["steps_per_image"] == 16  # 2x2 tiles of an 8x8 grid, a tile a step
     assert rows[2]["steps_per_image"] < rows[1]["steps_per_image"]
-    assert (tmp_path / "study" / "study.md").read_text().count("\n| jpeg") == 6  # and the any row at 8 steps
+    assert (tmp_path / "study" / "study.md").read_text().count("\n| bsq") == 8  # and the any row at 8 steps
     assert (tmp_path / "study" / "study.png").stat().st_size > 1000
     # interrupted before the last row finished: the finished ones are kept as they are, the last is done again
     runs = sorted((tmp_path / "study" / "runs").iterdir())
