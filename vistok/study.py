@@ -150,14 +150,20 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
         write_json(done, row)
         return row
     ev = evaluate(run, limit=cfg.eval_images, device=device, steps=cfg.any_steps if parallel == "any" else None)
-    # the decoded pixels are the same for every row of a dataset: probed once, by its first row
-    cached = Path(cfg.out) / "pixels" / f"{data_dir.name}-{cfg.probe_train}-{cfg.probe_test}-{cfg.seed}.json"
-    cached.parent.mkdir(parents=True, exist_ok=True)
+    # The pixels of a dataset, and the random-init twin of an architecture read in one order, are the same for
+    # every row that shares them: probed once, by the first such row.
+    probes = f"{data_dir.name}-{cfg.probe_train}-{cfg.probe_test}-{cfg.seed}"
+    shared = {"pixels": Path(cfg.out) / "shared" / f"pixels-{probes}.json",
+              "random_init": Path(cfg.out) / "shared" / (f"random-init-{probes}-{cfg.preset}-{block}-{parallel or 'tokens'}"
+                                                         f"{'-' + order if parallel else ''}.json".replace(":", ""))}
     pr = probe(run, cfg=ProbeConfig(train_limit=cfg.probe_train, test_limit=cfg.probe_test, seed=cfg.seed,
-                                    finetune=cfg.finetune, pixels=not cached.exists()), device=device)
-    if "pixels" in pr:
-        write_json(cached, pr["pixels"])
-    pr["pixels"] = json.loads(cached.read_text())
+                                    finetune=cfg.finetune, **{k: not f.exists() for k, f in shared.items()}),
+               device=device)
+    for key, f in shared.items():
+        if key in pr:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            write_json(f, pr[key])
+        pr[key] = json.loads(f.read_text())
     row.update(steps=res["step"], block_size=block, bits_per_image=round(ev["bits_per_image"], 1),
                order_bits=round(ev["order_bits"], 1), steps_per_image=round(ev["steps_per_image"], 1),
                trained=pr["trained"], random_init=pr["random_init"], pixels=pr["pixels"],

@@ -166,6 +166,12 @@ def test_fashion_mnist_source_and_a_study_that_resumes(tmp_path):
     assert rows[2]["steps_per_image"] < rows[1]["steps_per_image"]
     assert (tmp_path / "study" / "study.md").read_text().count("\n| bsq") == 8  # and the any row at 8 steps
     assert (tmp_path / "study" / "study.png").stat().st_size > 1000
+    # what rows share is probed once: the pixels, and the twin of each architecture read in one order
+    twins = sorted(f.name for f in (tmp_path / "study" / "shared").glob("random-init-*"))
+    assert [n.endswith(e) for n, e in zip(twins, ("any-random.json", "segments-randsac4.json",
+                                                  "segments-squares2.json", "tokens.json"))] == [True] * 4
+    tokens = [r for r in rows if r["parallel"] == "none"]
+    assert all(r["random_init"] == tokens[0]["random_init"] and r["pixels"] == rows[0]["pixels"] for r in tokens)
     # interrupted before the last row finished: the finished ones are kept as they are, the last is done again
     runs = sorted((tmp_path / "study" / "runs").iterdir())
     first = runs[0] / "result.json"
@@ -190,7 +196,7 @@ def test_a_briefly_trained_model_beats_its_random_init_twin(tmp_path):
     data = DataConfig(datasets=[str(ds)], block_size=272, batch_size=16, num_workers=0, heldout=0.3, shuffle_buffer=64)
     train(data, TrainConfig(out=str(tmp_path / "run"), max_steps=120, warmup=10, eval_every=0, ckpt_every=120,
                             log_every=10, lr=3e-3), quiet=True)
-    # one mask (both are tested in test_masks_differ_...): the features of 2,100 images, once per model
-    res = probe(tmp_path / "run", cfg=ProbeConfig(train_limit=1500, test_limit=600, masks=("none",)))
+    # one mask (both are tested in test_masks_differ_...), no pixels: the features of 2,100 images, once per model
+    res = probe(tmp_path / "run", cfg=ProbeConfig(train_limit=1500, test_limit=600, masks=("none",), pixels=False))
     assert res["train_images"] == 1500 and res["test_images"] == 600
     assert res["trained"]["linear_top1"] > res["random_init"]["linear_top1"] + 0.03, res

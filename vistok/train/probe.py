@@ -20,8 +20,9 @@ or, with `test`, every record of DATA and every record of TEST. For each mask, e
 - k-NN: cosine distance, k = 20, majority vote, on the chosen layer.
 The headline figures are those of the mask and layer with the best validation top-1. The same probes run on
 the same architecture at random initialisation (the floor) and on the images' decoded pixels (the classic
-baseline; one channel when the three are equal, as for a gray dataset; `pixels=False` skips them, for a
-caller that probes many runs of one dataset). Features stream in batches: memory grows with images x layers x width only.
+baseline; one channel when the three are equal). `pixels=False` and `random_init=False` skip those, for
+a caller that probes many runs of one dataset: the twin's weights depend on the architecture and the seed
+only, and its features on the mask's order, so runs that share these share its figures. Features stream in batches: memory grows with images x layers x width only.
 
 Fine-tuning (`finetune` epochs): a linear head on the pooled last layer (mask `none`), the whole model
 trained with AdamW and a short cosine schedule on the training images, top-1 on the test images.
@@ -60,6 +61,7 @@ class ProbeConfig:
     batch: int = 16
     seed: int = 0
     pixels: bool = True  # also probe the decoded pixels
+    random_init: bool = True  # also probe the random-init twin
     finetune: int = 0  # epochs of fine-tuning the whole model with a linear head (0: none)
     finetune_lr: float = 1e-3  # the body's; the new head learns 10x faster
 
@@ -302,7 +304,7 @@ def probe(run: str | Path, datasets: list[str] | None = None, test: list[str] | 
     out: dict[str, Any] = {"run": str(run), "step": state["step"], "order": data.order,
                            "parallel": data.parallel or "none", "layers": cfg.layers or "all", "classes": len(classes),
                            "feature_order": {m: "/".join(x for x in feature_docs(data, m) if x) for m in cfg.masks}}
-    for name, m in (("trained", model), ("random_init", twin)):
+    for name, m in (("trained", model), ("random_init", twin))[: 2 if cfg.random_init else 1]:
         out[name], out["train_images"], out["test_images"] = _probe_model(m, codec, train_recs, test_recs, data,
                                                                          classes, cfg, device)
     if cfg.pixels:
