@@ -297,14 +297,19 @@ def randsac(levels: tuple[int, ...]) -> Callable:
         else:
             rank_of = np.empty(n_fine, dtype=np.int64)
             rank_of[np.lexsort(keys)] = np.arange(n_fine)  # coarsest level is the primary key
-        cell_rank = rank_of[fine]
-        unit_order = np.argsort(cell_rank, kind="stable")  # segment by segment, raster inside
-        perm = units_to_tokens(inp.units, _per_frame(inp, lambda f: unit_order))
-        frames = -(-inp.n_units // (rows * cols))
-        seg_of_unit = cell_rank if frames == 1 else np.tile(cell_rank, frames)
-        return OrderResult(perm, seg_of_unit[inp.units[perm]])
+        return _by_segment(inp, rank_of[fine])
 
     return order
+
+
+def _by_segment(inp: Positions, rank: np.ndarray) -> OrderResult:
+    """Units visited segment by segment (`rank`: a frame's unit -> its segment's visit rank), raster inside a
+    segment, every frame alike; `segments` gives each token its segment's rank."""
+    unit_order = np.argsort(rank, kind="stable")
+    perm = units_to_tokens(inp.units, _per_frame(inp, lambda f: unit_order))
+    frames = -(-inp.n_units // len(rank))
+    seg_of_unit = rank if frames == 1 else np.tile(rank, frames)
+    return OrderResult(perm, seg_of_unit[inp.units[perm]])
 
 
 def squares(side: int) -> Callable:
@@ -317,12 +322,7 @@ def squares(side: int) -> Callable:
         y, x = np.divmod(np.arange(rows * cols), cols)
         tiles_x = -(-cols // side)
         tile = (y // side) * tiles_x + x // side  # unit -> tile, raster over tiles
-        rank = rng.permutation(int(tile.max()) + 1)[tile]  # unit -> its tile's visit rank
-        unit_order = np.argsort(rank, kind="stable")  # tile by tile, raster inside
-        perm = units_to_tokens(inp.units, _per_frame(inp, lambda f: unit_order))
-        frames = -(-inp.n_units // (rows * cols))
-        seg_of_unit = rank if frames == 1 else np.tile(rank, frames)
-        return OrderResult(perm, seg_of_unit[inp.units[perm]])
+        return _by_segment(inp, rng.permutation(int(tile.max()) + 1)[tile])  # a unit's tile's visit rank
 
     return order
 
