@@ -29,6 +29,20 @@ def test_help_lists_commands():
         assert cmd in out
 
 
+def test_study_command_defaults_are_the_study_modules():
+    """`vistok study` and `python -m vistok.study` (make study) run the same default grid and budget."""
+    import inspect
+
+    from vistok import cli
+    from vistok.study import StudyConfig
+
+    d, params = StudyConfig(), inspect.signature(cli.study).parameters
+    assert params["orders"].default == ",".join(d.orders) and params["steps"].default == d.steps
+    assert params["parallel"].default == ",".join(p or "none" for p in d.parallel)
+    for name in ("size", "batch_size", "preset", "probe_train", "probe_test", "finetune", "finetune_images"):
+        assert params[name].default == getattr(d, name), name
+
+
 def test_inspect_json(dataset):
     s = json.loads(vistok("inspect", dataset, "--json").stdout)
     assert s["samples"] == len(list(Dataset(dataset))) > 0

@@ -439,6 +439,7 @@ def probe(
     layer: Annotated[list[str], typer.Option(help="Residual-stream layer(s) to pool: all (default: every layer probed, the best chosen on a validation fifth of the training images) or N (0 = embeddings; repeatable: the layers' features concatenated).")] = None,
     mask: Annotated[list[ProbeMask], typer.Option(help="none: every token sees the whole image (RandSAC's probe); train: the mask the model was trained with (iGPT's). Repeatable; default both.")] = None,
     finetune: Annotated[int, typer.Option(help="Also fine-tune the whole model with a linear head for this many epochs and report its test top-1 (0 = off).")] = 0,
+    finetune_images: Annotated[int, typer.Option(help="Fine-tune on the first this many training images (0 = all of them).")] = 0,
     train_limit: Annotated[int, typer.Option(help="At most this many training images (0 = all).")] = 5000,
     test_limit: Annotated[int, typer.Option(help="At most this many test images (0 = all).")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -456,7 +457,8 @@ def probe(
     if not all(x.isdigit() for x in picked):
         raise UsageError(f"--layer takes all or a layer number, got {', '.join(picked)}")
     cfg = ProbeConfig(layers=[int(x) for x in picked], train_limit=train_limit, test_limit=test_limit,
-                      masks=tuple(m.value for m in mask) if mask else ("train", "none"), finetune=finetune)
+                      masks=tuple(m.value for m in mask) if mask else ("train", "none"), finetune=finetune,
+                      finetune_images=finetune_images)
     res = run_probe(run, [str(d) for d in datasets] if datasets else None, [str(t) for t in test] if test else None,
                     cfg, pick_device(device), storage_options)
     if as_json:
@@ -477,13 +479,14 @@ def study(
     quality: Annotated[int, typer.Option(help="jpeg: quality.")] = 50,
     size: Annotated[int, typer.Option(help="Images to SIZE x SIZE (0 = keep; Fashion-MNIST is 28).")] = 32,
     resize: Annotated[Resize, typer.Option(help="How an image becomes SIZE x SIZE (border: no resampling, edge-padded).")] = "border",
-    steps: Annotated[int, typer.Option(help="Optimizer steps per run (the same for every row).")] = 600,
+    steps: Annotated[int, typer.Option(help="Optimizer steps per run (the same for every row).")] = 200,
     minutes: Annotated[float, typer.Option(help="And a training time limit per run (0: none).")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 32,
     preset: Annotated[str, typer.Option(help="Model preset for every run.")] = "tiny",
     probe_train: Annotated[int, typer.Option(help="Training images of each probe.")] = 5000,
     probe_test: Annotated[int, typer.Option(help="Test images of each probe.")] = 1000,
     finetune: Annotated[int, typer.Option(help="Epochs of fine-tuning per run (0: none).")] = 1,
+    finetune_images: Annotated[int, typer.Option(help="Fine-tune on this many of the probe's training images (0: all).")] = 2000,
 ) -> None:
     """A grid of runs (orders x parallel modes) on one labelled dataset, the same number of optimizer steps per
     run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""
@@ -497,7 +500,8 @@ def study(
     cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources, codecs=[spec],
                       steps=steps, minutes=minutes, preset=preset, orders=split_orders(orders),
                       parallel=["" if p == "none" else p for p in parallel.split(",")], probe_train=probe_train,
-                      probe_test=probe_test, size=size, resize=resize.value, batch_size=batch_size, finetune=finetune)
+                      probe_test=probe_test, size=size, resize=resize.value, batch_size=batch_size, finetune=finetune,
+                      finetune_images=finetune_images)
     typer.echo(table(run_study(cfg), cfg))
 
 

@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ class StudyConfig:
     parallel: list[str] = field(default_factory=lambda: ["", "segments", "any"])
     any_steps: list[int] = field(default_factory=lambda: [ALL, 16])  # `any` rows: scored at these step counts
     preset: str = "tiny"
-    steps: int = 600  # optimizer steps per row: rows compare across machines and runs
+    steps: int = 200  # optimizer steps per row: rows compare across machines and runs
     minutes: float = 0.0  # and a time budget per row (0: none)
     batch_size: int = 32
     lr: float = 2e-3
@@ -89,6 +90,7 @@ class StudyConfig:
     probe_train: int = 5000
     probe_test: int = 1000
     finetune: int = 1  # epochs of fine-tuning per row (0: none)
+    finetune_images: int = 2000  # of the probe's training images, fine-tuned on (0: all)
     executor: str = "local"
     device: str = "auto"
     seed: int = 0
@@ -143,22 +145,36 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
                       heldout=cfg.heldout, order=order, parallel=parallel, seed=cfg.seed)
     tcfg = TrainConfig(out=str(run), preset=cfg.preset, max_steps=cfg.steps, max_minutes=cfg.minutes, lr=cfg.lr,
                        warmup=min(30, cfg.steps), eval_every=0, ckpt_every=200, log_every=20, device=device, seed=cfg.seed)
+    clock = [time.monotonic()]
+
+    def lap() -> float:  # seconds since the last lap (this process's: a resumed row counts its last part only)
+        clock.append(time.monotonic())
+        return round(clock[-1] - clock[-2], 1)
+
     try:
         res = train(data, tcfg, resume=True, quiet=True)
     except UsageError as exc:  # a pair this codec refuses: the row says why
         row["refused"] = str(exc)
         write_json(done, row)
         return row
+    seconds = {"train": lap()}
     ev = evaluate(run, limit=cfg.eval_images, device=device, steps=cfg.any_steps if parallel == "any" else None)
-    # The pixels of a dataset, and the random-init twin of an architecture read in one order, are the same for
-    # every row that shares them: probed once, by the first such row.
+    seconds["eval"] = lap()
+    # The pixels of a dataset, and the random-init twin of an architecture, are the same for every row that
+    # shares them: probed once, by the first such row. The twin of the token-by-token architecture is read under
+    # both masks (its training mask is causal in the canonical order whatever the row's order); that of the
+    # group-parallel one under mask none only, where no order or group enters (its training mask would be
+    # one twin per order).
     probes = f"{data_dir.name}-{cfg.probe_train}-{cfg.probe_test}-{cfg.seed}"
+    twin_masks = ("none",) if parallel else ()
     shared = {"pixels": Path(cfg.out) / "shared" / f"pixels-{probes}.json",
-              "random_init": Path(cfg.out) / "shared" / (f"random-init-{probes}-{cfg.preset}-{block}-{parallel or 'tokens'}"
-                                                         f"{'-' + order if parallel else ''}.json".replace(":", ""))}
+              "random_init": Path(cfg.out) / "shared" / (f"random-init-{probes}-{cfg.preset}-{block}-"
+                                                         f"{'parallel-none' if parallel else 'tokens'}.json")}
     pr = probe(run, cfg=ProbeConfig(train_limit=cfg.probe_train, test_limit=cfg.probe_test, seed=cfg.seed,
-                                    finetune=cfg.finetune, **{k: not f.exists() for k, f in shared.items()}),
+                                    finetune=cfg.finetune, finetune_images=cfg.finetune_images, twin_masks=twin_masks,
+                                    **{k: not f.exists() for k, f in shared.items()}),
                device=device)
+    seconds["probe"] = lap()
     for key, f in shared.items():
         if key in pr:
             f.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +183,8 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
     row.update(steps=res["step"], block_size=block, bits_per_image=round(ev["bits_per_image"], 1),
                order_bits=round(ev["order_bits"], 1), steps_per_image=round(ev["steps_per_image"], 1),
                trained=pr["trained"], random_init=pr["random_init"], pixels=pr["pixels"],
-               finetune=pr.get("finetune"), probe_images={"train": pr["train_images"], "test": pr["test_images"]})
+               finetune=pr.get("finetune"), probe_images={"train": pr["train_images"], "test": pr["test_images"]},
+               seconds=seconds)
     if "steps_curve" in ev:  # one any model at several step counts: the headline is the first
         row["at_steps"] = [{"steps": p["steps"], "bits_per_image": round(p["bits_per_image"], 1),
                             "steps_per_image": round(p["steps_per_image"], 1)} for p in ev["steps_curve"]]
@@ -231,7 +248,9 @@ def table(rows: list[dict], cfg: StudyConfig) -> str:
     head = (f"Study: {', '.join(cfg.sources)}; preset {cfg.preset}, {budget}; probes on the held-out split "
             "(linear: logistic regression; k-NN: cosine, k = 20; every layer under both masks, the layer and mask "
             "chosen on a validation fifth of the training images; fine-tuned: a linear head, the whole model "
-            f"trained {cfg.finetune} epoch(s)).\n\n"
+            f"trained {cfg.finetune} epoch(s) on {cfg.finetune_images or cfg.probe_train} of the training images; "
+            "random init: the same architecture untrained, under both masks for token-by-token rows, mask none for "
+            "group-parallel ones).\n\n"
             "| codec | order | parallel | steps | bits/image | order bits | steps/image | linear top-1 (layer, mask) "
             "| linear, mask none | linear, mask train | k-NN top-1 | fine-tuned | random-init linear / k-NN "
             "| pixels linear / k-NN |\n" + "| --- " * 14 + "|\n")

@@ -20,7 +20,7 @@ or, with `test`, every record of DATA and every record of TEST. For each mask, e
 - k-NN: cosine distance, k = 20, majority vote, on the chosen layer.
 The headline figures are those of the mask and layer with the best validation top-1. The same probes run on
 the same architecture at random initialisation (the floor) and on the images' decoded pixels (the classic
-baseline; one channel when the three are equal). `pixels=False` and `random_init=False` skip those, for
+baseline; one channel when the three are equal or the images were sharded gray). `pixels=False` and `random_init=False` skip those, for
 a caller that probes many runs of one dataset: the twin's weights depend on the architecture and the seed
 only, and its features on the mask's order, so runs that share these share its figures. Features stream in batches: memory grows with images x layers x width only.
 
@@ -30,6 +30,7 @@ trained with AdamW and a short cosine schedule on the training images, top-1 on 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +63,10 @@ class ProbeConfig:
     seed: int = 0
     pixels: bool = True  # also probe the decoded pixels
     random_init: bool = True  # also probe the random-init twin
+    twin_masks: tuple[str, ...] = ()  # the twin's masks (): the same as `masks`
     finetune: int = 0  # epochs of fine-tuning the whole model with a linear head (0: none)
     finetune_lr: float = 1e-3  # the body's; the new head learns 10x faster
+    finetune_images: int = 0  # fine-tune on the first this many training images (0: all the probe's)
 
 
 def _labelled(records: Iterator[TokenRecord], limit: int) -> Iterator[TokenRecord]:
@@ -93,6 +96,16 @@ def feature_docs(data: DataConfig, mask: str) -> tuple[str, str]:
 
 
 @torch.no_grad()
+def _batch(rows: list[dict[str, np.ndarray]], device: str) -> dict[str, torch.Tensor]:
+    """Rows stacked into tensors, cut after the last slot any of them fills: an image is shorter than the
+    context (64 tokens in a parallel model's 144), and padding is masked out of every attention, so the cut
+    changes no feature (tested) and saves the work on it."""
+    b = {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
+    filled = (b["doc_ids"] >= 0).any(0).nonzero()
+    end = int(filled[-1]) + 1 if len(filled) else 1
+    return {k: (v[:, :end] if v.dim() >= 2 and v.shape[1] == b["doc_ids"].shape[1] else v).to(device) for k, v in b.items()}
+
+
 def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: DataConfig, device: str,
              batch: int = 16, mask: str = "train") -> tuple[np.ndarray, list[str]]:
     """(N, n_layer + 1, C) mean features of every layer and the N labels of `records`, read under `mask` (see
@@ -103,8 +116,7 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
     feats, labels, pending = [], [], []
 
     def flush() -> None:
-        rows = [r for _, r in pending]
-        b = {k: torch.from_numpy(np.stack([r[k] for r in rows])).to(device) for k in rows[0]}
+        b = _batch([r for _, r in pending], device)
         check_coords(b["coords"], model.cfg.axis_sizes, codec.axes)
         nxt = b["next_coords"] if model.cfg.next_axes else None
         hs = model.hidden(b["idx"], b["coords"], nxt, b["doc_ids"], b.get("groups"), b.get("query"),
@@ -132,8 +144,10 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
     return np.stack([np.mean(f, axis=0) for f in feats]).astype(np.float32), labels
 
 
-def pixel_features(codec: Codec, records: Iterator[TokenRecord], side: int = 32) -> tuple[np.ndarray, list[str]]:
-    """Decoded pixels in [0, 1], resized to side x side when the images differ in size, and the labels."""
+def pixel_features(codec: Codec, records: Iterator[TokenRecord], side: int = 32,
+                   gray: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Decoded pixels in [0, 1], resized to side x side when the images differ in size, and the labels; `gray`
+    (images sharded gray, which a tokenizer may decode as three slightly different channels): their mean."""
     from PIL import Image
 
     out, labels = [], []
@@ -143,7 +157,9 @@ def pixel_features(codec: Codec, records: Iterator[TokenRecord], side: int = 32)
             img = img[0]
         pil = Image.fromarray(img)
         px = np.asarray(pil.resize((side, side), Image.BILINEAR), dtype=np.float32) / 255.0
-        if px.ndim == 3 and (px == px[..., :1]).all():  # gray in RGB: the same pixels, a third of the width
+        if px.ndim == 3 and gray:
+            px = px.mean(-1)
+        elif px.ndim == 3 and (px == px[..., :1]).all():  # gray in RGB: the same pixels, a third of the width
             px = px[..., 0]
         out.append(px.ravel())
         labels.append(str(rec.meta["label"]))
@@ -265,14 +281,14 @@ def _layer_scores(tr, te, classes: dict[str, int], cfg: ProbeConfig) -> dict[str
 
 
 def _probe_model(m: GPT, codec: Codec, train_recs, test_recs, data: DataConfig, classes: dict[str, int],
-                 cfg: ProbeConfig, device: str) -> tuple[dict[str, Any], int, int]:
-    """Both masks' probes of one model, and the headline: the mask and layer with the best validation top-1."""
+                 cfg: ProbeConfig, device: str, masks: tuple[str, ...]) -> tuple[dict[str, Any], int, int]:
+    """The masks' probes of one model, and the headline: the mask and layer with the best validation top-1."""
     out: dict[str, Any] = {}
-    for mask in cfg.masks:
+    for mask in masks:
         tr = features(m, codec, train_recs(), data, device, cfg.batch, mask)
         te = features(m, codec, test_recs(), data, device, cfg.batch, mask)
         out[mask] = _layer_scores(tr, te, classes, cfg)
-    head = max(cfg.masks, key=lambda k: out[k]["val_top1"])
+    head = max(masks, key=lambda k: out[k]["val_top1"])
     out.update(mask=head, layer=out[head]["layer"], linear_top1=out[head]["linear_top1"], knn_top1=out[head]["knn_top1"])
     return out, len(tr[1]), len(te[1])
 
@@ -288,7 +304,7 @@ def probe(run: str | Path, datasets: list[str] | None = None, test: list[str] | 
     test_sets = open_datasets(test, storage_options)[0] if test else None
     if any(not 0 <= i <= model.cfg.n_layer for i in cfg.layers):
         raise UsageError(f"--layer takes 0..{model.cfg.n_layer} (0: the embeddings) or all, got {cfg.layers}")
-    for mask in cfg.masks:
+    for mask in cfg.masks + cfg.twin_masks:
         feature_docs(data, mask)
 
     def train_recs() -> Iterator[TokenRecord]:  # read again for each pass: memory stays bounded
@@ -304,14 +320,20 @@ def probe(run: str | Path, datasets: list[str] | None = None, test: list[str] | 
     out: dict[str, Any] = {"run": str(run), "step": state["step"], "order": data.order,
                            "parallel": data.parallel or "none", "layers": cfg.layers or "all", "classes": len(classes),
                            "feature_order": {m: "/".join(x for x in feature_docs(data, m) if x) for m in cfg.masks}}
-    for name, m in (("trained", model), ("random_init", twin))[: 2 if cfg.random_init else 1]:
+    for name, m, masks in (("trained", model, cfg.masks), ("random_init", twin, cfg.twin_masks or cfg.masks)
+                           )[: 2 if cfg.random_init else 1]:
         out[name], out["train_images"], out["test_images"] = _probe_model(m, codec, train_recs, test_recs, data,
-                                                                         classes, cfg, device)
+                                                                         classes, cfg, device, masks)
     if cfg.pixels:
-        out["pixels"] = _scores(pixel_features(codec, train_recs()), pixel_features(codec, test_recs()), classes, cfg)
+        gray = all(ds.manifest.preprocess.get("gray") for ds in sets + (test_sets or []))
+        out["pixels"] = _scores(pixel_features(codec, train_recs(), gray=gray), pixel_features(codec, test_recs(), gray=gray),
+                                classes, cfg)
     if cfg.finetune:
-        out["finetune"] = {"epochs": cfg.finetune,
-                           "top1": finetune(model, codec, train_recs, test_recs, data, classes, cfg, device)}
+        def tune_recs() -> Iterator[TokenRecord]:
+            return itertools.islice(train_recs(), cfg.finetune_images or None)
+
+        out["finetune"] = {"epochs": cfg.finetune, "images": sum(1 for _ in tune_recs()),
+                           "top1": finetune(model, codec, tune_recs, test_recs, data, classes, cfg, device)}
     return out
 
 
@@ -370,7 +392,7 @@ def finetune(model: GPT, codec: Codec, train_recs, test_recs, data: DataConfig, 
     total = max(1, cfg.finetune * -(-n_train // cfg.batch))
 
     def logits(rows) -> torch.Tensor:
-        b = {k: torch.from_numpy(np.stack([r[k] for r in rows])).to(device) for k in rows[0]}
+        b = _batch(rows, device)
         nxt = b["next_coords"] if body.cfg.next_axes else None
         h = body.hidden(b["idx"], b["coords"], nxt, b["doc_ids"], bidirectional=True)[-1]
         w = (b["doc_ids"] >= 0).float()[..., None]
@@ -420,6 +442,7 @@ def format_probe(res: dict[str, Any]) -> str:
         rows = res["trained"][mask].get("per_layer")
         if rows:
             lines.append(f"mask {mask}: layer  val (trained)  test (trained)  test (random init)")
-            for r, z in zip(rows, res["random_init"][mask]["per_layer"]):
-                lines.append(f"  {r['layer']:>11d}  {r['val_top1']:13.4f}  {r['test_top1']:14.4f}  {z['test_top1']:18.4f}")
+            for r, z in zip(rows, res["random_init"].get(mask, {}).get("per_layer") or [{}] * len(rows)):
+                twin = f"{z['test_top1']:18.4f}" if z else f"{'(not probed)':>18s}"
+                lines.append(f"  {r['layer']:>11d}  {r['val_top1']:13.4f}  {r['test_top1']:14.4f}  {twin}")
     return "\n".join(lines)
