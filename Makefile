@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test bench pretrain pretrain-video study lint clean fashion-mnist
+.PHONY: install test bench pretrain pretrain-video study study-photos lint clean fashion-mnist
 
 # torch first, pinned: the pin resolves to the local CPU build; an unpinned torch pulls GBs of CUDA wheels.
 install:
@@ -33,6 +33,10 @@ fashion-mnist:
 
 study: install fashion-mnist
 	$(PYTHON) -m vistok.study
+
+# the probe beyond Fashion-MNIST: 32x32 tiles of the embedded photos, a class per photo, labelled by folder
+study-photos: install
+	$(PYTHON) -m vistok.study --photos --orders raster,random,randsac:11,5 --parallel none,segments
 
 lint: install
 	$(PYTHON) -m ruff check vistok tests benchmarks

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from vistok.errors import UsageError, VistokError
-from vistok.media.sources import DEFAULT_MAX_PIXELS
+from vistok.media.sources import DEFAULT_MAX_PIXELS, check_label_mode
 from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
 from vistok.tokenize.schedule import parse_steps
@@ -471,6 +471,7 @@ def probe(
 def study(
     out: Annotated[Path, typer.Option("--out", "-o", help="Study folder (rerun to finish an interrupted study).")] = Path("runs/study"),
     source: Annotated[list[str], typer.Option(help="Labelled sources to shard (repeatable; default fashion-mnist:train:12000).")] = None,
+    label_from: Annotated[str, typer.Option(help="Labels of folder sources: parent (ImageFolder), json:FIELD or cls (as vistok shard).")] = "",
     orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "raster,random,hilbert,randsac:7,randsac:11,5,squares:2",
     parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales, any (pairs that do not fit an order are left out; any goes with random and is scored at two step counts).")] = "none,segments,any",
     codec: Annotated[str, typer.Option(help="bsq: codes of a 4x4-patch tokenizer the study trains first (OUT/tokenizer), or of --tokenizer; jpeg: coefficients (--layout, --quality).")] = "bsq",
@@ -497,7 +498,8 @@ def study(
         raise UsageError(f"--codec takes bsq or jpeg, got {codec!r}")
     spec = ({"id": "jpeg", "quality": quality, "layout": layout} if codec == "jpeg"
             else {"id": "bsq", "tokenizer": str(tokenizer) if tokenizer else TOKENIZER})
-    cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources, codecs=[spec],
+    check_label_mode(label_from)
+    cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources, codecs=[spec], label_from=label_from,
                       steps=steps, minutes=minutes, preset=preset, orders=split_orders(orders),
                       parallel=["" if p == "none" else p for p in parallel.split(",")], probe_train=probe_train,
                       probe_test=probe_test, size=size, resize=resize.value, batch_size=batch_size, finetune=finetune,

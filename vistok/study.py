@@ -22,6 +22,9 @@ package) placed on 32x32 without resampling (`--resize border`), as codes of a 4
 random, hilbert, randsac:7, randsac:11,5 and squares:2 token by token, the three segment orders also
 segment-parallel, and random with `--parallel any`; `tiny`, 32 images a step, `steps` optimizer steps per
 row; probes on 5,000 training and 1,000 held-out images.
+
+`--photos`: the same study on real photos instead, labelled by folder (`photo_folders`: the embedded
+scikit-image photographs cut into 32x32 tiles, a class per photo) in OUT/photos, OUT runs/study-photos.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class StudyTokenizer:
 class StudyConfig:
     out: str = "runs/study"
     sources: list[str] = field(default_factory=lambda: ["fashion-mnist:train:12000"])
+    label_from: str = ""  # labels of folder sources (`vistok shard --label-from`); fashion-mnist needs none
     codecs: list[dict[str, Any]] = field(default_factory=lambda: [{"id": "bsq", "tokenizer": TOKENIZER}])
     tokenizer: StudyTokenizer = field(default_factory=StudyTokenizer)
     gray: bool = True
@@ -94,6 +98,37 @@ class StudyConfig:
     executor: str = "local"
     device: str = "auto"
     seed: int = 0
+
+
+# The embedded scikit-image photographs (`sample`) that are photos of one scene or texture each: not their
+# drawings, text, binary silhouettes, synthetic images or the second of two near-identical shots.
+PHOTO_CLASSES = ("astronaut", "brick", "camera", "cell", "chelsea", "coffee", "coins", "grass", "gravel",
+                 "hubble_deep_field", "ihc", "moon", "motorcycle_left", "retina", "rocket")
+
+
+def photo_folders(out: str | Path, side: int = 32, area: int = 512 * 512) -> Path:
+    """OUT/<photo>/<row>-<col>.png, a labelled set of real photos for `--label-from parent`: every photo of
+    PHOTO_CLASSES (gray) scaled down to at most `area` pixels and cut into disjoint side x side tiles; a tile's
+    class is the photo it comes from (15 classes, 108 to 256 tiles each). Deterministic; written once."""
+    from PIL import Image
+
+    from vistok.media.sources import sample_files
+
+    out = Path(out)
+    done = out / ".complete"
+    if done.exists():
+        return out
+    photos = {p.stem: p for p in sample_files()}
+    for name in PHOTO_CLASSES:
+        img = Image.open(photos[name]).convert("L")
+        scale = min(1.0, math.sqrt(area / (img.width * img.height)))
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS) if scale < 1 else img
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for r in range(img.height // side):
+            for c in range(img.width // side):
+                img.crop((c * side, r * side, (c + 1) * side, (r + 1) * side)).save(out / name / f"{r:02d}-{c:02d}.png")
+    done.write_text("")
+    return out
 
 
 def split_orders(text: str) -> list[str]:
@@ -229,7 +264,7 @@ def study(cfg: StudyConfig, progress=sys.stderr) -> list[dict]:
     cells = grid(cfg)
     for i, (codec, order, parallel) in enumerate(cells):
         ds = run_job(cfg.sources, out / "data" / _codec_name(codec), get_codec(_resolved(cfg, codec, progress)), pre,
-                     shard_size=2000, compress=True, executor=cfg.executor, quiet=True).folder
+                     shard_size=2000, compress=True, executor=cfg.executor, quiet=True, label_from=cfg.label_from).folder
         print(f"[{i + 1}/{len(cells)}] {_row_name(codec, order, parallel)}", file=progress, flush=True)
         rows.append(run_row(cfg, ds, codec, order, parallel, device))
     write_json(out / "study.json", {"config": asdict(cfg), "rows": rows})
@@ -309,9 +344,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parallel", default=",".join(p or "none" for p in d.parallel),
                     help="comma-separated: none, segments, scales, any")
     ap.add_argument("--source", action="append", help="sources to shard (default: fashion-mnist:train:12000)")
+    ap.add_argument("--label-from", default="", help="labels of folder sources: parent, json:FIELD, cls")
+    ap.add_argument("--photos", action="store_true",
+                    help=f"the real-photo set instead: OUT/photos, {len(PHOTO_CLASSES)} embedded photos cut into 32x32 "
+                         "tiles, a class per photo, labelled by folder (default OUT: runs/study-photos)")
     a = ap.parse_args(argv)
-    cfg = StudyConfig(out=a.out, steps=a.steps, minutes=a.minutes, orders=split_orders(a.orders),
-                      sources=a.source or d.sources, parallel=["" if p == "none" else p for p in a.parallel.split(",")])
+    out, sources, label_from = a.out, a.source or d.sources, a.label_from
+    if a.photos:
+        out = "runs/study-photos" if a.out == d.out else a.out
+        sources, label_from = [str(photo_folders(Path(out) / "photos"))], "parent"
+    cfg = StudyConfig(out=out, steps=a.steps, minutes=a.minutes, orders=split_orders(a.orders), sources=sources,
+                      label_from=label_from, parallel=["" if p == "none" else p for p in a.parallel.split(",")])
     try:
         rows = study(cfg)
     except VistokError as exc:

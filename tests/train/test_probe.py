@@ -217,3 +217,22 @@ def test_a_briefly_trained_model_beats_its_random_init_twin(tmp_path):
     res = probe(tmp_path / "run", cfg=ProbeConfig(train_limit=1500, test_limit=600, masks=("none",), pixels=False))
     assert res["train_images"] == 1500 and res["test_images"] == 600
     assert res["trained"]["linear_top1"] > res["random_init"]["linear_top1"] + 0.03, res
+
+
+def test_the_real_photo_set_is_disjoint_tiles_labelled_by_folder(tmp_path):
+    """`vistok.study --photos`: each embedded photo cut into disjoint tiles under a folder named after it, so
+    `--label-from parent` labels a tile with its photo; written once."""
+    from vistok.study import PHOTO_CLASSES, photo_folders
+
+    out = photo_folders(tmp_path / "photos", side=128)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(PHOTO_CLASSES)
+    counts = {c: len(list((out / c).glob("*.png"))) for c in PHOTO_CLASSES}
+    assert counts["brick"] == 16 and min(counts.values()) >= 2  # 512x512 -> 4x4 tiles; the smallest photo 2x3
+    tile = Image.open(out / "brick" / "01-02.png")
+    assert tile.size == (128, 128) and tile.mode == "L"
+    stamp = (out / "brick" / "01-02.png").stat().st_mtime_ns
+    assert photo_folders(tmp_path / "photos", side=128) == out
+    assert (out / "brick" / "01-02.png").stat().st_mtime_ns == stamp
+    res = run_job([str(out / "brick"), str(out / "moon")], tmp_path / "ds", JpegCodec(), Preprocess(size=32),
+                  executor="local", quiet=True, label_from="parent")
+    assert res.manifest.labels == ["brick", "moon"] and res.samples == counts["brick"] + counts["moon"]
