@@ -296,12 +296,12 @@ class GPT(nn.Module):
         own = torch.arange(p + T, device=places.device)[None] == (p + torch.arange(T, device=places.device))[:, None]
         return attn_mask & (local_mask(places[..., :2], keys, *self.cfg.local) | own)[:, None]
 
-    @torch.no_grad()
     def hidden(self, idx, coords, next_coords=None, doc_ids=None, groups=None, query=None,
                bidirectional: bool = False, places=None) -> list[torch.Tensor]:
         """The residual stream after the embeddings (index 0) and after each block (1..n_layer): (B, T, C) each
         (features for probes: `vistok.train.probe`). `bidirectional`: every position sees its whole document
-        (no causal, group or local mask; rows of tokens only), as RandSAC reads features for its probes."""
+        (no causal, group or local mask; rows of tokens only), as RandSAC reads features for its probes. Gradients
+        flow (fine-tuning trains through it); frozen features are read under `torch.no_grad()`."""
         x = self.embed(idx, coords, next_coords, query)
         if bidirectional:
             if groups is not None or doc_ids is None:

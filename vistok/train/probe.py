@@ -119,8 +119,9 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
         b = _batch([r for _, r in pending], device)
         check_coords(b["coords"], model.cfg.axis_sizes, codec.axes)
         nxt = b["next_coords"] if model.cfg.next_axes else None
-        hs = model.hidden(b["idx"], b["coords"], nxt, b["doc_ids"], b.get("groups"), b.get("query"),
-                          bidirectional=mask == "none", places=b.get("places"))
+        with torch.no_grad():
+            hs = model.hidden(b["idx"], b["coords"], nxt, b["doc_ids"], b.get("groups"), b.get("query"),
+                              bidirectional=mask == "none", places=b.get("places"))
         keep = (b["doc_ids"] >= 0) & ((b["query"] == 0) if "query" in b else True)  # token slots of the image
         w = keep.float()[..., None]
         pooled = torch.stack([(h * w).sum(1) / w.sum(1).clamp(min=1) for h in hs], dim=1).cpu().numpy()
