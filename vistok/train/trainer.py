@@ -9,6 +9,7 @@ A run folder:
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -357,15 +358,19 @@ def _checkpoint(run: Path, step: int, planned: int, model: GPT, opt, loader: Loa
 
 
 def close_distributed(dist_info: Dist, poll_s: float = 0.02, wait_s: float = 60.0) -> None:
-    """Leave the process group, rank 0 last. Rank 0 hosts torchrun's TCP store: exiting while another rank is
-    still tearing its group down leaves that rank without its store, and it aborts ("terminate called without
-    an active exception", seen about once in 30 launches). So each rank checks in on the store after its own
-    teardown, and rank 0 waits for all of them (at most `wait_s`) before it goes."""
+    """Leave the process group, rank 0 last. Call it once DDP's wrapper is released: DDP's reducer holds the
+    group, and a reducer freed after `destroy_process_group` frees the group with the GIL held (its binding
+    keeps it), so ~ProcessGroupGloo joins gloo's worker threads while one of them waits for the GIL to drop
+    the tensors of the last collective: a deadlock, seen in about 1 of 12 launches on 2 busy cores. Collected
+    first, the reducer only lets go of its reference; the group is freed by `destroy_process_group`, whose
+    binding releases the GIL. Each rank then checks in on the store, and rank 0 waits for all of them (at
+    most `wait_s`) before it goes: a rank still tearing down must not lose the store."""
     if dist_info.world == 1:
         return
     import torch.distributed as dist
     from torch.distributed import distributed_c10d
 
+    gc.collect()  # a wrapper left in a reference cycle (a compiled one, hooks) is freed here, before the group
     dist.barrier()
     store = distributed_c10d._get_default_store()
     dist.destroy_process_group()
@@ -435,5 +440,6 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
                 break
             if step % cfg.ckpt_every == 0 or step == planned:
                 _checkpoint(run, step, planned, raw_model, opt, loader, configs, cfg.keep_ckpts, dist_info)
+    del model  # DDP's reducer must go before the process group (close_distributed)
     close_distributed(dist_info)
     return {"run": str(run), "step": step, "last": last, "params": raw_model.num_params()}
