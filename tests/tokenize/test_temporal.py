@@ -1,5 +1,5 @@
-"""`--temporal delta` (JPEG rle): frame t > 1 as coefficient differences to frame t-1, unchanged blocks
-as SKIP; exact both ways, and every stream the grammar allows decodes."""
+"""`--temporal delta` (JPEG): frame t > 1 as coefficient differences to frame t-1, unchanged blocks as SKIP
+(rle) or 64 zeros (dense); exact both ways, and every stream the grammar allows decodes."""
 
 import numpy as np
 import pytest
@@ -13,6 +13,8 @@ from vistok.tokenize.stream import StreamGrammar, order_record, plan
 
 DELTA = JpegCodec(quality=20, temporal="delta")
 PLAIN = JpegCodec(quality=20)
+DENSE_DELTA = JpegCodec(quality=20, layout="dense", temporal="delta")
+DENSE = JpegCodec(quality=20, layout="dense")
 
 
 def _clip(photo, n=4, moving=True):
@@ -27,9 +29,10 @@ def _clip(photo, n=4, moving=True):
     return frames
 
 
-@settings(max_examples=40, deadline=None)
+@pytest.mark.parametrize("codec", [DELTA, DENSE_DELTA], ids=["rle", "dense"])
+@settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**16), frames=st.integers(1, 4), still=st.floats(0, 1), big=st.booleans())
-def test_coefficients_tokens_coefficients_is_exact(seed, frames, still, big):
+def test_coefficients_tokens_coefficients_is_exact(codec, seed, frames, still, big):
     """Any int16 coefficient clip -> delta tokens -> the same coefficients, frame by frame (escapes, SKIPs
     and zero blocks of frame 1 included)."""
     rng = np.random.default_rng(seed)
@@ -42,8 +45,8 @@ def test_coefficients_tokens_coefficients_is_exact(seed, frames, still, big):
         moved = rng.random(grid.n_blocks) > still  # blocks that change
         nxt[moved] += np.where(rng.random((int(moved.sum()), 64)) < 0.3, rng.integers(-lim, lim, (int(moved.sum()), 64)), 0)
         coefs.append(np.clip(nxt, -32768, 32767))
-    rec = DELTA.clip_from_coefficients(grid, coefs, "k")
-    got = [DELTA.coefficients(f)[1] for f in DELTA.frame_records(rec)]
+    rec = codec.clip_from_coefficients(grid, coefs, "k")
+    got = [codec.coefficients(f)[1] for f in codec.frame_records(rec)]
     assert len(got) == frames
     for a, b in zip(got, coefs):
         np.testing.assert_array_equal(a, b)
@@ -82,28 +85,43 @@ def test_a_real_clip_round_trips_and_unchanged_blocks_cost_one_token(photo):
     assert DELTA.vocab.size == PLAIN.vocab.size + 1
 
 
+def test_dense_deltas_keep_a_token_per_coefficient_and_round_trip_a_real_clip(photo):
+    """Dense deltas keep 64 tokens a block (a token's place stays its coefficient's; no SKIP, dense's own
+    vocabulary): an unchanged block is 64 zero values, so frames cost the same tokens and fewer distinct ones."""
+    frames = _clip(photo)
+    rec, plain = DENSE_DELTA.encode_clip(frames, "c"), DENSE.encode_clip(frames, "c")
+    np.testing.assert_array_equal(DENSE_DELTA.decode(rec), DENSE.decode(plain))
+    assert [f.tokens.size for f in frames_of(rec)] == [f.tokens.size for f in frames_of(plain)]
+    zero = DENSE_DELTA.tokenize(DENSE_DELTA.record_blocks(rec), np.zeros((1, 64), np.int64))[0]
+    share = [float(np.mean(f.tokens == zero)) for f in frames_of(rec)]
+    assert all(s > 0.95 for s in share[1:]) and share[0] < 0.95  # the moving square is all that changes
+    assert DENSE_DELTA.vocab.size == DENSE.vocab.size and "SKIP" not in DENSE_DELTA.vocab.specials
+    assert rec.meta["temporal"] == "delta" and DENSE_DELTA.get_config()["temporal"] == "delta"
+
+
+@pytest.mark.parametrize("codec", [DELTA, DENSE_DELTA], ids=["rle", "dense"])
 @pytest.mark.parametrize("order", ["canonical", "hilbert", "random", "randsac:5"])
-def test_the_grammar_follows_delta_clips_and_every_drawn_stream_decodes(photo, order):
-    rec = DELTA.encode_clip(_clip(photo, 3), "c")
-    o = order_record(DELTA, rec, order, np.random.default_rng(1))
-    g = StreamGrammar(DELTA, rec.meta, o.plan)
+def test_the_grammar_follows_delta_clips_and_every_drawn_stream_decodes(photo, order, codec):
+    rec = codec.encode_clip(_clip(photo, 3), "c")
+    o = order_record(codec, rec, order, np.random.default_rng(1))
+    g = StreamGrammar(codec, rec.meta, o.plan)
     for t in rec.tokens[o.perm]:
         assert g.allowed()[t]
         g.step(int(t))
     np.testing.assert_array_equal(g.canonical(), rec.tokens)
     rng = np.random.default_rng(4)  # a random walk through the grammar: what an untrained model may sample
-    g = StreamGrammar(DELTA, rec.meta, plan(DELTA, rec.meta, order, np.random.default_rng(1)))
+    g = StreamGrammar(codec, rec.meta, plan(codec, rec.meta, order, np.random.default_rng(1)))
     while g.phase == "cells":
         ids = np.flatnonzero(g.allowed())
-        skip = DELTA.vocab.specials["SKIP"]
+        skip = codec.vocab.specials.get("SKIP")
         g.step(int(skip if skip in ids and rng.random() < 0.5 else rng.choice(ids)))
-    out = DELTA.decode(type(rec)("drawn", g.canonical().astype(DELTA.vocab.dtype), dict(rec.meta)))
+    out = codec.decode(type(rec)("drawn", g.canonical().astype(codec.vocab.dtype), dict(rec.meta)))
     assert out.shape == (3, 64, 64, 3)
 
 
-def test_delta_needs_rle_with_absolute_dc():
-    for kw in ({"layout": "dense"}, {"dc": "dpcm"}):
-        with pytest.raises(CodecError, match="--layout rle --dc abs"):
-            JpegCodec(temporal="delta", **kw)
+def test_delta_needs_absolute_dc():
+    for layout in ("rle", "dense"):
+        with pytest.raises(CodecError, match="--dc abs"):
+            JpegCodec(temporal="delta", layout=layout, dc="dpcm")
     with pytest.raises(CodecError, match="none or delta"):
         JpegCodec(temporal="motion")

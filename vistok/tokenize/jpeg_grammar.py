@@ -3,7 +3,7 @@
 rle: a block = DC | ESC raw raw, then (AC(run, level) | AC_ESC(run) raw raw)* with runs that fit inside
 the 63 AC positions, then EOB; its DC and its AC run are two cells (cell 2b and 2b + 1), so an order may
 send every DC first (`dc-first`). With temporal deltas (`delta`), a block is one cell and may instead be the
-one token SKIP: every coefficient of its difference to the previous frame is zero.
+one token SKIP: every coefficient of its difference to the previous frame is zero (dense deltas have no SKIP).
 dense: a cell is one coefficient = value | ESC raw raw; its block and frequency are known in advance.
 Masks are cached per state, so `allowed()` costs a lookup.
 """
