@@ -486,8 +486,8 @@ def study(
     preset: Annotated[str, typer.Option(help="Model preset for every run.")] = "tiny",
     probe_train: Annotated[int, typer.Option(help="Training images of each probe.")] = 5000,
     probe_test: Annotated[int, typer.Option(help="Test images of each probe.")] = 1000,
-    finetune: Annotated[int, typer.Option(help="Epochs of fine-tuning per run (0: none).")] = 1,
-    finetune_images: Annotated[int, typer.Option(help="Fine-tune on this many of the probe's training images (0: all).")] = 2000,
+    finetune: Annotated[int, typer.Option(help="Epochs of fine-tuning per run (0: none).")] = 3,
+    finetune_images: Annotated[int, typer.Option(help="Fine-tune on this many of the probe's training images (0: all).")] = 0,
 ) -> None:
     """A grid of runs (orders x parallel modes) on one labelled dataset, the same number of optimizer steps per
     run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""

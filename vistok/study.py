@@ -93,8 +93,8 @@ class StudyConfig:
     eval_images: int = 1000
     probe_train: int = 5000
     probe_test: int = 1000
-    finetune: int = 1  # epochs of fine-tuning per row (0: none)
-    finetune_images: int = 2000  # of the probe's training images, fine-tuned on (0: all)
+    finetune: int = 3  # epochs of fine-tuning per row (0: none)
+    finetune_images: int = 0  # of the probe's training images, fine-tuned on (0: all: the linear probe's)
     executor: str = "local"
     device: str = "auto"
     seed: int = 0
