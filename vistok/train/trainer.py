@@ -188,7 +188,8 @@ def setup_device(name: str) -> tuple[str, Dist]:
 
 
 def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path | None) -> tuple[GPTConfig, dict]:
-    """The model's config and the run state: a checkpoint's, or a fresh one from the preset and the data."""
+    """The model's config and the run state: a checkpoint's, or a fresh one from the preset and the data. The
+    loader then refuses a record beyond the model's embedding tables (never clamps it)."""
     if ckpt is not None:
         state = read_state(ckpt)
         mcfg = GPTConfig(**state["model"])
@@ -196,10 +197,12 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
             raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
         if mcfg.local != local_attention(cfg.attention):
             raise UsageError(f"--attention {cfg.attention} differs from the checkpoint's {attention_name(mcfg.local)}")
-        return mcfg, state
-    mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope, cfg.co_attend,
-                              local_attention(cfg.attention))
-    return mcfg, {"step": 0, "planned_steps": cfg.max_steps}
+    else:
+        mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope,
+                                  cfg.co_attend, local_attention(cfg.attention))
+        state = {"step": 0, "planned_steps": cfg.max_steps}
+    loader.limits = mcfg.axis_sizes
+    return mcfg, state
 
 
 def local_attention(spec: str) -> list[int]:
@@ -393,7 +396,6 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     data = replace(data, places=bool(local_attention(cfg.attention)))  # rows carry places for local attention
     loader = Loader(data, dist_info.rank, dist_info.world, device, storage_options, cache)
     mcfg, state = model_config(cfg, data, loader, ckpt)
-    loader.limits = mcfg.axis_sizes  # a record beyond the embedding tables is refused, never clamped
     raw_model, is_cuda = GPT(mcfg).to(device), device.startswith("cuda")
     opt = raw_model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if is_cuda else "cpu")
     if ckpt is not None:
