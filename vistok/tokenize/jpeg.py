@@ -16,8 +16,8 @@ component in canonical order (``dc="dpcm"``, as JPEG's entropy coder does).
 ``temporal="delta"`` (absolute DC) codes a clip's frame t > 1 as the integer difference of its quantized
 coefficients from frame t-1's, block by block. rle codes a block whose coded coefficients are all zero as
 the one token SKIP (in frame 1, a block that is zero itself); dense keeps 64 tokens a block, so a token's
-place stays its coefficient's and an unchanged block is 64 zeros (the vocabulary is dense's own). Exact: decoding adds each frame's
-differences to the previous frame's coefficients (`frame_records`). Records say ``temporal: delta``.
+place stays its coefficient's and an unchanged block is 64 zeros (the vocabulary is dense's own). Exact:
+decoding adds each frame's differences to the previous frame's coefficients (`frame_records`). Records say ``temporal: delta``.
 With ``keyframe=K`` the deltas restart every K frames: frames 1, K+1, 2K+1... are coded as themselves
 (``frame_types`` in a clip's metadata: "I" or "P" per frame).
 
@@ -90,14 +90,13 @@ class JpegCodec(Codec):
         if int(keyframe) < 0 or (int(keyframe) and temporal != "delta"):
             raise CodecError(f"--keyframe K (K >= 1) restarts temporal deltas: use it with --temporal delta (got {keyframe})")
         self.temporal, self.keyframe = temporal, int(keyframe)
-        self._skips = temporal == "delta" and layout == "rle"  # unchanged blocks as SKIP (dense: 64 zeros)
         self._split = layout == "rle" and temporal != "delta"  # rle blocks as a DC cell and an AC cell
         self.quality, self.subsampling, self.token_layout, self.dc = int(quality), subsampling, layout, dc
         self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
         self.qtables = dct.quality_tables(self.quality, self.baseline)
         if layout == "dense":  # a cell per coefficient: its frequency is known before its token
             self.known_axes, self.single_token_cells = self.axes, True
-        t = jpeg_tokens(layout, self._skips)
+        t = self._tokens = jpeg_tokens(layout, temporal == "delta" and layout == "rle")  # dense deltas: no SKIP
         self._skip = t.skip
         self._vocab = t.vocab
         self._eob, self._esc, self._raw = t.eob, t.esc, t.raw
@@ -434,7 +433,7 @@ class JpegCodec(Codec):
         units, coords = np.repeat(g.unit, per).astype(np.int64), np.repeat(blocks, per, axis=0)
         if self.token_layout == "dense":
             coords = np.concatenate([coords, np.tile(np.arange(64), g.n_blocks)[:, None]], axis=1)
-        tokens = jpeg_tokens(self.token_layout, self._skips)
+        tokens = self._tokens
         dc = (np.arange(units.size) % per == 0) if per > 1 else None
         return FrameLayout(g.mcu_grid, (8 * v, 8 * h), units, coords, g.n_blocks * 64 * 3 + 2,
                            lambda: JpegCells(tokens, g, self._split), dc,

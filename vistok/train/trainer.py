@@ -373,7 +373,7 @@ def close_distributed(dist_info: Dist, poll_s: float = 0.02, wait_s: float = 60.
     import torch.distributed as dist
     from torch.distributed import distributed_c10d
 
-    gc.collect()  # a wrapper left in a reference cycle (a compiled one, hooks) is freed here, before the group
+    gc.collect()  # should the wrapper sit in a reference cycle, it is freed here, before the group
     dist.barrier()
     store = distributed_c10d._get_default_store()
     dist.destroy_process_group()
