@@ -1,5 +1,6 @@
-"""`--temporal delta` (JPEG): frame t > 1 as coefficient differences to frame t-1, unchanged blocks as SKIP
-(rle) or 64 zeros (dense); exact both ways, and every stream the grammar allows decodes."""
+"""`--temporal delta` (JPEG, wavelet): frame t > 1 as coefficient differences to frame t-1, unchanged JPEG
+blocks as SKIP (rle) or 64 zeros (dense), unchanged wavelet bands as one EOB (rle) or zeros (dense); exact
+both ways, and every stream the grammar allows decodes."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vistok.errors import CodecError
-from vistok.tokenize import JpegCodec, dct
+from vistok.tokenize import JpegCodec, WaveletCodec, dct
 from vistok.tokenize.base import frames_of
 from vistok.tokenize.stream import StreamGrammar, order_record, plan
 
@@ -15,6 +16,11 @@ DELTA = JpegCodec(quality=20, temporal="delta")
 PLAIN = JpegCodec(quality=20)
 DENSE_DELTA = JpegCodec(quality=20, layout="dense", temporal="delta")
 DENSE = JpegCodec(quality=20, layout="dense")
+WAVELETS = {  # (delta, plain) pairs
+    "wavelet-rle": (WaveletCodec(temporal="delta"), WaveletCodec()),
+    "wavelet-dense": (WaveletCodec(levels=2, layout="dense", temporal="delta"), WaveletCodec(levels=2, layout="dense")),
+    "wavelet-lossless": (WaveletCodec(levels=3, lossless=True, temporal="delta"), WaveletCodec(levels=3, lossless=True)),
+}
 
 
 def _clip(photo, n=4, moving=True):
@@ -125,3 +131,82 @@ def test_delta_needs_absolute_dc():
             JpegCodec(temporal="delta", layout=layout, dc="dpcm")
     with pytest.raises(CodecError, match="none or delta"):
         JpegCodec(temporal="motion")
+
+
+@pytest.mark.parametrize("name", sorted(WAVELETS))
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), frames=st.integers(1, 4), still=st.floats(0, 1), big=st.booleans())
+def test_wavelet_coefficients_tokens_coefficients_is_exact(name, seed, frames, still, big):
+    """Any pyramid clip whose differences are int16 -> wavelet delta tokens -> the same pyramids (escapes,
+    long zero runs, empty bands of frame 1 and unchanged bands of later frames included)."""
+    codec = WAVELETS[name][0]
+    rng = np.random.default_rng(seed)
+    g = codec.frame_coefficients_of(np.zeros((24, 40, 3), np.uint8))[0]
+    lim = 16000 if big else 40
+    coefs = [np.where(rng.random(g.total) < 0.2, rng.integers(-lim, lim, g.total), 0)]
+    for _ in range(frames - 1):
+        moved = rng.random(g.total) < (1 - still) * 0.3  # coefficients that change
+        coefs.append(np.clip(coefs[-1] + np.where(moved, rng.integers(-lim, lim, g.total), 0), -lim, lim))
+    rec = codec.clip_from_coefficients(g, coefs, "k")
+    got = [codec.coefficients(f)[1] for f in codec.frame_records(rec)]
+    assert len(got) == frames
+    for a, b in zip(got, coefs):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(WAVELETS))
+def test_a_real_clip_round_trips_through_wavelet_deltas(photo, name):
+    """A static camera on a real photo: the delta clip decodes to the plain codec's pixels exactly; a still
+    frame costs one zero value per LL coefficient and one EOB per detail band (rle)."""
+    delta, plain = WAVELETS[name]
+    frames = _clip(photo)
+    rec, ref = delta.encode_clip(frames, "c"), plain.encode_clip(frames, "c")
+    np.testing.assert_array_equal(delta.decode(rec), plain.decode(ref))
+    for a, b in zip(delta.frame_records(rec), frames_of(ref)):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert rec.meta["temporal"] == "delta" and rec.meta["frame_types"] == ["I", "P", "P", "P"]
+    assert delta.get_config()["temporal"] == "delta" and "temporal" not in plain.get_config()
+    per, plain_per = [f.tokens.size for f in frames_of(rec)], [f.tokens.size for f in frames_of(ref)]
+    still = frames_of(delta.encode_clip(_clip(photo, 2, moving=False), "s"))[1]
+    g = delta.record_geometry(still)
+    if delta.token_layout == "rle":
+        assert all(p < 0.5 * q for p, q in zip(per[1:], plain_per[1:]))
+        assert still.tokens.size == g.n_ll + len(g.bands) - g.ncomp
+    else:
+        assert per == plain_per and still.tokens.size == g.total
+    assert (delta.coefficients(still)[1] == 0).all()
+
+
+def test_wavelet_keyframes_restart_the_deltas(photo):
+    key = WaveletCodec(temporal="delta", keyframe=2)
+    frames = _clip(photo, 5)
+    rec = key.encode_clip(frames, "k")
+    assert rec.meta["frame_types"] == ["I", "P", "I", "P", "I"] and key.get_config()["keyframe"] == 2
+    np.testing.assert_array_equal(key.decode(rec), WAVELETS["wavelet-rle"][1].decode(
+        WAVELETS["wavelet-rle"][1].encode_clip(frames, "k")))
+    with pytest.raises(CodecError, match="--temporal delta"):
+        WaveletCodec(keyframe=3)
+    with pytest.raises(CodecError, match="none or delta"):
+        WaveletCodec(temporal="motion")
+
+
+@pytest.mark.parametrize("name,order", [("wavelet-rle", "canonical"), ("wavelet-dense", "hilbert"),
+                                        ("wavelet-dense", "coarse-to-fine"), ("wavelet-lossless", "canonical")])
+def test_the_grammar_follows_wavelet_delta_clips_and_every_drawn_stream_decodes(photo, name, order):
+    codec = WAVELETS[name][0]
+    rec = codec.encode_clip(_clip(photo, 3), "c")
+    o = order_record(codec, rec, order, np.random.default_rng(1))
+    g = StreamGrammar(codec, rec.meta, o.plan)
+    for t in rec.tokens[o.perm]:
+        assert g.allowed()[t]
+        g.step(int(t))
+    np.testing.assert_array_equal(g.canonical(), rec.tokens)
+    rng = np.random.default_rng(5)  # a random walk, leaning to the tokens that end a band or say "no change"
+    g = StreamGrammar(codec, rec.meta, plan(codec, rec.meta, order, np.random.default_rng(1)))
+    eob, zero = codec.vocab.specials["EOB"], codec.vocab.range("value").start + 1023
+    while g.phase == "cells":
+        ids = np.flatnonzero(g.allowed())
+        pick = [t for t in (eob, zero) if t in ids]
+        g.step(int(pick[0] if pick and rng.random() < 0.7 else rng.choice(ids)))
+    out = codec.decode(type(rec)("drawn", g.canonical().astype(codec.vocab.dtype), dict(rec.meta)))
+    assert out.shape == (3, 64, 64, 3)

@@ -13,13 +13,11 @@ binary (value + 32768), so every int16 coefficient is exact with a bounded vocab
 DC is coded as the absolute value (default) or as the difference to the previous block of the same
 component in canonical order (``dc="dpcm"``, as JPEG's entropy coder does).
 
-``temporal="delta"`` (absolute DC) codes a clip's frame t > 1 as the integer difference of its quantized
-coefficients from frame t-1's, block by block. rle codes a block whose coded coefficients are all zero as
-the one token SKIP (in frame 1, a block that is zero itself); dense keeps 64 tokens a block, so a token's
-place stays its coefficient's and an unchanged block is 64 zeros (the vocabulary is dense's own). Exact:
-decoding adds each frame's differences to the previous frame's coefficients (`frame_records`). Records say ``temporal: delta``.
-With ``keyframe=K`` the deltas restart every K frames: frames 1, K+1, 2K+1... are coded as themselves
-(``frame_types`` in a clip's metadata: "I" or "P" per frame).
+``temporal="delta"`` (absolute DC; `temporal.py`) codes a clip's frame t > 1 as the integer difference of
+its quantized coefficients from frame t-1's, block by block (``keyframe=K``: restarting every K frames).
+rle codes a block whose coded coefficients are all zero as the one token SKIP (in frame 1, a block that is
+zero itself); dense keeps 64 tokens a block, so a token's place stays its coefficient's and an unchanged
+block is 64 zeros (the vocabulary is dense's own).
 
 Coordinate axes: frame, component, block_y, block_x (within the component's block grid), freq
 (zigzag index 0..63; 64 for EOB). Escape RAW tokens carry the coordinates of their coefficient.
@@ -39,7 +37,6 @@ from vistok.tokenize import dct, jpegfile
 from vistok.tokenize.base import (
     ESCAPE_OFFSET,
     FILE_BYTES,
-    FRAME,
     JPEG_FILE,
     N_SPECIALS,
     SIDE_INFO,
@@ -48,14 +45,15 @@ from vistok.tokenize.base import (
     FrameLayout,
     Vocabulary,
     assemble_events,
-    frames_of,
     register_codec,
 )
 from vistok.tokenize.jpeg_grammar import AC_LEVEL, DC_MAX, DENSE_MAX, EOB_FREQ, RUNS, JpegCells, jpeg_tokens
+from vistok.tokenize.temporal import CLI_OPTIONS as TEMPORAL_OPTIONS
+from vistok.tokenize.temporal import TemporalDelta
 
 
 @register_codec
-class JpegCodec(Codec):
+class JpegCodec(TemporalDelta, Codec):
     codec_id = "jpeg"
     axes = ("frame", "component", "block_y", "block_x", "freq")
     known_axes = ("frame", "component", "block_y", "block_x")  # rle; dense: every axis (see __init__)
@@ -66,8 +64,7 @@ class JpegCodec(Codec):
         CliOption("layout", str, "jpeg, wavelet: token layout, rle (sparse runs) or dense (a token per coefficient).", ("rle", "dense")),
         CliOption("dc", str, "jpeg: DC coded as an absolute value or as the difference to the previous block.", ("abs", "dpcm")),
         CliOption("transcode", str, "jpeg: JPEG inputs always re-quantized from pixels, never (keep the file's coefficients), or auto.", ("always", "never", "auto")),
-        CliOption("temporal", str, "jpeg: clips frame by frame (none), or frame 1 then each frame's coefficient differences to the one before (delta; absolute DC): rle codes an unchanged block as one SKIP token, dense keeps 64 tokens a block (zeros).", ("none", "delta")),
-        CliOption("keyframe", int, "jpeg --temporal delta: restart the deltas every K frames (frames 1, K+1, ... coded whole; 0: only frame 1)."),
+        *TEMPORAL_OPTIONS,
     )
 
     def __init__(self, quality: int = 20, subsampling: str = "420", layout: str = "rle", dc: str = "abs",
@@ -83,13 +80,9 @@ class JpegCodec(Codec):
             raise CodecError(f"transcode must be always, never or auto, got {transcode!r}")
         if not 1 <= int(quality) <= 100:
             raise CodecError(f"jpeg quality must be in 1..100, got {quality}")
-        if temporal not in ("none", "delta"):
-            raise CodecError(f"jpeg temporal must be none or delta, got {temporal!r}")
+        self._temporal_init(temporal, keyframe)
         if temporal == "delta" and dc != "abs":
             raise CodecError("--temporal delta codes differences of absolute DC values: use --dc abs")
-        if int(keyframe) < 0 or (int(keyframe) and temporal != "delta"):
-            raise CodecError(f"--keyframe K (K >= 1) restarts temporal deltas: use it with --temporal delta (got {keyframe})")
-        self.temporal, self.keyframe = temporal, int(keyframe)
         self._split = layout == "rle" and temporal != "delta"  # rle blocks as a DC cell and an AC cell
         self.quality, self.subsampling, self.token_layout, self.dc = int(quality), subsampling, layout, dc
         self.transcode, self.baseline, self.max_pixels = transcode, bool(baseline), int(max_pixels)
@@ -109,9 +102,7 @@ class JpegCodec(Codec):
     def get_config(self) -> dict[str, Any]:
         out = {"id": self.codec_id, "quality": self.quality, "subsampling": self.subsampling, "layout": self.token_layout,
                "dc": self.dc, "transcode": self.transcode, "baseline": self.baseline, "max_pixels": self.max_pixels}
-        if self.keyframe:  # configs before it: deltas from frame 1 on
-            out["keyframe"] = self.keyframe
-        return {**out, "temporal": self.temporal} if self.temporal != "none" else out  # configs before it: none
+        return {**out, **self._temporal_config()}
 
     @property
     def vocab(self) -> Vocabulary:
@@ -140,18 +131,24 @@ class JpegCodec(Codec):
 
     # --- media <-> coefficients -----------------------------------------------------------------
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
+        return self.from_coefficients(*self.frame_coefficients_of(media), key, meta)
+
+    def frame_coefficients_of(self, media: np.ndarray) -> tuple[dct.BlockGrid, np.ndarray]:
+        """Pixels -> (block grid, (n_blocks, 64) quantized zigzag coefficients) at the configured tables."""
         if media.dtype != np.uint8 or media.ndim not in (2, 3) or (media.ndim == 3 and media.shape[2] != 3):
             raise InputError(f"jpeg codec takes uint8 (H, W) or (H, W, 3) pixels, got {media.dtype} {media.shape}")
         h, w = media.shape[:2]
         if h * w > self.max_pixels:
             raise InputError(f"image of {w}x{h} pixels exceeds the limit of {self.max_pixels}")
-        grid, coefs = dct.forward(media, self.qtables, self.subsampling if media.ndim == 3 else "444")
-        return self.from_coefficients(grid, coefs, key, meta)
+        return dct.forward(media, self.qtables, self.subsampling if media.ndim == 3 else "444")
+
+    @staticmethod
+    def geometry_meta(grid: dct.BlockGrid) -> dict[str, Any]:
+        return {"height": grid.height, "width": grid.width, "components": grid.ncomp, "subsampling": grid.subsampling}
 
     def from_coefficients(self, grid: dct.BlockGrid, coefs: np.ndarray, key: str, meta: dict | None = None,
                           qtables: np.ndarray | None = None, table_index: list[int] | None = None) -> TokenRecord:
-        m = dict(meta or {})
-        m.update(height=grid.height, width=grid.width, components=grid.ncomp, subsampling=grid.subsampling)
+        m = {**(meta or {}), **self.geometry_meta(grid)}
         if qtables is not None and not np.array_equal(qtables[:2], self.qtables[: len(qtables)]):
             m["qt"] = np.asarray(qtables).astype(int).tolist()
             m["qt_index"] = list(table_index or [0, 1, 1][: grid.ncomp])
@@ -175,63 +172,14 @@ class JpegCodec(Codec):
             raise InputError("quantization table entries above 255 (not baseline); use --no-baseline to keep them")
         return self.from_coefficients(grid, coefs, key, meta, qtables=qt, table_index=tbl)
 
-    def encode_clip(self, frames: list[np.ndarray], key: str = "sample", meta: dict | None = None) -> TokenRecord:
-        """Frames -> one record; with temporal deltas, frame t > 1 as its coefficients' differences to frame t-1's."""
-        if self.temporal != "delta" or len(frames) == 1:
-            return super().encode_clip(frames, key, meta)
-        first = self.encode(frames[0], key, meta)
-        grid = self.record_blocks(first)
-        coefs = [self.coefficients(first)[1]] + [dct.forward(f, self.qtables, grid.subsampling)[1] for f in frames[1:]]
-        return self.clip_from_coefficients(grid, coefs, key, first.meta)
-
-    def clip_from_coefficients(self, grid: dct.BlockGrid, coefs: list[np.ndarray], key: str,
-                               meta: dict | None = None) -> TokenRecord:
-        """Each frame's (n_blocks, 64) coefficients -> one clip record: frame 1 as itself, frame t > 1 as its
-        difference to frame t-1 with temporal deltas, the frames' streams joined by FRAME tokens."""
-        diffs = [c if self._whole(t) else c - coefs[t - 1] for t, c in enumerate(coefs)]
-        streams = [self.tokenize(grid, d) for d in diffs]
-        sep = np.array([FRAME], dtype=streams[0].dtype)
-        tokens = np.concatenate([t for i, s in enumerate(streams) for t in ((sep, s) if i else (s,))])
-        m = {**(meta or {}), "height": grid.height, "width": grid.width, "components": grid.ncomp,
-             "subsampling": grid.subsampling}
-        if len(coefs) > 1:
-            m["frames"] = len(coefs)
-            if self.temporal == "delta":
-                m["temporal"] = "delta"
-                m["frame_types"] = ["I" if self._whole(t) else "P" for t in range(len(coefs))]
-        return TokenRecord(key, tokens, m)
-
-    def _whole(self, t: int) -> bool:
-        """Is frame t (from 0) coded as itself: always without deltas; frame 0 and every keyframe with them."""
-        return self.temporal != "delta" or t == 0 or bool(self.keyframe and t % self.keyframe == 0)
-
-    def frame_coefficients(self, record: TokenRecord) -> list[tuple[TokenRecord, dct.BlockGrid, np.ndarray]]:
-        """Each frame's record, block grid and own coefficients (a delta clip's differences added up)."""
-        out, acc = [], None
-        for t, f in enumerate(frames_of(record)):
-            grid, coefs = self.coefficients(f)
-            acc = coefs if self._whole(t) else acc + coefs
-            out.append((f, grid, acc))
-        return out
-
-    def frame_records(self, record: TokenRecord) -> list[TokenRecord]:
-        """A record's frames as records of their own coefficients (a delta clip's differences added up)."""
-        if self.temporal != "delta" or int(record.meta.get("frames", 1)) == 1:
-            return frames_of(record)
-        return [TokenRecord(f.key, self.tokenize(g, c), f.meta) for f, g, c in self.frame_coefficients(record)]
-
-    def decode(self, record: TokenRecord) -> np.ndarray:
-        frames = [self._pixels(f, g, c) for f, g, c in self.frame_coefficients(record)]
-        return frames[0] if len(frames) == 1 else np.stack(frames)
-
     def coefficients(self, record: TokenRecord) -> tuple[dct.BlockGrid, np.ndarray]:
         grid = self.record_blocks(record)
         return grid, self.coefficients_only(grid, record.tokens)
 
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
-        return self._pixels(record, *self.coefficients(record))
+        return self.frame_pixels(record, *self.coefficients(record))
 
-    def _pixels(self, record: TokenRecord, grid: dct.BlockGrid, coefs: np.ndarray) -> np.ndarray:
+    def frame_pixels(self, record: TokenRecord, grid: dct.BlockGrid, coefs: np.ndarray) -> np.ndarray:
         qt = self.record_qtables(record)
         idx = self.record_table_index(record)
         if idx is not None:

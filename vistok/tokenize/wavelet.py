@@ -18,6 +18,11 @@ Tokens. The LL bands (dense, large values) are value tokens in [-1023, 1023]. De
 (rest of the band zero); `dense` codes every coefficient as a value token. Values outside the direct
 ranges go through ESC / RUN_ESC(run) plus two raw bytes (value + 32768), so any int16 is exact.
 
+Clips (`temporal.py`): with ``temporal="delta"`` frame t > 1 is the integer difference of its quantized
+coefficients from frame t-1's (``keyframe=K``: restarting every K frames), coded with the same tokens and
+grammar: an unchanged LL coefficient is the value 0, an unchanged rle detail band its one EOB token, a
+dense band zeros. Exact: decoding adds the differences up.
+
 Axes: frame, component, level (1 = finest; LL has the coarsest), band (0 LL, 1 H, 2 V, 3 D), y, x.
 Units: cells of the coarsest grid (2**levels pixels square); a coefficient belongs to the cell its
 spatial footprint starts in, so a unit is one spatial tree of the pyramid. Canonical order visits units
@@ -46,6 +51,8 @@ from vistok.tokenize.base import (
     assemble_events,
     register_codec,
 )
+from vistok.tokenize.temporal import CLI_OPTIONS as TEMPORAL_OPTIONS
+from vistok.tokenize.temporal import TemporalDelta
 from vistok.tokenize.wavelet_grammar import (
     LEVEL,
     RUNS,
@@ -69,7 +76,7 @@ def _weights(text: str) -> list[float]:
 
 
 @register_codec
-class WaveletCodec(Codec):
+class WaveletCodec(TemporalDelta, Codec):
     codec_id = "wavelet"
     axes = ("frame", "component", "level", "band", "y", "x")
     known_axes = ("frame", "component", "level", "band")  # rle; dense: every axis (see __init__)
@@ -85,13 +92,16 @@ class WaveletCodec(Codec):
         CliOption("chroma", str, "wavelet: chroma resolution.", ("444", "420")),
         CliOption("layout", str, "jpeg, wavelet: token layout, rle (sparse runs) or dense (a token per coefficient).", ("rle", "dense")),
         CliOption("lossless", bool, "wavelet: integer CDF 5/3 + reversible colour: pixel-exact.", flag=True),
+        *TEMPORAL_OPTIONS,
     )
 
     def __init__(self, wavelet: str = "bior4.4", levels: int = 3, step: float = 8.0,
                  level_weights: list[float] | tuple[float, ...] = (), hh_weight: float = 1.0, chroma: str = "444",
-                 layout: str = "rle", lossless: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 layout: str = "rle", lossless: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 temporal: str = "none", keyframe: int = 0):
         import pywt
 
+        self._temporal_init(temporal, keyframe)
         if layout not in ("rle", "dense"):
             raise CodecError(f"wavelet layout must be rle or dense, got {layout!r}")
         if chroma not in ("444", "420"):
@@ -123,7 +133,8 @@ class WaveletCodec(Codec):
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "wavelet": self.wavelet, "levels": self.levels, "step": self.step,
                 "level_weights": list(self.level_weights), "hh_weight": self.hh_weight, "chroma": self.chroma,
-                "layout": self.token_layout, "lossless": self.lossless, "max_pixels": self.max_pixels}
+                "layout": self.token_layout, "lossless": self.lossless, "max_pixels": self.max_pixels,
+                **self._temporal_config()}
 
     @property
     def vocab(self) -> Vocabulary:
@@ -144,7 +155,8 @@ class WaveletCodec(Codec):
         return self.step * w * (self.hh_weight if band.band == 3 else 1.0)
 
     # --- pixels <-> coefficients ----------------------------------------------------------------
-    def coefficients_of(self, media: np.ndarray) -> tuple[Geometry, np.ndarray]:
+    def frame_coefficients_of(self, media: np.ndarray) -> tuple[Geometry, np.ndarray]:
+        """Pixels -> (geometry, the flat canonical vector of quantized (or lossless integer) coefficients)."""
         if media.dtype != np.uint8 or media.ndim not in (2, 3) or (media.ndim == 3 and media.shape[2] != 3):
             raise InputError(f"wavelet codec takes uint8 (H, W) or (H, W, 3) pixels, got {media.dtype} {media.shape}")
         h, w = media.shape[:2]
@@ -181,6 +193,9 @@ class WaveletCodec(Codec):
             flat[band.start : band.start + band.size] = arr.ravel()
         return g, flat
 
+    def frame_pixels(self, record: TokenRecord, g: Geometry, flat: np.ndarray) -> np.ndarray:
+        return self.pixels_of(g, flat)
+
     def pixels_of(self, g: Geometry, flat: np.ndarray) -> np.ndarray:
         pyramids = [[None] + [[None, None, None] for _ in range(self.levels)] for _ in range(g.ncomp)]
         for band in g.bands:
@@ -213,14 +228,20 @@ class WaveletCodec(Codec):
         return img.astype(np.uint8)[: g.height, : g.width]
 
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
-        g, flat = self.coefficients_of(media)
-        m = dict(meta or {})
-        m.update(height=g.height, width=g.width, components=g.ncomp)
-        return TokenRecord(key, self.tokenize(g, flat), m)
+        g, flat = self.frame_coefficients_of(media)
+        return TokenRecord(key, self.tokenize(g, flat), {**(meta or {}), **self.geometry_meta(g)})
+
+    @staticmethod
+    def geometry_meta(g: Geometry) -> dict[str, Any]:
+        return {"height": g.height, "width": g.width, "components": g.ncomp}
+
+    def coefficients(self, record: TokenRecord) -> tuple[Geometry, np.ndarray]:
+        """A one-frame record -> (geometry, its flat coefficient vector as coded)."""
+        g = self.record_geometry(record)
+        return g, self.detokenize(g, record.tokens)[0]
 
     def decode_frame(self, record: TokenRecord) -> np.ndarray:
-        g = self.record_geometry(record)
-        return self.pixels_of(g, self.detokenize(g, record.tokens)[0])
+        return self.pixels_of(*self.coefficients(record))
 
     # --- coefficients <-> tokens ----------------------------------------------------------------
     def _values(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
