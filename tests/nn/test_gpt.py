@@ -141,7 +141,14 @@ class _Groups:
 
     def __init__(self, sizes, vocab=50):
         self.sizes, self.vocab, self.g, self.taken = sizes, vocab, 0, []
-        self.plan = type("P", (), {"cells": np.arange(sum(sizes))})
+        self.plan = type("P", (), {"cells": np.arange(sum(sizes)), "groups": np.repeat(np.arange(len(sizes)), sizes)})
+
+    @property
+    def i(self):
+        return len(self.taken)
+
+    def group_places(self):
+        return np.full((self.sizes[self.g], 2), -1)
 
     @property
     def phase(self):

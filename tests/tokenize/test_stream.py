@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
@@ -209,3 +211,66 @@ def test_any_step_plans_follow_the_seed_and_the_steps_never_the_tokens(photo):
     np.testing.assert_array_equal(a.groups, b.groups)
     drawn = {plan(dense, rec.meta, "random", np.random.default_rng(s), parallel="any").n_groups for s in range(40)}
     assert len(drawn) > 20 and min(drawn) >= 1 and max(drawn) <= n  # steps drawn per document
+
+
+@pytest.mark.parametrize("name", ["wavelet-dense", "bsq-scales"])
+def test_clips_are_predicted_a_group_per_frame_and_scale(photo, multiscale_tok, name):
+    """`--parallel scales` on a clip: every group is one scale of one frame, in time order and coarse to fine
+    inside a frame, the FRAME separator in its frame's coarsest group (a decoder knows it: only FRAME is
+    allowed there); following the plan group by group rebuilds the clip. Other parallel modes stay refused."""
+    from vistok.tokenize.base import FRAME
+    from vistok.tokenize.stream import cell_scales
+
+    codec = _codecs(multiscale=multiscale_tok)[name]
+    order = "next-scale" if name == "bsq-scales" else "coarse-to-fine"
+    frames = [photo[100 + 4 * t : 132 + 4 * t, 150:182] for t in range(3)]
+    rec = codec.encode_clip(frames, "clip")
+    o = order_record(codec, rec, order, np.random.default_rng(0), "scales")
+    layout = codec.layout(rec.meta)
+    scale, cells = cell_scales(layout, order), layout.cells
+    n_scales = int(scale.max()) + 1
+    assert o.plan.n_groups == 3 * n_scales == 9  # bsq: 3 scales; wavelet: LL, level 2, level 1
+    g_frame, g_scale = cells.frame[o.cells], scale[o.cells]
+    for g in range(o.plan.n_groups):
+        at = o.groups == g
+        assert len(set(g_frame[at])) == 1 and len(set(g_scale[at])) == 1
+        assert (g_frame[at][0], g_scale[at][0]) == divmod(g, n_scales)
+    seps = np.flatnonzero(rec.tokens[o.perm] == FRAME)
+    assert seps.size == 2 and all(g_scale[s] == 0 and o.groups[s] == g_frame[s] * n_scales for s in seps)
+    g = StreamGrammar(codec, rec.meta, o.plan)
+    toks, i = rec.tokens[o.perm], 0
+    while g.phase == "cells":
+        _, masks = g.group()
+        for j, t in enumerate(toks[i : i + len(masks)]):
+            assert masks[j][t] and (masks[j].sum() == 1) == (t == FRAME)
+            g.step(int(t))
+        i += len(masks)
+    np.testing.assert_array_equal(g.canonical(), rec.tokens)
+    for mode, order_ in (("any", "random"), ("segments", "randsac:3")):
+        with pytest.raises(UsageError, match="clips take --parallel scales"):
+            plan(codec, rec.meta, order_, np.random.default_rng(0), parallel=mode)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(1, 12), min_size=1, max_size=30), T=st.integers(26, 80), S=st.integers(0, 90))
+def test_group_windows_predict_every_group_once_after_the_context_the_row_holds(sizes, T, S):
+    """Windows of a group-parallel stream: their new parts are whole groups, in order, each once; a window holds
+    BOS, its tokens and its queries in a row; it starts C = T - 1 - min(S, T - 1) tokens before its new part
+    (0 with stride = context: independent pieces); a group too large for a window is refused."""
+    from vistok.tokenize.stream import group_limit, group_windows
+
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    n_new = min(S or T, T - 1)
+    if 2 * max(sizes) > n_new:
+        with pytest.raises(UsageError, match="positions with its queries"):
+            group_windows(groups, T, S)
+        assert max(sizes) > group_limit(T, S)
+        return
+    ws = group_windows(groups, T, S)
+    assert [i for _, new, stop in ws for i in range(new, stop)] == list(range(groups.size))
+    context = T - 1 - n_new
+    for start, new, stop in ws:
+        assert (new == 0 or groups[new] != groups[new - 1]) and (stop == groups.size or groups[stop] != groups[stop - 1])
+        assert 1 + (stop - start) + (stop - new) <= T and start == max(0, new - context)
+        if S == 0 or S >= T - 1:  # a window's new part may fill the row: no context
+            assert start == new

@@ -308,3 +308,83 @@ def _scan_bytes(codec, rec) -> int:
     from vistok.train.evaluate import jpeg_scan_bytes
 
     return jpeg_scan_bytes(codec.to_jpeg(rec, optimize=True))
+
+
+# --- coarse to fine within each frame, a group per (frame, scale) -------------------------------------------
+def _scale_clips(root, name, multiscale_tok):
+    """4-frame clips of the embedded GIF as dense gray wavelets (16x16, 2 levels: scales of 16, 48, 192
+    tokens) or as 3-scale BSQ codes (32x32: 1, 4, 16 codes), with the run's order."""
+    if name == "wavelet":
+        codec, pre, order = WaveletCodec(levels=2, layout="dense", step=12), Preprocess(size=16, clip_len=4, gray=True), "coarse-to-fine"
+    else:
+        codec, pre, order = BSQCodec(str(multiscale_tok)), Preprocess(size=32, clip_len=4), "next-scale"
+    res = run_job(["sample-video"], root / name, codec, pre, shard_size=8, executor="local", quiet=True)
+    return res.folder, codec, order
+
+
+@pytest.mark.parametrize("name", ["wavelet", "bsq"])
+def test_scale_parallel_clips_train_score_per_scale_continue_and_compress(name, multiscale_tok, tmp_path, decodes_to):
+    """`--parallel scales` on clips: one model step per (frame, scale), each frame's scales after the earlier
+    frames (windows with context); eval splits every frame into its scales, given the earlier frames and
+    alone; a prompt is continued a (frame, scale) per step with its frames kept token for token; the clips
+    compress to files that decode, in the bits eval counts."""
+    ds, codec, order = _scale_clips(tmp_path, name, multiscale_tok)
+    data = DataConfig(datasets=[str(ds)], block_size=512, stride=400, batch_size=2, num_workers=0, heldout=0.0,
+                      shuffle_buffer=4, order=order, parallel="scales")
+    train(data, TrainConfig(out=str(tmp_path / "run"), max_steps=3, warmup=1, eval_every=0, ckpt_every=3), quiet=True)
+    recs = list(Dataset(ds))
+    ev = evaluate(tmp_path / "run", split="all", per_frame=True, limit=3)
+    assert ev["steps_per_image"] == 4 * 3 and ev["min_context"] == 111  # 4 frames x 3 scales
+    scale_rows = ev["per_scale_bits"]
+    assert [(r["frame"], r["scale"]) for r in scale_rows] == [(t, s) for t in range(1, 5) for s in range(3)]
+    for f in ev["per_frame_bits"]:
+        parts = [r for r in scale_rows if r["frame"] == f["frame"]]
+        assert sum(r["conditional_bits"] for r in parts) == pytest.approx(f["conditional_bits"])
+        assert sum(r["independent_bits"] for r in parts) == pytest.approx(f["independent_bits"])
+    assert sum(f["conditional_bits"] for f in ev["per_frame_bits"]) == pytest.approx(ev["bits_per_image"])
+    rec = recs[0]
+    out = clip_run(tmp_path / "run", tmp_path / "c.mp4", frames=2, prompt=rec.key, prompt_frames=2, seed=0)
+    assert out["steps"] == 2 * 3 and out["decoded_generated_frames"] == 2
+    assert np.array_equal(first_frames(out["record"], 2).tokens, first_frames(rec, 2).tokens)
+    coder = Coder.load(tmp_path / "run")
+    blobs = [b for _, b in coder.compress(recs[:2])]
+    decodes_to(list(coder.decompress(blobs)), recs[:2])
+    for blob, rb in zip(blobs, record_bits(coder.model, coder.codec, recs[:2], coder.data, "cpu")):
+        assert abs(payload_bits(blob) - rb.bits) <= 0.01 * rb.bits + 64, (payload_bits(blob), rb.bits)
+
+
+def test_a_scale_group_never_sees_its_own_or_a_later_group_and_sees_earlier_frames(tmp_path, multiscale_tok):
+    """Through every layer of a model, in a window with context: changing a token of group g moves no query
+    logit of groups <= g, and moves those of later groups; the context is earlier frames' groups only; and
+    generating with the KV cache gives what feeding every window again gives."""
+    from vistok.nn.gpt import generate_groups
+    from vistok.tokenize.stream import StreamGrammar, group_windows, plan
+
+    ds, codec, order = _scale_clips(tmp_path, "wavelet", multiscale_tok)
+    rec = next(iter(Dataset(ds)))
+    rd = record_docs(codec, rec, order, record_rng(0, rec.key), 512, parallel="scales", stride=400)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=codec.vocab.size, axis_sizes=[40] * len(codec.axes), block_size=512, n_layer=2,
+                          n_head=2, n_embd=32, parallel=True)).eval()
+    doc = next(d for d in rd.docs if d["groups"][1] < d["groups"][d["query"].argmax()])  # a window with context
+    b = {k: torch.from_numpy(v)[None] for k, v in doc.items()}
+    kw = dict(groups=b["groups"], query=b["query"], doc_ids=torch.zeros_like(b["groups"]))
+    base, _ = model(b["idx"], b["coords"], b["next_coords"], **kw)
+    grp, q = doc["groups"], np.flatnonzero(doc["query"])
+    assert grp[1 : q[0]].max() >= grp[q].min() - 1 >= grp[1]  # context: the groups just before, never the new ones
+    for j in (1, int(q[0]) - 1, int(q[0]), int(q[0]) + 7):
+        idx = b["idx"].clone()
+        idx[0, j] = (idx[0, j] + 5) % codec.vocab.size
+        out, _ = model(idx, b["coords"], b["next_coords"], **kw)
+        same = [torch.allclose(out[0, i], base[0, i], atol=1e-6) for i in q]
+        assert same == [grp[i] <= grp[j] for i in q], j
+    meta = {k: v for k, v in rec.meta.items() if k != "source"}
+    runs = []
+    for cache in (True, False):
+        p = plan(codec, meta, order, np.random.default_rng(0), parallel="scales", max_group=200)
+        g = StreamGrammar(codec, meta, p)
+        toks, steps = generate_groups(model, g, generator=torch.Generator().manual_seed(1), use_cache=cache,
+                                      windows=lambda p=p: group_windows(p.groups, 512, 400))
+        assert steps == 12
+        runs.append(toks)
+    assert runs[0] == runs[1]

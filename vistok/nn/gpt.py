@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from vistok.errors import CodecError
 from vistok.nn.attention import RowMask, attend, local_mask
 
 
@@ -389,64 +390,112 @@ def window_start(i: int, block_size: int, stride: int = 0) -> int:
     return 0 if i < block_size else ((i - block_size) // S + 1) * S
 
 
+class GroupFeed:
+    """The inputs of group-parallel decoding (`generate_groups`, `vistok compress`), step by step, in the windows
+    training read the stream in (`vistok.tokenize.stream.group_windows`), for `lanes` streams whose plans
+    cut alike.
+
+    It keeps every token taken (`add`; per lane: token, coordinates + 1, place) and the group of each. `logits(window,
+    i, g, places, units)` feeds the tokens not yet fed (at a window's start BOS and the window's context, the
+    tokens [start, i); then the group before) and one query slot per place of group g, which starts at stream
+    position i, and returns the query slots' logits (lanes, k, V). With `use_cache` the tokens stay in a KV
+    cache for the rest of the window (query slots are read once, never cached); without it every step feeds
+    the window's tokens again (the reference path)."""
+
+    def __init__(self, model: GPT, bos: int, lanes: int = 1, use_cache: bool = True, cache_len: int = 0):
+        self.model, self.bos_id, self.lanes, self.use_cache = model, bos, lanes, use_cache
+        self.cache_len = cache_len or model.cfg.block_size  # positions a window's tokens take at most
+        A = len(model.cfg.axis_sizes)
+        self.toks: list[list[int]] = [[] for _ in range(lanes)]
+        self.crds: list[list[np.ndarray]] = [[] for _ in range(lanes)]
+        self.plcs: list[list[np.ndarray]] = [[] for _ in range(lanes)]
+        self.grps: list[int] = []
+        self.bos = (np.zeros(A, np.int64), np.full(2, -1, np.int64))
+        self.window, self.cache, self.fed = None, None, 0
+
+    def logits(self, window: tuple[int, int, int], i: int, g: int, places: list[np.ndarray],
+               units: list[np.ndarray]) -> torch.Tensor:
+        m = self.model
+        dev = m.lm_head.weight.device
+        if window != self.window or not self.use_cache:  # a new window: BOS and its context, from scratch
+            self.window, self.fed = window, window[0]
+            self.cache = KVCache(m.cfg, self.lanes, self.cache_len, dev, m.lm_head.weight.dtype) if self.use_cache else None
+            bos = True
+        else:
+            bos = False
+        a, k = self.fed, len(places[0])
+        grps = ([-1] if bos else []) + self.grps[a:i]
+        n = len(grps)
+        toks = [([self.bos_id] if bos else []) + t[a:i] for t in self.toks]
+        crds = [np.stack(([self.bos[0]] if bos else []) + c[a:i] + [p + 1 for p in q]) for c, q in zip(self.crds, places)]
+        plcs = [np.stack(([self.bos[1]] if bos else []) + p[a:i] + list(u)) for p, u in zip(self.plcs, units)]
+        idx = torch.tensor([t + [0] * k for t in toks], device=dev)
+        crd = torch.from_numpy(np.stack(crds)).to(dev)
+        grp = torch.tensor([grps + [g] * k], device=dev)
+        query = torch.tensor([[0] * n + [1] * k], device=dev)
+        mask = group_mask(torch.zeros_like(grp), grp, query, m.cfg.co_attend)[0]  # (n + k, n + k)
+        if self.cache is not None:  # the cached tokens are all of earlier groups: every slot may see them
+            mask = torch.cat([torch.ones(n + k, self.cache.pos, dtype=torch.bool, device=dev), mask], dim=1)
+        plc = torch.from_numpy(np.stack(plcs)).to(dev).repeat(1, 1, 2) if m.cfg.local else None
+        logits, _ = m(idx, crd, torch.zeros_like(crd), query=query.expand(self.lanes, -1), cache=self.cache,
+                      attn_mask=mask[None, None], store=n, last=k, places=plc)
+        self.fed = i
+        return logits
+
+    def add(self, g: int, toks: list[list[int]], crds: list[list[np.ndarray]], places: list[np.ndarray]) -> None:
+        """Group g's tokens as taken, per lane: tokens, their coordinates + 1, their places."""
+        for lane in range(self.lanes):
+            self.toks[lane] += [int(t) for t in toks[lane]]
+            self.crds[lane] += list(crds[lane])
+            self.plcs[lane] += [np.asarray(p, np.int64) for p in places[lane]]
+        self.grps += [g] * len(toks[0])
+
+
 @torch.no_grad()
 def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, generator=None, use_cache: bool = True,
-                    pieces: Callable[[], list[slice]] | None = None) -> tuple[list[int], int]:
+                    windows: Callable[[], list[tuple[int, int, int]]] | None = None,
+                    forced: np.ndarray | None = None) -> tuple[list[int], int]:
     """Sample one token stream a group at a time (group-parallel models); returns (tokens, model steps).
 
-    Step g feeds the tokens of group g - 1 (BOS at first) and one query slot per place of group g, and
-    samples every token of group g at once from the query slots' logits. `grammar` (a
+    Each step feeds what the model has not seen yet and one query slot per place of the next group, and
+    samples every token of the group at once from the query slots' logits (`GroupFeed`). `grammar` (a
     `vistok.tokenize.stream.StreamGrammar` with groups) gives each group's places and allowed tokens, and
-    takes the sampled tokens back. The KV cache keeps the tokens only: a step's query slots are read once.
-    `pieces` (`vistok.tokenize.stream.group_pieces` of the grammar's plan, asked again whenever the plan
-    changes: a plan computed from the decoded DC image is completed midway): a stream longer than a row is
-    generated in the runs of whole groups training cut it into, each from BOS alone, as it was trained.
+    takes the sampled tokens back. `windows` (`group_windows` of the grammar's plan, asked again whenever the
+    plan changes: a plan computed from the decoded DC image is completed midway): a stream longer than a
+    row is generated in the windows training read it in. `forced`: a prompt's tokens in stream order; a
+    group inside it is taken as it is (no model step), and a group it reaches into keeps its tokens there.
     """
+    forced = np.zeros(0, np.int64) if forced is None else np.asarray(forced, np.int64)
+    n = grammar.plan.cells.size
+    feed = GroupFeed(model, grammar.bos, 1, use_cache, n + 1 if windows is None else 0)
+    out, steps, seen, wins = [], 0, None, []
     dev = model.lm_head.weight.device
-    A = len(model.cfg.axis_sizes)
-    starts: set[int] = set()
-    out, steps, seen = [], 0, None
     while grammar.phase not in ("end", "done"):
-        if pieces is not None and grammar.plan is not seen:
-            seen, starts = grammar.plan, {s.start for s in pieces()} - {0}
-        if not steps or (starts and grammar.i in starts):  # a new piece: BOS, and nothing before it
-            n_max = 2 * grammar.plan.cells.size + 2
-            cache = KVCache(model.cfg, 1, n_max, dev, model.lm_head.weight.dtype) if use_cache else None
-            new_tok, new_crd, new_grp = [grammar.bos], [np.zeros(A, np.int64)], [-1]  # tokens not yet fed
-            new_plc = [np.full(2, -1, np.int64)]  # local attention: each token's place
-            seq_tok, seq_crd, seq_grp, seq_plc = [], [], [], []  # every token fed so far (the uncached path feeds them again)
+        if grammar.plan is not seen:
+            seen = grammar.plan
+            wins = windows() if windows is not None else [(0, 0, n)]
+        i = grammar.i
+        g = int(seen.groups[i])
         places, masks = grammar.group()
-        units = grammar.group_places() if model.cfg.local else np.zeros((len(places), 2), np.int64)
-        k, g = len(places), steps
-        if cache is None:
-            seq_tok, seq_crd, seq_grp = seq_tok + new_tok, seq_crd + new_crd, seq_grp + new_grp
-            seq_plc = seq_plc + new_plc
-            toks, crds, grps, plcs = seq_tok, seq_crd, seq_grp, seq_plc
+        units = grammar.group_places()
+        k = len(places)
+        given = forced[i : i + k]
+        if given.size == k:
+            picked = given.tolist()
         else:
-            toks, crds, grps, plcs = new_tok, new_crd, new_grp, new_plc
-        m = len(toks)
-        idx = torch.tensor([toks + [0] * k], device=dev)
-        crd = torch.from_numpy(np.concatenate([np.stack(crds), places + 1]))[None].to(dev)
-        grp = torch.tensor([grps + [g] * k], device=dev)
-        query = torch.tensor([[0] * m + [1] * k], device=dev)
-        mask = group_mask(torch.zeros_like(grp), grp, query, model.cfg.co_attend)[0]  # (m + k, m + k)
-        if cache is not None:  # the cached tokens are all of earlier groups: every slot may see them
-            mask = torch.cat([torch.ones(m + k, cache.pos, dtype=torch.bool, device=dev), mask], dim=1)
-        plc = None
-        if model.cfg.local:
-            plc = torch.from_numpy(np.concatenate([np.stack(plcs), units]))[None].to(dev).repeat(1, 1, 2)
-        logits, _ = model(idx, crd, torch.zeros_like(crd), query=query, cache=cache, attn_mask=mask[None, None],
-                          store=m, places=plc)
-        q = logits[0, m:].float().masked_fill(~torch.from_numpy(masks).to(dev), float("-inf"))
-        picked = sample_token(q, temperature, top_k, top_p, generator).tolist()
-        new_tok, new_crd, new_grp, new_plc = [], [], [], list(units)
-        for t in picked:
-            new_tok.append(int(t))
-            new_crd.append(grammar.step(int(t)) + 1)
-            new_grp.append(g)
-        out += new_tok
-        steps += 1
+            window = next(w for w in wins if w[1] <= i < w[2])
+            masks = masks.copy()
+            for j, t in enumerate(given):  # the prompt's tokens where it reaches into the group
+                if not masks[j, t]:
+                    raise CodecError(f"the prompt's token {t} at position {i + j} is not allowed by the run's grammar")
+                masks[j] = np.arange(masks.shape[1]) == t
+            logits = feed.logits(window, i, g, [places], [units])[0].float()
+            q = logits.masked_fill(~torch.from_numpy(masks).to(dev), float("-inf"))
+            picked = sample_token(q, temperature, top_k, top_p, generator).tolist()
+            steps += 1
+        feed.add(g, [picked], [[grammar.step(int(t)) + 1 for t in picked]], [units])
+        out += [int(t) for t in picked]
     return out, steps
 
 

@@ -8,11 +8,13 @@ kinds of request are refused, with the reason:
 - an order over units (spatial, random, randsac, gradwalk) when a cell spans every unit (a run-length
   coded wavelet band), and an order over an axis that is not known before its tokens (JPEG `freq-major`
   with rle blocks: which blocks have a coefficient at a frequency is content);
-- group-parallel prediction (`parallel`) where a cell is not exactly one token, and on clips.
+- group-parallel prediction (`parallel`) where a cell is not exactly one token, and on clips but by scales.
 
 Group-parallel plans cut the order into groups predicted at once: randsac segments (`segments`), whole
-scales (`scales`), or with `any` a random order cut by a step schedule (`vistok.tokenize.schedule`),
-drawn per document in training and fixed by `--steps N` at test time.
+scales (`scales`; on clips a group per frame and scale, its FRAME separator in the frame's coarsest group),
+or with `any` a random order cut by a step schedule (`vistok.tokenize.schedule`), drawn per document in
+training and fixed by `--steps N` at test time. A long stream is read in windows of whole groups, each
+after as many earlier tokens as the row holds (`group_windows`).
 
 Side information is counted, not hidden: a stored `gradwalk` order is computed from the pixels, so a
 decoder needs it sent; `order_bits` is the length of a simple code for it (see `orders.walk_bits`).
@@ -151,20 +153,43 @@ def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored:
         bits = sum(walk_bits(walk[f * per : (f + 1) * per] - f * per, pos.grid) for f in range(walk.size // per))
     groups = None
     if parallel:
-        if len(cells) > cells.per_frame:
-            raise UsageError("--parallel predicts groups inside one image; clips are not supported")
+        if len(cells) > cells.per_frame and parallel != "scales":
+            raise UsageError(f"--parallel {parallel} predicts groups inside one image; clips take --parallel scales "
+                             "(a group per frame and scale)")
         if parallel == "segments":
             groups = segments
         elif parallel == "any":
             n_steps, mix = schedule.draw(perm.size, rng) if steps is None else (steps, schedule.TEST_MIX)
             groups = schedule.groups(perm.size, n_steps, mix)
-        else:
-            key = pos.coords[perm, pos.axes.index(SCALE_AXES[base])] * 2
-            if "band" in pos.axes:  # wavelet: the coarsest approximation (LL) is a scale before its level's details
-                key = key + (pos.coords[perm, pos.axes.index("band")] == 0)
+        else:  # a group per (frame, scale): the frame's coarser scales and every earlier frame come before it
+            scale = cell_scales(codec.layout(meta), base)
+            key = cells.frame[perm] * (int(scale.max()) + 1) + scale[perm]
             groups = np.concatenate([[0], np.cumsum(np.diff(key) != 0)])
         groups = cut_groups(groups.astype(np.int64), max_group)
     return Plan(perm.astype(np.int64), groups, bits, segments)
+
+
+@lru_cache(maxsize=64)
+def cell_scales(layout: Layout, base: str) -> np.ndarray:
+    """(n_cells,) the scale of each cell within its frame for a scale order (`SCALE_AXES`), 0 = coarsest: a
+    learned codec's `scale` axis; a wavelet's levels, the coarsest approximation (LL) a scale before its
+    level's details (levels + 1 scales). A FRAME separator is at scale 0: it opens its frame's coarsest group.
+    The geometry fixes it (read-only)."""
+    pos, cells = layout.cells.positions, layout.cells
+    axis = SCALE_AXES[base]
+    if axis not in pos.axes:
+        raise UsageError(f"order {base!r} needs a {axis!r} axis; codec {layout.codec.codec_id}'s known axes are "
+                         f"{', '.join(pos.axes)}")
+    key = pos.coords[:, pos.axes.index(axis)] * 2
+    if "band" in pos.axes:  # wavelet: the coarsest approximation (LL) is a scale before its level's details
+        key = key + (pos.coords[:, pos.axes.index("band")] == 0)
+    if base == "coarse-to-fine":  # the highest level is the coarsest
+        key = -key
+    real = cells.local >= 0
+    out = np.zeros(len(cells), dtype=np.int64)
+    out[real] = np.unique(key[real], return_inverse=True)[1].ravel()
+    out.setflags(write=False)
+    return out
 
 
 def _dc_first(codec: Codec, meta: dict, order: str, rng: np.random.Generator, parallel: str, max_group: int,
@@ -249,24 +274,39 @@ class Ordered:
     segments: np.ndarray | None = None  # (T,) randsac segment of each token
 
 
-def group_limit(block_size: int) -> int:
-    """The largest group a row of `block_size` positions holds with BOS and one query slot per token."""
-    return (block_size - 1) // 2
+def group_limit(block_size: int, stride: int = 0) -> int:
+    """The largest group a window holds with one query slot per token (`group_windows`)."""
+    return _new_positions(block_size, stride) // 2
 
 
-def group_pieces(groups: np.ndarray, block_size: int) -> list[slice]:
-    """Runs of whole groups (slices of the ordered stream) that fit a row with BOS and their queries: how a
-    long parallel document is cut. Depends on the plan only, so a decoder cuts the same way."""
+def _new_positions(block_size: int, stride: int) -> int:
+    """Positions a group-parallel window gives its new groups' tokens and queries (BOS takes one)."""
+    return min(stride or block_size, block_size - 1)
+
+
+def group_windows(groups: np.ndarray, block_size: int, stride: int = 0) -> list[tuple[int, int, int]]:
+    """(start, new, stop) of the windows over a group-parallel stream (indices into the ordered stream): window
+    w holds BOS, the tokens [start, stop), and a query slot for each token of [new, stop), whole groups that it
+    predicts. The new groups take at most N = min(stride, block_size - 1) positions with their queries
+    (2 (stop - new) <= N, greedily); the tokens just before them fill the rest of the row, C = block_size - 1
+    - N of them (start = max(0, new - C)). With stride = block_size (a context's length: 0) C = 0 and every
+    window starts from BOS alone (independent pieces); with a smaller stride every group after the first
+    window is predicted from at least C tokens before it (a clip's frame from the frames before it). A
+    function of the plan alone, so training, eval, sampling and a decoder cut alike."""
+    n_new = _new_positions(block_size, stride)
+    context = block_size - 1 - n_new
     bounds = np.flatnonzero(np.diff(np.concatenate([[-1], groups, [groups[-1] + 1]])))  # group starts, and the end
-    if (2 * np.diff(bounds) + 1).max() > block_size:
-        raise UsageError(f"a group of {int(np.diff(bounds).max())} tokens needs {2 * int(np.diff(bounds).max()) + 1} "
-                         f"positions with its queries; --block-size is {block_size}")
+    widest = int(np.diff(bounds).max())
+    if 2 * widest > n_new:
+        raise UsageError(f"a group of {widest} tokens needs {2 * widest} positions with its queries; a window gives "
+                         f"its new groups {n_new} (--block-size {block_size}, --stride {stride or block_size})")
     out, a = [], 0
     while a < len(bounds) - 1:
         b = a + 1
-        while b < len(bounds) - 1 and 2 * (bounds[b + 1] - bounds[a]) + 1 <= block_size:
+        while b < len(bounds) - 1 and 2 * (bounds[b + 1] - bounds[a]) <= n_new:
             b += 1
-        out.append(slice(int(bounds[a]), int(bounds[b])))
+        new, stop = int(bounds[a]), int(bounds[b])
+        out.append((max(0, new - context), new, stop))
         a = b
     return out
 
@@ -431,6 +471,9 @@ class StreamGrammar:
         coords = np.stack([self._full(int(c)) for c in cells])
         masks = []
         for c in cells:
+            if self.cells.local[c] < 0:  # a FRAME separator opens its frame's first group: FRAME, surely
+                masks.append(self._frame)
+                continue
             self.cg.begin(int(self.cells.local[c]))
             m = self.cg.allowed()
             masks.append(m & ~self.cg.escape if self.cg.escape is not None else m)

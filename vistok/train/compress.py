@@ -15,8 +15,8 @@ Probabilities, made the same on both sides:
   (`perfect=False`) to the range coder's 24-bit fixed point, where every allowed token keeps at least
   the smallest probability and a disallowed one has none; a position with one allowed token costs nothing;
 - a long stream is read in the windows training and eval read it in (`vistok.train.data.windows`: the
-  context's length every `stride` positions; runs of whole groups when parallel), each window refilling
-  an empty cache with its inputs.
+  context's length every `stride` positions; `vistok.tokenize.stream.group_windows` when parallel), each
+  window refilling an empty cache with its inputs.
 
 What is and is not guaranteed: the same machine and software decode their own files bit for bit (tests);
 another CPU, another torch or BLAS build may round a logit differently, and a GPU is not used. A
@@ -45,7 +45,7 @@ import torch
 
 from vistok.errors import CodecError, DatasetError, UsageError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
-from vistok.nn.gpt import GPT, KVCache, group_mask, window_start
+from vistok.nn.gpt import GPT, GroupFeed, KVCache, window_start
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
 from vistok.tokenize.schedule import run_steps
@@ -53,7 +53,7 @@ from vistok.tokenize.stream import (
     StreamGrammar,
     check_parallel,
     group_limit,
-    group_pieces,
+    group_windows,
     known_columns,
     order_record,
     plan,
@@ -226,7 +226,7 @@ class Coder:
 
     @property
     def _max_group(self) -> int:
-        return group_limit(self.model.cfg.block_size) if self.data.parallel else 0
+        return group_limit(self.model.cfg.block_size, self.data.stride) if self.data.parallel else 0
 
     # --- the coding loops ------------------------------------------------------------------------------
     def _check_fits(self, meta: dict) -> None:
@@ -287,49 +287,27 @@ class Coder:
             p += 1
 
     def _run_groups(self, streams: list[_Stream]) -> None:
-        """Group by group. `--parallel any`: LANES streams side by side when their plans cut alike (records of one
-        geometry and step count), every forward pass LANES lanes wide (padding lanes repeat lane 0), so a
-        stream's logits are the same alone or among others; segments and scales: one stream, one lane."""
+        """Group by group, in the windows training read the stream in (`GroupFeed`). `--parallel any`: LANES
+        streams side by side when their plans cut alike (records of one geometry and step count), every forward
+        pass LANES lanes wide (padding lanes repeat lane 0), so a stream's logits are the same alone or among
+        others; segments and scales: one stream, one lane."""
         width = LANES if self.data.parallel == "any" else 1
+        T, S = self.model.cfg.block_size, self.data.stride
         for same in _alike(streams):
-            m = self.model
-            A, T = len(self.codec.axes), m.cfg.block_size
-            lead, start = same[0].g, 0
-            while start < lead.plan.cells.size:
-                groups, seen = lead.plan.groups, lead.plan
-                piece = next(p for p in group_pieces(groups, T) if p.start == start)
-                cache = KVCache(m.cfg, width, T, "cpu", m.lm_head.weight.dtype)
-                new_tok = [[BOS] for _ in same]
-                new_crd = [[np.zeros(A, np.int64)] for _ in same]
-                new_grp = [-1]
-                new_plc = [[np.full(2, -1, np.int64)] for _ in same]  # local attention: each fed token's place
-                i = piece.start
-                while i < piece.stop:
-                    g = int(groups[i])
-                    asked = [s.g.group() for s in same]
-                    qplc = [s.g.group_places() for s in same]
-                    k, n = len(asked[0][0]), len(new_grp)
-                    lanes = list(range(len(same))) + [0] * (width - len(same))
-                    idx = torch.tensor([new_tok[j] + [0] * k for j in lanes])
-                    crd = torch.from_numpy(np.stack([np.concatenate([np.stack(new_crd[j]), asked[j][0] + 1]) for j in lanes]))
-                    grp = torch.tensor([new_grp + [g] * k])
-                    query = torch.tensor([[0] * n + [1] * k])
-                    mask = group_mask(torch.zeros_like(grp), grp, query, m.cfg.co_attend)[0]
-                    mask = torch.cat([torch.ones(n + k, cache.pos, dtype=torch.bool), mask], dim=1)
-                    plc = torch.from_numpy(np.stack([np.concatenate([np.stack(new_plc[j]), qplc[j]]) for j in lanes]))
-                    logits, _ = m(idx, crd, torch.zeros_like(crd), query=query.expand(width, -1), cache=cache,
-                                  attn_mask=mask[None, None], store=n, last=k, places=plc.repeat(1, 1, 2))
-                    lg = logits.double().numpy()
-                    for j, s in enumerate(same):
-                        new_tok[j] = [s.code(lg[j, q], asked[j][1][q]) for q in range(k)]
-                        new_crd[j] = [s.g.step(t) + 1 for t in new_tok[j]]
-                        new_plc[j] = list(qplc[j])
-                    new_grp = [g] * k
-                    i += k
-                    if lead.plan is not seen:  # a plan completed from the DC image: the piece may end elsewhere
-                        groups, seen = lead.plan.groups, lead.plan
-                        piece = next(p for p in group_pieces(groups, T) if p.start == start)
-                start = piece.stop
+            lead, feed, seen, wins = same[0].g, GroupFeed(self.model, BOS, width), None, []
+            lanes = list(range(len(same))) + [0] * (width - len(same))
+            while lead.i < lead.plan.cells.size:
+                if lead.plan is not seen:  # a plan completed from the DC image: the windows may cut elsewhere
+                    seen, wins = lead.plan, group_windows(lead.plan.groups, T, S)
+                i = lead.i
+                g = int(seen.groups[i])
+                asked = [s.g.group() for s in same]
+                units = [s.g.group_places() for s in same]
+                window = next(w for w in wins if w[1] <= i < w[2])
+                lg = feed.logits(window, i, g, [asked[j][0] for j in lanes], [units[j] for j in lanes]).double().numpy()
+                toks = [[s.code(lg[j, q], asked[j][1][q]) for q in range(len(units[j]))] for j, s in enumerate(same)]
+                crds = [[s.g.step(t) + 1 for t in tk] for s, tk in zip(same, toks)]
+                feed.add(g, [toks[j] for j in lanes], [crds[j] for j in lanes], [units[j] for j in lanes])
 
 
 def _alike(streams: list[_Stream]) -> list[list[_Stream]]:

@@ -10,8 +10,9 @@
   clip's frame sees the frames before it); stride = block_size cuts independent pieces, and `long="crop"`
   keeps the first window only. Documents fill rows of positions (input, target) back to back, with a doc
   id per position, so attention stays inside a document. With `--parallel`, a document is the tokens
-  followed by one query slot per token, and groups (randsac segments, scales, or with `any` a random
-  order cut into a drawn number of steps) are predicted at once.
+  followed by one query slot per token, and groups (randsac segments, scales — on clips a group per frame
+  and scale —, or with `any` a random order cut into a drawn number of steps) are predicted at once; a
+  long one is read in windows of whole groups after the tokens just before them (`group_windows`).
 - The loader's state is the number of batches it has delivered; resuming replays the deterministic
   stream up to there (no model work), so a resumed run sees exactly the batches it would have seen.
   Packed stores (`vistok pack`) are shuffled uniformly per epoch and resume from an exact position.
@@ -41,7 +42,7 @@ from vistok.tokenize.stream import (
     check_local,
     check_parallel,
     group_limit,
-    group_pieces,
+    group_windows,
     known_columns,
     order_record,
 )
@@ -157,7 +158,7 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     position also gets (query frame, query row, key frame, key row) for local attention: the place of the
     token it predicts and of the token it holds (`vistok.tokenize.stream.cell_places`), -1 for specials.
     """
-    o = order_record(codec, rec, order, rng, parallel, group_limit(block_size) if parallel else 0, steps)
+    o = order_record(codec, rec, order, rng, parallel, group_limit(block_size, stride) if parallel else 0, steps)
     pos = codec.layout(rec.meta).positions(rec)
     toks = rec.tokens.astype(np.int64)[o.perm]
     coords = pos.coords.astype(np.int64)[o.perm] + 1
@@ -167,7 +168,7 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     n, A = toks.size, coords.shape[1]
     tp = cell_places(codec.layout(rec.meta))[o.cells] if places else None  # (n, 2) each token's place
     if parallel:
-        return Docs(_parallel_docs(toks, coords, place, o.groups, block_size, tp), o.plan.order_bits,
+        return Docs(_parallel_docs(toks, coords, place, o.groups, block_size, stride, tp), o.plan.order_bits,
                     o.plan.n_groups, o)
     t = np.concatenate([[BOS], toks, [EOS]])
     c = np.concatenate([np.zeros((1, A), np.int64), coords])  # inputs: BOS, tokens (EOS is never an input)
@@ -188,27 +189,27 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     return Docs(docs, o.plan.order_bits, n + 1, o)
 
 
-def _parallel_docs(toks, coords, place, groups, block_size: int, tp=None) -> list[dict[str, np.ndarray]]:
-    """`[BOS] tokens | queries` documents, split into runs of whole groups when longer than a row; with `tp`
-    (each token's place), places: a token slot and a query slot are both at their token's place."""
+def _parallel_docs(toks, coords, place, groups, block_size: int, stride: int = 0, tp=None) -> list[dict[str, np.ndarray]]:
+    """`[BOS] tokens | queries` documents, one per window (`group_windows`): the window's tokens, earlier
+    groups' as context, and a query slot for each token of its new groups, scored there. With `tp` (each
+    token's place), places: a token slot and a query slot are both at their token's place."""
     docs = []
-    for s in group_pieces(groups, block_size):
-        k, A = s.stop - s.start, coords.shape[1]
-        zero = np.zeros((1, A), np.int64)
+    for a, b, c in group_windows(groups, block_size, stride):
+        held, new, A = slice(a, c), slice(b, c), coords.shape[1]
+        n, k = c - a, c - b
+        doc = {
+            "idx": np.concatenate([[BOS], toks[held], np.full(k, PAD)]),
+            "targets": np.concatenate([np.full(n + 1, PAD), toks[new]]),
+            "coords": np.concatenate([np.zeros((1, A), np.int64), coords[held], place[new]]),
+            "next_coords": np.zeros((n + k + 1, A), np.int64),
+            "loss_mask": np.concatenate([np.zeros(n + 1, np.float32), np.ones(k, np.float32)]),
+            "groups": np.concatenate([[-1], groups[held], groups[new]]),
+            "query": np.concatenate([np.zeros(n + 1, np.int64), np.ones(k, np.int64)]),
+        }
         if tp is not None:
-            pl = np.concatenate([np.full((1, 2), -1, np.int64), tp[s], tp[s]])
-            docs.append({"places": np.concatenate([pl, pl], axis=1)})
-        else:
-            docs.append({})
-        docs[-1].update({
-            "idx": np.concatenate([[BOS], toks[s], np.full(k, PAD)]),
-            "targets": np.concatenate([np.full(k + 1, PAD), toks[s]]),
-            "coords": np.concatenate([zero, coords[s], place[s]]),
-            "next_coords": np.zeros((2 * k + 1, A), np.int64),
-            "loss_mask": np.concatenate([np.zeros(k + 1, np.float32), np.ones(k, np.float32)]),
-            "groups": np.concatenate([[-1], groups[s], groups[s]]),
-            "query": np.concatenate([np.zeros(k + 1, np.int64), np.ones(k, np.int64)]),
-        })
+            pl = np.concatenate([np.full((1, 2), -1, np.int64), tp[held], tp[new]])
+            doc["places"] = np.concatenate([pl, pl], axis=1)
+        docs.append(doc)
     return docs
 
 

@@ -26,7 +26,7 @@ from vistok.record import TokenRecord
 from vistok.shards.inspect import token_counts
 from vistok.tokenize.base import EOS, JPEG_FILE, Codec, frames_of
 from vistok.tokenize.schedule import run_steps, steps_name
-from vistok.tokenize.stream import Ordered, mask_rows
+from vistok.tokenize.stream import SCALE_AXES, Ordered, cell_scales, mask_rows
 from vistok.train.checkpoint import load_model
 from vistok.train.data import (
     DataConfig,
@@ -48,15 +48,31 @@ class RecordBits:
     order_bits: float  # side information of the order (stored gradwalk walks)
     steps: int  # model steps to generate the record
     frame_bits: np.ndarray | None = None  # (frames,) bits of each frame's positions (`target_frames`)
+    scale_bits: np.ndarray | None = None  # (frames, scales) bits of each scale of each frame (`target_scales`)
     part_bits: np.ndarray | None = None  # (2,) bits of the DC image's positions and of the rest (`target_parts`)
 
 
-def target_frames(codec: Codec, rec: TokenRecord, o: Ordered) -> np.ndarray:
-    """(targets,) the frame each predicted position of a token-by-token stream belongs to: a frame's tokens
-    and the token that ends it (the FRAME opening the next frame, or EOS after the last)."""
+def target_frames(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str = "") -> np.ndarray:
+    """(targets,) the frame each predicted position belongs to: a frame's tokens and the token that ends it
+    (the FRAME opening the next frame, or EOS after the last when token by token; a decoder knows both, so
+    they cost nothing)."""
     cells = codec.layout(rec.meta).cells
     f = cells.frame[o.cells] - (cells.local[o.cells] < 0)
-    return np.append(f, int(rec.meta.get("frames", 1)) - 1)
+    return f if parallel else np.append(f, int(rec.meta.get("frames", 1)) - 1)
+
+
+def target_scales(codec: Codec, rec: TokenRecord, o: Ordered, order: str, parallel: str) -> np.ndarray | None:
+    """(targets,) the scale of each predicted position within its frame (0 = coarsest: `cell_scales`) in a
+    scale order (next-scale, coarse-to-fine); None in other orders. The FRAME and EOS that end a frame count
+    with its finest scale."""
+    base = order.partition(":")[0]
+    if base not in SCALE_AXES:
+        return None
+    layout = codec.layout(rec.meta)
+    scale = cell_scales(layout, base)
+    n = int(scale.max()) + 1
+    s = np.where(layout.cells.local[o.cells] < 0, n - 1, scale[o.cells])
+    return s if parallel else np.append(s, n - 1)
 
 
 PARTS = ("dc", "rest")
@@ -73,16 +89,21 @@ def target_parts(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str) -> n
     return part.astype(np.int64) if parallel else np.append(part, 1).astype(np.int64)
 
 
-def _target_tags(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str, per_frame: bool,
-                 parts: bool) -> dict[str, np.ndarray]:
-    """RecordBits field -> the index into it of each predicted position (`target_frames`, `target_parts`)."""
+def _target_tags(codec: Codec, rec: TokenRecord, o: Ordered, order: str, parallel: str, per_frame: bool,
+                 parts: bool) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
+    """RecordBits field -> (the flat index into it of each predicted position, the field's shape):
+    `target_frames`, `target_scales`, `target_parts`."""
     tags = {}
     if per_frame:
-        if parallel:
-            raise UsageError("--per-frame scores clips token by token; this run is group-parallel")
-        tags["frame_bits"] = target_frames(codec, rec, o)
+        frames = int(rec.meta.get("frames", 1))
+        f = target_frames(codec, rec, o, parallel)
+        tags["frame_bits"] = f, (frames,)
+        scales = target_scales(codec, rec, o, order, parallel)
+        if scales is not None:
+            n = int(scales.max()) + 1
+            tags["scale_bits"] = f * n + scales, (frames, n)
     if parts:
-        tags["part_bits"] = target_parts(codec, rec, o, parallel)
+        tags["part_bits"] = target_parts(codec, rec, o, parallel), (len(PARTS),)
     return tags
 
 
@@ -108,10 +129,9 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
             rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S,
                              steps, places=bool(model.cfg.local))
             o = rd.stream
-            tags = _target_tags(codec, rec, o, data.parallel, per_frame, parts)
+            tags = _target_tags(codec, rec, o, data.order, data.parallel, per_frame, parts)
             out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps,
-                                  np.zeros(int(rec.meta.get("frames", 1))) if per_frame else None,
-                                  np.zeros(len(PARTS)) if parts else None))
+                                  **{name: np.zeros(shape) for name, (_, shape) in tags.items()}))
             rows = mask_rows(codec, rec.meta, o.plan, rec.tokens[o.perm])
             first = 0  # the window's first new target, counted along the record's stream
             for d in rd.docs:
@@ -142,8 +162,8 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
             r = out[i]
             r.bits += float(x.sum())
             r.positions += int(x.size)
-            for name, index in tags.items():
-                np.add.at(getattr(r, name), index[first : first + x.size], x)
+            for name, (index, _) in tags.items():
+                np.add.at(getattr(r, name).reshape(-1), index[first : first + x.size], x)
     return out
 
 
@@ -245,7 +265,7 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     order_bits = np.array([r.order_bits for r in res])
     out: dict[str, Any] = {
         "run": str(run), "step": state["step"], "images": len(recs), "split": split, "order": data.order,
-        "parallel": data.parallel or "none", "context": T, "stride": stride, "min_context": T - stride,
+        "parallel": data.parallel or "none", "context": T, "stride": stride, "min_context": min_context(data, T, stride),
         "bits_per_token": float(bits.sum() / n.sum()),
         "bits_per_image": float((bits + order_bits).mean()),  # everything a decoder needs, order included
         "order_bits": float(order_bits.mean()),
@@ -261,6 +281,14 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     if per_frame:
         out.update(frame_table(model, codec, recs, res, data, device, stride))
     return out
+
+
+def min_context(data: DataConfig, block_size: int, stride: int) -> int:
+    """Positions every target after a record's first window is guaranteed to see before it: a token window's
+    `block_size - stride`; a group window's context (`group_windows`: `block_size - 1 - min(stride, block_size - 1)`)."""
+    if data.parallel:
+        return block_size - 1 - min(stride, block_size - 1)
+    return block_size - stride
 
 
 def _jpeg_and_parts(codec: Codec, recs: list[TokenRecord], res: list[RecordBits], parts: bool) -> dict[str, float]:
@@ -293,32 +321,53 @@ def frame_table(model: GPT, codec: Codec, recs: list[TokenRecord], res: list[Rec
                 device: str, stride: int) -> dict[str, Any]:
     """Per frame index t, over the clips that have it: bits of frame t given the frames before it (its
     positions in the clip, each with its window's context) and bits of frame t alone (the frame as a
-    record of its own: `[BOS] frame [EOS]`), frames numbered from 1, and their ratio over frames 2 on:
-    `conditional_to_independent_ratio` (< 1: earlier frames help)."""
+    record of its own: `[BOS] frame [EOS]`, or its groups alone when parallel), frames numbered from 1, and
+    two ratios over frames 2 on: `conditional_to_independent_ratio` (< 1: earlier frames help) and
+    `later_to_first_ratio` (frames 2 on given the earlier ones, per frame, against frame 1: what a frame
+    costs once the clip has begun). In a scale order, `per_scale_bits` splits each frame by scale (0 = coarsest)."""
     if not any(int(r.meta.get("frames", 1)) > 1 for r in recs):
         raise UsageError("--per-frame needs clips: records of several frames (shard videos with --clip-len N)")
-    alone = record_bits(model, codec, (f for r in recs for f in frames_of(r)), data, device, stride=stride)
+    alone = record_bits(model, codec, (f for r in recs for f in frames_of(r)), data, device, stride=stride,
+                        per_frame=True)
     n = max(int(r.meta.get("frames", 1)) for r in recs)
-    cond, ind, clips = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
+    scales = res[0].scale_bits.shape[1] if res[0].scale_bits is not None else 0
+    cond, ind, clips = np.zeros((n, 1 + scales)), np.zeros((n, 1 + scales)), np.zeros(n, dtype=np.int64)
     k = 0
     for r in res:
         m = r.frame_bits.size
-        cond[:m] += r.frame_bits
-        ind[:m] += [a.bits for a in alone[k : k + m]]
+        cond[:m, 0] += r.frame_bits
+        ind[:m, 0] += [a.bits for a in alone[k : k + m]]
+        if scales:
+            cond[:m, 1:] += r.scale_bits
+            ind[:m, 1:] += [a.scale_bits[0] for a in alone[k : k + m]]
         clips[:m] += 1
         k += m
-    rows = [{"frame": t + 1, "clips": int(clips[t]), "conditional_bits": float(cond[t] / clips[t]),
-             "independent_bits": float(ind[t] / clips[t]), "ratio": float(cond[t] / ind[t])} for t in range(n)]
-    return {"per_frame_bits": rows,
-            "conditional_to_independent_ratio": float(cond[1:].sum() / ind[1:].sum())}
+    cond, ind = cond / clips[:, None], ind / clips[:, None]
+    rows = [{"frame": t + 1, "clips": int(clips[t]), "conditional_bits": float(cond[t, 0]),
+             "independent_bits": float(ind[t, 0]), "ratio": float(cond[t, 0] / ind[t, 0])} for t in range(n)]
+    out = {"per_frame_bits": rows,
+           "conditional_to_independent_ratio": float((cond[1:, 0] * clips[1:]).sum() / (ind[1:, 0] * clips[1:]).sum()),
+           "later_to_first_ratio": float(cond[1:, 0].mean() / cond[0, 0])}
+    if scales:
+        out["per_scale_bits"] = [{"frame": t + 1, "scale": s, "conditional_bits": float(cond[t, 1 + s]),
+                                  "independent_bits": float(ind[t, 1 + s])} for t in range(n) for s in range(scales)]
+    return out
 
 
 def format_frame_table(res: dict[str, Any]) -> str:
-    """The per-frame rows of `evaluate(..., per_frame=True)` as a short text table."""
+    """The per-frame rows of `evaluate(..., per_frame=True)` as a short text table (and, in a scale order,
+    each frame's bits per scale: given the earlier frames / alone)."""
     lines = [f"{'frame':>5} {'clips':>5} {'given earlier':>14} {'alone':>10} {'ratio':>6}"]
     for r in res["per_frame_bits"]:
         lines.append(f"{r['frame']:>5} {r['clips']:>5} {r['conditional_bits']:>14.1f} {r['independent_bits']:>10.1f} "
                      f"{r['ratio']:>6.3f}")
-    lines.append(f"frames >= 2: conditional / independent = {res['conditional_to_independent_ratio']:.3f} "
+    lines.append(f"frames >= 2: conditional / independent = {res['conditional_to_independent_ratio']:.3f}, "
+                 f"per frame against frame 1 = {res['later_to_first_ratio']:.3f} "
                  f"(context {res['context']}, stride {res['stride']}: at least {res['min_context']} earlier positions)")
+    if "per_scale_bits" in res:
+        lines.append("bits per scale, coarsest first (given earlier / alone):")
+        for t in sorted({r["frame"] for r in res["per_scale_bits"]}):
+            cells = [f"{r['conditional_bits']:.1f}/{r['independent_bits']:.1f}" for r in res["per_scale_bits"]
+                     if r["frame"] == t]
+            lines.append(f"{t:>5}  " + "  ".join(cells))
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
 from vistok.tokenize.orders import stored_key, units_to_tokens
 from vistok.tokenize.schedule import run_steps
-from vistok.tokenize.stream import Plan, StreamGrammar, group_limit, group_pieces, known_columns, plan
+from vistok.tokenize.stream import Plan, StreamGrammar, group_limit, group_windows, known_columns, plan
 from vistok.train.checkpoint import load_model
 from vistok.train.data import check_coords, open_datasets
 
@@ -118,14 +118,15 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     steps, T = run_steps(parallel, steps), model.cfg.block_size
-    plans = sample_plans(codec, meta, n, order, parallel, seed, stored, group_limit(T) if parallel else 0, steps)
+    plans = sample_plans(codec, meta, n, order, parallel, seed, stored, group_limit(T, stride) if parallel else 0, steps)
     check_fits(model, codec, meta)
     limit = max_new or codec.layout(meta).max_tokens
     streams, steps = [], 0
     if parallel:
         for p in plans:
             g = StreamGrammar(codec, meta, p)
-            _, k = generate_groups(model, g, temperature, top_k, top_p, gen, use_cache, lambda g=g: group_pieces(g.plan.groups, T))
+            _, k = generate_groups(model, g, temperature, top_k, top_p, gen, use_cache,
+                                   lambda g=g: group_windows(g.plan.groups, T, stride))
             streams.append(g.canonical())
             steps += k
     else:
@@ -265,8 +266,10 @@ def prompt_record(prompt: str, k: int, codec: Codec, preprocess: dict, datasets:
 @torch.no_grad()
 def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecord | None = None,
                 order: str = "canonical", seed: int = 0, stride: int = 0, temperature: float = 1.0,
-                top_k: int | None = None, top_p: float | None = None, device: str = "cpu") -> TokenRecord:
-    """A clip of the prompt's frames followed by `frames` generated ones, in the run's order under the grammar.
+                top_k: int | None = None, top_p: float | None = None, device: str = "cpu",
+                parallel: str = "") -> tuple[TokenRecord, int]:
+    """A clip of the prompt's frames followed by `frames` generated ones, in the run's order under the grammar;
+    and the model steps the generated frames took (tokens, or groups with `parallel`: one per frame and scale).
 
     The whole clip is planned at once (frame after frame, each frame's cells in the run's order); the
     prompt's tokens are fed in that order (the grammar forces them), then the model continues. A clip
@@ -276,7 +279,8 @@ def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecor
     k = int(prompt.meta.get("frames", 1)) if prompt is not None else 0
     geometry = {key: v for key, v in meta.items() if key != "frames"}
     m = {**geometry, "frames": k + frames} if k + frames > 1 else geometry
-    p = sample_plans(codec, m, 1, order, "", seed)[0]
+    T = model.cfg.block_size
+    p = sample_plans(codec, m, 1, order, parallel, seed, max_group=group_limit(T, stride) if parallel else 0)[0]
     forced = np.zeros(0, np.int64)
     if prompt is not None:
         n_cells = len(codec.layout(prompt.meta).cells)  # the prompt's frames are the plan's first cells
@@ -285,19 +289,24 @@ def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecor
             forced = np.append(forced, FRAME)
     check_fits(model, codec, m)
     model.eval()
-    grammar = BatchGrammar(codec, m, [p], [forced], limits=model.cfg.axis_sizes)
     gen = torch.Generator(device=device).manual_seed(seed)
-    limit = codec.layout(m).max_tokens
-    model.generate(grammar, limit, temperature, top_k, top_p, gen, stride=stride)
+    name = prompt.key if prompt is not None else "sample"
+    if parallel:
+        g = StreamGrammar(codec, m, p)
+        _, steps = generate_groups(model, g, temperature, top_k, top_p, gen,
+                                   windows=lambda: group_windows(p.groups, T, stride), forced=forced)
+        return TokenRecord(name, g.canonical().astype(codec.vocab.dtype), m), steps
+    grammar = BatchGrammar(codec, m, [p], [forced], limits=model.cfg.axis_sizes)
+    model.generate(grammar, codec.layout(m).max_tokens, temperature, top_k, top_p, gen, stride=stride)
     g = grammar.gs[0]
     toks = g.canonical().astype(codec.vocab.dtype)
-    name = prompt.key if prompt is not None else "sample"
+    steps = len(g.taken) + 1 - forced.size  # the generated tokens and EOS
     if g.done or g.phase == "end":
-        return TokenRecord(name, toks, m)
+        return TokenRecord(name, toks, m), steps
     # cut short (a frame beyond the model's tables, or the token budget): the frames completed before it
     ends = np.flatnonzero(toks == FRAME)
     done = {**geometry, "frames": int(ends.size)} if ends.size > 1 else geometry
-    return TokenRecord(name, toks[: ends[-1]] if ends.size else toks[:0], done)
+    return TokenRecord(name, toks[: ends[-1]] if ends.size else toks[:0], done), steps
 
 
 def strip(prompt: list[np.ndarray], generated: list[np.ndarray], gap: int = 4) -> np.ndarray:
@@ -328,8 +337,6 @@ def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", pr
     model, state = load_model(run, device)
     codec = get_codec(state["codec"])
     data = state["data"]
-    if data.get("parallel"):
-        raise UsageError("group-parallel runs predict inside one image; clips are generated token by token")
     pre = state.get("preprocess", {})
     rec_prompt = None
     if prompt:
@@ -337,8 +344,8 @@ def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", pr
     meta = dict(rec_prompt.meta) if rec_prompt is not None else sample_meta(codec, pre, size, state.get("geometry"))
     if codec.codec_id == "h264" and "h264_header" not in meta:
         raise UsageError("h264 runs continue a prompt (its stream header comes with it): pass --prompt")
-    clip = sample_clip(model, codec, meta, frames, rec_prompt, data.get("order", "canonical"), seed,
-                       data.get("stride", 0), temperature, top_k, top_p, device)
+    clip, steps = sample_clip(model, codec, meta, frames, rec_prompt, data.get("order", "canonical"), seed,
+                              data.get("stride", 0), temperature, top_k, top_p, device, data.get("parallel", ""))
     k = prompt_frames if rec_prompt is not None else 0
     pix, ok = decode_frames(codec, clip)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,4 +355,4 @@ def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", pr
     png = out.with_suffix(".png")
     Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(png)
     return {"mp4": str(out) if ok else None, "strip": str(png), "prompt_frames": k, "generated_frames": frames,
-            "decoded_generated_frames": max(0, ok - k), "record": clip}
+            "decoded_generated_frames": max(0, ok - k), "steps": steps, "record": clip}
