@@ -22,6 +22,7 @@ from benchmarks import (  # noqa: E402
     bench_shard,
     bench_storage,
     bench_store,
+    bench_temporal,
     bench_tokenizer,
     bench_train,
     bench_video,
@@ -39,7 +40,8 @@ def main() -> None:
                ("any_steps", lambda: bench_any_steps.summary(20 if quick else 40)),
                ("compress", lambda: bench_compress.summary(1.0 if quick else 2.0)),
                ("long", lambda: bench_long.summary(10 if quick else 20)),
-               ("dc_first", lambda: bench_dc_first.summary(6 if quick else 10))]
+               ("dc_first", lambda: bench_dc_first.summary(6 if quick else 10)),
+               ("temporal", lambda: bench_temporal.summary(10 if quick else 20))]
     for name, fn in benches:
         res = fn()
         print(json.dumps({"bench": name, **res}), flush=True)

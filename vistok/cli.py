@@ -422,7 +422,8 @@ def sample(
         res = clip_run(run, clip_out, frames, prompt, prompt_frames, [str(d) for d in data] if data else None,
                        temperature, tk, tp, seed, size or None, pick_device(device), storage_options=storage_options)
         typer.echo(f"wrote {res['mp4'] or '(no mp4: no frame decoded)'} and {res['strip']}: {res['prompt_frames']} "
-                   f"prompt frames, {res['decoded_generated_frames']} of {res['generated_frames']} generated frames decoded")
+                   f"prompt frames, {res['decoded_generated_frames']} of {res['generated_frames']} generated frames decoded "
+                   f"({res['steps']} model steps)")
         if res["decoded_generated_frames"] < res["generated_frames"]:
             raise typer.Exit(1)
         return

@@ -58,6 +58,62 @@ def pan_frames(photo: Path, direction: tuple[int, int], side: int = SIDE, frames
     return np.stack(out)
 
 
+def still_frames(photo: Path, thing: Path, seed: int, side: int = 64, frames: int = 8) -> np.ndarray:
+    """(frames, side, side, 3) uint8: a still camera on a photo (a side x side window of it, shrunk so that its
+    short side is 3 windows, at a seeded place) while a small object, a round 12-pixel cut of another photo,
+    crosses the view at 1 to 2 pixels a frame in a seeded direction. Everything but the object stays put."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def load(path: Path, short: int) -> np.ndarray:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            scale = short / min(im.size)
+            return np.asarray(im.resize((max(short, round(im.width * scale)), max(short, round(im.height * scale))),
+                                        Image.BICUBIC))
+
+    pix, src = load(photo, 3 * side), load(thing, 48)
+    y0, x0 = (int(rng.integers(0, n - side + 1)) for n in pix.shape[:2])
+    view = pix[y0 : y0 + side, x0 : x0 + side]
+    r = 6
+    yy, xx = np.mgrid[-r : r, -r : r] + 0.5
+    disc = (yy**2 + xx**2 <= r * r)[..., None]
+    cy, cx = (int(rng.integers(0, n - 2 * r + 1)) for n in src.shape[:2])
+    obj = src[cy : cy + 2 * r, cx : cx + 2 * r]
+    angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(1.0, 2.0)
+    vy, vx = speed * np.sin(angle), speed * np.cos(angle)
+    py, px = side / 2 - vy * (frames - 1) / 2 - r, side / 2 - vx * (frames - 1) / 2 - r  # the path centred
+    out = []
+    for t in range(frames):
+        f = view.copy()
+        y, x = int(round(py + vy * t)), int(round(px + vx * t))
+        a, b = max(0, -y), max(0, -x)
+        ys, xs = slice(max(0, y), min(side, y + 2 * r)), slice(max(0, x), min(side, x + 2 * r))
+        o, d = obj[a : a + ys.stop - ys.start, b : b + xs.stop - xs.start], disc[a : a + ys.stop - ys.start, b : b + xs.stop - xs.start]
+        f[ys, xs] = np.where(d, o, f[ys, xs])
+        out.append(f)
+    return np.stack(out)
+
+
+def make_stills(folder: Path, test: bool, per_photo: int = 6, frames: int = 8) -> list[Path]:
+    """Static-camera videos (`still_frames`) of the training photographs (or of the test ones), written once;
+    the moving objects are cut from the other photographs of the same side of the split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = [p for p in sample_files() if (p.name in TEST_PHOTOS) == test]
+    out = []
+    for i, photo in enumerate(photos):
+        for k in range(per_photo):
+            path = folder / f"still-{photo.stem}-{k}.mp4"
+            if not path.exists():
+                thing = photos[(i + 1 + k) % len(photos)]
+                tmp = path.with_suffix(".tmp.mp4")
+                write_mp4(still_frames(photo, thing, seed=1000 * i + k, frames=frames), tmp, fps=8.0)
+                tmp.replace(path)
+            out.append(path)
+    return out
+
+
 def make_pans(folder: Path, test: bool) -> list[Path]:
     """The panning videos of the training photographs (or of the test ones), written once."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -304,6 +304,28 @@ def test_delta_clips_shard_inspect_train_score_and_continue(tmp_path):
     assert out["decoded_generated_frames"] == 2
 
 
+def test_wavelet_delta_clips_shard_inspect_and_decode_to_the_plain_clip(tmp_path):
+    """`vistok shard --codec wavelet --temporal delta` (the CLI's shared option), inspect's tokens per frame,
+    and `vistok decode` writing the clip whose frames are the plain codec's."""
+    import av
+
+    vids = _videos(tmp_path / "v", 2, side=16, repeats=4, distinct=1)
+    for name, extra in (("delta", ["--temporal", "delta"]), ("plain", [])):
+        vistok("shard", vids, "--codec", "wavelet", "--levels", "2", *extra, "--clip-len", "4", "--out", tmp_path / name)
+    info = json.loads(vistok("inspect", tmp_path / "delta", "--json").stdout)
+    plain = json.loads(vistok("inspect", tmp_path / "plain", "--json").stdout)
+    assert info["codec"]["temporal"] == "delta" and info["tokens_per_frame"][0] == plain["tokens_per_frame"][0]
+    assert all(t < 0.5 * p for t, p in zip(info["tokens_per_frame"][1:], plain["tokens_per_frame"][1:]))
+    key = next(iter(Dataset(tmp_path / "delta"))).key
+    for name in ("delta", "plain"):
+        vistok("decode", tmp_path / name, "--key", key, "--out", tmp_path / f"{name}.mp4")
+    frames = {}
+    for name in ("delta", "plain"):
+        with av.open(str(tmp_path / f"{name}.mp4")) as c:
+            frames[name] = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert frames["delta"].shape[0] == 4 and np.array_equal(frames["delta"], frames["plain"])
+
+
 def _scan_bytes(codec, rec) -> int:
     from vistok.train.evaluate import jpeg_scan_bytes
 
