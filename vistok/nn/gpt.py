@@ -410,7 +410,7 @@ class GroupFeed:
         self.crds: list[list[np.ndarray]] = [[] for _ in range(lanes)]
         self.plcs: list[list[np.ndarray]] = [[] for _ in range(lanes)]
         self.grps: list[int] = []
-        self.bos = (np.zeros(A, np.int64), np.full(2, -1, np.int64))
+        self.bos_crd, self.bos_plc = np.zeros(A, np.int64), np.full(2, -1, np.int64)  # BOS: no place
         self.window, self.cache, self.fed = None, None, 0
 
     def logits(self, window: tuple[int, int, int], i: int, g: int, places: list[np.ndarray],
@@ -427,8 +427,8 @@ class GroupFeed:
         grps = ([-1] if bos else []) + self.grps[a:i]
         n = len(grps)
         toks = [([self.bos_id] if bos else []) + t[a:i] for t in self.toks]
-        crds = [np.stack(([self.bos[0]] if bos else []) + c[a:i] + [p + 1 for p in q]) for c, q in zip(self.crds, places)]
-        plcs = [np.stack(([self.bos[1]] if bos else []) + p[a:i] + list(u)) for p, u in zip(self.plcs, units)]
+        crds = [np.stack(([self.bos_crd] if bos else []) + c[a:i] + [p + 1 for p in q]) for c, q in zip(self.crds, places)]
+        plcs = [np.stack(([self.bos_plc] if bos else []) + p[a:i] + list(u)) for p, u in zip(self.plcs, units)]
         idx = torch.tensor([t + [0] * k for t in toks], device=dev)
         crd = torch.from_numpy(np.stack(crds)).to(dev)
         grp = torch.tensor([grps + [g] * k], device=dev)
