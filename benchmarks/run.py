@@ -25,6 +25,7 @@ from benchmarks import (  # noqa: E402
     bench_temporal,
     bench_tokenizer,
     bench_train,
+    bench_verify,
     bench_video,
 )
 
@@ -35,6 +36,7 @@ def main() -> None:
     benches = [("codec", bench_codec.run), ("shard_overhead", bench_codec.shard_overhead),
                ("shard", lambda: bench_shard.run(rss=not quick)), ("train", bench_train.run),
                ("orders", bench_orders.run), ("store", bench_store.run), ("storage", bench_storage.run), ("video", bench_video.run),
+               ("verify", bench_verify.run),
                ("tokenizer", bench_tokenizer.run),
                ("group_orders", lambda: bench_group_orders.summary(0.2 if quick else 0.5)),
                ("any_steps", lambda: bench_any_steps.summary(20 if quick else 40)),

@@ -22,6 +22,7 @@ from typing import Any
 from vistok.media.preprocess import Preprocess
 from vistok.nn.gpt import GPT
 from vistok.pipelines.job import run_job
+from vistok.shards.integrity import OnDamage
 from vistok.shards.store import open_any
 from vistok.storage import Loc
 from vistok.tokenize.base import Codec, get_codec
@@ -50,13 +51,15 @@ def open_dataset(path_or_url: str | Path, storage_options: dict[str, Any] | None
 
 def rows(datasets: str | Path | list, *, order: str = "canonical", block_size: int = 512, parallel: str = "",
          heldout: float = 0.1, seed: int = 0, stride: int = 0, long: str = "split", weights: list[float] | None = None,
-         shuffle_buffer: int = 512, rank: int = 0, world: int = 1, storage_options: dict[str, Any] | None = None) -> Rows:
+         shuffle_buffer: int = 512, rank: int = 0, world: int = 1, storage_options: dict[str, Any] | None = None,
+         skip_damaged: bool = False) -> Rows:
     """Training rows of `datasets` (folders, URLs or packed stores) in `order`, as the trainer makes them:
-    a torch `IterableDataset` with `state_dict()` / `load_state_dict()` for exact resume (see `Rows`)."""
+    a torch `IterableDataset` with `state_dict()` / `load_state_dict()` for exact resume (see `Rows`). A damaged
+    shard raises `vistok.errors.DamagedShard` naming it, or with `skip_damaged` is left out with a warning."""
     paths = [str(d) for d in (datasets if isinstance(datasets, list | tuple) else [datasets])]
     cfg = DataConfig(datasets=paths, weights=weights, heldout=heldout, order=order, block_size=block_size, seed=seed,
                      long=long, stride=stride, parallel=parallel, shuffle_buffer=shuffle_buffer, num_workers=0)
-    return Rows(cfg, rank, world, storage_options)
+    return Rows(cfg, rank, world, storage_options, OnDamage(skip=skip_damaged))
 
 
 def model_for(data: Rows, preset: str = "tiny", next_coords: bool = True, rope: bool = True) -> GPT:

@@ -175,6 +175,37 @@ def inspect(
 
 
 @app.command()
+def verify(
+    datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://..., gs://...).")],
+    write: Annotated[bool, typer.Option("--write", help="Add each shard's sha256 to the manifest of a sound dataset written before manifests listed them.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per dataset).")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also have the codec parse every record's tokens (units, coordinates): about twice the time of a read.")] = False,
+    executor: Annotated[str, typer.Option(help="local (in-process), ray, or auto (Ray from 64 shards on).")] = "auto",
+    workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally (default: all cores).")] = 0,
+    address: Annotated[str, typer.Option(help="Address of an existing Ray cluster (or set RAY_ADDRESS).")] = "",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Read every shard once and check it against the manifest: size, sha256, sample count, that it belongs
+    to this dataset, that every member parses as the codec's tokens inside the vocabulary. One line per
+    damaged shard and a summary; exit 1 when anything is damaged. Run it after copying a dataset."""
+    from vistok.pipelines.integrity import verify as run_verify
+
+    if executor not in ("auto", "local", "ray"):
+        raise UsageError(f"--executor takes auto, local or ray, got {executor!r}")
+    reports = run_verify([str(d) for d in datasets], executor, workers or None,
+                         address or os.environ.get("RAY_ADDRESS") or None, write, storage_options, quiet or as_json, deep)
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=1))
+    else:
+        for r in reports:
+            for line in r.lines():
+                typer.echo(line)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+@app.command()
 def decode(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     key: Annotated[str, typer.Option(help="Key of the record to decode.")] = "",
@@ -332,6 +363,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     shard_cache: Annotated[str, typer.Option(help="Keep shards read from object storage in this local folder for later epochs (least recently used out first).")] = "",
     shard_cache_gb: Annotated[float, typer.Option(help="Size limit of --shard-cache in GB.")] = 10.0,
+    skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in RUN/damaged.jsonl) instead of stopping at the first, which is named.")] = False,
     storage_options: StorageOptions = None,
 ) -> None:
     """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun)."""
@@ -347,16 +379,16 @@ def train(
     if parallel == "any" and order == "canonical":  # the default order: any-step prediction is over random orders
         order = "random"
     data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
-                      block_size=context, stride=stride or context // 2, batch_size=batch_size, seed=seed,
-                      num_workers=workers)
+                      block_size=context, stride=stride or context // 2, batch_size=batch_size, seed=seed, num_workers=workers)
     cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, co_attend=co_attend,
                       attention=attention, max_steps=max_steps,
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
                       ckpt_every=ckpt_every, log_every=log_every, compile=compile, checkpoint_activations=checkpoint_activations, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
     cache = Cache(str(shard_cache), int(shard_cache_gb * 1e9)) if shard_cache else None
-    res = run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options, cache=cache)
-    typer.echo(f"{res['run']}: step {res['step']}, last loss {res['last']['loss_bits']} bits/token")
+    res = run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options, cache=cache, skip_damaged=skip_damaged)
+    skipped = f"; skipped {res['skipped_shards']} damaged shards (listed in {out}/damaged.jsonl)" if res["skipped_shards"] else ""
+    typer.echo(f"{res['run']}: step {res['step']}, last loss {res['last']['loss_bits']} bits/token{skipped}")
 
 
 @app.command("eval")
@@ -371,6 +403,7 @@ def eval_(
     steps: Annotated[str, typer.Option(help=STEPS_HELP + " Comma-separated: a bits-versus-steps curve (steps_curve), the first one the headline.")] = "",
     parts: Annotated[bool, typer.Option("--parts", help="JPEG: bits of the DC image (every DC token) and of the rest, per image (dc_bits_per_image, rest_bits_per_image).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
+    skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in the result's skipped_shards) instead of stopping at the first, which is named.")] = False,
     storage_options: StorageOptions = None,
 ) -> None:
     """Bits per token and per image (order bits included) and model steps per image, in the run's order and
@@ -380,17 +413,19 @@ def eval_(
     from vistok.train.trainer import pick_device
 
     res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split.value,
-                   stride, per_frame, storage_options, parse_steps(steps) if steps else None, parts)
+                   stride, per_frame, storage_options, parse_steps(steps) if steps else None, parts, skip_damaged)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
     for k, v in res.items():
-        if k not in ("per_frame_bits", "steps_curve"):
+        if k not in ("per_frame_bits", "steps_curve", "skipped_shards"):
             typer.echo(f"{k:34s}{v:.4f}" if isinstance(v, float) else f"{k:34s}{v}")
     for p in res.get("steps_curve", [])[1:]:
         typer.echo(f"steps {p['steps']:>6}: {p['bits_per_image']:.1f} bits/image in {p['steps_per_image']:.1f} steps")
     if per_frame:
         typer.echo(format_frame_table(res))
+    for name in res.get("skipped_shards", []):
+        typer.echo(f"skipped damaged shard {name}")
 
 
 @app.command()

@@ -20,6 +20,20 @@ class DatasetError(VistokError):
     """A dataset folder is missing, incomplete, foreign, or does not match the requested configuration."""
 
 
+class DamagedShard(DatasetError):
+    """A shard of a dataset is missing, truncated, foreign or corrupt: the message names the dataset, the shard
+    and, for damage inside it, the member (or sample), so that a user with thousands of shards knows which
+    file to replace. Raised before any work when a check can see it, else where the reader meets it."""
+
+    def __init__(self, dataset: str, shard: str, detail: str, member: str = ""):
+        self.dataset, self.shard, self.detail, self.member = dataset, shard, detail, member
+        where = f"shard {shard}, member {member}:" if member else f"shard {shard}"
+        super().__init__(f"{dataset}: {where} {detail}")
+
+    def __reduce__(self):  # travels between processes (Ray tasks, loader workers) with its fields
+        return (DamagedShard, (self.dataset, self.shard, self.detail, self.member))
+
+
 class StorageError(VistokError):
     """Object storage refused or failed a request (missing bucket, bad credentials, unreachable endpoint, a
     write that kept failing after its retries). The message never includes credentials."""

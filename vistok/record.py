@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vistok.errors import DatasetError, UsageError
+from vistok.errors import DatasetError, UsageError, one_line
 
 # Bumped whenever the on-disk record or manifest format changes; readers refuse newer formats.
 FORMAT_VERSION = 1
@@ -45,6 +45,7 @@ KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _SLUG = re.compile(r"[^A-Za-z0-9_\-]+")
 _RECORD_KEY = re.compile(r"^(?P<input>.*-[0-9a-f]{10})(?:_c(?P<crop>[0-9]+)|_v(?P<clip>[0-9]+))?$")
 KEY_DIGEST_BYTES = 5  # 10 hex digits
+_MEMBER = re.compile(r"^(tokens\.npy|json|(order|side)\.[A-Za-z0-9_:,\-]+\.npy)$")  # what a record's members are called
 
 
 # --- keys -------------------------------------------------------------------------------------------------
@@ -134,10 +135,32 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def npy_load(data: bytes | np.ndarray) -> np.ndarray:
+    """An .npy member's array. Never unpickles; checks the header against the bytes before allocating, so a
+    header declaring billions of elements costs nothing. Raises ValueError saying what is wrong."""
     if isinstance(data, np.ndarray):
         return data
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    from numpy.lib import format as npy
+
+    if not isinstance(data, bytes | bytearray | memoryview) or not bytes(data[:6]) == NPY_MAGIC:
+        raise ValueError("is not an .npy array (no NUMPY magic)")
+    f = io.BytesIO(data)
+    try:
+        version = npy.read_magic(f)
+        shape, fortran, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(f)
+    except Exception as exc:  # numpy raises ValueError, SyntaxError or TypeError for a broken header
+        raise ValueError(f"has a broken .npy header ({one_line(exc)})") from None
+    if dtype.hasobject:
+        raise ValueError("holds Python objects (pickled data), which vistok never loads")
+    count = int(np.prod(shape, dtype=np.float64))
+    if count * dtype.itemsize != len(data) - f.tell():
+        raise ValueError(f"declares shape {tuple(shape)} of {dtype} ({count * dtype.itemsize:,} bytes) but holds "
+                         f"{len(data) - f.tell():,} bytes")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=f.tell())  # the header parsed once, one copy below
+    return (arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)).copy()
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -172,19 +195,38 @@ class TokenRecord:
 
     @classmethod
     def from_sample(cls, sample: dict[str, Any]) -> TokenRecord:
-        """Accepts raw bytes (plain webdataset) or already-decoded values."""
-        try:
-            tokens = npy_load(sample["tokens.npy"])
-            meta = sample.get("json", b"{}")
-            if isinstance(meta, (bytes, bytearray)):
+        """Accepts raw bytes (plain webdataset) or already-decoded values. A malformed sample raises
+        `DatasetError` naming the member and what is wrong with it."""
+        key = str(sample.get("__key__"))
+        foreign = [k for k in sample if not k.startswith("__") and not _MEMBER.match(k)]
+        if foreign:
+            raise DatasetError(f"member {key}.{foreign[0]} is not a vistok record member (a record has tokens.npy, "
+                               "json, order.NAME.npy, side.NAME.npy)")
+        if "tokens.npy" not in sample:
+            raise DatasetError(f"sample {key!r} has no tokens.npy member")
+        arrays = {}
+        for k, v in sample.items():
+            if k.endswith(".npy"):
+                try:
+                    arrays[k] = npy_load(v)
+                except ValueError as exc:
+                    raise DatasetError(f"member {key}.{k} {exc}") from None
+        tokens = arrays["tokens.npy"]
+        if tokens.dtype.kind not in "ui":
+            raise DatasetError(f"member {key}.tokens.npy holds {tokens.dtype} values, not integer tokens")
+        if tokens.dtype.kind == "i" and tokens.size and int(tokens.min()) < 0:
+            raise DatasetError(f"member {key}.tokens.npy holds negative tokens ({int(tokens.min())})")
+        meta = sample.get("json", b"{}")
+        if isinstance(meta, bytes | bytearray):
+            try:
                 meta = json.loads(meta)
-        except KeyError as exc:
-            raise DatasetError(f"sample {sample.get('__key__')!r} has no {exc} member") from None
-        except ValueError as exc:
-            raise DatasetError(f"sample {sample.get('__key__')!r} is corrupt: {exc}") from None
-        orders = {k[len("order.") : -len(".npy")]: npy_load(v) for k, v in sample.items() if k.startswith("order.")}
-        side = {k[len("side.") : -len(".npy")]: npy_load(v) for k, v in sample.items() if k.startswith("side.")}
-        return cls(str(sample["__key__"]), tokens, meta, orders, side)
+            except ValueError as exc:
+                raise DatasetError(f"member {key}.json is not valid JSON ({one_line(exc)})") from None
+        if not isinstance(meta, dict):
+            raise DatasetError(f"member {key}.json is not a JSON object")
+        orders = {k[len("order.") : -len(".npy")]: v for k, v in arrays.items() if k.startswith("order.")}
+        side = {k[len("side.") : -len(".npy")]: v for k, v in arrays.items() if k.startswith("side.")}
+        return cls(key, tokens, meta, orders, side)
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -31,6 +31,7 @@ from vistok.media.sources import InputList, check_label_mode, is_deferred, media
 from vistok.pipelines.encode import encode_input, error_row
 from vistok.progress import Progress
 from vistok.record import TokenRecord, json_bytes, parse_input_id, parse_key
+from vistok.shards.integrity import HEADER, header_bytes
 from vistok.shards.manifest import (
     ERRORS,
     ERRORS_DIR,
@@ -71,6 +72,7 @@ class ShardTask:
     per_part: int = 0  # inputs per shard file when a task expands a tar (0: one file)
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # never printed: may hold keys
     extensions: tuple[str, ...] = ()  # what folders in a large list's range take (empty: the default set)
+    config_hash: str = ""  # the dataset's: each shard file's `__vistok__` header carries it
 
 
 # --- the worker ---------------------------------------------------------------------------------------
@@ -117,10 +119,10 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
         target = folder / name
         with _staging(folder) as tmp:  # object storage: write here, then upload
             local = tmp / name if tmp else Path(target)
-            with ShardWriter(local, compress=task.compress) as writer:
+            with ShardWriter(local, compress=task.compress, header=header_bytes(task.config_hash, name)) as writer:
                 _encode_into(writer, inputs[first : first + per_part], task, codec, pre, failed, kept, tally)
             if writer.count:
-                files.append({"name": name, "samples": writer.count, "bytes": local.stat().st_size})
+                files.append({"name": name, "samples": writer.count, "bytes": writer.bytes, "sha256": writer.sha256})
                 if tmp:
                     target.upload(local)
         if not writer.count:
@@ -131,7 +133,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     stats = ShardStats(task.index, files[0]["name"] if files else None, n_inputs, len(errors),
                        sum(f["samples"] for f in files), sum(f["bytes"] for f in files), tally.lengths,
                        {"ids": nz.tolist(), "counts": tally.counts[nz].tolist()}, codec.collected_side_info() if SIDE_INFO in codec.capabilities else {},
-                       sorted(tally.labels), files if len(files) > 1 else [], tally.geometries)
+                       sorted(tally.labels), files if len(files) > 1 else [], tally.geometries,
+                       files[0]["sha256"] if len(files) == 1 else "")
     stats.write(folder)  # last: marks the shard done
     return {**stats.to_json(), "files": len(task.inputs)}
 
@@ -291,7 +294,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
         todo = _todo(folder, n_shards, done, retry_errors)
         tasks = (ShardTask(i, group, folder.url, codec.get_config(), pre.to_json(), compress, retry_errors,
                            tuple(sorted(store_orders)), label_from, per_shard, opts,
-                           tuple(sorted(exts)) if extensions else ())
+                           tuple(sorted(exts)) if extensions else (), chash)
                  for i, group in enumerate(plan_shards(inputs, per_shard)) if i in todo)
         with Progress("shard", sum(sizes[i] for i in todo), "files" if inputs.deferred else "inputs", progress_stream,
                       quiet) as prog:
@@ -461,7 +464,7 @@ def finalize(folder: Loc, codec: Codec, config: dict[str, Any], chash: str, n_sh
         counts={"inputs": totals.inputs, "samples": totals.samples, "errors": totals.errors, "shards": len(shards)},
         shards=shards, tokens=length_stats(totals.length_counts), vistok_version=vistok.__version__, side_info=side,
         stored_orders=config.get("store_orders", []), labels=sorted(totals.labels), skipped=dict(sorted((skipped or {}).items())),
-        geometry=totals.geometry)
+        geometry=totals.geometry, shard_header=HEADER)
     manifest.write(folder)  # last: the folder is a finished dataset from here on
     return manifest
 

@@ -20,12 +20,13 @@ import numpy as np
 import zarr
 
 import vistok
-from vistok.errors import DatasetError
+from vistok.errors import DatasetError, one_line
 from vistok.executors import ExecutorConfig, run_tasks
 from vistok.progress import Progress
 from vistok.record import json_bytes
-from vistok.shards.manifest import Manifest, done_shards, load_manifest, shard_paths
-from vistok.shards.reader import iter_shards
+from vistok.shards.integrity import Expect
+from vistok.shards.manifest import done_shards
+from vistok.shards.reader import Dataset, iter_shards
 from vistok.shards.store import FORMAT, KIND, SAMPLE_CHUNK, TOKEN_CHUNK
 from vistok.storage import Loc
 
@@ -40,6 +41,7 @@ class PackTask:
     token_base: int  # global token offset of sample need[0]
     has_orders: bool
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # for shards in object storage
+    expect: Expect | None = None  # what the manifest says of the shards: each read is checked against it
 
 
 def pack_task(task: PackTask) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def pack_task(task: PackTask) -> dict[str, Any]:
     for path, first, count in task.shards:
         if first + count <= a0 or first >= a1:
             continue
-        for j, rec in enumerate(iter_shards([Loc(path, task.storage_options)])):
+        for j, rec in enumerate(iter_shards([Loc(path, task.storage_options)], expect=task.expect)):
             i = first + j
             if i < a0:
                 continue
@@ -81,9 +83,11 @@ def pack_task(task: PackTask) -> dict[str, Any]:
     return {"samples": s1 - s0, "tokens": t1 - t0}
 
 
-def _plan(folder: Loc, manifest: Manifest) -> tuple[list[tuple[str, int, int]], np.ndarray]:
-    """From the stats alone: (path, first sample, samples) of every shard, and the (n + 1,) sample offsets."""
-    paths = {p.name: p for p in shard_paths(folder, manifest)}
+def _plan(ds: Dataset) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+    """From the stats alone: (path, first sample, samples) of every shard, and the (n + 1,) sample offsets. The
+    shards are checked first (`Dataset.shards`): a damaged one is refused, named, before any work."""
+    folder, manifest = ds.folder, ds.manifest
+    paths = {p.name: p for p in ds.shards}
     names = set(paths)
     lengths = [n for st in done_shards(folder) if st.name in names for n in st.lengths]
     shards, first = [], 0
@@ -112,7 +116,7 @@ def _create_arrays(tmp: Path, offsets: np.ndarray, vocab_dtype: str, has_orders:
 
 
 def _tasks(tmp: Path, shards: list[tuple[str, int, int]], offsets: np.ndarray, samples_per_task: int,
-           has_orders: bool, options: dict[str, Any]) -> list[PackTask]:
+           has_orders: bool, options: dict[str, Any], expect: Expect | None = None) -> list[PackTask]:
     """Cut the store into tasks that own whole chunks, so concurrent tasks never write one chunk file."""
     n, total = offsets.size - 1, int(offsets[-1])
     tasks = []
@@ -128,7 +132,7 @@ def _tasks(tmp: Path, shards: list[tuple[str, int, int]], offsets: np.ndarray, s
             need1 = max(s1, int(np.searchsorted(offsets, t1, side="left")))
         touching = tuple(sh for sh in shards if sh[1] < need1 and sh[1] + sh[2] > need0)
         tasks.append(PackTask(str(tmp), touching, (s0, s1), (t0, t1) if t1 > t0 else (0, 0), (need0, need1),
-                              int(offsets[need0]), has_orders, options))
+                              int(offsets[need0]), has_orders, options, expect))
     return tasks
 
 
@@ -137,8 +141,9 @@ def pack(dataset: str | Path, out: str | Path, executor: ExecutorConfig = Execut
     """Pack the dataset folder `dataset` (local, or a `Loc` of an fsspec URL with its storage options) into the
     local zarr store `out` (replaced atomically when complete)."""
     folder, out = Loc(dataset), Path(out)
-    manifest = load_manifest(folder)
-    shards, offsets = _plan(folder, manifest)
+    ds = Dataset(folder)
+    manifest = ds.manifest
+    shards, offsets = _plan(ds)
     n, total = offsets.size - 1, int(offsets[-1])
     has_orders = bool(manifest.stored_orders) or bool(manifest.codec.get("motion_vectors"))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -147,11 +152,12 @@ def pack(dataset: str | Path, out: str | Path, executor: ExecutorConfig = Execut
     failures = []
 
     def on_failure(task: PackTask, exc: BaseException) -> dict[str, Any]:
-        failures.append(f"{task.samples}: {exc}")
+        cause = getattr(exc, "cause", None) or exc  # Ray wraps the task's exception
+        failures.append(one_line(cause) if isinstance(cause, DatasetError) else f"samples {task.samples}: {one_line(cause)}")
         return {}
 
     with Progress("pack", n, "samples", quiet=quiet) as prog:
-        run_tasks(pack_task, _tasks(tmp, shards, offsets, samples_per_task, has_orders, folder.options),
+        run_tasks(pack_task, _tasks(tmp, shards, offsets, samples_per_task, has_orders, folder.options, ds.expect),
                   lambda status: prog.advance(status.get("samples", 0)), on_failure, executor)
     if failures:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,14 +1,19 @@
 """Summaries of a dataset folder, from its manifest and per-shard stats (for clips, also tokens per frame
-from the first records)."""
+from the first records), with the cheap shard checks every reader makes (`integrity.check_shards`: each shard
+present, of its listed size, headed for this dataset); `vistok verify` reads every byte."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vistok.errors import DamagedShard
+from vistok.shards.integrity import check_shards
 from vistok.shards.manifest import done_shards
+from vistok.shards.reader import Dataset
 from vistok.shards.store import PackedStore, open_any
 from vistok.storage import Loc
 from vistok.tokenize.base import frames_of
@@ -54,7 +59,14 @@ def summarize(folder: str | Path | Loc) -> dict[str, Any]:
         "codec": m.codec,
         "config_hash": m.config_hash,
         **frame_summary(src, counts),
+        **({} if isinstance(src, PackedStore) else {"damaged_shards": damaged_shards(src)}),
     }
+
+
+def damaged_shards(ds: Dataset) -> list[str]:
+    """'NAME DAMAGE' for each shard the checks before reading find damaged (sizes and headers, not hashes)."""
+    _, damages = check_shards(ds.folder, [s["name"] for s in ds.manifest.shards], ds.expect)
+    return [f"{d.shard} {d.detail}" for d in damages]
 
 
 def frame_summary(src, counts: np.ndarray, records: int = 1000) -> dict[str, Any]:
@@ -67,15 +79,16 @@ def frame_summary(src, counts: np.ndarray, records: int = 1000) -> dict[str, Any
         out["skip_share_of_blocks"] = round(float(counts[skip] / max(1, blocks)), 4)
     sums: list[float] = []
     n = 0
-    for rec in src:
-        if n >= records:
-            break
-        if int(rec.meta.get("frames", 1)) == 1:  # a dataset of images (clips share one frame count)
-            break
-        for f, fr in enumerate(frames_of(rec)):
-            sums += [0.0] * (f + 1 - len(sums))
-            sums[f] += fr.tokens.size
-        n += 1
+    with contextlib.suppress(DamagedShard):  # damage is reported on its own line (`damaged_shards`)
+        for rec in src:
+            if n >= records:
+                break
+            if int(rec.meta.get("frames", 1)) == 1:  # a dataset of images (clips share one frame count)
+                break
+            for f, fr in enumerate(frames_of(rec)):
+                sums += [0.0] * (f + 1 - len(sums))
+                sums[f] += fr.tokens.size
+            n += 1
     if n:
         out["tokens_per_frame"] = [round(x / n, 1) for x in sums]
     return out
@@ -97,6 +110,12 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"tokens/frame      {' '.join(str(x) for x in s['tokens_per_frame'])}")
     if "skip_share_of_blocks" in s:
         lines.append(f"SKIP blocks       {100 * s['skip_share_of_blocks']:.1f}% (unchanged since the frame before)")
+    if s.get("damaged_shards"):
+        d = s["damaged_shards"]
+        lines.append(f"damaged shards    {len(d)}: {d[0]}" + (f" (and {len(d) - 1} more)" if len(d) > 1 else "") +
+                     "; `vistok verify` lists them all")
+    elif "damaged_shards" in s:
+        lines.append("shards            present, of their listed sizes, this dataset's (`vistok verify` reads every byte)")
     if "psnr" in s:
         p = s["psnr"]
         lines.append(f"PSNR vs sources   mean {p['mean_db']} dB, min {p['min_db']} dB over {p['records']} records"

@@ -63,10 +63,11 @@ class ShardStats:
     labels: list[str] = field(default_factory=list)  # the distinct class names of its samples, sorted
     parts: list[dict[str, Any]] = field(default_factory=list)  # name, samples, bytes of each file, when several
     geometries: list[dict[str, Any]] = field(default_factory=list)  # its samples' distinct geometries, two at most
+    sha256: str = ""  # of its one file, hashed as it was written (several files: each part's own, in `parts`)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for k in ("side_info", "labels", "parts", "geometries"):
+        for k in ("side_info", "labels", "parts", "geometries", "sha256"):
             if not out[k]:
                 del out[k]
         return out
@@ -87,7 +88,10 @@ class ShardStats:
         """The manifest entries (name, samples, bytes) of the shard files this task wrote, in order."""
         if self.parts:
             return [dict(p) for p in self.parts]
-        return [{"name": self.name, "samples": self.samples, "bytes": self.bytes}] if self.name else []
+        if not self.name:
+            return []
+        entry = {"name": self.name, "samples": self.samples, "bytes": self.bytes}
+        return [{**entry, "sha256": self.sha256} if self.sha256 else entry]
 
     def counts_array(self, vocab_size: int) -> np.ndarray:
         counts = np.zeros(vocab_size, dtype=np.int64)
@@ -142,7 +146,7 @@ class Manifest:
     sources: dict[str, Any]  # inputs, fingerprint
     shard_size: int
     counts: dict[str, int]  # inputs, samples, errors, shards
-    shards: list[dict[str, Any]]  # name, samples, bytes, in order
+    shards: list[dict[str, Any]]  # name, samples, bytes, sha256 (datasets written before: none), in order
     tokens: dict[str, Any]  # total, and mean, p50, p95, max, min of the samples' lengths
     vistok_version: str
     side_info: dict[str, Any] = field(default_factory=dict)  # constant and collected (e.g. H.264 headers)
@@ -150,12 +154,13 @@ class Manifest:
     labels: list[str] = field(default_factory=list)  # class names in the records' `label`, sorted (--label-from)
     skipped: dict[str, int] = field(default_factory=dict)  # files folder walks did not take, by extension
     geometry: dict[str, Any] | None = None  # the geometry every record shares (`geometry_of`), if they share one
+    shard_header: str = ""  # the first member of every shard naming its dataset (`integrity.HEADER`); "": none (older)
     format: int = FORMAT_VERSION
     kind: str = DATASET_KIND
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for k in ("labels", "skipped", "geometry"):  # absent when empty: such datasets keep the manifest they always had
+        for k in ("labels", "skipped", "geometry", "shard_header"):  # absent when empty: such datasets keep the manifest they always had
             if not out[k]:
                 del out[k]
         return out
@@ -167,9 +172,22 @@ class Manifest:
         if int(m.get("format", 0)) > FORMAT_VERSION:
             raise DatasetError(f"{where} was written by a newer vistok (format {m['format']}); upgrade vistok to read it")
         try:
-            return cls(**{f.name: m[f.name] for f in fields(cls) if f.name in m})
+            out = cls(**{f.name: m[f.name] for f in fields(cls) if f.name in m})
         except TypeError as exc:
             raise DatasetError(f"{where} is an incomplete manifest ({exc})") from None
+        out._check(where)
+        return out
+
+    def _check(self, where: str | Path) -> None:
+        """The fields readers index into have the types they expect: a damaged manifest is one clear line."""
+        entries_ok = isinstance(self.shards, list) and all(
+            isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("samples", 0), int)
+            and isinstance(s.get("bytes", 0), int) and isinstance(s.get("sha256", ""), str) for s in self.shards)
+        vocab_ok = isinstance(self.vocabulary, dict) and isinstance(self.vocabulary.get("size"), int)
+        if not (entries_ok and vocab_ok and isinstance(self.codec, dict) and isinstance(self.counts, dict)
+                and isinstance(self.config_hash, str)):
+            raise DatasetError(f"{where} is a damaged manifest (its shards, vocabulary, codec or counts are not "
+                               "what vistok writes)")
 
     def write(self, folder: str | Path | Loc) -> None:
         write_json(Loc(folder) / MANIFEST, self.to_json())
@@ -194,18 +212,3 @@ def dataset_codec(manifest: Manifest) -> Codec:
     if SIDE_INFO in codec.capabilities:
         codec.load_side_info(manifest.side_info)
     return codec
-
-
-def shard_paths(folder: str | Path | Loc, manifest: Manifest) -> list[Loc]:
-    folder = Loc(folder)
-    present = {p.name for p in folder.glob("shard-*")}  # one listing, not a request per shard
-    out = []
-    for s in manifest.shards:
-        name = s["name"]
-        if "/" in name or "\\" in name or name.startswith("."):  # never follow a path out of the folder
-            raise DatasetError(f"manifest of {folder} names an unsafe shard path {name!r}")
-        p = folder / name
-        if name not in present:
-            raise DatasetError(f"{folder} is incomplete: shard {name} listed in the manifest is missing")
-        out.append(p)
-    return out

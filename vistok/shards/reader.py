@@ -14,32 +14,28 @@ from pathlib import Path
 
 import numpy as np
 
-from vistok.errors import DatasetError
+from vistok.errors import DamagedShard, DatasetError
 from vistok.record import TokenRecord
-from vistok.shards.manifest import ERRORS, Manifest, dataset_codec, load_manifest, shard_paths
+from vistok.shards.integrity import Expect, OnDamage, check_shards, read_shard
+from vistok.shards.manifest import ERRORS, Manifest, dataset_codec, load_manifest
 from vistok.storage import Cache, Loc
 from vistok.tokenize.base import Codec
 
 
-def _opened(shards: list[Loc], cache: Cache | None = None) -> Iterator[dict]:
-    """webdataset's stream stage, for local files and object storage alike: {url, stream} per shard, read as
-    a stream (a remote shard is fetched in large read-ahead blocks, never downloaded first; kept in `cache`
-    when one is given)."""
-    for loc in shards:
-        with loc.open(cache) as stream:
-            yield {"url": str(loc), "stream": stream}
-
-
-def iter_shards(paths: list[Path] | list[str] | list[Loc], cache: Cache | None = None) -> Iterator[TokenRecord]:
-    """Records of the given shards, in order, through webdataset's tar reader (raw bytes, decoded by us)."""
-    if not paths:
-        return
-    # imported here: webdataset pulls in torch (~1.5 s), which shard workers never need
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
-    for sample in group_by_keys(tar_file_expander(_opened([Loc(p) for p in paths], cache))):
-        yield TokenRecord.from_sample(sample)
-
+def iter_shards(paths: list[Path] | list[str] | list[Loc], cache: Cache | None = None,
+                expect: Expect | None = None) -> Iterator[TokenRecord]:
+    """Records of the given shards, in order, through webdataset's tar reader (raw bytes, decoded by us). With
+    `expect` (a dataset's: `Dataset.expect`), every shard is checked as it is read
+    (`vistok.shards.integrity.read_shard`); a damaged one stops the read naming it, or is skipped when
+    `expect.on_damage` says so."""
+    for p in paths:
+        loc = Loc(p)
+        try:
+            yield from read_shard(loc, cache, expect)
+        except DamagedShard as damage:
+            if expect is None:
+                raise
+            expect.on_damage.handle(damage)  # raises unless damaged shards are skipped
 
 def check_split(n_shards: int, world: int, n_workers: int) -> None:
     """Every (rank, loader worker) needs a shard of its own: say so before any worker starts."""
@@ -63,22 +59,25 @@ def split_shards(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_
 
 def stream_records(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
                    seed: int = 0, shuffle: bool = True, infinite: bool = False,
-                   resampled: bool = False, cache: Cache | None = None) -> Iterator[tuple[int, TokenRecord]]:
+                   resampled: bool = False, cache: Cache | None = None,
+                   expect: Expect | None = None) -> Iterator[tuple[int, TokenRecord]]:
     """Training-side reader: (epoch, record) pairs for one rank and loader worker.
 
     Shards are shuffled per epoch from `seed` before the split, so every epoch visits the data in a new
     order and every (rank, worker) gets a disjoint set. `infinite` loops over epochs; `resampled` instead
     draws shards with replacement forever (webdataset's resampled mode), for mixing very unequal sets.
-    Remote shards read to their end are kept in `cache` when one is given.
+    Remote shards read to their end are kept in `cache` when one is given; `expect` checks them as `iter_shards`
+    does.
     """
     if resampled:
         rng = np.random.default_rng([seed, rank, worker, 1])
         paths = list(paths)
         while True:
-            yield from ((0, r) for r in iter_shards([paths[int(rng.integers(len(paths)))]], cache))
+            yield from ((0, r) for r in iter_shards([paths[int(rng.integers(len(paths)))]], cache, expect))
     epoch = 0
     while True:
-        for rec in iter_shards(split_shards(paths, rank, world, worker, n_workers, seed, epoch, shuffle), cache):
+        for rec in iter_shards(split_shards(paths, rank, world, worker, n_workers, seed, epoch, shuffle), cache,
+                               expect):
             yield epoch, rec
         if not infinite:
             return
@@ -86,25 +85,44 @@ def stream_records(paths: list, rank: int = 0, world: int = 1, worker: int = 0, 
 
 
 class Dataset:
-    """A finished dataset folder."""
+    """A finished dataset folder. Its shards are checked before they are handed out (`shards`: each present, of
+    its listed size, headed for this dataset) and while they are read (`expect`); `on_damage` says whether a
+    damaged shard stops the reader (the default) or is skipped and recorded."""
 
-    def __init__(self, folder: str | Path | Loc):
+    def __init__(self, folder: str | Path | Loc, on_damage: OnDamage | None = None):
         self.folder = Loc(folder)
         self.manifest: Manifest = load_manifest(self.folder)
+        self.on_damage = on_damage or OnDamage()
 
     @cached_property
     def codec(self) -> Codec:
         return dataset_codec(self.manifest)
 
-    @property
+    @cached_property
+    def expect(self) -> Expect:
+        m = self.manifest
+        return Expect(str(self.folder), m.config_hash, int(m.vocabulary["size"]), {s["name"]: s for s in m.shards},
+                      self.on_damage, bool(m.shard_header))
+
+    @cached_property
     def shards(self) -> list[Loc]:
-        return shard_paths(self.folder, self.manifest)
+        """The shards to read, checked before any of them is read (one listing, a small read each): damage
+        raises `DamagedShard` naming the first damaged shard, or with `on_damage.skip` leaves them out."""
+        ok, damages = check_shards(self.folder, [s["name"] for s in self.manifest.shards], self.expect)
+        if damages and not self.on_damage.skip:
+            more = f" (and {len(damages) - 1} more damaged shards: `vistok verify {self.folder}` lists them)" if len(
+                damages) > 1 else ""
+            first = damages[0]
+            raise DamagedShard(first.dataset, first.shard, first.detail + more)
+        for damage in damages:
+            self.on_damage.handle(damage)
+        return ok
 
     def __len__(self) -> int:
         return int(self.manifest.counts["samples"])
 
     def __iter__(self) -> Iterator[TokenRecord]:
-        return iter_shards(self.shards)
+        return iter_shards(self.shards, expect=self.expect)
 
     def get(self, key: str) -> TokenRecord:
         """Find one record by key (a scan; use a packed store for random access)."""

@@ -25,6 +25,7 @@ import numpy as np
 
 from vistok.errors import DatasetError
 from vistok.record import TokenRecord
+from vistok.shards.integrity import OnDamage
 from vistok.shards.manifest import Manifest, dataset_codec
 from vistok.shards.reader import Dataset
 from vistok.storage import Loc
@@ -175,8 +176,8 @@ class PackedStore:
         return counts
 
 
-def open_any(path: str | Path | Loc, options: dict | None = None):
-    """A dataset folder (`Dataset`) or a packed store (`PackedStore`), opened with the storage `options`
-    when `path` is a URL (a `Loc` keeps its own)."""
+def open_any(path: str | Path | Loc, options: dict | None = None, on_damage: OnDamage | None = None):
+    """A dataset folder (`Dataset`, its shards checked: `on_damage` says what a damaged one does) or a packed
+    store (`PackedStore`), opened with the storage `options` when `path` is a URL (a `Loc` keeps its own)."""
     loc = Loc(path, options)
-    return PackedStore(loc) if is_store(loc) else Dataset(loc)
+    return PackedStore(loc) if is_store(loc) else Dataset(loc, on_damage)

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -29,8 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vistok.errors import DatasetError, UsageError
+from vistok import errors
+from vistok.errors import DatasetError, UsageError, VistokError
 from vistok.record import TokenRecord, parse_key
+from vistok.shards.integrity import OnDamage
 from vistok.shards.reader import check_split, stream_records
 from vistok.shards.store import PackedStore, open_any
 from vistok.storage import Cache
@@ -95,12 +98,12 @@ def order_rng(seed: int, seed_of_order: int) -> np.random.Generator:
     return np.random.default_rng([seed, 0, seed_of_order])
 
 
-def open_datasets(paths: list, options: dict | None = None) -> tuple[list, Codec]:
+def open_datasets(paths: list, options: dict | None = None, on_damage: OnDamage | None = None) -> tuple[list, Codec]:
     """Dataset folders and/or packed stores (`vistok pack`), checked to share one vocabulary; URLs opened with
-    the storage `options` (a `Loc` keeps its own)."""
+    the storage `options` (a `Loc` keeps its own); damaged shards stop the reader or are skipped (`on_damage`)."""
     if not paths:
         raise UsageError("no dataset given")
-    sets = [open_any(p, options) for p in paths]
+    sets = [open_any(p, options, on_damage) for p in paths]
     first = sets[0].manifest
     for ds in sets[1:]:
         m = ds.manifest
@@ -282,10 +285,10 @@ class RowStream(IterableDataset):
     """Infinite stream of filled training rows for one rank; splits shards across DataLoader workers."""
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
-                 cache: Cache | None = None):
+                 cache: Cache | None = None, on_damage: OnDamage | None = None):
         super().__init__()
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.sets, self.codec = open_datasets(cfg.datasets, options)
+        self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
         check_order(self.sets, self.codec, cfg)
         for ds in self.sets:  # here, not in a loader worker, whose errors would reach the user as a traceback
             check_split(len(ds.shards), world, max(1, cfg.num_workers))
@@ -294,7 +297,7 @@ class RowStream(IterableDataset):
     def _records(self, worker: int, n_workers: int) -> Iterator[tuple[int, TokenRecord]]:
         cfg = self.cfg
         streams = [stream_records(ds.shards, self.rank, self.world, worker, n_workers, cfg.seed, infinite=True,
-                                  cache=self.cache) for ds in self.sets]
+                                  cache=self.cache, expect=ds.expect) for ds in self.sets]
         if len(streams) == 1:
             yield from streams[0]
             return
@@ -398,6 +401,17 @@ class StoreRows:
         self.queue = _rows_load(st["queue"])
 
 
+def worker_error(exc: Exception) -> Exception:
+    """A vistok error raised in a DataLoader worker, as its one-line self: torch re-raises it in the main
+    process wrapped in the worker's traceback text (as a RuntimeError when the type takes other arguments)."""
+    m = re.findall(r"^vistok\.errors\.(\w+): (.+)$", str(exc), re.M)
+    if not m:
+        return exc
+    name, msg = m[-1]
+    kind = getattr(errors, name, None)
+    return DatasetError(msg) if kind is errors.DamagedShard else kind(msg) if kind else exc
+
+
 class Loader:
     """Batches of filled rows as torch tensors, with a checkpointable position.
 
@@ -406,9 +420,9 @@ class Loader:
     """
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu",
-                 options: dict | None = None, cache: Cache | None = None):
+                 options: dict | None = None, cache: Cache | None = None, on_damage: OnDamage | None = None):
         self.cfg, self.device = cfg, device
-        self.sets, self.codec = open_datasets(cfg.datasets, options)
+        self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
         check_order(self.sets, self.codec, cfg)
         self.store_rows = None
         if all(isinstance(s, PackedStore) for s in self.sets):
@@ -416,7 +430,7 @@ class Loader:
         elif any(isinstance(s, PackedStore) for s in self.sets):
             raise UsageError("mix either dataset folders or packed stores in one run, not both")
         else:
-            self.stream = RowStream(cfg, rank, world, options, cache)
+            self.stream = RowStream(cfg, rank, world, options, cache, on_damage)
         self.batches = 0
         self._it: Iterator | None = None
         self.limits: list[int] | None = None  # the model's embedding table sizes, once known
@@ -438,7 +452,10 @@ class Loader:
         else:
             if self._it is None:
                 self._it = self._make()
-            batch = next(self._it)
+            try:
+                batch = next(self._it)
+            except (RuntimeError, VistokError) as exc:
+                raise worker_error(exc) from None
         self.batches += 1
         if self.limits is not None:
             check_coords(batch["coords"], self.limits, self.codec.axes)
@@ -472,10 +489,11 @@ class Rows(IterableDataset):
     folders by replaying their deterministic stream (no model work). Iterate it in the process that keeps
     the state (a `DataLoader` with the default `num_workers=0`); each rank of a job makes its own."""
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None):
+    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
+                 on_damage: OnDamage | None = None):
         super().__init__()
-        self.cfg, self.rank, self.world, self.options = cfg, rank, world, options
-        self.sets, self.codec = open_datasets(cfg.datasets, options)
+        self.cfg, self.rank, self.world, self.options, self.on_damage = cfg, rank, world, options, on_damage
+        self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
         check_order(self.sets, self.codec, cfg)
         stores = [isinstance(s, PackedStore) for s in self.sets]
         if any(stores) and not all(stores):
@@ -490,7 +508,8 @@ class Rows(IterableDataset):
         if self.store is not None:
             rows: Iterator[dict[str, np.ndarray]] = iter(self.store.next_row, None)
         else:
-            rows = iter(RowStream(replace(self.cfg, num_workers=1), self.rank, self.world, self.options))
+            rows = iter(RowStream(replace(self.cfg, num_workers=1), self.rank, self.world, self.options,
+                                  on_damage=self.on_damage))
             for _ in range(self._start):
                 next(rows)
         self.delivered = self._start

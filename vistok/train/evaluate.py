@@ -24,6 +24,7 @@ from vistok.errors import DatasetError, UsageError
 from vistok.nn.gpt import GPT
 from vistok.record import TokenRecord
 from vistok.shards.inspect import token_counts
+from vistok.shards.integrity import OnDamage
 from vistok.tokenize.base import EOS, JPEG_FILE, Codec, frames_of
 from vistok.tokenize.schedule import run_steps, steps_name
 from vistok.tokenize.stream import SCALE_AXES, Ordered, cell_scales, mask_rows
@@ -223,9 +224,8 @@ SPLITS = ("auto", "all", "heldout")
 
 
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
-             split: str = "auto", stride: int = 0, per_frame: bool = False,
-             storage_options: dict | None = None, steps: list[int] | None = None,
-             parts: bool = False) -> dict[str, Any]:
+             split: str = "auto", stride: int = 0, per_frame: bool = False, storage_options: dict | None = None,
+             steps: list[int] | None = None, parts: bool = False, skip_damaged: bool = False) -> dict[str, Any]:
     """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
 
     `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
@@ -239,13 +239,13 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
 
     `steps` (`--parallel any` runs): model steps per record, each scored on the test schedule; the headline
     figures are the first's, and `steps_curve` has bits and steps per image for each (default: one token
-    per step)."""
+    per step). `skip_damaged`: damaged shards are left out and listed in `skipped_shards` (default: named, stop)."""
     if split not in SPLITS:
         raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
     steps = [run_steps(data.parallel, n, run) for n in steps or [None]]  # refused unless an any run
-    sets, codec = open_datasets(datasets or data.datasets, storage_options)
+    sets, codec = open_datasets(datasets or data.datasets, storage_options, on_damage := OnDamage(skip=skip_damaged))
     if codec.vocab.size != model.cfg.vocab_size:
         raise DatasetError("the dataset's vocabulary does not match the model's")
     hashes = frozenset(ds.manifest.config_hash for ds in sets)
@@ -280,6 +280,8 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     out.update(_jpeg_and_parts(codec, recs, res, parts))
     if per_frame:
         out.update(frame_table(model, codec, recs, res, data, device, stride))
+    if on_damage.skipped:
+        out["skipped_shards"] = sorted(set(on_damage.skipped))
     return out
 
 

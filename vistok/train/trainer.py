@@ -26,6 +26,7 @@ from vistok.errors import UsageError
 from vistok.nn.attention import attention_name, parse_attention
 from vistok.nn.gpt import GPT, PRESETS, GPTConfig
 from vistok.progress import Progress
+from vistok.shards.integrity import OnDamage
 from vistok.storage import Cache
 from vistok.tokenize.base import Codec
 from vistok.train.checkpoint import latest_checkpoint, load_weights, read_state, save_checkpoint
@@ -33,6 +34,7 @@ from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records
 from vistok.train.evaluate import heldout_bits
 
 LN2 = math.log(2)
+DAMAGED = "damaged.jsonl"  # a run's skipped shards (--skip-damaged), a JSON line each
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16
 
 
@@ -385,16 +387,18 @@ def close_distributed(dist_info: Dist, poll_s: float = 0.02, wait_s: float = 60.
 
 
 # --- the loop -------------------------------------------------------------------------------------------
-def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO[str] = sys.stderr,
-          quiet: bool = False, storage_options: dict | None = None, cache: Cache | None = None) -> dict[str, Any]:
-    """Train (or resume) the run `cfg.out` on `data` (URLs with `storage_options`, shards cached in `cache`)."""
+def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO[str] = sys.stderr, quiet: bool = False,
+          storage_options: dict | None = None, cache: Cache | None = None, skip_damaged: bool = False) -> dict[str, Any]:
+    """Train (or resume) the run `cfg.out` on `data` (URLs with `storage_options`, shards cached in `cache`). A
+    damaged shard stops the run naming it, or with `skip_damaged` is left out and listed (`skipped_damaged`)."""
     device, dist_info = setup_device(cfg.device)
     run, main = Path(cfg.out), dist_info.main
     run.mkdir(parents=True, exist_ok=True)  # by every rank: harmless where it exists, and only rank 0 writes
     torch.manual_seed(cfg.seed)
     ckpt = latest_checkpoint(run) if resume else None
     data = replace(data, places=bool(local_attention(cfg.attention)))  # rows carry places for local attention
-    loader = Loader(data, dist_info.rank, dist_info.world, device, storage_options, cache)
+    on_damage = OnDamage(skip_damaged, str(run / DAMAGED))  # a skipped shard is listed there
+    loader = Loader(data, dist_info.rank, dist_info.world, device, storage_options, cache, on_damage)
     mcfg, state = model_config(cfg, data, loader, ckpt)
     raw_model, is_cuda = GPT(mcfg).to(device), device.startswith("cuda")
     opt = raw_model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if is_cuda else "cpu")
@@ -434,9 +438,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
             bar.advance(1, total=fit.known(step, planned),
                         info=f"loss {last['loss_bits']:.4f} bits/token  lr {lr:.2e}  {last['tokens_per_s']:.0f} tok/s")
             if eval_every and step % eval_every == 0 and main:
-                ev = heldout_bits(raw_model, loader.codec, loader.sets, data, cfg.eval_samples, device)
-                log.write({"step": step, "eval_bits_per_token": round(ev["bits_per_token"], 5),
-                           "eval_bits_per_image": round(ev["bits_per_image"], 2)})
+                log.write({"step": step, **heldout_metrics(raw_model, loader, data, cfg, device)})
             if cfg.halt_at and step == cfg.halt_at:
                 bar.note(f"halting at step {step} (--halt-at)")
                 break
@@ -444,4 +446,16 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
                 _checkpoint(run, step, planned, raw_model, opt, loader, configs, cfg.keep_ckpts, dist_info)
     del model  # DDP's reducer must go before the process group (close_distributed)
     close_distributed(dist_info)
-    return {"run": str(run), "step": step, "last": last, "params": raw_model.num_params()}
+    return {"run": str(run), "step": step, "last": last, "params": raw_model.num_params(), "skipped_shards": skipped_damaged(run)}
+
+
+def heldout_metrics(model: GPT, loader: Loader, data: DataConfig, cfg: TrainConfig, device: str) -> dict[str, float]:
+    """The periodic held-out evaluation's metrics row."""
+    ev = heldout_bits(model, loader.codec, loader.sets, data, cfg.eval_samples, device)
+    return {"eval_bits_per_token": round(ev["bits_per_token"], 5), "eval_bits_per_image": round(ev["bits_per_image"], 2)}
+
+
+def skipped_damaged(run: Path) -> int:
+    """How many distinct damaged shards a run left out (--skip-damaged): RUN/damaged.jsonl has a line each."""
+    path = run / DAMAGED
+    return len({line for line in path.read_text().splitlines() if line}) if path.exists() else 0
