@@ -275,3 +275,21 @@ def test_the_real_photo_set_is_disjoint_tiles_labelled_by_folder(tmp_path):
     res = run_job([str(out / "brick"), str(out / "moon")], tmp_path / "ds", JpegCodec(), Preprocess(size=32),
                   executor="local", quiet=True, label_from="parent")
     assert res.manifest.labels == ["brick", "moon"] and res.samples == counts["brick"] + counts["moon"]
+
+
+def test_pixel_features_of_a_colour_set_with_gray_images_have_one_width():
+    """A colour set where some images have R = G = B (they decode as one channel) gives one feature width:
+    every image three channels; a set of gray images alone stays one channel."""
+    from vistok.train.probe import pixel_features
+
+    rng = np.random.default_rng(0)
+    codec = JpegCodec(quality=90)
+    colour = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    gray = np.repeat(rng.integers(0, 255, (32, 32, 1), dtype=np.uint8), 3, -1)
+    recs = [codec.encode(img, f"k{i}", {"label": str(i % 2)}) for i, img in enumerate([colour, gray, gray[..., 0], colour])]
+    assert codec.decode(recs[2]).ndim == 2 and (codec.decode(recs[1]) == codec.decode(recs[1])[..., :1]).all()
+    x, labels = pixel_features(codec, iter(recs))
+    assert x.shape == (4, 32 * 32 * 3) and labels == ["0", "1", "0", "1"]
+    np.testing.assert_array_equal(x[1].reshape(32, 32, 3)[..., 0], x[1].reshape(32, 32, 3)[..., 2])
+    x, _ = pixel_features(codec, iter(recs[1:3]))
+    assert x.shape == (2, 32 * 32)

@@ -158,13 +158,18 @@ def pixel_features(codec: Codec, records: Iterator[TokenRecord], side: int = 32,
             img = img[0]
         pil = Image.fromarray(img)
         px = np.asarray(pil.resize((side, side), Image.BILINEAR), dtype=np.float32) / 255.0
-        if px.ndim == 3 and gray:
-            px = px.mean(-1)
-        elif px.ndim == 3 and (px == px[..., :1]).all():  # gray in RGB: the same pixels, a third of the width
-            px = px[..., 0]
-        out.append(px.ravel())
+        out.append(px.mean(-1) if px.ndim == 3 and gray else px)
         labels.append(str(rec.meta["label"]))
-    return np.stack(out), labels
+    return _one_width(out), labels
+
+
+def _one_width(images: list[np.ndarray]) -> np.ndarray:
+    """(N, side * side * C) features of one width for the whole set: one channel when every image is gray
+    (single-channel, or RGB with equal channels: the same pixels, a third of the width), else three, a gray
+    image's plane repeated (a colour set may hold images with R = G = B, which decode as one channel)."""
+    if all(px.ndim == 2 or (px == px[..., :1]).all() for px in images):
+        return np.stack([(px if px.ndim == 2 else px[..., 0]).ravel() for px in images])
+    return np.stack([(np.repeat(px[..., None], 3, -1) if px.ndim == 2 else px).ravel() for px in images])
 
 
 def _standardized(xtr: np.ndarray, xte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
