@@ -114,8 +114,10 @@ def test_train_eval_sample_from_the_command_line(dataset, tmp_path):
     assert {"bits_per_token", "bits_per_image", "jpeg_bits_per_image", "model_to_jpeg_ratio"} <= set(ev)
     vistok("sample", run, "--n", "2", "--out", tmp_path / "s.png", "--top-k", "40")
     assert Image.open(tmp_path / "s.png").size[0] > 64
-    bad = vistok("train", dataset, "--out", run, "--order", "sideways", check=False)
+    bad = vistok("train", dataset, "--out", tmp_path / "x", "--order", "sideways", check=False)
     assert bad.returncode != 0 and "unknown order" in bad.stderr and "Traceback" not in bad.stderr
+    bad = vistok("train", dataset, "--out", run, "--max-steps", "2", check=False)  # would overwrite the run
+    assert bad.returncode == 2 and "holds a run already: pass --resume" in bad.stderr
     for args, says in ((["--order", "freq-major"], "--layout dense"), (["--parallel", "sideways"], "--parallel takes"),
                        (["--order", "randsac:4", "--parallel", "segments"], "variable-length")):
         bad = vistok("train", dataset, "--out", tmp_path / "x", *args, check=False)
@@ -135,3 +137,42 @@ def test_progress_lines_when_not_a_terminal_and_quiet_silences_them(tmp_path):
     assert quiet.stderr == "" and "24 samples" in quiet.stdout
     for cmd in ("shard", "pack", "train", "train-tokenizer"):
         assert "--quiet" in vistok(cmd, "--help").stdout
+
+
+def test_version_and_usage_errors_are_one_line():
+    import vistok as package
+
+    assert vistok("--version").stdout.strip() == f"vistok {package.__version__}"
+    for args, says in ((["train", "ds", "--batch-size", "x"], "'--batch-size'"), (["nosuchcommand"], "No such command"),
+                       (["train"], "Missing argument"), (["train", "ds", "--weights", "3,x"], "--weights 3,x")):
+        bad = vistok(*args, check=False)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error: "), bad.stderr
+    assert "Usage: vistok" in vistok(check=False).stdout  # no command: the help
+
+
+def test_help_is_plain_text_at_80_columns():
+    import os
+
+    env = {**os.environ, "COLUMNS": "80"}
+    for cmd in ("shard", "train", "decode", "study"):
+        out = subprocess.run([sys.executable, "-m", "vistok.cli", cmd, "--help"], capture_output=True, text=True,
+                             env=env).stdout
+        assert "--" in out and "╭" not in out and "inspect._empty" not in out and "<bool>" not in out
+        assert max(len(line) for line in out.splitlines()) <= 80, cmd
+    decode = vistok("decode", "--help").stdout
+    assert "[default: .]" not in decode
+
+
+def test_decode_makes_the_output_folder_and_counts_clip_frames(dataset, tmp_path):
+    rec = next(iter(Dataset(dataset)))
+    vistok("decode", dataset, "--key", rec.key, "--out", tmp_path / "no" / "deep" / "a.png")
+    assert (tmp_path / "no" / "deep" / "a.png").exists()
+    bad = vistok("decode", dataset, "--key", rec.key, "--out", tmp_path / "a.gif", check=False)
+    assert bad.returncode == 2 and ".png, .jpg or .mp4" in bad.stderr
+    clips = tmp_path / "clips"
+    vistok("shard", "sample-video", "--size", "32", "--clip-len", "4", "--max-clips", "2", "--executor", "local",
+           "--out", clips)
+    out = vistok("decode", clips, "--all", "--out-dir", tmp_path / "frames").stdout
+    n = len(list((tmp_path / "frames").glob("*.png")))
+    assert n == 8 and f"wrote {n} files of 2 records" in out

@@ -61,3 +61,41 @@ def test_learned_codec_tasks_get_a_gpu_when_the_cluster_has_one(bsq_tok):
         assert all(s["gpus"] == [] for s in got)
     finally:
         ray.shutdown()
+
+
+def test_interrupted_shard_job_says_so_and_leaves_no_ray_process(tmp_path):
+    """Ctrl-C during a Ray shard job: exit 130, "interrupted: rerun the same command to finish", no Ray process
+    left behind (the raylet's agents used to outlive an interrupted job by minutes); a rerun finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def ray_processes() -> set[int]:
+        out = set()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if any(w in cmd for w in (b"raylet", b"gcs_server", b"ray::")):
+                out.add(int(pid))
+        return out
+
+    before = ray_processes()
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "vistok.cli", "shard", "sample", "--size", "64", "--crops", "1500", "--shard-size",
+            "100", "--workers", "2", "--out", str(out)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "job.json").exists() and time.monotonic() < deadline:  # Ray is up and the job planned
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().endswith("interrupted: rerun the same command to finish") and "Traceback" not in err
+    time.sleep(1.0)
+    assert ray_processes() <= before
+    assert not (out / "manifest.json").exists()

@@ -6,20 +6,36 @@ import enum
 import inspect as pyinspect
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vistok.errors import UsageError, VistokError
+from vistok.errors import Interrupted, UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS, check_label_mode
 from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
 from vistok.tokenize.schedule import parse_steps
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Images and videos -> discrete token shards for autoregressive vision models.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Images and videos -> discrete token shards for autoregressive vision models.",
+                  context_settings={"max_content_width": 100})
+
+def _version(value: bool) -> None:
+    if value:
+        import vistok
+
+        typer.echo(f"vistok {vistok.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print vistok's version and exit.")] = False) -> None:
+    """Images and videos -> discrete token shards for autoregressive vision models."""
+
 
 def _apply_storage(text: str | None) -> dict:
     """--storage-options, parsed: the command gets the dict and passes it on (it is never printed or written)."""
@@ -39,6 +55,14 @@ def _skipped_note(skipped: dict[str, int]) -> str:
         return ""
     top = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
     return f"; {sum(skipped.values())} files skipped by extension (" + ", ".join(f"{e or 'none'} {n}" for e, n in top) + ")"
+
+
+def _floats(option: str, text: str) -> list[float]:
+    """'3,1.5' -> [3.0, 1.5], or a usage error naming the option."""
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option} {text}: give comma-separated numbers, e.g. 3,1") from None
 
 
 def _choice(name: str, values) -> type[enum.Enum]:
@@ -86,6 +110,12 @@ def _shard_options(
     """The options of `shard` that are not a codec's (its signature only: `shard` adds the codecs' own)."""
 
 
+def _shown(p: pyinspect.Parameter) -> str:
+    """A codec parameter's default as --help shows it: none for an empty value."""
+    d = p.default
+    return "none" if d in ((), "", None) else ",".join(map(str, d)) if isinstance(d, tuple | list) else str(d)
+
+
 def _codec_params(taken: set[str]) -> list[pyinspect.Parameter]:
     """`shard`'s codec options, from the registry: every codec's `cli_options`, one --option per name (a name
     several codecs take is one option); not given, an option is left out and the codec's own default applies."""
@@ -98,8 +128,9 @@ def _codec_params(taken: set[str]) -> list[pyinspect.Parameter]:
     for name, found in uses.items():
         first = found[0][1]
         choices = tuple(dict.fromkeys(c for _, o in found for c in o.choices))
-        defaults = ", ".join(f"{cls.codec_id} {pyinspect.signature(cls.__init__).parameters[name].default}"
-                             for cls, _ in found if name in pyinspect.signature(cls.__init__).parameters)
+        defaults = ", ".join(f"{cls.codec_id} {_shown(d)}" for cls, _ in found
+                             if (d := pyinspect.signature(cls.__init__).parameters.get(name)) is not None
+                             and d.default is not pyinspect.Parameter.empty)
         help = " ".join(dict.fromkeys(o.help for _, o in found)) + (f" (default: {defaults})" if defaults else "")
         flag = f"--{name.replace('_', '-')}"
         typ, default = (bool, False) if first.flag else (_choice(name, choices) if choices else first.type, None)
@@ -209,9 +240,9 @@ def verify(
 def decode(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     key: Annotated[str, typer.Option(help="Key of the record to decode.")] = "",
-    out: Annotated[Path, typer.Option(help="Output file: .png (a clip: NAME-000.png...), .jpg (jpeg codec: the coefficients written exactly), .mp4 (a clip).")] = Path(""),
+    out: Annotated[Path, typer.Option(show_default=False, help="Output file: .png (a clip: NAME-000.png...), .jpg (jpeg codec: the coefficients written exactly), .mp4 (a clip); its folder is made. With --key.")] = Path(""),
     all_: Annotated[bool, typer.Option("--all", help="Decode every record into --out-dir.")] = False,
-    out_dir: Annotated[Path, typer.Option(help="Folder for --all.")] = Path(""),
+    out_dir: Annotated[Path, typer.Option(show_default=False, help="Folder for --all (made if missing).")] = Path(""),
     fmt: Annotated[ImageFormat, typer.Option("--format", help="For --all.")] = "png",
     storage_options: StorageOptions = None,
 ) -> None:
@@ -219,19 +250,21 @@ def decode(
     from vistok.shards.render import save_record
     from vistok.shards.store import open_any
 
+    if all_ and (not str(out_dir) or str(out_dir) == "."):
+        raise UsageError("--all needs --out-dir")
+    if not all_ and (not key or not str(out) or str(out) == "."):
+        raise UsageError("give --key KEY --out FILE, or --all --out-dir DIR")
+    if not all_ and out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".mp4"):
+        raise UsageError(f"--out {out}: write a .png, .jpg or .mp4 file")
     ds = open_any(dataset, storage_options)
     if all_:
-        if not str(out_dir) or str(out_dir) == ".":
-            raise UsageError("--all needs --out-dir")
         out_dir.mkdir(parents=True, exist_ok=True)
-        n = 0
+        n = records = 0
         for rec in ds:
-            save_record(ds.codec, rec, out_dir / f"{rec.key}.{fmt.value}")
-            n += 1
-        typer.echo(f"wrote {n} files to {out_dir}")
+            n += len(save_record(ds.codec, rec, out_dir / f"{rec.key}.{fmt.value}"))  # a clip: a file per frame
+            records += 1
+        typer.echo(f"wrote {n} files of {records} records to {out_dir}")
         return
-    if not key or not str(out) or str(out) == ".":
-        raise UsageError("give --key KEY --out FILE, or --all --out-dir DIR")
     written = save_record(ds.codec, ds.get(key), out)
     typer.echo(f"wrote {written[0]}" + (f" ... {written[-1].name} ({len(written)} frames)" if len(written) > 1 else ""))
 
@@ -342,7 +375,7 @@ def train(
     stride: Annotated[int, typer.Option(help="A record longer than the context (a clip) is read in windows of the context's length every STRIDE positions, each scored on its new targets, so every token sees at least context - stride earlier ones (0 = half the context; the context length = independent pieces); with --parallel, each window predicts whole groups in at most STRIDE positions after the context - 1 - STRIDE tokens before them. Eval, sample and compress read it the same way.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Rows per micro-batch (per rank).")] = 16,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps: 1000 when not given; with --resume, N moves the run's end to N (the cosine is stretched to end there) and 0 keeps the run's own.", show_default=False)] = 0,
     max_minutes: Annotated[float, typer.Option(help="Stop after this long (within about 10%, however slow the steps); the LR schedule is fitted to it (0 = off).")] = 0.0,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
     warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 50,
@@ -374,7 +407,7 @@ def train(
 
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-    w = [float(x) for x in weights.split(",")] if weights else None
+    w = _floats("--weights", weights) if weights else None
     context = block_size or PRESETS[preset]["block_size"]
     if parallel == "any" and order == "canonical":  # the default order: any-step prediction is over random orders
         order = "random"
@@ -387,8 +420,15 @@ def train(
                       halt_at=halt_at)
     cache = Cache(str(shard_cache), int(shard_cache_gb * 1e9)) if shard_cache else None
     res = run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options, cache=cache, skip_damaged=skip_damaged)
-    skipped = f"; skipped {res['skipped_shards']} damaged shards (listed in {out}/damaged.jsonl)" if res["skipped_shards"] else ""
-    typer.echo(f"{res['run']}: step {res['step']}, last loss {res['last']['loss_bits']} bits/token{skipped}")
+    typer.echo(_train_summary(res))
+
+
+def _train_summary(res: dict) -> str:
+    """The last line of `vistok train`."""
+    if "step" not in res["last"]:  # resumed at its end: no step taken
+        return f"{res['run']}: at step {res['step']} of {res['planned']} already; nothing to train (--max-steps N extends it)"
+    skipped = f"; skipped {res['skipped_shards']} damaged shards (listed in {res['run']}/damaged.jsonl)" if res["skipped_shards"] else ""
+    return f"{res['run']}: step {res['step']}, last loss {res['last']['loss_bits']} bits/token{skipped}"
 
 
 @app.command("eval")
@@ -607,15 +647,46 @@ def decompress(
     typer.echo(f"wrote {n} images to {out}")
 
 
-def main() -> None:
+INTERRUPTED = "interrupted: rerun the same command to finish"
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: cleanly, saying so
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one command: usage errors and vistok's errors are one line on stderr (exit 2 for usage, 1 for the
+    rest), an interrupted command says how to finish it (exit 130); never a traceback for bad input."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        code = app(args=argv, prog_name="vistok", standalone_mode=False)
+    except typer.Abort:
+        code = 130
+    except KeyboardInterrupt:
+        code = 130
+    except Interrupted as exc:
+        typer.echo(str(exc), err=True)
+        sys.exit(130)
     except VistokError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2 if isinstance(exc, UsageError) else 1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click): one line, the option named
+        sys.exit(_usage_error(exc))
+    if code == 130:  # typer turns Ctrl-C into exit 130, silently
+        typer.echo(INTERRUPTED, err=True)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Exception) -> int:
+    """Print a command-line usage error as one line naming the option (help itself, for `vistok` alone)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        typer.echo(exc.format_message())
+        return 0
+    ctx = getattr(exc, "ctx", None)
+    name = ctx.command_path if ctx is not None else "vistok"
+    hint = f" (see '{name} --help')" if name != "vistok" else " (see 'vistok --help')"
+    typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+    return int(getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

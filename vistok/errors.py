@@ -43,6 +43,11 @@ class UsageError(VistokError):
     """The caller asked for something inconsistent (bad option combination, unknown name)."""
 
 
+class Interrupted(VistokError):
+    """SIGINT or SIGTERM stopped a command after it saved what it had (a training run's checkpoint); the message
+    says how to go on. The CLI exits 130."""
+
+
 def one_line(exc: BaseException) -> str:
     """The message on a single line (whitespace folded, at most 500 characters; the type name when there is
     no message), for error rows and logs."""

@@ -8,7 +8,9 @@ from the driver only, so a callback may print or collect freely.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -68,16 +70,15 @@ def run_ray(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callab
     `gpus`: GPUs each task asks for when the cluster has any (Ray then sets CUDA_VISIBLE_DEVICES)."""
     import ray  # imported here: ray takes seconds to import, and the local executor never needs it
 
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                                      configure_logging=True)
-        if cfg.address:
-            ray.init(address=cfg.address, **kwargs)
-        else:
-            ray.init(num_cpus=cfg.workers or os.cpu_count() or 1, **kwargs)
-        started = True
+    started = not ray.is_initialized()
     try:
+        if started:
+            kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                                          configure_logging=True)
+            if cfg.address:
+                ray.init(address=cfg.address, **kwargs)
+            else:
+                ray.init(num_cpus=cfg.workers or os.cpu_count() or 1, **kwargs)
         resources = ray.cluster_resources()
         remote = ray.remote(fn).options(num_cpus=1, num_gpus=task_gpus(gpus, resources), max_retries=cfg.retries,
                                         retry_exceptions=True)
@@ -104,4 +105,33 @@ def run_ray(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callab
                 on_result(status)
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray(ray)
+
+
+def shutdown_ray(ray: Any) -> None:
+    """Shut down the Ray this process started, leaving no process behind: an interrupt can come while the
+    raylet is still starting its agents, which then outlive it for a minute or two; they are ended here."""
+    local = [] if getattr(ray._private.worker, "_global_node", None) is None else _session_pids(ray)
+    ray.shutdown()
+    for pid in local:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _session_pids(ray: Any) -> list[int]:
+    """The local Ray session's processes and their children (agents, workers), read from /proc (Linux)."""
+    node = ray._private.worker._global_node
+    if not getattr(node, "head", False) or not os.path.isdir("/proc"):
+        return []  # a cluster's processes are the cluster's to end
+    roots = {p.process.pid for procs in node.all_processes.values() for p in procs if p.process is not None}
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+    found, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return sorted(found)

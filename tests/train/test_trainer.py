@@ -293,3 +293,75 @@ def test_sample_and_compress_use_the_size_every_training_record_shares(tmp_path)
     mixed = run_job([str(tmp_path / "in")], tmp_path / "mixed", JpegCodec(), Preprocess(resize="none"), shard_size=4,
                     executor="local", quiet=True)
     assert mixed.manifest.geometry is None and "geometry" not in json.loads((mixed.folder / "manifest.json").read_text())
+
+
+def test_a_run_folder_is_never_overwritten_and_resume_extends_it(small_dataset, tmp_path, logged_losses):
+    """train --out on a run refuses (eval would score the old model); --resume --max-steps N extends it, its
+    cosine stretched to end at N; resumed at its end it trains nothing and says so."""
+    data, cfg = _cfgs(small_dataset, tmp_path / "r", max_steps=4)
+    train(data, cfg, quiet=True)
+    before = (tmp_path / "r" / "config.json").read_text()
+    with pytest.raises(UsageError, match="holds a run already: pass --resume"):
+        train(*_cfgs(small_dataset, tmp_path / "r", max_steps=2), quiet=True)
+    assert (tmp_path / "r" / "config.json").read_text() == before
+    res = train(*_cfgs(small_dataset, tmp_path / "r", max_steps=0), resume=True, quiet=True)
+    assert res["step"] == res["planned"] == 4 and "step" not in res["last"]  # nothing to do, no NaN loss
+    res = train(*_cfgs(small_dataset, tmp_path / "r", max_steps=7), resume=True, quiet=True)
+    assert res["step"] == 7 and sorted(logged_losses(tmp_path / "r")) == list(range(1, 8))
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["lr"] for r in rows}
+    assert lr[5] > lr[6] > lr[7] > cfg.lr * cfg.min_lr_ratio  # decaying again, toward the new end
+    with pytest.raises(UsageError, match="behind the checkpoint's step 7"):
+        train(*_cfgs(small_dataset, tmp_path / "r", max_steps=5), resume=True, quiet=True)
+
+
+def test_bad_data_options_are_refused_before_step_1(small_dataset, tmp_path):
+    for kw, says in (({"heldout": 1.0}, "--heldout 1.0: must be a fraction"), ({"heldout": -0.5}, "--heldout -0.5"),
+                     ({"batch_size": 0}, "--batch-size 0"), ({"weights": [1, -1]}, "--weights: 2 weights for 1"),
+                     ({"stride": 999}, "--stride 999")):
+        data, cfg = _cfgs(small_dataset, tmp_path / "x")
+        with pytest.raises(UsageError, match=says):
+            train(DataConfig(**{**data.to_json(), **kw}), cfg, quiet=True)
+    data, cfg = _cfgs(small_dataset, tmp_path / "y")
+    data = DataConfig(**{**data.to_json(), "weights": [0.0]})
+    with pytest.raises(UsageError, match="positive sum"):
+        train(data, cfg, quiet=True)
+
+
+def test_a_dataset_held_out_whole_is_refused_not_a_hang(small_dataset, tmp_path):
+    """--heldout 0.99 leaves no training record in a small dataset: one clear error, not an endless loader."""
+    from vistok.errors import DatasetError
+
+    data, cfg = _cfgs(small_dataset, tmp_path / "r")
+    with pytest.raises(DatasetError, match=r"every record this loader reads is held out \(--heldout 0.99\)"):
+        train(DataConfig(**{**data.to_json(), "heldout": 0.99}), cfg, quiet=True)
+
+
+def test_sigint_writes_a_checkpoint_and_resume_continues(small_dataset, tmp_path):
+    """Ctrl-C (to the whole process group) or SIGTERM mid-run: a checkpoint at the step it stopped, exit 130 and
+    how to resume; --resume then goes on from there."""
+    import signal
+    import time
+
+    run = tmp_path / "r"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        args = [sys.executable, "-m", "vistok.cli", "train", str(small_dataset), "--out", str(run), "--max-steps",
+                "100000", "--block-size", "128", "--batch-size", "2", "--eval-every", "0", "--log-every", "1", "-q"]
+        if sig == signal.SIGTERM:
+            args.append("--resume")
+        proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        metrics, start = run / "metrics.jsonl", len(_steps(run))
+        deadline = time.monotonic() + 120
+        while len(_steps(run)) < start + 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        step = max(_steps(run))
+        assert f"interrupted at step {step}: checkpoint {run}/step-{step:06d} written" in err and "--resume" in err
+        assert latest_checkpoint(run).name == f"step-{step:06d}" and metrics.exists()
+
+
+def _steps(run) -> list[int]:
+    path = run / "metrics.jsonl"
+    return [json.loads(x)["step"] for x in path.read_text().splitlines() if x.strip()] if path.exists() else []

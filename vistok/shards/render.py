@@ -18,6 +18,7 @@ def save_record(codec: Codec, record: TokenRecord, path: str | Path, fps: float 
 
     path = Path(path)
     suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
     if int(record.meta.get("frames", 1)) > 1:
         frames = np.asarray(codec.decode(record))
         if suffix == ".mp4":

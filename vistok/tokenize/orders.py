@@ -509,9 +509,15 @@ def stored_key(name: str) -> str:
     return name.replace(":", "-")
 
 
+PLAIN_ORDERS = ("canonical", "zigzag", "time-major", "raster", "column", "snake", "zorder", "hilbert", "spiral",
+                "freq-major", "coarse-to-fine", "next-scale", "random")  # orders that take no parameter
+
+
 @lru_cache(maxsize=64)
 def get_order(name: str) -> Callable[[Positions, np.random.Generator], OrderResult]:
     base, _, arg = name.partition(":")
+    if base in PLAIN_ORDERS and ":" in name:
+        raise UsageError(f"order {base} takes no parameter (got {name!r})")
     if base in ("canonical", "zigzag", "time-major"):
         return canonical
     if base in ("raster", "column", "snake", "zorder", "hilbert", "spiral"):

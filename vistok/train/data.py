@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -71,6 +72,27 @@ class DataConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def check(self) -> None:
+        """Refuse values no run can use, naming the option, before any data is read."""
+        bad = [(f"--heldout {self.heldout}", "a fraction in [0, 1): the share of inputs held out",
+                0 <= self.heldout < 1),
+               (f"--block-size {self.block_size}", "at least 2", self.block_size >= 2),
+               (f"--batch-size {self.batch_size}", "at least 1", self.batch_size >= 1),
+               (f"--workers {self.num_workers}", "0 or more", self.num_workers >= 0),
+               (f"--stride {self.stride}", f"0 up to the context ({self.block_size})", 0 <= self.stride <= self.block_size),
+               (f"--long {self.long}", "split or crop", self.long in ("split", "crop")),
+               ("shuffle_buffer", "at least 1", self.shuffle_buffer >= 1)]
+        for what, want, ok in bad:
+            if not ok:
+                raise UsageError(f"{what}: must be {want}")
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float64)
+            if w.size != len(self.datasets):
+                raise UsageError(f"--weights: {w.size} weights for {len(self.datasets)} datasets (one each)")
+            if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise UsageError(f"--weights {','.join(map(str, self.weights))}: weights must be >= 0, with a "
+                                 "positive sum")
 
 
 def heldout_hash(record_key: str) -> float:
@@ -287,6 +309,7 @@ class RowStream(IterableDataset):
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
                  cache: Cache | None = None, on_damage: OnDamage | None = None):
         super().__init__()
+        cfg.check()
         self.cfg, self.rank, self.world = cfg, rank, world
         self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
         check_order(self.sets, self.codec, cfg)
@@ -302,8 +325,6 @@ class RowStream(IterableDataset):
             yield from streams[0]
             return
         w = np.asarray(cfg.weights or [1.0] * len(streams), dtype=np.float64)
-        if w.size != len(streams) or (w < 0).any() or w.sum() <= 0:
-            raise UsageError("--weights needs one non-negative weight per dataset")
         rng = np.random.default_rng([cfg.seed, self.rank, worker, 2])
         while True:
             yield next(streams[int(rng.choice(len(streams), p=w / w.sum()))])
@@ -315,9 +336,14 @@ class RowStream(IterableDataset):
         rng = np.random.default_rng([cfg.seed, self.rank, worker, 3])
         filler = RowFiller(cfg.block_size, len(self.codec.axes), bool(cfg.parallel), cfg.places)
         buf: list[tuple[int, TokenRecord]] = []
+        held, limit = 0, 2 * sum(len(ds) for ds in self.sets) + 1  # every record read twice, all held out
         for epoch, rec in self._records(worker, n_workers):
             if is_heldout(rec.key, cfg.heldout):
+                held += 1
+                if held > limit:
+                    raise DatasetError(all_held_out(cfg.heldout, n_workers))
                 continue
+            held = 0
             buf.append((epoch, rec))
             if len(buf) < cfg.shuffle_buffer:
                 continue
@@ -327,6 +353,11 @@ class RowStream(IterableDataset):
             for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long, cfg.parallel,
                                    cfg.stride, places=cfg.places).docs:
                 yield from filler.add(doc)
+
+
+def all_held_out(heldout: float, n_workers: int) -> str:
+    return (f"every record this loader reads is held out (--heldout {heldout}): nothing to train on; lower --heldout"
+            + (f", or use fewer --workers (each of the {n_workers} reads shards of its own)" if n_workers > 1 else ""))
 
 
 def _rows_state(rows: list[dict[str, np.ndarray]]) -> list[dict[str, list]]:
@@ -401,6 +432,13 @@ class StoreRows:
         self.queue = _rows_load(st["queue"])
 
 
+def leave_signals_to_main(worker: int) -> None:
+    """A loader worker ignores SIGINT and SIGTERM sent to the whole process group (Ctrl-C, a scheduler's stop):
+    the main process finishes its step and writes a checkpoint, then ends the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def worker_error(exc: Exception) -> Exception:
     """A vistok error raised in a DataLoader worker, as its one-line self: torch re-raises it in the main
     process wrapped in the worker's traceback text (as a RuntimeError when the type takes other arguments)."""
@@ -421,6 +459,7 @@ class Loader:
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu",
                  options: dict | None = None, cache: Cache | None = None, on_damage: OnDamage | None = None):
+        cfg.check()
         self.cfg, self.device = cfg, device
         self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
         check_order(self.sets, self.codec, cfg)
@@ -439,7 +478,7 @@ class Loader:
         nw = self.cfg.num_workers
         dl = DataLoader(self.stream, batch_size=self.cfg.batch_size, num_workers=nw,
                         pin_memory=self.device.startswith("cuda"), persistent_workers=False,
-                        prefetch_factor=4 if nw else None)
+                        prefetch_factor=4 if nw else None, worker_init_fn=leave_signals_to_main if nw else None)
         it = iter(dl)
         for _ in range(self.batches):  # replay to the checkpointed position
             next(it)
@@ -492,6 +531,7 @@ class Rows(IterableDataset):
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
                  on_damage: OnDamage | None = None):
         super().__init__()
+        cfg.check()
         self.cfg, self.rank, self.world, self.options, self.on_damage = cfg, rank, world, options, on_damage
         self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
         check_order(self.sets, self.codec, cfg)

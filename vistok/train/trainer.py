@@ -13,7 +13,9 @@ import gc
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -22,14 +24,14 @@ from typing import IO, Any
 
 import torch
 
-from vistok.errors import UsageError
+from vistok.errors import Interrupted, UsageError
 from vistok.nn.attention import attention_name, parse_attention
 from vistok.nn.gpt import GPT, PRESETS, GPTConfig
 from vistok.progress import Progress
 from vistok.shards.integrity import OnDamage
 from vistok.storage import Cache
 from vistok.tokenize.base import Codec
-from vistok.train.checkpoint import latest_checkpoint, load_weights, read_state, save_checkpoint
+from vistok.train.checkpoint import checkpoints, latest_checkpoint, load_weights, read_state, save_checkpoint
 from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records
 from vistok.train.evaluate import heldout_bits
 
@@ -51,7 +53,7 @@ class TrainConfig:
     rope: bool = True  # rotate queries and keys by places (`vistok.nn.gpt.place_rotation`)
     co_attend: bool | None = None  # parallel: queries of a group see each other (`group_mask`); None: CO_ATTEND
     attention: str = "full"  # full | local:R[,F]: neighbourhood attention by place (`vistok.nn.attention`)
-    max_steps: int = 1000
+    max_steps: int = 1000  # resuming: 0 keeps the run's planned steps, N moves its end to N
     max_minutes: float = 0.0  # 0: no time limit; else a budget the schedule is fitted to (`ScheduleFit`) and that stops the run
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
@@ -156,7 +158,8 @@ class ScheduleFit:
     run keeps it), except that a run whose budget is spent stops at that step whatever was planned."""
 
     def __init__(self, cfg: TrainConfig, active: bool):
-        self.budget_s, self.max_steps, self.active = cfg.max_minutes * 60, cfg.max_steps, active and cfg.max_minutes > 0
+        self.budget_s, self.active = cfg.max_minutes * 60, active and cfg.max_minutes > 0
+        self.max_steps = cfg.max_steps or TrainConfig.max_steps
         self.t_start = time.monotonic()
         self.mark = (0, self.t_start)  # (step, time) the step time is measured from
         self.fitted = False
@@ -199,10 +202,14 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
             raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
         if mcfg.local != local_attention(cfg.attention):
             raise UsageError(f"--attention {cfg.attention} differs from the checkpoint's {attention_name(mcfg.local)}")
+        if cfg.max_steps and cfg.max_steps != state["planned_steps"]:  # --max-steps N moves the run's end to N
+            if cfg.max_steps < state["step"]:
+                raise UsageError(f"--max-steps {cfg.max_steps} is behind the checkpoint's step {state['step']}")
+            state["planned_steps"] = cfg.max_steps  # the cosine is stretched (or shrunk) to end at N
     else:
         mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope,
                                   cfg.co_attend, local_attention(cfg.attention))
-        state = {"step": 0, "planned_steps": cfg.max_steps}
+        state = {"step": 0, "planned_steps": cfg.max_steps or TrainConfig.max_steps}
     loader.limits = mcfg.axis_sizes
     return mcfg, state
 
@@ -393,9 +400,8 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     damaged shard stops the run naming it, or with `skip_damaged` is left out and listed (`skipped_damaged`)."""
     device, dist_info = setup_device(cfg.device)
     run, main = Path(cfg.out), dist_info.main
-    run.mkdir(parents=True, exist_ok=True)  # by every rank: harmless where it exists, and only rank 0 writes
+    ckpt = check_run_folder(run, resume)
     torch.manual_seed(cfg.seed)
-    ckpt = latest_checkpoint(run) if resume else None
     data = replace(data, places=bool(local_attention(cfg.attention)))  # rows carry places for local attention
     on_damage = OnDamage(skip_damaged, str(run / DAMAGED))  # a skipped shard is listed there
     loader = Loader(data, dist_info.rank, dist_info.world, device, storage_options, cache, on_damage)
@@ -416,14 +422,12 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     eval_every, eval_note = periodic_eval(cfg, data, loader, main)
     fit = ScheduleFit(cfg, active=ckpt is None)
     last: dict[str, Any] = {"loss_bits": float("nan")}
-    with Progress("train", fit.known(step, planned), "steps", progress, quiet or not main) as bar:
+    with Progress("train", fit.known(step, planned), "steps", progress, quiet or not main) as bar, \
+            StopRequests(dist_info.world == 1) as stop:
         bar.note(eval_note + _start_note(cfg, raw_model, device, dist_info, step, resume and ckpt is None))
         bar.advance(step)
-        while step < planned:
-            t0 = time.monotonic()
-            lr = lr_at(step, cfg, planned)
-            for g in opt.param_groups:
-                g["lr"] = lr
+        while step < planned and not stop.requested:
+            t0, lr = time.monotonic(), set_lr(opt, lr_at(step, cfg, planned))
             loss, tokens, wait, rank_losses = train_step(model, opt, loader, cfg, dist_info, autocast)
             step += 1
             if is_cuda:
@@ -442,11 +446,57 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
             if cfg.halt_at and step == cfg.halt_at:
                 bar.note(f"halting at step {step} (--halt-at)")
                 break
-            if step % cfg.ckpt_every == 0 or step == planned:
+            if step % cfg.ckpt_every == 0 or step == planned or stop.requested:
                 _checkpoint(run, step, planned, raw_model, opt, loader, configs, cfg.keep_ckpts, dist_info)
     del model  # DDP's reducer must go before the process group (close_distributed)
     close_distributed(dist_info)
-    return {"run": str(run), "step": step, "last": last, "params": raw_model.num_params(), "skipped_shards": skipped_damaged(run)}
+    stop.check(step, run)
+    return {"run": str(run), "step": step, "planned": planned, "last": last, "params": raw_model.num_params(),
+            "skipped_shards": skipped_damaged(run)}
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> float:
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
+
+
+def check_run_folder(run: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from; a folder holding another run is refused unless resumed (a new run would
+    overwrite its config and metrics and leave its checkpoints, which eval would then score)."""
+    if not resume and ((run / "config.json").exists() or checkpoints(run)):
+        raise UsageError(f"{run} holds a run already: pass --resume to continue it (--max-steps N extends it), "
+                         "or choose a new --out")
+    run.mkdir(parents=True, exist_ok=True)  # by every rank: harmless where it exists, and only rank 0 writes
+    return latest_checkpoint(run) if resume else None
+
+
+class StopRequests:
+    """SIGINT and SIGTERM, while a single-process run trains: the first asks the loop to stop after its step and
+    write a checkpoint (`check` then raises `Interrupted`, saying how to resume); a second SIGINT stops at once.
+    Several ranks keep the default handlers (a checkpoint is a collective all ranks must reach together)."""
+
+    def __init__(self, active: bool):
+        self.active, self.requested, self._old = active and threading.current_thread() is threading.main_thread(), 0, {}
+
+    def _handler(self, signum, frame) -> None:
+        self.requested += 1
+        if self.requested > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> StopRequests:
+        if self.active:
+            self._old = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def check(self, step: int, run: Path) -> None:
+        if self.requested:
+            raise Interrupted(f"interrupted at step {step}: checkpoint {run}/step-{step:06d} written; rerun the same "
+                              "command with --resume to continue")
 
 
 def heldout_metrics(model: GPT, loader: Loader, data: DataConfig, cfg: TrainConfig, device: str) -> dict[str, float]:
