@@ -6,6 +6,7 @@ import enum
 import inspect as pyinspect
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from vistok.media.sources import DEFAULT_MAX_PIXELS, check_label_mode
 from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
 from vistok.tokenize.schedule import parse_steps
+from vistok.tokenize.stream import PARALLEL
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Images and videos -> discrete token shards for autoregressive vision models.",
@@ -57,6 +59,36 @@ def _skipped_note(skipped: dict[str, int]) -> str:
     return f"; {sum(skipped.values())} files skipped by extension (" + ", ".join(f"{e or 'none'} {n}" for e, n in top) + ")"
 
 
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _check_names(order: str | None = None, parallel: str | None = None, attention: str | None = None,
+                 preset: str | None = None, device: str | None = None, steps: str | None = None) -> None:
+    """Refuse an unknown name before any work (a dataset opened, a model loaded), naming the option."""
+    if order is not None:
+        from vistok.tokenize.orders import get_order
+
+        get_order(order)  # its message names the order and lists the available ones
+    if parallel and parallel not in PARALLEL:
+        raise UsageError(f"--parallel takes {', '.join(PARALLEL)}, got {parallel!r}")
+    if attention is not None:
+        from vistok.nn.attention import parse_attention
+
+        try:
+            parse_attention(attention)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if preset is not None:
+        from vistok.nn.gpt import PRESETS
+
+        if preset not in PRESETS:
+            raise UsageError(f"unknown --preset {preset!r}; available: {', '.join(PRESETS)}")
+    if device is not None and not DEVICE.match(device):
+        raise UsageError(f"--device takes auto, cpu, cuda or cuda:N, got {device!r}")
+    if steps:
+        parse_steps(steps)
+
+
 def _floats(option: str, text: str) -> list[float]:
     """'3,1.5' -> [3.0, 1.5], or a usage error naming the option."""
     try:
@@ -83,20 +115,20 @@ def _shard_options(
     sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards (each planned as one input; its task lists the members), any of them also in object storage (s3://bucket/prefix, gs://...), 'sample' (the embedded photos), 'sample-video' (the embedded GIF), or fashion-mnist:train|test[:N] (Debian package dataset-fashion-mnist).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Dataset folder or object-storage URL such as s3://bucket/prefix (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
     codec: Annotated[CodecId, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine), h264 (libx264 bytes), bsq or vq (a trained tokenizer's codes). Its options follow.")] = "jpeg",
-    size: Annotated[int, typer.Option(help="Target side in pixels (0 = keep).")] = 0,
+    size: Annotated[int, typer.Option(min=0, help="Target side in pixels (0 = keep).")] = 0,
     resize: Annotated[Resize, typer.Option(help="How an image becomes SIZE x SIZE.")] = "center-crop",
-    crops: Annotated[int, typer.Option(help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed for crops.")] = 0,
-    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = DEFAULT_MAX_PIXELS,
-    fps: Annotated[float, typer.Option(help="Videos: resample to this frame rate by timestamps (0 = every frame).")] = 0.0,
-    clip_len: Annotated[int, typer.Option(help="Videos: frames per record.")] = 1,
-    clip_stride: Annotated[int, typer.Option(help="Videos: frames between clip starts (0 = clip-len).")] = 0,
-    max_clips: Annotated[int, typer.Option(help="Videos: at most this many clips per video (0 = all).")] = 0,
-    video_timeout: Annotated[float, typer.Option(help="Videos: seconds of decoding per file before it is cut off and recorded.")] = 120.0,
-    shard_size: Annotated[int, typer.Option(help="Samples per shard.")] = 1000,
+    crops: Annotated[int, typer.Option(min=0, help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for crops.")] = 0,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")] = DEFAULT_MAX_PIXELS,
+    fps: Annotated[float, typer.Option(min=0, help="Videos: resample to this frame rate by timestamps (0 = every frame).")] = 0.0,
+    clip_len: Annotated[int, typer.Option(min=1, help="Videos: frames per record.")] = 1,
+    clip_stride: Annotated[int, typer.Option(min=0, help="Videos: frames between clip starts (0 = clip-len).")] = 0,
+    max_clips: Annotated[int, typer.Option(min=0, help="Videos: at most this many clips per video (0 = all).")] = 0,
+    video_timeout: Annotated[float, typer.Option(min=1, help="Videos: seconds of decoding per file before it is cut off and recorded.")] = 120.0,
+    shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 1000,
     compress: Annotated[bool, typer.Option("--gzip/--no-gzip", help="Write .tar.gz shards (gzip folds the 512-byte tar headers away: ~8x smaller for small samples).")] = True,
     executor: Annotated[Executor, typer.Option(help="ray (local Ray, or --address) or local (in-process, for debugging).")] = "ray",
-    workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally (default: all cores).")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Ray workers when starting Ray locally (default: all cores).")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster (or set RAY_ADDRESS).")] = "",
     store_order: Annotated[list[str], typer.Option(help="Compute a content-aware order from the pixels and store it in each record: gradwalk:max or gradwalk:min (repeatable).")] = None,
     label_from: Annotated[str, typer.Option(help="Store a class label in each record: parent (the input's folder, ImageFolder layout), json:FIELD (a field of a WebDataset sample's .json) or cls (its .cls member). fashion-mnist:SPLIT inputs are labelled without it.")] = "",
@@ -134,7 +166,8 @@ def _codec_params(taken: set[str]) -> list[pyinspect.Parameter]:
         help = " ".join(dict.fromkeys(o.help for _, o in found)) + (f" (default: {defaults})" if defaults else "")
         flag = f"--{name.replace('_', '-')}"
         typ, default = (bool, False) if first.flag else (_choice(name, choices) if choices else first.type, None)
-        info = typer.Option(flag, help=help, show_default=False, rich_help_panel="Codec options")
+        lo, hi = first.bounds if first.type in (int, float) else (None, None)
+        info = typer.Option(flag, help=help, show_default=False, rich_help_panel="Codec options", min=lo, max=hi)
         params.append(pyinspect.Parameter(name, pyinspect.Parameter.KEYWORD_ONLY, default=default,
                                           annotation=Annotated[typ if first.flag else typ | None, info]))
     return params
@@ -143,6 +176,12 @@ def _codec_params(taken: set[str]) -> list[pyinspect.Parameter]:
 def _codec_config(codec_id: str, kw: dict) -> dict:
     """The codec's config from the options given: its `cli_options` that were set, parsed."""
     cls = next(c for c in codec_classes() if c.codec_id == codec_id)
+    own = {o.name for o in cls.cli_options}
+    for c in codec_classes():
+        for o in c.cli_options:
+            value = kw.get(o.name)
+            if o.name not in own and o.name not in _SHARD_OWN and value is not None and value is not False:
+                raise UsageError(f"--{o.name.replace('_', '-')} is an option of --codec {c.codec_id}, not {codec_id}")
     cfg = {"id": codec_id, "max_pixels": kw["max_pixels"]}
     for o in cls.cli_options:
         value = kw.get(o.name)
@@ -182,6 +221,7 @@ def shard(**kw) -> None:
 
 
 _fixed = pyinspect.signature(_shard_options, eval_str=True)
+_SHARD_OWN = frozenset(_fixed.parameters)  # shard's own options (--fps too), never a codec's alone
 shard.__signature__ = _fixed.replace(parameters=[*_fixed.parameters.values(), *_codec_params(set(_fixed.parameters))])
 shard.__annotations__ = {p.name: p.annotation for p in shard.__signature__.parameters.values()}
 app.command()(shard)
@@ -191,7 +231,7 @@ app.command()(shard)
 def inspect(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    psnr: Annotated[int, typer.Option(help="Also decode N records and report PSNR against their source files.")] = 0,
+    psnr: Annotated[int, typer.Option(min=0, help="Also decode N records and report PSNR against their source files.")] = 0,
     storage_options: StorageOptions = None,
 ) -> None:
     """Summarize a dataset: samples, tokens per sample, bytes per sample, vocabulary usage, entropy, errors."""
@@ -212,7 +252,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per dataset).")] = False,
     deep: Annotated[bool, typer.Option("--deep", help="Also have the codec parse every record's tokens (units, coordinates): about twice the time of a read.")] = False,
     executor: Annotated[str, typer.Option(help="local (in-process), ray, or auto (Ray from 64 shards on).")] = "auto",
-    workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally (default: all cores).")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Ray workers when starting Ray locally (default: all cores).")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster (or set RAY_ADDRESS).")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     storage_options: StorageOptions = None,
@@ -231,7 +271,7 @@ def verify(
     else:
         for r in reports:
             for line in r.lines():
-                typer.echo(line)
+                typer.echo(f"error: {line}" if r.problem else line, err=bool(r.problem))
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
 
@@ -274,7 +314,7 @@ def pack(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL written by `vistok shard`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The zarr v3 store to write (e.g. data.zarr).")],
     executor: Annotated[str, typer.Option(help="local (in-process) or ray.")] = "local",
-    workers: Annotated[int, typer.Option(help="Ray workers when starting Ray locally.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Ray workers when starting Ray locally.")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     storage_options: StorageOptions = None,
@@ -295,26 +335,27 @@ def train_tokenizer_cmd(
     sources: Annotated[list[str], typer.Argument(help="Image sources, as for `vistok shard` (e.g. sample).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer folder to write.")] = Path("tokenizers/bsq"),
     kind: Annotated[str, typer.Option(help="bsq (binary spherical quantization) or vq (EMA codebook).")] = "bsq",
-    bits: Annotated[int, typer.Option(help="bsq: code bits L (vocabulary 2**L), 8..18.")] = 16,
-    codebook: Annotated[int, typer.Option(help="vq: codebook size K.")] = 1024,
-    patch: Annotated[int, typer.Option(help="Patch size (pixels per code side), 4..16.")] = 8,
-    width: Annotated[int, typer.Option(help="Channels of the conv blocks.")] = 96,
-    blocks: Annotated[int, typer.Option(help="Residual blocks in the encoder and the decoder.")] = 2,
-    crop: Annotated[int, typer.Option(help="Training crop side.")] = 64,
-    batch: Annotated[int, typer.Option(help="Crops per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
-    minutes: Annotated[float, typer.Option(help="Training time budget.")] = 8.0,
-    steps: Annotated[int, typer.Option(help="Train exactly this many steps instead (0 = use --minutes).")] = 0,
-    entropy_weight: Annotated[float, typer.Option(help="bsq: weight of the entropy regularizer.")] = 0.05,
-    entropy_gamma: Annotated[float, typer.Option(help="bsq: weight of its codebook-entropy term (code usage).")] = 32.0,
-    scales: Annotated[int, typer.Option(help="bsq: residual codes over this many scales (grid/2**(S-1) ... grid, as in VAR; train with --order next-scale); 1 = one grid.")] = 1,
-    heldout: Annotated[float, typer.Option(help="Fraction of the images held out for evaluation (lowest key hashes).")] = 0.15,
-    seed: Annotated[int, typer.Option(help="Seed for initialization and crops.")] = 0,
+    bits: Annotated[int, typer.Option(min=8, max=18, help="bsq: code bits L (vocabulary 2**L), 8..18.")] = 16,
+    codebook: Annotated[int, typer.Option(min=2, help="vq: codebook size K.")] = 1024,
+    patch: Annotated[int, typer.Option(min=4, max=16, help="Patch size (pixels per code side), 4..16.")] = 8,
+    width: Annotated[int, typer.Option(min=1, help="Channels of the conv blocks.")] = 96,
+    blocks: Annotated[int, typer.Option(min=1, help="Residual blocks in the encoder and the decoder.")] = 2,
+    crop: Annotated[int, typer.Option(min=8, help="Training crop side.")] = 64,
+    batch: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 32,
+    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate (cosine decay).")] = 2e-3,
+    minutes: Annotated[float, typer.Option(min=0, help="Training time budget.")] = 8.0,
+    steps: Annotated[int, typer.Option(min=0, help="Train exactly this many steps instead (0 = use --minutes).")] = 0,
+    entropy_weight: Annotated[float, typer.Option(min=0, help="bsq: weight of the entropy regularizer.")] = 0.05,
+    entropy_gamma: Annotated[float, typer.Option(min=0, help="bsq: weight of its codebook-entropy term (code usage).")] = 32.0,
+    scales: Annotated[int, typer.Option(min=1, help="bsq: residual codes over this many scales (grid/2**(S-1) ... grid, as in VAR; train with --order next-scale); 1 = one grid.")] = 1,
+    heldout: Annotated[float, typer.Option(min=0, max=1, help="Fraction of the images held out for evaluation (lowest key hashes).")] = 0.15,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for initialization and crops.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Carry on a --steps run from OUT/checkpoint.pt (written every 200 steps), to the same weights.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a BSQ or VQ patch tokenizer; reports held-out PSNR, code usage and perplexity."""
+    _check_names(device=device)
     from vistok.nn.autoencoder import AEConfig
     from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
@@ -334,11 +375,12 @@ def show_order(
     key: Annotated[str, typer.Option(help="Record key (default: the first record).")] = "",
     order: Annotated[str, typer.Option(help="Order name, e.g. hilbert, spiral, randsac:11,5, gradwalk:max, dc-first:slic:8, dc-first:gradwalk:max, dc-first:frontier.")] = "hilbert",
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("order.png"),
-    seed: Annotated[int, typer.Option(help="Seed for random orders.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for random orders.")] = 0,
     storage_options: StorageOptions = None,
 ) -> None:
     """Draw an order over a decoded record: a path through the units coloured by rank, segments (randsac,
     slic superpixels, frontier rings) outlined; for dc-first orders, the order after the DC image."""
+    _check_names(order=order)
     from vistok.shards.render import draw_order
     from vistok.shards.store import open_any
 
@@ -371,42 +413,41 @@ def train(
     co_attend: Annotated[bool | None, typer.Option("--co-attend/--no-co-attend", help="With --parallel: the query slots of a group attend to each other (they carry places, never tokens). Default: on for any, off for segments and scales (what measured better).", show_default=False)] = None,
     attention: Annotated[str, typer.Option(help="full (the whole context) or local:R[,F]: a token attends to the earlier tokens in the R unit rows above its own and in its own row, and within R rows in the F frames before (default 1): Lepton's context, at a cost per token bounded by R and the image's width. Places come from the stream's prefix, so eval, sample and compress use the same mask.")] = "full",
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
-    block_size: Annotated[int, typer.Option(help="Context length (tokens per row; 0 = the preset's).")] = 0,
-    stride: Annotated[int, typer.Option(help="A record longer than the context (a clip) is read in windows of the context's length every STRIDE positions, each scored on its new targets, so every token sees at least context - stride earlier ones (0 = half the context; the context length = independent pieces); with --parallel, each window predicts whole groups in at most STRIDE positions after the context - 1 - STRIDE tokens before them. Eval, sample and compress read it the same way.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Rows per micro-batch (per rank).")] = 16,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps: 1000 when not given; with --resume, N moves the run's end to N (the cosine is stretched to end there) and 0 keeps the run's own.", show_default=False)] = 0,
-    max_minutes: Annotated[float, typer.Option(help="Stop after this long (within about 10%, however slow the steps); the LR schedule is fitted to it (0 = off).")] = 0.0,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
-    warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 50,
-    heldout: Annotated[float, typer.Option(help="Fraction of inputs held out for evaluation (by key hash).")] = 0.1,
+    block_size: Annotated[int, typer.Option(min=0, help="Context length (tokens per row; 0 = the preset's).")] = 0,
+    stride: Annotated[int, typer.Option(min=0, help="A record longer than the context (a clip) is read in windows of the context's length every STRIDE positions, each scored on its new targets, so every token sees at least context - stride earlier ones (0 = half the context; the context length = independent pieces); with --parallel, each window predicts whole groups in at most STRIDE positions after the context - 1 - STRIDE tokens before them. Eval, sample and compress read it the same way.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per micro-batch (per rank).")] = 16,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
+    max_steps: Annotated[int, typer.Option(min=0, help="Optimizer steps: 1000 when not given; with --resume, N moves the run's end to N (the cosine is stretched to end there) and 0 keeps the run's own.", show_default=False)] = 0,
+    max_minutes: Annotated[float, typer.Option(min=0, help="Stop after this long (within about 10%, however slow the steps); the LR schedule is fitted to it (0 = off).")] = 0.0,
+    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate.")] = 2e-3,
+    warmup: Annotated[int, typer.Option(min=0, help="Warmup steps.")] = 50,
+    heldout: Annotated[float, typer.Option(min=0, max=1, help="Fraction of inputs held out for evaluation (by key hash).")] = 0.1,
     next_coords: Annotated[bool, typer.Option("--next-coords/--no-next-coords", help="Embed the next token's position (sigma-GPT).")] = True,
     rope: Annotated[bool, typer.Option("--rope/--no-rope", help="Rotate queries and keys by places (the one predicted, each token's), on the known axes but time: attending to the same place in an earlier frame is one pattern.")] = True,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 1,
-    eval_every: Annotated[int, typer.Option(help="Held-out evaluation every N steps (0 = never).")] = 100,
-    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 200,
-    log_every: Annotated[int, typer.Option(help="Write a metrics row every N steps.")] = 10,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 1,
+    eval_every: Annotated[int, typer.Option(min=0, help="Held-out evaluation every N steps (0 = never).")] = 100,
+    ckpt_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps.")] = 200,
+    log_every: Annotated[int, typer.Option(min=1, help="Write a metrics row every N steps.")] = 10,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     checkpoint_activations: Annotated[bool, typer.Option("--checkpoint-activations", help="Recompute each block's activations in the backward pass: the memory of one block instead of all (long contexts: small-8k, base-8k), for about a third more compute.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for initialization, data order and orderings.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for initialization, data order and orderings.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs tensorboard).")] = False,
-    halt_at: Annotated[int, typer.Option(hidden=True)] = 0,
+    halt_at: Annotated[int, typer.Option(min=0, hidden=True)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     shard_cache: Annotated[str, typer.Option(help="Keep shards read from object storage in this local folder for later epochs (least recently used out first).")] = "",
-    shard_cache_gb: Annotated[float, typer.Option(help="Size limit of --shard-cache in GB.")] = 10.0,
+    shard_cache_gb: Annotated[float, typer.Option(min=0, help="Size limit of --shard-cache in GB.")] = 10.0,
     skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in RUN/damaged.jsonl) instead of stopping at the first, which is named.")] = False,
     storage_options: StorageOptions = None,
 ) -> None:
     """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun)."""
+    _check_names(order=order, parallel=parallel, attention=attention, preset=preset, device=device)
     from vistok.nn.gpt import PRESETS
     from vistok.train.data import DataConfig
     from vistok.train.trainer import TrainConfig
     from vistok.train.trainer import train as run_train
 
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     w = _floats("--weights", weights) if weights else None
     context = block_size or PRESETS[preset]["block_size"]
     if parallel == "any" and order == "canonical":  # the default order: any-step prediction is over random orders
@@ -437,8 +478,8 @@ def eval_(
     datasets: Annotated[list[str], typer.Argument(help="Dataset folder(s) or URLs; default: the run's own.")] = None,
     split: Annotated[Split, typer.Option(help="Records to score: heldout, all, or auto (held-out split of a dataset the run trained on, all of any other).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many records (0 = all).")] = 0,
-    stride: Annotated[int, typer.Option(help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many records (0 = all).")] = 0,
+    stride: Annotated[int, typer.Option(min=0, help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
     per_frame: Annotated[bool, typer.Option("--per-frame", help="Clips: bits of frame t given the earlier frames and of frame t alone, per frame index, and their ratio over frames 2 on (conditional_to_independent_ratio).")] = False,
     steps: Annotated[str, typer.Option(help=STEPS_HELP + " Comma-separated: a bits-versus-steps curve (steps_curve), the first one the headline.")] = "",
     parts: Annotated[bool, typer.Option("--parts", help="JPEG: bits of the DC image (every DC token) and of the rest, per image (dc_bits_per_image, rest_bits_per_image).")] = False,
@@ -449,6 +490,7 @@ def eval_(
     """Bits per token and per image (order bits included) and model steps per image, in the run's order and
     parallel mode; for JPEG datasets also JPEG's own bits and the ratio; with --parts, the DC image's bits
     and the rest's; with --per-frame, conditional vs independent bits per frame of clips."""
+    _check_names(device=device, steps=steps)
     from vistok.train.evaluate import evaluate, format_frame_table
     from vistok.train.trainer import pick_device
 
@@ -471,16 +513,16 @@ def eval_(
 @app.command()
 def sample(
     run: Annotated[Path, typer.Argument(help="Run folder or step-N folder.")],
-    n: Annotated[int, typer.Option(help="Number of samples.")] = 16,
+    n: Annotated[int, typer.Option(min=1, help="Number of samples.")] = 16,
     out: Annotated[Path, typer.Option(help="PNG grid to write.")] = Path("samples.png"),
-    temperature: Annotated[float, typer.Option(help="Softmax temperature (0 = greedy).")] = 1.0,
-    top_k: Annotated[int, typer.Option(help="Keep the k most likely tokens (0 = off).")] = 0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1 = off).")] = 1.0,
-    size: Annotated[int, typer.Option(help="Image side (default: the training data's).")] = 0,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    frames: Annotated[int, typer.Option(help="Generate a clip of this many frames (after the prompt's), written as --out .mp4 plus a .png strip.")] = 0,
+    temperature: Annotated[float, typer.Option(min=0, help="Softmax temperature (0 = greedy).")] = 1.0,
+    top_k: Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0 = off).")] = 0,
+    top_p: Annotated[float, typer.Option(min=0, max=1, help="Nucleus sampling mass (1 = off).")] = 1.0,
+    size: Annotated[int, typer.Option(min=0, help="Image side (default: the training data's).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Sampling seed.")] = 0,
+    frames: Annotated[int, typer.Option(min=0, help="Generate a clip of this many frames (after the prompt's), written as --out .mp4 plus a .png strip.")] = 0,
     prompt: Annotated[str, typer.Option(help="Continue a clip: a video file (tokenized with the run's codec and preprocessing) or a record key of the run's datasets (or --data).")] = "",
-    prompt_frames: Annotated[int, typer.Option(help="Frames of the prompt to continue from.")] = 1,
+    prompt_frames: Annotated[int, typer.Option(min=1, help="Frames of the prompt to continue from.")] = 1,
     data: Annotated[list[str], typer.Option(help="Dataset(s) to look a --prompt key up in (default: the run's).")] = None,
     steps: Annotated[str, typer.Option(help=STEPS_HELP)] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
@@ -488,6 +530,7 @@ def sample(
 ) -> None:
     """Generate token streams in the run's order (a group per step for parallel runs) under the codec's
     grammar, so they always decode, and save a PNG grid; with --frames, a clip (continuing --prompt)."""
+    _check_names(device=device, steps=steps)
     from vistok.train.sample import clip_run, sample_run
     from vistok.train.trainer import pick_device
 
@@ -514,10 +557,10 @@ def probe(
     test: Annotated[list[str], typer.Option(help="Test dataset(s): then DATASETS are the training images, whole.")] = None,
     layer: Annotated[list[str], typer.Option(help="Residual-stream layer(s) to pool: all (default: every layer probed, the best chosen on a validation fifth of the training images) or N (0 = embeddings; repeatable: the layers' features concatenated).")] = None,
     mask: Annotated[list[ProbeMask], typer.Option(help="none: every token sees the whole image (RandSAC's probe); train: the mask the model was trained with (iGPT's). Repeatable; default both.")] = None,
-    finetune: Annotated[int, typer.Option(help="Also fine-tune the whole model with a linear head for this many epochs and report its test top-1 (0 = off).")] = 0,
-    finetune_images: Annotated[int, typer.Option(help="Fine-tune on the first this many training images (0 = all of them).")] = 0,
-    train_limit: Annotated[int, typer.Option(help="At most this many training images (0 = all).")] = 5000,
-    test_limit: Annotated[int, typer.Option(help="At most this many test images (0 = all).")] = 2000,
+    finetune: Annotated[int, typer.Option(min=0, help="Also fine-tune the whole model with a linear head for this many epochs and report its test top-1 (0 = off).")] = 0,
+    finetune_images: Annotated[int, typer.Option(min=0, help="Fine-tune on the first this many training images (0 = all of them).")] = 0,
+    train_limit: Annotated[int, typer.Option(min=0, help="At most this many training images (0 = all).")] = 5000,
+    test_limit: Annotated[int, typer.Option(min=0, help="At most this many test images (0 = all).")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     storage_options: StorageOptions = None,
@@ -525,6 +568,7 @@ def probe(
     """Linear (logistic regression) and k-NN (cosine, k=20) top-1 on frozen features of every layer of the
     trained model, under both masks, of the same architecture at random initialisation, and of raw pixels;
     with --finetune, the fine-tuned model's top-1."""
+    _check_names(device=device)
     from vistok.train.probe import ProbeConfig, format_probe
     from vistok.train.probe import probe as run_probe
     from vistok.train.trainer import pick_device
@@ -553,17 +597,17 @@ def study(
     codec: Annotated[str, typer.Option(help="bsq: codes of a 4x4-patch tokenizer the study trains first (OUT/tokenizer), or of --tokenizer; jpeg: coefficients (--layout, --quality).")] = "bsq",
     tokenizer: Annotated[Path, typer.Option(help="bsq: an existing tokenizer folder instead of the study's own.")] = None,
     layout: Annotated[str, typer.Option(help="jpeg: layout of the tokens (dense: every order and mode).")] = "dense",
-    quality: Annotated[int, typer.Option(help="jpeg: quality.")] = 50,
-    size: Annotated[int, typer.Option(help="Images to SIZE x SIZE (0 = keep; Fashion-MNIST is 28).")] = 32,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="jpeg: quality.")] = 50,
+    size: Annotated[int, typer.Option(min=0, help="Images to SIZE x SIZE (0 = keep; Fashion-MNIST is 28).")] = 32,
     resize: Annotated[Resize, typer.Option(help="How an image becomes SIZE x SIZE (border: no resampling, edge-padded).")] = "border",
-    steps: Annotated[int, typer.Option(help="Optimizer steps per run (the same for every row).")] = 200,
-    minutes: Annotated[float, typer.Option(help="And a training time limit per run (0: none).")] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 32,
+    steps: Annotated[int, typer.Option(min=0, help="Optimizer steps per run (the same for every row).")] = 200,
+    minutes: Annotated[float, typer.Option(min=0, help="And a training time limit per run (0: none).")] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")] = 32,
     preset: Annotated[str, typer.Option(help="Model preset for every run.")] = "tiny",
-    probe_train: Annotated[int, typer.Option(help="Training images of each probe.")] = 5000,
-    probe_test: Annotated[int, typer.Option(help="Test images of each probe.")] = 1000,
-    finetune: Annotated[int, typer.Option(help="Epochs of fine-tuning per run (0: none).")] = 3,
-    finetune_images: Annotated[int, typer.Option(help="Fine-tune on this many of the probe's training images (0: all).")] = 0,
+    probe_train: Annotated[int, typer.Option(min=1, help="Training images of each probe.")] = 5000,
+    probe_test: Annotated[int, typer.Option(min=1, help="Test images of each probe.")] = 1000,
+    finetune: Annotated[int, typer.Option(min=0, help="Epochs of fine-tuning per run (0: none).")] = 3,
+    finetune_images: Annotated[int, typer.Option(min=0, help="Fine-tune on this many of the probe's training images (0: all).")] = 0,
 ) -> None:
     """A grid of runs (orders x parallel modes) on one labelled dataset, the same number of optimizer steps per
     run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""
@@ -572,6 +616,13 @@ def study(
 
     if codec not in ("bsq", "jpeg"):
         raise UsageError(f"--codec takes bsq or jpeg, got {codec!r}")
+    if layout not in ("rle", "dense"):
+        raise UsageError(f"--layout takes rle or dense, got {layout!r}")
+    for name in split_orders(orders):
+        _check_names(order=name)
+    for mode in parallel.split(","):
+        _check_names(parallel="" if mode == "none" else mode)
+    _check_names(preset=preset)
     spec = ({"id": "jpeg", "quality": quality, "layout": layout} if codec == "jpeg"
             else {"id": "bsq", "tokenizer": str(tokenizer) if tokenizer else TOKENIZER})
     check_label_mode(label_from)
@@ -596,6 +647,7 @@ def compress(
     storage_options: StorageOptions = None,
 ) -> None:
     """Entropy-code records with the run's model (range coding in the run's order): one small file each."""
+    _check_names(steps=steps)
     from vistok.progress import Progress
     from vistok.train.compress import SUFFIX, Coder, input_records
     from vistok.train.container import payload_bits

@@ -197,7 +197,8 @@ class Vocabulary:
 class CliOption:
     """One `vistok shard` option of a codec: `--NAME` (dashes for underscores) sets `config[name]`, left out
     when not given so the codec's own default applies. `choices` are checked by the command line; `parse`
-    turns the typed value into the config's (a comma list into numbers, a path made absolute)."""
+    turns the typed value into the config's (a comma list into numbers, a path made absolute). A number's
+    `bounds` (min, max; None: open) are checked by the command line too, naming the option."""
 
     name: str
     type: type
@@ -205,6 +206,7 @@ class CliOption:
     choices: tuple[str, ...] = ()
     flag: bool = False  # a --name switch (bool)
     parse: Callable[[Any], Any] | None = None
+    bounds: tuple[float | None, float | None] = (0, None)  # of an int or float option
 
 
 @dataclass(frozen=True, eq=False)

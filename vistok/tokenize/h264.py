@@ -80,9 +80,9 @@ class H264Codec(Codec):
     geometry_keys = ("height", "width")
 
     cli_options = (
-        CliOption("crf", int, "h264: constant rate factor 0..51."),
-        CliOption("qp", int, "h264: constant quantizer 0..51 instead of --crf (-1 = off)."),
-        CliOption("gop", int, "h264: keyframe interval (1 = intra only)."),
+        CliOption("crf", int, "h264: constant rate factor 0..51.", bounds=(0, 51)),
+        CliOption("qp", int, "h264: constant quantizer 0..51 instead of --crf (-1 = off).", bounds=(-1, 51)),
+        CliOption("gop", int, "h264: keyframe interval (1 = intra only).", bounds=(1, None)),
         CliOption("frames", str, "h264: I-frames only, or P-frames too.", ("intra", "all")),
         CliOption("preset", str, "h264: x264 speed preset, ultrafast..veryslow (medium: 0.5% fewer bytes, 1.6x the time)."),
         CliOption("motion_vectors", bool, "h264: store the decoder's motion vectors of P-frames.", flag=True),

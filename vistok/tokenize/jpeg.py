@@ -59,7 +59,7 @@ class JpegCodec(TemporalDelta, Codec):
     known_axes = ("frame", "component", "block_y", "block_x")  # rle; dense: every axis (see __init__)
     layout_hint = "--layout dense gives every coefficient a fixed place"
     cli_options = (
-        CliOption("quality", int, "jpeg: quality (IJG table scaling), 1..100."),
+        CliOption("quality", int, "jpeg: quality (IJG table scaling), 1..100.", bounds=(1, 100)),
         CliOption("subsampling", str, "jpeg: chroma subsampling.", tuple(dct.SUBSAMPLING)),
         CliOption("layout", str, "jpeg, wavelet: token layout, rle (sparse runs) or dense (a token per coefficient).", ("rle", "dense")),
         CliOption("dc", str, "jpeg: DC coded as an absolute value or as the difference to the previous block.", ("abs", "dpcm")),

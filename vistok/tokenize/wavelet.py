@@ -85,7 +85,7 @@ class WaveletCodec(TemporalDelta, Codec):
 
     cli_options = (
         CliOption("wavelet", str, "wavelet: any discrete PyWavelets wavelet."),
-        CliOption("levels", int, "wavelet: decomposition levels."),
+        CliOption("levels", int, "wavelet: decomposition levels.", bounds=(1, 16)),
         CliOption("step", float, "wavelet: base quantizer step (dead zone)."),
         CliOption("level_weights", str, "wavelet: comma-separated step weights per level, finest first.", parse=_weights),
         CliOption("hh_weight", float, "wavelet: extra step weight for diagonal bands."),
