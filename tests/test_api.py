@@ -84,3 +84,46 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example
     assert (tmp_path / "shards/api/manifest.json").exists()
+
+
+def test_a_model_of_ones_own_loop_is_saved_as_a_run_that_eval_sample_and_compress_take(folder, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from vistok.errors import CodecError, UsageError
+
+    torch.manual_seed(0)
+    rows = vistok.rows(str(folder), order="random", block_size=128, heldout=0.2, shuffle_buffer=8)
+    model = vistok.model_for(str(folder))  # a path is taken as vistok.rows(path)
+    assert model.cfg.block_size == 512
+    model = vistok.model_for(rows)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step, batch in enumerate(DataLoader(rows, batch_size=4)):
+        model(**batch)[1].backward()
+        opt.step()
+        opt.zero_grad()
+        if step == 3:
+            break
+    ck = vistok.save_run(model, rows, tmp_path / "mine", step=4, optimizer=opt)
+    assert ck.name == "step-000004"
+    ev = vistok.evaluate(tmp_path / "mine")
+    assert ev["step"] == 4 and ev["order"] == "random" and ev["bits_per_image"] > 0
+    for args in (["eval", tmp_path / "mine", "--json"], ["sample", tmp_path / "mine", "--n", "1", "--out", tmp_path / "s.png"],
+                 ["compress", tmp_path / "mine", folder, "--out", tmp_path / "c"]):
+        proc = subprocess.run([sys.executable, "-m", "vistok.cli", *map(str, args)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "vistok.cli", "train", str(folder), "--out", str(tmp_path / "mine"),
+                           "--resume", "--block-size", "128"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "saved by vistok.save_run" in proc.stderr
+    with pytest.raises(UsageError, match="another run's checkpoint"):
+        vistok.save_run(model, rows, tmp_path / "mine", step=9)
+    # the small things a first session reaches for
+    res = vistok.shard("sample", tmp_path / "one", {"id": "jpeg", "quality": 20}, size=16)  # a string: one source
+    assert res.samples == len(sample_files())
+    codec = vistok.get_codec({"id": "jpeg", "quality": 20})
+    img = Image.fromarray(np.zeros((16, 16, 3), np.uint8)).convert("RGBA")
+    assert codec.decode(codec.encode(img)).shape == (16, 16, 3)
+    with pytest.raises(CodecError, match="takes an"):
+        codec.encode("photo.png")

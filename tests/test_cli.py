@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -176,3 +177,64 @@ def test_decode_makes_the_output_folder_and_counts_clip_frames(dataset, tmp_path
     out = vistok("decode", clips, "--all", "--out-dir", tmp_path / "frames").stdout
     n = len(list((tmp_path / "frames").glob("*.png")))
     assert n == 8 and f"wrote {n} files of 2 records" in out
+
+
+def test_inspect_lists_keys_and_labels_of_folders_and_stores(tmp_path):
+    for cls, n in (("cat", 2), ("dog", 3)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    ds = tmp_path / "ds"
+    vistok("shard", tmp_path / "imgs", "--label-from", "parent", "--out", ds, "--executor", "local")
+    vistok("pack", ds, "--out", tmp_path / "p.zarr")
+    want = [(r.key, r.meta["label"]) for r in Dataset(ds)]
+    for src in (ds, tmp_path / "p.zarr"):
+        out = vistok("inspect", src, "--keys", "--labels").stdout.splitlines()
+        assert [tuple(line.split("\t")) for line in out[:-1]] == want and out[-1] == "5 records; classes: cat 2, dog 3"
+    assert vistok("inspect", ds, "--keys").stdout.split() == [k for k, _ in want]
+    js = json.loads(vistok("inspect", ds, "--keys", "--labels", "--json").stdout)
+    assert js["classes"] == {"cat": 2, "dog": 3} and js["keys"][0] == {"key": want[0][0], "label": want[0][1]}
+
+
+def test_a_first_day_off_the_happy_path(dataset, tmp_path):
+    """#41's items, each as a new user met it: what they now get instead of silence, a traceback or a wreck."""
+    run = tmp_path / "run"
+    ok = vistok("train", dataset, "--out", run, "--max-steps", "6", "--block-size", "128", "--batch-size", "2",
+                "--workers", "9", "--heldout", "0.3")
+    assert "warming up over 1 instead" in ok.stderr  # --warmup 50 >= 6 steps: the LR would never decay
+    assert "loader worker(s) per rank (--workers 9 asked for more)" in ok.stderr  # capped, not refused
+    assert (run / "step-000003").exists() and "eval_bits_per_token" in ok.stderr  # mid-run ckpt and eval, shown
+    ev = vistok("eval", run)
+    assert re.search(r"eval \d+/\d+ images", ev.stderr)  # a sign of life
+    bad = vistok("compress", run, dataset, "--key", "nothing", "--out", tmp_path / "c", check=False)
+    assert bad.returncode == 2 and "no record with key nothing" in bad.stderr and "wrote 0" not in bad.stdout
+    Image.fromarray(np.zeros((100, 150, 3), np.uint8)).save(tmp_path / "wide.png")
+    note = vistok("compress", run, tmp_path / "wide.png", "--out", tmp_path / "c", "-q")
+    assert "images are made 32x32 (center-crop)" in note.stderr
+    vistok("compress", run, dataset, "--out", tmp_path / "c", "-q")
+    files = sorted((tmp_path / "c").glob("*.vtkz"))[:3]
+    broken = tmp_path / "broken.vtkz"
+    broken.write_bytes(b"garbage" * 10)
+    out = vistok("decompress", run, files[0], broken, files[1], "--out", tmp_path / "d", "-q", check=False)
+    assert out.returncode == 1 and f"error: {broken}: " in out.stderr and "wrote 2 images" in out.stdout
+    gone = vistok("shard", tmp_path / "nosuchdir", "--out", tmp_path / "x", check=False)
+    assert gone.returncode == 2 and "does not exist" in gone.stderr
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"\x89PNG not really")
+    failed = vistok("shard", tmp_path / "junk", "--out", tmp_path / "j", check=False)
+    assert failed.returncode == 2 and "every input failed" in failed.stderr and "a.png" in failed.stderr
+    empty = vistok("train", tmp_path / "j", "--out", tmp_path / "rj", check=False)
+    assert empty.returncode == 1 and "holds no samples" in empty.stderr
+    exact = tmp_path / "exact"
+    vistok("shard", "sample", "--codec", "wavelet", "--lossless", "--size", "16", "--out", exact)
+    assert "all 3 records exact (lossless)" in vistok("inspect", exact, "--psnr", "3").stdout
+
+
+def test_a_clip_longer_than_the_model_is_named_by_its_frames():
+    from vistok.errors import UsageError
+    from vistok.train.data import check_coords
+
+    with pytest.raises(UsageError, match=r"the clips have more frames \(9\) than the model was built for \(8\)"):
+        check_coords(np.array([[9, 3, 3]]), [9, 40, 40], ("frame", "row", "col"))
+    with pytest.raises(UsageError, match="the images are larger"):
+        check_coords(np.array([[1, 50, 3]]), [9, 40, 40], ("frame", "row", "col"))

@@ -1,12 +1,13 @@
 """vistok: images and videos to discrete token shards, and GPT-style models trained on them.
 
-The Python API (`vistok.shard`, `vistok.open_dataset`, `vistok.rows`, `vistok.model_for`, `vistok.get_codec`) lives in
+The Python API (`vistok.shard`, `vistok.open_dataset`, `vistok.rows`, `vistok.model_for`, `vistok.save_run`,
+`vistok.evaluate`, `vistok.get_codec`) lives in
 `vistok.api` and is imported on first use, so `import vistok` (and every shard worker) stays light.
 """
 
 __version__ = "0.1.0"
 
-_API = ("Codec", "DataConfig", "Rows", "get_codec", "model_for", "open_dataset", "rows", "shard")
+_API = ("Codec", "DataConfig", "Rows", "evaluate", "get_codec", "model_for", "open_dataset", "rows", "save_run", "shard")
 
 
 def __getattr__(name: str):

@@ -9,6 +9,8 @@
     for batch in torch.utils.data.DataLoader(rows, batch_size=8):
         logits, loss = model(**batch)
     state = rows.state_dict()                       # resume exactly: rows.load_state_dict(state)
+    vistok.save_run(model, rows, "runs/mine", step=100)  # a run `vistok eval/sample/compress` accept
+    vistok.evaluate("runs/mine")                    # its held-out bits, as `vistok eval` reports them
     codec = vistok.get_codec({"id": "jpeg", "quality": 20}); rec = codec.encode(pixels); codec.decode(rec)
 
 The command line calls the same library functions (`vistok.pipelines.job.run_job`, `vistok.train.trainer.train`).
@@ -19,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vistok.errors import UsageError
 from vistok.media.preprocess import Preprocess
 from vistok.nn.gpt import GPT
 from vistok.pipelines.job import run_job
@@ -29,17 +32,19 @@ from vistok.tokenize.base import Codec, get_codec
 from vistok.train.data import DataConfig, Rows
 from vistok.train.trainer import fresh_model_config
 
-__all__ = ["Codec", "DataConfig", "Rows", "get_codec", "model_for", "open_dataset", "rows", "shard"]
+__all__ = ["Codec", "DataConfig", "Rows", "evaluate", "get_codec", "model_for", "open_dataset", "rows", "save_run",
+           "shard"]
 
 
-def shard(sources: list[str], out: str | Path, codec: str | dict | Codec = "jpeg", *, shard_size: int = 1000,
+def shard(sources: str | list[str], out: str | Path, codec: str | dict | Codec = "jpeg", *, shard_size: int = 1000,
           executor: str = "local", storage_options: dict[str, Any] | None = None, **preprocess: Any):
     """`vistok shard` from Python: tokenize `sources` into the dataset folder (or URL) `out` with `codec` (an id,
     a config such as ``{"id": "jpeg", "quality": 20}``, or a codec); `preprocess` takes `vistok.media.
     preprocess.Preprocess`'s fields (size, crops, resize, ...). Runs in-process unless `executor="ray"`.
     Returns the job's result (`.folder`, `.samples`, `.errors`, `.manifest`)."""
     c = codec if isinstance(codec, Codec) else get_codec(codec)
-    return run_job(list(sources), out, c, Preprocess(**preprocess), shard_size=shard_size, executor=executor,
+    sources = [sources] if isinstance(sources, str | Path) else sources  # one source, not its characters
+    return run_job([str(x) for x in sources], out, c, Preprocess(**preprocess), shard_size=shard_size, executor=executor,
                    quiet=True, storage_options=storage_options)
 
 
@@ -62,6 +67,34 @@ def rows(datasets: str | Path | list, *, order: str = "canonical", block_size: i
     return Rows(cfg, rank, world, storage_options, OnDamage(skip=skip_damaged))
 
 
-def model_for(data: Rows, preset: str = "tiny", next_coords: bool = True, rope: bool = True) -> GPT:
-    """A new vistok GPT of `preset` for these rows: their vocabulary, context, coordinate tables and mode."""
+def model_for(data: Rows | str | Path | list, preset: str = "tiny", next_coords: bool = True, rope: bool = True) -> GPT:
+    """A new vistok GPT of `preset` for these rows (or for `vistok.rows(data)` when given datasets): their
+    vocabulary, context, coordinate tables and mode."""
+    data = data if isinstance(data, Rows) else rows(data)
     return GPT(fresh_model_config(preset, data.sets, data.codec, data.cfg, next_coords, rope))
+
+
+def save_run(model: GPT, data: Rows, out: str | Path, step: int = 0, optimizer: Any = None) -> Path:
+    """Save a model trained in a loop of your own as a run folder (`out/step-N/`) that `vistok eval`, `sample`,
+    `compress` and `probe` (and `vistok.evaluate`) accept, with what they need of the rows it was trained on:
+    their order, mode, context and datasets. `vistok train --resume` does not continue it (its loader state is
+    yours). Returns the checkpoint folder."""
+    from vistok.train.checkpoint import latest_checkpoint, save_checkpoint
+    from vistok.train.trainer import TrainConfig, run_configs
+
+    out = Path(out)
+    ck = latest_checkpoint(out)
+    if ck is not None and ck.name != f"step-{step:06d}":
+        raise UsageError(f"{out} holds another run's checkpoint ({ck.name}); save to a new folder or a later step")
+    configs = run_configs(model.cfg, data.cfg, TrainConfig(out=str(out), max_steps=step), data)
+    state = {"step": step, "planned_steps": step, "loader": None, "saved_by": "vistok.save_run", **configs}
+    out.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(out, step, model, optimizer, state, keep=1)
+
+
+def evaluate(run: str | Path, datasets: list[str] | None = None, **options: Any) -> dict[str, Any]:
+    """`vistok eval` from Python: bits per token and per image of a run (its latest checkpoint) on its held-out
+    split or on `datasets`; `options` are `vistok.train.evaluate.evaluate`'s (split, limit, device, steps...)."""
+    from vistok.train.evaluate import evaluate as run_eval
+
+    return run_eval(run, [str(d) for d in datasets] if datasets else None, quiet=options.pop("quiet", True), **options)

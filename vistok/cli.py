@@ -108,7 +108,7 @@ MediaFormat = _choice("MediaFormat", ("png", "jpg", "mp4"))
 Split = _choice("Split", ("auto", "heldout", "all"))
 ProbeMask = _choice("ProbeMask", ("train", "none"))
 Resize = _choice("Resize", ("center-crop", "pad", "short-side", "border", "none"))  # preprocess.RESIZE_MODES
-Executor = _choice("Executor", ("ray", "local"))
+Executor = _choice("Executor", ("auto", "ray", "local"))
 
 
 def _shard_options(
@@ -127,7 +127,7 @@ def _shard_options(
     video_timeout: Annotated[float, typer.Option(min=1, help="Videos: seconds of decoding per file before it is cut off and recorded.")] = 120.0,
     shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 1000,
     compress: Annotated[bool, typer.Option("--gzip/--no-gzip", help="Write .tar.gz shards (gzip folds the 512-byte tar headers away: ~8x smaller for small samples).")] = True,
-    executor: Annotated[Executor, typer.Option(help="ray (local Ray, or --address) or local (in-process, for debugging).")] = "ray",
+    executor: Annotated[Executor, typer.Option(help="auto (Ray from 200 inputs on, or with --workers/--address; in-process below), ray (local Ray, or --address) or local (in-process).")] = "auto",
     workers: Annotated[int, typer.Option(min=0, help="Ray workers when starting Ray locally (default: all cores).")] = 0,
     address: Annotated[str, typer.Option(help="Address of an existing Ray cluster (or set RAY_ADDRESS).")] = "",
     store_order: Annotated[list[str], typer.Option(help="Compute a content-aware order from the pixels and store it in each record: gradwalk:max or gradwalk:min (repeatable).")] = None,
@@ -216,8 +216,17 @@ def shard(**kw) -> None:
         typer.echo(f"{res.folder}: {res.samples} samples in {res.shards} shards from {res.inputs} inputs, "
                    f"{res.errors} errors ({res.seconds:.1f}s)" + (f"; see {res.folder / 'errors.jsonl'}" if res.errors else "")
                    + _skipped_note(res.skipped))
+    if res.errors and not res.samples:
+        first = next(iter(_error_rows(res.folder)), {})
+        raise UsageError(f"every input failed ({res.errors}; the first, {first.get('source', '?')}: "
+                         f"{first.get('reason', '?')}): nothing to train on; see {res.folder}/errors.jsonl")
     if kw["fail_on_error"] and res.errors:
         raise typer.Exit(3)
+
+
+def _error_rows(folder) -> list[dict]:
+    path = Loc(folder) / "errors.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()[:1] if line.strip()] if path.exists() else []
 
 
 _fixed = pyinspect.signature(_shard_options, eval_str=True)
@@ -232,13 +241,34 @@ def inspect(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     psnr: Annotated[int, typer.Option(min=0, help="Also decode N records and report PSNR against their source files.")] = 0,
+    keys: Annotated[bool, typer.Option("--keys", help="List the records' keys instead, one a line, in dataset order.")] = False,
+    labels: Annotated[bool, typer.Option("--labels", help="With --keys: each key's label, then the count of each class.")] = False,
     storage_options: StorageOptions = None,
 ) -> None:
-    """Summarize a dataset: samples, tokens per sample, bytes per sample, vocabulary usage, entropy, errors."""
+    """Summarize a dataset: samples, tokens per sample, bytes per sample, vocabulary usage, entropy, errors;
+    with --keys, its keys (and labels)."""
     from vistok.pipelines.verify import psnr_sample
-    from vistok.shards.inspect import format_summary, summarize
+    from vistok.shards.inspect import format_summary, record_keys, summarize
 
     where = Loc(dataset, storage_options)
+    if labels and not keys:
+        raise UsageError("--labels goes with --keys")
+    if keys:
+        counts: dict[str, int] = {}
+        rows = []
+        for key, label in record_keys(where):
+            counts[label] = counts.get(label, 0) + 1
+            if as_json:
+                rows.append({"key": key, "label": label} if labels else key)
+            else:
+                typer.echo(f"{key}\t{label}" if labels else key)
+        classes = {k: counts[k] for k in sorted(counts, key=str) if k is not None}
+        if as_json:
+            typer.echo(json.dumps({"keys": rows, **({"classes": classes} if labels else {})}, indent=1))
+        elif labels:
+            typer.echo(f"{sum(counts.values())} records; classes: " + (", ".join(f"{k} {v}" for k, v in classes.items())
+                                                                        or "none (no record has a label)"))
+        return
     s = summarize(where)
     if psnr:
         s["psnr"] = psnr_sample(where, psnr)
@@ -580,7 +610,7 @@ def probe(
                       masks=tuple(m.value for m in mask) if mask else ("train", "none"), finetune=finetune,
                       finetune_images=finetune_images)
     res = run_probe(run, [str(d) for d in datasets] if datasets else None, [str(t) for t in test] if test else None,
-                    cfg, pick_device(device), storage_options)
+                    cfg, pick_device(device), storage_options, quiet=False)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
@@ -655,6 +685,10 @@ def compress(
     coder = Coder.load(run, one_steps(steps))
     out.mkdir(parents=True, exist_ok=True)
     failed = []
+    size, mode = coder.preprocess.get("size", 0), coder.preprocess.get("resize", "center-crop")
+    if size and not passthrough and not all((Loc(i, storage_options) / "manifest.json").exists() for i in inputs):
+        typer.echo(f"note: images are made {size}x{size} ({mode}), as the run's data were: decompress gives that "
+                   "image, not the original (--passthrough keeps a JPEG whole)", err=True)
 
     def bad(input_id: str, exc: Exception) -> None:
         failed.append(input_id)
@@ -668,8 +702,10 @@ def compress(
             (out / f"{rec.key}{SUFFIX}").write_bytes(blob)
             n, bits, size = n + 1, bits + payload_bits(blob), size + len(blob)
             written.add(rec.key)
-    typer.echo(f"wrote {n} files to {out}: {size} bytes, payload {bits / max(n, 1):.1f} bits/image")
     missing = sorted(set(key or []) - written)
+    if missing and not n:
+        raise UsageError(f"no record with key {', '.join(missing)} in {', '.join(inputs)}")
+    typer.echo(f"wrote {n} files to {out}: {size} bytes, payload {bits / max(n, 1):.1f} bits/image")
     if missing:
         raise UsageError(f"no record with key {', '.join(missing)} in {', '.join(inputs)}")
     if failed:
@@ -691,12 +727,20 @@ def decompress(
 
     coder = Coder.load(run)
     out.mkdir(parents=True, exist_ok=True)
-    n = 0
+    n, failed = 0, []
+
+    def bad(name: str, exc: Exception) -> None:
+        failed.append(name)
+        typer.echo(f"error: {name}: {exc}", err=True)
+
+    named = ((str(p), blob) for p, blob in read_files(files, bad))
     with Progress("decompress", total=len(files), unit="images", quiet=quiet) as bar:
-        for path, rec in zip(files, coder.decompress(read_files(files), progress=bar.advance)):
-            save_record(coder.codec, rec, out / f"{path.name.removesuffix(SUFFIX)}.{fmt.value}")
+        for name, rec in coder.decompress_named(named, bad, progress=bar.advance):
+            save_record(coder.codec, rec, out / f"{Path(name).name.removesuffix(SUFFIX)}.{fmt.value}")
             n += 1
-    typer.echo(f"wrote {n} images to {out}")
+    typer.echo(f"wrote {n} images to {out}" + (f"; {len(failed)} files could not be decoded" if failed else ""))
+    if failed:
+        raise typer.Exit(1)
 
 
 INTERRUPTED = "interrupted: rerun the same command to finish"

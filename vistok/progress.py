@@ -67,6 +67,12 @@ class Progress:
             self.stream.write(self.line(now) + "\n")
             self.stream.flush()
 
+    def each(self, items):
+        """`items`, advancing the bar by one as each is taken."""
+        for x in items:
+            yield x
+            self.advance(1)
+
     def line(self, now: float | None = None) -> str:
         """The plain-text report: done/total, rate, ETA and the latest info."""
         dt = max((now or time.monotonic()) - self.t0, 1e-9)

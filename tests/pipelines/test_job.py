@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from vistok.errors import DatasetError
+from vistok.errors import DatasetError, UsageError
 from vistok.media.preprocess import Preprocess
 from vistok.media.sources import sample_files
 from vistok.pipelines.job import run_job
@@ -104,11 +104,34 @@ def test_retry_errors_reprocesses_only_failed_inputs(tmp_path, folder_bytes):
     assert folder_bytes(clean.folder) == folder_bytes(res2.folder)
 
 
+def test_retry_errors_after_the_file_is_fixed_and_changed_inputs_are_named(tmp_path, folder_bytes):
+    """A user replaces a truncated file (a new size and time): --retry-errors redoes it (the dataset's identity is
+    its inputs' names, not their stamps); a plain rerun names the inputs that changed instead of calling the
+    folder another configuration; a succeeded input that changed is redone by --retry-errors too."""
+    src = _photos(tmp_path, 3)
+    victim, other = sorted(src.iterdir())[1], sorted(src.iterdir())[2]
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 3])
+    kw = dict(shard_size=2, executor="local", quiet=True)
+    res = run_job([str(src)], tmp_path / "o", JpegCodec(), Preprocess(size=32), **kw)
+    assert res.errors == 1
+    victim.write_bytes(good)
+    with pytest.raises(UsageError, match=rf"changed since it was made \({src.name}/{victim.name}\): rerun with --retry-errors"):
+        run_job([str(src)], tmp_path / "o", JpegCodec(), Preprocess(size=32), **kw)
+    res2 = run_job([str(src)], tmp_path / "o", JpegCodec(), Preprocess(size=32), retry_errors=True, **kw)
+    assert res2.errors == 0 and res2.samples == 3
+    assert run_job([str(src)], tmp_path / "o", JpegCodec(), Preprocess(size=32), **kw).up_to_date
+    other.write_bytes(victim.read_bytes())  # a succeeded input replaced by other pixels
+    res3 = run_job([str(src)], tmp_path / "o", JpegCodec(), Preprocess(size=32), retry_errors=True, **kw)
+    clean = run_job([str(src)], tmp_path / "clean", JpegCodec(), Preprocess(size=32), **kw)
+    assert res3.samples == 3 and folder_bytes(clean.folder) == folder_bytes(res3.folder)
+
+
 def test_a_different_config_never_mixes_into_a_folder(tmp_path):
     src = _photos(tmp_path, 2)
     kw = dict(shard_size=10, executor="local", quiet=True)
     run_job([str(src)], tmp_path / "ds", JpegCodec(quality=20), Preprocess(size=32), **kw)
-    with pytest.raises(DatasetError, match="different configuration"):
+    with pytest.raises(DatasetError, match=r"different configuration \(codec.quality 20 -> 50\)"):
         run_job([str(src)], tmp_path / "ds", JpegCodec(quality=50), Preprocess(size=32), **kw)
     parent = tmp_path / "shards"
     parent.mkdir()

@@ -224,7 +224,7 @@ def test_verify_names_each_damage(damaged):
     proc = cli("verify", ds, "--executor", "local")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert named(proc.stdout, words, shard), proc.stdout
+    assert named(proc.stdout + proc.stderr, words, shard), proc.stdout + proc.stderr
     if shard:  # one line per damaged shard: only the victim is named damaged
         lines = [ln for ln in proc.stdout.splitlines() if "shard-0" in ln]
         assert len(lines) == 1 and shard in lines[0], proc.stdout

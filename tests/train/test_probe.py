@@ -44,11 +44,14 @@ def test_labels_from_folders_json_and_cls_members(tmp_path):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         (tmp_path / "imgs" / cls / f"{cls}1.png").write_bytes(_png(level))
     (tmp_path / "loose.png").write_bytes(_png(90))  # given alone: no folder to name its class, an error row
+    (tmp_path / "imgs" / "top.png").write_bytes(_png(60))  # at the top of the source folder: no class either
     res = run_job([str(tmp_path / "imgs"), str(tmp_path / "loose.png")], tmp_path / "a", JpegCodec(), Preprocess(),
                   executor="local", quiet=True, label_from="parent")
-    assert res.samples == 2 and res.errors == 1 and res.manifest.labels == ["cat", "dog"]
+    assert res.samples == 2 and res.errors == 2 and res.manifest.labels == ["cat", "dog"]
     assert _labels(res.folder) == {"cat1.png": "cat", "dog1.png": "dog"}
-    assert "parent" in (res.folder / "errors.jsonl").read_text()
+    rows = [json.loads(x) for x in (res.folder / "errors.jsonl").read_text().splitlines()]
+    assert {r["source"].rsplit("/", 1)[-1] for r in rows} == {"loose.png", "top.png"}
+    assert all("in no class folder" in r["reason"] for r in rows)
 
     tar = _tar(tmp_path / "wds.tar", {
         "a.png": _png(5), "a.json": json.dumps({"y": 3}).encode(), "a.cls": b"7\n",

@@ -260,11 +260,12 @@ def input_label(ref: InputId, meta: dict, mode: str) -> str | None:
     its `.cls` member. None when no label is asked for; `InputError` when one is asked for and missing."""
     if not mode:
         return meta.get("label")
-    if mode == "parent":
-        parent = Path(ref.name).parent.name
-        if not parent:
-            raise InputError("no parent folder to take a label from (--label-from parent)")
-        return parent
+    if mode == "parent":  # SOURCE/CLASS/FILE: a file at the top of its source folder is in no class
+        parts = Path(ref.name).parts
+        if len(parts) < 3:
+            raise InputError("it is in no class folder: --label-from parent takes a source folder's subfolders as "
+                             "classes (SOURCE/CLASS/FILE)")
+        return parts[-2]
     if mode == "cls":
         if "cls" not in meta:
             raise InputError("no .cls member beside it to take a label from (--label-from cls)")
@@ -427,6 +428,8 @@ def _expand_one(src: str, where: str, defer: bool = False, name: str | None = No
                 yield InputId(f"{prefix}/{rel}" if prefix else rel, str(m.resolve())), stamp
         if not matched:
             raise UsageError(f"glob {src!r} matches no files")
+    elif not p.exists():
+        raise UsageError(f"source {src!r} ({where}) does not exist")
     else:
         raise UsageError(f"source {src!r} ({where}) is not a file, folder, glob, @list or 'sample'")
 
@@ -534,7 +537,7 @@ class InputList:
         self._runs += self._small
         h = np.sort(np.frombuffer(hashes, dtype=np.uint64)) if hashes else np.zeros(0, np.uint64)
         self._twice = set(h[1:][h[1:] == h[:-1]].tolist())  # files (or hash twins) reached more than once
-        self._summary: tuple[int, str, bool] | None = None
+        self._summary: tuple[int, str, bool, str] | None = None
 
     def _spill(self, run: list[tuple[str, Stamp | None]]) -> None:
         if self._tmp is None:
@@ -579,7 +582,7 @@ class InputList:
     def __iter__(self) -> Iterator[str]:
         return (iid for iid, _, _ in self._entries())
 
-    def _summarize(self) -> tuple[int, str, bool]:
+    def _summarize(self) -> tuple[int, str, bool, str]:
         if self._summary is None:
             n, deferred = 0, False
             h = _Fingerprint(self.walk.options)
@@ -587,8 +590,19 @@ class InputList:
                 n += 1
                 deferred = deferred or is_deferred(iid)
                 h.add(ref, stamp)
-            self._summary = (n, h.hexdigest(), deferred)
+            self._summary = (n, h.hexdigest(), deferred, h.names_hexdigest())
         return self._summary
+
+    def stamped(self) -> Iterator[tuple[str, str]]:
+        """(input id, "SIZE:MARKER") in order: what `fingerprint` hashes, per input (a stamp the listing did not
+        give is looked up, once per file)."""
+        h = _Fingerprint(self.walk.options)
+        return ((iid, ":".join(map(str, h.stamp(ref, stamp)))) for iid, ref, stamp in self._entries())
+
+    @property
+    def names(self) -> str:
+        """Hash over the inputs' names alone: which inputs, not what they hold (a dataset's identity)."""
+        return self._summarize()[3]
 
     @property
     def count(self) -> int:
@@ -631,11 +645,12 @@ class _Fingerprint:
     file: a tar's members share theirs)."""
 
     def __init__(self, options: dict[str, Any]) -> None:
-        self._h = hashlib.sha256()
+        self._h, self._names = hashlib.sha256(), hashlib.sha256()
         self._stamps: dict[str, Stamp] = {}
         self.options = options  # of remote inputs
 
-    def add(self, ref: InputId, stamp: Stamp | None) -> None:
+    def stamp(self, ref: InputId, stamp: Stamp | None) -> Stamp:
+        """The input's stamp: as the listing gave it, or looked up."""
         if stamp is None:
             if ref.path not in self._stamps:
                 if len(self._stamps) > 4096:
@@ -645,10 +660,18 @@ class _Fingerprint:
                 except (OSError, StorageError):
                     self._stamps[ref.path] = (-1, "-1")
             stamp = self._stamps[ref.path]
+        return stamp
+
+    def add(self, ref: InputId, stamp: Stamp | None) -> None:
+        stamp = self.stamp(ref, stamp)
         self._h.update(f"{ref.name}\0{ref.member}\0{stamp[0]}\0{stamp[1]}\n".encode("utf-8", "surrogateescape"))
+        self._names.update(f"{ref.name}\0{ref.member}\n".encode("utf-8", "surrogateescape"))
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()[:16]
+
+    def names_hexdigest(self) -> str:
+        return self._names.hexdigest()[:16]
 
 
 def expand_sources(sources: list[str], defer: bool = False, exts: frozenset[str] | None = None,

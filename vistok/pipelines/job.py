@@ -30,7 +30,7 @@ from vistok.media.preprocess import Preprocess
 from vistok.media.sources import InputList, check_label_mode, is_deferred, media_extensions, unit_inputs
 from vistok.pipelines.encode import encode_input, error_row
 from vistok.progress import Progress
-from vistok.record import TokenRecord, json_bytes, parse_input_id, parse_key
+from vistok.record import TokenRecord, input_key, json_bytes, parse_input_id, parse_key
 from vistok.shards.integrity import HEADER, header_bytes
 from vistok.shards.manifest import (
     ERRORS,
@@ -40,6 +40,7 @@ from vistok.shards.manifest import (
     Manifest,
     ShardStats,
     config_hash,
+    done_shards,
     load_manifest,
     read_json,
     shard_errors_path,
@@ -54,6 +55,7 @@ from vistok.tokenize.base import SIDE_INFO, Codec, geometry_of, get_codec
 from vistok.tokenize.orders import STORED_ORDERS
 
 JOB = "job.json"
+RAY_FROM_INPUTS = 200  # executor="auto": smaller jobs run in-process (measured: Ray costs ~5 s to start on 2 cores)
 
 
 @dataclass(frozen=True)
@@ -73,17 +75,26 @@ class ShardTask:
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # never printed: may hold keys
     extensions: tuple[str, ...] = ()  # what folders in a large list's range take (empty: the default set)
     config_hash: str = ""  # the dataset's: each shard file's `__vistok__` header carries it
+    stamps: tuple[str, ...] = ()  # "SIZE:MARKER" of each input, as the driver listed it (the stats keep them)
 
 
 # --- the worker ---------------------------------------------------------------------------------------
+def task_stamps(task: ShardTask) -> dict[str, str]:
+    """Input name -> its stamp when this shard was made (what --retry-errors compares to redo changed inputs)."""
+    return {parse_input_id(iid).name: st for iid, st in zip(task.inputs, task.stamps, strict=True)}
+
+
 def _previous(task: ShardTask, folder: Loc) -> tuple[set[str], dict[str, list[TokenRecord]]]:
-    """For --retry-errors: the failed inputs of this shard and the records it already holds, by input key."""
+    """For --retry-errors: the inputs of this shard to redo (those that failed, and those changed since) and the
+    records it already holds, by input key."""
     failed: set[str] = set()
     err_path = shard_errors_path(folder, task.index)
     if err_path.exists():
         failed = {json.loads(line)["key"] for line in err_path.read_text().splitlines() if line.strip()}
     kept: dict[str, list[TokenRecord]] = {}
     previous = ShardStats.read_if_done(folder, task.index)
+    if previous is not None and previous.stamps:
+        failed |= {input_key(name) for name, st in task_stamps(task).items() if previous.stamps.get(name) != st}
     if previous is not None:
         for rec in iter_shards([folder / f["name"] for f in previous.files()]):
             kept.setdefault(parse_key(rec.key).input, []).append(rec)
@@ -134,7 +145,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
                        sum(f["samples"] for f in files), sum(f["bytes"] for f in files), tally.lengths,
                        {"ids": nz.tolist(), "counts": tally.counts[nz].tolist()}, codec.collected_side_info() if SIDE_INFO in codec.capabilities else {},
                        sorted(tally.labels), files if len(files) > 1 else [], tally.geometries,
-                       files[0]["sha256"] if len(files) == 1 else "")
+                       files[0]["sha256"] if len(files) == 1 else "", task_stamps(task))
     stats.write(folder)  # last: marks the shard done
     return {**stats.to_json(), "files": len(task.inputs)}
 
@@ -221,7 +232,7 @@ def task_failure(task: ShardTask, exc: BaseException) -> dict[str, Any]:
     rows = [error_row(iid, "task", exc) for iid in task.inputs]
     folder = Loc(task.out, task.storage_options)
     _write_errors(folder, task.index, rows)
-    stats = ShardStats(task.index, None, len(task.inputs), len(rows), 0, 0)
+    stats = ShardStats(task.index, None, len(task.inputs), len(rows), 0, 0, stamps=task_stamps(task))
     stats.write(folder)
     return {**stats.to_json(), "files": len(task.inputs)}
 
@@ -264,7 +275,7 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     ``endpoint_url``) travel with the locations and the tasks; they are never written anywhere.
     `extensions`: what folder walks take (`vistok.media.sources.media_extensions`)."""
     t0 = time.monotonic()
-    runner = ExecutorConfig(executor, workers, address)
+    runner = ExecutorConfig("ray" if executor == "auto" else executor, workers, address)  # checked now, fixed below
     if shard_size < 1:
         raise UsageError("--shard-size must be >= 1")
     bad = [n for n in store_orders if n not in STORED_ORDERS]
@@ -278,24 +289,28 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     with InputList(sources, defer=True, exts=exts, options=opts) as inputs:  # a tar (a large list's range) is one entry: its task expands it
         if not inputs.count:
             raise UsageError(f"no inputs found in {' '.join(sources)}")
+        if executor == "auto" and not (address or workers or inputs.deferred or inputs.count >= RAY_FROM_INPUTS):
+            runner = ExecutorConfig("local")  # Ray's start-up (~5 s) would outweigh what it saves
         config = job_config(codec, pre, shard_size, compress, inputs, store_orders, label_from)
-        chash = config_hash(config)
+        chash = config_hash(identity(config))  # the inputs' names, not their stamps: --retry-errors after a fix
         folder, present = resolve_folder(out_loc, out_names, codec.codec_id, chash)
+        per_shard = max(1, shard_size // pre.samples_per_input)
         if MANIFEST in present and not retry_errors:
             m = load_manifest(folder)
-            if m.config_hash == chash:
+            if m.config_hash == chash and m.sources.get("fingerprint") == inputs.fingerprint:
                 return _result(folder, True, m, t0)
+            if m.config_hash == chash:
+                raise UsageError(inputs_changed(folder, inputs, per_shard))
         _prepare_folder(folder, present, config, chash, codec.codec_id, retry_errors)
 
-        per_shard = max(1, shard_size // pre.samples_per_input)
         sizes = [len(g) for g in plan_shards(inputs, per_shard)]  # a pass over the list; the tasks are a second
         n_shards = len(sizes)
         done = {p.name for p in (folder / STATS_DIR).glob("shard-*.json")} if STATS_DIR in present else set()
-        todo = _todo(folder, n_shards, done, retry_errors)
-        tasks = (ShardTask(i, group, folder.url, codec.get_config(), pre.to_json(), compress, retry_errors,
-                           tuple(sorted(store_orders)), label_from, per_shard, opts,
-                           tuple(sorted(exts)) if extensions else (), chash)
-                 for i, group in enumerate(plan_shards(inputs, per_shard)) if i in todo)
+        todo = _todo(folder, n_shards, done, retry_errors, inputs, per_shard)
+        tasks = (ShardTask(i, tuple(iid for iid, _ in group), folder.url, codec.get_config(), pre.to_json(), compress,
+                           retry_errors, tuple(sorted(store_orders)), label_from, per_shard, opts,
+                           tuple(sorted(exts)) if extensions else (), chash, tuple(st for _, st in group))
+                 for i, group in enumerate(plan_shards(inputs.stamped(), per_shard)) if i in todo)
         with Progress("shard", sum(sizes[i] for i in todo), "files" if inputs.deferred else "inputs", progress_stream,
                       quiet) as prog:
             totals = _run_shards(tasks, runner, codec.gpus_per_task, prog)
@@ -329,7 +344,8 @@ def job_config(codec: Codec, pre: Preprocess, shard_size: int, compress: bool, i
                store_orders: tuple[str, ...], label_from: str) -> dict[str, Any]:
     """`job.json`: everything that determines the shards' bytes (its hash names the dataset)."""
     config = {"codec": codec.get_config(), "preprocess": pre.to_json(), "shard_size": shard_size,
-              "compress": compress, "sources": {"inputs": inputs.count, "fingerprint": inputs.fingerprint}}
+              "compress": compress, "sources": {"inputs": inputs.count, "names": inputs.names,
+                                                "fingerprint": inputs.fingerprint}}
     if store_orders:
         config["store_orders"] = sorted(store_orders)
     if label_from:
@@ -337,13 +353,30 @@ def job_config(codec: Codec, pre: Preprocess, shard_size: int, compress: bool, i
     return config
 
 
-def plan_shards(inputs: Iterable[str], per_shard: int) -> Iterator[tuple[str, ...]]:
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What names a dataset (its config hash): the job's config less the inputs' stamps, so a dataset stays the
+    same dataset when an input is fixed (`--retry-errors` redoes it) and its manifest says when inputs changed."""
+    return {**config, "sources": {k: v for k, v in config["sources"].items() if k != "fingerprint"}}
+
+
+def inputs_changed(folder: Loc, inputs: InputList, per_shard: int, show: int = 5) -> str:
+    """The refusal when the inputs of a finished dataset changed since it was made, naming them."""
+    stats = {st.index: st.stamps for st in done_shards(folder)}
+    changed = [parse_input_id(iid).name for i, group in enumerate(plan_shards(inputs.stamped(), per_shard))
+               for iid, st in group if stats.get(i, {}).get(parse_input_id(iid).name) != st]
+    named = ", ".join(changed[:show]) + (f" and {len(changed) - show} more" if len(changed) > show else "")
+    return (f"the inputs of {folder} changed since it was made ({named or 'their sizes or times'}): rerun with "
+            "--retry-errors to redo the inputs that failed or changed, or choose another --out to rebuild it whole")
+
+
+def plan_shards(inputs: Iterable[Any], per_shard: int) -> Iterator[tuple[Any, ...]]:
     """The inputs of each shard task, from the sorted input list: consecutive files in groups of `per_shard`,
     each whole tar or list range on its own (its task writes a shard file per `per_shard` of its inputs). A shard's
-    content is a function of its slice, so reruns and other executors give the same shards."""
-    run: list[str] = []
+    content is a function of its slice, so reruns and other executors give the same shards. Items are input ids,
+    or (id, stamp) pairs (`InputList.stamped`)."""
+    run: list[Any] = []
     for iid in inputs:
-        if is_deferred(iid):
+        if is_deferred(iid if isinstance(iid, str) else iid[0]):
             if run:
                 yield tuple(run)
                 run = []
@@ -368,32 +401,51 @@ def _prepare_folder(folder: Loc, present: set[str], config: dict[str, Any], chas
     """Refuse a folder of another configuration; make its subfolders; clear a killed run's temporary files.
     `present`: the names already in the folder."""
     job_path = folder / JOB
-    if JOB in present:
-        prev = read_json(job_path)
-        if prev.get("config_hash") != chash:
-            raise DatasetError(
-                f"{folder} holds a dataset with a different configuration (hash {prev.get('config_hash')}, this "
-                f"command's is {chash}); choose another --out, or pass a parent folder to get {codec_id}-{chash}/")
+    prev = read_json(job_path) if JOB in present else None
+    if prev is not None and prev.get("config_hash") != chash and identity(prev.get("config", {})) != identity(config):
+        raise DatasetError(
+            f"{folder} holds a dataset with a different configuration ({config_difference(prev.get('config', {}), config)}); "
+            f"choose another --out, or pass a parent folder to get {codec_id}-{chash}/")
     for sub in (STATS_DIR, ERRORS_DIR):
         (folder / sub).mkdir()
     if folder.local is not None:  # object storage never holds partial objects
         for d in (folder.local, folder.local / STATS_DIR, folder.local / ERRORS_DIR):
             for stale in d.glob(".*.tmp-*"):
                 stale.unlink(missing_ok=True)  # leftovers of a killed run
-    if JOB not in present:
+    if prev is None or prev.get("config") != config:  # new, or its inputs fixed since (--retry-errors)
         write_json(job_path, {"config": config, "config_hash": chash, "vistok_version": vistok.__version__})
     if retry_errors:
         (folder / MANIFEST).unlink()
 
 
-def _todo(folder: Loc, n_shards: int, done: set[str], retry_errors: bool) -> set[int]:
+def config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'codec.quality 50 -> 20, shard_size 100 -> 1000': what differs between two job configs."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        return {k: v for key, val in d.items() if key != "fingerprint" for k, v in flat(val, f"{prefix}{key}.").items()}
+
+    a, b = flat(old), flat(new)
+    diff = [f"{k.rstrip('.')} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(diff[:4]) or "another vistok's job file"
+
+
+def _todo(folder: Loc, n_shards: int, done: set[str], retry_errors: bool, inputs: InputList,
+          per_shard: int) -> set[int]:
     """The shards to run: those without a stats file (`done`: the names listed), and with `retry_errors` those
-    whose stats count errors (read concurrently: a bucket answers thousands of them in seconds)."""
+    whose stats count errors or whose inputs changed since (stats read concurrently: a bucket answers thousands
+    of them in seconds)."""
     todo = {i for i in range(n_shards) if stats_path(folder, i).name not in done}
     if retry_errors:
         finished = [i for i in range(n_shards) if i not in todo]
+        stamps = {}
         for i, raw in zip(finished, read_each([stats_path(folder, i) for i in finished]), strict=True):
-            if json.loads(raw)["errors"]:
+            st = json.loads(raw)
+            if st["errors"]:
+                todo.add(i)
+            stamps[i] = st.get("stamps")
+        for i, group in enumerate(plan_shards(inputs.stamped(), per_shard)):
+            if stamps.get(i) and stamps[i] != {parse_input_id(iid).name: s for iid, s in group}:
                 todo.add(i)
     return todo
 

@@ -64,10 +64,11 @@ class ShardStats:
     parts: list[dict[str, Any]] = field(default_factory=list)  # name, samples, bytes of each file, when several
     geometries: list[dict[str, Any]] = field(default_factory=list)  # its samples' distinct geometries, two at most
     sha256: str = ""  # of its one file, hashed as it was written (several files: each part's own, in `parts`)
+    stamps: dict[str, str] = field(default_factory=dict)  # input name -> "SIZE:MARKER" when the shard was made
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for k in ("side_info", "labels", "parts", "geometries", "sha256"):
+        for k in ("side_info", "labels", "parts", "geometries", "sha256", "stamps"):
             if not out[k]:
                 del out[k]
         return out
@@ -121,7 +122,7 @@ def write_json(path: str | Path | Loc, obj: Any) -> None:
 
 def read_json(path: str | Path | Loc) -> Any:
     try:
-        return json.loads(Loc(path).read_bytes())
+        return json.loads(Loc(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise DatasetError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -145,6 +145,11 @@ class PackedStore:
             side = {k: np.asarray(v[2], dtype=v[0]).reshape(v[1]) for k, v in extra["side"].items()}
         return TokenRecord(key, self.tokens(i), meta, orders, side)
 
+    def label(self, i: int) -> str | None:
+        """Record i's label (`--label-from`), or None; its tokens are not read."""
+        label = json.loads(self._item("meta", i)).get("label")
+        return None if label is None else str(label)
+
     def keys(self) -> list[str]:
         return [str(k) for k in self.g["keys"][:]]
 

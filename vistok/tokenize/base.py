@@ -448,6 +448,17 @@ class Codec:
         return f"{type(self).__name__}({self.get_config()})"
 
 
+def as_pixels(media: Any) -> np.ndarray:
+    """What a codec's `encode` takes: an (H, W) or (H, W, 3) uint8 array, as given or from a PIL image (gray
+    images stay one channel, any other mode becomes RGB); anything else is a clear `CodecError`."""
+    if hasattr(media, "convert") and hasattr(media, "mode"):  # a PIL image
+        media = np.asarray(media if media.mode in ("L", "RGB") else media.convert("RGB"))
+    if not isinstance(media, np.ndarray) or not (media.ndim == 2 or (media.ndim == 3 and media.shape[2] == 3)):
+        what = f"{media.dtype} array of shape {media.shape}" if isinstance(media, np.ndarray) else type(media).__name__
+        raise CodecError(f"encode takes an (H, W) or (H, W, 3) uint8 array or a PIL image, got a {what}")
+    return media
+
+
 def geometry_of(codec: Codec, meta: dict) -> dict[str, Any]:
     """The part of a record's metadata that fixes its layout: the codec's geometry keys, and frames for clips."""
     return {k: meta[k] for k in (*codec.geometry_keys, "frames") if k in meta}

@@ -46,6 +46,7 @@ from vistok.tokenize.base import (
     Codec,
     FrameLayout,
     Vocabulary,
+    as_pixels,
     register_codec,
 )
 
@@ -154,7 +155,7 @@ class H264Codec(Codec):
         return cc
 
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
-        return self.encode_clip([media], key, meta)
+        return self.encode_clip([as_pixels(media)], key, meta)
 
     def encode_clip(self, frames: list[np.ndarray], key: str = "sample", meta: dict | None = None) -> TokenRecord:
         import av

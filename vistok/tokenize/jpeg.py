@@ -44,6 +44,7 @@ from vistok.tokenize.base import (
     Codec,
     FrameLayout,
     Vocabulary,
+    as_pixels,
     assemble_events,
     register_codec,
 )
@@ -131,7 +132,7 @@ class JpegCodec(TemporalDelta, Codec):
 
     # --- media <-> coefficients -----------------------------------------------------------------
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
-        return self.from_coefficients(*self.frame_coefficients_of(media), key, meta)
+        return self.from_coefficients(*self.frame_coefficients_of(as_pixels(media)), key, meta)
 
     def frame_coefficients_of(self, media: np.ndarray) -> tuple[dct.BlockGrid, np.ndarray]:
         """Pixels -> (block grid, (n_blocks, 64) quantized zigzag coefficients) at the configured tables."""

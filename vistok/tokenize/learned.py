@@ -26,7 +26,16 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.grids import scale_grids
 from vistok.record import TokenRecord
-from vistok.tokenize.base import BATCH, CellGrammar, CliOption, Codec, FrameLayout, Vocabulary, register_codec
+from vistok.tokenize.base import (
+    BATCH,
+    CellGrammar,
+    CliOption,
+    Codec,
+    FrameLayout,
+    Vocabulary,
+    as_pixels,
+    register_codec,
+)
 
 
 @lru_cache(maxsize=4)
@@ -106,7 +115,7 @@ class LearnedCodec(Codec):
         return np.concatenate(parts)
 
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
-        return self.encode_many([media], [key], [meta])[0]
+        return self.encode_many([as_pixels(media)], [key], [meta])[0]
 
     def encode_many(self, images: list[np.ndarray], keys: list[str], metas: list[dict | None]) -> list[TokenRecord]:
         """BATCH: same-sized images in one forward pass."""

@@ -48,6 +48,7 @@ from vistok.tokenize.base import (
     Codec,
     FrameLayout,
     Vocabulary,
+    as_pixels,
     assemble_events,
     register_codec,
 )
@@ -228,7 +229,7 @@ class WaveletCodec(TemporalDelta, Codec):
         return img.astype(np.uint8)[: g.height, : g.width]
 
     def encode(self, media: np.ndarray, key: str = "sample", meta: dict | None = None) -> TokenRecord:
-        g, flat = self.frame_coefficients_of(media)
+        g, flat = self.frame_coefficients_of(as_pixels(media))
         return TokenRecord(key, self.tokenize(g, flat), {**(meta or {}), **self.geometry_meta(g)})
 
     @staticmethod

@@ -33,7 +33,8 @@ def save_checkpoint(run: Path, step: int, model: GPT, opt, state: dict, keep: in
     final = run / f"step-{step:06d}"
     with AtomicPath(final, folder=True) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
-        torch.save(opt.state_dict(), tmp / "optim.pt")
+        if opt is not None:  # a model saved from a loop of one's own may come without its optimizer
+            torch.save(opt.state_dict(), tmp / "optim.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
     for old in checkpoints(run)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

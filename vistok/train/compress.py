@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vistok.errors import CodecError, DatasetError, UsageError
+from vistok.errors import CodecError, DatasetError, UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.nn.gpt import GPT, GroupFeed, KVCache, window_start
 from vistok.record import TokenRecord
@@ -164,6 +164,21 @@ class Coder:
         for batch in self._batches(blobs, progress):
             yield from self._decompress(batch)
 
+    def decompress_named(self, named: Iterable[tuple[str, bytes]], on_error, progress=None) -> Iterator[tuple[str, TokenRecord]]:
+        """(name, record) of each good file, in order; a bad one goes to `on_error(name, exc)` and the rest go on
+        (a batch that fails is decoded again a file at a time, to tell which file it was)."""
+        for batch in self._batches(named, progress):
+            try:
+                yield from zip([n for n, _ in batch], self._decompress([b for _, b in batch]), strict=True)
+            except VistokError:
+                for name, blob in batch:
+                    try:
+                        rec = self._decompress([blob])[0]
+                    except VistokError as exc:
+                        on_error(name, exc)
+                        continue
+                    yield name, rec
+
     def _batches(self, items: Iterable, progress) -> Iterator[list]:
         """Lists of up to LANES items (one for segment- and scale-parallel runs, whose plans differ per record);
         `progress(n)` once each is coded."""
@@ -219,8 +234,8 @@ class Coder:
         for s, head in zip(streams, heads):
             toks = s.g.canonical().astype(self.codec.vocab.dtype)
             if zlib.crc32(toks.tobytes()) != head.crc:
-                raise CodecError(f"{head.key}: the decoded tokens do not match the file's checksum (a "
-                                 "corrupted file, or a machine that computes the model's probabilities differently)")
+                raise CodecError("the decoded tokens do not match the file's checksum (a corrupted file, or a machine "
+                                 "that computes the model's probabilities differently)")
             out.append(TokenRecord(head.key, toks, meta=head.meta, side=head.side))
         return out
 
@@ -336,12 +351,16 @@ def run_checksum(model: GPT, codec: Codec, data: DataConfig) -> bytes:
     return h.digest()
 
 
-def read_files(paths: Iterable[Path]) -> Iterator[bytes]:
+def read_files(paths: Iterable[Path], on_error=None) -> Iterator[tuple[Path, bytes]]:
+    """(path, bytes) of each file; one that cannot be read goes to `on_error(path, exc)` (or raises)."""
     for p in paths:
         try:
-            yield Path(p).read_bytes()
+            yield Path(p), Path(p).read_bytes()
         except OSError as exc:
-            raise DatasetError(f"cannot read {p}: {exc.strerror}") from None
+            err = DatasetError(f"cannot read it ({exc.strerror})")
+            if on_error is None:
+                raise DatasetError(f"cannot read {p}: {exc.strerror}") from None
+            on_error(str(p), err)
 
 
 def input_records(coder: Coder, inputs: list[str], keys: list[str] | None = None, passthrough: bool = False,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 import signal
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -126,6 +127,11 @@ def open_datasets(paths: list, options: dict | None = None, on_damage: OnDamage 
     if not paths:
         raise UsageError("no dataset given")
     sets = [open_any(p, options, on_damage) for p in paths]
+    for ds in sets:
+        if not len(ds):
+            errors = ds.manifest.counts.get("errors", 0)
+            raise DatasetError(f"{ds.folder} holds no samples" + (f" (all {errors} inputs failed: see its errors.jsonl)"
+                                                                   if errors else ""))
     first = sets[0].manifest
     for ds in sets[1:]:
         m = ds.manifest
@@ -432,6 +438,17 @@ class StoreRows:
         self.queue = _rows_load(st["queue"])
 
 
+def fit_workers(cfg: DataConfig, sets: list, world: int) -> DataConfig:
+    """Each loader worker reads shards of its own: more workers than a rank's share of the smallest dataset's
+    shards would idle, so they are cut to that share, saying so (a rank without a shard is still refused)."""
+    share = min(len(ds.shards) for ds in sets) // world
+    if cfg.num_workers <= max(1, share):
+        return cfg
+    print(f"note: {share * world} shards feed {max(1, share)} loader worker(s) per rank (--workers {cfg.num_workers} "
+          "asked for more)", file=sys.stderr)
+    return replace(cfg, num_workers=max(1, share))
+
+
 def leave_signals_to_main(worker: int) -> None:
     """A loader worker ignores SIGINT and SIGTERM sent to the whole process group (Ctrl-C, a scheduler's stop):
     the main process finishes its step and writes a checkpoint, then ends the workers itself."""
@@ -469,6 +486,7 @@ class Loader:
         elif any(isinstance(s, PackedStore) for s in self.sets):
             raise UsageError("mix either dataset folders or packed stores in one run, not both")
         else:
+            self.cfg = cfg = fit_workers(cfg, self.sets, world)
             self.stream = RowStream(cfg, rank, world, options, cache, on_damage)
         self.batches = 0
         self._it: Iterator | None = None
@@ -595,8 +613,10 @@ def check_coords(coords: torch.Tensor | np.ndarray, limits: list[int], axes: tup
     top = c.amax(dim=0)
     for a, (m, n) in enumerate(zip(top.tolist(), limits)):
         if m >= n:
-            raise UsageError(f"coordinate {m - 1} on axis {axes[a]!r} is beyond the model's table (up to "
-                             f"{n - 2}): the images are larger than the model was built for; use the training size")
+            what = (f"the clips have more frames ({m}) than the model was built for ({n - 1}): use clips of the "
+                    "training length" if axes[a] == "frame" else
+                    "the images are larger than the model was built for; use the training size")
+            raise UsageError(f"coordinate {m - 1} on axis {axes[a]!r} is beyond the model's table (up to {n - 2}): {what}")
 
 
 def axis_sizes(sets: list, codec: Codec, scan: int = 256, headroom: float = 2.0) -> list[int]:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from vistok.errors import DatasetError, UsageError
 from vistok.nn.gpt import GPT
+from vistok.progress import Progress
 from vistok.record import TokenRecord
 from vistok.shards.inspect import token_counts
 from vistok.shards.integrity import OnDamage
@@ -225,19 +226,16 @@ SPLITS = ("auto", "all", "heldout")
 
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
              split: str = "auto", stride: int = 0, per_frame: bool = False, storage_options: dict | None = None,
-             steps: list[int] | None = None, parts: bool = False, skip_damaged: bool = False) -> dict[str, Any]:
+             steps: list[int] | None = None, parts: bool = False, skip_damaged: bool = False,
+             quiet: bool = False) -> dict[str, Any]:
     """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
 
     `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
     default) the held-out split of a dataset the run trained on and all of any other (a separate test
-    set). `split` in the result says what was scored: "heldout", "all", or "heldout+all".
-
-    A record longer than the context is read in windows every `stride` positions (0: the run's own stride);
+    set). `split` in the result says what was scored: "heldout", "all", or "heldout+all". A record longer than the context is read in windows every `stride` positions (0: the run's own stride);
     the result names the stride and the context every target after the first window is guaranteed
     (`min_context`). `per_frame` adds `per_frame_bits` (see `frame_table`); `parts` adds `dc_bits_per_image`
-    and `rest_bits_per_image` (the DC image's positions and the others': they sum to the model's bits).
-
-    `steps` (`--parallel any` runs): model steps per record, each scored on the test schedule; the headline
+    and `rest_bits_per_image` (the DC image's positions and the others': they sum to the model's bits). `steps` (`--parallel any` runs): model steps per record, each scored on the test schedule; the headline
     figures are the first's, and `steps_curve` has bits and steps per image for each (default: one token
     per step). `skip_damaged`: damaged shards are left out and listed in `skipped_shards` (default: named, stop)."""
     if split not in SPLITS:
@@ -258,8 +256,9 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     split = "all" if whole == hashes else ("heldout+all" if whole else "heldout")
     T = model.cfg.block_size
     stride = stride or data.stride or T
-    res = record_bits(model, codec, recs, data, device, stride=stride, per_frame=per_frame, steps=steps[0],
-                      parts=parts)
+    with Progress("eval", len(recs), "images", quiet=quiet) as bar:
+        res = record_bits(model, codec, bar.each(recs), data, device, stride=stride, per_frame=per_frame,
+                          steps=steps[0], parts=parts)
     bits = np.array([r.bits for r in res])
     n = np.array([r.positions for r in res])
     order_bits = np.array([r.order_bits for r in res])

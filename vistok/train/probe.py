@@ -41,6 +41,7 @@ import torch
 
 from vistok.errors import DatasetError, UsageError
 from vistok.nn.gpt import GPT
+from vistok.progress import Progress
 from vistok.record import TokenRecord
 from vistok.tokenize.base import Codec
 from vistok.train.checkpoint import load_model
@@ -300,10 +301,16 @@ def _probe_model(m: GPT, codec: Codec, train_recs, test_recs, data: DataConfig, 
 
 
 def probe(run: str | Path, datasets: list[str] | None = None, test: list[str] | None = None,
-          cfg: ProbeConfig | None = None, device: str = "cpu", storage_options: dict | None = None) -> dict[str, Any]:
+          cfg: ProbeConfig | None = None, device: str = "cpu", storage_options: dict | None = None,
+          quiet: bool = True) -> dict[str, Any]:
     """Linear and k-NN top-1 of the trained model, its random-init twin and raw pixels, and fine-tuned top-1
-    with `cfg.finetune` (module docstring)."""
-    cfg = cfg or ProbeConfig()
+    with `cfg.finetune` (module docstring); a progress bar counts the images read in every pass unless `quiet`."""
+    with Progress("probe", 0, "images", quiet=quiet) as bar:
+        return _probe(run, datasets, test, cfg or ProbeConfig(), device, storage_options, bar)
+
+
+def _probe(run: str | Path, datasets: list[str] | None, test: list[str] | None, cfg: ProbeConfig, device: str,
+           storage_options: dict | None, bar: Progress) -> dict[str, Any]:
     model, state = load_model(run, device)
     data = DataConfig(**state["data"])
     sets, codec = open_datasets(datasets or data.datasets, storage_options)
@@ -314,10 +321,10 @@ def probe(run: str | Path, datasets: list[str] | None = None, test: list[str] | 
         feature_docs(data, mask)
 
     def train_recs() -> Iterator[TokenRecord]:  # read again for each pass: memory stays bounded
-        return _labelled(split_records(sets, test_sets, data.heldout)[0], cfg.train_limit)
+        return bar.each(_labelled(split_records(sets, test_sets, data.heldout)[0], cfg.train_limit))
 
     def test_recs() -> Iterator[TokenRecord]:
-        return _labelled(split_records(sets, test_sets, data.heldout)[1], cfg.test_limit)
+        return bar.each(_labelled(split_records(sets, test_sets, data.heldout)[1], cfg.test_limit))
 
     names = sorted({n for ds in sets + (test_sets or []) for n in ds.manifest.labels})
     classes = {y: i for i, y in enumerate(names)}

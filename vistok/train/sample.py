@@ -10,6 +10,7 @@ import torch
 
 from vistok.errors import CodecError, UsageError
 from vistok.nn.gpt import generate_groups
+from vistok.progress import Progress
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
 from vistok.tokenize.orders import stored_key, units_to_tokens
@@ -29,8 +30,8 @@ class BatchGrammar:
     bos = BOS
 
     def __init__(self, codec: Codec, meta: dict, plans: list[Plan], forced: list[np.ndarray] | None = None,
-                 limits: list[int] | None = None):
-        self.codec = codec
+                 limits: list[int] | None = None, on_step=None):
+        self.codec, self.on_step = codec, on_step  # on_step(): once per generated position (a progress bar)
         self.gs = [StreamGrammar(codec, meta, p) for p in plans]
         self.batch = len(plans)
         self.A = len(codec.axes)
@@ -63,6 +64,8 @@ class BatchGrammar:
         return logits.masked_fill(~torch.from_numpy(np.stack(rows)).to(logits.device), float("-inf"))
 
     def advance(self, toks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.on_step is not None:
+            self.on_step()
         crd = np.zeros((self.batch, self.A), dtype=np.int64)
         nxt = np.zeros((self.batch, self.A), dtype=np.int64)
         self.places = np.full((self.batch, 4), -1, dtype=np.int64)  # each new input's (query, key) places
@@ -111,10 +114,11 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
                   top_p: float | None = None, seed: int = 0, max_new: int | None = None, device: str = "cpu",
                   use_cache: bool = True, order: str = "canonical", parallel: str = "",
                   stored: list[dict] | None = None, stride: int = 0,
-                  steps: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+                  steps: int | None = None, progress=None) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """-> (decoded images, None for one that did not decode; canonical token streams; model steps per image),
     generated in `order` (and group by group with `parallel`; `--parallel any` in `steps` model steps, one
-    token per step when None) under the grammar."""
+    token per step when None) under the grammar. `progress`: a `vistok.progress.Progress`, advanced per
+    generated position (per image when parallel)."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     steps, T = run_steps(parallel, steps), model.cfg.block_size
@@ -129,8 +133,11 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
                                    lambda g=g: group_windows(g.plan.groups, T, stride))
             streams.append(g.canonical())
             steps += k
+            if progress is not None:
+                progress.advance(1)
     else:
-        grammar = BatchGrammar(codec, meta, plans, limits=model.cfg.axis_sizes)
+        grammar = BatchGrammar(codec, meta, plans, limits=model.cfg.axis_sizes,
+                               on_step=progress.advance if progress is not None else None)
         model.generate(grammar, limit, temperature, top_k, top_p, gen, use_cache, stride)
         for i, g in enumerate(grammar.gs):
             if not (g.done or g.phase == "end" or grammar.cut[i]):
@@ -199,7 +206,8 @@ def grid(images: list[np.ndarray], cols: int | None = None, pad: int = 2) -> np.
 
 def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int = 0, size: int | None = None, device: str = "cpu",
-               scale: int = 2, storage_options: dict | None = None, steps: int | None = None) -> Path:
+               scale: int = 2, storage_options: dict | None = None, steps: int | None = None,
+               quiet: bool = False) -> Path:
     from PIL import Image
 
     model, state = load_model(run, device)
@@ -209,9 +217,11 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
     order, parallel = data.get("order", "canonical"), data.get("parallel", "")
     run_steps(parallel, steps, run)  # refused before any work unless an any run
     stored = stored_orders(data["datasets"], order, meta, n, storage_options) if order.startswith("gradwalk") else None
-    images, _, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
-                                 order=order, parallel=parallel, stored=stored, stride=data.get("stride", 0),
-                                 steps=steps)
+    total = n if parallel else codec.layout(meta).max_tokens
+    with Progress("sample", total, "images" if parallel else "positions", quiet=quiet) as bar:
+        images, _, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
+                                     order=order, parallel=parallel, stored=stored, stride=data.get("stride", 0),
+                                     steps=steps, progress=bar)
     failed = sum(im is None for im in images)
     if failed:
         print(f"warning: {failed} of {n} samples did not decode (H.264 bytes the decoder rejected): drawn black",

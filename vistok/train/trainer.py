@@ -83,10 +83,16 @@ def pick_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def warmup_steps(cfg: TrainConfig, total: int) -> int:
+    """--warmup, or a tenth of the run when the run is not longer than it (the LR would never decay)."""
+    return cfg.warmup if cfg.warmup < total else max(1, total // 10)
+
+
 def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
+    warmup = warmup_steps(cfg, total)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
     lo = cfg.lr * cfg.min_lr_ratio
     return lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * p))
 
@@ -134,15 +140,18 @@ class MetricsLog:
             except ImportError:
                 print("tensorboard is not installed; `pip install tensorboard` to enable --tensorboard", file=sys.stderr)
 
-    def write(self, row: dict) -> None:
+    def write(self, row: dict) -> str:
+        """Append `row`; return it as a line for the console."""
+        line = "  ".join(f"{k} {v}" for k, v in row.items())
         if not self.enabled:
-            return
+            return line
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, row["step"])
+        return line
 
 
 # --- the pieces of a run ---------------------------------------------------------------------------------
@@ -197,6 +206,9 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
     loader then refuses a record beyond the model's embedding tables (never clamps it)."""
     if ckpt is not None:
         state = read_state(ckpt)
+        if state.get("saved_by") == "vistok.save_run":
+            raise UsageError(f"{ckpt.parent} was saved by vistok.save_run from a loop of its own: eval, sample, "
+                             "compress and probe take it, but `vistok train --resume` cannot continue its data stream")
         mcfg = GPTConfig(**state["model"])
         if mcfg.block_size != data.block_size:
             raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
@@ -326,15 +338,20 @@ def rank_loader_state(state: dict, dist_info: Dist) -> dict:
     return ranks[dist_info.rank]
 
 
-def periodic_eval(cfg: TrainConfig, data: DataConfig, loader: Loader, main: bool) -> tuple[int, str]:
-    """(eval_every, a note): periodic eval turned off, saying why, when the datasets hold no held-out record
-    (known before step 1, not at the first eval)."""
-    if not (cfg.eval_every and main):
-        return cfg.eval_every, ""
+def periodic_eval(cfg: TrainConfig, data: DataConfig, loader: Loader, main: bool, planned: int) -> tuple[int, int, str]:
+    """(eval_every, ckpt_every, a note). A run shorter than twice either is evaluated and checkpointed halfway
+    too; the warmup of a run not longer than it is cut to a tenth of the run; periodic eval is turned off,
+    saying why, when the datasets hold no held-out record (known before step 1, not at the first eval)."""
+    half = max(1, planned // 2)
+    ckpt_every, eval_every = min(cfg.ckpt_every, half), min(cfg.eval_every, half)
+    note = (f"--warmup {cfg.warmup} is not shorter than the run's {planned} steps: warming up over "
+            f"{warmup_steps(cfg, planned)} instead\n") if cfg.warmup >= planned else ""
+    if not (eval_every and main):
+        return eval_every, ckpt_every, note
     if data.heldout > 0 and next(heldout_records(loader.sets, data.heldout, 1), None) is not None:
-        return cfg.eval_every, ""
-    return 0, (f"no held-out records (--heldout {data.heldout} of these datasets' inputs is none): periodic eval is "
-               "off; raise --heldout to evaluate while training\n")
+        return eval_every, ckpt_every, note
+    return 0, ckpt_every, note + (f"no held-out records (--heldout {data.heldout} of these datasets' inputs is none): "
+                                  "periodic eval is off; raise --heldout to evaluate while training\n")
 
 
 def _start_note(cfg: TrainConfig, model: GPT, device: str, dist_info: Dist, step: int, fresh_resume: bool) -> str:
@@ -343,10 +360,10 @@ def _start_note(cfg: TrainConfig, model: GPT, device: str, dist_info: Dist, step
         + (f" x {dist_info.world} ranks" if dist_info.world > 1 else "") + f", starting at step {step}")
 
 
-def run_configs(mcfg: GPTConfig, data: DataConfig, cfg: TrainConfig, loader: Loader) -> dict[str, Any]:
+def run_configs(mcfg: GPTConfig, data: DataConfig, cfg: TrainConfig, loader: Any) -> dict[str, Any]:
     """What every checkpoint records besides the step, the schedule and the loader's position: the configs,
     the training data's preprocessing and shared geometry, and the datasets' hashes (eval tells them from
-    separate test sets)."""
+    separate test sets). `loader`: a `Loader`, or anything with its `sets` and `codec` (`vistok.Rows`)."""
     return {"model": mcfg.to_json(), "data": data.to_json(), "train": cfg.to_json(), "codec": loader.codec.get_config(),
             "preprocess": loader.sets[0].manifest.preprocess, "geometry": shared_geometry(loader.sets),
             "datasets": [ds.manifest.config_hash for ds in loader.sets]}
@@ -419,7 +436,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     if main:
         (run / "config.json").write_text(json.dumps({**configs, "params": raw_model.num_params()}, indent=1))
     log = MetricsLog(run, step if ckpt is not None else None, main, cfg.tensorboard)
-    eval_every, eval_note = periodic_eval(cfg, data, loader, main)
+    eval_every, ckpt_every, eval_note = periodic_eval(cfg, data, loader, main, planned)
     fit = ScheduleFit(cfg, active=ckpt is None)
     last: dict[str, Any] = {"loss_bits": float("nan")}
     with Progress("train", fit.known(step, planned), "steps", progress, quiet or not main) as bar, \
@@ -442,11 +459,11 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
             bar.advance(1, total=fit.known(step, planned),
                         info=f"loss {last['loss_bits']:.4f} bits/token  lr {lr:.2e}  {last['tokens_per_s']:.0f} tok/s")
             if eval_every and step % eval_every == 0 and main:
-                log.write({"step": step, **heldout_metrics(raw_model, loader, data, cfg, device)})
+                bar.note(log.write({"step": step, **heldout_metrics(raw_model, loader, data, cfg, device)}))
             if cfg.halt_at and step == cfg.halt_at:
                 bar.note(f"halting at step {step} (--halt-at)")
                 break
-            if step % cfg.ckpt_every == 0 or step == planned or stop.requested:
+            if step % ckpt_every == 0 or step == planned or stop.requested:
                 _checkpoint(run, step, planned, raw_model, opt, loader, configs, cfg.keep_ckpts, dist_info)
     del model  # DDP's reducer must go before the process group (close_distributed)
     close_distributed(dist_info)
