@@ -743,6 +743,17 @@ def decompress(
         raise typer.Exit(1)
 
 
+def command():
+    """The click command `main` runs: typer's, with plain metavars for options in --help (N, X, PATH, TEXT)
+    instead of typer's type markers (<int range>, <list[str]>)."""
+    group = typer.main.get_command(app)
+    names = {"int": "N", "float": "X", "Path": "PATH", "str": "TEXT"}
+    for cmd in group.commands.values():
+        for p in cmd.params:
+            kind = p.bare_type().removeprefix("list[").removesuffix("]")
+            if kind in names and getattr(p, "metavar", None) is None and p.opts[0].startswith("-"):
+                p.metavar = names[kind]
+    return group
 INTERRUPTED = "interrupted: rerun the same command to finish"
 
 
@@ -755,7 +766,7 @@ def main(argv: list[str] | None = None) -> None:
     rest), an interrupted command says how to finish it (exit 130); never a traceback for bad input."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        code = app(args=argv, prog_name="vistok", standalone_mode=False)
+        code = command().main(args=argv, prog_name="vistok", standalone_mode=False)
     except typer.Abort:
         code = 130
     except KeyboardInterrupt:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                       lr=2e-3 if not gpu else 1e-3, warmup=30, eval_every=100, ckpt_every=500, log_every=5,
                       compile=gpu)
     t_train = time.monotonic()
-    out = train(data, cfg)
+    out = train(data, cfg, resume=True)  # a rerun continues the run (or, finished, just reports again)
     train_minutes = (time.monotonic() - t_train) / 60
 
     print("== 3/3 evaluate, sample, report", flush=True)

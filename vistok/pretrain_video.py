@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
                       num_workers=1, seed=0)
     cfg = TrainConfig(out=str(run), preset="tiny-video", max_steps=100_000, max_minutes=args.minutes, lr=2e-3,
                       warmup=30, eval_every=0, ckpt_every=500, log_every=5)
-    out = train(data, cfg)
+    out = train(data, cfg, resume=True)  # a rerun continues the run (or, finished, just reports again)
 
     print("== 3/4 per-frame bits: test pans (photographs no step saw) and the GIF (trained on)", flush=True)
     frames = {}

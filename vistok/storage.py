@@ -503,9 +503,10 @@ def _fetch_all(fs: Any, paths: list[str], end: int | None = None) -> list[bytes]
     return sync(fs.loop, fetch)
 
 
-def read_each(locs: list[Loc], batch: int = 256) -> Iterator[bytes]:
-    """The bytes of each file, in order; remote ones fetched `batch` at a time with concurrent requests
-    (finalizing a job reads thousands of small stats objects: one round trip each would take minutes)."""
+def read_each(locs: list[Loc], batch: int = 256, end: int | None = None) -> Iterator[bytes]:
+    """The bytes of each file (or its first `end` bytes), in order; remote ones fetched `batch` at a time with
+    concurrent requests (finalizing a job reads thousands of small stats objects, a reader thousands of shard
+    headers: one round trip each would take minutes)."""
     for i in range(0, len(locs), batch):
         chunk = locs[i : i + batch]
         remote = [loc for loc in chunk if loc.local is None]
@@ -513,38 +514,21 @@ def read_each(locs: list[Loc], batch: int = 256) -> Iterator[bytes]:
         if remote:
             paths = [loc.path for loc in remote]
             try:
-                fetched = dict(zip(paths, _fetch_all(remote[0].fs, paths)))
+                fetched = dict(zip(paths, _fetch_all(remote[0].fs, paths, end)))
             except FileNotFoundError:
                 raise
             except Exception as exc:
                 raise _translate(exc, f"cannot read {remote[0].parent}") from None
         for loc in chunk:
-            yield loc.read_bytes() if loc.local is not None else fetched[loc.path]
-
-
-def read_heads(locs: list[Loc], nbytes: int, batch: int = 256) -> list[bytes]:
-    """The first `nbytes` of each file (fewer for a shorter one), in order; remote ones requested `batch` at a
-    time, concurrently (one ranged GET each): a reader checks thousands of shards' headers in seconds."""
-    out: list[bytes] = []
-    for i in range(0, len(locs), batch):
-        chunk = locs[i : i + batch]
-        remote = [loc for loc in chunk if loc.local is None]
-        fetched: dict[str, bytes] = {}
-        if remote:
-            paths = [loc.path for loc in remote]
-            try:
-                fetched = dict(zip(paths, _fetch_all(remote[0].fs, paths, nbytes)))
-            except FileNotFoundError:
-                raise
-            except Exception as exc:
-                raise _translate(exc, f"cannot read {remote[0].parent}") from None
-        for loc in chunk:
-            if loc.local is None:
-                out.append(fetched[loc.path])
+            if loc.local is not None:
+                yield loc.read_bytes(0, end) if end is not None else loc.read_bytes()
             else:
-                with open(loc.local, "rb") as f:
-                    out.append(f.read(nbytes))
-    return out
+                yield fetched[loc.path]
+
+
+def read_heads(locs: list[Loc], nbytes: int) -> list[bytes]:
+    """The first `nbytes` of each file (fewer for a shorter one), in order, remote ones concurrently."""
+    return list(read_each(locs, end=nbytes))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

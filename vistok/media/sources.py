@@ -260,11 +260,12 @@ def input_label(ref: InputId, meta: dict, mode: str) -> str | None:
     its `.cls` member. None when no label is asked for; `InputError` when one is asked for and missing."""
     if not mode:
         return meta.get("label")
-    if mode == "parent":  # SOURCE/CLASS/FILE: a file at the top of its source folder is in no class
+    if mode == "parent":
         parts = Path(ref.name).parts
-        if len(parts) < 3:
-            raise InputError("it is in no class folder: --label-from parent takes a source folder's subfolders as "
-                             "classes (SOURCE/CLASS/FILE)")
+        if len(parts) < 2 or (len(parts) == 2 and (ref.member or _has_subfolders(ref.path.rsplit("/", 1)[0]))):
+            # a file given alone, or a loose file beside the class folders of an ImageFolder-style source
+            raise InputError("it is in no class folder: --label-from parent takes the folder a file is in as its "
+                             "class (SOURCE/CLASS/FILE, or a source folder of one class with no subfolders)")
         return parts[-2]
     if mode == "cls":
         if "cls" not in meta:
@@ -275,6 +276,19 @@ def input_label(ref: InputId, meta: dict, mode: str) -> str | None:
     if value is None or isinstance(value, (dict, list)):
         raise InputError(f"no {field_name!r} field in its JSON to take a label from (--label-from {mode})")
     return str(value)
+
+
+@lru_cache(maxsize=256)
+def _has_subfolders(folder: str) -> bool:
+    """Whether a folder holds folders (then its own files belong to no class of an ImageFolder layout)."""
+    try:
+        if "://" in folder:
+            loc = Loc(folder)
+            return any(info.get("type") == "directory" for info in loc.fs.ls(loc.path, detail=True))
+        with os.scandir(folder) as entries:
+            return any(e.is_dir() for e in entries)
+    except (OSError, StorageError):
+        return False
 
 
 def _tar(path: Path | Loc, whole: bool, stamp: Stamp | None = None) -> Iterator[Found]:
