@@ -164,7 +164,8 @@ def test_help_is_plain_text_at_80_columns():
         assert "--" in out and "╭" not in out and "inspect._empty" not in out and "<bool>" not in out
         assert max(len(line) for line in out.splitlines()) <= 80, cmd
     decode = vistok("decode", "--help").stdout
-    assert "[default: .]" not in decode
+    assert "[default: .]" not in decode and "<int" not in vistok("train", "--help").stdout
+    assert "fashion-mnist:train:12000" in " ".join(vistok("study", "--help").stdout.split())  # no emoji codes
 
 
 def test_decode_makes_the_output_folder_and_counts_clip_frames(dataset, tmp_path):
@@ -227,6 +228,8 @@ def test_a_first_day_off_the_happy_path(dataset, tmp_path):
     assert failed.returncode == 2 and "every input failed" in failed.stderr and "a.png" in failed.stderr
     empty = vistok("train", tmp_path / "j", "--out", tmp_path / "rj", check=False)
     assert empty.returncode == 1 and "holds no samples" in empty.stderr
+    summary = vistok("inspect", tmp_path / "j").stdout
+    assert "None" not in summary and "tokens/sample     mean -" in summary
     exact = tmp_path / "exact"
     vistok("shard", "sample", "--codec", "wavelet", "--lossless", "--size", "16", "--out", exact)
     assert "all 3 records exact (lossless)" in vistok("inspect", exact, "--psnr", "3").stdout
@@ -240,3 +243,12 @@ def test_a_clip_longer_than_the_model_is_named_by_its_frames():
         check_coords(np.array([[9, 3, 3]]), [9, 40, 40], ("frame", "row", "col"))
     with pytest.raises(UsageError, match="the images are larger"):
         check_coords(np.array([[1, 50, 3]]), [9, 40, 40], ("frame", "row", "col"))
+
+
+def test_small_shard_jobs_run_in_process_by_default(tmp_path):
+    """--executor auto: a job of a few inputs never starts Ray (seconds of start-up for a second of work)."""
+    code = ("import sys; sys.modules['ray'] = None\n"  # importing Ray would fail: the job must not need it
+            "from vistok.cli import main\nmain(sys.argv[1:])")
+    proc = subprocess.run([sys.executable, "-c", code, "shard", "sample", "--size", "16", "--out", str(tmp_path / "d")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "24 samples" in proc.stdout, proc.stderr

@@ -201,3 +201,12 @@ def test_stored_gradwalk_walks_each_frame_of_a_clip_in_time_order():
     np.testing.assert_array_equal(np.sort(perm), np.arange(len(rec)))
     # without pixels the decoded clip is walked (what a dataset without sources can recompute)
     assert compute_stored(codec, rec, None, ("gradwalk:max",))["gradwalk-max"].shape == (3 * per,)
+
+
+def test_an_order_without_parameters_refuses_one():
+    from vistok.errors import UsageError
+    from vistok.tokenize.orders import get_order
+
+    for name in ("random:3", "raster:2", "hilbert:x"):
+        with pytest.raises(UsageError, match="takes no parameter"):
+            get_order(name)
