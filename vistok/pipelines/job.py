@@ -55,7 +55,7 @@ from vistok.tokenize.base import SIDE_INFO, Codec, geometry_of, get_codec
 from vistok.tokenize.orders import STORED_ORDERS
 
 JOB = "job.json"
-RAY_FROM_INPUTS = 200  # executor="auto": smaller jobs run in-process (measured: Ray costs ~5 s to start on 2 cores)
+RAY_FROM_INPUTS = 200  # executor="auto": smaller jobs run in-process (bench_shard: Ray takes ~4 s to start on 2 cores)
 
 
 @dataclass(frozen=True)
