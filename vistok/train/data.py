@@ -313,11 +313,12 @@ class RowStream(IterableDataset):
     """Infinite stream of filled training rows for one rank; splits shards across DataLoader workers."""
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
-                 cache: Cache | None = None, on_damage: OnDamage | None = None):
+                 cache: Cache | None = None, on_damage: OnDamage | None = None, opened: tuple[list, Codec] | None = None):
         super().__init__()
         cfg.check()
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
+        # `opened`: the datasets a Loader or Rows already opened (their shards checked once, not again here)
+        self.sets, self.codec = opened or open_datasets(cfg.datasets, options, on_damage)
         check_order(self.sets, self.codec, cfg)
         for ds in self.sets:  # here, not in a loader worker, whose errors would reach the user as a traceback
             check_split(len(ds.shards), world, max(1, cfg.num_workers))
@@ -487,7 +488,7 @@ class Loader:
             raise UsageError("mix either dataset folders or packed stores in one run, not both")
         else:
             self.cfg = cfg = fit_workers(cfg, self.sets, world)
-            self.stream = RowStream(cfg, rank, world, options, cache, on_damage)
+            self.stream = RowStream(cfg, rank, world, options, cache, on_damage, (self.sets, self.codec))
         self.batches = 0
         self._it: Iterator | None = None
         self.limits: list[int] | None = None  # the model's embedding table sizes, once known
@@ -567,7 +568,7 @@ class Rows(IterableDataset):
             rows: Iterator[dict[str, np.ndarray]] = iter(self.store.next_row, None)
         else:
             rows = iter(RowStream(replace(self.cfg, num_workers=1), self.rank, self.world, self.options,
-                                  on_damage=self.on_damage))
+                                  on_damage=self.on_damage, opened=(self.sets, self.codec)))
             for _ in range(self._start):
                 next(rows)
         self.delivered = self._start
