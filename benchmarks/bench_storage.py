@@ -157,7 +157,7 @@ def _loader_tokens_per_s(dataset: str, batches: int, options: dict | None = None
 
     best = 0.0
     for _ in range(3):
-        loader = Loader(DataConfig(datasets=[dataset], block_size=512, batch_size=8, num_workers=1, shuffle_buffer=64),
+        loader = Loader(DataConfig(datasets=[dataset], block_size=512, batch_size=8, num_workers=1, shuffle_block=64),
                         options=options)
         loader.next()  # the worker is up and the first shards are open
         t0 = time.perf_counter()

@@ -196,3 +196,18 @@ def s3(s3_endpoint, request):
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
     fs.mkdir(bucket)
     return f"s3://{bucket}", json.dumps({"endpoint_url": s3_endpoint}), fs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def index_cache(tmp_path_factory):
+    """Shard indexes (`vistok.shards.index`) go to a folder of this test session, not the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("index")
+    old = os.environ.get("VISTOK_INDEX_DIR")
+    os.environ["VISTOK_INDEX_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("VISTOK_INDEX_DIR", None)
+    else:
+        os.environ["VISTOK_INDEX_DIR"] = old

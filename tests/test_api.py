@@ -28,7 +28,7 @@ def test_a_plain_torch_loop_over_vistok_rows_trains(folder):
     ds = vistok.open_dataset(folder)
     assert ds.manifest.codec["id"] == "jpeg" and ds.codec.decode(next(iter(ds))).shape == (32, 32, 3)
     torch.manual_seed(0)
-    rows = vistok.rows(folder, order="random", block_size=128, heldout=0.2, shuffle_buffer=8)
+    rows = vistok.rows(folder, order="random", block_size=128, heldout=0.2, shuffle_block=8)
     model = vistok.model_for(rows, "tiny")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
@@ -52,7 +52,7 @@ def test_rows_resume_exactly_from_their_state(folder, tmp_path, packed):
         it = iter(DataLoader(rows, batch_size=3))
         return [next(it) for _ in range(n)]
 
-    kw = dict(order="randsac:4,2", block_size=96, shuffle_buffer=8)
+    kw = dict(order="randsac:4,2", block_size=96, shuffle_block=8)
     whole = batches(vistok.rows(src, **kw), 7)
     first = vistok.rows(src, **kw)
     batches(first, 4)
@@ -95,7 +95,7 @@ def test_a_model_of_ones_own_loop_is_saved_as_a_run_that_eval_sample_and_compres
     from vistok.errors import CodecError, UsageError
 
     torch.manual_seed(0)
-    rows = vistok.rows(str(folder), order="random", block_size=128, heldout=0.2, shuffle_buffer=8)
+    rows = vistok.rows(str(folder), order="random", block_size=128, heldout=0.2, shuffle_block=8)
     model = vistok.model_for(str(folder))  # a path is taken as vistok.rows(path)
     assert model.cfg.block_size == 512
     model = vistok.model_for(rows)

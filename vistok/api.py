@@ -56,14 +56,16 @@ def open_dataset(path_or_url: str | Path, storage_options: dict[str, Any] | None
 
 def rows(datasets: str | Path | list, *, order: str = "canonical", block_size: int = 512, parallel: str = "",
          heldout: float = 0.1, seed: int = 0, stride: int = 0, long: str = "split", weights: list[float] | None = None,
-         shuffle_buffer: int = 512, rank: int = 0, world: int = 1, storage_options: dict[str, Any] | None = None,
-         skip_damaged: bool = False) -> Rows:
-    """Training rows of `datasets` (folders, URLs or packed stores) in `order`, as the trainer makes them:
-    a torch `IterableDataset` with `state_dict()` / `load_state_dict()` for exact resume (see `Rows`). A damaged
+         batch_size: int = 16, shuffle_block: int = 4096, rank: int = 0, world: int = 1,
+         storage_options: dict[str, Any] | None = None, skip_damaged: bool = False) -> Rows:
+    """Training rows of `datasets` (folders, URLs or packed stores) in `order`, as the trainer makes them: a
+    torch `IterableDataset`, a batch of `batch_size` rows at a time in the trainer's order, with `state_dict()` /
+    `load_state_dict()` for exact resume (see `Rows`). A damaged
     shard raises `vistok.errors.DamagedShard` naming it, or with `skip_damaged` is left out with a warning."""
     paths = [str(d) for d in (datasets if isinstance(datasets, list | tuple) else [datasets])]
     cfg = DataConfig(datasets=paths, weights=weights, heldout=heldout, order=order, block_size=block_size, seed=seed,
-                     long=long, stride=stride, parallel=parallel, shuffle_buffer=shuffle_buffer, num_workers=0)
+                     long=long, stride=stride, parallel=parallel, batch_size=batch_size, shuffle_block=shuffle_block,
+                     num_workers=0)
     return Rows(cfg, rank, world, storage_options, OnDamage(skip=skip_damaged))
 
 

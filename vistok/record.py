@@ -81,6 +81,13 @@ def parse_key(record_key: str) -> RecordKey:
 
 
 # --- input ids --------------------------------------------------------------------------------------------
+def heldout_hash(record_key: str) -> float:
+    """A record's input key hashed to [0, 1): crops and clips of one input fall on the same side of a split.
+    Keys do not depend on where the files live, so neither does the split."""
+    h = hashlib.blake2b(parse_key(record_key).input.encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64
+
+
 class Member(NamedTuple):
     """Where a tar member's bytes and its sibling .json and .cls lie in the tar (offset -1: none)."""
 

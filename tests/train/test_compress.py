@@ -22,7 +22,7 @@ def _dataset(out, codec, size=32):
 
 def _run(ds, out, order="canonical", parallel="", steps=8):
     data = DataConfig(datasets=[str(ds)], block_size=1600 if parallel else 256, batch_size=4, num_workers=0,
-                      heldout=0.25, shuffle_buffer=8, order=order, parallel=parallel)
+                      heldout=0.25, shuffle_block=8, order=order, parallel=parallel)
     train(data, TrainConfig(out=str(out), max_steps=steps, warmup=2, eval_every=0, ckpt_every=steps, log_every=4),
           quiet=True)
     return out
@@ -154,7 +154,7 @@ def test_bad_files_fail_clearly_and_foreign_runs_are_refused(small_dataset, jpeg
 
 def test_orders_a_decoder_cannot_follow_are_refused(gradwalk_dataset, tmp_path):
     data = DataConfig(datasets=[str(gradwalk_dataset)], block_size=256, batch_size=2, num_workers=0,
-                      order="gradwalk:max", shuffle_buffer=4)
+                      order="gradwalk:max", shuffle_block=4)
     train(data, TrainConfig(out=str(tmp_path / "g"), max_steps=1, warmup=1, eval_every=0, log_every=1), quiet=True)
     with pytest.raises(UsageError, match="gradwalk"):
         Coder.load(tmp_path / "g")

@@ -20,7 +20,7 @@ from .test_parallel import dense_dataset  # noqa: F401  (a module fixture)
 
 def _cfgs(ds, out, order="canonical", parallel="", attention="local:0", **kw):
     data = DataConfig(datasets=[str(ds)], block_size=kw.pop("block_size", 512), batch_size=2, num_workers=0,
-                      heldout=0.2, shuffle_buffer=8, order=order, parallel=parallel)
+                      heldout=0.2, shuffle_block=8, order=order, parallel=parallel)
     cfg = TrainConfig(**{"out": str(out), "max_steps": 4, "warmup": 1, "eval_every": 0, "ckpt_every": 2,
                          "log_every": 1, "attention": attention, **kw})
     return data, cfg
@@ -110,7 +110,7 @@ def test_an_8k_preset_trains_on_whole_256px_images_on_the_cpu(tmp_path):
     ds = run_job(["sample"], tmp_path / "ds", JpegCodec(quality=20), Preprocess(size=256, crops=0), shard_size=8,
                  executor="local", quiet=True).folder
     run = tmp_path / "r"
-    data = DataConfig(datasets=[str(ds)], block_size=8192, batch_size=1, num_workers=0, heldout=0.1, shuffle_buffer=2)
+    data = DataConfig(datasets=[str(ds)], block_size=8192, batch_size=1, num_workers=0, heldout=0.1, shuffle_block=2)
     train(data, TrainConfig(out=str(run), preset="small-8k", max_steps=1, warmup=1, eval_every=0, ckpt_every=1,
                             attention="local:2", checkpoint_activations=True), quiet=True)
     model, _ = load_model(run)

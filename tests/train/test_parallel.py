@@ -26,7 +26,7 @@ def dense_dataset(tmp_path_factory):
 
 
 def _cfgs(ds, out, order, parallel="", **kw):
-    data = DataConfig(datasets=[str(ds)], block_size=kw.pop("block_size", 1600), batch_size=2, num_workers=0, heldout=0.2, shuffle_buffer=8,
+    data = DataConfig(datasets=[str(ds)], block_size=kw.pop("block_size", 1600), batch_size=2, num_workers=0, heldout=0.2, shuffle_block=8,
                       order=order, parallel=parallel)
     cfg = TrainConfig(**{"out": str(out), "max_steps": 6, "warmup": 2, "eval_every": 0, "ckpt_every": 3,
                          "log_every": 1, **kw})

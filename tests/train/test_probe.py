@@ -252,7 +252,7 @@ def test_a_briefly_trained_model_beats_its_random_init_twin(tmp_path):
 
     ds = run_job(["fashion-mnist:train:2500"], tmp_path / "fm", JpegCodec(quality=50, layout="dense"),
                  Preprocess(size=16, gray=True), executor="local", quiet=True).folder
-    data = DataConfig(datasets=[str(ds)], block_size=272, batch_size=16, num_workers=0, heldout=0.3, shuffle_buffer=64)
+    data = DataConfig(datasets=[str(ds)], block_size=272, batch_size=16, num_workers=0, heldout=0.3, shuffle_block=64)
     train(data, TrainConfig(out=str(tmp_path / "run"), max_steps=120, warmup=10, eval_every=0, ckpt_every=120,
                             log_every=10, lr=3e-3), quiet=True)
     # one mask (both are tested in test_masks_differ_...), no pixels: the features of 2,100 images, once per model

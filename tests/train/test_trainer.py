@@ -3,6 +3,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,14 +16,23 @@ from vistok.tokenize import JpegCodec, dct, jpegfile
 from vistok.tokenize.base import EOS
 from vistok.tokenize.stream import stream_masks
 from vistok.train.checkpoint import latest_checkpoint, load_model
-from vistok.train.data import DataConfig, heldout_records, is_heldout, open_datasets, record_docs, record_rng
+from vistok.train.data import (
+    DataConfig,
+    Loader,
+    heldout_records,
+    is_heldout,
+    merge_states,
+    open_datasets,
+    record_docs,
+    record_rng,
+)
 from vistok.train.evaluate import evaluate
 from vistok.train.sample import sample_images
 from vistok.train.trainer import TrainConfig, train
 
 
 def _cfgs(ds, out, **kw):
-    data = DataConfig(datasets=[str(ds)], block_size=128, batch_size=4, num_workers=0, heldout=0.2, shuffle_buffer=16,
+    data = DataConfig(datasets=[str(ds)], block_size=128, batch_size=4, num_workers=0, heldout=0.2, shuffle_block=16,
                       order=kw.pop("order", "canonical"))
     cfg = TrainConfig(**{"out": str(out), "max_steps": 8, "warmup": 2, "eval_every": 0, "ckpt_every": 4, "log_every": 1, **kw})
     return data, cfg
@@ -158,14 +168,25 @@ def test_two_gloo_ranks_halted_and_resumed_reproduce_each_ranks_loss_curve(small
     _torchrun(ds, tmp_path / "resumed", "--halt-at", "5")
     state = json.loads((latest_checkpoint(tmp_path / "resumed") / "state.json").read_text())
     assert state["step"] == 3 and len(state["loader_ranks"]) == 2
-    if packed:  # the two ranks' positions differ: rank 1's own state, not a copy of rank 0's
-        assert state["loader_ranks"][0]["store"]["mix"] != state["loader_ranks"][1]["store"]["mix"]
+    assert state["loader_ranks"][0]["starts"] != state["loader_ranks"][1]["starts"]  # each rank's own lanes
     _torchrun(ds, tmp_path / "resumed", "--resume")
     full, resumed = _rank_losses(tmp_path / "full"), _rank_losses(tmp_path / "resumed")
     assert sorted(full) == list(range(1, 7)) and full == resumed
     assert all(a != b for a, b in full.values())  # the ranks saw different rows
-    with pytest.raises(UsageError, match="written by 2 ranks"):  # one process cannot take two ranks' positions
-        train(*_cfgs(ds, tmp_path / "resumed", order="random", max_steps=9), resume=True, quiet=True)
+    # elastic: one process with the whole global batch continues where the two gloo ranks left off
+    data = DataConfig(**{**state["data"], "batch_size": 4})
+    one = Loader(data)
+    one.load_state_dict(merge_states(state["loader_ranks"]))
+    ranks = [Loader(DataConfig(**state["data"]), rank=r, world=2) for r in range(2)]
+    for _ in range(3):
+        [rank.next() for rank in ranks]
+    for _ in range(3):
+        got, parts = one.next(), [rank.next() for rank in ranks]
+        for k in got:
+            assert torch.equal(got[k], torch.cat([p[k] for p in parts])), k
+    with pytest.raises(UsageError, match="global batch is 4 rows"):  # 1 x 2 rows is not the checkpoint's batch
+        data, cfg = _cfgs(ds, tmp_path / "resumed", order="random", max_steps=9)
+        train(replace(data, batch_size=2), cfg, resume=True, quiet=True)
 
 
 def test_a_time_budget_holds_when_steps_are_slow(small_dataset, tmp_path, monkeypatch):
@@ -235,7 +256,7 @@ def test_store_training_resumes_exactly(small_dataset, tmp_path, logged_losses):
     data, cfg = _cfgs(store, tmp_path / "resumed", order="randsac:4,2", halt_at=7)
     train(data, cfg, quiet=True)
     ck = json.loads((latest_checkpoint(tmp_path / "resumed") / "state.json").read_text())
-    assert ck["loader"]["store"]["pos"][0] > 0  # an exact position, not a replay count
+    assert min(k for k, _ in ck["loader"]["starts"].values()) > 0  # each lane's position, not a replay count
     data, cfg = _cfgs(store, tmp_path / "resumed", order="randsac:4,2")
     train(data, cfg, resume=True, quiet=True)
     assert logged_losses(tmp_path / "full") == logged_losses(tmp_path / "resumed")
@@ -333,7 +354,7 @@ def test_a_dataset_held_out_whole_is_refused_not_a_hang(small_dataset, tmp_path)
     from vistok.errors import DatasetError
 
     data, cfg = _cfgs(small_dataset, tmp_path / "r")
-    with pytest.raises(DatasetError, match=r"every record this loader reads is held out \(--heldout 0.99\)"):
+    with pytest.raises(DatasetError, match=r"every record of .* is held out \(--heldout 0.99\)"):
         train(DataConfig(**{**data.to_json(), "heldout": 0.99}), cfg, quiet=True)
 
 

@@ -56,7 +56,7 @@ def clips(tmp_path_factory):
 def clip_run_dir(clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("vrun") / "run"
     data = DataConfig(datasets=[str(clips)], block_size=128, stride=32, batch_size=4, num_workers=0, heldout=0.3,
-                      shuffle_buffer=8)
+                      shuffle_block=8)
     train(data, TrainConfig(out=str(out), max_steps=6, warmup=2, eval_every=0, ckpt_every=6, log_every=3), quiet=True)
     return out
 
@@ -352,7 +352,7 @@ def test_scale_parallel_clips_train_score_per_scale_continue_and_compress(name, 
     compress to files that decode, in the bits eval counts."""
     ds, codec, order = _scale_clips(tmp_path, name, multiscale_tok)
     data = DataConfig(datasets=[str(ds)], block_size=512, stride=400, batch_size=2, num_workers=0, heldout=0.0,
-                      shuffle_buffer=4, order=order, parallel="scales")
+                      shuffle_block=4, order=order, parallel="scales")
     train(data, TrainConfig(out=str(tmp_path / "run"), max_steps=3, warmup=1, eval_every=0, ckpt_every=3), quiet=True)
     recs = list(Dataset(ds))
     ev = evaluate(tmp_path / "run", split="all", per_frame=True, limit=3)

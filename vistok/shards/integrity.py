@@ -207,7 +207,7 @@ def read_shard(loc: Loc, cache: Cache | None = None, expect: Expect | None = Non
                 try:
                     rec = TokenRecord.from_sample(sample)
                     if expect is not None:
-                        _check_tokens(rec, expect.vocab_size)
+                        check_tokens(rec, expect.vocab_size)
                 except DatasetError as exc:
                     raise _damage(expect, loc, one_line(exc), str(sample.get("__key__", ""))) from None
                 n += 1
@@ -242,7 +242,7 @@ def _damage(expect: Expect | None, loc: Loc, what: str, member: str) -> DamagedS
     return DamagedShard(str(loc.parent), loc.name, what, member)
 
 
-def _check_tokens(rec: TokenRecord, vocab_size: int) -> None:
+def check_tokens(rec: TokenRecord, vocab_size: int) -> None:
     t = rec.tokens
     if t.size and int(t.max()) >= vocab_size:
         at = int(t.argmax())

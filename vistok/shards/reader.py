@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-
 from vistok.errors import DamagedShard, DatasetError
 from vistok.record import TokenRecord
 from vistok.shards.integrity import Expect, OnDamage, check_shards, read_shard
@@ -36,53 +34,6 @@ def iter_shards(paths: list[Path] | list[str] | list[Loc], cache: Cache | None =
             if expect is None:
                 raise
             expect.on_damage.handle(damage)  # raises unless damaged shards are skipped
-
-def check_split(n_shards: int, world: int, n_workers: int) -> None:
-    """Every (rank, loader worker) needs a shard of its own: say so before any worker starts."""
-    if n_shards < world * n_workers:
-        raise DatasetError(
-            f"{n_shards} shards cannot feed {world} ranks x {n_workers} loader workers (need at least "
-            f"{world * n_workers}): reshard with a smaller --shard-size, or use fewer loader workers (--workers)")
-
-
-def split_shards(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
-                 seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list:
-    """This (rank, worker)'s shards for one epoch: a seeded shard shuffle, then a strided split."""
-    paths = list(paths)
-    check_split(len(paths), world, n_workers)
-    splits = world * n_workers
-    if shuffle:
-        order = np.random.default_rng([seed, epoch]).permutation(len(paths))
-        paths = [paths[i] for i in order]
-    return paths[rank * n_workers + worker :: splits]
-
-
-def stream_records(paths: list, rank: int = 0, world: int = 1, worker: int = 0, n_workers: int = 1,
-                   seed: int = 0, shuffle: bool = True, infinite: bool = False,
-                   resampled: bool = False, cache: Cache | None = None,
-                   expect: Expect | None = None) -> Iterator[tuple[int, TokenRecord]]:
-    """Training-side reader: (epoch, record) pairs for one rank and loader worker.
-
-    Shards are shuffled per epoch from `seed` before the split, so every epoch visits the data in a new
-    order and every (rank, worker) gets a disjoint set. `infinite` loops over epochs; `resampled` instead
-    draws shards with replacement forever (webdataset's resampled mode), for mixing very unequal sets.
-    Remote shards read to their end are kept in `cache` when one is given; `expect` checks them as `iter_shards`
-    does.
-    """
-    if resampled:
-        rng = np.random.default_rng([seed, rank, worker, 1])
-        paths = list(paths)
-        while True:
-            yield from ((0, r) for r in iter_shards([paths[int(rng.integers(len(paths)))]], cache, expect))
-    epoch = 0
-    while True:
-        for rec in iter_shards(split_shards(paths, rank, world, worker, n_workers, seed, epoch, shuffle), cache,
-                               expect):
-            yield epoch, rec
-        if not infinite:
-            return
-        epoch += 1
-
 
 class Dataset:
     """A finished dataset folder. Its shards are checked before they are handed out (`shards`: each present, of

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import signal
 import sys
@@ -34,9 +33,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vistok import errors
 from vistok.errors import DatasetError, UsageError, VistokError
-from vistok.record import TokenRecord, parse_key
+from vistok.record import TokenRecord, heldout_hash
 from vistok.shards.integrity import OnDamage
-from vistok.shards.reader import check_split, stream_records
 from vistok.shards.store import PackedStore, open_any
 from vistok.storage import Cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
@@ -51,8 +49,9 @@ from vistok.tokenize.stream import (
     known_columns,
     order_record,
 )
+from vistok.train.sampling import GlobalOrder, lane_rows, lanes_of, open_order, record_seed
 
-LOADER_STATE_VERSION = 2  # 2: rows of positions (inputs and targets side by side), parallel fields
+LOADER_STATE_VERSION = 3  # 3: each lane's next start in the global order (2: a batch count, replayed)
 
 
 @dataclass
@@ -69,7 +68,7 @@ class DataConfig:
     stride: int = 0  # positions between windows over a long document (`windows`); 0 = block_size
     parallel: str = ""  # "" (token by token) | segments | scales | any: groups predicted at once (`record_docs`)
     places: bool = False  # rows carry each position's places (local attention: `--attention local:R`)
-    shuffle_buffer: int = 512
+    shuffle_block: int = 4096  # training records shuffled together: blocks of shards holding at least this many
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -83,7 +82,7 @@ class DataConfig:
                (f"--workers {self.num_workers}", "0 or more", self.num_workers >= 0),
                (f"--stride {self.stride}", f"0 up to the context ({self.block_size})", 0 <= self.stride <= self.block_size),
                (f"--long {self.long}", "split or crop", self.long in ("split", "crop")),
-               ("shuffle_buffer", "at least 1", self.shuffle_buffer >= 1)]
+               ("shuffle_block", "at least 1", self.shuffle_block >= 1)]
         for what, want, ok in bad:
             if not ok:
                 raise UsageError(f"{what}: must be {want}")
@@ -94,13 +93,6 @@ class DataConfig:
             if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
                 raise UsageError(f"--weights {','.join(map(str, self.weights))}: weights must be >= 0, with a "
                                  "positive sum")
-
-
-def heldout_hash(record_key: str) -> float:
-    """A record's input key hashed to [0, 1): crops and clips of one input fall on the same side of a split.
-    Keys do not depend on where the files live (`vistok.record`), so neither does the split."""
-    h = hashlib.blake2b(parse_key(record_key).input.encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2**64
 
 
 def is_heldout(record_key: str, fraction: float) -> bool:
@@ -309,145 +301,55 @@ class RowFiller:
         self.fill, self.ndocs = len(st["row"]["doc_ids"]), int(st["ndocs"])
 
 
-class RowStream(IterableDataset):
-    """Infinite stream of filled training rows for one rank; splits shards across DataLoader workers."""
+class LaneStream(IterableDataset):
+    """A rank's lanes (`vistok.train.sampling`) as parts of its batches: each DataLoader worker (or the process
+    itself) packs its share of the lanes and yields, per loader step, their rows and where each lane's next row
+    starts. The loader joins the workers' parts of a step in lane order."""
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
-                 cache: Cache | None = None, on_damage: OnDamage | None = None, opened: tuple[list, Codec] | None = None):
+    def __init__(self, cfg: DataConfig, codec: Codec, order: GlobalOrder, lanes: range, total: int,
+                 starts: dict[int, tuple[int, int]]):
         super().__init__()
-        cfg.check()
-        self.cfg, self.rank, self.world = cfg, rank, world
-        # `opened`: the datasets a Loader or Rows already opened (their shards checked once, not again here)
-        self.sets, self.codec = opened or open_datasets(cfg.datasets, options, on_damage)
-        check_order(self.sets, self.codec, cfg)
-        for ds in self.sets:  # here, not in a loader worker, whose errors would reach the user as a traceback
-            check_split(len(ds.shards), world, max(1, cfg.num_workers))
-        self.cache = cache  # remote shards read to their end are kept there (carried to the loader workers)
+        self.cfg, self.codec, self.order, self.lanes, self.total, self.starts = cfg, codec, order, lanes, total, starts
 
-    def _records(self, worker: int, n_workers: int) -> Iterator[tuple[int, TokenRecord]]:
-        cfg = self.cfg
-        streams = [stream_records(ds.shards, self.rank, self.world, worker, n_workers, cfg.seed, infinite=True,
-                                  cache=self.cache, expect=ds.expect) for ds in self.sets]
-        if len(streams) == 1:
-            yield from streams[0]
-            return
-        w = np.asarray(cfg.weights or [1.0] * len(streams), dtype=np.float64)
-        rng = np.random.default_rng([cfg.seed, self.rank, worker, 2])
-        while True:
-            yield next(streams[int(rng.choice(len(streams), p=w / w.sum()))])
+    def docs(self, epoch: int, rec: TokenRecord) -> list[dict[str, np.ndarray]]:
+        c = self.cfg
+        return record_docs(self.codec, rec, c.order, record_seed(c.seed, epoch, rec.key), c.block_size, c.long,
+                           c.parallel, c.stride, places=c.places).docs
 
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        cfg = self.cfg
+    def __iter__(self) -> Iterator[dict]:
         wi = get_worker_info()
         worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
-        rng = np.random.default_rng([cfg.seed, self.rank, worker, 3])
-        filler = RowFiller(cfg.block_size, len(self.codec.axes), bool(cfg.parallel), cfg.places)
-        buf: list[tuple[int, TokenRecord]] = []
-        held, limit = 0, 2 * sum(len(ds) for ds in self.sets) + 1  # every record read twice, all held out
-        for epoch, rec in self._records(worker, n_workers):
-            if is_heldout(rec.key, cfg.heldout):
-                held += 1
-                if held > limit:
-                    raise DatasetError(all_held_out(cfg.heldout, n_workers))
-                continue
-            held = 0
-            buf.append((epoch, rec))
-            if len(buf) < cfg.shuffle_buffer:
-                continue
-            epoch, rec = buf.pop(int(rng.integers(len(buf))))
-            order_rng = np.random.default_rng(
-                [cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
-            for doc in record_docs(self.codec, rec, cfg.order, order_rng, cfg.block_size, cfg.long, cfg.parallel,
-                                   cfg.stride, places=cfg.places).docs:
-                yield from filler.add(doc)
+        mine = [lane for j, lane in enumerate(self.lanes) if j % n_workers == worker]
+        c = self.cfg
+        gens = [lane_rows(self.order, self.docs, RowFiller(c.block_size, len(self.codec.axes), bool(c.parallel),
+                                                           c.places), lane, self.total, self.starts.get(lane, (0, 0)))
+                for lane in mine]
+        while True:
+            rows, nexts = zip(*(next(g) for g in gens))
+            yield {"lanes": mine, "next": [list(n) for n in nexts],
+                   "rows": {k: np.stack([r[k] for r in rows]) for k in rows[0]}}
 
 
-def all_held_out(heldout: float, n_workers: int) -> str:
-    return (f"every record this loader reads is held out (--heldout {heldout}): nothing to train on; lower --heldout"
-            + (f", or use fewer --workers (each of the {n_workers} reads shards of its own)" if n_workers > 1 else ""))
+def _as_is(part: dict) -> dict:  # the DataLoader's collate: parts stay numpy until the loader joins them
+    return part
 
 
-def _rows_state(rows: list[dict[str, np.ndarray]]) -> list[dict[str, list]]:
-    return [{k: v.tolist() for k, v in r.items()} for r in rows]
+def join_parts(parts: list[dict]) -> tuple[dict[str, np.ndarray], dict[int, tuple[int, int]]]:
+    """One loader step's parts -> its rows in lane order, and each lane's next start."""
+    lanes = [lane for p in parts for lane in p["lanes"]]
+    at = np.argsort(lanes)
+    rows = {k: np.concatenate([p["rows"][k] for p in parts])[at] for k in parts[0]["rows"]}
+    return rows, {lane: tuple(n) for p in parts for lane, n in zip(p["lanes"], p["next"])}
 
 
-def _rows_load(rows: list[dict[str, list]]) -> list[dict[str, np.ndarray]]:
-    dt = {"loss_mask": np.float32}
-    return [{k: np.asarray(v, dtype=dt.get(k, np.int64)) for k, v in r.items()} for r in rows]
-
-
-class StoreRows:
-    """Packed rows from zarr stores, in-process, with an exact position: true uniform shuffling per epoch
-    (a seeded permutation of the training indices, strided across ranks) and a state of (epoch, index) per
-    store, the mixing generator, and the row filler's partial row — so resuming costs nothing."""
-
-    def __init__(self, cfg: DataConfig, stores: list, codec: Codec, rank: int = 0, world: int = 1):
-        self.cfg, self.stores, self.codec, self.rank, self.world = cfg, stores, codec, rank, world
-        self.train = [np.array([i for i, k in enumerate(st.keys()) if not is_heldout(k, cfg.heldout)], dtype=np.int64)
-                      for st in stores]
-        for st, idx in zip(stores, self.train):
-            if idx.size < world:
-                raise DatasetError(f"{st.path} has {idx.size} training samples for {world} ranks")
-        self.epoch = [0] * len(stores)
-        self.pos = [0] * len(stores)
-        self.mix = np.random.default_rng([cfg.seed, rank, 2])
-        self.filler = RowFiller(cfg.block_size, len(codec.axes), bool(cfg.parallel), cfg.places)
-        self.queue: list[dict[str, np.ndarray]] = []
-        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
-
-    def _perm(self, s: int) -> np.ndarray:
-        key = (s, self.epoch[s])
-        if key not in self._perm_cache:
-            self._perm_cache.clear()
-            rng = np.random.default_rng([self.cfg.seed, s, self.epoch[s]])
-            self._perm_cache[key] = self.train[s][rng.permutation(self.train[s].size)][self.rank :: self.world]
-        return self._perm_cache[key]
-
-    def _next_record(self) -> tuple[int, TokenRecord]:
-        s = 0
-        if len(self.stores) > 1:
-            w = np.asarray(self.cfg.weights or [1.0] * len(self.stores), dtype=np.float64)
-            s = int(self.mix.choice(len(self.stores), p=w / w.sum()))
-        perm = self._perm(s)
-        if self.pos[s] >= perm.size:
-            self.epoch[s] += 1
-            self.pos[s] = 0
-            perm = self._perm(s)
-        i = int(perm[self.pos[s]])
-        self.pos[s] += 1
-        return self.epoch[s], self.stores[s][i]
-
-    def next_row(self) -> dict[str, np.ndarray]:
-        while not self.queue:
-            epoch, rec = self._next_record()
-            rng = np.random.default_rng(
-                [self.cfg.seed, epoch, int.from_bytes(hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
-            c = self.cfg
-            for doc in record_docs(self.codec, rec, c.order, rng, c.block_size, c.long, c.parallel, c.stride,
-                                   places=c.places).docs:
-                self.queue.extend(self.filler.add(doc))
-        return self.queue.pop(0)
-
-    def state_dict(self) -> dict:
-        return {"epoch": list(self.epoch), "pos": list(self.pos), "mix": self.mix.bit_generator.state,
-                "filler": self.filler.state_dict(), "queue": _rows_state(self.queue)}
-
-    def load_state_dict(self, st: dict) -> None:
-        self.epoch, self.pos = list(st["epoch"]), list(st["pos"])
-        self.mix.bit_generator.state = st["mix"]
-        self.filler.load_state_dict(st["filler"])
-        self.queue = _rows_load(st["queue"])
-
-
-def fit_workers(cfg: DataConfig, sets: list, world: int) -> DataConfig:
-    """Each loader worker reads shards of its own: more workers than a rank's share of the smallest dataset's
-    shards would idle, so they are cut to that share, saying so (a rank without a shard is still refused)."""
-    share = min(len(ds.shards) for ds in sets) // world
-    if cfg.num_workers <= max(1, share):
+def fit_workers(cfg: DataConfig, world: int = 1) -> DataConfig:
+    """Loader workers split a rank's lanes (its --batch-size rows): more workers than lanes would idle, so they
+    are cut to that many, saying so."""
+    if cfg.num_workers <= cfg.batch_size:
         return cfg
-    print(f"note: {share * world} shards feed {max(1, share)} loader worker(s) per rank (--workers {cfg.num_workers} "
-          "asked for more)", file=sys.stderr)
-    return replace(cfg, num_workers=max(1, share))
+    print(f"note: a batch of {cfg.batch_size} rows feeds {cfg.batch_size} loader worker(s) per rank (--workers "
+          f"{cfg.num_workers} asked for more)", file=sys.stderr)
+    return replace(cfg, num_workers=cfg.batch_size)
 
 
 def leave_signals_to_main(worker: int) -> None:
@@ -468,72 +370,104 @@ def worker_error(exc: Exception) -> Exception:
     return DatasetError(msg) if kind is errors.DamagedShard else kind(msg) if kind else exc
 
 
-class Loader:
-    """Batches of filled rows as torch tensors, with a checkpointable position.
+def dataset_marks(sets: list, order: GlobalOrder) -> list[dict]:
+    """What a resumed run must find unchanged in each dataset: its config hash, shards and training records."""
+    return [{"dataset": str(getattr(ds, "folder", getattr(ds, "path", ""))), "config_hash": ds.manifest.config_hash,
+             "shards": len(getattr(ds, "shards", ())), "records": o.n} for ds, o in zip(sets, order.orders)]
 
-    Dataset folders stream through DataLoader workers and resume by replaying the deterministic stream to
-    the checkpointed batch count; packed stores are read in-process and resume exactly from their state.
+
+def check_resume_state(state: dict, cfg: DataConfig, marks: list[dict], lanes: int, world: int) -> None:
+    """Refuse a loader state this run cannot continue exactly, in one line saying why."""
+    if state.get("version") != LOADER_STATE_VERSION:
+        raise UsageError(f"the checkpoint's loader state is version {state.get('version')}, from a vistok before "
+                         f"position-based resume ({LOADER_STATE_VERSION}): it cannot continue the same batches; "
+                         "start a new run")
+    for then, now in zip(state["datasets"], marks):
+        for what in ("config_hash", "shards", "records"):
+            if then[what] != now[what]:
+                raise UsageError(f"{now['dataset']} changed since the checkpoint: {what} {then[what]} then, "
+                                 f"{now[what]} now; resume with the data it was trained on, or start a new run")
+    if len(state["datasets"]) != len(marks):
+        raise UsageError(f"the checkpoint trained on {len(state['datasets'])} datasets, this run names {len(marks)}")
+    if state["lanes"] != lanes:
+        fit = (f"--batch-size {state['lanes'] // world}" if state["lanes"] % world == 0 else
+               f"a number of ranks that divides {state['lanes']}")
+        raise UsageError(f"the checkpoint's global batch is {state['lanes']} rows and {world} rank(s) x --batch-size "
+                         f"{cfg.batch_size} make {lanes}: resume with {fit}")
+
+
+def merge_states(ranks: list[dict]) -> dict:
+    """Every rank's loader state -> one (each rank's lanes' starts together): what any number of ranks resumes."""
+    merged = dict(ranks[0])
+    merged["starts"] = {k: v for st in ranks for k, v in st.get("starts", {}).items()}
+    return merged
+
+
+class Loader:
+    """Batches of filled rows as torch tensors, with a position to resume at.
+
+    The rows are the global order's lanes (`vistok.train.sampling`): this rank's lanes, split among the DataLoader
+    workers. The state is each lane's next start, so a resume reads one record per lane and replays nothing,
+    and any --workers and any number of ranks that divides the global batch see the same batches.
     """
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu",
                  options: dict | None = None, cache: Cache | None = None, on_damage: OnDamage | None = None):
         cfg.check()
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.world = fit_workers(cfg, world), device, world
         self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
+        check_mixed(self.sets)
         check_order(self.sets, self.codec, cfg)
-        self.store_rows = None
-        if all(isinstance(s, PackedStore) for s in self.sets):
-            self.store_rows = StoreRows(cfg, self.sets, self.codec, rank, world)
-        elif any(isinstance(s, PackedStore) for s in self.sets):
-            raise UsageError("mix either dataset folders or packed stores in one run, not both")
-        else:
-            self.cfg = cfg = fit_workers(cfg, self.sets, world)
-            self.stream = RowStream(cfg, rank, world, options, cache, on_damage, (self.sets, self.codec))
+        self.order = open_order(self.sets, cfg.heldout, cfg.seed, cfg.shuffle_block, cfg.weights, cache)
+        self.lanes_total = cfg.batch_size * world
+        self.lanes = lanes_of(rank, world, self.lanes_total)
+        self.starts: dict[int, tuple[int, int]] = {}
         self.batches = 0
         self._it: Iterator | None = None
         self.limits: list[int] | None = None  # the model's embedding table sizes, once known
 
     def _make(self) -> Iterator:
         nw = self.cfg.num_workers
-        dl = DataLoader(self.stream, batch_size=self.cfg.batch_size, num_workers=nw,
-                        pin_memory=self.device.startswith("cuda"), persistent_workers=False,
+        stream = LaneStream(self.cfg, self.codec, self.order, self.lanes, self.lanes_total, dict(self.starts))
+        dl = DataLoader(stream, batch_size=None, collate_fn=_as_is, num_workers=nw, persistent_workers=False,
                         prefetch_factor=4 if nw else None, worker_init_fn=leave_signals_to_main if nw else None)
-        it = iter(dl)
-        for _ in range(self.batches):  # replay to the checkpointed position
-            next(it)
-        return it
+        return iter(dl)
 
     def next(self) -> dict[str, torch.Tensor]:
-        if self.store_rows is not None:
-            rows = [self.store_rows.next_row() for _ in range(self.cfg.batch_size)]
-            batch = {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
-        else:
-            if self._it is None:
-                self._it = self._make()
-            try:
-                batch = next(self._it)
-            except (RuntimeError, VistokError) as exc:
-                raise worker_error(exc) from None
+        if self._it is None:
+            self._it = self._make()
+        try:
+            rows, nexts = join_parts([next(self._it) for _ in range(max(1, self.cfg.num_workers))])
+        except (RuntimeError, VistokError) as exc:
+            raise worker_error(exc) from None
+        self.starts.update(nexts)
         self.batches += 1
+        batch = {k: torch.from_numpy(v) for k, v in rows.items()}
         if self.limits is not None:
             check_coords(batch["coords"], self.limits, self.codec.axes)
             check_coords(batch["next_coords"], self.limits, self.codec.axes)
-        nb = self.device.startswith("cuda")
-        return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
+        if self.device.startswith("cuda"):
+            return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
+        return batch
 
     def state_dict(self) -> dict:
-        st = {"version": LOADER_STATE_VERSION, "batches": self.batches, "config": self.cfg.to_json()}
-        if self.store_rows is not None:
-            st["store"] = self.store_rows.state_dict()
-        return st
+        return {"version": LOADER_STATE_VERSION, "batches": self.batches, "lanes": self.lanes_total,
+                "starts": {str(k): list(v) for k, v in self.starts.items()},
+                "datasets": dataset_marks(self.sets, self.order), "config": self.cfg.to_json()}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("version") != LOADER_STATE_VERSION:
-            raise DatasetError(f"loader state version {state.get('version')} is not {LOADER_STATE_VERSION}")
+        """Continue from `state` (one rank's, or `merge_states` of several): this rank's lanes pick up where the
+        checkpoint left them, whatever workers and ranks wrote it."""
+        check_resume_state(state, self.cfg, dataset_marks(self.sets, self.order), self.lanes_total, self.world)
         self.batches = int(state["batches"])
-        if self.store_rows is not None:
-            self.store_rows.load_state_dict(state["store"])
+        self.starts = {lane: tuple(state["starts"][str(lane)]) for lane in self.lanes if str(lane) in state["starts"]}
         self._it = None
+
+
+def check_mixed(sets: list) -> None:
+    stores = [isinstance(s, PackedStore) for s in sets]
+    if any(stores) and not all(stores):
+        raise UsageError("mix either dataset folders or packed stores in one run, not both")
 
 
 class Rows(IterableDataset):
@@ -542,53 +476,53 @@ class Rows(IterableDataset):
     and groups, query when parallel; places with `DataConfig(places=True)`, for local attention), the held-out
     split left out, endless (epoch after epoch).
 
-    `state_dict()` after any row, `load_state_dict()` on a new `Rows` of the same config, and iterating
-    again gives exactly the rows that would have come next: a packed store resumes from its position, dataset
-    folders by replaying their deterministic stream (no model work). Iterate it in the process that keeps
-    the state (a `DataLoader` with the default `num_workers=0`); each rank of a job makes its own."""
+    Rows come a batch at a time in the trainer's order: batched by `DataLoader(rows, batch_size=cfg.batch_size)`
+    they are the batches `vistok train` sees on this rank. `state_dict()` after any row, `load_state_dict()` on
+    a new `Rows` of the same config, and iterating again gives exactly the rows that would have come next,
+    reading one record per lane (no replay). Iterate it in the process that keeps the state (a `DataLoader`
+    with the default `num_workers=0`); each rank of a job makes its own."""
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
-                 on_damage: OnDamage | None = None):
+                 on_damage: OnDamage | None = None, cache: Cache | None = None):
         super().__init__()
         cfg.check()
-        self.cfg, self.rank, self.world, self.options, self.on_damage = cfg, rank, world, options, on_damage
+        self.cfg, self.world = cfg, world
         self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
+        check_mixed(self.sets)
         check_order(self.sets, self.codec, cfg)
-        stores = [isinstance(s, PackedStore) for s in self.sets]
-        if any(stores) and not all(stores):
-            raise UsageError("mix either dataset folders or packed stores in one run, not both")
-        self.store = StoreRows(cfg, self.sets, self.codec, rank, world) if all(stores) else None
-        self.delivered = 0  # rows handed out since the start
-        self._start = 0  # where the next iteration starts (the rows a folder stream skips)
+        self.order = open_order(self.sets, cfg.heldout, cfg.seed, cfg.shuffle_block, cfg.weights, cache)
+        self.lanes_total = cfg.batch_size * world
+        self.lanes = lanes_of(rank, world, self.lanes_total)
+        self.starts: dict[int, tuple[int, int]] = {}  # as of the last whole step
+        self.offset = 0  # rows of the current step handed out
+        self.delivered = 0
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if get_worker_info() is not None:
             raise UsageError("iterate vistok.rows in the process that keeps its state (DataLoader num_workers=0)")
-        if self.store is not None:
-            rows: Iterator[dict[str, np.ndarray]] = iter(self.store.next_row, None)
-        else:
-            rows = iter(RowStream(replace(self.cfg, num_workers=1), self.rank, self.world, self.options,
-                                  on_damage=self.on_damage, opened=(self.sets, self.codec)))
-            for _ in range(self._start):
-                next(rows)
-        self.delivered = self._start
-        for row in rows:
-            self.delivered += 1
-            self._start = self.delivered
-            yield {k: torch.from_numpy(v) for k, v in row.items()}
+        parts = iter(LaneStream(self.cfg, self.codec, self.order, self.lanes, self.lanes_total, dict(self.starts)))
+        skip = self.offset
+        for part in parts:
+            rows, nexts = join_parts([part])
+            for i in range(skip, len(self.lanes)):
+                self.offset, self.delivered = i + 1, self.delivered + 1
+                if self.offset == len(self.lanes):
+                    self.starts.update(nexts)
+                    self.offset = 0
+                yield {k: torch.from_numpy(v[i]) for k, v in rows.items()}
+            skip = 0
 
     def state_dict(self) -> dict:
-        st = {"version": LOADER_STATE_VERSION, "rows": self.delivered, "config": self.cfg.to_json()}
-        if self.store is not None:
-            st["store"] = self.store.state_dict()
-        return st
+        return {"version": LOADER_STATE_VERSION, "rows": self.delivered, "offset": self.offset,
+                "lanes": self.lanes_total, "starts": {str(k): list(v) for k, v in self.starts.items()},
+                "datasets": dataset_marks(self.sets, self.order), "config": self.cfg.to_json()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != LOADER_STATE_VERSION or state.get("config") != self.cfg.to_json():
             raise DatasetError("this rows state was saved with another vistok or another data config")
-        self.delivered = self._start = int(state["rows"])
-        if self.store is not None:
-            self.store.load_state_dict(state["store"])
+        check_resume_state(state, self.cfg, dataset_marks(self.sets, self.order), self.lanes_total, self.world)
+        self.delivered, self.offset = int(state["rows"]), int(state["offset"])
+        self.starts = {lane: tuple(state["starts"][str(lane)]) for lane in self.lanes if str(lane) in state["starts"]}
 
 
 def heldout_records(sets: list, fraction: float, limit: int | None = None,

@@ -32,7 +32,7 @@ from vistok.shards.integrity import OnDamage
 from vistok.storage import Cache
 from vistok.tokenize.base import Codec
 from vistok.train.checkpoint import checkpoints, latest_checkpoint, load_weights, read_state, save_checkpoint
-from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records
+from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records, merge_states
 from vistok.train.evaluate import heldout_bits
 
 LN2 = math.log(2)
@@ -327,15 +327,10 @@ def loader_states(loader: Loader, dist_info: Dist) -> list[dict]:
     return out
 
 
-def rank_loader_state(state: dict, dist_info: Dist) -> dict:
-    """This rank's loader state in a checkpoint (checkpoints before `loader_ranks` kept rank 0's alone)."""
-    ranks = state.get("loader_ranks")
-    if ranks is None:
-        return state["loader"]
-    if len(ranks) != dist_info.world:
-        raise UsageError(f"the checkpoint was written by {len(ranks)} ranks; resume it with {len(ranks)} "
-                         f"(this run has {dist_info.world}), or start a new run")
-    return ranks[dist_info.rank]
+def rank_loader_state(state: dict) -> dict:
+    """The loader state in a checkpoint, every rank's lanes together: any number of ranks resumes it (the loader
+    refuses one that does not divide the global batch)."""
+    return merge_states(state.get("loader_ranks") or [state["loader"]])
 
 
 def periodic_eval(cfg: TrainConfig, data: DataConfig, loader: Loader, main: bool, planned: int) -> tuple[int, int, str]:
@@ -427,7 +422,7 @@ def train(data: DataConfig, cfg: TrainConfig, resume: bool = False, progress: IO
     opt = raw_model.configure_optimizer(cfg.weight_decay, cfg.lr, device_type="cuda" if is_cuda else "cpu")
     if ckpt is not None:
         load_weights(ckpt, raw_model, opt, device)
-        loader.load_state_dict(rank_loader_state(state, dist_info))
+        loader.load_state_dict(rank_loader_state(state))
     step, planned = int(state["step"]), int(state["planned_steps"])
     model = wrap_model(raw_model, cfg, dist_info, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if is_cuda else nullcontext()
