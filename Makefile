@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test bench pretrain pretrain-video study study-photos lint clean fashion-mnist
+.PHONY: install test bench bench-quick pretrain pretrain-video study study-photos lint clean fashion-mnist
 
 # torch first, pinned: the pin resolves to the local CPU build; an unpinned torch pulls GBs of CUDA wheels.
 install:
@@ -16,6 +16,11 @@ test: install fashion-mnist
 bench: install
 	$(PIP) install -q -e ".[dev,bench]"
 	$(PYTHON) benchmarks/run.py
+
+# every benchmark at its smallest size (a few minutes): CI runs it, so a change that breaks a benchmark fails there
+bench-quick: install
+	$(PIP) install -q -e ".[dev,bench]"
+	$(PYTHON) benchmarks/run.py --smoke
 
 pretrain: install
 	$(PYTHON) -m vistok.pretrain

@@ -106,14 +106,14 @@ def _plan_folder(folder: Path, mode: str) -> dict:
     return json.loads(out.stdout)
 
 
-def folder_planning() -> dict:
+def folder_planning(large_n: int = 200_000) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        small, large = _folder(Path(tmp) / "f2k", 2000), _folder(Path(tmp) / "f200k", 200_000)
+        small, large = _folder(Path(tmp) / "f2k", 2000), _folder(Path(tmp) / "f200k", large_n)
         s_small, s_large = _plan_folder(small, "streamed"), _plan_folder(large, "streamed")
         m_small, m_large = _plan_folder(small, "in_memory"), _plan_folder(large, "in_memory")
-    assert s_large["n"] == m_large["n"] == 200_000
-    return {"plan_folder_us_per_file_200k": round(1e6 * s_large["seconds"] / 200_000, 1),
-            "plan_folder_baseline_us_per_file_200k": round(1e6 * m_large["seconds"] / 200_000, 1),
+    assert s_large["n"] == m_large["n"] == large_n
+    return {"plan_folder_us_per_file_200k": round(1e6 * s_large["seconds"] / large_n, 1),
+            "plan_folder_baseline_us_per_file_200k": round(1e6 * m_large["seconds"] / large_n, 1),
             "plan_folder_rss_mb_2k": round(s_small["rss_mb"], 1), "plan_folder_rss_mb_200k": round(s_large["rss_mb"], 1),
             "plan_folder_rss_ratio_200k_vs_2k": round(s_large["rss_mb"] / s_small["rss_mb"], 3),
             "plan_folder_baseline_rss_mb_200k": round(m_large["rss_mb"], 1),
@@ -126,15 +126,15 @@ def _plan(folder: Path, mode: str) -> dict:
     return json.loads(out.stdout)
 
 
-def planning() -> dict:
+def planning(large_n: int = 2000) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        small, large = _tars(Path(tmp) / "20", 20), _tars(Path(tmp) / "2000", 2000)
+        small, large = _tars(Path(tmp) / "20", 20), _tars(Path(tmp) / "2000", large_n)
         f20, f2000 = _plan(small, "files"), _plan(large, "files")
         m2000 = _plan(large, "members")
-    return {"plan_ms_per_tar_2000": round(1000 * f2000["seconds"] / 2000, 4),
+    return {"plan_ms_per_tar_2000": round(1000 * f2000["seconds"] / large_n, 4),
             "plan_rss_mb_20": round(f20["rss_mb"], 1), "plan_rss_mb_2000": round(f2000["rss_mb"], 1),
             "plan_rss_ratio_2000_vs_20": round(f2000["rss_mb"] / f20["rss_mb"], 3),
-            "plan_members_baseline_ms_per_tar_2000": round(1000 * m2000["seconds"] / 2000, 4),
+            "plan_members_baseline_ms_per_tar_2000": round(1000 * m2000["seconds"] / large_n, 4),
             "plan_speedup_vs_members": round(m2000["seconds"] / f2000["seconds"], 1),
             "plan_heap_mb_20": round(f20["heap_mb"], 2), "plan_heap_mb_2000": round(f2000["heap_mb"], 2),
             "plan_members_baseline_heap_mb_2000": round(m2000["heap_mb"], 1)}
@@ -167,7 +167,7 @@ def _loader_tokens_per_s(dataset: str, batches: int, options: dict | None = None
     return best
 
 
-def object_storage() -> dict:
+def object_storage(scale: float = 1.0) -> dict:
     import s3fs
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -176,22 +176,23 @@ def object_storage() -> dict:
     for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(k, v)
     proc, url = start_moto()
+    n42 = max(1, round(42 * scale))
     try:
         opts = {"endpoint_url": url}
         s3fs.S3FileSystem(endpoint_url=url, skip_instance_cache=True).mkdir("bench")
         with tempfile.TemporaryDirectory() as tmp:
             _shard(str(Path(tmp) / "warm"), None, 1)  # imports (s3fs: 0.7 s) and codec tables, outside the timings
             _shard("s3://bench/warm", opts, 1)
-            local, n = _shard(str(Path(tmp) / "ds"), None, 42)
-            remote, _ = _shard("s3://bench/ds", opts, 42)
-            small_local, _ = _shard(str(Path(tmp) / "small"), None, 42, 64)
-            small_remote, _ = _shard("s3://bench/small", opts, 42, 64)
-            big_local, big_n = _shard(str(Path(tmp) / "big"), None, 8, 1000, 256)
-            big_remote, _ = _shard("s3://bench/big", opts, 8, 1000, 256)
-            job_local, job_n = _shard(str(Path(tmp) / "job"), None, 336)  # 8 shards: the job's fixed requests amortized
-            job_remote, _ = _shard("s3://bench/job", opts, 336)
-            read_local = _loader_tokens_per_s(str(Path(tmp) / "ds"), 60)
-            read_remote = _loader_tokens_per_s("s3://bench/ds", 60, opts)
+            local, n = _shard(str(Path(tmp) / "ds"), None, n42)
+            remote, _ = _shard("s3://bench/ds", opts, n42)
+            small_local, _ = _shard(str(Path(tmp) / "small"), None, n42, 64)
+            small_remote, _ = _shard("s3://bench/small", opts, n42, 64)
+            big_local, big_n = _shard(str(Path(tmp) / "big"), None, max(1, round(8 * scale)), 1000, 256)
+            big_remote, _ = _shard("s3://bench/big", opts, max(1, round(8 * scale)), 1000, 256)
+            job_local, job_n = _shard(str(Path(tmp) / "job"), None, max(1, round(336 * scale)))  # 8 shards: the job's fixed requests amortized
+            job_remote, _ = _shard("s3://bench/job", opts, max(1, round(336 * scale)))
+            read_local = _loader_tokens_per_s(str(Path(tmp) / "ds"), max(2, round(60 * scale)))
+            read_remote = _loader_tokens_per_s("s3://bench/ds", max(2, round(60 * scale)), opts)
     finally:
         proc.terminate()
     return {"samples": n, "shard_local_samples_per_s": round(local, 1), "shard_s3_samples_per_s": round(remote, 1),
@@ -204,7 +205,10 @@ def object_storage() -> dict:
             "loader_s3_tokens_per_s": round(read_remote), "loader_s3_vs_local": round(read_remote / read_local, 3)}
 
 
-def run() -> dict:
+def run(smoke: bool = False) -> dict:
+    """`smoke`: every part at a small size (`make bench-quick`: the code runs; the figures mean little)."""
+    if smoke:
+        return {**object_storage(0.05), **planning(100), **folder_planning(4000)}
     return {**object_storage(), **planning(), **folder_planning()}
 
 

@@ -21,10 +21,10 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run() -> dict:
+def run(crops: int = 100) -> dict:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        run_job(["sample"], d / "ds", JpegCodec(), Preprocess(size=64, crops=100), shard_size=300, compress=True,
+        run_job(["sample"], d / "ds", JpegCodec(), Preprocess(size=64, crops=crops), shard_size=300, compress=True,
                 executor="local", quiet=True)
         t0 = time.perf_counter()
         pack(d / "ds", d / "s.zarr")

@@ -70,8 +70,8 @@ def _psnr(a, b) -> float:
     return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
 
-def matched_tokens() -> dict:
-    imgs = photos_256(12)
+def matched_tokens(n: int = 12) -> dict:
+    imgs = photos_256(n)
     jpeg = JpegCodec(quality=20)
     target = float(np.mean([_psnr(im, jpeg.decode(jpeg.encode(im))) for im in imgs]))
     out = {"target_psnr_jpeg_q20": round(target, 2),
@@ -100,15 +100,15 @@ def matched_tokens() -> dict:
     return out
 
 
-def run() -> dict:
+def run(rounds: int = 5, frames: int = 96, photos: int = 12) -> dict:
     from vistok.pipelines.job import single_threaded_blas
 
     single_threaded_blas()  # as in shard workers
-    videos = _videos(frames=96)
+    videos = _videos(frames=frames)
     codecs = [("h264", H264Codec()), ("h264_gop8_all", H264Codec(gop=8, frames="all")),
               ("h264_medium", H264Codec(preset="medium")), ("jpeg", JpegCodec(quality=20))]
     runs: dict[str, list[float]] = {}
-    for _ in range(5):  # interleaved rounds, best of each: a slow moment of the machine hits one round, not one side
+    for _ in range(rounds):  # interleaved rounds, best of each: a slow moment of the machine hits one round, not one side
         runs.setdefault("plain", []).append(_plain(videos))
         runs.setdefault("strict", []).append(_plain(videos, True))
         for name, codec in codecs:
@@ -119,7 +119,7 @@ def run() -> dict:
         fps = max(runs[name])
         out.update({f"{name}_frames_s": round(fps, 1), f"{name}_vs_plain": round(fps / plain, 3),
                     f"{name}_vs_shared_converter": round(fps / strict, 3)})
-    return {**out, **matched_tokens()}
+    return {**out, **matched_tokens(photos)}
 
 
 if __name__ == "__main__":

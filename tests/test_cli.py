@@ -81,13 +81,12 @@ def test_misuse_gives_a_message_not_a_traceback(args):
     assert "Traceback" not in proc.stderr and proc.stderr.strip()
 
 
-def test_more_loader_workers_than_shards_are_cut_to_the_shards_saying_so(dataset, tmp_path):
-    """Each loader worker reads shards of its own: extra workers would idle, so they are cut (a one-shard dataset
-    used to be refused for --workers 2)."""
-    n_shards = len(Dataset(dataset).manifest.shards)
-    proc = vistok("train", dataset, "--out", tmp_path / "run", "--workers", n_shards + 1, "--max-steps", 1,
+def test_more_loader_workers_than_rows_are_cut_to_the_rows_saying_so(dataset, tmp_path):
+    """Loader workers split a batch's rows (lanes) between them: extra workers would idle, so they are cut (the
+    number of shards no longer limits them)."""
+    proc = vistok("train", dataset, "--out", tmp_path / "run", "--workers", 3, "--batch-size", 2, "--max-steps", 1,
                   "--block-size", 128)
-    assert f"note: {n_shards} shards feed {n_shards} loader worker(s) per rank (--workers {n_shards + 1}" in proc.stderr
+    assert "note: a batch of 2 rows feeds 2 loader worker(s) per rank (--workers 3" in proc.stderr
 
 
 def test_fail_on_error_exit_code(tmp_path):

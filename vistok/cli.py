@@ -349,7 +349,7 @@ def pack(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     storage_options: StorageOptions = None,
 ) -> None:
-    """Pack a dataset into one zarr v3 store: random access by index or key, exact shuffling and resume."""
+    """Pack a dataset into one zarr v3 store: random access by index or key, uniform shuffling per epoch."""
     from vistok.executors import ExecutorConfig
     from vistok.pipelines.pack import pack as run_pack
     from vistok.shards.store import PackedStore
@@ -454,7 +454,7 @@ def train(
     heldout: Annotated[float, typer.Option(min=0, max=1, help="Fraction of inputs held out for evaluation (by key hash).")] = 0.1,
     next_coords: Annotated[bool, typer.Option("--next-coords/--no-next-coords", help="Embed the next token's position (sigma-GPT).")] = True,
     rope: Annotated[bool, typer.Option("--rope/--no-rope", help="Rotate queries and keys by places (the one predicted, each token's), on the known axes but time: attending to the same place in an earlier frame is one pattern.")] = True,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per rank (they split the batch's rows; the batches do not depend on them).")] = 1,
     eval_every: Annotated[int, typer.Option(min=0, help="Held-out evaluation every N steps (0 = never).")] = 100,
     ckpt_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps.")] = 200,
     log_every: Annotated[int, typer.Option(min=1, help="Write a metrics row every N steps.")] = 10,
@@ -462,11 +462,11 @@ def train(
     checkpoint_activations: Annotated[bool, typer.Option("--checkpoint-activations", help="Recompute each block's activations in the backward pass: the memory of one block instead of all (long contexts: small-8k, base-8k), for about a third more compute.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(min=0, help="Seed for initialization, data order and orderings.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint, with any --workers and any number of ranks whose --batch-size keeps its global batch.")] = False,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs tensorboard).")] = False,
     halt_at: Annotated[int, typer.Option(min=0, hidden=True)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    shard_cache: Annotated[str, typer.Option(help="Keep shards read from object storage in this local folder for later epochs (least recently used out first).")] = "",
+    shard_cache: Annotated[str, typer.Option(help="Download shards from object storage whole into this local folder and read them there (least recently used out first).")] = "",
     shard_cache_gb: Annotated[float, typer.Option(min=0, help="Size limit of --shard-cache in GB.")] = 10.0,
     skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in RUN/damaged.jsonl) instead of stopping at the first, which is named.")] = False,
     storage_options: StorageOptions = None,

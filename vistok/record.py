@@ -45,7 +45,7 @@ KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _SLUG = re.compile(r"[^A-Za-z0-9_\-]+")
 _RECORD_KEY = re.compile(r"^(?P<input>.*-[0-9a-f]{10})(?:_c(?P<crop>[0-9]+)|_v(?P<clip>[0-9]+))?$")
 KEY_DIGEST_BYTES = 5  # 10 hex digits
-_MEMBER = re.compile(r"^(tokens\.npy|json|(order|side)\.[A-Za-z0-9_:,\-]+\.npy)$")  # what a record's members are called
+MEMBER = re.compile(r"^(tokens\.npy|json|(order|side)\.[A-Za-z0-9_:,\-]+\.npy)$")  # what a record's members are called
 
 
 # --- keys -------------------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ class TokenRecord:
         """Accepts raw bytes (plain webdataset) or already-decoded values. A malformed sample raises
         `DatasetError` naming the member and what is wrong with it."""
         key = str(sample.get("__key__"))
-        foreign = [k for k in sample if not k.startswith("__") and not _MEMBER.match(k)]
+        foreign = [k for k in sample if not k.startswith("__") and not MEMBER.match(k)]
         if foreign:
             raise DatasetError(f"member {key}.{foreign[0]} is not a vistok record member (a record has tokens.npy, "
                                "json, order.NAME.npy, side.NAME.npy)")

@@ -554,6 +554,18 @@ def _cached_open(loc: Loc, folder: Path, limit: int) -> IO[bytes]:
     return _Tee(loc._stream(), path, folder, limit)
 
 
+def cached_copy(loc: Loc, cache: Cache | None) -> Loc:
+    """A remote file's copy in `cache` (the one there, or the file downloaded whole now), or the file itself
+    when it is local, no cache is given or the cache cannot keep it."""
+    if loc.local is not None or cache is None or not cache.folder:
+        return loc
+    with _cached_open(loc, Path(cache.folder), cache.max_bytes) as f:
+        while isinstance(f, _Tee) and f.read(READ_BLOCK):
+            pass
+    path = Path(cache.folder) / _cache_name(loc)
+    return LocalLoc.at(path) if path.is_file() else loc
+
+
 class _Tee:
     """Reads from `stream`, writing what it reads to a temporary file renamed to `path` at the end."""
 

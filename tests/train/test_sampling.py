@@ -143,8 +143,8 @@ def test_a_damaged_cached_index_is_rebuilt_and_a_wrong_one_refused(plain_dataset
     ix = npy_load(cached[2].read_bytes())
     ix[:, CRC] += 1  # a plausible index that does not describe the shard's bytes
     cached[2].write_bytes(npy_bytes(ix))
-    order = sampling.FolderOrder(Dataset(plain_dataset), 0.0, 0, 16)
-    shard = next(i for i, loc in enumerate(order.shards) if cached[2].name.split("-", 1)[1].startswith(loc.name))
+    order = sampling.folder_order(Dataset(plain_dataset), 0.0, 0, 16)
+    shard = next(i for i, loc in enumerate(order.reader.shards) if cached[2].name.split("-", 1)[1].startswith(loc.name))
     with pytest.raises(DamagedShard, match="do not match the shard's index"):
         order.fetch([(shard, 0)])
     cached[2].unlink()
@@ -163,5 +163,5 @@ def test_an_index_is_built_from_the_shard_the_manifest_lists(plain_dataset, tmp_
     for p in index_folder().glob(f"{ds.manifest.config_hash[:16]}-{shard.name}-*"):
         p.unlink()
     with pytest.raises(DamagedShard, match="sha256"):
-        sampling.FolderOrder(Dataset(copy), 0.2, 0, 16)
+        sampling.folder_order(Dataset(copy), 0.2, 0, 16)
     assert tarfile.is_tarfile(shard.local)

@@ -33,19 +33,16 @@ import numpy as np
 
 from vistok.atomic import AtomicPath
 from vistok.errors import DamagedShard, DatasetError, one_line
-from vistok.record import TokenRecord, heldout_hash, npy_bytes, npy_load
+from vistok.record import MEMBER, TokenRecord, heldout_hash, npy_bytes, npy_load
 from vistok.shards.integrity import HEADER, MEMBER_DAMAGE, Expect, HashingStream, check_tokens
-from vistok.storage import Cache, Loc
+from vistok.storage import Cache, Loc, cached_copy
 
 START, END, CRC, SPLIT = range(4)
 BLOCK = 512  # tar's block: members start on multiples of it
 
 
-def index_folder(cache: Cache | None = None) -> Path:
-    """Where indexes are kept: `index/` in the shard cache when one is given (`--shard-cache`), else
-    $VISTOK_INDEX_DIR, else ~/.cache/vistok/index (XDG_CACHE_HOME respected)."""
-    if cache is not None and cache.folder:
-        return Path(cache.folder) / "index"
+def index_folder() -> Path:
+    """Where indexes are kept: $VISTOK_INDEX_DIR, else ~/.cache/vistok/index (XDG_CACHE_HOME respected)."""
     if os.environ.get("VISTOK_INDEX_DIR"):
         return Path(os.environ["VISTOK_INDEX_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vistok" / "index"
@@ -57,20 +54,24 @@ def _index_name(expect: Expect, loc: Loc) -> str:
     return f"{expect.config_hash[:16]}-{loc.name}-{ident[:16]}.npy"
 
 
-def build_index(loc: Loc, expect: Expect) -> np.ndarray:
+def build_index(loc: Loc, expect: Expect, cache: Cache | None = None) -> np.ndarray:
     """One sequential read of the shard -> its index (see the module docstring). The shard's sha256 and record
-    count are checked against the manifest; a shard that does not read raises `DamagedShard`."""
+    count are checked against the manifest; a shard that does not read raises `DamagedShard`. A remote shard read
+    with a `cache` is kept there on the way."""
     entry = expect.entries.get(loc.name, {})
     rows: list[list[int]] = []
     key, crc = None, 0
-    with loc.open() as raw:
+    with loc.open(cache) as raw:
         stream = HashingStream(raw, str(loc))
         try:
             with tarfile.open(fileobj=stream, mode="r|gz" if loc.name.endswith(".gz") else "r|") as tar:
                 for ti in tar:
                     if ti.name == HEADER or not ti.isfile():
                         continue
-                    k = ti.name.split(".", 1)[0]
+                    k, _, suffix = ti.name.partition(".")
+                    if not MEMBER.match(suffix):
+                        raise expect.damage(loc.name, f"member {ti.name} is not a vistok record member (a record has "
+                                                      "tokens.npy, json, order.NAME.npy, side.NAME.npy)")
                     data = tar.extractfile(ti).read()  # type: ignore[union-attr]
                     if k != key:
                         key, crc = k, 0
@@ -111,7 +112,7 @@ def check_index(index: np.ndarray, samples: int | None) -> str:
 
 def shard_index(loc: Loc, expect: Expect, cache: Cache | None = None) -> np.ndarray:
     """The shard's index: the cached one, or built and cached (a damaged cache file is rebuilt, saying so)."""
-    path = index_folder(cache) / _index_name(expect, loc)
+    path = index_folder() / _index_name(expect, loc)
     entry = expect.entries.get(loc.name, {})
     samples = int(entry["samples"]) if "samples" in entry else None
     if path.exists():
@@ -123,7 +124,7 @@ def shard_index(loc: Loc, expect: Expect, cache: Cache | None = None) -> np.ndar
         if not wrong:
             return index
         print(f"warning: the cached index {path} {wrong}: rebuilt from {loc}", file=sys.stderr)
-    index = build_index(loc, expect)
+    index = build_index(loc, expect, cache)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         out = AtomicPath(path)
@@ -152,8 +153,8 @@ def parse_record(data: bytes, expect: Expect, shard: str, row: int, crc: int) ->
         raise expect.damage(shard, f"record {row} does not parse where the index puts it ({one_line(exc)})") from None
     if c != crc or at != len(data):
         raise expect.damage(shard, f"record {row}'s bytes do not match the shard's index: the shard changed since "
-                                   f"it was indexed, or the cached index is damaged (in {index_folder()} or "
-                                   "--shard-cache; deleting it rebuilds it)")
+                                   f"it was indexed, or its cached index in {index_folder()} is damaged (deleting "
+                                   "that rebuilds it)")
     try:
         rec = TokenRecord.from_sample(sample)
         check_tokens(rec, expect.vocab_size)
@@ -163,13 +164,16 @@ def parse_record(data: bytes, expect: Expect, shard: str, row: int, crc: int) ->
 
 
 class IndexedShards:
-    """Reads records of one dataset's shards by (shard, row): ranged reads of plain tars (one open file locally,
-    concurrent GETs on object storage); a gzipped shard is inflated whole, the last few kept in memory."""
+    """Reads records of one dataset's shards by (shard, row): ranged reads of plain tars (one open file locally;
+    on object storage concurrent ranged GETs, or with a `cache` the shard downloaded whole once and read there).
+    A gzipped shard is inflated whole; inflated shards are kept up to `INFLATED_BYTES`, so a block's shards are
+    inflated about once per pass over the block."""
 
-    KEEP_INFLATED = 2
+    INFLATED_BYTES = 256 << 20
 
-    def __init__(self, shards: list[Loc], indexes: list[np.ndarray], expect: Expect):
+    def __init__(self, shards: list[Loc], indexes: list[np.ndarray], expect: Expect, cache: Cache | None = None):
         self.shards, self.indexes, self.expect = shards, indexes, expect
+        self.cache = cache if cache is not None and cache.folder else None
         self._inflated: OrderedDict[int, bytes] = OrderedDict()
 
     def read(self, shard: int, rows: list[int]) -> list[TokenRecord | None]:
@@ -182,7 +186,7 @@ class IndexedShards:
                 whole = self._inflate(shard, int(ix[:, END].max()))
                 blobs = [whole[a:b] for a, b in ranges]
             else:
-                blobs = loc.read_ranges(ranges)
+                blobs = self._read_ranges(loc, ranges)
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             return self._damaged(self.expect.damage(loc.name, f"cannot be read where its index says ({one_line(exc)})"),
                                  len(rows))
@@ -194,16 +198,26 @@ class IndexedShards:
                 out.extend(self._damaged(damage, 1))
         return out
 
+    def _read_ranges(self, loc: Loc, ranges: list[tuple[int, int]]) -> list[bytes]:
+        try:
+            return cached_copy(loc, self.cache).read_ranges(ranges)
+        except FileNotFoundError:  # evicted from the cache just now
+            return loc.read_ranges(ranges)
+
     def _damaged(self, damage: DamagedShard, n: int) -> list[None]:
         self.expect.on_damage.handle(damage)  # raises unless damage is skipped
         return [None] * n
 
     def _inflate(self, shard: int, size: int) -> bytes:
         if shard not in self._inflated:
-            d = zlib.decompressobj(wbits=31)
-            data = d.decompress(self.shards[shard].read_bytes(), size)  # never more than the index's extent
+            loc = self.shards[shard]
+            try:
+                raw = cached_copy(loc, self.cache).read_bytes()
+            except FileNotFoundError:  # evicted from the cache just now
+                raw = loc.read_bytes()
+            data = zlib.decompressobj(wbits=31).decompress(raw, size)  # never more than the index's extent
             self._inflated[shard] = data
-            while len(self._inflated) > self.KEEP_INFLATED:
+            while len(self._inflated) > 1 and sum(map(len, self._inflated.values())) > self.INFLATED_BYTES:
                 self._inflated.popitem(last=False)
         self._inflated.move_to_end(shard)
         return self._inflated[shard]

@@ -13,9 +13,9 @@
   followed by one query slot per token, and groups (randsac segments, scales — on clips a group per frame
   and scale —, or with `any` a random order cut into a drawn number of steps) are predicted at once; a
   long one is read in windows of whole groups after the tokens just before them (`group_windows`).
-- The loader's state is the number of batches it has delivered; resuming replays the deterministic
-  stream up to there (no model work), so a resumed run sees exactly the batches it would have seen.
-  Packed stores (`vistok pack`) are shuffled uniformly per epoch and resume from an exact position.
+- Records come in one global order, and rows are packed in lanes (`vistok.train.sampling`): the batches
+  depend on the datasets, the seed and the global batch, not on loader workers or ranks. The loader's state
+  is where each lane's next row starts, so a resume replays nothing.
 """
 
 from __future__ import annotations

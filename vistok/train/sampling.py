@@ -44,21 +44,19 @@ def training_rows(index: np.ndarray, heldout: float) -> np.ndarray:
 
 
 class FolderOrder:
-    """One dataset folder's training records in the block-shuffled order. `at(i)` -> (epoch, (shard, row))."""
+    """One dataset folder's training records in the block-shuffled order. `at(i)` -> (epoch, (shard, row)).
+    `rows`: each shard's training rows (`training_rows`); `reader` reads them (`folder_order` makes both)."""
 
-    def __init__(self, ds, heldout: float, seed: int, block: int, cache: Cache | None = None, salt: int = 0):
-        self.shards = ds.shards
-        indexes = [shard_index(loc, ds.expect, cache) for loc in self.shards]
-        self.reader = IndexedShards(self.shards, indexes, ds.expect)
-        self.rows = [training_rows(ix, heldout) for ix in indexes]
-        self.n = sum(r.size for r in self.rows)
+    def __init__(self, rows: list[np.ndarray], reader: IndexedShards | None, seed: int, block: int, salt: int = 0):
+        self.rows, self.reader = rows, reader
+        self.n = sum(r.size for r in rows)
         self.seed, self.block, self.salt = seed, block, salt
         self._epoch = lru_cache(maxsize=2)(self._epoch_blocks)
         self._block = lru_cache(maxsize=8)(self._block_records)
 
     def _epoch_blocks(self, epoch: int) -> tuple[list[list[int]], np.ndarray]:
         """This epoch's blocks (lists of shard numbers) and the first training position of each, plus the end."""
-        perm = np.random.default_rng([self.seed, self.salt, epoch]).permutation(len(self.shards))
+        perm = np.random.default_rng([self.seed, self.salt, epoch]).permutation(len(self.rows))
         blocks, starts, cur, count, total = [], [0], [], 0, 0
         for s in perm.tolist():
             cur.append(s)
@@ -93,9 +91,16 @@ class FolderOrder:
         for k, (s, _) in enumerate(where):
             by_shard.setdefault(s, []).append(k)
         for s, ks in by_shard.items():
-            for k, rec in zip(ks, self.reader.read(s, [where[k][1] for k in ks])):
+            for k, rec in zip(ks, self.reader.read(s, [where[k][1] for k in ks])):  # type: ignore[union-attr]
                 out[k] = rec
         return out
+
+
+def folder_order(ds, heldout: float, seed: int, block: int, cache: Cache | None = None, salt: int = 0) -> FolderOrder:
+    """A dataset folder's order: its shards indexed (`vistok.shards.index.shard_index`, cached), then read by it."""
+    indexes = [shard_index(loc, ds.expect, cache) for loc in ds.shards]
+    reader = IndexedShards(ds.shards, indexes, ds.expect, cache)
+    return FolderOrder([training_rows(ix, heldout) for ix in indexes], reader, seed, block, salt)
 
 
 class StoreOrder:
@@ -168,7 +173,7 @@ def open_order(sets: list, heldout: float, seed: int, block: int, weights: list[
     orders = []
     for d, ds in enumerate(sets):
         order = (StoreOrder(ds, heldout, seed, d) if isinstance(ds, PackedStore)
-                 else FolderOrder(ds, heldout, seed, block, cache, d))
+                 else folder_order(ds, heldout, seed, block, cache, d))
         if not order.n:
             raise DatasetError(f"every record of {ds.folder if hasattr(ds, 'folder') else ds.path} is held out "
                                f"(--heldout {heldout}): nothing to train on; lower --heldout")
