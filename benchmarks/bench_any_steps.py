@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_group_orders import _tokenizer  # noqa: E402
+from benchmarks.common import smoke  # noqa: E402
 from vistok.media.preprocess import Preprocess  # noqa: E402
 from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.shards.reader import Dataset  # noqa: E402
@@ -48,6 +49,7 @@ ROWS = [  # (dataset, order, parallel, co_attend)
     ("bsq", "randsac:11,5", "segments", True), ("bsq", "randsac:11,5", "segments", False),
     ("bsq4", "next-scale", "scales", True), ("bsq4", "next-scale", "scales", False),
 ]
+SMOKE_ROWS = ROWS[:3] + ROWS[-1:]
 BLOCK = {"jpeg": (1040, 2064), "bsq": (80, 144), "bsq4": (96, 176)}  # (token by token, parallel): one image a row
 BATCH = {"jpeg": 4, "bsq": 16, "bsq4": 16}  # images per optimizer step, the same in every row of a codec
 HELDOUT = 32  # held-out images scored per row
@@ -57,9 +59,10 @@ CODED = 8  # records compressed per timing
 def datasets(out: Path) -> dict[str, Path]:
     from vistok.tokenize.learned import BSQCodec
 
-    codecs = {"jpeg": (JpegCodec(quality=30, layout="dense"), Preprocess(size=32, crops=30, gray=True)),
-              "bsq": (BSQCodec(str(_tokenizer("bsq", out, 1))), Preprocess(size=64, crops=40)),
-              "bsq4": (BSQCodec(str(_tokenizer("bsq4", out, 4))), Preprocess(size=64, crops=40))}
+    few = smoke()
+    codecs = {"jpeg": (JpegCodec(quality=30, layout="dense"), Preprocess(size=32, crops=2 if few else 30, gray=True)),
+              "bsq": (BSQCodec(str(_tokenizer("bsq", out, 1))), Preprocess(size=64, crops=2 if few else 40)),
+              "bsq4": (BSQCodec(str(_tokenizer("bsq4", out, 4))), Preprocess(size=64, crops=2 if few else 40))}
     return {k: run_job(["sample"], out / f"ds-{k}", c, p, shard_size=256, executor="local", quiet=True).folder
             for k, (c, p) in codecs.items()}
 
@@ -106,13 +109,13 @@ def row(ds: Path, name: str, order: str, parallel: str, co_attend: bool, steps: 
     dset = Dataset(ds)
     codec, rec = dset.codec, next(iter(dset))
     tokens = int(rec.tokens.size)
-    recs = list(heldout_records([dset], 0.1, CODED))
+    recs = list(heldout_records([dset], 0.1, 2 if smoke() else CODED))
     meta = {k: rec.meta[k] for k in ("height", "width", "components", "subsampling") if k in rec.meta}
     model, _ = load_model(run)
     base = {"dataset": name, "order": order, "parallel": parallel or "none", "co_attend": co_attend if parallel else None,
             "optimizer_steps": res["step"], "train_minutes": round(minutes, 1), "tokens_per_image": tokens}
     points = curve_steps(tokens) if parallel == "any" else [None]
-    ev = evaluate(run, limit=HELDOUT, steps=points if parallel == "any" else None)
+    ev = evaluate(run, limit=4 if smoke() else HELDOUT, steps=points if parallel == "any" else None)
     curve = ev.get("steps_curve") or [{"steps": "-", "bits_per_image": ev["bits_per_image"],
                                        "steps_per_image": ev["steps_per_image"]}]
     rows = []
@@ -131,7 +134,7 @@ def run(steps: int = 300, out: Path = Path("bench-out/any-steps"), only: str = "
     sets = datasets(out)
     rows = []
     for name, order, parallel, co in ROWS:
-        if only and only != name:
+        if (only and only != name) or (smoke() and (name, order, parallel, co) not in SMOKE_ROWS):
             continue
         for r in row(sets[name], name, order, parallel, co, steps, out):
             print(json.dumps(r), flush=True)
@@ -191,7 +194,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def summary(steps: int = 40) -> dict:
     """`make bench`: the figures in one flat dict (a short budget; the README's table is the full one)."""
     out = {}
-    for r in run(steps, Path("bench-out/any-steps-make")):
+    for r in run(steps, Path("bench-out/any-steps-make" + ("-smoke" if smoke() else ""))):
         co = "" if r["co_attend"] is None else ("_co" if r["co_attend"] else "_alone")
         name = f"{r['dataset']}_{r['order']}_{r['parallel']}{co}_{r['steps']}"
         for k in ("bits_per_image", "steps_per_image", "sample_images_per_s", "compress_images_per_s",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import smoke  # noqa: E402
 from vistok.media.preprocess import Preprocess  # noqa: E402
 from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.shards.reader import Dataset  # noqa: E402
@@ -69,7 +70,7 @@ def run(minutes: float = 3.0, out: Path = Path("bench-out/compress"), n64: int =
     out.mkdir(parents=True)
     codec = JpegCodec(quality=20)
     sets = {size: run_job(["sample"], out / f"ds{size}", codec, Preprocess(size=size, crops=crops), shard_size=256,
-                          executor="local", quiet=True).folder for size, crops in ((64, 40), (256, 0))}
+                          executor="local", quiet=True).folder for size, crops in ((64, 2 if smoke() else 40), (256, 0))}
     runp = out / "run"
     # both sizes in training (3:1), so that the model's coordinate tables reach 256x256; the split is by photo
     data = DataConfig(datasets=[str(sets[64]), str(sets[256])], weights=[3.0, 1.0], block_size=512, batch_size=8,
@@ -87,7 +88,7 @@ def run(minutes: float = 3.0, out: Path = Path("bench-out/compress"), n64: int =
 def summary(minutes: float = 2.0) -> dict:
     """`make bench`: the figures of both sets in one flat dict."""
     out = {}
-    for r in run(minutes, Path("bench-out/compress-make"), n64=24):
+    for r in run(minutes, Path("bench-out/compress-make"), n64=2 if smoke() else 24):
         name = r["set"].split()[0]
         for k, v in r.items():
             if k != "set":

@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import smoke  # noqa: E402
 from vistok.media.preprocess import Preprocess  # noqa: E402
 from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.tokenize import JpegCodec  # noqa: E402
@@ -38,10 +39,10 @@ HELDOUT = 0.2
 
 
 def _datasets(out: Path) -> tuple[Path, Path]:
-    rle = run_job(["sample"], out / "rle", JpegCodec(quality=20, subsampling="444"), Preprocess(size=64, crops=6),
+    rle = run_job(["sample"], out / "rle", JpegCodec(quality=20, subsampling="444"), Preprocess(size=64, crops=2 if smoke() else 6),
                   shard_size=64, executor="local", quiet=True, store_orders=("gradwalk:max",)).folder
     dense = run_job(["sample"], out / "dense", JpegCodec(quality=20, subsampling="444", layout="dense"),
-                    Preprocess(size=32, crops=6), shard_size=64, executor="local", quiet=True).folder
+                    Preprocess(size=32, crops=2 if smoke() else 6), shard_size=64, executor="local", quiet=True).folder
     return rle, dense
 
 

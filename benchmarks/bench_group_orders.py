@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import smoke  # noqa: E402
 from vistok.media.preprocess import Preprocess  # noqa: E402
 from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.shards.reader import Dataset  # noqa: E402
@@ -38,6 +39,7 @@ ROWS = [  # (dataset, order, parallel)
     ("bsq", "randsac:11,5", "segments"),
     ("bsq4", "next-scale", ""), ("bsq4", "next-scale", "scales"),  # next-scale is bsq4's canonical order
 ]
+SMOKE_ROWS = [("jpeg", "canonical", ""), ("jpeg", "randsac:11,5", "segments"), ("bsq4", "next-scale", "scales")]
 BLOCK = {"jpeg": (1024, 1600), "bsq": (520, 520), "bsq4": (520, 520)}  # (token by token, parallel)
 
 
@@ -48,7 +50,8 @@ def _tokenizer(name: str, out: Path, scales: int) -> Path:
     from vistok.nn.autoencoder import AEConfig
     from vistok.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
-    cfg = TokenizerTrainConfig(sources=["sample"], out=str(out / name), crop=64, batch=16, max_steps=400, seed=1)
+    cfg = TokenizerTrainConfig(sources=["sample"], out=str(out / name), crop=64, batch=16, max_steps=5 if smoke() else 400,
+                               seed=1)
     train_tokenizer(AEConfig(kind="bsq", bits=10, scales=scales), cfg, quiet=True)
     return out / name
 
@@ -56,9 +59,10 @@ def _tokenizer(name: str, out: Path, scales: int) -> Path:
 def datasets(out: Path) -> dict[str, Path]:
     from vistok.tokenize.learned import BSQCodec
 
-    codecs = {"jpeg": (JpegCodec(quality=30, layout="dense", subsampling="444"), Preprocess(size=16, crops=60)),
-              "bsq": (BSQCodec(str(_tokenizer("bsq", out, 1))), Preprocess(size=64, crops=40)),
-              "bsq4": (BSQCodec(str(_tokenizer("bsq4", out, 4))), Preprocess(size=64, crops=40))}
+    few = smoke()
+    codecs = {"jpeg": (JpegCodec(quality=30, layout="dense", subsampling="444"), Preprocess(size=16, crops=4 if few else 60)),
+              "bsq": (BSQCodec(str(_tokenizer("bsq", out, 1))), Preprocess(size=64, crops=2 if few else 40)),
+              "bsq4": (BSQCodec(str(_tokenizer("bsq4", out, 4))), Preprocess(size=64, crops=2 if few else 40))}
     return {k: run_job(["sample"], out / f"ds-{k}", c, p, shard_size=256, executor="local", quiet=True).folder
             for k, (c, p) in codecs.items()}
 
@@ -72,13 +76,13 @@ def row(ds: Path, name: str, order: str, parallel: str, minutes: float, out: Pat
     cfg = TrainConfig(out=str(run), preset="tiny", max_steps=100_000, max_minutes=minutes, warmup=30, eval_every=0,
                       ckpt_every=100_000, log_every=50)
     res = train(data, cfg, quiet=True)
-    ev = evaluate(run, limit=64)
+    ev = evaluate(run, limit=4 if smoke() else 64)
     model, _ = load_model(run)
     codec = Dataset(ds).codec
     rec = next(iter(Dataset(ds)))
     meta = {k: rec.meta[k] for k in ("height", "width", "components", "subsampling") if k in rec.meta}
     t0 = time.perf_counter()
-    n = 4
+    n = 1 if smoke() else 4
     sample_images(model, codec, meta, n, seed=0, order=order, parallel=parallel)
     return {"dataset": name, "order": order, "parallel": parallel or "none", "steps_trained": res["step"],
             "bits_per_image": round(ev["bits_per_image"], 1), "order_bits": round(ev["order_bits"], 1),
@@ -91,7 +95,7 @@ def run(minutes: float = 1.0, out: Path = Path("bench-out/orders"), only: str = 
     sets = datasets(out)
     rows, base = [], {}
     for name, order, parallel in ROWS:
-        if only and only != name:
+        if (only and only != name) or (smoke() and (name, order, parallel) not in SMOKE_ROWS):
             continue
         r = row(sets[name], name, order, parallel, minutes, out)
         base.setdefault(name, r["bits_per_image"])  # the first row of a codec: token by token, canonical
@@ -104,7 +108,7 @@ def run(minutes: float = 1.0, out: Path = Path("bench-out/orders"), only: str = 
 def summary(minutes: float = 0.5) -> dict:
     """`make bench`: every row's figures in one flat dict (a shorter budget than the README's table)."""
     out = {}
-    for r in run(minutes, Path("bench-out/orders-make")):
+    for r in run(minutes, Path("bench-out/orders-make" + ("-smoke" if smoke() else ""))):
         name = f"{r['dataset']}_{r['order']}_{r['parallel']}"
         for k in ("bits_per_image", "order_bits", "steps_per_image", "sample_images_per_s", "bits_vs_canonical"):
             out[f"{name}_{k}"] = r[k]

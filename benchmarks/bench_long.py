@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import smoke  # noqa: E402
 from vistok.media.preprocess import Preprocess  # noqa: E402
 from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.shards.reader import Dataset  # noqa: E402
@@ -37,7 +38,7 @@ HELDOUT = 0.2
 
 def _datasets(out: Path) -> tuple[Path, Path]:
     codec = JpegCodec(quality=20)
-    crops = run_job(["sample"], out / "crops", codec, Preprocess(size=256, crops=4), shard_size=64,
+    crops = run_job(["sample"], out / "crops", codec, Preprocess(size=256, crops=1 if smoke() else 4), shard_size=64,
                     executor="local", quiet=True).folder
     centre = run_job(["sample"], out / "centre", codec, Preprocess(size=256, crops=0), shard_size=64,
                      executor="local", quiet=True).folder

@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import smoke  # noqa: E402
 from vistok.media.preprocess import Preprocess  # noqa: E402
 from vistok.media.sources import sample_files  # noqa: E402
 from vistok.media.video import decode_clips  # noqa: E402
@@ -194,7 +195,7 @@ def summary(steps: int = 20) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        res = run(Path(d), steps, 100, batch=2, small=True)
+        res = run(Path(d), steps, 5 if smoke() else 100, batch=2, small=True)
     refs, out = res[0]["references"], {}
     for kind in KINDS:
         out[f"{kind}_x264_p_over_i"] = refs[kind]["x264_p_over_i"]

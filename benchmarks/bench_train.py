@@ -9,6 +9,7 @@ JSON line per row (`gpu_table`)."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from contextlib import nullcontext
@@ -187,16 +188,21 @@ def gpu_table(device: str = "cuda", presets=(("small", 1024), ("small-8k", 8192)
     return rows
 
 
+def smoke() -> bool:  # `benchmarks.common.smoke`, which this file, also run as a script, cannot import
+    return os.environ.get("VISTOK_BENCH_SMOKE") == "1"
+
+
 def run(steps: int = 20) -> dict:
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d) / "ds"
-        run_job(["sample"], folder, JpegCodec(quality=20), Preprocess(size=64, crops=40), shard_size=200,
+        run_job(["sample"], folder, JpegCodec(quality=20), Preprocess(size=64, crops=4 if smoke() else 40), shard_size=200,
                 compress=True, executor="local", quiet=True)
         out = {}
         out.update(train_speed(folder, "tiny", steps))
-        out.update(train_speed(folder, "small", max(4, steps // 4)))
-    out.update(kv_cache_speed())
-    out.update({f"attention_8k_{k}": v for k, v in attention_speed("cpu", "tiny", 8192, 1, steps=2).items()
+        out.update(train_speed(folder, "small", max(2 if smoke() else 4, steps // 4)))
+    out.update(kv_cache_speed(64 if smoke() else 512))
+    T = 1024 if smoke() else 8192
+    out.update({f"attention_8k_{k}": v for k, v in attention_speed("cpu", "tiny", T, 1, steps=2).items()
                 if k.endswith(("tokens_s", "vs_dense"))})
     return out
 

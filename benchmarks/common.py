@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
 import numpy as np
+
+
+def smoke() -> bool:
+    """`make bench-quick` (`run.py --smoke` sets VISTOK_BENCH_SMOKE=1): every benchmark at its smallest size, so
+    that CI can run them all in a few minutes; its figures mean little."""
+    return os.environ.get("VISTOK_BENCH_SMOKE") == "1"
 
 
 def photos_256(n: int | None = None) -> list[np.ndarray]:

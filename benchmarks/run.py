@@ -8,6 +8,7 @@ its figures mean little and its lines say `"smoke": true`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,8 @@ def main() -> None:
     results = {}
     quick = "--quick" in sys.argv  # skips the 50k-input driver-memory run
     smoke = "--smoke" in sys.argv
+    if smoke:
+        os.environ["VISTOK_BENCH_SMOKE"] = "1"  # the benchmarks' own sizes shrink too (`benchmarks.common.smoke`)
     benches = SMOKE if smoke else [("codec", bench_codec.run), ("shard_overhead", bench_codec.shard_overhead),
                ("shard", lambda: bench_shard.run(rss=not quick)), ("train", bench_train.run),
                ("orders", bench_orders.run), ("store", bench_store.run), ("storage", bench_storage.run), ("video", bench_video.run),

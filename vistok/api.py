@@ -4,7 +4,7 @@
     ds = vistok.open_dataset("shards/api")          # a folder, an s3:// prefix, or a packed .zarr store
     ds.manifest, ds.codec                           # what it holds; the codec that wrote it
     for rec in ds: ...                              # TokenRecords, streamed
-    rows = vistok.rows("shards/api", order="random", block_size=512)
+    rows = vistok.rows("shards/api", order="random", block_size=512, batch_size=8)
     model = vistok.model_for(rows, "tiny")          # a vistok GPT sized for these rows
     for batch in torch.utils.data.DataLoader(rows, batch_size=8):
         logits, loss = model(**batch)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
-from vistok.tokenize import JpegCodec, WaveletCodec
+from vistok.tokenize import JpegCodec, PixelCodec, WaveletCodec
 from vistok.tokenize.base import EOS, get_codec
 from vistok.tokenize.orders import compute_stored, walk_bits
 from vistok.tokenize.stream import StreamGrammar, known_columns, order_record, plan
@@ -23,6 +23,7 @@ def _codecs(bsq=None, multiscale=None):
         "jpeg-gray-dense": JpegCodec(quality=90, layout="dense", subsampling="444"),
         "jpeg-delta-rle": JpegCodec(quality=50, temporal="delta"),  # SKIP blocks (zero blocks of an image)
         "wavelet-rle": WaveletCodec(levels=2), "wavelet-dense": WaveletCodec(levels=2, layout="dense"),
+        "pixels": PixelCodec(), "pixels-unit4": PixelCodec(bits=5, unit=4),
     }
     if bsq is not None:
         out["bsq"] = get_codec({"id": "bsq", "tokenizer": str(bsq)})
@@ -32,7 +33,7 @@ def _codecs(bsq=None, multiscale=None):
 
 
 AXIS = {"freq-major": "freq", "coarse-to-fine": "level", "next-scale": "scale"}
-AXES = {"jpeg": ("freq",), "wavelet": ("level",), "bsq-scales": ("scale",), "bsq": ()}
+AXES = {"jpeg": ("freq",), "wavelet": ("level",), "bsq-scales": ("scale",), "bsq": (), "pixels": ()}
 UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "squares", "gradwalk")
 
 
@@ -44,7 +45,8 @@ def refusal(name, order):
         return f"needs a '{axis}' axis"
     if name == "jpeg-rle" and order == "freq-major":
         return "known only once a token is read"
-    if order.startswith("dc-first") and name in ("jpeg-delta-rle", "wavelet-rle", "wavelet-dense", "bsq", "bsq-scales"):
+    if order.startswith("dc-first") and name in ("jpeg-delta-rle", "wavelet-rle", "wavelet-dense", "bsq", "bsq-scales",
+                                                 "pixels", "pixels-unit4"):
         return "no DC cells"
     if name == "wavelet-rle" and order.partition(":")[0] in UNIT_ORDERS:
         return "a cell of this layout spans every unit"
@@ -90,7 +92,8 @@ def _draw(codec, meta, order, seed, limit=200_000):
     raise AssertionError("stream did not end")
 
 
-@pytest.mark.parametrize("name", ["jpeg-rle", "jpeg-dense", "jpeg-gray-dense", "wavelet-rle", "wavelet-dense"])
+@pytest.mark.parametrize("name", ["jpeg-rle", "jpeg-dense", "jpeg-gray-dense", "wavelet-rle", "wavelet-dense", "pixels",
+                                  "pixels-unit4"])
 def test_every_accepted_order_rebuilds_the_record_and_every_other_is_refused(name, photo):
     codec = _codecs()[name]
     rec = _record(codec, photo, gray="gray" in name)
@@ -105,13 +108,14 @@ def test_every_accepted_order_rebuilds_the_record_and_every_other_is_refused(nam
             rebuilt = _follow(codec, rec, order, seed)
             np.testing.assert_array_equal(rebuilt, rec.tokens, err_msg=f"{name} {order}")
         accepted += 1
-    assert accepted == {"wavelet-rle": 2, "wavelet-dense": 13, "jpeg-rle": 17, "jpeg-delta-rle": 12}.get(name, 18)
+    assert accepted == {"wavelet-rle": 2, "wavelet-dense": 13, "jpeg-rle": 17, "jpeg-delta-rle": 12, "pixels": 12,
+                        "pixels-unit4": 12}.get(name, 18)
     if name.endswith("rle"):
         with pytest.raises(UsageError, match="--layout dense"):
             order_record(codec, rec, "hilbert" if name == "wavelet-rle" else "freq-major", np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("name", ["jpeg-rle", "jpeg-dense", "wavelet-rle", "wavelet-dense"])
+@pytest.mark.parametrize("name", ["jpeg-rle", "jpeg-dense", "wavelet-rle", "wavelet-dense", "pixels-unit4"])
 def test_a_stream_drawn_in_any_accepted_order_decodes(name, photo):
     codec = _codecs()[name]
     rec = _record(codec, photo, size=(16, 24))

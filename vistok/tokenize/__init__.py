@@ -4,6 +4,7 @@ from vistok.tokenize.base import Codec, TokenRange, Vocabulary, codec_ids, get_c
 from vistok.tokenize.h264 import H264Codec
 from vistok.tokenize.jpeg import JpegCodec
 from vistok.tokenize.learned import BSQCodec, VQCodec
+from vistok.tokenize.pixels import PixelCodec
 from vistok.tokenize.wavelet import WaveletCodec
 
-__all__ = ["BSQCodec", "VQCodec", "Codec", "H264Codec", "JpegCodec", "TokenRange", "Vocabulary", "WaveletCodec", "codec_ids", "get_codec", "register_codec"]
+__all__ = ["BSQCodec", "VQCodec", "Codec", "H264Codec", "JpegCodec", "PixelCodec", "TokenRange", "Vocabulary", "WaveletCodec", "codec_ids", "get_codec", "register_codec"]
