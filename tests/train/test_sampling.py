@@ -165,3 +165,16 @@ def test_an_index_is_built_from_the_shard_the_manifest_lists(plain_dataset, tmp_
     with pytest.raises(DamagedShard, match="sha256"):
         sampling.folder_order(Dataset(copy), 0.2, 0, 16)
     assert tarfile.is_tarfile(shard.local)
+
+
+@pytest.mark.slow
+def test_train_with_1_2_and_3_loader_workers_logs_one_loss_curve(plain_dataset, tmp_path, logged_losses):
+    from vistok.train.trainer import TrainConfig, train
+
+    curves = []
+    for workers in (1, 2, 3):
+        cfg = TrainConfig(out=str(tmp_path / f"w{workers}"), max_steps=4, warmup=1, eval_every=0, ckpt_every=100,
+                          log_every=1)
+        train(_cfg(plain_dataset, num_workers=workers), cfg, quiet=True)
+        curves.append(logged_losses(tmp_path / f"w{workers}"))
+    assert sorted(curves[0]) == [1, 2, 3, 4] and curves[0] == curves[1] == curves[2]
