@@ -200,7 +200,10 @@ def shard(**kw) -> None:
     from vistok.pipelines.job import run_job
     from vistok.tokenize import get_codec
 
-    the_codec = get_codec(_codec_config(kw["codec"].value, kw))
+    cfg = _codec_config(kw["codec"].value, kw)
+    if isinstance(cfg.get("palette"), str):
+        cfg["palette"] = _palette(cfg["palette"], kw)
+    the_codec = get_codec(cfg)
     pre = Preprocess(**{k: kw[k] for k in ("size", "crops", "seed", "max_pixels", "fps", "clip_len", "clip_stride",
                                            "max_clips", "video_timeout", "gray")}, resize=kw["resize"].value)
     if the_codec.get_config().get("transcode") == "never" and not pre.identity():
@@ -222,6 +225,25 @@ def shard(**kw) -> None:
                          f"{first.get('reason', '?')}): nothing to train on; see {res.folder}/errors.jsonl")
     if kw["fail_on_error"] and res.errors:
         raise typer.Exit(3)
+
+
+def _palette(value: str, kw: dict) -> list[list[int]]:
+    """--palette K (fitted here on the sources' training images) or --palette DATASET (that dataset's colours)."""
+    if value.isdigit():
+        k = int(value)
+        if not 2 <= k <= 65536:
+            raise UsageError(f"--palette {k}: must be 2..65536 colours")
+        from vistok.train.tokenizer import fit_palette
+
+        if not kw["quiet"]:
+            print(f"fitting a palette of {k} colours (k-means) on the sources' training images", file=sys.stderr)
+        return fit_palette(kw["sources"], k, seed=kw["seed"], options=kw["storage_options"] or None)
+    from vistok.shards.store import open_any
+
+    codec = open_any(Loc(value, kw["storage_options"] or None)).manifest.codec
+    if codec.get("id") != "pixels" or "palette" not in codec:
+        raise UsageError(f"--palette {value}: not a number of colours, nor a pixels dataset with a palette")
+    return codec["palette"]
 
 
 def _error_rows(folder) -> list[dict]:

@@ -72,3 +72,42 @@ def test_pixels_through_every_command(tmp_path):
     _vistok("decompress", run, *sorted((tmp_path / "z").iterdir()), "--out", tmp_path / "back", "-q")
     (back,) = sorted((tmp_path / "back").iterdir())
     np.testing.assert_array_equal(np.asarray(Image.open(back)), np.asarray(Image.open(first)))
+
+
+def test_a_palette_codes_each_pixel_as_its_nearest_colour(photo):
+    palette = [[0, 0, 0], [255, 255, 255], [200, 30, 30], [30, 30, 200]]
+    codec = get_codec(PixelCodec(palette=palette, unit=2).get_config())
+    img = photo[:9, :11]
+    rec = codec.encode(img, "k")
+    assert rec.tokens.size == 10 * 12 and codec.vocab.range("value").stop - codec.vocab.range("value").start == 4
+    back = codec.decode(rec)
+    dist = ((img[..., None, :].astype(int) - np.array(palette)) ** 2).sum(-1)
+    np.testing.assert_array_equal(back, np.array(palette, np.uint8)[dist.argmin(-1)])  # the nearest colour each
+    gray = codec.decode(codec.encode(img[..., 0], "g"))  # a gray image takes its colours from the same palette
+    assert gray.shape == (9, 11, 3)
+    with pytest.raises(CodecError, match="palette"):
+        PixelCodec(palette=[[0, 0, 0]])
+
+
+@pytest.mark.slow
+def test_palette_fitted_on_training_images_and_reused_by_name(tmp_path):
+    from vistok.record import parse_input_id
+    from vistok.train.data import is_heldout
+    from vistok.train.tokenizer import fit_palette
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _vistok("shard", "sample", "--codec", "pixels", "--palette", "16", "--size", "16", "--out", a, "--executor",
+            "local", "-q")
+    _vistok("shard", "sample", "--codec", "pixels", "--palette", a, "--size", "16", "--out", b, "--executor", "local",
+            "-q")
+    ca, cb = (json.loads((d / "manifest.json").read_text())["codec"] for d in (a, b))
+    assert len(ca["palette"]) == 16 and ca == cb  # a test set sharded with the training set's palette
+    assert fit_palette(["sample"], 16) == ca["palette"]  # seeded: the same sources, the same colours
+    from vistok.media.sources import expand_sources
+
+    keys = [parse_input_id(i).key for i in expand_sources(["sample"])]
+    assert any(is_heldout(k, 0.1) for k in keys)  # some photos are held out at the trainer's --heldout 0.1 ...
+    assert fit_palette(["sample"], 16, heldout=0.0) != ca["palette"]  # ... and the fit did not see them
+    bad = subprocess.run([sys.executable, "-m", "vistok.cli", "shard", "sample", "--codec", "pixels", "--palette", "1",
+                          "--out", tmp_path / "c"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--palette 1: must be 2..65536" in bad.stderr

@@ -118,11 +118,16 @@ def _psnr_line(p: dict[str, Any]) -> str:
             f" ({p['exact']} exact, {p['skipped']} without a readable source)")
 
 
+def _brief(config: dict[str, Any]) -> dict[str, Any]:
+    """A codec config to print: long lists (a palette's colours) as their length."""
+    return {k: f"{len(v)} entries" if isinstance(v, list) and len(v) > 8 else v for k, v in config.items()}
+
+
 def format_summary(s: dict[str, Any]) -> str:
     t = {k: "-" if v is None else v for k, v in s["tokens_per_sample"].items()}
     lines = [
         f"dataset           {s['folder']}",
-        f"codec             {s['codec']}",
+        f"codec             {_brief(s['codec'])}",
         f"samples           {s['samples']} in {s['shards']} shards ({s['inputs']} inputs, {s['errors']} errors)",
         f"tokens/sample     mean {t['mean']}  p50 {t['p50']}  p95 {t['p95']}  max {t['max']}",
         f"bytes/sample      {s['bytes_per_sample'] if s['bytes_per_sample'] is not None else '-'} on disk ({s['bytes_total']} bytes in all)",

@@ -85,6 +85,37 @@ def _images(sources: list[str], heldout: float, below: float = 0.0) -> tuple[lis
     return train, held
 
 
+def fit_palette(sources: list[str], k: int, heldout: float = 0.1, seed: int = 0, pixels: int = 200_000,
+                options: dict | None = None) -> list[list[int]]:
+    """K colours for `--codec pixels --palette K` (iGPT's colour clusters): k-means (scikit-learn) on up to
+    `pixels` pixels drawn from the sources' training images: every image the trainer's split at `heldout`
+    keeps for training (`is_heldout` by input key), whole images as they are read. Seeded: the same sources give
+    the same palette, sorted by luma."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    pools = []
+    for iid in expand_sources(sources, options=options):
+        ref = parse_input_id(iid)
+        if heldout_hash(ref.key) < heldout:
+            continue
+        try:
+            img = np.asarray(load_image(read_input(iid, options=options)[0]).convert("RGB"))
+        except InputError as exc:
+            print(f"skipping {ref.name}: {exc}", file=sys.stderr)
+            continue
+        pools.append(img.reshape(-1, 3))
+    if not pools:
+        raise DatasetError(f"no training image to fit a palette on (--heldout {heldout} of the sources)")
+    per = max(1, pixels // len(pools))
+    sample = np.concatenate([p[rng.integers(len(p), size=min(per, len(p)))] for p in pools]).astype(np.float64)
+    if len(np.unique(sample, axis=0)) < k:
+        raise UsageError(f"--palette {k}: the training images have fewer distinct colours than that; use fewer")
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(sample)
+    colours = np.clip(np.round(km.cluster_centers_), 0, 255).astype(np.int64)
+    return colours[np.lexsort((colours[:, 2], colours[:, 1], colours[:, 0], colours @ [299, 587, 114]))].tolist()
+
+
 def random_crops(pool: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
     """(n, 3, size, size) in [-1, 1]; images smaller than the crop are skipped."""
     usable = [im for im in pool if min(im.shape[:2]) >= size]
