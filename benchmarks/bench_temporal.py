@@ -56,6 +56,8 @@ def videos(root: Path, small: bool = False) -> dict[str, list[str]]:
     test_stills, test_pans = make_stills(v / "test", True, 2 if small else 6, CLIP), make_pans(v / "test", True)
     if small:
         pans, test_pans = pans[::4], test_pans[::2]
+    if smoke():  # `make bench-quick`: a clip or two of each
+        stills, pans, test_stills, test_pans = stills[:2], pans[:1], test_stills[:1], test_pans[:1]
     return {"train": [str(p) for p in stills + pans], "still": [str(p) for p in test_stills],
             "pan": [str(p) for p in test_pans]}
 

@@ -301,3 +301,27 @@ def test_a_remote_shard_is_streamed_and_a_cached_copy_is_read_back(tmp_path, s3)
     fs.rm(shards[0].path)  # gone from the bucket: the cache still has it
     assert [r.key for r in iter_shards(shards[:1], cache)] == [r.key for r in first[: ds.manifest.shards[0]["samples"]]]
     assert os.path.getsize(cached[0]) > 0
+
+
+def test_the_trainer_reads_a_bucket_by_position_with_or_without_a_cache(tmp_path, s3):
+    """Each shard's index is built by one read; records come from shards read whole into memory (no cache) or
+    from the cache's copy: the same batches as from local disk, and the indexes are read once per shard."""
+    import torch
+
+    from vistok.train.data import DataConfig, Loader
+
+    bucket, opts, fs = s3
+    o = json.loads(opts)
+    for where, options in ((f"{bucket}/ds", o), (tmp_path / "ds", None)):
+        run_job(["sample"], where, JpegCodec(), Preprocess(size=16, crops=2), shard_size=8, executor="local",
+                quiet=True, storage_options=options)
+    cfg = DataConfig(datasets=[str(tmp_path / "ds")], block_size=128, batch_size=3, num_workers=0, order="random",
+                     shuffle_block=10)
+    ref = Loader(cfg)
+    want = [ref.next() for _ in range(6)]
+    remote = DataConfig(**{**cfg.to_json(), "datasets": [f"{bucket}/ds"]})
+    for cache in (None, Cache(str(tmp_path / "cache"), 1 << 30)):
+        loader = Loader(remote, options=o, cache=cache)
+        for w in want:
+            got = loader.next()
+            assert all(torch.equal(got[k], w[k]) for k in w), [k for k in w if not torch.equal(got[k], w[k])]

@@ -164,10 +164,10 @@ def parse_record(data: bytes, expect: Expect, shard: str, row: int, crc: int) ->
 
 
 class IndexedShards:
-    """Reads records of one dataset's shards by (shard, row): ranged reads of plain tars (one open file locally;
-    on object storage concurrent ranged GETs, or with a `cache` the shard downloaded whole once and read there).
-    A gzipped shard is inflated whole; inflated shards are kept up to `INFLATED_BYTES`, so a block's shards are
-    inflated about once per pass over the block."""
+    """Reads records of one dataset's shards by (shard, row): ranged reads of a local plain tar (one open file), or
+    of a remote one's copy in a `cache` (downloaded whole once). A gzipped shard, and a remote shard read with no
+    cache, is read whole into memory; those are kept up to `INFLATED_BYTES` per reader (a loader worker), so a
+    block's shards are read about once per pass over the block."""
 
     INFLATED_BYTES = 256 << 20
 
@@ -182,8 +182,8 @@ class IndexedShards:
         loc, ix = self.shards[shard], self.indexes[shard]
         ranges = [(int(ix[r, START]), int(ix[r, END])) for r in rows]
         try:
-            if loc.name.endswith(".gz"):
-                whole = self._inflate(shard, int(ix[:, END].max()))
+            if loc.name.endswith(".gz") or (loc.local is None and self.cache is None):
+                whole = self._whole(shard, int(ix[:, END].max()))
                 blobs = [whole[a:b] for a, b in ranges]
             else:
                 blobs = self._read_ranges(loc, ranges)
@@ -208,14 +208,17 @@ class IndexedShards:
         self.expect.on_damage.handle(damage)  # raises unless damage is skipped
         return [None] * n
 
-    def _inflate(self, shard: int, size: int) -> bytes:
+    def _whole(self, shard: int, size: int) -> bytes:
+        """A shard's (inflated) tar bytes, kept in memory: a gzipped shard, or a remote one with no cache (one GET
+        per shard and pass over its block, rather than one per few records)."""
         if shard not in self._inflated:
             loc = self.shards[shard]
             try:
                 raw = cached_copy(loc, self.cache).read_bytes()
             except FileNotFoundError:  # evicted from the cache just now
                 raw = loc.read_bytes()
-            data = zlib.decompressobj(wbits=31).decompress(raw, size)  # never more than the index's extent
+            gz = loc.name.endswith(".gz")
+            data = zlib.decompressobj(wbits=31).decompress(raw, size) if gz else raw  # never past the index's extent
             self._inflated[shard] = data
             while len(self._inflated) > 1 and sum(map(len, self._inflated.values())) > self.INFLATED_BYTES:
                 self._inflated.popitem(last=False)
