@@ -19,7 +19,7 @@ from vistok.media.sources import DEFAULT_MAX_PIXELS, check_label_mode
 from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
 from vistok.tokenize.schedule import parse_steps
-from vistok.tokenize.stream import PARALLEL
+from vistok.tokenize.stream import check_mode
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Images and videos -> discrete token shards for autoregressive vision models.",
@@ -69,8 +69,8 @@ def _check_names(order: str | None = None, parallel: str | None = None, attentio
         from vistok.tokenize.orders import get_order
 
         get_order(order)  # its message names the order and lists the available ones
-    if parallel and parallel not in PARALLEL:
-        raise UsageError(f"--parallel takes {', '.join(PARALLEL)}, got {parallel!r}")
+    if parallel:
+        check_mode(parallel)
     if attention is not None:
         from vistok.nn.attention import parse_attention
 
@@ -502,7 +502,7 @@ def train(
 
     w = _floats("--weights", weights) if weights else None
     context = block_size or PRESETS[preset]["block_size"]
-    if parallel == "any" and order == "canonical":  # the default order: any-step prediction is over random orders
+    if (parallel == "any" or parallel.startswith("masked")) and order == "canonical":  # both are over random orders
         order = "random"
     data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
                       block_size=context, stride=stride or context // 2, batch_size=batch_size, seed=seed, num_workers=workers)

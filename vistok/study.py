@@ -44,7 +44,7 @@ from vistok.pipelines.job import run_job
 from vistok.shards.manifest import write_json
 from vistok.tokenize.base import get_codec
 from vistok.tokenize.schedule import ALL
-from vistok.tokenize.stream import PARALLEL, SCALE_AXES, SEGMENT_ORDERS, SEGMENTED_INNER
+from vistok.tokenize.stream import SCALE_AXES, SEGMENT_ORDERS, SEGMENTED_INNER, check_mode
 from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate
 from vistok.train.probe import ProbeConfig, probe
@@ -147,7 +147,7 @@ def _fits(order: str, parallel: str) -> bool:
     base, _, inner = order.partition(":")
     segmented = base in SEGMENT_ORDERS or (base == "dc-first" and inner.partition(":")[0] in SEGMENTED_INNER)
     return (not parallel or (parallel == "segments" and segmented) or (parallel == "scales" and base in SCALE_AXES)
-            or (parallel == "any" and base in ("random", "dc-first")))
+            or (parallel == "any" and base in ("random", "dc-first")) or (parallel.startswith("masked") and base == "random"))
 
 
 def _codec_name(cfg: dict[str, Any]) -> str:
@@ -155,9 +155,8 @@ def _codec_name(cfg: dict[str, Any]) -> str:
 
 
 def grid(cfg: StudyConfig) -> list[tuple[dict[str, Any], str, str]]:
-    bad = [p for p in cfg.parallel if p and p not in PARALLEL]
-    if bad:
-        raise UsageError(f"--parallel takes none, {', '.join(PARALLEL)}; got {', '.join(bad)}")
+    for p in cfg.parallel:
+        check_mode(p)
     return [(c, o, p) for c in cfg.codecs for o in cfg.orders for p in cfg.parallel if _fits(o, p)]
 
 

@@ -47,7 +47,7 @@ from vistok.tokenize.orders import (
     walk_bits,
 )
 
-PARALLEL = ("segments", "scales", "any")
+PARALLEL = ("segments", "scales", "any", "masked:R")
 UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "squares", "gradwalk")
 SEGMENT_ORDERS = ("randsac", "squares")  # orders whose segments --parallel segments predicts
 SCALE_AXES = {"next-scale": "scale", "coarse-to-fine": "level"}
@@ -82,13 +82,41 @@ def _layout(codec: Codec) -> str:
     return f" with layout {layout}" if layout else ""
 
 
+def masked_ratio(parallel: str) -> float | None:
+    """R of `--parallel masked:R` (the share of units masked, 0 < R < 1); None for the other modes."""
+    mode, _, r = parallel.partition(":")
+    if mode != "masked":
+        return None
+    try:
+        ratio = float(r)
+    except ValueError:
+        ratio = -1.0
+    if not 0 < ratio < 1:
+        raise UsageError(f"--parallel masked:R takes the share of units masked, 0 < R < 1 (MAE: 0.75), got {parallel!r}")
+    return ratio
+
+
+def refuse_masked(parallel: str, what: str) -> None:
+    """A `--parallel masked:R` run predicts masked units from visible ones: it cannot make a whole stream."""
+    if masked_ratio(parallel) is not None:
+        raise UsageError(f"a --parallel {parallel} run predicts the masked units of an image from its visible ones; "
+                         f"it cannot {what} a whole image (`vistok eval` scores it: bits of the masked part)")
+
+
+def check_mode(parallel: str) -> None:
+    """Refuse a --parallel that is none of the modes (or a masked ratio outside (0, 1)), naming them."""
+    if parallel and parallel not in PARALLEL[:-1] and masked_ratio(parallel) is None:
+        raise UsageError(f"--parallel takes {', '.join(PARALLEL)}, got {parallel!r}")
+
+
 def check_parallel(codec: Codec, order: str, parallel: str) -> None:
     """Refuse a parallel mode that does not fit the order or the codec (before any data is read)."""
     if not parallel:
         return
-    if parallel not in PARALLEL:
-        raise UsageError(f"--parallel takes {' or '.join(PARALLEL)}, got {parallel!r}")
+    check_mode(parallel)
     base, _, inner = order.partition(":")
+    if masked_ratio(parallel) is not None and base != "random":
+        raise UsageError(f"--parallel {parallel} masks random units: use --order random (got {order!r})")
     if base == "dc-first" and parallel == "scales":
         raise UsageError("--parallel scales predicts whole scales; dc-first takes --parallel segments or any")
     if parallel == "any" and base not in ("random", "dc-first"):
@@ -161,12 +189,25 @@ def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored:
         elif parallel == "any":
             n_steps, mix = schedule.draw(perm.size, rng) if steps is None else (steps, schedule.TEST_MIX)
             groups = schedule.groups(perm.size, n_steps, mix)
+        elif masked_ratio(parallel) is not None:  # two groups, never cut: the visible units, then the masked
+            return Plan(perm.astype(np.int64), masked_groups(pos.units[perm], masked_ratio(parallel)), bits, segments)
         else:  # a group per (frame, scale): the frame's coarser scales and every earlier frame come before it
             scale = cell_scales(codec.layout(meta), base)
             key = cells.frame[perm] * (int(scale.max()) + 1) + scale[perm]
             groups = np.concatenate([[0], np.cumsum(np.diff(key) != 0)])
         groups = cut_groups(groups.astype(np.int64), max_group)
     return Plan(perm.astype(np.int64), groups, bits, segments)
+
+
+def masked_groups(units: np.ndarray, ratio: float) -> np.ndarray:
+    """Group 0 (visible) or 1 (masked) of each cell of a random order: the last round(ratio x units) units of
+    the order are masked (at least one unit each side), whole units as MAE masks patches."""
+    first = np.flatnonzero(np.diff(units, prepend=-1) != 0)  # where each unit's run of cells starts
+    n = first.size
+    if n < 2:
+        raise UsageError("--parallel masked:R needs at least two units an image")
+    visible = n - min(n - 1, max(1, round(ratio * n)))
+    return (np.arange(units.size) >= first[visible]).astype(np.int64)
 
 
 @lru_cache(maxsize=64)

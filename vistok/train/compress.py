@@ -57,6 +57,7 @@ from vistok.tokenize.stream import (
     known_columns,
     order_record,
     plan,
+    refuse_masked,
 )
 from vistok.train.checkpoint import load_model
 from vistok.train.container import VERSION, Header, pack, unpack
@@ -133,12 +134,13 @@ class Coder:
         one token per step; a file records its own, which decompression takes)."""
         model, state = load_model(run, "cpu")
         model.eval()
-        data = DataConfig(**state["data"])
+        data = DataConfig.from_json(state["data"])
         codec = get_codec(state["codec"])
         if data.order.startswith("gradwalk"):
             raise UsageError(f"run {run} is trained in order {data.order!r}, computed from each image's pixels: "
                              "a decoder would need it sent; compress works with orders a decoder can follow")
         check_parallel(codec, data.order, data.parallel)
+        refuse_masked(data.parallel, "code")
         return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}),
                    state.get("geometry"), run_steps(data.parallel, steps, run))
 

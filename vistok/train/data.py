@@ -47,6 +47,7 @@ from vistok.tokenize.stream import (
     group_limit,
     group_windows,
     known_columns,
+    masked_ratio,
     order_record,
 )
 from vistok.train.sampling import GlobalOrder, lane_rows, lanes_of, open_order, record_seed
@@ -66,12 +67,18 @@ class DataConfig:
     num_workers: int = 1
     long: str = "split"  # split | crop: what to do with documents longer than block_size
     stride: int = 0  # positions between windows over a long document (`windows`); 0 = block_size
-    parallel: str = ""  # "" (token by token) | segments | scales | any: groups predicted at once (`record_docs`)
+    parallel: str = ""  # "" (token by token) | segments | scales | any | masked:R: groups at once (`record_docs`)
     places: bool = False  # rows carry each position's places (local attention: `--attention local:R`)
     shuffle_block: int = 4096  # training records shuffled together: blocks of shards holding at least this many
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> DataConfig:
+        """A checkpoint's data config; keys of older vistoks that no longer steer anything are dropped
+        (`shuffle_buffer`: the stream before the global order)."""
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def check(self) -> None:
         """Refuse values no run can use, naming the option, before any data is read."""
@@ -190,6 +197,8 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     place[:, known] = codec.layout(rec.meta).cells.positions.coords[o.cells] + 1
     n, A = toks.size, coords.shape[1]
     tp = cell_places(codec.layout(rec.meta))[o.cells] if places else None  # (n, 2) each token's place
+    if masked_ratio(parallel) is not None:
+        return Docs([_masked_doc(toks, coords, place, o.groups, block_size, tp)], 0.0, 1, o)
     if parallel:
         return Docs(_parallel_docs(toks, coords, place, o.groups, block_size, stride, tp), o.plan.order_bits,
                     o.plan.n_groups, o)
@@ -210,6 +219,29 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
             d["loss_mask"] = np.concatenate([np.zeros(new - a, np.float32), np.ones(b - new, np.float32)])
         docs.append(d)
     return Docs(docs, o.plan.order_bits, n + 1, o)
+
+
+def _masked_doc(toks, coords, place, groups, block_size: int, tp=None) -> dict[str, np.ndarray]:
+    """`--parallel masked:R`: `[BOS] visible tokens | a query slot per masked token`, scored on the queries only.
+    The visible tokens (group 0) see each other both ways, the queries (group 1) see them and never a masked
+    token (`vistok.nn.gpt.group_mask`); the masked tokens themselves are not in the row."""
+    vis, hid = groups == 0, groups == 1
+    n, k = int(vis.sum()), int(hid.sum())
+    if n + k + 1 > block_size:
+        raise UsageError(f"--parallel masked:R predicts the masked units of a whole image at once: {n + k + 1} "
+                         f"positions (BOS, {n} visible tokens, {k} queries) do not fit --block-size {block_size}")
+    A = coords.shape[1]
+    doc = {"idx": np.concatenate([[BOS], toks[vis], np.full(k, PAD)]),
+           "targets": np.concatenate([np.full(n + 1, PAD), toks[hid]]),
+           "coords": np.concatenate([np.zeros((1, A), np.int64), coords[vis], place[hid]]),
+           "next_coords": np.zeros((n + k + 1, A), np.int64),
+           "loss_mask": np.concatenate([np.zeros(n + 1, np.float32), np.ones(k, np.float32)]),
+           "groups": np.concatenate([[-1], np.zeros(n, np.int64), np.ones(k, np.int64)]),
+           "query": np.concatenate([np.zeros(n + 1, np.int64), np.ones(k, np.int64)])}
+    if tp is not None:
+        pl = np.concatenate([np.full((1, 2), -1, np.int64), tp[vis], tp[hid]])
+        doc["places"] = np.concatenate([pl, pl], axis=1)
+    return doc
 
 
 def _parallel_docs(toks, coords, place, groups, block_size: int, stride: int = 0, tp=None) -> list[dict[str, np.ndarray]]:

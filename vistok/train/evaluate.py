@@ -28,7 +28,7 @@ from vistok.shards.inspect import token_counts
 from vistok.shards.integrity import OnDamage
 from vistok.tokenize.base import EOS, JPEG_FILE, Codec, frames_of
 from vistok.tokenize.schedule import run_steps, steps_name
-from vistok.tokenize.stream import SCALE_AXES, Ordered, cell_scales, mask_rows
+from vistok.tokenize.stream import SCALE_AXES, Ordered, cell_scales, mask_rows, masked_ratio
 from vistok.train.checkpoint import load_model
 from vistok.train.data import (
     DataConfig,
@@ -241,7 +241,7 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     if split not in SPLITS:
         raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
-    data = DataConfig(**state["data"])
+    data = DataConfig.from_json(state["data"])
     steps = [run_steps(data.parallel, n, run) for n in steps or [None]]  # refused unless an any run
     sets, codec = open_datasets(datasets or data.datasets, storage_options, on_damage := OnDamage(skip=skip_damaged))
     if codec.vocab.size != model.cfg.vocab_size:
@@ -272,6 +272,12 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         "tokens_per_image": float(np.mean([len(r.tokens) for r in recs])),
         "unigram_bits_per_token": float(unigram_bits(sets, recs, codec)),
     }
+    if masked_ratio(data.parallel) is not None:  # bits of the masked units given the visible: not an image's bits
+        out = {**{k: v for k, v in out.items() if k not in ("bits_per_token", "bits_per_image", "order_bits",
+                                                             "steps_per_image")},
+               "masked_bits_per_token": float(bits.sum() / n.sum()), "masked_bits_per_image": float(bits.mean()),
+               "masked_tokens_per_image": float(n.mean())}
+        return out
     if data.parallel == "any":
         out["steps"] = steps_name(steps[0])
         out["steps_curve"] = [curve_point(steps[0], res)] + [

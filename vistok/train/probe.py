@@ -312,7 +312,7 @@ def probe(run: str | Path, datasets: list[str] | None = None, test: list[str] | 
 def _probe(run: str | Path, datasets: list[str] | None, test: list[str] | None, cfg: ProbeConfig, device: str,
            storage_options: dict | None, bar: Progress) -> dict[str, Any]:
     model, state = load_model(run, device)
-    data = DataConfig(**state["data"])
+    data = DataConfig.from_json(state["data"])
     sets, codec = open_datasets(datasets or data.datasets, storage_options)
     test_sets = open_datasets(test, storage_options)[0] if test else None
     if any(not 0 <= i <= model.cfg.n_layer for i in cfg.layers):

@@ -15,7 +15,15 @@ from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
 from vistok.tokenize.orders import stored_key, units_to_tokens
 from vistok.tokenize.schedule import run_steps
-from vistok.tokenize.stream import Plan, StreamGrammar, group_limit, group_windows, known_columns, plan
+from vistok.tokenize.stream import (
+    Plan,
+    StreamGrammar,
+    group_limit,
+    group_windows,
+    known_columns,
+    plan,
+    refuse_masked,
+)
 from vistok.train.checkpoint import load_model
 from vistok.train.data import check_coords, open_datasets
 
@@ -119,6 +127,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     generated in `order` (and group by group with `parallel`; `--parallel any` in `steps` model steps, one
     token per step when None) under the grammar. `progress`: a `vistok.progress.Progress`, advanced per
     generated position (per image when parallel)."""
+    refuse_masked(parallel, "sample")
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     steps, T = run_steps(parallel, steps), model.cfg.block_size

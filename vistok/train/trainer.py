@@ -42,7 +42,7 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16
 
 # whether a parallel mode's query slots see each other by default: what measured better at 300 steps
 # (README, "Any number of steps"): any with co-attention; segments and scales with queries alone
-CO_ATTEND = {"any": True, "segments": False, "scales": False}
+CO_ATTEND = {"any": True, "segments": False, "scales": False, "masked": True}  # masked: as MAE's decoder
 
 
 @dataclass
@@ -247,7 +247,8 @@ def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, 
     axes = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
     return GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known,
                      rope_axes=axes if rope else [], parallel=bool(data.parallel),
-                     co_attend=bool(data.parallel) and (CO_ATTEND.get(data.parallel, False) if co_attend is None else co_attend),
+                     co_attend=bool(data.parallel) and (CO_ATTEND.get(data.parallel.partition(":")[0], False) if co_attend is None
+                                                           else co_attend),
                      local=list(local or []),
                      **{**PRESETS[preset], "block_size": data.block_size})
 
