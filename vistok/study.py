@@ -214,16 +214,32 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
             f.parent.mkdir(parents=True, exist_ok=True)
             write_json(f, pr[key])
         pr[key] = json.loads(f.read_text())
-    row.update(steps=res["step"], block_size=block, bits_per_image=round(ev["bits_per_image"], 1),
-               order_bits=round(ev["order_bits"], 1), steps_per_image=round(ev["steps_per_image"], 1),
+    masked = "masked_bits_per_image" in ev  # a masked row's bits are of its masked part only: not an image's
+    row.update(steps=res["step"], block_size=block,
+               bits_per_image=None if masked else round(ev["bits_per_image"], 1),
+               order_bits=None if masked else round(ev["order_bits"], 1),
+               steps_per_image=None if masked else round(ev["steps_per_image"], 1),
                trained=pr["trained"], random_init=pr["random_init"], pixels=pr["pixels"],
                finetune=pr.get("finetune"), probe_images={"train": pr["train_images"], "test": pr["test_images"]},
                seconds=seconds)
+    if masked:
+        row["masked_bits_per_image"] = round(ev["masked_bits_per_image"], 1)
     if "steps_curve" in ev:  # one any model at several step counts: the headline is the first
         row["at_steps"] = [{"steps": p["steps"], "bits_per_image": round(p["bits_per_image"], 1),
                             "steps_per_image": round(p["steps_per_image"], 1)} for p in ev["steps_curve"]]
     write_json(done, row)
     return row
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def _bits(row: dict[str, Any]) -> str:
+    """A row's bits per image for the table; a masked row's are of its masked part, said so."""
+    if row.get("masked_bits_per_image") is not None:
+        return f"— (masked part: {row['masked_bits_per_image']})"
+    return str(row["bits_per_image"])
 
 
 def study_tokenizer(cfg: StudyConfig, progress=sys.stderr) -> Path:
@@ -295,8 +311,8 @@ def table(rows: list[dict], cfg: StudyConfig) -> str:
             continue
         t, z, p = r["trained"], r["random_init"], r["pixels"]
         ft = f"{r['finetune']['top1']:.3f}" if r.get("finetune") else ""
-        lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | {r['steps']} | {r['bits_per_image']} | "
-                     f"{r['order_bits']} | {r['steps_per_image']} | {t['linear_top1']:.3f} ({t.get('layer', '')}, "
+        lines.append(f"| {r['codec']} | {r['order']} | {r['parallel']} | {r['steps']} | {_bits(r)} | "
+                     f"{_cell(r['order_bits'])} | {_cell(r['steps_per_image'])} | {t['linear_top1']:.3f} ({t.get('layer', '')}, "
                      f"{t.get('mask', 'train')}) | {_top1(r, 'none')} | {_top1(r, 'train')} | {t['knn_top1']:.3f} | {ft} | "
                      f"{z['linear_top1']:.3f} / {z['knn_top1']:.3f} | {p['linear_top1']:.3f} / {p['knn_top1']:.3f} |")
         for a in r.get("at_steps", [])[1:]:  # the same any model, scored in fewer steps
