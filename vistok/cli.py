@@ -646,7 +646,7 @@ def study(
     label_from: Annotated[str, typer.Option(help="Labels of folder sources: parent (ImageFolder), json:FIELD or cls (as vistok shard).")] = "",
     orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "raster,random,hilbert,randsac:7,randsac:11,5,squares:2",
     parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales, any, masked:R (pairs that do not fit an order are left out; any and masked go with random; any is scored at two step counts).")] = "none,segments,any",
-    codec: Annotated[str, typer.Option(help="bsq: codes of a 4x4-patch tokenizer the study trains first (OUT/tokenizer), or of --tokenizer; jpeg: coefficients (--layout, --quality).")] = "bsq",
+    codec: Annotated[str, typer.Option(help="Comma-separated codecs, each a set of rows on the same images: bsq (codes of a 4x4-patch tokenizer the study trains first, OUT/tokenizer, or of --tokenizer); jpeg (coefficients: --layout, --quality); pixels (gray values in 4x4-pixel units, RandSAC's 8x8 grid on 32x32).")] = "bsq",
     tokenizer: Annotated[Path, typer.Option(help="bsq: an existing tokenizer folder instead of the study's own.")] = None,
     layout: Annotated[str, typer.Option(help="jpeg: layout of the tokens (dense: every order and mode).")] = "dense",
     quality: Annotated[int, typer.Option(min=1, max=100, help="jpeg: quality.")] = 50,
@@ -661,13 +661,15 @@ def study(
     finetune: Annotated[int, typer.Option(min=0, help="Epochs of fine-tuning per run (0: none).")] = 3,
     finetune_images: Annotated[int, typer.Option(min=0, help="Fine-tune on this many of the probe's training images (0: all).")] = 0,
 ) -> None:
-    """A grid of runs (orders x parallel modes) on one labelled dataset, the same number of optimizer steps per
-    run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""
+    """A grid of runs (codecs x orders x parallel modes) on one labelled dataset, the same number of optimizer
+    steps per run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""
     from vistok.study import TOKENIZER, StudyConfig, split_orders, table
     from vistok.study import study as run_study
 
-    if codec not in ("bsq", "jpeg"):
-        raise UsageError(f"--codec takes bsq or jpeg, got {codec!r}")
+    names = codec.split(",")
+    bad = [c for c in names if c not in ("bsq", "jpeg", "pixels")]
+    if bad or len(set(names)) != len(names):
+        raise UsageError(f"--codec takes bsq, jpeg, pixels (comma-separated, each once), got {codec!r}")
     if layout not in ("rle", "dense"):
         raise UsageError(f"--layout takes rle or dense, got {layout!r}")
     for name in split_orders(orders):
@@ -675,10 +677,11 @@ def study(
     for mode in parallel.split(","):
         _check_names(parallel="" if mode == "none" else mode)
     _check_names(preset=preset)
-    spec = ({"id": "jpeg", "quality": quality, "layout": layout} if codec == "jpeg"
-            else {"id": "bsq", "tokenizer": str(tokenizer) if tokenizer else TOKENIZER})
+    specs = {"jpeg": {"id": "jpeg", "quality": quality, "layout": layout}, "pixels": {"id": "pixels", "unit": 4},
+             "bsq": {"id": "bsq", "tokenizer": str(tokenizer) if tokenizer else TOKENIZER}}
     check_label_mode(label_from)
-    cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources, codecs=[spec], label_from=label_from,
+    cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources, codecs=[specs[c] for c in names],
+                      label_from=label_from,
                       steps=steps, minutes=minutes, preset=preset, orders=split_orders(orders),
                       parallel=["" if p == "none" else p for p in parallel.split(",")], probe_train=probe_train,
                       probe_test=probe_test, size=size, resize=resize.value, batch_size=batch_size, finetune=finetune,

@@ -296,3 +296,22 @@ def test_pixel_features_of_a_colour_set_with_gray_images_have_one_width():
     np.testing.assert_array_equal(x[1].reshape(32, 32, 3)[..., 0], x[1].reshape(32, 32, 3)[..., 2])
     x, _ = pixel_features(codec, iter(recs[1:3]))
     assert x.shape == (2, 32 * 32)
+
+
+@pytest.mark.slow
+def test_a_study_across_tokenizations_on_the_same_images(tmp_path):
+    """Pixels (4x4-pixel units) and JPEG coefficients in one study, masked rows: every row probed on the same
+    images; a masked row says its bits are of the masked part."""
+    from vistok.study import StudyConfig, study, table
+
+    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:80"],
+                      codecs=[{"id": "pixels", "unit": 4}, {"id": "jpeg", "quality": 50, "layout": "dense"}],
+                      orders=["random"], parallel=["masked:0.75"], steps=2, batch_size=2, eval_images=4,
+                      probe_train=30, probe_test=16, heldout=0.3, finetune=0)
+    rows = study(cfg)
+    assert [(r["codec"], r["parallel"]) for r in rows] == [("pixels", "masked:0.75"), ("jpeg-dense-50", "masked:0.75")]
+    assert len({json.dumps(r["probe_images"]) for r in rows}) == 1  # the same probe images for every codec
+    for r in rows:
+        masked = r["parallel"].startswith("masked")
+        assert (r["bits_per_image"] is None) == masked and (r.get("masked_bits_per_image", 0) > 0) == masked
+    assert "— (masked part:" in table(rows, cfg)
