@@ -214,21 +214,23 @@ def run_row(cfg: StudyConfig, data_dir: Path, codec: dict[str, Any], order: str,
             f.parent.mkdir(parents=True, exist_ok=True)
             write_json(f, pr[key])
         pr[key] = json.loads(f.read_text())
-    masked = "masked_bits_per_image" in ev  # a masked row's bits are of its masked part only: not an image's
-    row.update(steps=res["step"], block_size=block,
-               bits_per_image=None if masked else round(ev["bits_per_image"], 1),
-               order_bits=None if masked else round(ev["order_bits"], 1),
-               steps_per_image=None if masked else round(ev["steps_per_image"], 1),
-               trained=pr["trained"], random_init=pr["random_init"], pixels=pr["pixels"],
-               finetune=pr.get("finetune"), probe_images={"train": pr["train_images"], "test": pr["test_images"]},
-               seconds=seconds)
-    if masked:
-        row["masked_bits_per_image"] = round(ev["masked_bits_per_image"], 1)
-    if "steps_curve" in ev:  # one any model at several step counts: the headline is the first
-        row["at_steps"] = [{"steps": p["steps"], "bits_per_image": round(p["bits_per_image"], 1),
-                            "steps_per_image": round(p["steps_per_image"], 1)} for p in ev["steps_curve"]]
+    row.update(steps=res["step"], block_size=block, **_figures(ev), trained=pr["trained"],
+               random_init=pr["random_init"], pixels=pr["pixels"], finetune=pr.get("finetune"),
+               probe_images={"train": pr["train_images"], "test": pr["test_images"]}, seconds=seconds)
     write_json(done, row)
     return row
+
+
+def _figures(ev: dict[str, Any]) -> dict[str, Any]:
+    """A row's eval figures; a masked row's bits are of its masked part only (none of an image's are claimed)."""
+    if "masked_bits_per_image" in ev:
+        return {"bits_per_image": None, "order_bits": None, "steps_per_image": None,
+                "masked_bits_per_image": round(ev["masked_bits_per_image"], 1)}
+    out = {k: round(ev[k], 1) for k in ("bits_per_image", "order_bits", "steps_per_image")}
+    if "steps_curve" in ev:  # one any model at several step counts: the headline is the first
+        out["at_steps"] = [{"steps": p["steps"], "bits_per_image": round(p["bits_per_image"], 1),
+                            "steps_per_image": round(p["steps_per_image"], 1)} for p in ev["steps_curve"]]
+    return out
 
 
 def _cell(value: Any) -> str:

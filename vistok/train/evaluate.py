@@ -272,12 +272,8 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         "tokens_per_image": float(np.mean([len(r.tokens) for r in recs])),
         "unigram_bits_per_token": float(unigram_bits(sets, recs, codec)),
     }
-    if masked_ratio(data.parallel) is not None:  # bits of the masked units given the visible: not an image's bits
-        out = {**{k: v for k, v in out.items() if k not in ("bits_per_token", "bits_per_image", "order_bits",
-                                                             "steps_per_image")},
-               "masked_bits_per_token": float(bits.sum() / n.sum()), "masked_bits_per_image": float(bits.mean()),
-               "masked_tokens_per_image": float(n.mean())}
-        return out
+    if masked_ratio(data.parallel) is not None:
+        return masked_figures(out, bits, n)
     if data.parallel == "any":
         out["steps"] = steps_name(steps[0])
         out["steps_curve"] = [curve_point(steps[0], res)] + [
@@ -288,6 +284,13 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     if on_damage.skipped:
         out["skipped_shards"] = sorted(set(on_damage.skipped))
     return out
+
+
+def masked_figures(out: dict[str, Any], bits: np.ndarray, n: np.ndarray) -> dict[str, Any]:
+    """A `--parallel masked:R` run's figures: bits of the masked units given the visible ones, never an image's."""
+    drop = ("bits_per_token", "bits_per_image", "order_bits", "steps_per_image")
+    return {**{k: v for k, v in out.items() if k not in drop}, "masked_bits_per_token": float(bits.sum() / n.sum()),
+            "masked_bits_per_image": float(bits.mean()), "masked_tokens_per_image": float(n.mean())}
 
 
 def min_context(data: DataConfig, block_size: int, stride: int) -> int:
