@@ -175,16 +175,16 @@ class LearnedCodec(Codec):
         """One cell per code, its place known in advance (every axis is known)."""
         units, coords = self._units_coords(meta)
         return FrameLayout(self._grids(meta)[0], (self.patch << (self.scales - 1),) * 2, units, coords,
-                           sum(gh * gw for gh, gw in self._grids(meta)), lambda: CodeCells(self, coords))
+                           sum(gh * gw for gh, gw in self._grids(meta)), lambda: CodeCells(self.vocab.size, self._code0, coords))
 
 
 class CodeCells(CellGrammar):
-    """One code per cell, any code of the codebook."""
+    """One token per cell, any token from `first` on (a codebook's codes; pixel values, `vistok.tokenize.pixels`)."""
 
-    def __init__(self, codec: LearnedCodec, coords: np.ndarray):
+    def __init__(self, vocab_size: int, first: int, coords: np.ndarray):
         self.coords = coords.astype(np.int64)
-        self._codes = np.zeros(codec.vocab.size, bool)
-        self._codes[codec._code0 :] = True
+        self._codes = np.zeros(vocab_size, bool)
+        self._codes[first:] = True
         self.cell = 0
 
     def begin(self, cell: int) -> None:

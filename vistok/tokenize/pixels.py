@@ -26,7 +26,6 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.record import TokenRecord
 from vistok.tokenize.base import (
-    CellGrammar,
     CliOption,
     Codec,
     FrameLayout,
@@ -34,6 +33,7 @@ from vistok.tokenize.base import (
     as_pixels,
     register_codec,
 )
+from vistok.tokenize.learned import CodeCells
 
 
 @register_codec
@@ -125,7 +125,7 @@ class PixelCodec(Codec):
         gh, gw, C = self._padded(meta)
         units, coords = _places(self.unit, gh, gw, C)
         return FrameLayout((gh, gw), (self.unit, self.unit), units, coords, units.size,
-                           lambda: ValueCells(self._vocab, self._value0, coords))
+                           lambda: CodeCells(self._vocab.size, self._value0, coords))
 
 
 def nearest_colour(img: np.ndarray, palette: np.ndarray, chunk: int = 16384) -> np.ndarray:
@@ -153,23 +153,3 @@ def _places(P: int, gh: int, gw: int, C: int) -> tuple[np.ndarray, np.ndarray]:
     units.setflags(write=False)
     coords.setflags(write=False)
     return units, coords
-
-
-class ValueCells(CellGrammar):
-    """One value per cell, any value."""
-
-    def __init__(self, vocab: Vocabulary, value0: int, coords: np.ndarray):
-        self.coords = coords.astype(np.int64)
-        self._values = np.zeros(vocab.size, bool)
-        self._values[value0:] = True
-        self.cell = 0
-
-    def begin(self, cell: int) -> None:
-        self.cell, self.open = cell, True
-
-    def allowed(self) -> np.ndarray:
-        return self._values
-
-    def step(self, tok: int) -> np.ndarray:
-        self.open = False
-        return self.coords[self.cell]

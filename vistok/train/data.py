@@ -445,14 +445,9 @@ class Loader:
 
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, device: str = "cpu",
                  options: dict | None = None, cache: Cache | None = None, on_damage: OnDamage | None = None):
-        cfg.check()
         self.cfg, self.device, self.world = fit_workers(cfg, world), device, world
-        self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
-        check_mixed(self.sets)
-        check_order(self.sets, self.codec, cfg)
-        self.order = open_order(self.sets, cfg.heldout, cfg.seed, cfg.shuffle_block, cfg.weights, cache)
-        self.lanes_total = cfg.batch_size * world
-        self.lanes = lanes_of(rank, world, self.lanes_total)
+        self.sets, self.codec, self.order, self.lanes_total, self.lanes = open_lanes(cfg, rank, world, options,
+                                                                                    on_damage, cache)
         self.starts: dict[int, tuple[int, int]] = {}
         self.batches = 0
         self._it: Iterator | None = None
@@ -496,10 +491,19 @@ class Loader:
         self._it = None
 
 
-def check_mixed(sets: list) -> None:
+def open_lanes(cfg: DataConfig, rank: int, world: int, options: dict | None, on_damage: OnDamage | None,
+               cache: Cache | None) -> tuple[list, Codec, GlobalOrder, int, range]:
+    """What `Loader` and `Rows` read: the checked config's datasets, codec, global order, the global batch's
+    rows (lanes) and this rank's share of them; refusals before any record is read."""
+    cfg.check()
+    sets, codec = open_datasets(cfg.datasets, options, on_damage)
     stores = [isinstance(s, PackedStore) for s in sets]
     if any(stores) and not all(stores):
         raise UsageError("mix either dataset folders or packed stores in one run, not both")
+    check_order(sets, codec, cfg)
+    order = open_order(sets, cfg.heldout, cfg.seed, cfg.shuffle_block, cfg.weights, cache)
+    total = cfg.batch_size * world
+    return sets, codec, order, total, lanes_of(rank, world, total)
 
 
 class Rows(IterableDataset):
@@ -517,14 +521,9 @@ class Rows(IterableDataset):
     def __init__(self, cfg: DataConfig, rank: int = 0, world: int = 1, options: dict | None = None,
                  on_damage: OnDamage | None = None, cache: Cache | None = None):
         super().__init__()
-        cfg.check()
         self.cfg, self.world = cfg, world
-        self.sets, self.codec = open_datasets(cfg.datasets, options, on_damage)
-        check_mixed(self.sets)
-        check_order(self.sets, self.codec, cfg)
-        self.order = open_order(self.sets, cfg.heldout, cfg.seed, cfg.shuffle_block, cfg.weights, cache)
-        self.lanes_total = cfg.batch_size * world
-        self.lanes = lanes_of(rank, world, self.lanes_total)
+        self.sets, self.codec, self.order, self.lanes_total, self.lanes = open_lanes(cfg, rank, world, options,
+                                                                                    on_damage, cache)
         self.starts: dict[int, tuple[int, int]] = {}  # as of the last whole step
         self.offset = 0  # rows of the current step handed out
         self.delivered = 0
