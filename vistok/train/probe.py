@@ -180,13 +180,16 @@ def _standardized(xtr: np.ndarray, xte: np.ndarray) -> tuple[np.ndarray, np.ndar
     return scaler.transform(xtr), scaler.transform(xte)
 
 
-def _model(c: float, max_iter: int, dims: int):
+def _model(c: float, max_iter: int, x: np.ndarray):
     from sklearn.linear_model import LogisticRegression
 
     # Newton steps converge in ~10 iterations where L-BFGS takes hundreds (2x faster on 128-wide features), but
-    # the Hessian grows with (dims x classes)^2: L-BFGS above NEWTON_DIMS. warm_start: a refit at the next C
+    # the Hessian grows with (dims x classes)^2: L-BFGS above NEWTON_DIMS. With fewer images than features the
+    # classes separate, the weights grow without bound and every fit runs to max_iter: L-BFGS there too (a
+    # Newton step cost 20x an L-BFGS one on 24 images of 128-wide features). warm_start: a refit at the next C
     # starts from the last C's weights (a regularisation path).
-    solver = "newton-cholesky" if dims <= NEWTON_DIMS else "lbfgs"
+    n, dims = x.shape
+    solver = "newton-cholesky" if dims <= NEWTON_DIMS and n > dims else "lbfgs"
     return LogisticRegression(C=c, max_iter=max_iter, solver=solver, warm_start=True)
 
 
@@ -215,7 +218,7 @@ def validated_c(xtr: np.ndarray, ytr: np.ndarray, seed: int = 0) -> tuple[float,
     if len(np.unique(ytr[fit])) < 2:
         return C_GRID[0], 0.0
     best_c, best = C_GRID[0], -1.0
-    model = _model(C_GRID[0], MAX_ITER, xtr.shape[1])
+    model = _model(C_GRID[0], MAX_ITER, xtr[fit])
     for c in C_GRID:
         acc = _fit(model.set_params(C=c), xtr[fit], ytr[fit]).score(xtr[val], ytr[val])
         if acc > best:
@@ -224,7 +227,7 @@ def validated_c(xtr: np.ndarray, ytr: np.ndarray, seed: int = 0) -> tuple[float,
 
 
 def _final(x: np.ndarray, y: np.ndarray, c: float):
-    return _fit(_model(c, 2 * MAX_ITER, x.shape[1]), x, y)
+    return _fit(_model(c, 2 * MAX_ITER, x), x, y)
 
 
 def linear_top1(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, seed: int = 0) -> float:
@@ -243,7 +246,7 @@ def best_layer(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarra
     rows = []
     for layer in range(xtr.shape[1]):
         a, b = _standardized(xtr[:, layer], xte[:, layer])
-        m = _fit(_model(1.0, MAX_ITER, a.shape[1]), a[fit], ytr[fit])
+        m = _fit(_model(1.0, MAX_ITER, a[fit]), a[fit], ytr[fit])
         rows.append({"layer": layer, "val_top1": round(float(m.score(a[val], ytr[val])), 4),
                      "test_top1": round(float(m.score(b, yte)), 4)})
     best = max(rows, key=lambda r: (r["val_top1"], -r["layer"]))
