@@ -37,11 +37,11 @@ fashion-mnist:
 		echo "dataset-fashion-mnist could not be installed (apt-get): its tests are skipped"
 
 study: install fashion-mnist
-	$(PYTHON) -m vistok.study
+	$(PYTHON) -m vistok.cli study
 
 # the probe beyond Fashion-MNIST: 32x32 tiles of the embedded photos, a class per photo, labelled by folder
 study-photos: install
-	$(PYTHON) -m vistok.study --photos --orders raster,random,randsac:11,5 --parallel none,segments
+	$(PYTHON) -m vistok.cli study --photos --orders raster,random,randsac:11,5 --parallel none,segments
 
 lint: install
 	$(PYTHON) -m ruff check vistok tests benchmarks

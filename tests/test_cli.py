@@ -31,7 +31,7 @@ def test_help_lists_commands():
 
 
 def test_study_command_defaults_are_the_study_modules():
-    """`vistok study` and `python -m vistok.study` (make study) run the same default grid and budget."""
+    """`vistok study` (make study) and `vistok.study.StudyConfig` have the same default grid and budget."""
     import inspect
 
     from vistok import cli
@@ -40,7 +40,8 @@ def test_study_command_defaults_are_the_study_modules():
     d, params = StudyConfig(), inspect.signature(cli.study).parameters
     assert params["orders"].default == ",".join(d.orders) and params["steps"].default == d.steps
     assert params["parallel"].default == ",".join(p or "none" for p in d.parallel)
-    for name in ("size", "batch_size", "preset", "probe_train", "probe_test", "finetune", "finetune_images"):
+    for name in ("size", "batch_size", "preset", "probe_train", "probe_test", "finetune", "finetune_images", "seeds", "psnr",
+                 "executor", "row_cpus"):
         assert params[name].default == getattr(d, name), name
 
 

@@ -639,54 +639,90 @@ def probe(
     typer.echo(format_probe(res))
 
 
+STUDY_CODECS = {
+    "bsq": "codes of a 4x4-patch BSQ tokenizer the study trains first (OUT/tokenizer), or of --tokenizer",
+    "vq": "codes of a 4x4-patch VQ tokenizer the study trains first (OUT/tokenizer-vq), same vocabulary",
+    "jpeg": "DCT coefficients (--layout, --quality)",
+    "wavelet": "bior4.4 coefficients, 3 levels, dense (--wavelet-step)",
+    "pixels": "gray values in 4x4-pixel units, RandSAC's 8x8 grid on 32x32 (--bits)",
+}
+
+
+def _study_codecs(codec: str, own: str, tokenizer: Path | None, layout: str, quality: int, wavelet_step: float,
+                  bits: int) -> list[dict]:
+    """`--codec a,b` -> the codecs' configurations (`own`: the study's own tokenizer, trained first)."""
+    names = codec.split(",")
+    bad = [c for c in names if c not in STUDY_CODECS]
+    if bad or len(set(names)) != len(names):
+        raise UsageError(f"--codec takes {', '.join(STUDY_CODECS)} (comma-separated, each once), got {codec!r}")
+    if layout not in ("rle", "dense"):
+        raise UsageError(f"--layout takes rle or dense, got {layout!r}")
+    specs = {"jpeg": {"id": "jpeg", "quality": quality, "layout": layout},
+             "pixels": {"id": "pixels", "unit": 4, "bits": bits},
+             "wavelet": {"id": "wavelet", "layout": "dense", "levels": 3, "step": wavelet_step},
+             "bsq": {"id": "bsq", "tokenizer": str(tokenizer) if tokenizer else own},
+             "vq": {"id": "vq", "tokenizer": own}}
+    return [specs[c] for c in names]
+
+
 @app.command()
 def study(
     out: Annotated[Path, typer.Option("--out", "-o", help="Study folder (rerun to finish an interrupted study).")] = Path("runs/study"),
     source: Annotated[list[str], typer.Option(help="Labelled sources to shard (repeatable; default fashion-mnist:train:12000).")] = None,
+    test_source: Annotated[list[str], typer.Option(help="Labelled sources the probes test on (repeatable; default fashion-mnist:test, all 10,000; 'heldout': the held-out split of --source).")] = None,
     label_from: Annotated[str, typer.Option(help="Labels of folder sources: parent (ImageFolder), json:FIELD or cls (as vistok shard).")] = "",
     orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "raster,random,hilbert,randsac:7,randsac:11,5,squares:2",
     parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales, any, masked:R (pairs that do not fit an order are left out; any and masked go with random; any is scored at two step counts).")] = "none,segments,any",
-    codec: Annotated[str, typer.Option(help="Comma-separated codecs, each a set of rows on the same images: bsq (codes of a 4x4-patch tokenizer the study trains first, OUT/tokenizer, or of --tokenizer); jpeg (coefficients: --layout, --quality); pixels (gray values in 4x4-pixel units, RandSAC's 8x8 grid on 32x32).")] = "bsq",
+    codec: Annotated[str, typer.Option(help="Comma-separated codecs, each a set of rows on the same images: " + "; ".join(f"{k} ({v})" for k, v in STUDY_CODECS.items()) + ".")] = "bsq",
+    psnr: Annotated[float, typer.Option(min=0, help="Set each codec's knob (JPEG quality, wavelet step, pixel bits) so that its held-out PSNR is within 1 dB of this; codecs that cannot are said so (0: as given). Every codec's PSNR, tokens and vocabulary are reported either way.")] = 0.0,
     tokenizer: Annotated[Path, typer.Option(help="bsq: an existing tokenizer folder instead of the study's own.")] = None,
     layout: Annotated[str, typer.Option(help="jpeg: layout of the tokens (dense: every order and mode).")] = "dense",
     quality: Annotated[int, typer.Option(min=1, max=100, help="jpeg: quality.")] = 50,
+    wavelet_step: Annotated[float, typer.Option(min=0.01, help="wavelet: quantizer step.")] = 8.0,
+    bits: Annotated[int, typer.Option(min=1, max=8, help="pixels: bits per gray value.")] = 8,
     size: Annotated[int, typer.Option(min=0, help="Images to SIZE x SIZE (0 = keep; Fashion-MNIST is 28).")] = 32,
     resize: Annotated[Resize, typer.Option(help="How an image becomes SIZE x SIZE (border: no resampling, edge-padded).")] = "border",
     steps: Annotated[int, typer.Option(min=0, help="Optimizer steps per run (the same for every row).")] = 200,
     minutes: Annotated[float, typer.Option(min=0, help="And a training time limit per run (0: none).")] = 0.0,
+    seeds: Annotated[int, typer.Option(min=1, help="Runs per row, each with its own seed (model init, data order, the order's randomness); figures are reported as mean ± 95% CI, each row tested against the best (Welch's t-test).")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")] = 32,
     preset: Annotated[str, typer.Option(help="Model preset for every run.")] = "tiny",
     probe_train: Annotated[int, typer.Option(min=1, help="Training images of each probe.")] = 5000,
-    probe_test: Annotated[int, typer.Option(min=1, help="Test images of each probe.")] = 1000,
+    probe_test: Annotated[int, typer.Option(min=0, help="Test images of each probe (0: all).")] = 0,
     finetune: Annotated[int, typer.Option(min=0, help="Epochs of fine-tuning per run (0: none).")] = 3,
     finetune_images: Annotated[int, typer.Option(min=0, help="Fine-tune on this many of the probe's training images (0: all).")] = 0,
+    executor: Annotated[str, typer.Option(help="Where runs (and sharding) run: local (this process, one at a time) or ray (Ray tasks; a local Ray, or --address).")] = "local",
+    address: Annotated[str, typer.Option(help="Ray cluster address (--executor ray).")] = "",
+    row_cpus: Annotated[int, typer.Option(min=0, help="CPUs (torch threads) per run, in-process or asked of Ray (0: this machine's); a run asks Ray for a GPU where there are GPUs.")] = 0,
+    photos: Annotated[bool, typer.Option("--photos", help="The real-photo set instead of --source: the embedded photos cut into 32x32 tiles in OUT/photos, a class per photo, labelled by folder, tested on their held-out split (default OUT: runs/study-photos).")] = False,
 ) -> None:
-    """A grid of runs (codecs x orders x parallel modes) on one labelled dataset, the same number of optimizer
-    steps per run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""
-    from vistok.study import TOKENIZER, StudyConfig, split_orders, table
+    """A grid of runs (codecs x orders x parallel modes x seeds) on one labelled dataset, the same number of
+    optimizer steps per run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""
+    from vistok.executors import ExecutorConfig
+    from vistok.study import TOKENIZER, StudyConfig, photo_folders, split_orders, table
     from vistok.study import study as run_study
 
-    names = codec.split(",")
-    bad = [c for c in names if c not in ("bsq", "jpeg", "pixels")]
-    if bad or len(set(names)) != len(names):
-        raise UsageError(f"--codec takes bsq, jpeg, pixels (comma-separated, each once), got {codec!r}")
-    if layout not in ("rle", "dense"):
-        raise UsageError(f"--layout takes rle or dense, got {layout!r}")
     for name in split_orders(orders):
         _check_names(order=name)
     for mode in parallel.split(","):
         _check_names(parallel="" if mode == "none" else mode)
     _check_names(preset=preset)
-    specs = {"jpeg": {"id": "jpeg", "quality": quality, "layout": layout}, "pixels": {"id": "pixels", "unit": 4},
-             "bsq": {"id": "bsq", "tokenizer": str(tokenizer) if tokenizer else TOKENIZER}}
+    ExecutorConfig(executor)
     check_label_mode(label_from)
-    cfg = StudyConfig(out=str(out), sources=list(source) if source else StudyConfig().sources, codecs=[specs[c] for c in names],
-                      label_from=label_from,
+    specs = _study_codecs(codec, TOKENIZER, tokenizer, layout, quality, wavelet_step, bits)
+    tests = StudyConfig().test_sources if not test_source else ([] if test_source == ["heldout"] else list(test_source))
+    sources = list(source) if source else StudyConfig().sources
+    if photos:
+        out = Path("runs/study-photos") if out == Path("runs/study") else out
+        sources, label_from, tests = [str(photo_folders(out / "photos"))], "parent", []
+    cfg = StudyConfig(out=str(out), sources=sources, test_sources=tests,
+                      codecs=specs, psnr=psnr, label_from=label_from,
                       steps=steps, minutes=minutes, preset=preset, orders=split_orders(orders),
                       parallel=["" if p == "none" else p for p in parallel.split(",")], probe_train=probe_train,
                       probe_test=probe_test, size=size, resize=resize.value, batch_size=batch_size, finetune=finetune,
-                      finetune_images=finetune_images)
-    typer.echo(table(run_study(cfg), cfg))
+                      finetune_images=finetune_images, seeds=seeds, executor=executor, address=address, row_cpus=row_cpus)
+    rows = run_study(cfg)
+    typer.echo(table(rows, cfg, json.loads((out / "study.json").read_text())["codecs"]))
 
 
 @app.command()

@@ -39,17 +39,20 @@ class ExecutorConfig:
 
 def run_tasks(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callable[[Status], None],
               on_failure: Callable[[Any, BaseException], Status], cfg: ExecutorConfig = ExecutorConfig(),
-              gpus: float = 0.0) -> None:
-    """Run `fn` over `tasks` with the executor `cfg` names (see `run_local` and `run_ray`)."""
+              gpus: float = 0.0, cpus: float = 1.0, on_submit: Callable[[Any], None] | None = None) -> None:
+    """Run `fn` over `tasks` with the executor `cfg` names (see `run_local` and `run_ray`). `on_submit`, when
+    given, hears of each task as it is handed to the executor (in-process: as it starts)."""
     if cfg.kind == "local":
-        run_local(fn, tasks, on_result, on_failure)
+        run_local(fn, tasks, on_result, on_failure, on_submit)
     else:
-        run_ray(fn, tasks, on_result, on_failure, cfg, gpus)
+        run_ray(fn, tasks, on_result, on_failure, cfg, gpus, cpus, on_submit)
 
 
 def run_local(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callable[[Status], None],
-              on_failure: Callable[[Any, BaseException], Status]) -> None:
+              on_failure: Callable[[Any, BaseException], Status], on_submit: Callable[[Any], None] | None = None) -> None:
     for task in tasks:
+        if on_submit:
+            on_submit(task)
         try:
             status = fn(task)
         except Exception as exc:  # same policy as the Ray path: record, go on
@@ -64,10 +67,11 @@ def task_gpus(wanted: float, cluster: dict[str, float]) -> float:
 
 def run_ray(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callable[[Status], None],
             on_failure: Callable[[Any, BaseException], Status], cfg: ExecutorConfig = ExecutorConfig(),
-            gpus: float = 0.0) -> None:
-    """One Ray task per item of `tasks`, at most 2 x cluster CPUs in flight (the task stream is consumed
-    lazily, so the driver holds only those); failures after `cfg.retries` go to `on_failure`.
-    `gpus`: GPUs each task asks for when the cluster has any (Ray then sets CUDA_VISIBLE_DEVICES)."""
+            gpus: float = 0.0, cpus: float = 1.0, on_submit: Callable[[Any], None] | None = None) -> None:
+    """One Ray task per item of `tasks`, at most 2 x the tasks the cluster's CPUs hold at once in flight (the
+    task stream is consumed lazily, so the driver holds only those); failures after `cfg.retries` go to
+    `on_failure`. `gpus`: GPUs each task asks for when the cluster has any (Ray then sets
+    CUDA_VISIBLE_DEVICES); `cpus`: CPUs each asks for."""
     import ray  # imported here: ray takes seconds to import, and the local executor never needs it
 
     started = not ray.is_initialized()
@@ -80,9 +84,9 @@ def run_ray(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callab
             else:
                 ray.init(num_cpus=cfg.workers or os.cpu_count() or 1, **kwargs)
         resources = ray.cluster_resources()
-        remote = ray.remote(fn).options(num_cpus=1, num_gpus=task_gpus(gpus, resources), max_retries=cfg.retries,
+        remote = ray.remote(fn).options(num_cpus=cpus, num_gpus=task_gpus(gpus, resources), max_retries=cfg.retries,
                                         retry_exceptions=True)
-        max_in_flight = 2 * max(1, int(resources.get("CPU", 1)))
+        max_in_flight = 2 * max(1, int(resources.get("CPU", 1) // max(cpus, 1e-9)))
         in_flight: dict[Any, Any] = {}
         pending = iter(tasks)
         exhausted = False
@@ -93,6 +97,8 @@ def run_ray(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callab
                     exhausted = True
                     break
                 in_flight[remote.remote(task)] = task
+                if on_submit:
+                    on_submit(task)
             if not in_flight:
                 break
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)

@@ -202,7 +202,7 @@ def test_fashion_mnist_source_and_a_study_that_resumes(tmp_path):
                   executor="local", quiet=True)
     rec = next(iter(Dataset(res.folder)))
     assert rec.meta["components"] == 1 and rec.meta["height"] == 28 and len(res.manifest.labels) == 10
-    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:120"],
+    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:120"], test_sources=[],
                       orders=["raster", "randsac:4", "squares:2", "random"], parallel=["", "segments", "any"],
                       tokenizer=StudyTokenizer(steps=3, width=16, latent=8, bits=8, batch=8), steps=4, batch_size=2,
                       eval_images=8, probe_train=40, probe_test=20, heldout=0.3, any_steps=[0, 8], finetune=1)
@@ -220,7 +220,8 @@ def test_fashion_mnist_source_and_a_study_that_resumes(tmp_path):
         assert set(r) >= {"bits_per_image", "order_bits", "steps_per_image", "random_init", "pixels"}
     assert rows[4]["steps_per_image"] == 16  # 2x2 tiles of an 8x8 grid, a tile a step
     assert rows[2]["steps_per_image"] < rows[1]["steps_per_image"]
-    assert (tmp_path / "study" / "study.md").read_text().count("\n| bsq") == 8  # and the any row at 8 steps
+    runs_md = (tmp_path / "study" / "study.md").read_text().split("Runs:")[1]
+    assert runs_md.count("\n| bsq") == 8  # and the any row at 8 steps
     assert (tmp_path / "study" / "study.png").stat().st_size > 1000
     # what rows share is probed once: the pixels, and the twin of each architecture (the token-by-token one
     # under both masks, the group-parallel one under mask none, where no order enters)
@@ -300,18 +301,32 @@ def test_pixel_features_of_a_colour_set_with_gray_images_have_one_width():
 
 @pytest.mark.slow
 def test_a_study_across_tokenizations_on_the_same_images(tmp_path):
-    """Pixels (4x4-pixel units) and JPEG coefficients in one study, masked rows: every row probed on the same
-    images; a masked row says its bits are of the masked part."""
-    from vistok.study import StudyConfig, study, table
+    """Pixels (4x4-pixel units), JPEG and wavelet coefficients and VQ codes in one study at one PSNR, masked
+    rows: every codec's knob set within 1 dB of the target where it has one (a trained tokenizer's PSNR is
+    reported, and said when off target), every row probed on the same images, a masked row's bits of its
+    masked part."""
+    from vistok.study import StudyConfig, StudyTokenizer, study, table
 
-    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:80"],
-                      codecs=[{"id": "pixels", "unit": 4}, {"id": "jpeg", "quality": 50, "layout": "dense"}],
-                      orders=["random"], parallel=["masked:0.75"], steps=2, batch_size=2, eval_images=4,
-                      probe_train=30, probe_test=16, heldout=0.3, finetune=0)
+    cfg = StudyConfig(out=str(tmp_path / "study"), sources=["fashion-mnist:test:80"], test_sources=[], size=16,
+                      codecs=[{"id": "pixels", "unit": 4}, {"id": "jpeg", "quality": 50, "layout": "dense"},
+                              {"id": "wavelet", "layout": "dense", "levels": 2, "step": 8.0},
+                              {"id": "vq", "tokenizer": "study"}],
+                      tokenizer=StudyTokenizer(steps=3, width=16, latent=8, bits=6, batch=8, crop=16), psnr=30.0,
+                      psnr_images=24, orders=["random"], parallel=["masked:0.75"], steps=2, batch_size=2,
+                      eval_images=4, probe_train=30, probe_test=16, heldout=0.3, finetune=0)
     rows = study(cfg)
-    assert [(r["codec"], r["parallel"]) for r in rows] == [("pixels", "masked:0.75"), ("jpeg-dense-50", "masked:0.75")]
+    codecs = json.loads((tmp_path / "study" / "study.json").read_text())["codecs"]
+    assert [c["config"]["id"] for c in codecs] == ["pixels", "jpeg", "wavelet", "vq"]
+    for c in codecs[1:3]:  # a knob to turn: within a dB
+        assert c["matched"] and abs(c["psnr"] - 30) <= 1, c
+    pixels, vq = codecs[0], codecs[3]
+    assert pixels["config"]["bits"] in range(1, 9) and (pixels["matched"] or "pixels cannot reach" in pixels["note"])
+    assert vq["matched"] or "fixed by its tokenizer" in vq["note"]  # 3 steps of training: far below 30 dB
+    assert (tmp_path / "study" / "tokenizer-vq" / "config.json").exists() and vq["vocabulary"] >= 64  # 2**6 codes
+    assert all(c["tokens_per_image"] > 0 for c in codecs)
+    assert [r["codec"] for r in rows] == [c["name"] for c in codecs]
     assert len({json.dumps(r["probe_images"]) for r in rows}) == 1  # the same probe images for every codec
     for r in rows:
-        masked = r["parallel"].startswith("masked")
-        assert (r["bits_per_image"] is None) == masked and (r.get("masked_bits_per_image", 0) > 0) == masked
-    assert "— (masked part:" in table(rows, cfg)
+        assert r["parallel"] == "masked:0.75" and r["bits_per_image"] is None and r["masked_bits_per_image"] > 0
+    md = table(rows, cfg, codecs)
+    assert "— (masked part:" in md and "held-out PSNR" in md and md.count("| jpeg-dense-") >= 3
