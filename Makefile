@@ -11,7 +11,7 @@ install:
 	$(PIP) install -q -e ".[dev]"
 
 test: install fashion-mnist
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n 2 tests  # two workers: the 2-core machines this is timed on
 
 bench: install
 	$(PIP) install -q -e ".[dev,bench]"

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -149,7 +150,6 @@ def _free_port() -> int:
 
 def start_moto(env_extra: dict | None = None) -> tuple:
     """A real S3 endpoint: moto in server mode on 127.0.0.1 (as s3fs tests itself). Returns (process, url)."""
-    import os
     import subprocess
     import sys
     import time
@@ -175,8 +175,6 @@ def start_moto(env_extra: dict | None = None) -> tuple:
 def s3_endpoint():
     """The endpoint URL of a moto S3 server for the whole session. Credentials are moto's test values, set in
     the environment (where s3fs and Ray workers started later find them), as a real deployment would."""
-    import os
-
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(k, v)
     proc, url = start_moto()
@@ -201,8 +199,6 @@ def s3(s3_endpoint, request):
 @pytest.fixture(scope="session", autouse=True)
 def index_cache(tmp_path_factory):
     """Shard indexes (`vistok.shards.index`) go to a folder of this test session, not the user's cache."""
-    import os
-
     folder = tmp_path_factory.mktemp("index")
     old = os.environ.get("VISTOK_INDEX_DIR")
     os.environ["VISTOK_INDEX_DIR"] = str(folder)
@@ -211,3 +207,18 @@ def index_cache(tmp_path_factory):
         os.environ.pop("VISTOK_INDEX_DIR", None)
     else:
         os.environ["VISTOK_INDEX_DIR"] = old
+
+
+# Under pytest-xdist (`make test` runs two workers on two cores) each worker's torch, and the vistok commands
+# it starts, get one thread: two workers at two threads each would oversubscribe the cores.
+# Each worker's Ray keeps its files (and the address a `ray.init()` without one would join) in a folder of its
+# own: otherwise a worker's in-process Ray could join the cluster another worker's test started.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{os.environ['PYTEST_XDIST_WORKER']}-", dir="/tmp")
+    atexit.register(shutil.rmtree, os.environ["RAY_TMPDIR"], ignore_errors=True)

@@ -5,9 +5,11 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +29,10 @@ def two_node_cluster(tmp: Path):
     addr = f"127.0.0.1:{port}"
     token = tmp / "ray_token"
     token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    # its own Ray folder (short: socket paths have a length limit), so that no `ray.init()` of this process or
+    # another finds it and joins it
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-cluster-", dir="/tmp")}
     env.pop("RAY_ADDRESS", None)
     common = ["--num-cpus", "1", "--disable-usage-stats"]
     try:
@@ -44,4 +49,26 @@ def two_node_cluster(tmp: Path):
         assert status.stdout.count(" node_") >= 2, status.stdout
         yield addr, env
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        stop_cluster(port)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+
+
+def stop_cluster(port: int) -> None:
+    """Kill this cluster's processes only (`ray stop` would end every Ray session on the machine, a test's
+    beside it included): those whose command line names its GCS port."""
+    marks = (f"127.0.0.1:{port}".encode(), f"--gcs_server_port={port}".encode())
+    for _ in range(3):
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if any(m in cmd for m in marks) and int(pid) != os.getpid():
+                found.append(int(pid))
+        for pid in found:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(1)

@@ -72,18 +72,19 @@ def test_interrupted_shard_job_says_so_and_leaves_no_ray_process(tmp_path):
     import sys
     import time
 
-    def ray_processes() -> set[int]:
-        out = set()
+    def descendants(root: int) -> set[int]:  # this job's processes only: another Ray may run beside it
+        parents = {}
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-            except OSError:
+                parents[int(pid)] = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if any(w in cmd for w in (b"raylet", b"gcs_server", b"ray::")):
-                out.add(int(pid))
-        return out
+        found, frontier = set(), {root}
+        while frontier:
+            frontier = {p for p, pp in parents.items() if pp in frontier} - found
+            found |= frontier
+        return found
 
-    before = ray_processes()
     out = tmp_path / "ds"
     args = [sys.executable, "-m", "vistok.cli", "shard", "sample", "--size", "64", "--crops", "1500", "--shard-size",
             "100", "--workers", "2", "--out", str(out)]
@@ -92,10 +93,19 @@ def test_interrupted_shard_job_says_so_and_leaves_no_ray_process(tmp_path):
     while not (out / "job.json").exists() and time.monotonic() < deadline:  # Ray is up and the job planned
         time.sleep(0.1)
     time.sleep(1.0)
+    ray = descendants(proc.pid)  # the driver's raylet, GCS, agents and workers
+    assert ray
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert err.strip().endswith("interrupted: rerun the same command to finish") and "Traceback" not in err
     time.sleep(1.0)
-    assert ray_processes() <= before
+
+    def alive(pid: int) -> bool:
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    assert not [p for p in ray if alive(p)]
     assert not (out / "manifest.json").exists()
