@@ -11,7 +11,7 @@ install:
 	$(PIP) install -q -e ".[dev]"
 
 test: install fashion-mnist
-	$(PYTHON) -m pytest -q -n 2 tests  # two workers: the 2-core machines this is timed on
+	$(PYTHON) -m pytest -q -n 2 --dist worksteal tests  # two workers (the 2-core machines this is timed on); idle ones take queued tests
 
 bench: install
 	$(PIP) install -q -e ".[dev,bench]"
