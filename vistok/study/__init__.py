@@ -198,12 +198,10 @@ class Row:
 
 def run_row(cfg: StudyConfig, row: Row, device: str) -> dict:
     """Train (or resume), evaluate, probe and fine-tune one run with `cfg.row_cpus` torch threads; its
-    `result.json` is written last."""
+    `result.json` is written last (`run_rows` reads a finished run's back instead of running it)."""
     import torch
 
     done = Path(cfg.out) / "runs" / row.name / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.row_cpus or threads)
     try:
@@ -329,8 +327,9 @@ def codecs_at_quality(cfg: StudyConfig, pre: Preprocess, progress=sys.stderr) ->
     key = {"codecs": cfg.codecs, "psnr": cfg.psnr, "images": cfg.psnr_images, "sources": cfg.sources,
            "preprocess": pre.to_json(), "heldout": cfg.heldout}
     cache = Path(cfg.out) / "codecs.json"
-    if cache.exists() and json.loads(cache.read_text())["key"] == key:
-        return json.loads(cache.read_text())["codecs"]
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("key") == key:
+        return cached["codecs"]
     images = heldout_images(cfg.sources, pre, cfg.heldout, cfg.psnr_images)
     if not images:
         raise UsageError(f"no held-out image to measure PSNR on (--heldout {cfg.heldout} of the sources)")

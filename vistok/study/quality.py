@@ -98,7 +98,7 @@ def match(config: dict[str, Any], images: list[np.ndarray], target: float) -> di
 
 
 def _first_reaching(psnr_at: Callable[[int], float], n: int, target: float) -> int:
-    """The first index whose PSNR reaches `target` (n when none does), by bisection: PSNR rises with the
+    """The first index whose PSNR reaches `target` (the last when none does), by bisection: PSNR rises with the
     index."""
     lo, hi = 0, n
     while lo < hi:
@@ -107,7 +107,7 @@ def _first_reaching(psnr_at: Callable[[int], float], n: int, target: float) -> i
             hi = mid
         else:
             lo = mid + 1
-    return min(lo, n - 1) if lo == n else lo
+    return min(lo, n - 1)
 
 
 def _verdict(got: dict[str, Any], target: float, why: str) -> dict[str, Any]:
