@@ -37,7 +37,7 @@ fashion-mnist:
 		echo "dataset-fashion-mnist could not be installed (apt-get): its tests are skipped"
 
 study: install fashion-mnist
-	$(PYTHON) -m vistok.cli study
+	$(PYTHON) -m vistok.cli study --grid tokenizations
 
 # the probe beyond Fashion-MNIST: 32x32 tiles of the embedded photos, a class per photo, labelled by folder
 study-photos: install

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -648,6 +649,29 @@ STUDY_CODECS = {
 }
 
 
+# the flags that set a StudyConfig field, where they are not the field itself
+STUDY_FLAGS = {"sources": {"source"}, "test_sources": {"test_source"},
+               "codecs": {"codec", "tokenizer", "layout", "quality", "wavelet_step", "bits"}}
+
+
+def _check_study_names(orders: list[str], parallel: str, preset: str, executor: str, label_from: str) -> None:
+    from vistok.executors import ExecutorConfig
+
+    for name in orders:
+        _check_names(order=name)
+    for mode in parallel.split(","):
+        _check_names(parallel="" if mode == "none" else mode)
+    _check_names(preset=preset)
+    ExecutorConfig(executor)
+    check_label_mode(label_from)
+
+
+def _given_fields(ctx: typer.Context, fields: dict) -> dict:
+    """The StudyConfig fields whose flags were given on the command line (they override a grid's)."""
+    given = {k for k in ctx.params if ctx.get_parameter_source(k).name != "DEFAULT"}  # typer vendors click: by name
+    return {field: v for field, v in fields.items() if given & STUDY_FLAGS.get(field, {field})}
+
+
 def _study_codecs(codec: str, own: str, tokenizer: Path | None, layout: str, quality: int, wavelet_step: float,
                   bits: int) -> list[dict]:
     """`--codec a,b` -> the codecs' configurations (`own`: the study's own tokenizer, trained first)."""
@@ -667,6 +691,8 @@ def _study_codecs(codec: str, own: str, tokenizer: Path | None, layout: str, qua
 
 @app.command()
 def study(
+    ctx: typer.Context,
+    grid: Annotated[str, typer.Option(help="A named grid that sets the options below (those given override it): tokenizations (`make study`: pixels, JPEG, wavelet, BSQ, VQ at 21 dB on 16x16, 3 orders, a masked row, 3 seeds; about 45 minutes on 2 cores), full (the same at 32x32 with 6 orders, 3 modes, the small preset, 5000 steps, 5 seeds: a GPU's or cluster's), orders (the defaults).")] = "orders",
     out: Annotated[Path, typer.Option("--out", "-o", help="Study folder (rerun to finish an interrupted study).")] = Path("runs/study"),
     source: Annotated[list[str], typer.Option(help="Labelled sources to shard (repeatable; default fashion-mnist:train:12000).")] = None,
     test_source: Annotated[list[str], typer.Option(help="Labelled sources the probes test on (repeatable; default fashion-mnist:test, all 10,000; 'heldout': the held-out split of --source).")] = None,
@@ -695,34 +721,32 @@ def study(
     address: Annotated[str, typer.Option(help="Ray cluster address (--executor ray).")] = "",
     row_cpus: Annotated[int, typer.Option(min=0, help="CPUs (torch threads) per run, in-process or asked of Ray (0: this machine's); a run asks Ray for a GPU where there are GPUs.")] = 0,
     photos: Annotated[bool, typer.Option("--photos", help="The real-photo set instead of --source: the embedded photos cut into 32x32 tiles in OUT/photos, a class per photo, labelled by folder, tested on their held-out split (default OUT: runs/study-photos).")] = False,
+    list_rows: Annotated[bool, typer.Option("--list", help="Print the grid's settings and rows, run nothing.")] = False,
 ) -> None:
     """A grid of runs (codecs x orders x parallel modes x seeds) on one labelled dataset, the same number of
     optimizer steps per run, each evaluated, probed and fine-tuned: OUT/study.md, study.json, study.png."""
-    from vistok.executors import ExecutorConfig
-    from vistok.study import TOKENIZER, StudyConfig, photo_folders, split_orders, table
+    from vistok.study import TOKENIZER, StudyConfig, describe, named_grid, photo_folders, split_orders, table
     from vistok.study import study as run_study
 
-    for name in split_orders(orders):
-        _check_names(order=name)
-    for mode in parallel.split(","):
-        _check_names(parallel="" if mode == "none" else mode)
-    _check_names(preset=preset)
-    ExecutorConfig(executor)
-    check_label_mode(label_from)
+    _check_study_names(split_orders(orders), parallel, preset, executor, label_from)
     specs = _study_codecs(codec, TOKENIZER, tokenizer, layout, quality, wavelet_step, bits)
     tests = StudyConfig().test_sources if not test_source else ([] if test_source == ["heldout"] else list(test_source))
     sources = list(source) if source else StudyConfig().sources
+    flags = dict(out=str(out), sources=sources, test_sources=tests, codecs=specs, psnr=psnr, label_from=label_from,
+                 steps=steps, minutes=minutes, preset=preset, orders=split_orders(orders),
+                 parallel=["" if p == "none" else p for p in parallel.split(",")], probe_train=probe_train,
+                 probe_test=probe_test, size=size, resize=resize.value, batch_size=batch_size, finetune=finetune,
+                 finetune_images=finetune_images, seeds=seeds, executor=executor, address=address, row_cpus=row_cpus)
+    cfg = named_grid(grid, **_given_fields(ctx, flags))
     if photos:
         out = Path("runs/study-photos") if out == Path("runs/study") else out
-        sources, label_from, tests = [str(photo_folders(out / "photos"))], "parent", []
-    cfg = StudyConfig(out=str(out), sources=sources, test_sources=tests,
-                      codecs=specs, psnr=psnr, label_from=label_from,
-                      steps=steps, minutes=minutes, preset=preset, orders=split_orders(orders),
-                      parallel=["" if p == "none" else p for p in parallel.split(",")], probe_train=probe_train,
-                      probe_test=probe_test, size=size, resize=resize.value, batch_size=batch_size, finetune=finetune,
-                      finetune_images=finetune_images, seeds=seeds, executor=executor, address=address, row_cpus=row_cpus)
+        cfg = replace(cfg, out=str(out), sources=[str(photo_folders(out / "photos"))], label_from="parent",
+                      test_sources=[])
+    if list_rows:
+        typer.echo(describe(cfg))
+        return
     rows = run_study(cfg)
-    typer.echo(table(rows, cfg, json.loads((out / "study.json").read_text())["codecs"]))
+    typer.echo(table(rows, cfg, json.loads((Path(cfg.out) / "study.json").read_text())["codecs"]))
 
 
 @app.command()

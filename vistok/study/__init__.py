@@ -43,6 +43,7 @@ from vistok.executors import ExecutorConfig, run_tasks
 from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
 from vistok.shards.manifest import write_json
+from vistok.study.grids import GRIDS, TOKENIZER
 from vistok.study.stats import cell, spread, summarize, verdict
 from vistok.tokenize.base import get_codec
 from vistok.tokenize.schedule import ALL
@@ -51,8 +52,6 @@ from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate
 from vistok.train.probe import ProbeConfig, probe
 from vistok.train.trainer import TrainConfig, pick_device, train
-
-TOKENIZER = "study"  # a codec's `tokenizer` naming the study's own (OUT/tokenizer)
 
 
 @dataclass
@@ -99,6 +98,7 @@ class StudyConfig:
     eval_images: int = 1000
     probe_train: int = 5000
     probe_test: int = 0  # 0: every test image
+    probe_masks: list[str] = field(default_factory=lambda: ["train", "none"])  # the masks each probe reads under
     finetune: int = 3  # epochs of fine-tuning per row (0: none)
     finetune_images: int = 0  # of the probe's training images, fine-tuned on (0: all: the linear probe's)
     seeds: int = 1  # runs per row, seeds seed .. seed + seeds - 1: model init, data order, order randomness
@@ -107,6 +107,13 @@ class StudyConfig:
     row_cpus: int = 0  # CPUs (torch threads) of a row, in-process or asked of Ray; 0: the driver machine's
     device: str = "auto"
     seed: int = 0
+
+
+def named_grid(name: str, **given: Any) -> StudyConfig:
+    """The StudyConfig of a named grid (`GRIDS`), with the fields in `given` overriding it."""
+    if name not in GRIDS:
+        raise UsageError(f"--grid takes {', '.join(GRIDS)}, got {name!r}")
+    return replace(StudyConfig(**GRIDS[name]), **given)
 
 
 # The embedded scikit-image photographs (`sample`) that are photos of one scene or texture each: not their
@@ -166,10 +173,32 @@ def _codec_name(cfg: dict[str, Any]) -> str:
     return "-".join(parts)
 
 
+ROWS_OF = ("orders", "parallel")  # keys of a codec's entry that narrow its rows (not codec options)
+
+
+def codec_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """A study codec entry less its row keys: what `get_codec` takes."""
+    return {k: v for k, v in spec.items() if k not in ROWS_OF}
+
+
 def grid(cfg: StudyConfig) -> list[tuple[dict[str, Any], str, str]]:
-    for p in cfg.parallel:
+    """(codec, order, parallel) of every row: the study's orders x modes that fit, for each codec; a codec entry
+    with `orders` or `parallel` has its own (e.g. one masked row, or pixels a pixel at a time in raster order
+    only)."""
+    for p in cfg.parallel + [m for c in cfg.codecs for m in c.get("parallel", [])]:
         check_mode(p)
-    return [(c, o, p) for c in cfg.codecs for o in cfg.orders for p in cfg.parallel if _fits(o, p)]
+    return [(codec_options(c), o, p) for c in cfg.codecs for o in c.get("orders", cfg.orders)
+            for p in c.get("parallel", cfg.parallel) if _fits(o, p)]
+
+
+def describe(cfg: StudyConfig) -> str:
+    """The settings and rows of a study, before any work (`vistok study --list`)."""
+    rows = grid(cfg)
+    keys = ("sources", "test_sources", "psnr", "size", "resize", "preset", "steps", "batch_size", "seeds",
+            "probe_train", "probe_test", "probe_masks", "finetune", "executor", "row_cpus")
+    out = [f"{k}: {getattr(cfg, k)}" for k in keys]
+    out.append(f"{len(rows)} rows x {cfg.seeds} seed(s) = {len(rows) * cfg.seeds} runs:")
+    return "\n".join(out + [f"  {_codec_name(c)}  {o}  {p or 'none'}" for c, o, p in rows])
 
 
 def _row_name(codec: dict[str, Any], order: str, parallel: str) -> str:
@@ -250,11 +279,13 @@ def _probes(cfg: StudyConfig, row: Row, run: Path, block: int, device: str) -> d
     architecture is read under both masks (its training mask is causal in the canonical order whatever the
     row's order); that of the group-parallel one under mask none only, where no order or group enters (its
     training mask would be one twin per order)."""
-    probes = f"{Path(row.data).name}-{cfg.probe_train}-{cfg.probe_test}-{Path(row.test).name if row.test else ''}-{row.seed}"
+    probes = (f"{Path(row.data).name}-{cfg.probe_train}-{cfg.probe_test}-{Path(row.test).name if row.test else ''}-"
+              f"{row.seed}-{'-'.join(cfg.probe_masks)}")
     shared = {"pixels": Path(cfg.out) / "shared" / f"pixels-{probes}.json",
               "random_init": Path(cfg.out) / "shared" / (f"random-init-{probes}-{cfg.preset}-{block}-"
                                                          f"{'parallel-none' if row.parallel else 'tokens'}.json")}
-    pcfg = ProbeConfig(train_limit=cfg.probe_train, test_limit=cfg.probe_test, seed=row.seed, finetune=cfg.finetune,
+    pcfg = ProbeConfig(masks=tuple(cfg.probe_masks), train_limit=cfg.probe_train, test_limit=cfg.probe_test,
+                       seed=row.seed, finetune=cfg.finetune,
                        finetune_images=cfg.finetune_images, twin_masks=("none",) if row.parallel else (),
                        **{k: not f.exists() for k, f in shared.items()})
     pr = probe(run, test=[row.test] if row.test else None, cfg=pcfg, device=device)
@@ -335,9 +366,10 @@ def codecs_at_quality(cfg: StudyConfig, pre: Preprocess, progress=sys.stderr) ->
         raise UsageError(f"no held-out image to measure PSNR on (--heldout {cfg.heldout} of the sources)")
     out = []
     for spec in cfg.codecs:
-        codec = _resolved(cfg, spec, progress)
+        codec = _resolved(cfg, codec_options(spec), progress)
         got = match(codec, images, cfg.psnr) if cfg.psnr else {"config": codec, **measure(codec, images)}
         got["name"] = _codec_name(got["config"])
+        got["rows"] = {k: spec[k] for k in ROWS_OF if k in spec}
         print(f"codec {got['name']}: held-out PSNR {got['psnr']} dB, {got['tokens_per_image']} tokens/image, "
               f"vocabulary {got['vocabulary']}" + (f"; {got['note']}" if got.get("note") else ""), file=progress, flush=True)
         out.append(got)
@@ -365,7 +397,8 @@ def study(cfg: StudyConfig, progress=sys.stderr) -> list[dict]:
         test = run_job(cfg.test_sources, out / "data" / f"{c['name']}-test", get_codec(c["config"]), pre,
                        **shard).folder if cfg.test_sources else ""
         rows += [Row(c["config"], o, p, cfg.seed + k, str(ds), str(test or ""))
-                 for _, o, p in grid(replace(cfg, codecs=[c["config"]])) for k in range(cfg.seeds)]
+                 for _, o, p in grid(replace(cfg, codecs=[{**c["config"], **c.get("rows", {})}]))
+                 for k in range(cfg.seeds)]
     runs = run_rows(cfg, rows, progress)
     summary = summarize(runs)
     write_json(out / "study.json", {"config": asdict(cfg), "codecs": codecs, "rows": summary,
