@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test bench bench-quick pretrain pretrain-video study study-photos lint clean fashion-mnist
+.PHONY: install test bench bench-quick pretrain pretrain-video study study-photos lint docs clean fashion-mnist
 
 # torch first, pinned: the pin resolves to the local CPU build; an unpinned torch pulls GBs of CUDA wheels.
 install:
@@ -44,9 +44,12 @@ study-photos: install
 	$(PYTHON) -m vistok.cli study --photos --orders raster,random,randsac:11,5 --parallel none,segments
 
 lint: install
-	$(PYTHON) -m ruff check vistok tests benchmarks
+	$(PYTHON) -m ruff check vistok tests benchmarks docs
 	$(PYTHON) -c 'from importlinter.cli import lint_imports_command; lint_imports_command()'  # lint-imports, this Python's
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/test_budget.py  # the codec contract's and functions' size budget
+
+docs: install  # docs/commands/*.md: each command's options table, from the CLI
+	$(PYTHON) docs/options.py
 
 clean:
 	rm -rf shards runs bench-out .pytest_cache
