@@ -34,8 +34,8 @@ GRIDS: dict[str, dict[str, Any]] = {
         # reach at this size, so every codec can be matched to it
         "codecs": tokenizations(4, ["", "masked:0.5"]), "psnr": 21.0, "size": 16, "resize": "center-crop",
         "orders": ["raster", "random", "randsac:4"], "parallel": [""],
-        "test_sources": ["fashion-mnist:test:1000"], "probe_train": 1000, "probe_test": 0, "probe_masks": ["train"],
-        "eval_images": 500, "finetune": 0, "steps": 100, "batch_size": 16, "seeds": 3,
+        "test_sources": ["fashion-mnist:test:1000"], "probe_train": 800, "probe_test": 0, "probe_masks": ["train"],
+        "eval_images": 300, "finetune": 0, "steps": 80, "batch_size": 16, "seeds": 3,
         "executor": "ray", "row_cpus": 1,
     },
     "full": {
