@@ -60,12 +60,13 @@ def rows(datasets: str | Path | list, *, order: str = "canonical", block_size: i
          storage_options: dict[str, Any] | None = None, skip_damaged: bool = False) -> Rows:
     """Training rows of `datasets` (folders, URLs or packed stores) in `order`, as the trainer makes them: a
     torch `IterableDataset`, a batch of `batch_size` rows at a time in the trainer's order, with `state_dict()` /
-    `load_state_dict()` for exact resume (see `Rows`). A damaged
+    `load_state_dict()` for exact resume (see `Rows`). Defaults are `vistok train`'s (`DataConfig.resolved`:
+    stride 0 is half the context; `parallel` any or masked orders randomly). A damaged
     shard raises `vistok.errors.DamagedShard` naming it, or with `skip_damaged` is left out with a warning."""
     paths = [str(d) for d in (datasets if isinstance(datasets, list | tuple) else [datasets])]
     cfg = DataConfig(datasets=paths, weights=weights, heldout=heldout, order=order, block_size=block_size, seed=seed,
                      long=long, stride=stride, parallel=parallel, batch_size=batch_size, shuffle_block=shuffle_block,
-                     num_workers=0)
+                     num_workers=0).resolved()
     return Rows(cfg, rank, world, storage_options, OnDamage(skip=skip_damaged))
 
 

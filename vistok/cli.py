@@ -458,7 +458,9 @@ def one_steps(text: str) -> int | None:
 
 @app.command()
 def train(
-    datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://...; streamed, not downloaded), or packed .zarr stores (mixed by --weights).")],
+    ctx: typer.Context,
+    datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://...; streamed, not downloaded), or packed .zarr stores (mixed by --weights); or `datasets` in --config.")],
+    config: Annotated[Path, typer.Option(is_eager=True, callback=_read_config, show_default=False, help="A TOML file of this command's options by their own names (order = \"random\", max_steps = 40, block_size = 1024, datasets = [\"shards/a\"]; tables such as [data] or [optim] are read as one level); flags given override it. Every run writes its resolved options to RUN/run.toml, which reruns it.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more; for whole 256x256 images small-8k and base-8k (8192).")] = "tiny",
     order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], squares:S (SxS tiles of units in random order), gradwalk:max|min (stored at shard time), dc-first[:INNER]. Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
@@ -503,18 +505,62 @@ def train(
 
     w = _floats("--weights", weights) if weights else None
     context = block_size or PRESETS[preset]["block_size"]
-    if (parallel == "any" or parallel.startswith("masked")) and order == "canonical":  # both are over random orders
-        order = "random"
     data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
-                      block_size=context, stride=stride or context // 2, batch_size=batch_size, seed=seed, num_workers=workers)
+                      block_size=context, stride=stride, batch_size=batch_size, seed=seed, num_workers=workers).resolved()
     cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, co_attend=co_attend,
                       attention=attention, max_steps=max_steps,
                       max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
                       ckpt_every=ckpt_every, log_every=log_every, compile=compile, checkpoint_activations=checkpoint_activations, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
     cache = Cache(str(shard_cache), int(shard_cache_gb * 1e9)) if shard_cache else None
-    res = run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options, cache=cache, skip_damaged=skip_damaged)
+    try:
+        res = run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options, cache=cache, skip_damaged=skip_damaged)
+    except Interrupted:
+        _write_resolved(ctx, out)  # the checkpoint it wrote resumes with these options
+        raise
+    _write_resolved(ctx, out)
     typer.echo(_train_summary(res))
+
+
+NOT_CONFIG = {"config", "resume", "quiet", "halt_at", "storage_options"}  # how to run this time, not the run
+
+
+def _read_config(ctx: typer.Context, param, path: Path | None) -> Path | None:
+    """--config FILE (read before the other options): its keys become their defaults, so flags override it."""
+    if path is None or ctx.resilient_parsing:
+        return path
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}") from None
+    flat = {}
+    for key, value in raw.items():  # a table per component ([data], [optim]) is read as one level
+        for k, v in (value.items() if isinstance(value, dict) else [(key, value)]):
+            flat[k.replace("-", "_")] = v
+    names = {p.name for p in ctx.command.params} - NOT_CONFIG
+    if unknown := sorted(set(flat) - names):
+        raise typer.BadParameter(f"{path}: no option named {', '.join(unknown)} (the keys are the options' names: "
+                                 f"{', '.join(sorted(names))})")
+    ctx.default_map = {**(ctx.default_map or {}), **flat}
+    return path
+
+
+def _write_resolved(ctx: typer.Context, out: Path) -> None:
+    """RUN/run.toml: every option of this run as it was resolved (file, then flags); `--config` takes it back."""
+    lines = []
+    for name, value in ctx.params.items():
+        value = getattr(value, "value", value)  # an enum's
+        if name in NOT_CONFIG or value is None:
+            continue
+        value = [str(v) for v in value] if isinstance(value, (list, tuple)) else value
+        text = json.dumps(str(value) if isinstance(value, Path) else value)  # JSON strings, numbers and arrays are TOML's
+        lines.append(f"{name} = {'true' if value is True else 'false' if value is False else text}")
+    if Path(out).is_dir():
+        (Path(out) / "run.toml").write_text("# vistok train --config run.toml reruns this run\n" + "\n".join(lines) + "\n")
 
 
 def _train_summary(res: dict) -> str:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"== 2/3 train on {device}", flush=True)
     minutes = args.minutes or (20.0 if gpu else 8.0)
     data = DataConfig(datasets=[str(res.folder)], block_size=512 if not gpu else 1024, batch_size=8 if not gpu else 64,
-                      heldout=0.1, num_workers=1 if not gpu else 4, seed=0)
+                      heldout=0.1, num_workers=1 if not gpu else 4, seed=0).resolved()
     cfg = TrainConfig(out=args.run, preset="small" if gpu else "tiny", max_steps=100_000, max_minutes=minutes,
                       lr=2e-3 if not gpu else 1e-3, warmup=30, eval_every=100, ckpt_every=500, log_every=5,
                       compile=gpu)

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"== 2/4 train tiny-video on {device} for {args.minutes:g} minutes", flush=True)
     data = DataConfig(datasets=[sets["train"]], block_size=1024, stride=512, batch_size=8, heldout=0.0,
-                      num_workers=1, seed=0)
+                      num_workers=1, seed=0).resolved()
     cfg = TrainConfig(out=str(run), preset="tiny-video", max_steps=100_000, max_minutes=args.minutes, lr=2e-3,
                       warmup=30, eval_every=0, ckpt_every=500, log_every=5)
     out = train(data, cfg, resume=True)  # a rerun continues the run (or, finished, just reports again)

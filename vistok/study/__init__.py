@@ -249,7 +249,7 @@ def _run_row(cfg: StudyConfig, row: Row, device: str) -> dict:
     longest = int(load_manifest(row.data).tokens.get("max", 0))
     block = 16 * math.ceil(((2 * longest + 1) if row.parallel else longest + 1) / 16)  # one whole image per row
     data = DataConfig(datasets=[row.data], block_size=block, batch_size=cfg.batch_size, num_workers=1,
-                      heldout=cfg.heldout, order=row.order, parallel=row.parallel, seed=row.seed)
+                      heldout=cfg.heldout, order=row.order, parallel=row.parallel, seed=row.seed).resolved()
     tcfg = TrainConfig(out=str(run), preset=cfg.preset, max_steps=cfg.steps, max_minutes=cfg.minutes, lr=cfg.lr,
                        warmup=min(30, cfg.steps), eval_every=0, ckpt_every=200, log_every=20, device=device, seed=row.seed)
     clock = [time.monotonic()]

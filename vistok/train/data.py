@@ -66,10 +66,18 @@ class DataConfig:
     seed: int = 0
     num_workers: int = 1
     long: str = "split"  # split | crop: what to do with documents longer than block_size
-    stride: int = 0  # positions between windows over a long document (`windows`); 0 = block_size
+    stride: int = 0  # positions between windows over a long document (`windows`); 0 = block_size (`resolved`: half)
     parallel: str = ""  # "" (token by token) | segments | scales | any | masked:R: groups at once (`record_docs`)
     places: bool = False  # rows carry each position's places (local attention: `--attention local:R`)
     shuffle_block: int = 4096  # training records shuffled together: blocks of shards holding at least this many
+
+    def resolved(self) -> DataConfig:
+        """The options as every entry point fills them in (`vistok train`, `vistok.rows`, pretrain, the study), so
+        that their defaults cannot drift: stride 0 is half the context, and `any` or `masked:R` over the canonical
+        order is over a random one (both are defined over random orders). A checkpoint stores this."""
+        over_random = self.parallel == "any" or self.parallel.startswith("masked")
+        return replace(self, order="random" if over_random and self.order == "canonical" else self.order,
+                       stride=self.stride or self.block_size // 2)
 
     def to_json(self) -> dict:
         return asdict(self)
