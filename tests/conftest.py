@@ -222,3 +222,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["MKL_NUM_THREADS"] = "1"
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{os.environ['PYTEST_XDIST_WORKER']}-", dir="/tmp")
     atexit.register(shutil.rmtree, os.environ["RAY_TMPDIR"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (stable otherwise): the two xdist workers of `make test` then end on short tests that
+    either can take, instead of one waiting while the other runs a long test it was handed last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

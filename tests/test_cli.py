@@ -199,6 +199,7 @@ def test_inspect_lists_keys_and_labels_of_folders_and_stores(tmp_path):
     assert js["classes"] == {"cat": 2, "dog": 3} and js["keys"][0] == {"key": want[0][0], "label": want[0][1]}
 
 
+@pytest.mark.slow
 def test_a_first_day_off_the_happy_path(dataset, tmp_path):
     """#41's items, each as a new user met it: what they now get instead of silence, a traceback or a wreck."""
     run = tmp_path / "run"

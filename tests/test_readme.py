@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -15,6 +17,7 @@ def first_steps() -> list[str]:
     return [line.split("  #")[0].strip() for line in block.group(1).splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_the_readme_first_steps_run_as_written(tmp_path):
     bin_dir = Path(sys.executable).parent
     env_path = f"{bin_dir}:/usr/bin:/bin"

@@ -81,6 +81,7 @@ def test_real_photos_and_passthrough_jpeg_files(jpeg_run, tmp_path, decodes_to):
     assert coder.codec.to_jpeg(back) == coder.codec.to_jpeg(rec)
 
 
+@pytest.mark.slow
 def test_dense_segment_parallel_round_trip(tmp_path, decodes_to):
     ds = _dataset(tmp_path / "dense", JpegCodec(quality=30, layout="dense", subsampling="444"), size=16)
     coder, _, blobs = _round_trip(_run(ds, tmp_path / "seg", "randsac:4", "segments"), decodes_to, n=4)

@@ -121,6 +121,7 @@ def test_a_group_larger_than_the_context_is_cut_into_pieces_that_fit(dense_datas
     assert [r.tokens.tolist() for r in back] == [r.tokens.tolist() for r in recs]
 
 
+@pytest.mark.slow
 def test_any_step_runs_score_sample_and_compress_in_any_number_of_steps(dense_dataset, tmp_path):
     """One `--parallel any` model, N chosen after training: eval's curve takes N steps per image, sampling
     exactly N model calls (cached = uncached), and a file codes its N and decodes with it."""

@@ -113,6 +113,7 @@ def _quadrants(folder: Path, n: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_masks_differ_above_the_embeddings_and_fine_tuning_learns_a_toy_set(tmp_path):
     """Fine-tuning learns the toy (its linear probe reaches 1.0 too, so this toy cannot show more)."""
     import torch
@@ -193,6 +194,7 @@ def test_fine_tuning_beats_the_linear_probe_where_the_label_is_a_relation(tmp_pa
     assert tuned >= max(linear) + 0.25
 
 
+@pytest.mark.slow
 def test_fashion_mnist_source_and_a_study_that_resumes(tmp_path):
     """The default study's shape, small: its own patch tokenizer trained first, 32x32 bordered images, rows
     of the same step count, segment orders token by token and segment-parallel, any at two step counts."""
