@@ -738,7 +738,7 @@ def _study_codecs(codec: str, own: str, tokenizer: Path | None, layout: str, qua
 @app.command()
 def study(
     ctx: typer.Context,
-    grid: Annotated[str, typer.Option(help="A named grid that sets the options below (those given override it): tokenizations (`make study`: pixels, JPEG, wavelet, BSQ, VQ at 21 dB on 16x16, 3 orders, a masked row, 3 seeds; about 45 minutes on 2 cores), full (the same at 32x32 with 6 orders, 3 modes, the small preset, 5000 steps, 5 seeds: a GPU's or cluster's), orders (the defaults).")] = "orders",
+    grid: Annotated[str, typer.Option(help="A named grid that sets the options below (those given override it): tokenizations (`make study`: pixels, JPEG, wavelet, BSQ, VQ at 21 dB on 16x16, 3 orders, a masked row, 3 seeds; measured 42 minutes on 2 cores), full (the same at 32x32 with 6 orders, 3 modes, the small preset, 5000 steps, 5 seeds: a GPU's or cluster's), orders (the defaults).")] = "orders",
     out: Annotated[Path, typer.Option("--out", "-o", help="Study folder (rerun to finish an interrupted study).")] = Path("runs/study"),
     source: Annotated[list[str], typer.Option(help="Labelled sources to shard (repeatable; default fashion-mnist:train:12000).")] = None,
     test_source: Annotated[list[str], typer.Option(help="Labelled sources the probes test on (repeatable; default fashion-mnist:test, all 10,000; 'heldout': the held-out split of --source).")] = None,
