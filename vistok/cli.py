@@ -513,13 +513,21 @@ def train(
                       ckpt_every=ckpt_every, log_every=log_every, compile=compile, checkpoint_activations=checkpoint_activations, device=device, seed=seed, tensorboard=tensorboard,
                       halt_at=halt_at)
     cache = Cache(str(shard_cache), int(shard_cache_gb * 1e9)) if shard_cache else None
+    res = _recorded(ctx, out, lambda: run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options,
+                                                cache=cache, skip_damaged=skip_damaged))
+    typer.echo(_train_summary(res))
+
+
+def _recorded(ctx: typer.Context, out: Path, run):
+    """`run()`, then RUN/run.toml (also after an interrupted run: its checkpoint resumes with these options);
+    not after a refusal, which may name another run's folder."""
     try:
-        res = run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options, cache=cache, skip_damaged=skip_damaged)
+        res = run()
     except Interrupted:
-        _write_resolved(ctx, out)  # the checkpoint it wrote resumes with these options
+        _write_resolved(ctx, out)
         raise
     _write_resolved(ctx, out)
-    typer.echo(_train_summary(res))
+    return res
 
 
 NOT_CONFIG = {"config", "resume", "quiet", "halt_at", "storage_options"}  # how to run this time, not the run
