@@ -565,10 +565,14 @@ def _write_resolved(ctx: typer.Context, out: Path) -> None:
         if name in NOT_CONFIG or value is None:
             continue
         value = [str(v) for v in value] if isinstance(value, (list, tuple)) else value
-        text = json.dumps(str(value) if isinstance(value, Path) else value)  # JSON strings, numbers and arrays are TOML's
-        lines.append(f"{name} = {'true' if value is True else 'false' if value is False else text}")
-    if Path(out).is_dir():
-        (Path(out) / "run.toml").write_text("# vistok train --config run.toml reruns this run\n" + "\n".join(lines) + "\n")
+        # JSON's strings, numbers, booleans and arrays of strings are TOML's
+        lines.append(f"{name} = {json.dumps(str(value) if isinstance(value, Path) else value)}")
+    if Path(out).is_dir():  # written whole or not at all, as the run's other files
+        from vistok.atomic import publish
+
+        tmp = Path(out) / ".run.toml.tmp"
+        tmp.write_text("# vistok train --config run.toml reruns this run\n" + "\n".join(lines) + "\n")
+        publish(tmp, Path(out) / "run.toml")
 
 
 def _train_summary(res: dict) -> str:
