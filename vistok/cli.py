@@ -567,12 +567,11 @@ def _write_resolved(ctx: typer.Context, out: Path) -> None:
         value = [str(v) for v in value] if isinstance(value, (list, tuple)) else value
         # JSON's strings, numbers, booleans and arrays of strings are TOML's
         lines.append(f"{name} = {json.dumps(str(value) if isinstance(value, Path) else value)}")
-    if Path(out).is_dir():  # written whole or not at all, as the run's other files
-        from vistok.atomic import publish
+    if Path(out).is_dir():  # written whole or not at all; each rank of a torchrun job through its own temporary
+        from vistok.atomic import AtomicPath
 
-        tmp = Path(out) / ".run.toml.tmp"
-        tmp.write_text("# vistok train --config run.toml reruns this run\n" + "\n".join(lines) + "\n")
-        publish(tmp, Path(out) / "run.toml")
+        with AtomicPath(Path(out) / "run.toml") as tmp:
+            tmp.write_text("# vistok train --config run.toml reruns this run\n" + "\n".join(lines) + "\n")
 
 
 def _train_summary(res: dict) -> str:
