@@ -10,7 +10,7 @@ import numpy as np
 from benchmarks.common import photos_256
 from vistok.tokenize import JpegCodec, WaveletCodec
 from vistok.tokenize.base import Positions
-from vistok.tokenize.orders import get_order
+from vistok.tokenize.orders import parse_order
 
 ORDERS = ["raster", "snake", "zorder", "hilbert", "spiral", "random", "randsac:11", "randsac:11,5", "freq-major"]
 
@@ -23,7 +23,7 @@ def orders_per_second(min_time: float = 0.3) -> dict:
         inp = Positions(units=np.arange(n), grid=(side, side), coords=np.zeros((n, 5), np.int64),
                          axes=("frame", "component", "block_y", "block_x", "freq"))
         for name in ORDERS:
-            f = get_order(name)
+            f = parse_order(name)
             f(inp, rng)
             k, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < min_time:

@@ -19,8 +19,9 @@ from vistok.errors import Interrupted, UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS, check_label_mode
 from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
+from vistok.tokenize.orders import adaptive_orders, order_help, order_usages
+from vistok.tokenize.parallel import mode_help, mode_usages, parse_mode
 from vistok.tokenize.schedule import parse_steps
-from vistok.tokenize.stream import check_mode
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Images and videos -> discrete token shards for autoregressive vision models.",
@@ -67,11 +68,11 @@ def _check_names(order: str | None = None, parallel: str | None = None, attentio
                  preset: str | None = None, device: str | None = None, steps: str | None = None) -> None:
     """Refuse an unknown name before any work (a dataset opened, a model loaded), naming the option."""
     if order is not None:
-        from vistok.tokenize.orders import get_order
+        from vistok.tokenize.orders import parse_order
 
-        get_order(order)  # its message names the order and lists the available ones
+        parse_order(order)  # its message names the order and lists the available ones
     if parallel:
-        check_mode(parallel)
+        parse_mode(parallel)
     if attention is not None:
         from vistok.nn.attention import parse_attention
 
@@ -426,7 +427,7 @@ def train_tokenizer_cmd(
 def show_order(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     key: Annotated[str, typer.Option(help="Record key (default: the first record).")] = "",
-    order: Annotated[str, typer.Option(help="Order name, e.g. hilbert, spiral, randsac:11,5, gradwalk:max, dc-first:slic:8, dc-first:gradwalk:max, dc-first:frontier.")] = "hilbert",
+    order: Annotated[str, typer.Option(help=f"Order name: {', '.join(order_usages())} (e.g. randsac:11,5, dc-first:slic:8, dc-first:frontier).")] = "hilbert",
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("order.png"),
     seed: Annotated[int, typer.Option(min=0, help="Seed for random orders.")] = 0,
     storage_options: StorageOptions = None,
@@ -443,6 +444,9 @@ def show_order(
     typer.echo(f"wrote {out} ({rec.key}, order {order})")
 
 
+FOLLOW_HELP = (f"Follow an order the model chooses instead of the run's own ({', '.join(adaptive_orders())}: an "
+               "--parallel any run picks each step's places itself, k lowest-entropy places at a time, with --steps N; "
+               "a decoder runs the same model, so no order bits). Default: the run's order.")
 STEPS_HELP = ("--parallel any runs: model steps per image, 1 up to its tokens, or all (one token per step, "
               "the default), each step a group of the cosine schedule.")
 
@@ -463,8 +467,8 @@ def train(
     config: Annotated[Path, typer.Option(is_eager=True, callback=_read_config, show_default=False, help="A TOML file of this command's options by their own names (order = \"random\", max_steps = 40, block_size = 1024, datasets = [\"shards/a\"]; tables such as [data] or [optim] are read as one level); flags given override it. Every run writes its resolved options to RUN/run.toml, which reruns it.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
     preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more; for whole 256x256 images small-8k and base-8k (8192).")] = "tiny",
-    order: Annotated[str, typer.Option(help="Token order: canonical, raster, column, snake, zorder, hilbert, spiral, zigzag, freq-major, coarse-to-fine, next-scale, random, randsac:K[,K2...], squares:S (SxS tiles of units in random order), gradwalk:max|min (stored at shard time), dc-first[:INNER]. Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
-    parallel: Annotated[str, typer.Option(help="Predict groups at once: 'any' (a random order in any number of steps, chosen at eval/sample/compress time by --steps; --order defaults to random), 'segments' (with --order randsac:K, squares:S or dc-first:slic|frontier|randsac) or 'scales' (with --order next-scale, or coarse-to-fine on dense wavelets; on clips a group per frame and scale, each seeing the earlier frames through --stride windows), or 'masked:R' (a masked baseline: R of a random order's units predicted at once from the rest; eval reports the masked part's bits); needs one token per place (dense layouts, learned codes, pixels).")] = "",
+    order: Annotated[str, typer.Option(help=f"Token order: {order_help()}. Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
+    parallel: Annotated[str, typer.Option(help=f"Predict groups at once: {mode_help()}. any and masked:R take --order random when none is given; masked:R is scored on its masked part (eval reports those bits) and cannot sample or compress; every mode needs one token per place (dense layouts, learned codes, pixels).")] = "",
     co_attend: Annotated[bool | None, typer.Option("--co-attend/--no-co-attend", help="With --parallel: the query slots of a group attend to each other (they carry places, never tokens). Default: on for any, off for segments and scales (what measured better).", show_default=False)] = None,
     attention: Annotated[str, typer.Option(help="full (the whole context) or local:R[,F]: a token attends to the earlier tokens in the R unit rows above its own and in its own row, and within R rows in the F frames before (default 1): Lepton's context, at a cost per token bounded by R and the image's width. Places come from the stream's prefix, so eval, sample and compress use the same mask.")] = "full",
     weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
@@ -595,17 +599,19 @@ def eval_(
     parts: Annotated[bool, typer.Option("--parts", help="JPEG: bits of the DC image (every DC token) and of the rest, per image (dc_bits_per_image, rest_bits_per_image).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in the result's skipped_shards) instead of stopping at the first, which is named.")] = False,
+    order: Annotated[str, typer.Option(help=FOLLOW_HELP)] = "",
     storage_options: StorageOptions = None,
 ) -> None:
     """Bits per token and per image (order bits included) and model steps per image, in the run's order and
     parallel mode; for JPEG datasets also JPEG's own bits and the ratio; with --parts, the DC image's bits
     and the rest's; with --per-frame, conditional vs independent bits per frame of clips."""
-    _check_names(device=device, steps=steps)
+    _check_names(order=order or None, device=device, steps=steps)
     from vistok.train.evaluate import evaluate, format_frame_table
     from vistok.train.trainer import pick_device
 
     res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split.value,
-                   stride, per_frame, storage_options, parse_steps(steps) if steps else None, parts, skip_damaged)
+                   stride, per_frame, storage_options, parse_steps(steps) if steps else None, parts, skip_damaged,
+                   order=order or None)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
@@ -635,12 +641,13 @@ def sample(
     prompt_frames: Annotated[int, typer.Option(min=1, help="Frames of the prompt to continue from.")] = 1,
     data: Annotated[list[str], typer.Option(help="Dataset(s) to look a --prompt key up in (default: the run's).")] = None,
     steps: Annotated[str, typer.Option(help=STEPS_HELP)] = "",
+    order: Annotated[str, typer.Option(help=FOLLOW_HELP)] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     storage_options: StorageOptions = None,
 ) -> None:
     """Generate token streams in the run's order (a group per step for parallel runs) under the codec's
     grammar, so they always decode, and save a PNG grid; with --frames, a clip (continuing --prompt)."""
-    _check_names(device=device, steps=steps)
+    _check_names(order=order or None, device=device, steps=steps)
     from vistok.train.sample import clip_run, sample_run
     from vistok.train.trainer import pick_device
 
@@ -656,7 +663,7 @@ def sample(
             raise typer.Exit(1)
         return
     path = sample_run(run, n, out, temperature, tk, tp, seed, size or None, pick_device(device),
-                      storage_options=storage_options, steps=one_steps(steps))
+                      storage_options=storage_options, steps=one_steps(steps), order=order or None)
     typer.echo(f"wrote {path}")
 
 
@@ -755,7 +762,7 @@ def study(
     test_source: Annotated[list[str], typer.Option(help="Labelled sources the probes test on (repeatable; default fashion-mnist:test, all 10,000; 'heldout': the held-out split of --source).")] = None,
     label_from: Annotated[str, typer.Option(help="Labels of folder sources: parent (ImageFolder), json:FIELD or cls (as vistok shard).")] = "",
     orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "raster,random,hilbert,randsac:7,randsac:11,5,squares:2",
-    parallel: Annotated[str, typer.Option(help="Comma-separated modes: none, segments, scales, any, masked:R (pairs that do not fit an order are left out; any and masked go with random; any is scored at two step counts).")] = "none,segments,any",
+    parallel: Annotated[str, typer.Option(help=f"Comma-separated modes: none, {', '.join(mode_usages())} (pairs that do not fit an order are left out; any and masked go with random; any is scored at two step counts).")] = "none,segments,any",
     codec: Annotated[str, typer.Option(help="Comma-separated codecs, each a set of rows on the same images: " + "; ".join(f"{k} ({v})" for k, v in STUDY_CODECS.items()) + ".")] = "bsq",
     psnr: Annotated[float, typer.Option(min=0, help="Set each codec's knob (JPEG quality, wavelet step, pixel bits) so that its held-out PSNR is within 1 dB of this; codecs that cannot are said so (0: as given). Every codec's PSNR, tokens and vocabulary are reported either way.")] = 0.0,
     tokenizer: Annotated[Path, typer.Option(help="bsq: an existing tokenizer folder instead of the study's own.")] = None,
@@ -815,16 +822,17 @@ def compress(
     passthrough: Annotated[bool, typer.Option("--passthrough", help="jpeg runs: JPEG files keep their own coefficients and size (no re-encoding), so decompress + decode gives back their coefficients exactly.")] = False,
     keep_meta: Annotated[bool, typer.Option("--keep-meta", help="Keep each record's key and metadata (source path, label) in its file; without it a file holds what decoding needs (16 bytes of container at the run's size).")] = False,
     steps: Annotated[str, typer.Option(help=STEPS_HELP + " A file records its steps; decompress takes them from it.")] = "",
+    order: Annotated[str, typer.Option(help=FOLLOW_HELP + " decompress needs the same --order.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     storage_options: StorageOptions = None,
 ) -> None:
     """Entropy-code records with the run's model (range coding in the run's order): one small file each."""
-    _check_names(steps=steps)
+    _check_names(order=order or None, steps=steps)
     from vistok.progress import Progress
     from vistok.train.compress import SUFFIX, Coder, input_records
     from vistok.train.container import payload_bits
 
-    coder = Coder.load(run, one_steps(steps))
+    coder = Coder.load(run, one_steps(steps), order or None)
     out.mkdir(parents=True, exist_ok=True)
     failed = []
     size, mode = coder.preprocess.get("size", 0), coder.preprocess.get("resize", "center-crop")
@@ -860,14 +868,16 @@ def decompress(
     files: Annotated[list[Path], typer.Argument(help="Files written by `vistok compress` (KEY.vtkz).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the decoded images (KEY.FORMAT, named as the files).")],
     fmt: Annotated[MediaFormat, typer.Option("--format", help="png, jpg (jpeg runs: the coefficients written exactly, a passthrough file's own coefficients), or mp4 (clips).")] = "png",
+    order: Annotated[str, typer.Option(help="The --order the files were compressed in (an order the model chooses: confident); default: the run's own.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Rebuild the records of compressed files with the run's model and write them as images."""
+    _check_names(order=order or None)
     from vistok.progress import Progress
     from vistok.shards.render import save_record
     from vistok.train.compress import SUFFIX, Coder, read_files
 
-    coder = Coder.load(run)
+    coder = Coder.load(run, order=order or None)
     out.mkdir(parents=True, exist_ok=True)
     n, failed = 0, []
 

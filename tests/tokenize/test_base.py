@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from vistok.tokenize import JpegCodec, WaveletCodec
-from vistok.tokenize.orders import get_order, inverse
+from vistok.tokenize.orders import inverse, parse_order
 from vistok.tokenize.stream import grammar
 
 
@@ -27,7 +27,7 @@ def test_multi_frame_records_round_trip(codec):
         assert (g.step(int(t)) == coords[i]).all()
     assert g.phase == "end"
     for name in ("hilbert", "random", "randsac:4", "spiral"):
-        perm = get_order(name)(inp, np.random.default_rng(1)).perm
+        perm = parse_order(name)(inp, np.random.default_rng(1)).perm
         assert (np.diff(coords[perm, 0]) >= 0).all(), name  # time-major
         np.testing.assert_array_equal(rec.tokens[perm][inverse(perm)], rec.tokens)
 

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from vistok.errors import UsageError
 from vistok.tokenize import JpegCodec, PixelCodec, WaveletCodec, get_codec

@@ -68,7 +68,7 @@ def test_multiscale_codes_decode_exactly_what_the_model_reconstructs(multiscale_
 
 
 def test_multiscale_codec_layout_orders_and_grammar(multiscale_tok):
-    from vistok.tokenize.orders import get_order
+    from vistok.tokenize.orders import parse_order
 
     codec = BSQCodec(str(multiscale_tok))
     assert codec.axes == ("frame", "scale", "y", "x")
@@ -84,8 +84,8 @@ def test_multiscale_codec_layout_orders_and_grammar(multiscale_tok):
     assert (units[-35:] == (fine[:, 2] * 2 // 5) * 2 + fine[:, 3] * 2 // 7).all()
     inp = codec.layout(rec.meta).positions(rec)
     rng = np.random.default_rng(0)
-    assert (get_order("next-scale")(inp, rng).perm == np.arange(len(rec))).all()
-    perm = get_order("hilbert")(inp, rng).perm  # whole pyramids move: units stay contiguous
+    assert (parse_order("next-scale")(inp, rng).perm == np.arange(len(rec))).all()
+    perm = parse_order("hilbert")(inp, rng).perm  # whole pyramids move: units stay contiguous
     assert sorted(perm.tolist()) == list(range(len(rec)))
     assert (np.diff(units[perm]) != 0).sum() == 3
     g = grammar(codec, rec.meta)
@@ -99,9 +99,9 @@ def test_multiscale_codec_layout_orders_and_grammar(multiscale_tok):
 
 def test_next_scale_needs_a_multiscale_codec(bsq_tok):
     from vistok.errors import UsageError
-    from vistok.tokenize.orders import get_order
+    from vistok.tokenize.orders import parse_order
 
     codec = BSQCodec(str(bsq_tok))
     rec = codec.encode(np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(UsageError, match="'scale' coordinate axis"):
-        get_order("next-scale")(codec.layout(rec.meta).positions(rec), np.random.default_rng(0))
+        parse_order("next-scale")(codec.layout(rec.meta).positions(rec), np.random.default_rng(0))

@@ -5,10 +5,10 @@ from scipy import ndimage
 from vistok.errors import UsageError
 from vistok.tokenize.base import Positions
 from vistok.tokenize.orders import (
-    get_order,
     gradwalk_units,
     grid_order,
     inverse,
+    parse_order,
     randsac_segments,
     units_to_tokens,
 )
@@ -33,7 +33,7 @@ def _input(rows, cols, seed=0, frames=1):
 @pytest.mark.parametrize("grid", GRIDS)
 def test_every_order_is_a_permutation_with_an_inverse(name, grid):
     inp = _input(*grid)
-    res = get_order(name)(inp, np.random.default_rng(1))
+    res = parse_order(name)(inp, np.random.default_rng(1))
     perm = res.perm
     assert np.array_equal(np.sort(perm), np.arange(inp.units.size))
     tokens = np.random.default_rng(2).integers(0, 1000, inp.units.size)
@@ -69,7 +69,7 @@ def test_zorder_on_a_power_of_two_grid_is_morton():
 
 def test_freq_major_puts_every_dc_first():
     inp = _input(4, 4)
-    perm = get_order("freq-major")(inp, np.random.default_rng(0)).perm
+    perm = parse_order("freq-major")(inp, np.random.default_rng(0)).perm
     f = inp.coords[perm, 4]
     assert (np.diff(f) >= 0).all()
 
@@ -77,7 +77,7 @@ def test_freq_major_puts_every_dc_first():
 def test_multi_frame_records_stay_time_major():
     inp = _input(3, 4, frames=3)
     for name in ("hilbert", "random", "randsac:5", "freq-major"):
-        perm = get_order(name)(inp, np.random.default_rng(0)).perm
+        perm = parse_order(name)(inp, np.random.default_rng(0)).perm
         frame = inp.coords[perm, 0]
         assert (np.diff(frame) >= 0).all(), name
 
@@ -90,7 +90,7 @@ def test_randsac_segments_are_connected_and_exposed():
             for s in range(seg.max() + 1):
                 assert ndimage.label(seg == s)[1] == 1
     inp = _input(16, 16)
-    res = get_order("randsac:11,5")(inp, np.random.default_rng(3))
+    res = parse_order("randsac:11,5")(inp, np.random.default_rng(3))
     segs = res.segments
     assert segs.shape == inp.units.shape
     assert (np.diff(segs) >= 0).all()  # segments come one after the other, ids = visiting rank
@@ -100,7 +100,7 @@ def test_randsac_segments_are_connected_and_exposed():
 def test_squares_are_whole_tiles_in_random_order(grid):
     rows, cols = grid
     inp = _input(rows, cols)
-    draws = [get_order("squares:2")(inp, np.random.default_rng(s)) for s in range(6)]
+    draws = [parse_order("squares:2")(inp, np.random.default_rng(s)) for s in range(6)]
     for res in draws:
         seg = res.segments
         assert (np.diff(seg) >= 0).all() and seg.max() + 1 == -(-rows // 2) * -(-cols // 2)
@@ -115,14 +115,14 @@ def test_squares_are_whole_tiles_in_random_order(grid):
     if rows * cols > 4:  # the tiles' order is drawn per sample
         assert len({tuple(r.perm) for r in draws}) > 1
     with pytest.raises(UsageError, match="tile side"):
-        get_order("squares:0")
+        parse_order("squares:0")
 
 
 def test_randsac_is_seeded():
     inp = _input(8, 8)
-    a = get_order("randsac:11")(inp, np.random.default_rng(9)).perm
-    b = get_order("randsac:11")(inp, np.random.default_rng(9)).perm
-    c = get_order("randsac:11")(inp, np.random.default_rng(10)).perm
+    a = parse_order("randsac:11")(inp, np.random.default_rng(9)).perm
+    b = parse_order("randsac:11")(inp, np.random.default_rng(9)).perm
+    c = parse_order("randsac:11")(inp, np.random.default_rng(10)).perm
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -159,9 +159,9 @@ def test_unit_mapping_matches_a_stable_sort():
 def test_bad_names():
     for bad in ("nope", "randsac:5,11", "randsac:x", "gradwalk:sideways"):
         with pytest.raises(UsageError):
-            get_order(bad)
+            parse_order(bad)
     with pytest.raises(UsageError, match="--store-order"):
-        get_order("gradwalk:max")(_input(2, 2), np.random.default_rng(0))
+        parse_order("gradwalk:max")(_input(2, 2), np.random.default_rng(0))
 
 
 def test_randsac_c_and_numpy_paths_draw_the_same_segments(monkeypatch):
@@ -197,7 +197,7 @@ def test_stored_gradwalk_walks_each_frame_of_a_clip_in_time_order():
     alone = [compute_stored(codec, codec.encode(f), f, ("gradwalk:max",))["gradwalk-max"] for f in frames]
     np.testing.assert_array_equal(stored["gradwalk-max"], np.concatenate([a + f * per for f, a in enumerate(alone)]))
     rec.orders.update(stored)
-    perm = get_order("gradwalk:max")(codec.layout(rec.meta).positions(rec), rng).perm
+    perm = parse_order("gradwalk:max")(codec.layout(rec.meta).positions(rec), rng).perm
     np.testing.assert_array_equal(np.sort(perm), np.arange(len(rec)))
     # without pixels the decoded clip is walked (what a dataset without sources can recompute)
     assert compute_stored(codec, rec, None, ("gradwalk:max",))["gradwalk-max"].shape == (3 * per,)
@@ -205,8 +205,8 @@ def test_stored_gradwalk_walks_each_frame_of_a_clip_in_time_order():
 
 def test_an_order_without_parameters_refuses_one():
     from vistok.errors import UsageError
-    from vistok.tokenize.orders import get_order
+    from vistok.tokenize.orders import parse_order
 
     for name in ("random:3", "raster:2", "hilbert:x"):
         with pytest.raises(UsageError, match="takes no parameter"):
-            get_order(name)
+            parse_order(name)

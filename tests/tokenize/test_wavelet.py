@@ -7,7 +7,7 @@ from vistok.errors import CodecError
 from vistok.media.sources import decode_image, sample_files
 from vistok.tokenize import WaveletCodec, get_codec
 from vistok.tokenize.lifting import dwt53, idwt53, rct_forward, rct_inverse
-from vistok.tokenize.orders import get_order, inverse
+from vistok.tokenize.orders import inverse, parse_order
 from vistok.tokenize.stream import grammar
 from vistok.tokenize.wavelet_grammar import geometry
 
@@ -108,7 +108,7 @@ def test_orders_over_pyramid_units(photo):
     inp = codec.layout(rec.meta).positions(rec)
     assert inp.grid == (8, 8) and set(np.unique(inp.units)) == set(range(64))
     for name in ("hilbert", "random", "randsac:6,2", "coarse-to-fine", "spiral"):
-        perm = get_order(name)(inp, np.random.default_rng(0)).perm
+        perm = parse_order(name)(inp, np.random.default_rng(0)).perm
         np.testing.assert_array_equal(rec.tokens[perm][inverse(perm)], rec.tokens)
-    ctf = get_order("coarse-to-fine")(inp, np.random.default_rng(0)).perm
+    ctf = parse_order("coarse-to-fine")(inp, np.random.default_rng(0)).perm
     np.testing.assert_array_equal(ctf, np.arange(len(rec)))  # canonical order is already coarse to fine

@@ -5,7 +5,7 @@ from vistok.errors import DatasetError, UsageError
 from vistok.record import parse_key
 from vistok.shards.reader import Dataset
 from vistok.tokenize.base import BOS, EOS, PAD
-from vistok.tokenize.orders import get_order, inverse
+from vistok.tokenize.orders import inverse, parse_order
 from vistok.train.data import DataConfig, Loader, RowFiller, is_heldout, record_docs
 
 
@@ -54,7 +54,7 @@ def test_random_order_permutes_units_and_shows_only_known_places(small_dataset):
     rec = next(iter(ds))
     inp = ds.codec.layout(rec.meta).positions(rec)
     units = inp.units
-    perm = get_order("random")(inp, np.random.default_rng(5)).perm
+    perm = parse_order("random")(inp, np.random.default_rng(5)).perm
     assert sorted(perm) == list(range(len(rec)))
     u = units[perm]
     assert (np.diff(u) != 0).sum() == len(np.unique(units)) - 1  # each unit's tokens stay contiguous

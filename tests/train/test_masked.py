@@ -13,7 +13,7 @@ from vistok.nn.gpt import GPT, GPTConfig, group_mask
 from vistok.record import TokenRecord
 from vistok.tokenize import PixelCodec
 from vistok.tokenize.base import BOS, PAD
-from vistok.tokenize.stream import check_mode
+from vistok.tokenize.parallel import parse_mode
 from vistok.train.data import record_docs
 
 
@@ -102,6 +102,6 @@ def test_a_masked_run_trains_is_scored_on_its_masked_part_and_refuses_to_generat
         Coder.load(run)
     for bad in ("masked:0", "masked:1", "masked:x"):
         with pytest.raises(UsageError, match="0 < R < 1"):
-            check_mode(bad)
+            parse_mode(bad)
     with pytest.raises(UsageError, match="use --order random"):
         record_docs(PixelCodec(unit=4), _record(), "hilbert", np.random.default_rng(0), 800, parallel="masked:0.5")

@@ -452,6 +452,18 @@ class GroupFeed:
 
 
 @torch.no_grad()
+def choose_group(feed: GroupFeed, grammar, window: tuple[int, int, int], i: int, g: int) -> None:
+    """The next group of an order the model chooses (`grammar.plan.adaptive`, e.g. `--order confident`): the
+    model's distribution at every place not yet known (one query slot each, after the same tokens as the group
+    will see), over the tokens the grammar allows there, handed to the order's rule (`Order.choose`), which
+    picks the group's places. A decoder computes the same from the tokens it has, so the order costs no bits."""
+    coords, masks, units = grammar.candidates()
+    dev = feed.model.lm_head.weight.device
+    logits = feed.logits(window, i, g, [coords], [units])[0].float()
+    logp = F.log_softmax(logits.masked_fill(~torch.from_numpy(masks).to(dev), float("-inf")), dim=-1)
+    grammar.choose(grammar.plan.adaptive.choose(logp.double().cpu().numpy(), grammar.group_size()))
+
+
 def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, generator=None, use_cache: bool = True,
                     windows: Callable[[], list[tuple[int, int, int]]] | None = None,
@@ -477,6 +489,8 @@ def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | 
             wins = windows() if windows is not None else [(0, 0, n)]
         i = grammar.i
         g = int(seen.groups[i])
+        if grammar.plan.adaptive is not None:  # the model chooses the group's places first (2 passes a step)
+            choose_group(feed, grammar, next(w for w in wins if w[1] <= i < w[2]), i, g)
         places, masks = grammar.group()
         units = grammar.group_places()
         k = len(places)

@@ -52,7 +52,7 @@ from vistok.shards.reader import iter_shards
 from vistok.shards.writer import ShardWriter
 from vistok.storage import Loc, read_each
 from vistok.tokenize.base import SIDE_INFO, Codec, geometry_of, get_codec
-from vistok.tokenize.orders import STORED_ORDERS
+from vistok.tokenize.orders import stored_names
 
 JOB = "job.json"
 RAY_FROM_INPUTS = 200  # executor="auto": smaller jobs run in-process (bench_shard: Ray takes ~4 s to start on 2 cores)
@@ -278,9 +278,9 @@ def run_job(sources: list[str], out: str | Path, codec: Codec, pre: Preprocess, 
     runner = ExecutorConfig("ray" if executor == "auto" else executor, workers, address)  # checked now, fixed below
     if shard_size < 1:
         raise UsageError("--shard-size must be >= 1")
-    bad = [n for n in store_orders if n not in STORED_ORDERS]
+    bad = [n for n in store_orders if n not in stored_names()]
     if bad:
-        raise UsageError(f"--store-order takes {' or '.join(STORED_ORDERS)}, got {', '.join(bad)}")
+        raise UsageError(f"--store-order takes {' or '.join(stored_names())}, got {', '.join(bad)}")
     check_label_mode(label_from)
     opts = dict(storage_options or {})
     out_loc = Loc(out, opts)

@@ -9,6 +9,7 @@ import numpy as np
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.tokenize.base import JPEG_FILE, Codec
+from vistok.tokenize.orders import as_order
 from vistok.tokenize.stream import order_record
 
 
@@ -88,7 +89,7 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
     inp = layout.positions(record)
     res = order_record(codec, record, order, np.random.default_rng(seed))  # refuses what a decoder could not follow
     seq, segments = inp.units[res.perm], res.segments
-    if order.startswith("dc-first"):  # the DC image comes first, unit by unit: draw the order of the rest
+    if as_order(order).dc_first:  # the DC image comes first, unit by unit: draw the order of the rest
         rest = ~layout.dc_cells[layout.cells.local[res.cells]]
         seq, segments = seq[rest], None if segments is None else segments[rest]
     first = np.unique(seq, return_index=True)[1]

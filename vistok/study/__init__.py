@@ -46,8 +46,9 @@ from vistok.shards.manifest import write_json
 from vistok.study.grids import GRIDS, TOKENIZER
 from vistok.study.stats import cell, spread, summarize, verdict
 from vistok.tokenize.base import get_codec
+from vistok.tokenize.orders import order_names, parse_order
+from vistok.tokenize.parallel import parse_mode
 from vistok.tokenize.schedule import ALL
-from vistok.tokenize.stream import SCALE_AXES, SEGMENT_ORDERS, SEGMENTED_INNER, check_mode
 from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate
 from vistok.train.probe import ProbeConfig, probe
@@ -148,11 +149,11 @@ def photo_folders(out: str | Path, side: int = 32, area: int = 512 * 512) -> Pat
 
 
 def split_orders(text: str) -> list[str]:
-    """Comma-separated orders, where a randsac order's own commas (randsac:11,5, dc-first:randsac:11,5) stay
-    inside it."""
+    """Comma-separated orders, where an order's own commas (randsac:11,5, dc-first:randsac:11,5) stay inside it:
+    a part that does not start with a registered order's name continues the one before."""
     out: list[str] = []
     for part in text.split(","):
-        if out and part.isdigit() and "randsac:" in out[-1]:
+        if out and part and part.partition(":")[0] not in order_names():
             out[-1] += "," + part
         elif part:
             out.append(part)
@@ -160,10 +161,9 @@ def split_orders(text: str) -> list[str]:
 
 
 def _fits(order: str, parallel: str) -> bool:
-    base, _, inner = order.partition(":")
-    segmented = base in SEGMENT_ORDERS or (base == "dc-first" and inner.partition(":")[0] in SEGMENTED_INNER)
-    return (not parallel or (parallel == "segments" and segmented) or (parallel == "scales" and base in SCALE_AXES)
-            or (parallel == "any" and base in ("random", "dc-first")) or (parallel.startswith("masked") and base == "random"))
+    """Does the mode cut this order's streams (`ParallelMode.refusal`)? Token by token always does."""
+    mode = parse_mode(parallel)
+    return mode is None or mode.refusal(parse_order(order)) is None
 
 
 def _codec_name(cfg: dict[str, Any]) -> str:
@@ -186,7 +186,7 @@ def grid(cfg: StudyConfig) -> list[tuple[dict[str, Any], str, str]]:
     with `orders` or `parallel` has its own (e.g. one masked row, or pixels a pixel at a time in raster order
     only)."""
     for p in cfg.parallel + [m for c in cfg.codecs for m in c.get("parallel", [])]:
-        check_mode(p)
+        parse_mode(p)
     return [(codec_options(c), o, p) for c in cfg.codecs for o in c.get("orders", cfg.orders)
             for p in c.get("parallel", cfg.parallel) if _fits(o, p)]
 
@@ -263,7 +263,7 @@ def _run_row(cfg: StudyConfig, row: Row, device: str) -> dict:
     except UsageError as exc:  # a pair this codec refuses: the row says why
         return {**out, "refused": str(exc)}
     seconds = {"train": lap()}
-    ev = evaluate(run, limit=cfg.eval_images, device=device, steps=cfg.any_steps if row.parallel == "any" else None)
+    ev = evaluate(run, limit=cfg.eval_images, device=device, steps=cfg.any_steps if (m := parse_mode(row.parallel)) and m.steps else None)
     seconds["eval"] = lap()
     pr = _probes(cfg, row, run, block, device)
     seconds["probe"] = lap()

@@ -1,5 +1,6 @@
-"""Codecs (media <-> tokens) and their registry."""
+"""Codecs (media <-> tokens) and their registry; the orders registered outside `orders.py`."""
 
+from vistok.tokenize import confident  # noqa: F401  (importing an order registers it: --order confident)
 from vistok.tokenize.base import Codec, TokenRange, Vocabulary, codec_ids, get_codec, register_codec
 from vistok.tokenize.h264 import H264Codec
 from vistok.tokenize.jpeg import JpegCodec

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 
@@ -483,72 +484,314 @@ def dc_unit_order(name: str, thumb: np.ndarray | None, grid: tuple[int, int]) ->
     return np.argsort(seg, kind="stable").astype(np.int64), seg  # segment by segment, raster inside
 
 
-def _cells_only(name: str) -> Callable:
-    def order(inp: Positions, rng: np.random.Generator) -> OrderResult:
-        raise UsageError(f"order {name!r} sends a codec's DC cells first: plan it with vistok.tokenize.stream.plan")
-
-    return order
-
-
-def check_dc_order(name: str) -> None:
-    base, _, arg = name.partition(":")
-    ok = (base == "frontier" and not arg) or (base == "gradwalk" and arg in ("max", "min")) or (
-        base == "slic" and arg.isdigit() and int(arg) >= 1)
-    if not ok:
-        raise UsageError(f"dc-first takes an inner order of {', '.join(DC_ORDERS)} or any unit order, got {name!r}")
-
-
 # --- the registry ---------------------------------------------------------------------------------------
-STORED_ORDERS = ("gradwalk:max", "gradwalk:min")
-NAMES = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "zigzag", "freq-major",
-         "coarse-to-fine", "next-scale", "random", "randsac:K[,K2...]", "squares:S", "gradwalk:max", "gradwalk:min",
-         "dc-first[:INNER]")
+@dataclass(frozen=True)
+class Order:
+    """An ordering as `--order` names it: `name` (``randsac``) and its parameters as written (`arg`: ``11,5``).
+
+    The traits are declared once per order, and everything that refuses or allows a request reads them (the
+    stream plan, `vistok.tokenize.parallel`'s modes, the CLI's help, the study's grid). Calling an order on
+    `Positions` and a generator gives its permutation (`OrderResult`). A new order is a subclass registered
+    with `register_order` in its own module; `parse_order` finds it by name.
+    """
+
+    name: str
+    arg: str = ""
+
+    params: ClassVar[str] = ""  # the parameters `--order` takes after the name, as help shows them (":S")
+    example: ClassVar[str] = ""  # parameters of one valid instance (":2"), for help and the test matrices
+    summary: ClassVar[str] = ""  # one line for the help
+    over_units: ClassVar[bool] = False  # moves whole units (a cell that spans every unit cannot move)
+    axis: ClassVar[str | None] = None  # sorts cells by this coordinate axis, which must be known before a token
+    scales: ClassVar[bool] = False  # its axis is a scale: `--parallel scales` predicts each scale
+    descending: ClassVar[bool] = False  # sorts by its axis from the highest value (a wavelet's coarsest level)
+    segmented: ClassVar[bool] = False  # gives segments (`--parallel segments` predicts each one)
+    random: ClassVar[bool] = False  # draws from the generator (a new order per document)
+    uniform: ClassVar[bool] = False  # every order of the units equally likely (`--parallel any` and `masked:R`)
+    stored: ClassVar[bool] = False  # computed from the pixels at shard time (`--store-order`), sent as side information
+    after_dc: ClassVar[bool] = False  # a geometry order that may follow the DC image (`dc-first:NAME`)
+    dc_first: ClassVar[bool] = False  # sends a codec's DC cells first (planned over cells by `stream.plan`)
+    thumbnail: ClassVar[bool] = False  # computed from the decoded DC image (the plan is pending until it is decoded)
+    adaptive: ClassVar[bool] = False  # chosen by the model while decoding, a group at a time (`choose`)
+
+    @classmethod
+    def parse(cls, name: str, arg: str) -> Order:
+        """The order named `name` with parameters `arg`, checked (a `UsageError` says what it takes)."""
+        if arg:
+            raise UsageError(f"order {name} takes no parameter (got {name}:{arg!r})")
+        return cls(name)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.arg}" if self.arg else self.name
+
+    def __call__(self, inp: Positions, rng: np.random.Generator) -> OrderResult:
+        raise NotImplementedError
+
+    def choose(self, logp: np.ndarray, k: int) -> np.ndarray:
+        """An adaptive order's rule: (k,) ascending indices of the candidate places (rows of `logp`, (R, V)
+        log-probabilities of the model's distribution at each) that make the next group."""
+        raise NotImplementedError
+
+
+_ORDERS: dict[str, type[Order]] = {}
+
+
+def register_order(*names: str) -> Callable[[type[Order]], type[Order]]:
+    """Register an `Order` class under one or more names (a class decorator)."""
+
+    def add(cls: type[Order]) -> type[Order]:
+        for name in names:
+            if name in _ORDERS:
+                raise ValueError(f"order {name!r} is registered twice")
+            _ORDERS[name] = cls
+        return cls
+
+    return add
+
+
+def order_names() -> list[str]:
+    """Every registered order's name, in registration order."""
+    return list(_ORDERS)
+
+
+def order_examples() -> list[str]:
+    """One valid instance of every registered order (``squares:2``): the test matrices' orders."""
+    return [name + cls.example for name, cls in _ORDERS.items()]
+
+
+def order_help() -> str:
+    """Every order as `--order` takes it with its summary, one entry per class (its names together)."""
+    by_class: dict[type[Order], list[str]] = {}
+    for name, cls in _ORDERS.items():
+        by_class.setdefault(cls, []).append(name)
+    return "; ".join(f"{', '.join(names)}{cls.params} — {cls.summary}" for cls, names in by_class.items())
+
+
+def adaptive_orders() -> list[str]:
+    """The orders a model chooses while decoding (`Order.adaptive`: `confident`)."""
+    return [name for name, cls in _ORDERS.items() if cls.adaptive]
+
+
+def order_class(name: str) -> type[Order]:
+    """The class registered under `name` (its declared traits), without parsing parameters."""
+    return _ORDERS[name]
+
+
+def order_usages() -> list[str]:
+    """Every order as `--order` takes it (``randsac:K[,K2...]``), for help and messages."""
+    return [name + cls.params for name, cls in _ORDERS.items()]
+
+
+@lru_cache(maxsize=256)
+def parse_order(text: str) -> Order:
+    """`--order` text (``hilbert``, ``randsac:11,5``, ``dc-first:slic:4``) -> its registered `Order`, checked."""
+    name, _, arg = str(text).partition(":")
+    cls = _ORDERS.get(name)
+    if cls is None:
+        raise UsageError(f"unknown order {text!r}; available: {', '.join(order_usages())}")
+    return cls.parse(name, arg)
+
+
+def as_order(order: str | Order) -> Order:
+    return order if isinstance(order, Order) else parse_order(order)
+
+
+@register_order("canonical", "zigzag", "time-major")
+class Canonical(Order):
+    summary = "the codec's own order (zigzag: JPEG's in-block order; time-major: frames in time)"
+    after_dc = True
+
+    def __call__(self, inp, rng):
+        return canonical(inp, rng)
+
+
+@register_order("raster", "column", "snake", "zorder", "hilbert", "spiral")
+class Spatial(Order):
+    summary = "units over the grid: rows, columns, boustrophedon, Morton, generalized Hilbert, centre-out spiral"
+    over_units = after_dc = True
+
+    def __call__(self, inp, rng):
+        g = grid_order(self.name, *inp.grid)
+        return OrderResult(units_to_tokens(inp.units, _per_frame(inp, lambda f: g)))
+
+
+@register_order("freq-major")
+class FreqMajor(Order):
+    summary = "every DC, then each zigzag frequency across blocks (progressive spectral selection)"
+    axis = "freq"
+
+    def __call__(self, inp, rng):
+        return freq_major(inp, rng)
+
+
+@register_order("coarse-to-fine")
+class CoarseToFine(Order):
+    summary = "wavelet levels, coarsest first"
+    axis, scales, descending = "level", True, True
+
+    def __call__(self, inp, rng):
+        return coarse_to_fine(inp, rng)
+
+
+@register_order("next-scale")
+class NextScale(Order):
+    summary = "a multi-scale code's scales, coarsest first (VAR)"
+    axis, scales = "scale", True
+
+    def __call__(self, inp, rng):
+        return next_scale(inp, rng)
+
+
+@register_order("random")
+class Random(Order):
+    summary = "a seeded random permutation of the units"
+    over_units = random = uniform = after_dc = True
+
+    def __call__(self, inp, rng):
+        return random_units(inp, rng)
+
+
+@register_order("randsac")
+class RandSAC(Order):
+    params, example = ":K[,K2...]", ":4,2"
+    summary = "K Gaussian-blob segments in random order, grouped K -> K2 -> ... (RandSAC)"
+    over_units = random = segmented = after_dc = True
+
+    @classmethod
+    def parse(cls, name, arg):
+        try:
+            levels = tuple(int(v) for v in arg.split(",")) if arg else (11,)
+        except ValueError:
+            levels = ()
+        if not levels or any(k < 1 for k in levels) or list(levels) != sorted(levels, reverse=True):
+            raise UsageError(f"randsac takes decreasing segment counts, e.g. randsac:11,5 (got {name}:{arg!r})")
+        return cls(name, arg)
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.arg.split(",")) if self.arg else (11,)
+
+    def __call__(self, inp, rng):
+        return randsac(self.levels)(inp, rng)
+
+
+@register_order("squares")
+class Squares(Order):
+    params, example = ":S", ":2"
+    summary = "S x S tiles of units in random order (RandSAC's square segments)"
+    over_units = random = segmented = after_dc = True
+
+    @classmethod
+    def parse(cls, name, arg):
+        if not arg.isdigit() or int(arg) < 1:
+            raise UsageError(f"squares takes a tile side in units, e.g. squares:2 (got {name}:{arg})")
+        return cls(name, arg)
+
+    def __call__(self, inp, rng):
+        return squares(int(self.arg))(inp, rng)
+
+
+@register_order("gradwalk")
+class GradWalk(Order):
+    params, example = ":max|min", ":max"
+    summary = "a walk by gradient energy, computed at shard time (--store-order) and sent as side information"
+    over_units = stored = True
+
+    @classmethod
+    def parse(cls, name, arg):
+        if arg not in ("max", "min"):
+            raise UsageError(f"unknown order {name}:{arg}; gradwalk takes max or min")
+        return cls(name, arg)
+
+    @property
+    def key(self) -> str:
+        """The record's key of the stored walk (``gradwalk-max``)."""
+        return stored_key(str(self))
+
+    def __call__(self, inp, rng):
+        return stored(self.key)(inp, rng)
+
+
+def stored_names() -> list[str]:
+    """The orders `--store-order` computes at shard time (``gradwalk:max``...)."""
+    return [f"{n}:{v}" for n, cls in _ORDERS.items() if cls.stored for v in cls.params[1:].split("|")]
+
+
+STORED_ORDERS = tuple(stored_names())
 
 
 def stored_key(name: str) -> str:
     return name.replace(":", "-")
 
 
-PLAIN_ORDERS = ("canonical", "zigzag", "time-major", "raster", "column", "snake", "zorder", "hilbert", "spiral",
-                "freq-major", "coarse-to-fine", "next-scale", "random")  # orders that take no parameter
+# --- dc-first and the orders it computes from the DC image ---------------------------------------------------
+@dataclass(frozen=True)
+class DcImageOrder:
+    """A unit order that `dc-first` computes from the decoded DC image (`dc_unit_order`): slic:N,
+    gradwalk:max|min, or frontier (geometry, whose rings are its segments)."""
+
+    name: str
+    arg: str = ""
+
+    @property
+    def segmented(self) -> bool:
+        return self.name in ("slic", "frontier")
+
+    @property
+    def thumbnail(self) -> bool:
+        return self.name != "frontier"
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.arg}" if self.arg else self.name
 
 
-@lru_cache(maxsize=64)
-def get_order(name: str) -> Callable[[Positions, np.random.Generator], OrderResult]:
+DC_IMAGE_ORDERS = ("slic", "gradwalk", "frontier")
+
+
+def check_dc_order(name: str) -> DcImageOrder:
     base, _, arg = name.partition(":")
-    if base in PLAIN_ORDERS and ":" in name:
-        raise UsageError(f"order {base} takes no parameter (got {name!r})")
-    if base in ("canonical", "zigzag", "time-major"):
-        return canonical
-    if base in ("raster", "column", "snake", "zorder", "hilbert", "spiral"):
-        return spatial(base)
-    if base == "freq-major":
-        return freq_major
-    if base == "coarse-to-fine":
-        return coarse_to_fine
-    if base == "next-scale":
-        return next_scale
-    if base == "random":
-        return random_units
-    if base == "randsac":
-        try:
-            levels = tuple(int(v) for v in arg.split(",")) if arg else (11,)
-        except ValueError:
-            levels = ()
-        if not levels or any(k < 1 for k in levels) or list(levels) != sorted(levels, reverse=True):
-            raise UsageError(f"randsac takes decreasing segment counts, e.g. randsac:11,5 (got {name!r})")
-        return randsac(levels)
-    if base == "squares":
-        if not arg.isdigit() or int(arg) < 1:
-            raise UsageError(f"squares takes a tile side in units, e.g. squares:2 (got {name!r})")
-        return squares(int(arg))
-    if base == "gradwalk" and arg in ("max", "min"):
-        return stored(stored_key(name))
-    if base == "dc-first":  # planned over cells (vistok.tokenize.stream); here only the name is checked
+    ok = (base == "frontier" and not arg) or (base == "gradwalk" and arg in ("max", "min")) or (
+        base == "slic" and arg.isdigit() and int(arg) >= 1)
+    if not ok:
+        raise UsageError(f"dc-first takes an inner order of {', '.join(DC_ORDERS)} or any unit order, got {name!r}")
+    return DcImageOrder(base, arg)
+
+
+@register_order("dc-first")
+class DcFirst(Order):
+    params, example = "[:INNER]", ":randsac:3"
+    summary = (f"every DC first, then the rest of every block in INNER: {', '.join(DC_ORDERS)} (from the DC image), "
+               "or a geometry order")
+    dc_first = True
+
+    @classmethod
+    def parse(cls, name, arg):
         inner = arg or "canonical"
-        if inner.partition(":")[0] in ("slic", "gradwalk", "frontier"):
+        if inner.partition(":")[0] in DC_IMAGE_ORDERS:
             check_dc_order(inner)
         else:
-            get_order(inner)
-        return _cells_only(name)
-    raise UsageError(f"unknown order {name!r}; available: {', '.join(NAMES)}")
+            parse_order(inner)
+        return cls(name, arg)
+
+    @property
+    def inner(self) -> Order | DcImageOrder:
+        """The order of the cells after the DC image: a geometry order, or one computed from the DC image."""
+        inner = self.arg or "canonical"
+        if inner.partition(":")[0] in DC_IMAGE_ORDERS:
+            return check_dc_order(inner)
+        return parse_order(inner)
+
+    @property
+    def segmented(self) -> bool:  # type: ignore[override]
+        return self.inner.segmented
+
+    @property
+    def thumbnail(self) -> bool:  # type: ignore[override]
+        return isinstance(self.inner, DcImageOrder) and self.inner.thumbnail
+
+    @property
+    def random(self) -> bool:  # type: ignore[override]
+        return getattr(self.inner, "random", False)
+
+    def __call__(self, inp, rng):
+        raise UsageError(f"order {self} sends a codec's DC cells first: plan it with vistok.tokenize.stream.plan")

@@ -51,17 +51,6 @@ def draw(n: int, rng: np.random.Generator) -> tuple[int, float]:
     return max(1, min(n, steps)), float(rng.uniform(0.0, 1.0))
 
 
-def run_steps(parallel: str, steps: int | None, run: object = "") -> int | None:
-    """The model steps a run is scored, sampled or coded in: `steps` for a `--parallel any` run (ALL, one token
-    per step, when None), None for every other run, where `steps` is refused."""
-    if parallel == "any":
-        return ALL if steps is None else steps
-    if steps is not None:
-        raise UsageError(f"--steps takes a run trained with --parallel any; {run} is "
-                         f"{'parallel ' + parallel if parallel else 'token by token'}")
-    return None
-
-
 def parse_steps(text: str) -> list[int]:
     """`--steps` as given: comma-separated step counts >= 1 or `all` (ALL)."""
     out = []

@@ -16,6 +16,9 @@ or with `any` a random order cut by a step schedule (`vistok.tokenize.schedule`)
 training and fixed by `--steps N` at test time. A long stream is read in windows of whole groups, each
 after as many earlier tokens as the row holds (`group_windows`).
 
+Orders and parallel modes are registered objects (`orders.Order`, `parallel.ParallelMode`): what a request
+needs, and why it is refused, is read from their declared traits, and `StreamSpec` is the checked request.
+
 Side information is counted, not hidden: a stored `gradwalk` order is computed from the pixels, so a
 decoder needs it sent; `order_bits` is the length of a simple code for it (see `orders.walk_bits`).
 
@@ -36,24 +39,19 @@ import numpy as np
 
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
-from vistok.tokenize import schedule
 from vistok.tokenize.base import BOS, EOS, FRAME, Codec, Layout
 from vistok.tokenize.orders import (
-    check_dc_order,
+    DC_ORDERS,
+    DcFirst,
+    DcImageOrder,
+    Order,
+    as_order,
     dc_unit_order,
-    get_order,
     stored_key,
     units_to_tokens,
     walk_bits,
 )
-
-PARALLEL = ("segments", "scales", "any", "masked:R")
-UNIT_ORDERS = ("raster", "column", "snake", "zorder", "hilbert", "spiral", "random", "randsac", "squares", "gradwalk")
-SEGMENT_ORDERS = ("randsac", "squares")  # orders whose segments --parallel segments predicts
-SCALE_AXES = {"next-scale": "scale", "coarse-to-fine": "level"}
-GEOMETRY_INNER = ("canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "random", *SEGMENT_ORDERS)
-SEGMENTED_INNER = ("slic", "frontier", *SEGMENT_ORDERS)  # dc-first inner orders whose segments --parallel predicts
-AXIS_ORDERS = {**SCALE_AXES, "freq-major": "freq"}  # orders that sort cells by one axis
+from vistok.tokenize.parallel import Cut, ParallelMode, as_mode
 
 
 @dataclass(frozen=True)
@@ -66,10 +64,43 @@ class Plan:
     # until the DC cells are decoded; `complete(thumbnail)` then gives the whole plan (`StreamGrammar` calls it)
     pending_from: int = 0
     complete: Callable[[np.ndarray], Plan] | None = field(default=None, compare=False, repr=False)
+    # an order the model chooses (`Order.adaptive`, `--order confident`): the groups are fixed, and the cells of
+    # each are chosen when it comes (`StreamGrammar.choose`); until then they are the rest in canonical order
+    adaptive: Order | None = field(default=None, compare=False, repr=False)
 
     @property
     def n_groups(self) -> int:
         return int(self.groups[-1]) + 1 if self.groups is not None and self.groups.size else 0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """An ordered stream as a run names it: the order, the parallel mode (None: token by token), the model
+    steps of an `any` run at test time (None: as in training), and the row (context `block_size`, `stride`)
+    whose windows cut its groups. `parse` refuses, with the reason, whatever needs no data; `plan` refuses
+    what the codec and the geometry decide. Old runs' strings parse into the same spec."""
+
+    order: Order
+    parallel: ParallelMode | None = None
+    steps: int | None = None
+    block_size: int = 0
+    stride: int = 0
+
+    @classmethod
+    def parse(cls, order: str | Order = "canonical", parallel: str | ParallelMode | None = "", steps: int | None = None,
+              block_size: int = 0, stride: int = 0) -> StreamSpec:
+        o, mode = as_order(order), as_mode(parallel)
+        if mode is not None and (why := mode.refusal(o)) is not None:
+            raise UsageError(why)
+        if steps is not None and not (mode is not None and mode.steps):
+            raise UsageError(f"--steps takes a run trained with --parallel any, not "
+                             f"{'--parallel ' + str(mode) if mode else 'token by token'}")
+        return cls(o, mode, steps, block_size, stride)
+
+    @property
+    def max_group(self) -> int:
+        """The largest group a row holds (`group_limit`); 0 (no cut) token by token or without a context."""
+        return group_limit(self.block_size, self.stride) if self.parallel is not None and self.block_size else 0
 
 
 def _refuse(codec: Codec, what: str) -> UsageError:
@@ -82,53 +113,19 @@ def _layout(codec: Codec) -> str:
     return f" with layout {layout}" if layout else ""
 
 
-def masked_ratio(parallel: str) -> float | None:
-    """R of `--parallel masked:R` (the share of units masked, 0 < R < 1); None for the other modes."""
-    mode, _, r = parallel.partition(":")
-    if mode != "masked":
-        return None
-    try:
-        ratio = float(r)
-    except ValueError:
-        ratio = -1.0
-    if not 0 < ratio < 1:
-        raise UsageError(f"--parallel masked:R takes the share of units masked, 0 < R < 1 (MAE: 0.75), got {parallel!r}")
-    return ratio
-
-
-def refuse_masked(parallel: str, what: str) -> None:
-    """A `--parallel masked:R` run predicts masked units from visible ones: it cannot make a whole stream."""
-    if masked_ratio(parallel) is not None:
-        raise UsageError(f"a --parallel {parallel} run predicts the masked units of an image from its visible ones; "
+def refuse_partial(parallel: str | ParallelMode | None, what: str) -> None:
+    """A mode that predicts part of an image from the rest (`masked:R`) cannot make a whole stream."""
+    mode = as_mode(parallel)
+    if mode is not None and not mode.whole:
+        raise UsageError(f"a --parallel {mode} run predicts the masked units of an image from its visible ones; "
                          f"it cannot {what} a whole image (`vistok eval` scores it: bits of the masked part)")
 
 
-def check_mode(parallel: str) -> None:
-    """Refuse a --parallel that is none of the modes (or a masked ratio outside (0, 1)), naming them."""
-    if parallel and parallel not in PARALLEL[:-1] and masked_ratio(parallel) is None:
-        raise UsageError(f"--parallel takes {', '.join(PARALLEL)}, got {parallel!r}")
-
-
-def check_parallel(codec: Codec, order: str, parallel: str) -> None:
-    """Refuse a parallel mode that does not fit the order or the codec (before any data is read)."""
-    if not parallel:
+def check_parallel(codec: Codec, order: str | Order, parallel: str | ParallelMode | None) -> None:
+    """Refuse a parallel mode that does not fit the order (the mode's `refusal`) or the codec, before any data
+    is read."""
+    if StreamSpec.parse(order, parallel).parallel is None:
         return
-    check_mode(parallel)
-    base, _, inner = order.partition(":")
-    if masked_ratio(parallel) is not None and base != "random":
-        raise UsageError(f"--parallel {parallel} masks random units: use --order random (got {order!r})")
-    if base == "dc-first" and parallel == "scales":
-        raise UsageError("--parallel scales predicts whole scales; dc-first takes --parallel segments or any")
-    if parallel == "any" and base not in ("random", "dc-first"):
-        raise UsageError(f"--parallel any predicts a random order in any number of steps: use --order random (got {order!r})")
-    if parallel == "segments" and base == "dc-first" and inner.partition(":")[0] not in SEGMENTED_INNER:
-        raise UsageError(f"--parallel segments with dc-first takes an inner order with segments: "
-                         f"{', '.join(SEGMENTED_INNER)} (got {order!r})")
-    if parallel == "segments" and base not in (*SEGMENT_ORDERS, "dc-first"):
-        raise UsageError(f"--parallel segments predicts an order's segments: use --order randsac:K or squares:S "
-                         f"(got {order!r})")
-    if parallel == "scales" and base not in SCALE_AXES:
-        raise UsageError(f"--parallel scales predicts whole scales: use --order next-scale or coarse-to-fine (got {order!r})")
     if not codec.single_token_cells:
         raise _refuse(codec, "--parallel needs one token per place (a fixed number of tokens per unit), "
                              "and this layout's tokens are variable-length")
@@ -145,8 +142,8 @@ def cut_groups(groups: np.ndarray, most: int) -> np.ndarray:
     return np.cumsum(np.concatenate([[True], (np.diff(groups) != 0) | (np.diff(piece) != 0)])) - 1
 
 
-def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored: dict | None = None,
-         parallel: str = "", max_group: int = 0, steps: int | None = None,
+def plan(codec: Codec, meta: dict, order: str | Order, rng: np.random.Generator, stored: dict | None = None,
+         parallel: str | ParallelMode | None = "", max_group: int = 0, steps: int | None = None,
          thumbnail: np.ndarray | None = None) -> Plan:
     """The cells of a stream with geometry `meta` in `order` (see the module docstring); `stored`: the record's
     stored orders (gradwalk); `max_group`: with `parallel`, larger groups are cut into runs of this many
@@ -154,77 +151,81 @@ def plan(codec: Codec, meta: dict, order: str, rng: np.random.Generator, stored:
     `steps` model steps on the test schedule (`schedule.ALL`: one token per step), or None: steps and
     schedule drawn from `rng` after the order, as in training (`vistok.tokenize.schedule`). `thumbnail`: the
     DC image (`Layout.thumbnail`) for orders computed from it; without it such a plan is pending (`Plan`)."""
-    check_parallel(codec, order, parallel)
+    order, mode = as_order(order), as_mode(parallel)
+    check_parallel(codec, order, mode)
+    if order.dc_first:
+        return _dc_first(codec, meta, order, rng, mode, max_group, steps, thumbnail)
     cells = codec.layout(meta).cells
     pos = cells.positions if not stored else replace(cells.positions, stored=stored)
-    base = order.partition(":")[0]
-    if base == "dc-first":
-        return _dc_first(codec, meta, order, rng, parallel, max_group, steps, thumbnail)
-    if base in UNIT_ORDERS and (pos.units < 0).any():
-        raise _refuse(codec, f"order {order!r} moves units around, but a cell of this layout spans every unit")
-    axis = AXIS_ORDERS.get(base)
-    if axis is not None and axis not in codec.axes:
-        raise UsageError(f"order {order!r} needs a {axis!r} axis; codec {codec.codec_id}'s axes are "
-                         f"{', '.join(codec.axes)}")
-    if axis is not None and axis not in codec.known_axes:
-        raise _refuse(codec, f"order {order!r} sorts by {axis!r}, which is known only once a token is read, so "
-                             "the order would tell the model what the tokens are and the stream would not decode")
-    res = get_order(order)(pos, rng)
+    if order.over_units and (pos.units < 0).any():
+        raise _refuse(codec, f"order {str(order)!r} moves units around, but a cell of this layout spans every unit")
+    _check_axis(codec, order)
+    if order.adaptive:
+        return _adaptive(cells, order, mode, rng, max_group, steps)
+    res = order(pos, rng)
     perm, segments = res.perm, res.segments
-    if len(cells) > cells.per_frame:  # clips: each frame's FRAME separator opens it
+    clip = len(cells) > cells.per_frame
+    if clip:  # clips: each frame's FRAME separator opens it
         o = np.lexsort((cells.local[perm] >= 0, cells.frame[perm]))
         perm, segments = perm[o], None if segments is None else segments[o]
     bits = 0.0
-    if base == "gradwalk":
-        walk = np.asarray(stored[stored_key(order)], dtype=np.int64)
+    if order.stored:
+        walk = np.asarray(stored[stored_key(str(order))], dtype=np.int64)
         per = pos.grid[0] * pos.grid[1]
         bits = sum(walk_bits(walk[f * per : (f + 1) * per] - f * per, pos.grid) for f in range(walk.size // per))
-    groups = None
-    if parallel:
-        if len(cells) > cells.per_frame and parallel != "scales":
-            raise UsageError(f"--parallel {parallel} predicts groups inside one image; clips take --parallel scales "
-                             "(a group per frame and scale)")
-        if parallel == "segments":
-            groups = segments
-        elif parallel == "any":
-            n_steps, mix = schedule.draw(perm.size, rng) if steps is None else (steps, schedule.TEST_MIX)
-            groups = schedule.groups(perm.size, n_steps, mix)
-        elif masked_ratio(parallel) is not None:  # two groups, never cut: the visible units, then the masked
-            return Plan(perm.astype(np.int64), masked_groups(pos.units[perm], masked_ratio(parallel)), bits, segments)
-        else:  # a group per (frame, scale): the frame's coarser scales and every earlier frame come before it
-            scale = cell_scales(codec.layout(meta), base)
-            key = cells.frame[perm] * (int(scale.max()) + 1) + scale[perm]
-            groups = np.concatenate([[0], np.cumsum(np.diff(key) != 0)])
-        groups = cut_groups(groups.astype(np.int64), max_group)
-    return Plan(perm.astype(np.int64), groups, bits, segments)
+    if mode is None:
+        return Plan(perm.astype(np.int64), None, bits, segments)
+    if clip and not mode.clips:
+        raise UsageError(f"--parallel {mode} predicts groups inside one image; clips take --parallel scales "
+                         "(a group per frame and scale)")
+
+    def scale_key() -> np.ndarray:  # a group per (frame, scale): coarser scales and earlier frames first
+        scale = cell_scales(codec.layout(meta), order)
+        return cells.frame[perm] * (int(scale.max()) + 1) + scale[perm]
+
+    groups = mode.groups(Cut(perm.size, rng, steps, segments, pos.units[perm], scale_key)).astype(np.int64)
+    return Plan(perm.astype(np.int64), cut_groups(groups, max_group) if mode.cut else groups, bits, segments)
 
 
-def masked_groups(units: np.ndarray, ratio: float) -> np.ndarray:
-    """Group 0 (visible) or 1 (masked) of each cell of a random order: the last round(ratio x units) units of
-    the order are masked (at least one unit each side), whole units as MAE masks patches."""
-    first = np.flatnonzero(np.diff(units, prepend=-1) != 0)  # where each unit's run of cells starts
-    n = first.size
-    if n < 2:
-        raise UsageError("--parallel masked:R needs at least two units an image")
-    visible = n - min(n - 1, max(1, round(ratio * n)))
-    return (np.arange(units.size) >= first[visible]).astype(np.int64)
+def _adaptive(cells, order: Order, mode: ParallelMode | None, rng: np.random.Generator, max_group: int,
+              steps: int | None) -> Plan:
+    """The plan of an order the model chooses: the mode's groups over the cells, their cells chosen later."""
+    if mode is None or not mode.steps:
+        raise UsageError(f"order {order} is chosen by an --parallel any run's model, a group per step: it takes "
+                         f"--parallel any (got {'--parallel ' + str(mode) if mode else 'token by token'})")
+    if len(cells) > cells.per_frame:
+        raise UsageError(f"order {order} orders one image; clips are not supported")
+    n = len(cells)
+    groups = cut_groups(mode.groups(Cut(n, rng, steps)).astype(np.int64), max_group)
+    return Plan(np.arange(n, dtype=np.int64), groups, 0.0, None, adaptive=order)
+
+
+def _check_axis(codec: Codec, order: Order) -> None:
+    """Refuse an order by an axis the codec lacks, or one known only once a token is read."""
+    axis = order.axis
+    if axis is not None and axis not in codec.axes:
+        raise UsageError(f"order {str(order)!r} needs a {axis!r} axis; codec {codec.codec_id}'s axes are "
+                         f"{', '.join(codec.axes)}")
+    if axis is not None and axis not in codec.known_axes:
+        raise _refuse(codec, f"order {str(order)!r} sorts by {axis!r}, which is known only once a token is read, so "
+                             "the order would tell the model what the tokens are and the stream would not decode")
 
 
 @lru_cache(maxsize=64)
-def cell_scales(layout: Layout, base: str) -> np.ndarray:
-    """(n_cells,) the scale of each cell within its frame for a scale order (`SCALE_AXES`), 0 = coarsest: a
+def cell_scales(layout: Layout, order: str | Order) -> np.ndarray:
+    """(n_cells,) the scale of each cell within its frame for a scale order (`Order.scales`), 0 = coarsest: a
     learned codec's `scale` axis; a wavelet's levels, the coarsest approximation (LL) a scale before its
     level's details (levels + 1 scales). A FRAME separator is at scale 0: it opens its frame's coarsest group.
     The geometry fixes it (read-only)."""
-    pos, cells = layout.cells.positions, layout.cells
-    axis = SCALE_AXES[base]
+    pos, cells, order = layout.cells.positions, layout.cells, as_order(order)
+    axis = order.axis
     if axis not in pos.axes:
-        raise UsageError(f"order {base!r} needs a {axis!r} axis; codec {layout.codec.codec_id}'s known axes are "
+        raise UsageError(f"order {str(order)!r} needs a {axis!r} axis; codec {layout.codec.codec_id}'s known axes are "
                          f"{', '.join(pos.axes)}")
     key = pos.coords[:, pos.axes.index(axis)] * 2
     if "band" in pos.axes:  # wavelet: the coarsest approximation (LL) is a scale before its level's details
         key = key + (pos.coords[:, pos.axes.index("band")] == 0)
-    if base == "coarse-to-fine":  # the highest level is the coarsest
+    if order.descending:  # the highest level is the coarsest
         key = -key
     real = cells.local >= 0
     out = np.zeros(len(cells), dtype=np.int64)
@@ -233,8 +234,8 @@ def cell_scales(layout: Layout, base: str) -> np.ndarray:
     return out
 
 
-def _dc_first(codec: Codec, meta: dict, order: str, rng: np.random.Generator, parallel: str, max_group: int,
-              steps: int | None, thumb: np.ndarray | None) -> Plan:
+def _dc_first(codec: Codec, meta: dict, order: DcFirst, rng: np.random.Generator, mode: ParallelMode | None,
+              max_group: int, steps: int | None, thumb: np.ndarray | None) -> Plan:
     """`dc-first[:INNER]`: every DC cell in canonical order, then every other cell in INNER over the units.
 
     INNER is a geometry order (canonical, hilbert, random, randsac:K...) or one computed from the decoded DC
@@ -244,56 +245,52 @@ def _dc_first(codec: Codec, meta: dict, order: str, rng: np.random.Generator, pa
     row by unit row, then the inner order's segments; or with `any` the schedule over the whole stream."""
     layout = codec.layout(meta)
     if layout.dc_cells is None:
-        raise UsageError(f"codec {codec.codec_id}{_layout(codec)}: order {order!r} sends the DC image first, and "
+        raise UsageError(f"codec {codec.codec_id}{_layout(codec)}: order {str(order)!r} sends the DC image first, and "
                          "this codec has no DC cells (--codec jpeg has them, without --temporal delta, whose SKIP "
                          "codes a block in one token; a wavelet's canonical order already sends its LL band first)")
     cells = layout.cells
     if len(cells) > cells.per_frame:
-        raise UsageError(f"order {order!r} orders one image; clips are not supported")
-    inner = order.partition(":")[2] or "canonical"
-    ib = inner.partition(":")[0]
-    if ib not in GEOMETRY_INNER:
-        check_dc_order(inner)
-    pending = needs_thumbnail(order) and thumb is None
+        raise UsageError(f"order {str(order)!r} orders one image; clips are not supported")
+    inner = order.inner
+    if not isinstance(inner, DcImageOrder) and not inner.after_dc:
+        raise UsageError(f"dc-first takes an inner order of {', '.join(DC_ORDERS)} or any unit order, got {str(inner)!r}")
+    pending = order.thumbnail and thumb is None
     start = copy.deepcopy(rng) if pending else None  # a pending plan is completed from the same draws
     dc, ac = np.flatnonzero(layout.dc_cells), np.flatnonzero(~layout.dc_cells)
     pos = cells.positions
     sub = replace(pos, units=pos.units[ac], coords=pos.coords[ac])
     if pending:
         perm, seg = np.arange(ac.size), None
-    elif ib in GEOMETRY_INNER:
-        res = get_order(inner)(sub, rng)
-        perm, seg = res.perm, res.segments
-    else:
-        unit_order, unit_seg = dc_unit_order(inner, thumb, pos.grid)
+    elif isinstance(inner, DcImageOrder):
+        unit_order, unit_seg = dc_unit_order(str(inner), thumb, pos.grid)
         perm = units_to_tokens(sub.units, unit_order)
         seg = None if unit_seg is None else unit_seg[sub.units[perm]]
+    else:
+        res = inner(sub, rng)
+        perm, seg = res.perm, res.segments
     out = np.concatenate([dc, ac[perm]]).astype(np.int64)
     groups = None
-    if parallel == "any":
-        n_steps, mix = schedule.draw(out.size, rng) if steps is None else (steps, schedule.TEST_MIX)
-        groups = schedule.groups(out.size, n_steps, mix)
-    elif parallel == "segments":  # (check_parallel refused layouts without one token per place)
-        dc_rows = pos.units[dc] // pos.grid[1]  # canonical cells go unit by unit: rows are consecutive runs
-        ac_groups = np.arange(ac.size) if pending else seg  # placeholders: one cell each
-        groups = np.concatenate([dc_rows, dc_rows.max() + 1 + ac_groups])
-        groups = np.concatenate([[0], np.cumsum(np.diff(groups) != 0)])
-    if groups is not None:
-        groups = cut_groups(groups.astype(np.int64), max_group)
+    if mode is not None:
+        # the DC cells go unit by unit (canonical): its unit rows, then the inner order's segments (a placeholder
+        # cell each while pending); mode `segments` (check_parallel refused layouts without one token per place)
+        dc_rows = pos.units[dc] // pos.grid[1]
+        regions = np.concatenate([dc_rows, dc_rows.max() + 1 + (np.arange(ac.size) if pending else seg)]) if (
+            pending or seg is not None) else None
+        regions = None if regions is None else np.concatenate([[0], np.cumsum(np.diff(regions) != 0)])
+        groups = cut_groups(mode.groups(Cut(out.size, rng, steps, regions)).astype(np.int64), max_group)
     segments = None if seg is None else np.concatenate([np.full(dc.size, -1), seg]).astype(np.int64)
     if not pending:
         return Plan(out, groups, 0.0, segments)
 
     def complete(t: np.ndarray) -> Plan:
-        return _dc_first(codec, meta, order, copy.deepcopy(start), parallel, max_group, steps, t)
+        return _dc_first(codec, meta, order, copy.deepcopy(start), mode, max_group, steps, t)
 
     return Plan(out, groups, 0.0, None, int(dc.size), complete)
 
 
-def needs_thumbnail(order: str) -> bool:
+def needs_thumbnail(order: str | Order) -> bool:
     """Is `order` computed from the decoded DC image (`dc-first:slic:N`, `dc-first:gradwalk:...`)?"""
-    base, _, inner = order.partition(":")
-    return base == "dc-first" and inner.partition(":")[0] in ("slic", "gradwalk")
+    return as_order(order).thumbnail
 
 
 def record_thumbnail(codec: Codec, record: TokenRecord) -> np.ndarray | None:
@@ -356,6 +353,9 @@ def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.G
                  max_group: int = 0, steps: int | None = None) -> Ordered:
     thumb = record_thumbnail(codec, record) if needs_thumbnail(order) else None  # only orders that read it
     p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group, steps, thumb)
+    if p.adaptive is not None:  # training and teacher-forced scoring need every place known in advance
+        raise UsageError(f"order {p.adaptive} is chosen by an --parallel any run's model while it decodes: train "
+                         f"with --order random --parallel any, then eval, sample or compress with --order {p.adaptive}")
     tc = codec.layout(record.meta).token_cells(record)
     perm = units_to_tokens(tc, p.cells)
     cells = tc[perm]
@@ -415,6 +415,7 @@ class StreamGrammar:
         self._eos, self._frame = np.zeros(size, bool), np.zeros(size, bool)
         self._eos[EOS], self._frame[FRAME] = True, True
         self.i, self.done = 0, False
+        self.chosen = -1  # an adaptive plan: the stream position whose group was chosen last
         self.taken: list[tuple[int, int]] = []  # (cell, token) in stream order
         self.places = cell_places(codec.layout(meta))
         self.last_place = np.full(2, -1, dtype=np.int64)  # the place of the token taken last (-1: none yet, EOS)
@@ -506,10 +507,15 @@ class StreamGrammar:
     # --- group by group (parallel) -----------------------------------------------------------------
     def group(self) -> tuple[np.ndarray, np.ndarray]:
         """The next group: ((k, A) coordinates of its places, (k, V) allowed tokens at each, escapes left out)."""
+        if self.plan.adaptive is not None and self.chosen != self.i:
+            raise RuntimeError("the model chooses an adaptive plan's groups: `choose` the next one first")
         g = self.plan.groups
         j = int(np.searchsorted(g, g[self.i], side="right"))
         cells = self.plan.cells[self.i : j]
-        coords = np.stack([self._full(int(c)) for c in cells])
+        return np.stack([self._full(int(c)) for c in cells]), self._masks(cells)
+
+    def _masks(self, cells: np.ndarray) -> np.ndarray:
+        """(k, V) the tokens allowed at each of `cells` (cells of one token: no state between them)."""
         masks = []
         for c in cells:
             if self.cells.local[c] < 0:  # a FRAME separator opens its frame's first group: FRAME, surely
@@ -519,7 +525,29 @@ class StreamGrammar:
             m = self.cg.allowed()
             masks.append(m & ~self.cg.escape if self.cg.escape is not None else m)
         self._enter()
-        return coords, np.stack(masks)
+        return np.stack(masks)
+
+    def group_size(self) -> int:
+        """Cells in the next group."""
+        g = self.plan.groups
+        return int(np.searchsorted(g, g[self.i], side="right")) - self.i
+
+    # --- an order the model chooses (`Plan.adaptive`) --------------------------------------------------
+    def candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The cells not yet taken, in cell order: ((R, A) coordinates of their places, (R, V) allowed tokens,
+        (R, 2) places for local attention). The model scores them all; `choose` takes its pick."""
+        cells = np.sort(self.plan.cells[self.i :])
+        return np.stack([self._full(int(c)) for c in cells]), self._masks(cells), self.places[cells]
+
+    def choose(self, picked: np.ndarray) -> None:
+        """The next group is the picked candidates (indices into `candidates()`), the rest follow in cell order."""
+        rest = np.sort(self.plan.cells[self.i :])
+        picked = np.asarray(picked, dtype=np.int64)
+        if picked.size != self.group_size() or np.unique(picked).size != picked.size:
+            raise ValueError(f"a group of {self.group_size()} cells was asked for, {picked.size} distinct ones given")
+        cells = np.concatenate([self.plan.cells[: self.i], rest[picked], np.delete(rest, picked)])
+        self.plan, self.chosen = replace(self.plan, cells=cells), self.i
+        self._enter()
 
     def group_places(self) -> np.ndarray:
         """(k, 2) the places (`cell_places`) of the next group's cells."""

@@ -45,11 +45,13 @@ import torch
 
 from vistok.errors import CodecError, DatasetError, UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
-from vistok.nn.gpt import GPT, GroupFeed, KVCache, window_start
+from vistok.nn.gpt import GPT, GroupFeed, KVCache, choose_group, window_start
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, EOS, Codec, get_codec
-from vistok.tokenize.schedule import run_steps
+from vistok.tokenize.orders import parse_order
+from vistok.tokenize.parallel import parse_mode, run_steps
 from vistok.tokenize.stream import (
+    Plan,
     StreamGrammar,
     check_parallel,
     group_limit,
@@ -57,7 +59,7 @@ from vistok.tokenize.stream import (
     known_columns,
     order_record,
     plan,
-    refuse_masked,
+    refuse_partial,
 )
 from vistok.train.checkpoint import load_model
 from vistok.train.container import VERSION, Header, pack, unpack
@@ -86,9 +88,13 @@ def _probs(logits: np.ndarray) -> np.ndarray:
 class _Stream:
     """One record being coded: its grammar, its range coder, and (encoding) the tokens to code."""
 
-    def __init__(self, meta: dict, g: StreamGrammar, coder: Any, targets: np.ndarray | None):
+    def __init__(self, meta: dict, g: StreamGrammar, coder: Any, targets: np.ndarray | None, by_cell: bool = False):
         self.meta, self.g, self.coder, self.targets = meta, g, coder, targets
+        self.by_cell = by_cell  # targets by cell, not in stream order (an order the model chooses as it goes)
         self.n = 0  # tokens coded so far
+
+    def _target(self) -> int:
+        return int(self.targets[self.g.plan.cells[self.n]] if self.by_cell else self.targets[self.n])
 
     def code(self, logits: np.ndarray, allowed: np.ndarray) -> int:
         """Encode the next target token, or decode one, under the softmax over the allowed tokens."""
@@ -100,12 +106,12 @@ class _Stream:
             raise CodecError("the grammar expects more tokens than the record holds")
         if ids.size == 1:  # certain: no bits
             tok = int(ids[0])
-            if encoding and tok != self.targets[self.n]:
-                raise CodecError(f"token {int(self.targets[self.n])} is not allowed by the grammar here")
+            if encoding and tok != self._target():
+                raise CodecError(f"token {self._target()} is not allowed by the grammar here")
         else:
             model = constriction.stream.model.Categorical(_probs(logits[ids]), perfect=False)
             if encoding:
-                tok = int(self.targets[self.n])
+                tok = self._target()
                 sym = int(np.searchsorted(ids, tok))
                 if sym >= ids.size or ids[sym] != tok:
                     raise CodecError(f"token {tok} is not allowed by the grammar here")
@@ -129,18 +135,20 @@ class Coder:
     steps: int | None = None  # `--parallel any` runs: model steps per record when compressing (ALL: one token each)
 
     @classmethod
-    def load(cls, run: str | Path, steps: int | None = None) -> Coder:
+    def load(cls, run: str | Path, steps: int | None = None, order: str | None = None) -> Coder:
         """The coder of a run; `steps`: the model steps a `--parallel any` run compresses a record in (default
-        one token per step; a file records its own, which decompression takes)."""
+        one token per step; a file records its own, which decompression takes); `order`: an order the model
+        chooses (`confident`) in place of an any run's own (files coded so decode only with it: the run's
+        checksum covers the order)."""
         model, state = load_model(run, "cpu")
         model.eval()
-        data = DataConfig.from_json(state["data"])
+        data = DataConfig.from_json(state["data"]).followed_in(order, run)
         codec = get_codec(state["codec"])
-        if data.order.startswith("gradwalk"):
+        if parse_order(data.order).stored:
             raise UsageError(f"run {run} is trained in order {data.order!r}, computed from each image's pixels: "
                              "a decoder would need it sent; compress works with orders a decoder can follow")
         check_parallel(codec, data.order, data.parallel)
-        refuse_masked(data.parallel, "code")
+        refuse_partial(data.parallel, "code")
         return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}),
                    state.get("geometry"), run_steps(data.parallel, steps, run))
 
@@ -184,7 +192,7 @@ class Coder:
     def _batches(self, items: Iterable, progress) -> Iterator[list]:
         """Lists of up to LANES items (one for segment- and scale-parallel runs, whose plans differ per record);
         `progress(n)` once each is coded."""
-        size, it = (1 if self.data.parallel in ("segments", "scales") else LANES), iter(items)
+        size, it = (LANES if self._mode is None or self._lanes else 1), iter(items)
         while batch := list(islice(it, size)):
             yield batch
             if progress:
@@ -197,14 +205,10 @@ class Coder:
         for rec in records:
             if rec.orders:
                 raise UsageError(f"record {rec.key} carries stored orders; compress needs orders a decoder can follow")
-            o = order_record(self.codec, rec, self.data.order, record_rng(self.data.seed, rec.key), self.data.parallel,
-                             self._max_group, self.steps)
-            targets = rec.tokens.astype(np.int64)[o.perm]
-            if not self.data.parallel:
-                targets = np.append(targets, EOS)
             self._check_fits(rec.meta)
-            streams.append(_Stream(rec.meta, StreamGrammar(self.codec, rec.meta, o.plan), constriction.stream.queue.RangeEncoder(),
-                                   targets))
+            p, targets, by_cell = self._encoding_plan(rec)
+            streams.append(_Stream(rec.meta, StreamGrammar(self.codec, rec.meta, p), constriction.stream.queue.RangeEncoder(),
+                                   targets, by_cell))
             head = Header(order_seed(rec.key), zlib.crc32(rec.tokens.astype(self.codec.vocab.dtype).tobytes()),
                           rec.key, rec.meta, rec.side, self.steps)
             headers.append(pack(self.checksum, head, self.reference, keep_meta))
@@ -216,6 +220,23 @@ class Coder:
             out.append(h + s.coder.get_compressed().astype("<u4").tobytes())
         return out
 
+    def _encoding_plan(self, rec: TokenRecord) -> tuple[Plan, np.ndarray, bool]:
+        """A record's plan and its tokens to code: in stream order (then EOS, token by token), or by cell in an
+        order the model chooses (each group's cells are known once chosen)."""
+        rng = record_rng(self.data.seed, rec.key)
+        if parse_order(self.data.order).adaptive:
+            p = plan(self.codec, rec.meta, self.data.order, rng, None, self.data.parallel, self._max_group, self.steps)
+            layout = self.codec.layout(rec.meta)
+            tc = layout.token_cells(rec)
+            if tc.size != len(layout.cells):
+                raise UsageError(f"record {rec.key} uses escapes: --parallel needs one token per place")
+            by_cell = np.empty(len(layout.cells), np.int64)
+            by_cell[tc] = rec.tokens
+            return p, by_cell, True
+        o = order_record(self.codec, rec, self.data.order, rng, self.data.parallel, self._max_group, self.steps)
+        targets = rec.tokens.astype(np.int64)[o.perm]
+        return o.plan, (targets if self.data.parallel else np.append(targets, EOS)), False
+
     def _decompress(self, blobs: list[bytes]) -> list[TokenRecord]:
         import constriction
 
@@ -224,7 +245,7 @@ class Coder:
             head, payload = unpack(blob, self.checksum, self.reference)
             meta = head.meta
             self._check_fits(meta)
-            if (head.steps is None) != (self.data.parallel != "any"):
+            if (head.steps is None) == bool(self._mode and self._mode.steps):
                 raise CodecError("the file's header is corrupt (model steps missing or unexpected for this run)")
             p = plan(self.codec, meta, self.data.order, order_rng(self.data.seed, head.order_seed),
                      parallel=self.data.parallel, max_group=self._max_group, steps=head.steps)
@@ -240,6 +261,16 @@ class Coder:
                                  "that computes the model's probabilities differently)")
             out.append(TokenRecord(head.key, toks, meta=head.meta, side=head.side))
         return out
+
+    @property
+    def _mode(self):
+        """The run's parallel mode (`vistok.tokenize.parallel`), None token by token."""
+        return parse_mode(self.data.parallel)
+
+    @property
+    def _lanes(self) -> bool:
+        """Streams side by side (`ParallelMode.lanes`), but not in an order the model chooses: plans part ways."""
+        return bool(self._mode and self._mode.lanes) and not parse_order(self.data.order).adaptive
 
     @property
     def _max_group(self) -> int:
@@ -308,7 +339,7 @@ class Coder:
         streams side by side when their plans cut alike (records of one geometry and step count), every forward
         pass LANES lanes wide (padding lanes repeat lane 0), so a stream's logits are the same alone or among
         others; segments and scales: one stream, one lane."""
-        width = LANES if self.data.parallel == "any" else 1
+        width = LANES if self._lanes else 1
         T, S = self.model.cfg.block_size, self.data.stride
         for same in _alike(streams):
             lead, feed, seen, wins = same[0].g, GroupFeed(self.model, BOS, width), None, []
@@ -318,9 +349,11 @@ class Coder:
                     seen, wins = lead.plan, group_windows(lead.plan.groups, T, S)
                 i = lead.i
                 g = int(seen.groups[i])
+                window = next(w for w in wins if w[1] <= i < w[2])
+                if lead.plan.adaptive is not None:  # one stream, one lane: the model chooses the group's places
+                    choose_group(feed, lead, window, i, g)
                 asked = [s.g.group() for s in same]
                 units = [s.g.group_places() for s in same]
-                window = next(w for w in wins if w[1] <= i < w[2])
                 lg = feed.logits(window, i, g, [asked[j][0] for j in lanes], [units[j] for j in lanes]).double().numpy()
                 toks = [[s.code(lg[j, q], asked[j][1][q]) for q in range(len(units[j]))] for j, s in enumerate(same)]
                 crds = [[s.g.step(t) + 1 for t in tk] for s, tk in zip(same, toks)]

@@ -167,7 +167,7 @@ def unpack(blob: bytes, checksum: bytes, reference: dict[str, Any]) -> tuple[Hea
         raise CodecError("the file's header is corrupt (unknown flags)")
     if blob[4:8] != checksum[:4]:
         raise CodecError("the file was made with another run (weights, codec or order differ): decompress it "
-                         "with the run that compressed it")
+                         "with the run that compressed it, and the --order it was compressed in")
     r = _Reader(blob, 8)
     (seed,) = struct.unpack("<I", r.take(4))
     head = Header(seed, 0, f"k{seed:08x}")  # a file without its key: a stand-in made of the key's CRC

@@ -38,20 +38,22 @@ from vistok.shards.integrity import OnDamage
 from vistok.shards.store import PackedStore, open_any
 from vistok.storage import Cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
-from vistok.tokenize.orders import get_order
+from vistok.tokenize.orders import adaptive_orders, parse_order
+from vistok.tokenize.parallel import parse_mode
 from vistok.tokenize.stream import (
     Ordered,
+    StreamSpec,
     cell_places,
     check_local,
     check_parallel,
     group_limit,
     group_windows,
     known_columns,
-    masked_ratio,
     order_record,
 )
 from vistok.train.sampling import GlobalOrder, lane_rows, lanes_of, open_order, record_seed
 
+DEFAULT_ORDER = "canonical"  # the codec's own order, when none is asked for
 LOADER_STATE_VERSION = 3  # 3: each lane's next start in the global order (2: a batch count, replayed)
 
 
@@ -60,7 +62,7 @@ class DataConfig:
     datasets: list[str] = field(default_factory=list)
     weights: list[float] | None = None
     heldout: float = 0.1  # fraction of inputs held out, by key hash
-    order: str = "canonical"
+    order: str = DEFAULT_ORDER
     block_size: int = 512
     batch_size: int = 16
     seed: int = 0
@@ -75,9 +77,28 @@ class DataConfig:
         """The options as every entry point fills them in (`vistok train`, `vistok.rows`, pretrain, the study), so
         that their defaults cannot drift: stride 0 is half the context, and `any` or `masked:R` over the canonical
         order is over a random one (both are defined over random orders). A checkpoint stores this."""
-        over_random = self.parallel == "any" or self.parallel.startswith("masked")
-        return replace(self, order="random" if over_random and self.order == "canonical" else self.order,
-                       stride=self.stride or self.block_size // 2)
+        mode = parse_mode(self.parallel)
+        order = mode.default_order if mode is not None and self.order == DEFAULT_ORDER else self.order
+        return replace(self, order=order, stride=self.stride or self.block_size // 2)
+
+    def followed_in(self, order: str | None, run: object = "") -> DataConfig:
+        """These options with the order a command follows: the run's own (None), or one the model chooses while
+        it decodes (`--order confident`, an `--parallel any` run); another is refused, naming the run's own."""
+        if order is None or order == self.order:
+            return self
+        if not parse_order(order).adaptive:
+            raise UsageError(f"--order takes an order the model chooses ({', '.join(adaptive_orders())}); run {run} "
+                             f"follows its own order otherwise, {self.order}")
+        mode = parse_mode(self.parallel)
+        if mode is None or not mode.steps:
+            raise UsageError(f"--order {order} is chosen by an --parallel any run's model; run {run} is "
+                             f"{'--parallel ' + str(mode) if mode else 'token by token'}")
+        return replace(self, order=order)
+
+    @property
+    def spec(self) -> StreamSpec:
+        """The stream these options name, checked (`StreamSpec.parse`)."""
+        return StreamSpec.parse(self.order, self.parallel, None, self.block_size, self.stride)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -205,7 +226,8 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     place[:, known] = codec.layout(rec.meta).cells.positions.coords[o.cells] + 1
     n, A = toks.size, coords.shape[1]
     tp = cell_places(codec.layout(rec.meta))[o.cells] if places else None  # (n, 2) each token's place
-    if masked_ratio(parallel) is not None:
+    mode = parse_mode(parallel)
+    if mode is not None and not mode.cut:  # masked: the visible units, then the masked, in one row
         return Docs([_masked_doc(toks, coords, place, o.groups, block_size, tp)], 0.0, 1, o)
     if parallel:
         return Docs(_parallel_docs(toks, coords, place, o.groups, block_size, stride, tp), o.plan.order_bits,
@@ -278,8 +300,8 @@ def _parallel_docs(toks, coords, place, groups, block_size: int, stride: int = 0
 
 def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:
     """Refuse a bad order or parallel mode before training starts: plan the first record of each dataset."""
-    get_order(cfg.order)
-    check_parallel(codec, cfg.order, cfg.parallel)
+    spec = cfg.spec
+    check_parallel(codec, spec.order, spec.parallel)
     for ds in sets:
         for rec in ds:
             if cfg.places:

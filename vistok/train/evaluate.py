@@ -21,14 +21,24 @@ import torch
 import torch.nn.functional as F
 
 from vistok.errors import DatasetError, UsageError
-from vistok.nn.gpt import GPT
+from vistok.nn.gpt import GPT, GroupFeed, choose_group
 from vistok.progress import Progress
 from vistok.record import TokenRecord
 from vistok.shards.inspect import token_counts
 from vistok.shards.integrity import OnDamage
-from vistok.tokenize.base import EOS, JPEG_FILE, Codec, frames_of
-from vistok.tokenize.schedule import run_steps, steps_name
-from vistok.tokenize.stream import SCALE_AXES, Ordered, cell_scales, mask_rows, masked_ratio
+from vistok.tokenize.base import BOS, EOS, JPEG_FILE, Codec, frames_of
+from vistok.tokenize.orders import parse_order
+from vistok.tokenize.parallel import parse_mode, run_steps
+from vistok.tokenize.schedule import steps_name
+from vistok.tokenize.stream import (
+    Ordered,
+    StreamGrammar,
+    cell_scales,
+    group_limit,
+    group_windows,
+    mask_rows,
+    plan,
+)
 from vistok.train.checkpoint import load_model
 from vistok.train.data import (
     DataConfig,
@@ -67,11 +77,11 @@ def target_scales(codec: Codec, rec: TokenRecord, o: Ordered, order: str, parall
     """(targets,) the scale of each predicted position within its frame (0 = coarsest: `cell_scales`) in a
     scale order (next-scale, coarse-to-fine); None in other orders. The FRAME and EOS that end a frame count
     with its finest scale."""
-    base = order.partition(":")[0]
-    if base not in SCALE_AXES:
+    o = parse_order(order)
+    if not o.scales:
         return None
     layout = codec.layout(rec.meta)
-    scale = cell_scales(layout, base)
+    scale = cell_scales(layout, o)
     n = int(scale.max()) + 1
     s = np.where(layout.cells.local[o.cells] < 0, n - 1, scale[o.cells])
     return s if parallel else np.append(s, n - 1)
@@ -124,6 +134,8 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
     model.eval()
     T, S, limits = model.cfg.block_size, data.stride if stride is None else stride, model.cfg.axis_sizes
     steps = run_steps(data.parallel, steps)
+    if parse_order(data.order).adaptive:  # no teacher forcing: each group's places come from the model
+        return [adaptive_bits(model, codec, rec, data, steps, S) for rec in records]
     out: list[RecordBits] = []
 
     def windows_of_records() -> Iterator[tuple[int, dict, Iterator[np.ndarray], np.ndarray | None, int]]:
@@ -167,6 +179,40 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
             for name, (index, _) in tags.items():
                 np.add.at(getattr(r, name).reshape(-1), index[first : first + x.size], x)
     return out
+
+
+@torch.no_grad()
+def adaptive_bits(model: GPT, codec: Codec, rec: TokenRecord, data: DataConfig, steps: int, stride: int) -> RecordBits:
+    """Bits of a record in an order the model chooses (`--order confident`), step by step as a decoder follows
+    it: the step's places chosen from the model's distributions at every place not yet known (`choose_group`),
+    then the group's tokens scored from its own query slots, as training predicts a group. Nothing of the order
+    is sent, so `order_bits` is 0; `steps` counts groups (each takes two forward passes)."""
+    T = model.cfg.block_size
+    p = plan(codec, rec.meta, data.order, record_rng(data.seed, rec.key), rec.orders, data.parallel,
+             group_limit(T, stride), steps)
+    g, layout = StreamGrammar(codec, rec.meta, p), codec.layout(rec.meta)
+    tc = layout.token_cells(rec)
+    if tc.size != len(layout.cells):
+        raise UsageError(f"record {rec.key} uses escapes ({tc.size} tokens for {len(layout.cells)} places): "
+                         "--parallel needs one token per place")
+    truth = np.empty(len(layout.cells), np.int64)
+    truth[tc] = rec.tokens
+    feed, wins, dev = GroupFeed(model, BOS, 1), group_windows(p.groups, T, stride), model.lm_head.weight.device
+    bits, n_steps = 0.0, 0
+    while g.phase not in ("end", "done"):
+        i, grp = g.i, int(g.plan.groups[g.i])
+        window = next(w for w in wins if w[1] <= i < w[2])
+        choose_group(feed, g, window, i, grp)
+        places, masks = g.group()
+        units, toks = g.group_places(), truth[g.plan.cells[i : i + len(places)]]
+        logits = feed.logits(window, i, grp, [places], [units])[0].float()
+        logp = F.log_softmax(logits.masked_fill(~torch.from_numpy(masks).to(dev), float("-inf")), dim=-1)
+        x = -logp[torch.arange(toks.size), torch.from_numpy(toks).to(dev)].cpu().numpy() / LN2
+        if not np.isfinite(x).all():
+            raise DatasetError(f"record {rec.key} holds a token its grammar does not allow")
+        bits, n_steps = bits + float(x.sum()), n_steps + 1
+        feed.add(grp, [toks.tolist()], [[g.step(int(t)) + 1 for t in toks]], [units])
+    return RecordBits(bits, int(truth.size), 0.0, n_steps)
 
 
 def heldout_bits(model: GPT, codec: Codec, sets: list, data: DataConfig, limit: int, device: str) -> dict:
@@ -227,7 +273,7 @@ SPLITS = ("auto", "all", "heldout")
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
              split: str = "auto", stride: int = 0, per_frame: bool = False, storage_options: dict | None = None,
              steps: list[int] | None = None, parts: bool = False, skip_damaged: bool = False,
-             quiet: bool = False) -> dict[str, Any]:
+             quiet: bool = False, order: str | None = None) -> dict[str, Any]:
     """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
 
     `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
@@ -237,11 +283,11 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     (`min_context`). `per_frame` adds `per_frame_bits` (see `frame_table`); `parts` adds `dc_bits_per_image`
     and `rest_bits_per_image` (the DC image's positions and the others': they sum to the model's bits). `steps` (`--parallel any` runs): model steps per record, each scored on the test schedule; the headline
     figures are the first's, and `steps_curve` has bits and steps per image for each (default: one token
-    per step). `skip_damaged`: damaged shards are left out and listed in `skipped_shards` (default: named, stop)."""
+    per step). `skip_damaged`: damaged shards are left out and listed in `skipped_shards` (default: named, stop). `order`: an order the model chooses (`confident`) in place of an any run's own."""
     if split not in SPLITS:
         raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
-    data = DataConfig.from_json(state["data"])
+    data = DataConfig.from_json(state["data"]).followed_in(order, run)
     steps = [run_steps(data.parallel, n, run) for n in steps or [None]]  # refused unless an any run
     sets, codec = open_datasets(datasets or data.datasets, storage_options, on_damage := OnDamage(skip=skip_damaged))
     if codec.vocab.size != model.cfg.vocab_size:
@@ -253,8 +299,7 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     if not recs:
         raise DatasetError("no held-out records in the dataset (the split is by key hash; raise --heldout when "
                            "training, or pass --split all)")
-    split = "all" if whole == hashes else ("heldout+all" if whole else "heldout")
-    T = model.cfg.block_size
+    split, T = "all" if whole == hashes else ("heldout+all" if whole else "heldout"), model.cfg.block_size
     stride = stride or data.stride or T
     with Progress("eval", len(recs), "images", quiet=quiet) as bar:
         res = record_bits(model, codec, bar.each(recs), data, device, stride=stride, per_frame=per_frame,
@@ -272,9 +317,9 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         "tokens_per_image": float(np.mean([len(r.tokens) for r in recs])),
         "unigram_bits_per_token": float(unigram_bits(sets, recs, codec)),
     }
-    if masked_ratio(data.parallel) is not None:
+    if (mode := parse_mode(data.parallel)) is not None and not mode.whole:
         return masked_figures(out, bits, n)
-    if data.parallel == "any":
+    if mode is not None and mode.steps:
         out["steps"] = steps_name(steps[0])
         out["steps_curve"] = [curve_point(steps[0], res)] + [
             curve_point(n, record_bits(model, codec, recs, data, device, stride=stride, steps=n)) for n in steps[1:]]

@@ -13,8 +13,8 @@ from vistok.nn.gpt import generate_groups
 from vistok.progress import Progress
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
-from vistok.tokenize.orders import stored_key, units_to_tokens
-from vistok.tokenize.schedule import run_steps
+from vistok.tokenize.orders import parse_order, stored_key, units_to_tokens
+from vistok.tokenize.parallel import run_steps
 from vistok.tokenize.stream import (
     Plan,
     StreamGrammar,
@@ -22,10 +22,10 @@ from vistok.tokenize.stream import (
     group_windows,
     known_columns,
     plan,
-    refuse_masked,
+    refuse_partial,
 )
 from vistok.train.checkpoint import load_model
-from vistok.train.data import check_coords, open_datasets
+from vistok.train.data import DataConfig, check_coords, open_datasets
 
 
 class BatchGrammar:
@@ -127,7 +127,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     generated in `order` (and group by group with `parallel`; `--parallel any` in `steps` model steps, one
     token per step when None) under the grammar. `progress`: a `vistok.progress.Progress`, advanced per
     generated position (per image when parallel)."""
-    refuse_masked(parallel, "sample")
+    refuse_partial(parallel, "sample")
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     steps, T = run_steps(parallel, steps), model.cfg.block_size
@@ -216,20 +216,22 @@ def grid(images: list[np.ndarray], cols: int | None = None, pad: int = 2) -> np.
 def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int = 0, size: int | None = None, device: str = "cpu",
                scale: int = 2, storage_options: dict | None = None, steps: int | None = None,
-               quiet: bool = False) -> Path:
+               quiet: bool = False, order: str | None = None) -> Path:
+    """n samples of a run as a PNG grid at `out`; `order`: an order the model chooses (`confident`) in place of
+    an any run's own."""
     from PIL import Image
 
     model, state = load_model(run, device)
     codec = get_codec(state["codec"])
     meta = sample_meta(codec, state.get("preprocess", {}), size, state.get("geometry"))
-    data = state["data"]
-    order, parallel = data.get("order", "canonical"), data.get("parallel", "")
+    data = DataConfig.from_json(state["data"]).followed_in(order, run)
+    order, parallel = data.order, data.parallel
     run_steps(parallel, steps, run)  # refused before any work unless an any run
-    stored = stored_orders(data["datasets"], order, meta, n, storage_options) if order.startswith("gradwalk") else None
+    stored = stored_orders(data.datasets, order, meta, n, storage_options) if parse_order(order).stored else None
     total = n if parallel else codec.layout(meta).max_tokens
     with Progress("sample", total, "images" if parallel else "positions", quiet=quiet) as bar:
         images, _, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
-                                     order=order, parallel=parallel, stored=stored, stride=data.get("stride", 0),
+                                     order=order, parallel=parallel, stored=stored, stride=data.stride,
                                      steps=steps, progress=bar)
     failed = sum(im is None for im in images)
     if failed:
@@ -293,8 +295,8 @@ def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecor
     The whole clip is planned at once (frame after frame, each frame's cells in the run's order); the
     prompt's tokens are fed in that order (the grammar forces them), then the model continues. A clip
     longer than the context is generated in the windows the run was trained and scored in (`stride`)."""
-    if order.startswith("gradwalk"):
-        raise UsageError("gradwalk orders are stored per image at shard time; a generated clip has none")
+    if parse_order(order).stored:
+        raise UsageError(f"order {order} is stored per image at shard time; a generated clip has none")
     k = int(prompt.meta.get("frames", 1)) if prompt is not None else 0
     geometry = {key: v for key, v in meta.items() if key != "frames"}
     m = {**geometry, "frames": k + frames} if k + frames > 1 else geometry

@@ -31,6 +31,7 @@ from vistok.progress import Progress
 from vistok.shards.integrity import OnDamage
 from vistok.storage import Cache
 from vistok.tokenize.base import Codec
+from vistok.tokenize.parallel import parse_mode
 from vistok.train.checkpoint import checkpoints, latest_checkpoint, load_weights, read_state, save_checkpoint
 from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records, merge_states
 from vistok.train.evaluate import heldout_bits
@@ -42,7 +43,6 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16
 
 # whether a parallel mode's query slots see each other by default: what measured better at 300 steps
 # (README, "Any number of steps"): any with co-attention; segments and scales with queries alone
-CO_ATTEND = {"any": True, "segments": False, "scales": False, "masked": True}  # masked: as MAE's decoder
 
 
 @dataclass
@@ -51,7 +51,7 @@ class TrainConfig:
     preset: str = "tiny"
     next_coords: bool = True
     rope: bool = True  # rotate queries and keys by places (`vistok.nn.gpt.place_rotation`)
-    co_attend: bool | None = None  # parallel: queries of a group see each other (`group_mask`); None: CO_ATTEND
+    co_attend: bool | None = None  # parallel: queries of a group see each other (`group_mask`); None: the mode's own (`ParallelMode.co_attend`)
     attention: str = "full"  # full | local:R[,F]: neighbourhood attention by place (`vistok.nn.attention`)
     max_steps: int = 1000  # resuming: 0 keeps the run's planned steps, N moves its end to N
     max_minutes: float = 0.0  # 0: no time limit; else a budget the schedule is fitted to (`ScheduleFit`) and that stops the run
@@ -247,7 +247,7 @@ def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, 
     axes = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
     return GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known,
                      rope_axes=axes if rope else [], parallel=bool(data.parallel),
-                     co_attend=bool(data.parallel) and (CO_ATTEND.get(data.parallel.partition(":")[0], False) if co_attend is None
+                     co_attend=bool(data.parallel) and (parse_mode(data.parallel).co_attend if co_attend is None
                                                            else co_attend),
                      local=list(local or []),
                      **{**PRESETS[preset], "block_size": data.block_size})
