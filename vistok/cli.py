@@ -272,7 +272,7 @@ def inspect(
     """Summarize a dataset: samples, tokens per sample, bytes per sample, vocabulary usage, entropy, errors;
     with --keys, its keys (and labels)."""
     from vistok.pipelines.verify import psnr_sample
-    from vistok.shards.inspect import format_summary, record_keys, summarize
+    from vistok.shards.summary import format_summary, record_keys, summarize
 
     where = Loc(dataset, storage_options)
     if labels and not keys:

@@ -18,7 +18,7 @@ import torch
 
 from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
-from vistok.shards.inspect import format_summary, summarize
+from vistok.shards.summary import format_summary, summarize
 from vistok.tokenize import JpegCodec
 from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate

@@ -22,8 +22,8 @@ import numpy as np
 from vistok.media.preprocess import Preprocess
 from vistok.media.sources import sample_files
 from vistok.pipelines.job import run_job
-from vistok.shards.inspect import format_summary, summarize
 from vistok.shards.render import write_mp4
+from vistok.shards.summary import format_summary, summarize
 from vistok.tokenize import JpegCodec
 from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate, format_frame_table

@@ -98,10 +98,10 @@ def test_tiles_hold_every_visible_key_and_nothing_else(seed, raster, mode, rows,
         assert dense.any(-1).all()  # every position sees something (itself): no empty softmax
 
 
-def _tiny(local=(), n_layer=2, parallel=False, co_attend=False):
+def _tiny(local=(), n_layer=2, query_slots=False, co_attend=False):
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=50, axis_sizes=[8, 8], block_size=256, n_layer=n_layer, n_head=2, n_embd=32,
-                    parallel=parallel, co_attend=co_attend, local=list(local))
+                    query_slots=query_slots, co_attend=co_attend, local=list(local))
     return GPT(cfg)
 
 
@@ -112,7 +112,7 @@ def test_the_tile_path_gives_the_dense_paths_logits_and_gradients(mode, monkeypa
     rng = np.random.default_rng(1)
     if mode == "parallel":
         docs, groups, query = _parallel(rng, 2, 40)
-        model = _tiny(parallel=True, co_attend=True)
+        model = _tiny(query_slots=True, co_attend=True)
     else:
         docs, groups, query = _doc_ids(rng, 2, 84), None, None
         model = _tiny(local=(1, 1) if mode == "local" else ())

@@ -103,7 +103,7 @@ def _parallel_doc(groups, vocab=50, seed=0):
 def _parallel_model(co_attend=False):
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=50, axis_sizes=[5, 9, 7], block_size=64, n_layer=2, n_head=2, n_embd=32,
-                         parallel=True, co_attend=co_attend)).eval()
+                         query_slots=True, co_attend=co_attend)).eval()
 
 
 @pytest.mark.parametrize("co_attend", [False, True])
@@ -218,3 +218,12 @@ def test_rotated_places_keep_the_autocast_dtype():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, loss = model(torch.randint(0, 100, (2, 16)), c, c, targets=torch.randint(0, 100, (2, 16)))
     assert torch.isfinite(loss)
+
+
+def test_a_checkpoint_from_before_the_rename_loads_its_query_slots():
+    """`query_slots` was `parallel` (a bool here, a mode's name in DataConfig): old runs' configs still load."""
+    old = {**GPTConfig().to_json(), "parallel": True}
+    del old["query_slots"]
+    cfg = GPTConfig.from_json(old)
+    assert cfg.query_slots and GPT(cfg).query_emb is not None
+    assert GPTConfig.from_json(cfg.to_json()) == cfg

@@ -64,7 +64,7 @@ def test_every_dc_comes_first_in_canonical_order_and_the_grammar_rebuilds_the_re
             assert (first == 0).all()
         # the decoder's grammar starts with a pending plan and completes it from the decoded DC image
         p = plan(codec, rec.meta, order, np.random.default_rng(2))
-        assert (p.complete is not None) == (order in CONTENT)
+        assert (p.complete_from is not None) == (order in CONTENT)
         g = StreamGrammar(codec, rec.meta, p)
         for t in stream.tolist():
             assert g.allowed()[t]

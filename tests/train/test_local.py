@@ -35,10 +35,10 @@ def test_a_records_places_are_what_the_grammar_derives_from_the_prefix(small_dat
         doc = record_docs(codec, rec, order, np.random.default_rng(3), 4096, places=True).docs[0]
         o = record_docs(codec, rec, order, np.random.default_rng(3), 4096).stream
         g = StreamGrammar(codec, rec.meta, o.plan)
-        want = [np.concatenate([g.next_unit(), [-1, -1]])]  # BOS
+        want = [np.concatenate([g.next_place(), [-1, -1]])]  # BOS
         for t in rec.tokens[o.perm]:
             g.step(int(t))
-            want.append(np.concatenate([g.next_unit(), g.last_place]))
+            want.append(np.concatenate([g.next_place(), g.last_place]))
         np.testing.assert_array_equal(doc["places"], np.stack(want))  # inputs: BOS and every token
         assert (doc["places"][1:, 3] >= 0).all() and doc["places"][:, 3].max() == 1  # a 2x2 grid of MCUs
 

@@ -66,7 +66,7 @@ def test_queries_see_only_the_visible_tokens_which_see_each_other_both_ways(co_a
     assert not m[~q][:, q].any()  # ... and no token sees a query
     # through every layer: a visible token reaches every query and every other visible token
     cfg = GPTConfig(vocab_size=300, axis_sizes=[2, 17, 17, 4], block_size=800, n_layer=2, n_head=2, n_embd=32,
-                    parallel=True, co_attend=co_attend)
+                    query_slots=True, co_attend=co_attend)
     model = GPT(cfg).eval()
     kw = dict(groups=groups, query=query, doc_ids=torch.zeros_like(groups))
     crd = t("coords")

@@ -387,7 +387,7 @@ def test_a_scale_group_never_sees_its_own_or_a_later_group_and_sees_earlier_fram
     rd = record_docs(codec, rec, order, record_rng(0, rec.key), 512, parallel="scales", stride=400)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=codec.vocab.size, axis_sizes=[40] * len(codec.axes), block_size=512, n_layer=2,
-                          n_head=2, n_embd=32, parallel=True)).eval()
+                          n_head=2, n_embd=32, query_slots=True)).eval()
     doc = next(d for d in rd.docs if d["groups"][1] < d["groups"][d["query"].argmax()])  # a window with context
     b = {k: torch.from_numpy(v)[None] for k, v in doc.items()}
     kw = dict(groups=b["groups"], query=b["query"], doc_ids=torch.zeros_like(b["groups"]))

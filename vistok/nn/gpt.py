@@ -39,7 +39,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = False
-    parallel: bool = False  # group-parallel prediction: a learned query embedding for query slots
+    query_slots: bool = False  # group-parallel prediction: a learned query embedding for query slots
     # axes whose coordinates also rotate queries and keys (rotary embedding of places, `place_rotation`): a
     # query by the place it predicts, a key by its token's place, so attention sees their offset on these
     # axes ("the same place in an earlier frame" is offset 0); [] = off (runs made before it)
@@ -54,6 +54,14 @@ class GPTConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> GPTConfig:
+        """A checkpoint's model config; runs made before the rename call `query_slots` `parallel`."""
+        d = dict(d)
+        if "parallel" in d:
+            d["query_slots"] = d.pop("parallel")
+        return cls(**d)
 
 
 PRESETS: dict[str, dict] = {
@@ -199,7 +207,7 @@ class GPT(nn.Module):
         if cfg.rope_axes and cfg.n_embd // cfg.n_head < 2 * len(cfg.rope_axes):
             raise ValueError(f"a head of {cfg.n_embd // cfg.n_head} dims cannot rotate {len(cfg.rope_axes)} axes")
         # a query slot's input: this vector in place of a token, plus the position it asks about
-        self.query_emb = nn.Parameter(torch.randn(cfg.n_embd) * 0.02) if cfg.parallel else None
+        self.query_emb = nn.Parameter(torch.randn(cfg.n_embd) * 0.02) if cfg.query_slots else None
         self.drop = nn.Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
@@ -489,7 +497,7 @@ def generate_groups(model: GPT, grammar, temperature: float = 1.0, top_k: int | 
             wins = windows() if windows is not None else [(0, 0, n)]
         i = grammar.i
         g = int(seen.groups[i])
-        if grammar.plan.adaptive is not None:  # the model chooses the group's places first (2 passes a step)
+        if getattr(grammar.plan, "adaptive", None) is not None:  # the model chooses the places first (2 passes)
             choose_group(feed, grammar, next(w for w in wins if w[1] <= i < w[2]), i, g)
         places, masks = grammar.group()
         units = grammar.group_places()

@@ -61,9 +61,9 @@ class Plan:
     order_bits: float = 0.0  # bits a decoder must be sent to know the order (stored, content-aware orders)
     segments: np.ndarray | None = None  # (n_cells,) randsac segment of each cell in stream order (visit rank)
     # an order computed from the DC image (`dc-first:slic:N`...): cells from `pending_from` on are placeholders
-    # until the DC cells are decoded; `complete(thumbnail)` then gives the whole plan (`StreamGrammar` calls it)
+    # until the DC cells are decoded; `complete_from(thumbnail)` then gives the whole plan (`StreamGrammar` calls it)
     pending_from: int = 0
-    complete: Callable[[np.ndarray], Plan] | None = field(default=None, compare=False, repr=False)
+    complete_from: Callable[[np.ndarray], Plan] | None = field(default=None, compare=False, repr=False)
     # an order the model chooses (`Order.adaptive`, `--order confident`): the groups are fixed, and the cells of
     # each are chosen when it comes (`StreamGrammar.choose`); until then they are the rest in canonical order
     adaptive: Order | None = field(default=None, compare=False, repr=False)
@@ -105,10 +105,10 @@ class StreamSpec:
 
 def _refuse(codec: Codec, what: str) -> UsageError:
     hint = f" ({codec.layout_hint})" if codec.layout_hint else ""
-    return UsageError(f"codec {codec.codec_id}{_layout(codec)}: {what}{hint}")
+    return UsageError(f"codec {codec.codec_id}{_layout_words(codec)}: {what}{hint}")
 
 
-def _layout(codec: Codec) -> str:
+def _layout_words(codec: Codec) -> str:
     layout = codec.get_config().get("layout")
     return f" with layout {layout}" if layout else ""
 
@@ -245,7 +245,7 @@ def _dc_first(codec: Codec, meta: dict, order: DcFirst, rng: np.random.Generator
     row by unit row, then the inner order's segments; or with `any` the schedule over the whole stream."""
     layout = codec.layout(meta)
     if layout.dc_cells is None:
-        raise UsageError(f"codec {codec.codec_id}{_layout(codec)}: order {str(order)!r} sends the DC image first, and "
+        raise UsageError(f"codec {codec.codec_id}{_layout_words(codec)}: order {str(order)!r} sends the DC image first, and "
                          "this codec has no DC cells (--codec jpeg has them, without --temporal delta, whose SKIP "
                          "codes a block in one token; a wavelet's canonical order already sends its LL band first)")
     cells = layout.cells
@@ -429,7 +429,7 @@ class StreamGrammar:
         return self.cells.local[self._cell()] < 0
 
     def _enter(self) -> None:
-        if self.plan.complete is not None and self.i == self.plan.pending_from:
+        if self.plan.complete_from is not None and self.i == self.plan.pending_from:
             self._complete()
         if self.i < self.plan.cells.size and not self._separator():
             self.cg.begin(int(self.cells.local[self._cell()]))
@@ -437,7 +437,7 @@ class StreamGrammar:
     def _complete(self) -> None:
         """The DC cells are decoded: compute the rest of a content order's plan from their thumbnail."""
         cells, toks = np.array(self.taken, dtype=np.int64).reshape(-1, 2).T
-        full = self.plan.complete(self.layout.thumbnail(toks[np.argsort(cells, kind="stable")]))
+        full = self.plan.complete_from(self.layout.thumbnail(toks[np.argsort(cells, kind="stable")]))
         n = self.plan.pending_from
         if not np.array_equal(full.cells[:n], self.plan.cells[:n]):  # pragma: no cover - a broken order
             raise AssertionError("a completed plan must keep its DC prefix")
@@ -468,11 +468,11 @@ class StreamGrammar:
         """The next token's coordinates on the known axes (other axes 0), or None at the end."""
         return None if self.i >= self.plan.cells.size else self._full(self._cell())
 
-    def next_unit(self) -> np.ndarray:
+    def next_place(self) -> np.ndarray:
         """The next token's place for local attention (`cell_places`), -1 at the end."""
         return self.places[self._cell()] if self.i < self.plan.cells.size else np.full(2, -1, dtype=np.int64)
 
-    def next_place(self) -> np.ndarray:
+    def next_input(self) -> np.ndarray:
         """`next_known` as a model input: the known axes shifted by one, 0 elsewhere and at the end."""
         out = np.zeros(self.A, dtype=np.int64)
         if self.i < self.plan.cells.size:

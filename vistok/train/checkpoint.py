@@ -50,7 +50,7 @@ def load_model(ckpt: str | Path, device: str = "cpu") -> tuple[GPT, dict]:
             raise DatasetError(f"{ckpt} holds no checkpoint (step-N/ folder with state.json)")
         ckpt = latest
     state = read_state(ckpt)
-    model = GPT(GPTConfig(**state["model"]))
+    model = GPT(GPTConfig.from_json(state["model"]))
     load_weights(ckpt, model, None, device)
     return model.to(device), state
 

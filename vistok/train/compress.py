@@ -305,8 +305,8 @@ class Coder:
         nxt = np.zeros((LANES, A), np.int64)
         plc = np.full((LANES, 4), -1, np.int64)  # local attention: (query place, key place) per lane
         for i, s in enumerate(streams):
-            nxt[i] = s.g.next_place()
-            plc[i, :2] = s.g.next_unit()
+            nxt[i] = s.g.next_input()
+            plc[i, :2] = s.g.next_place()
         limit = max(codec.layout(s.meta).max_tokens + 1 for s in streams)  # tokens and EOS: the grammar's bound
         hist: deque[tuple[np.ndarray, ...]] = deque(maxlen=T)  # the inputs of the current window, at most
         cache, start, p = None, -1, 0
@@ -330,8 +330,8 @@ class Coder:
                 c = s.g.step(t)
                 tok[i] = t
                 crd[i] = 0 if c is None else c + 1
-                nxt[i] = s.g.next_place()
-                plc[i] = np.concatenate([s.g.next_unit(), s.g.last_place])
+                nxt[i] = s.g.next_input()
+                plc[i] = np.concatenate([s.g.next_place(), s.g.last_place])
             p += 1
 
     def _run_groups(self, streams: list[_Stream]) -> None:
@@ -364,7 +364,7 @@ def _alike(streams: list[_Stream]) -> list[list[_Stream]]:
     """The streams in runs whose plans have the same groups (so every step has the same shape), in order."""
     runs: dict[tuple[bytes, int], list[_Stream]] = {}
     for s in streams:  # a plan still to be completed from its DC image may cut differently: a run of its own
-        runs.setdefault((s.g.plan.groups.tobytes(), id(s) if s.g.plan.complete else 0), []).append(s)
+        runs.setdefault((s.g.plan.groups.tobytes(), id(s) if s.g.plan.complete_from else 0), []).append(s)
     return list(runs.values())
 
 

@@ -24,8 +24,8 @@ from vistok.errors import DatasetError, UsageError
 from vistok.nn.gpt import GPT, GroupFeed, choose_group
 from vistok.progress import Progress
 from vistok.record import TokenRecord
-from vistok.shards.inspect import token_counts
 from vistok.shards.integrity import OnDamage
+from vistok.shards.summary import token_counts
 from vistok.tokenize.base import BOS, EOS, JPEG_FILE, Codec, frames_of
 from vistok.tokenize.orders import parse_order
 from vistok.tokenize.parallel import parse_mode, run_steps

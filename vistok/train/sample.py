@@ -51,11 +51,11 @@ class BatchGrammar:
         self.cut = [False] * self.batch
 
     def start(self) -> torch.Tensor:
-        return torch.from_numpy(np.stack([g.next_place() for g in self.gs]))
+        return torch.from_numpy(np.stack([g.next_input() for g in self.gs]))
 
     def start_places(self) -> torch.Tensor:
         """(B, 4) BOS's places for local attention: the first token's (query), none (key)."""
-        return torch.from_numpy(np.stack([np.concatenate([g.next_unit(), [-1, -1]]) for g in self.gs]))
+        return torch.from_numpy(np.stack([np.concatenate([g.next_place(), [-1, -1]]) for g in self.gs]))
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         """Disallowed tokens to -inf; inside a prompt, every token but the prompt's."""
@@ -83,8 +83,8 @@ class BatchGrammar:
             c = g.step(int(t))
             if c is not None:
                 crd[i] = c + 1
-            nxt[i] = g.next_place()
-            self.places[i] = np.concatenate([g.next_unit(), g.last_place])
+            nxt[i] = g.next_input()
+            self.places[i] = np.concatenate([g.next_place(), g.last_place])
             if self.limits is not None and ((crd[i] >= self.limits).any() or (nxt[i] >= self.limits).any()):
                 self.cut[i] = True
                 crd[i] = nxt[i] = 0

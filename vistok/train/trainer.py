@@ -209,7 +209,7 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
         if state.get("saved_by") == "vistok.save_run":
             raise UsageError(f"{ckpt.parent} was saved by vistok.save_run from a loop of its own: eval, sample, "
                              "compress and probe take it, but `vistok train --resume` cannot continue its data stream")
-        mcfg = GPTConfig(**state["model"])
+        mcfg = GPTConfig.from_json(state["model"])
         if mcfg.block_size != data.block_size:
             raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
         if mcfg.local != local_attention(cfg.attention):
@@ -246,7 +246,7 @@ def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, 
     # to the one being predicted, so "the same place in an earlier frame" is one pattern for every place
     axes = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
     return GPTConfig(vocab_size=codec.vocab.size, axis_sizes=axis_sizes(sets, codec), next_axes=known,
-                     rope_axes=axes if rope else [], parallel=bool(data.parallel),
+                     rope_axes=axes if rope else [], query_slots=bool(data.parallel),
                      co_attend=bool(data.parallel) and (parse_mode(data.parallel).co_attend if co_attend is None
                                                            else co_attend),
                      local=list(local or []),
