@@ -609,8 +609,9 @@ def eval_(
     from vistok.train.evaluate import evaluate, format_frame_table
     from vistok.train.trainer import pick_device
 
-    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit or None, pick_device(device), split.value,
-                   stride, per_frame, storage_options, parse_steps(steps) if steps else None, parts, skip_damaged,
+    res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit=limit or None, device=pick_device(device),
+                   split=split.value, stride=stride, per_frame=per_frame, storage_options=storage_options,
+                   steps=parse_steps(steps) if steps else None, parts=parts, skip_damaged=skip_damaged,
                    order=order or None)
     if as_json:
         typer.echo(json.dumps(res, indent=1))

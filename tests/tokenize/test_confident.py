@@ -113,3 +113,14 @@ def test_eval_sample_and_compress_follow_the_models_choice_and_files_decode(any_
     assert out.exists()
     with pytest.raises(UsageError, match="an order the model chooses"):
         evaluate(run, steps=[6], limit=1, order="hilbert", quiet=True)
+
+
+@pytest.mark.parametrize("argv", [["eval", "{run}", "--order", "hilbert"], ["eval", "{run}", "--order", "nonsense"],
+                                  ["sample", "{run}", "--order", "confident", "--steps", "0"]])
+def test_the_command_line_refuses_in_one_line(any_run, argv, capsys):
+    from vistok.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([a.format(run=any_run[1]) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err
