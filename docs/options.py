@@ -1,8 +1,10 @@
-"""Every command's page, docs/commands/COMMAND.md, with its options table generated from the CLI itself.
+"""Every command's page, docs/commands/COMMAND.md, with its options table generated from the CLI itself;
+docs/orders.md's tables of the registered orders and parallel modes, generated from the registries.
 
-`make docs` (python docs/options.py) writes the table between the page's `<!-- options -->` markers and
-leaves the prose around it alone; a missing page starts from the command's own help. tests/test_docs.py
-fails when a page's table and `vistok COMMAND --help` disagree.
+`make docs` (python docs/options.py) writes each table between its page's `<!-- options -->` (or
+`<!-- registry -->`) markers and leaves the prose around it alone; a missing page starts from the command's
+own help. tests/test_docs.py fails when a page's table and `vistok COMMAND --help`, or the registries,
+disagree.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ import sys
 from pathlib import Path
 
 from vistok.cli import command
+from vistok.tokenize.orders import order_class, order_examples
+from vistok.tokenize.parallel import mode_examples, mode_usages, parse_mode
 
 PAGES = Path(__file__).resolve().parent / "commands"
 BLOCK = re.compile(r"<!-- options -->\n.*?<!-- /options -->\n", re.S)
+ORDERS_PAGE = Path(__file__).resolve().parent / "orders.md"
+REGISTRY = re.compile(r"<!-- registry -->\n.*?<!-- /registry -->\n", re.S)
+ORDER_TRAITS = ("over_units", "axis", "scales", "segmented", "random", "uniform", "stored", "after_dc", "dc_first",
+                "adaptive")
+MODE_TRAITS = ("co_attend", "cut", "whole", "clips", "steps", "lanes", "default_order")
 
 
 def _cell(text: str) -> str:
@@ -43,6 +52,31 @@ def page(name: str, cmd, old: str | None) -> str:
     return BLOCK.sub(lambda _: table(name, cmd), old, count=1)
 
 
+def registry() -> str:
+    """The registered orders and modes with their declared traits, and which orders each mode takes."""
+    from vistok.tokenize.orders import parse_order
+
+    by_class: dict = {}
+    for example in order_examples():
+        by_class.setdefault(order_class(example.partition(":")[0]), []).append(example)
+    lines = ["| order | what it is | " + " | ".join(ORDER_TRAITS) + " |", "|" + " --- |" * (len(ORDER_TRAITS) + 2)]
+    for cls, examples in by_class.items():
+        names = _cell(", ".join(f"`{e.partition(':')[0]}{cls.params}`" for e in examples))
+        traits = [getattr(cls, t) for t in ORDER_TRAITS]
+        cells = ["yes" if v is True else "" if v in (False, None) else "per inner order" if isinstance(v, property)
+                 else f"`{v}`" for v in traits]
+        lines.append(f"| {names} | {_cell(cls.summary)} | " + " | ".join(cells) + " |")
+    lines += ["", "| mode | what it is | takes these orders (of the examples above) | " + " | ".join(MODE_TRAITS) + " |",
+              "|" + " --- |" * (len(MODE_TRAITS) + 3)]
+    for usage, example in zip(mode_usages(), mode_examples()):
+        mode = parse_mode(example)
+        takes = [o for o in order_examples() if mode.refusal(parse_order(o)) is None]
+        cells = ["yes" if v is True else "" if v is False else f"`{v}`" for v in (getattr(mode, t) for t in MODE_TRAITS)]
+        lines.append(f"| `{_cell(usage)}` | {_cell(mode.summary)} | {', '.join(f'`{o}`' for o in takes)} | "
+                     + " | ".join(cells) + " |")
+    return "<!-- registry -->\n" + "\n".join(lines) + "\n<!-- /registry -->\n"
+
+
 def main() -> int:
     PAGES.mkdir(exist_ok=True)
     changed = []
@@ -53,6 +87,13 @@ def main() -> int:
         if new != old:
             path.write_text(new)
             changed.append(path.name)
+    old = ORDERS_PAGE.read_text()
+    if not REGISTRY.search(old):
+        raise SystemExit("orders.md has no <!-- registry --> block")
+    new = REGISTRY.sub(lambda _: registry(), old, count=1)
+    if new != old:
+        ORDERS_PAGE.write_text(new)
+        changed.append("../orders.md")
     print(f"docs/commands: {', '.join(changed) or 'up to date'}")
     return 0
 

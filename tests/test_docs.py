@@ -1,4 +1,5 @@
-"""docs/commands: a page per command whose options table is the CLI's own (`make docs` rewrites it)."""
+"""docs/commands: a page per command whose options table is the CLI's own, and docs/orders.md's table of the
+registered orders and modes (`make docs` rewrites both)."""
 
 import importlib.util
 import re
@@ -32,3 +33,7 @@ def test_a_page_keeps_its_prose_when_the_table_is_rewritten():
     new = options.page("verify", cmd, old)
     assert new.startswith("# verify\n\nwords a person wrote\n\n") and new.endswith("\nmore words\n")
     assert options.table("verify", cmd) in new and "| stale |" not in new
+
+
+def test_the_orders_page_lists_the_registries_as_they_are():
+    assert options.registry() in (ROOT / "docs" / "orders.md").read_text(), "docs/orders.md is stale: run make docs"
