@@ -77,11 +77,11 @@ def target_scales(codec: Codec, rec: TokenRecord, o: Ordered, order: str, parall
     """(targets,) the scale of each predicted position within its frame (0 = coarsest: `cell_scales`) in a
     scale order (next-scale, coarse-to-fine); None in other orders. The FRAME and EOS that end a frame count
     with its finest scale."""
-    o = parse_order(order)
-    if not o.scales:
+    by = parse_order(order)
+    if not by.scales:
         return None
     layout = codec.layout(rec.meta)
-    scale = cell_scales(layout, o)
+    scale = cell_scales(layout, by)
     n = int(scale.max()) + 1
     s = np.where(layout.cells.local[o.cells] < 0, n - 1, scale[o.cells])
     return s if parallel else np.append(s, n - 1)
