@@ -41,26 +41,61 @@ def _unexpected(task, exc):
     raise AssertionError(f"task {task} failed: {exc}")
 
 
-def test_learned_codec_tasks_get_a_gpu_when_the_cluster_has_one(bsq_tok):
+@pytest.fixture(scope="module")
+def gpu_ray():
+    """A real local Ray that declares one GPU (so a task that asks for one is given it), shared by the tests
+    that bring their own Ray: run_ray then leaves it up."""
     import ray
 
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_learned_codec_tasks_get_a_gpu_when_the_cluster_has_one(bsq_tok, gpu_ray):
     from vistok.executors import run_ray, task_gpus
 
     codec = BSQCodec(str(bsq_tok))  # device auto: asks for a GPU per task, runs where torch finds one
     assert codec.gpus_per_task == 1.0 and codec.torch_device == ("cuda" if torch.cuda.is_available() else "cpu")
     assert BSQCodec(str(bsq_tok), device="cpu").gpus_per_task == 0.0
     assert task_gpus(1.0, {"CPU": 8.0}) == 0.0  # a CPU-only cluster runs the tasks on CPU
-    # A real local Ray that declares one GPU: each task is given it (Ray sets CUDA_VISIBLE_DEVICES).
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        got = []
-        run_ray(_gpu_ids, range(3), got.append, _unexpected, gpus=codec.gpus_per_task)
-        assert sorted(s["task"] for s in got) == [0, 1, 2] and all(len(s["gpus"]) == 1 for s in got)
-        got.clear()
-        run_ray(_gpu_ids, range(2), got.append, _unexpected, gpus=0.0)
-        assert all(s["gpus"] == [] for s in got)
-    finally:
-        ray.shutdown()
+    # The Ray declares one GPU: each task is given it (Ray sets CUDA_VISIBLE_DEVICES).
+    got = []
+    run_ray(_gpu_ids, range(3), got.append, _unexpected, gpus=codec.gpus_per_task)
+    assert sorted(s["task"] for s in got) == [0, 1, 2] and all(len(s["gpus"]) == 1 for s in got)
+    got.clear()
+    run_ray(_gpu_ids, range(2), got.append, _unexpected, gpus=0.0)
+    assert all(s["gpus"] == [] for s in got)
+
+
+def _interrupt(task):
+    import os
+    import signal
+    import time
+
+    driver, slow = task
+    if not slow:
+        os.kill(driver, signal.SIGINT)  # Ctrl-C at the driver while it waits on the other tasks
+    time.sleep(2.0 if slow else 0.2)
+    return {"task": task}
+
+
+def test_ctrl_c_stops_the_driver_between_waits_and_its_handler_is_given_back(gpu_ray):
+    """A SIGINT while Ray runs sets a flag the loop turns into KeyboardInterrupt (Python's own handler raised
+    inside Ray's waits, which once lost it); no status of an unfinished task is reported; SIGINT is the
+    caller's again afterwards."""
+    import os
+    import signal
+
+    from vistok.executors import run_ray
+
+    before = signal.getsignal(signal.SIGINT)
+    got = []
+    tasks = [(os.getpid(), False)] + [(os.getpid(), True)] * 4  # the first interrupts; the rest take 2 s
+    with pytest.raises(KeyboardInterrupt):
+        run_ray(_interrupt, tasks, got.append, _unexpected)
+    assert len(got) <= 1  # at most the interrupting task's: the driver stopped while the slow ones ran
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_interrupted_shard_job_says_so_and_leaves_no_ray_process(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -75,43 +76,75 @@ def run_ray(fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callab
     import ray  # imported here: ray takes seconds to import, and the local executor never needs it
 
     started = not ray.is_initialized()
+    with _interrupt_flag() as interrupted:
+        try:
+            _ray_loop(ray, fn, tasks, on_result, on_failure, cfg, gpus, cpus, on_submit, started, interrupted)
+        finally:
+            if started:
+                shutdown_ray(ray)
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """While Ray runs, SIGINT only sets a flag that the driver's loop turns into KeyboardInterrupt between waits.
+    Python's own handler raises wherever the main thread checks for signals, which includes Ray's C++ waits:
+    those turn the exception into a status, and a Ctrl-C that came at the wrong moment was once lost there (the
+    job ran on to the end and exited 0). A second SIGINT raises at once."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signals reach the main thread only; whoever runs it keeps its own handling
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: at once, wherever the driver is (ray.init's start-up)
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        if started:
-            kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                                          configure_logging=True)
-            if cfg.address:
-                ray.init(address=cfg.address, **kwargs)
-            else:
-                ray.init(num_cpus=cfg.workers or os.cpu_count() or 1, **kwargs)
-        resources = ray.cluster_resources()
-        remote = ray.remote(fn).options(num_cpus=cpus, num_gpus=task_gpus(gpus, resources), max_retries=cfg.retries,
-                                        retry_exceptions=True)
-        max_in_flight = 2 * max(1, int(resources.get("CPU", 1) // max(cpus, 1e-9)))
-        in_flight: dict[Any, Any] = {}
-        pending = iter(tasks)
-        exhausted = False
-        while True:
-            while not exhausted and len(in_flight) < max_in_flight:
-                task = next(pending, None)
-                if task is None:
-                    exhausted = True
-                    break
-                in_flight[remote.remote(task)] = task
-                if on_submit:
-                    on_submit(task)
-            if not in_flight:
-                break
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
-            for ref in done:
-                task = in_flight.pop(ref)
-                try:
-                    status = ray.get(ref)
-                except Exception as exc:  # retries exhausted (worker crash, OOM kill, bug): record it
-                    status = on_failure(task, exc)
-                on_result(status)
+        yield flag
     finally:
-        if started:
-            shutdown_ray(ray)
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ray_loop(ray: Any, fn: Callable[[Any], Status], tasks: Iterable[Any], on_result: Callable[[Status], None],
+              on_failure: Callable[[Any, BaseException], Status], cfg: ExecutorConfig, gpus: float, cpus: float,
+              on_submit: Callable[[Any], None] | None, started: bool, interrupted: threading.Event) -> None:
+    if started:
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                                      configure_logging=True)
+        if cfg.address:
+            ray.init(address=cfg.address, **kwargs)
+        else:
+            ray.init(num_cpus=cfg.workers or os.cpu_count() or 1, **kwargs)
+    resources = ray.cluster_resources()
+    remote = ray.remote(fn).options(num_cpus=cpus, num_gpus=task_gpus(gpus, resources), max_retries=cfg.retries,
+                                    retry_exceptions=True)
+    max_in_flight = 2 * max(1, int(resources.get("CPU", 1) // max(cpus, 1e-9)))
+    in_flight: dict[Any, Any] = {}
+    pending = iter(tasks)
+    exhausted = False
+    while True:
+        while not exhausted and len(in_flight) < max_in_flight:
+            task = next(pending, None)
+            if task is None:
+                exhausted = True
+                break
+            in_flight[remote.remote(task)] = task
+            if on_submit:
+                on_submit(task)
+        if not in_flight:
+            break
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)  # short: a Ctrl-C is seen within it
+        for ref in done:
+            task = in_flight.pop(ref)
+            try:
+                status = ray.get(ref)
+            except Exception as exc:  # retries exhausted (worker crash, OOM kill, bug): record it
+                status = on_failure(task, exc)
+            on_result(status)
 
 
 def shutdown_ray(ray: Any) -> None:
