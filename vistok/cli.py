@@ -21,6 +21,7 @@ from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
 from vistok.tokenize.orders import adaptive_orders, order_help, order_usages
 from vistok.tokenize.parallel import mode_help, mode_usages, parse_mode
+from vistok.tokenize.region import REGION_HELP
 from vistok.tokenize.schedule import parse_steps
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -600,6 +601,7 @@ def eval_(
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in the result's skipped_shards) instead of stopping at the first, which is named.")] = False,
     order: Annotated[str, typer.Option(help=FOLLOW_HELP)] = "",
+    given: Annotated[str, typer.Option(help=f"Also what a known region tells about the rest of each image: the rest's bits in the stream that sends the region first (as sample --complete follows it), the same tokens' bits sent first with nothing given, and the difference (bits_the_region_tells). The region: {REGION_HELP}. Takes runs that sample --complete takes.")] = "",
     storage_options: StorageOptions = None,
 ) -> None:
     """Bits per token and per image (order bits included) and model steps per image, in the run's order and
@@ -612,7 +614,7 @@ def eval_(
     res = evaluate(run, [str(d) for d in datasets] if datasets else None, limit=limit or None, device=pick_device(device),
                    split=split.value, stride=stride, per_frame=per_frame, storage_options=storage_options,
                    steps=parse_steps(steps) if steps else None, parts=parts, skip_damaged=skip_damaged,
-                   order=order or None)
+                   order=order or None, given=given)
     if as_json:
         typer.echo(json.dumps(res, indent=1))
         return
@@ -641,6 +643,8 @@ def sample(
     prompt: Annotated[str, typer.Option(help="Continue a clip: a video file (tokenized with the run's codec and preprocessing) or a record key of the run's datasets (or --data).")] = "",
     prompt_frames: Annotated[int, typer.Option(min=1, help="Frames of the prompt to continue from.")] = 1,
     data: Annotated[list[str], typer.Option(help="Dataset(s) to look a --prompt key up in (default: the run's).")] = None,
+    complete: Annotated[str, typer.Option(help="Complete this image (tokenized with the run's codec and preprocessing) from its --known region: the known units' tokens come first, as given, and the model generates the rest; a grid of the image (unknown part faded) and --n completions, each also as OUT-i.png. Takes runs trained with --order random (token by token or --parallel any), or an order whose stream starts with the region (raster: the top).")] = "",
+    known: Annotated[str, typer.Option(help=f"With --complete, the region given: {REGION_HELP}.")] = "",
     steps: Annotated[str, typer.Option(help=STEPS_HELP)] = "",
     order: Annotated[str, typer.Option(help=FOLLOW_HELP)] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
@@ -653,6 +657,15 @@ def sample(
     from vistok.train.trainer import pick_device
 
     tk, tp = top_k or None, top_p if top_p < 1 else None
+    if bool(complete) != bool(known):
+        raise UsageError("--complete IMAGE and --known REGION go together")
+    if complete:
+        from vistok.train.sample import complete_run
+
+        paths = complete_run(run, complete, known, n, out, temperature, tk, tp, seed, pick_device(device),
+                             one_steps(steps))
+        typer.echo(f"wrote {paths[0]} and {len(paths) - 1} completions ({paths[1].name} ...)")
+        return
     if frames or prompt:
         clip_out = Path("clip.mp4") if out == Path("samples.png") else out
         res = clip_run(run, clip_out, frames, prompt, prompt_frames, [str(d) for d in data] if data else None,

@@ -52,6 +52,7 @@ from vistok.tokenize.orders import (
     walk_bits,
 )
 from vistok.tokenize.parallel import Cut, ParallelMode, as_mode
+from vistok.tokenize.region import Region
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Plan:
     # an order the model chooses (`Order.adaptive`, `--order confident`): the groups are fixed, and the cells of
     # each are chosen when it comes (`StreamGrammar.choose`); until then they are the rest in canonical order
     adaptive: Order | None = field(default=None, compare=False, repr=False)
+    given: int = 0  # a completion (`known_first`): its first `given` cells are the known region's
 
     @property
     def n_groups(self) -> int:
@@ -144,15 +146,18 @@ def cut_groups(groups: np.ndarray, most: int) -> np.ndarray:
 
 def plan(codec: Codec, meta: dict, order: str | Order, rng: np.random.Generator, stored: dict | None = None,
          parallel: str | ParallelMode | None = "", max_group: int = 0, steps: int | None = None,
-         thumbnail: np.ndarray | None = None) -> Plan:
+         thumbnail: np.ndarray | None = None, known: Region | None = None) -> Plan:
     """The cells of a stream with geometry `meta` in `order` (see the module docstring); `stored`: the record's
     stored orders (gradwalk); `max_group`: with `parallel`, larger groups are cut into runs of this many
     (`cut_groups`; a context of T positions holds (T - 1) // 2: `group_limit`). With `parallel="any"`,
     `steps` model steps on the test schedule (`schedule.ALL`: one token per step), or None: steps and
     schedule drawn from `rng` after the order, as in training (`vistok.tokenize.schedule`). `thumbnail`: the
-    DC image (`Layout.thumbnail`) for orders computed from it; without it such a plan is pending (`Plan`)."""
+    DC image (`Layout.thumbnail`) for orders computed from it; without it such a plan is pending (`Plan`).
+    `known`: a completion's stream, the known region's units first (`known_first`)."""
     order, mode = as_order(order), as_mode(parallel)
     check_parallel(codec, order, mode)
+    if known is not None:
+        _check_completion(codec, meta, order, mode)
     if order.dc_first:
         return _dc_first(codec, meta, order, rng, mode, max_group, steps, thumbnail)
     cells = codec.layout(meta).cells
@@ -164,6 +169,10 @@ def plan(codec: Codec, meta: dict, order: str | Order, rng: np.random.Generator,
         return _adaptive(cells, order, mode, rng, max_group, steps)
     res = order(pos, rng)
     perm, segments = res.perm, res.segments
+    if known is not None:
+        inside = known.units(pos.grid, pos.unit_pixels, int(meta["height"]), int(meta["width"]))
+        u = pos.units[perm]
+        return known_first(order, mode, perm, (u >= 0) & inside[np.maximum(u, 0)], rng, steps, max_group)
     clip = len(cells) > cells.per_frame
     if clip:  # clips: each frame's FRAME separator opens it
         o = np.lexsort((cells.local[perm] >= 0, cells.frame[perm]))
@@ -185,6 +194,44 @@ def plan(codec: Codec, meta: dict, order: str | Order, rng: np.random.Generator,
 
     groups = mode.groups(Cut(perm.size, rng, steps, segments, pos.units[perm], scale_key)).astype(np.int64)
     return Plan(perm.astype(np.int64), cut_groups(groups, max_group) if mode.cut else groups, bits, segments)
+
+
+def _check_completion(codec: Codec, meta: dict, order: Order, mode: ParallelMode | None) -> None:
+    """Refuse a completion (a stream that starts with a known region) that no run of this kind can follow."""
+    if int(meta.get("frames", 1)) > 1:
+        raise UsageError("--known/--given complete an image; clips continue a prompt (vistok sample --prompt)")
+    if order.dc_first or order.adaptive:
+        raise UsageError(f"order {order} cannot start from a region: "
+                         f"{'it sends the whole DC image first' if order.dc_first else 'the model chooses its places'}"
+                         "; a run trained with --order random (token by token or --parallel any) can")
+    if mode is not None and not mode.steps:
+        raise UsageError(f"--parallel {mode} groups the stream its own way; completion takes a run that predicts "
+                         "token by token or --parallel any")
+
+
+def known_first(order: Order, mode: ParallelMode | None, perm: np.ndarray, inside: np.ndarray,
+                rng: np.random.Generator, steps: int | None, max_group: int) -> Plan:
+    """A completion's plan: the cells in `order`'s permutation `perm` with the known ones (`inside`, per cell in
+    stream order) moved first. An order that draws every order of the units alike (`Order.uniform`) is still
+    itself in both parts: the known units in a random order, then the rest in a random order, a stream such a
+    run was trained on. Any other order follows only a region that its own stream sends first (raster: the
+    top); asked for another, it is refused, saying why. With `--parallel any` the known cells are given as
+    whole groups (no model step) and the rest is cut by the step schedule (`steps`)."""
+    k = int(inside.sum())
+    if k == 0 or k == inside.size:
+        raise UsageError(f"the known region covers {'no' if k == 0 else 'every'} unit of the image")
+    if order.uniform:
+        perm = np.concatenate([perm[inside], perm[~inside]])
+    elif not inside[:k].all():
+        raise UsageError(f"a run trained with --order {order} predicts each unit from the ones its order sends before "
+                         "it, and the known region is not where its stream starts, so it cannot condition on it "
+                         "(a raster model cannot predict the top from the bottom); train with --order random "
+                         "(token by token or --parallel any) to complete from any region")
+    if mode is None:
+        return Plan(perm.astype(np.int64), given=k)
+    rest = mode.groups(Cut(perm.size - k, rng, steps)).astype(np.int64)
+    groups = np.concatenate([np.zeros(k, np.int64), 1 + rest])
+    return Plan(perm.astype(np.int64), cut_groups(groups, max_group), given=k)
 
 
 def _adaptive(cells, order: Order, mode: ParallelMode | None, rng: np.random.Generator, max_group: int,
@@ -350,9 +397,9 @@ def group_windows(groups: np.ndarray, block_size: int, stride: int = 0) -> list[
 
 
 def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "",
-                 max_group: int = 0, steps: int | None = None) -> Ordered:
+                 max_group: int = 0, steps: int | None = None, known: Region | None = None) -> Ordered:
     thumb = record_thumbnail(codec, record) if needs_thumbnail(order) else None  # only orders that read it
-    p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group, steps, thumb)
+    p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group, steps, thumb, known)
     if p.adaptive is not None:  # training and teacher-forced scoring need every place known in advance
         raise UsageError(f"order {p.adaptive} is chosen by an --parallel any run's model while it decodes: train "
                          f"with --order random --parallel any, then eval, sample or compress with --order {p.adaptive}")

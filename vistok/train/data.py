@@ -40,6 +40,7 @@ from vistok.storage import Cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
 from vistok.tokenize.orders import adaptive_orders, parse_order
 from vistok.tokenize.parallel import parse_mode
+from vistok.tokenize.region import Region
 from vistok.tokenize.stream import (
     Ordered,
     StreamSpec,
@@ -205,7 +206,7 @@ def windows(n: int, block_size: int, stride: int = 0) -> list[tuple[int, int, in
 
 def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
                 long: str = "split", parallel: str = "", stride: int = 0, steps: int | None = None,
-                places: bool = False) -> Docs:
+                places: bool = False, known: Region | None = None) -> Docs:
     """One record -> its documents: `[BOS] tokens [EOS]` predicted token by token, or with `parallel`
     `[BOS] tokens | queries`: a query slot per token carries where that token goes and predicts it from
     the tokens of earlier groups only (the model's group mask, `vistok.nn.gpt.group_mask`).
@@ -216,8 +217,10 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     `steps`: a `--parallel any` record in that many steps (None: drawn, as in training). `places`: each
     position also gets (query frame, query row, key frame, key row) for local attention: the place of the
     token it predicts and of the token it holds (`vistok.tokenize.stream.cell_places`), -1 for specials.
+    `known`: a completion's stream, the region's units first (`vistok.tokenize.stream.known_first`).
     """
-    o = order_record(codec, rec, order, rng, parallel, group_limit(block_size, stride) if parallel else 0, steps)
+    o = order_record(codec, rec, order, rng, parallel, group_limit(block_size, stride) if parallel else 0, steps,
+                     known)
     pos = codec.layout(rec.meta).positions(rec)
     toks = rec.tokens.astype(np.int64)[o.perm]
     coords = pos.coords.astype(np.int64)[o.perm] + 1

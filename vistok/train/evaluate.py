@@ -29,6 +29,7 @@ from vistok.shards.summary import token_counts
 from vistok.tokenize.base import BOS, EOS, JPEG_FILE, Codec, frames_of
 from vistok.tokenize.orders import parse_order
 from vistok.tokenize.parallel import parse_mode, run_steps
+from vistok.tokenize.region import Region, parse_region
 from vistok.tokenize.schedule import steps_name
 from vistok.tokenize.stream import (
     Ordered,
@@ -62,6 +63,7 @@ class RecordBits:
     frame_bits: np.ndarray | None = None  # (frames,) bits of each frame's positions (`target_frames`)
     scale_bits: np.ndarray | None = None  # (frames, scales) bits of each scale of each frame (`target_scales`)
     part_bits: np.ndarray | None = None  # (2,) bits of the DC image's positions and of the rest (`target_parts`)
+    given_bits: np.ndarray | None = None  # (3,) a completion's: the known units', the rest's, EOS (`target_given`)
 
 
 def target_frames(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str = "") -> np.ndarray:
@@ -101,11 +103,22 @@ def target_parts(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str) -> n
     return part.astype(np.int64) if parallel else np.append(part, 1).astype(np.int64)
 
 
+def target_given(o: Ordered, parallel: str) -> np.ndarray:
+    """(targets,) a completion's stream (`known_first`): 0 for a token of the known units (sent first), 1 for
+    the rest's, 2 for the EOS that ends a token-by-token stream."""
+    rank = np.empty(o.plan.cells.size, np.int64)
+    rank[o.plan.cells] = np.arange(o.plan.cells.size)
+    part = (rank[o.cells] >= o.plan.given).astype(np.int64)
+    return part if parallel else np.append(part, 2)
+
+
 def _target_tags(codec: Codec, rec: TokenRecord, o: Ordered, order: str, parallel: str, per_frame: bool,
                  parts: bool) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
     """RecordBits field -> (the flat index into it of each predicted position, the field's shape):
-    `target_frames`, `target_scales`, `target_parts`."""
+    `target_frames`, `target_scales`, `target_parts`, `target_given` (a completion's stream)."""
     tags = {}
+    if o.plan.given:
+        tags["given_bits"] = target_given(o, parallel), (3,)
     if per_frame:
         frames = int(rec.meta.get("frames", 1))
         f = target_frames(codec, rec, o, parallel)
@@ -122,7 +135,7 @@ def _target_tags(codec: Codec, rec: TokenRecord, o: Ordered, order: str, paralle
 @torch.no_grad()
 def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: DataConfig, device: str,
                 batch: int = 16, stride: int | None = None, per_frame: bool = False,
-                steps: int | None = None, parts: bool = False) -> list[RecordBits]:
+                steps: int | None = None, parts: bool = False, known: Region | None = None) -> list[RecordBits]:
     """Bits of each record under the run's order and parallel mode (`--parallel any`: in `steps` model steps,
     None = `schedule.ALL`). A record longer than the context is read in windows every `stride` positions
     (default: the run's; `vistok.train.data.windows`), each target scored once with what precedes it in its
@@ -130,7 +143,8 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
     come): the softmax runs over the allowed tokens, as `vistok compress` codes them. Records, windows and
     grammar masks are streamed: memory is one batch of windows, whatever the length of a clip.
     `per_frame` also sums each frame's bits (`RecordBits.frame_bits`), `parts` the DC image's and the rest's
-    (`RecordBits.part_bits`)."""
+    (`RecordBits.part_bits`). `known`: each record's completion stream, the region's units first, and
+    `RecordBits.given_bits`."""
     model.eval()
     T, S, limits = model.cfg.block_size, data.stride if stride is None else stride, model.cfg.axis_sizes
     steps = run_steps(data.parallel, steps)
@@ -141,7 +155,7 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
     def windows_of_records() -> Iterator[tuple[int, dict, Iterator[np.ndarray], np.ndarray | None, int]]:
         for i, rec in enumerate(records):
             rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S,
-                             steps, places=bool(model.cfg.local))
+                             steps, places=bool(model.cfg.local), known=known)
             o = rd.stream
             tags = _target_tags(codec, rec, o, data.order, data.parallel, per_frame, parts)
             out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps,
@@ -273,7 +287,7 @@ SPLITS = ("auto", "all", "heldout")
 def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | None = None, device: str = "cpu",
              split: str = "auto", stride: int = 0, per_frame: bool = False, storage_options: dict | None = None,
              steps: list[int] | None = None, parts: bool = False, skip_damaged: bool = False,
-             quiet: bool = False, order: str | None = None) -> dict[str, Any]:
+             quiet: bool = False, order: str | None = None, given: str = "") -> dict[str, Any]:
     """Figures of a run (see the module docstring) on its own datasets or on `datasets`.
 
     `split`: "heldout" scores the held-out split of every dataset, "all" every record, and "auto" (the
@@ -283,7 +297,8 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
     (`min_context`). `per_frame` adds `per_frame_bits` (see `frame_table`); `parts` adds `dc_bits_per_image`
     and `rest_bits_per_image` (the DC image's positions and the others': they sum to the model's bits). `steps` (`--parallel any` runs): model steps per record, each scored on the test schedule; the headline
     figures are the first's, and `steps_curve` has bits and steps per image for each (default: one token
-    per step). `skip_damaged`: damaged shards are left out and listed in `skipped_shards` (default: named, stop). `order`: an order the model chooses (`confident`) in place of an any run's own."""
+    per step). `skip_damaged`: damaged shards are left out and listed in `skipped_shards` (default: named, stop). `order`: an order the model chooses (`confident`) in place of an any run's own. `given`: a region
+    (`vistok.tokenize.region`): adds what it tells about the rest (`given_figures`)."""
     if split not in SPLITS:
         raise UsageError(f"--split takes {', '.join(SPLITS)}, got {split!r}")
     model, state = load_model(run, device)
@@ -300,7 +315,7 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         raise DatasetError("no held-out records in the dataset (the split is by key hash; raise --heldout when "
                            "training, or pass --split all)")
     split, T = "all" if whole == hashes else ("heldout+all" if whole else "heldout"), model.cfg.block_size
-    stride = stride or data.stride or T
+    stride, region = stride or data.stride or T, check_given(given, codec, recs[0], data, steps[0])  # refused here
     with Progress("eval", len(recs), "images", quiet=quiet) as bar:
         res = record_bits(model, codec, bar.each(recs), data, device, stride=stride, per_frame=per_frame,
                           steps=steps[0], parts=parts)
@@ -324,11 +339,35 @@ def evaluate(run: str | Path, datasets: list[str] | None = None, limit: int | No
         out["steps_curve"] = [curve_point(steps[0], res)] + [
             curve_point(n, record_bits(model, codec, recs, data, device, stride=stride, steps=n)) for n in steps[1:]]
     out.update(_jpeg_and_parts(codec, recs, res, parts))
+    out.update(given_figures(model, codec, recs, data, device, stride, steps[0], region) if region else {})
     if per_frame:
         out.update(frame_table(model, codec, recs, res, data, device, stride))
-    if on_damage.skipped:
-        out["skipped_shards"] = sorted(set(on_damage.skipped))
+    out.update({"skipped_shards": sorted(set(on_damage.skipped))} if on_damage.skipped else {})
     return out
+
+
+def check_given(given: str, codec: Codec, rec: TokenRecord, data: DataConfig, steps: int | None) -> Region | None:
+    """`--given REGION` parsed and planned on one record: a run that cannot start from it is refused, saying why."""
+    if not given:
+        return None
+    region = parse_region(given)
+    plan(codec, rec.meta, data.order, np.random.default_rng(0), rec.orders, data.parallel, 0, steps, known=region)
+    return region
+
+
+def given_figures(model: GPT, codec: Codec, recs: list[TokenRecord], data: DataConfig, device: str, stride: int,
+                  steps: int | None, region: Region) -> dict[str, Any]:
+    """What a known region tells about the rest of an image, per image: the bits of the rest's tokens in the
+    completion stream (the region's units first, as `vistok sample --complete` follows it, so a decoder could
+    too), the same tokens' bits with nothing given (the stream that sends them first), and the difference."""
+    cond = record_bits(model, codec, recs, data, device, stride=stride, steps=steps, known=region)
+    alone = record_bits(model, codec, recs, data, device, stride=stride, steps=steps, known=region.inverse())
+    rest = np.array([r.given_bits[1] for r in cond])
+    told = np.array([r.given_bits[0] for r in alone]) - rest  # per image: the same tokens, two streams
+    return {"given": str(region), "given_region_bits_per_image": float(np.mean([r.given_bits[0] for r in cond])),
+            "rest_bits_given_region": float(rest.mean()), "rest_bits_alone": float(rest.mean() + told.mean()),
+            "bits_the_region_tells": float(told.mean()),
+            "bits_the_region_tells_ci95": float(1.96 * told.std(ddof=1) / np.sqrt(told.size)) if told.size > 1 else 0.0}
 
 
 def masked_figures(out: dict[str, Any], bits: np.ndarray, n: np.ndarray) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
 from vistok.tokenize.orders import parse_order, stored_key, units_to_tokens
 from vistok.tokenize.parallel import run_steps
+from vistok.tokenize.region import Region, parse_region
 from vistok.tokenize.stream import (
     Plan,
     StreamGrammar,
@@ -377,3 +378,96 @@ def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", pr
     Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(png)
     return {"mp4": str(out) if ok else None, "strip": str(png), "prompt_frames": k, "generated_frames": frames,
             "decoded_generated_frames": max(0, ok - k), "steps": steps, "record": clip}
+
+
+def image_record(path: str, codec: Codec, preprocess: dict) -> TokenRecord:
+    """An image file tokenized with a run's codec and preprocessing (the whole image, not a crop)."""
+    from vistok.media.preprocess import Preprocess
+    from vistok.media.sources import expand_sources
+    from vistok.pipelines.encode import encode_input
+
+    if not Path(path).is_file():
+        raise UsageError(f"--complete {path}: no such image file")
+    pre = Preprocess(**{**preprocess, "crops": 0})
+    rec = next(iter(encode_input(expand_sources([path])[0], codec, pre)), None)
+    if rec is None or int(rec.meta.get("frames", 1)) > 1:
+        raise UsageError(f"--complete {path}: not one image")
+    return rec
+
+
+def known_pixels(codec: Codec, meta: dict, region: Region) -> np.ndarray:
+    """(H, W) bool: the pixels of the units `region` makes known."""
+    pos = codec.layout(meta).cells.positions
+    h, w = int(meta["height"]), int(meta["width"])
+    units = region.units(pos.grid, pos.unit_pixels, h, w).reshape(pos.grid)
+    return np.repeat(np.repeat(units, pos.unit_pixels[0], 0), pos.unit_pixels[1], 1)[:h, :w]
+
+
+def given_tokens(codec: Codec, rec: TokenRecord, p: Plan) -> np.ndarray:
+    """The known region's tokens of `rec`, in the stream order of the completion plan `p`."""
+    tc = codec.layout(rec.meta).token_cells(rec)
+    rank = np.empty(p.cells.size, np.int64)
+    rank[p.cells] = np.arange(p.cells.size)
+    return rec.tokens.astype(np.int64)[units_to_tokens(tc, p.cells)][: int((rank[tc] < p.given).sum())]
+
+
+@torch.no_grad()
+def complete_images(model, codec: Codec, rec: TokenRecord, region: Region, data: DataConfig, n: int,
+                    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+                    steps: int | None = None, device: str = "cpu") -> list[np.ndarray]:
+    """n completions of `rec` from the units `region` makes known: each stream starts with the known units'
+    tokens as given, in the run's order family (`stream.known_first`), and the model generates the rest under
+    the grammar (token by token, or with `--parallel any` in `steps` model steps)."""
+    model.eval()
+    meta, T, parallel = rec.meta, model.cfg.block_size, data.parallel
+    check_fits(model, codec, meta)
+    steps = run_steps(parallel, steps)
+    plans = [plan(codec, meta, data.order, np.random.default_rng([seed, i]), None, parallel,
+                  group_limit(T, data.stride) if parallel else 0, steps, known=region) for i in range(n)]
+    forced = [given_tokens(codec, rec, p) for p in plans]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    streams = []
+    if parallel:
+        for p, f in zip(plans, forced):
+            g = StreamGrammar(codec, meta, p)
+            generate_groups(model, g, temperature, top_k, top_p, gen, True,
+                            lambda g=g: group_windows(g.plan.groups, T, data.stride), forced=f)
+            streams.append(g.canonical())
+    else:
+        grammar = BatchGrammar(codec, meta, plans, forced, limits=model.cfg.axis_sizes)
+        model.generate(grammar, codec.layout(meta).max_tokens, temperature, top_k, top_p, gen, True, data.stride)
+        streams = [g.canonical() for g in grammar.gs]
+    return [decode_frames(codec, TokenRecord(f"completion-{i}", s.astype(codec.vocab.dtype), dict(meta)))[0][0]
+            for i, s in enumerate(streams)]
+
+
+def complete_run(run: str | Path, image: str, known: str, n: int, out: str | Path, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int = 0, device: str = "cpu",
+                 steps: int | None = None, scale: int = 2) -> list[Path]:
+    """`vistok sample RUN --complete IMAGE --known REGION`: OUT (a PNG grid: the image as the run's codec
+    gives it, the unknown units dimmed, then n completions) and each completion as OUT-1.png, OUT-2.png ...
+    A run whose order cannot start from the region is refused before the model runs."""
+    from PIL import Image
+
+    region = parse_region(known)
+    model, state = load_model(run, device)
+    codec = get_codec(state["codec"])
+    data = DataConfig.from_json(state["data"])
+    refuse_partial(data.parallel, "complete")
+    run_steps(data.parallel, steps, run)
+    rec = image_record(image, codec, state.get("preprocess", {}))
+    plan(codec, rec.meta, data.order, np.random.default_rng(0), None, data.parallel, 0, run_steps(data.parallel, steps),
+         known=region)  # refused here, with the reason, before any model step
+    done = complete_images(model, codec, rec, region, data, n, temperature, top_k, top_p, seed, steps, device)
+    shown = decode_frames(codec, rec)[0][0].astype(np.float32)
+    mask = known_pixels(codec, rec.meta, region)
+    shown[~mask] = shown[~mask] * 0.3 + 0.7 * 128  # the unknown units, faded to gray
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    g = grid([shown.astype(np.uint8)] + done, cols=n + 1)
+    Image.fromarray(g).resize((g.shape[1] * scale, g.shape[0] * scale), Image.NEAREST).save(out)
+    files = [out]
+    for i, im in enumerate(done, 1):
+        files.append(out.with_name(f"{out.stem}-{i}.png"))
+        Image.fromarray(im).save(files[-1])
+    return files
