@@ -597,7 +597,7 @@ def eval_(
     stride: Annotated[int, typer.Option(min=0, help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
     per_frame: Annotated[bool, typer.Option("--per-frame", help="Clips: bits of frame t given the earlier frames and of frame t alone, per frame index, and their ratio over frames 2 on (conditional_to_independent_ratio).")] = False,
     steps: Annotated[str, typer.Option(help=STEPS_HELP + " Comma-separated: a bits-versus-steps curve (steps_curve), the first one the headline.")] = "",
-    parts: Annotated[bool, typer.Option("--parts", help="JPEG: bits of the DC image (every DC token) and of the rest, per image (dc_bits_per_image, rest_bits_per_image).")] = False,
+    parts: Annotated[bool, typer.Option("--parts", help="JPEG: bits of the DC image (every DC token) and of the rest, per image (dc_bits_per_image, rest_bits_per_image); codecs with levels (jpeg-refine, dense wavelets): each level's bits (level0_bits_per_image, ...).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in the result's skipped_shards) instead of stopping at the first, which is named.")] = False,
     order: Annotated[str, typer.Option(help=FOLLOW_HELP)] = "",

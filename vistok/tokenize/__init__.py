@@ -4,8 +4,9 @@ from vistok.tokenize import confident  # noqa: F401  (importing an order registe
 from vistok.tokenize.base import Codec, TokenRange, Vocabulary, codec_ids, get_codec, register_codec
 from vistok.tokenize.h264 import H264Codec
 from vistok.tokenize.jpeg import JpegCodec
+from vistok.tokenize.jpeg_refine import JpegRefineCodec
 from vistok.tokenize.learned import BSQCodec, VQCodec
 from vistok.tokenize.pixels import PixelCodec
 from vistok.tokenize.wavelet import WaveletCodec
 
-__all__ = ["BSQCodec", "VQCodec", "Codec", "H264Codec", "JpegCodec", "PixelCodec", "TokenRange", "Vocabulary", "WaveletCodec", "codec_ids", "get_codec", "register_codec"]
+__all__ = ["BSQCodec", "VQCodec", "Codec", "H264Codec", "JpegCodec", "JpegRefineCodec", "PixelCodec", "TokenRange", "Vocabulary", "WaveletCodec", "codec_ids", "get_codec", "register_codec"]

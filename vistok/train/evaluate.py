@@ -92,13 +92,28 @@ def target_scales(codec: Codec, rec: TokenRecord, o: Ordered, order: str, parall
 PARTS = ("dc", "rest")
 
 
+def part_names(codec: Codec, meta: dict) -> tuple[str, ...]:
+    """What `--parts` splits a record's bits into: the DC image and the rest (JPEG), or each level (a codec with a
+    known `level` axis: jpeg-refine's qualities, coarsest first; a dense wavelet's levels, finest first)."""
+    pos = codec.layout(meta).cells.positions
+    if codec.layout(meta).dc_cells is not None:
+        return PARTS
+    if "level" in pos.axes:
+        return tuple(f"level{k}" for k in range(int(pos.coords[:, pos.axes.index("level")].max()) + 1))
+    raise UsageError(f"--parts splits the DC image from the rest, or a codec's levels; codec {codec.codec_id} "
+                     "has neither")
+
+
 def target_parts(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str) -> np.ndarray:
-    """(targets,) 0 for a predicted position holding a DC coefficient (a DC cell's token), 1 for the rest
-    (AC tokens, EOBs and the EOS that ends a token-by-token stream)."""
+    """(targets,) the part (`part_names`) of each predicted position: 0 for a DC coefficient (a DC cell's token)
+    and 1 for the rest (AC tokens, EOBs and the EOS that ends a token-by-token stream); or the level of its cell
+    (FRAME and EOS with the last)."""
     layout = codec.layout(rec.meta)
-    if layout.dc_cells is None:
-        raise UsageError(f"--parts splits the DC image from the rest; codec {codec.codec_id} has no DC cells")
     cells = layout.cells
+    if layout.dc_cells is None:
+        names, pos = part_names(codec, rec.meta), cells.positions
+        level = np.where(cells.local[o.cells] < 0, len(names) - 1, pos.coords[o.cells, pos.axes.index("level")])
+        return level.astype(np.int64) if parallel else np.append(level, len(names) - 1).astype(np.int64)
     part = np.where(cells.local[o.cells] < 0, 1, ~layout.dc_cells[np.maximum(cells.local[o.cells], 0)])
     return part.astype(np.int64) if parallel else np.append(part, 1).astype(np.int64)
 
@@ -128,7 +143,7 @@ def _target_tags(codec: Codec, rec: TokenRecord, o: Ordered, order: str, paralle
             n = int(scales.max()) + 1
             tags["scale_bits"] = f * n + scales, (frames, n)
     if parts:
-        tags["part_bits"] = target_parts(codec, rec, o, parallel), (len(PARTS),)
+        tags["part_bits"] = target_parts(codec, rec, o, parallel), (len(part_names(codec, rec.meta)),)
     return tags
 
 
@@ -393,7 +408,8 @@ def _jpeg_and_parts(codec: Codec, recs: list[TokenRecord], res: list[RecordBits]
         out["jpeg_bits_per_image"] = float(jbits.mean())
         out["model_to_jpeg_ratio"] = float(sum(r.bits + r.order_bits for r in res) / jbits.sum())
     if parts:
-        out.update(zip([f"{p}_bits_per_image" for p in PARTS], np.mean([r.part_bits for r in res], axis=0).tolist()))
+        names = part_names(codec, recs[0].meta)
+        out.update(zip([f"{p}_bits_per_image" for p in names], np.mean([r.part_bits for r in res], axis=0).tolist()))
     return out
 
 
