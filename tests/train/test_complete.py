@@ -51,11 +51,12 @@ def test_completion_plans_send_the_known_units_first_in_the_runs_order_family():
     assert (plan(codec, META, "raster", np.random.default_rng(0), known=top).cells == raster.cells).all()
     with pytest.raises(UsageError, match="cannot predict the top from the bottom"):
         plan(codec, META, "raster", np.random.default_rng(0), known=parse_region("bottom:0.5"))
-    # --parallel any: the known cells in whole groups first (given, no model step), then the schedule
-    p = plan(codec, META, "random", np.random.default_rng(0), parallel="any", max_group=100, steps=4,
-             known=parse_region("centre:0.6"))
-    assert p.groups[p.given - 1] < p.groups[p.given] and np.bincount(p.groups).max() <= 100
-    assert len(np.unique(p.groups[p.given :])) >= 4
+    # --parallel any: the run's step schedule over the stream, split where the region ends
+    for steps in (4, None):
+        p = plan(codec, META, "random", np.random.default_rng(0), parallel="any", max_group=100, steps=steps,
+                 known=parse_region("centre:0.6"))
+        assert p.groups[p.given - 1] < p.groups[p.given] and np.bincount(p.groups).max() <= 100
+        assert (np.diff(p.groups) >= 0).all() and len(np.unique(p.groups)) >= 11
     for order, parallel in [("dc-first", ""), ("randsac:4", "segments"), ("random", "masked:0.5")]:
         with pytest.raises(UsageError, match="DC image|token by token or --parallel any"):
             plan(codec, META, order, np.random.default_rng(0), parallel=parallel, known=top)

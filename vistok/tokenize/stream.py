@@ -215,8 +215,9 @@ def known_first(order: Order, mode: ParallelMode | None, perm: np.ndarray, insid
     stream order) moved first. An order that draws every order of the units alike (`Order.uniform`) is still
     itself in both parts: the known units in a random order, then the rest in a random order, a stream such a
     run was trained on. Any other order follows only a region that its own stream sends first (raster: the
-    top); asked for another, it is refused, saying why. With `--parallel any` the known cells are given as
-    whole groups (no model step) and the rest is cut by the step schedule (`steps`)."""
+    top); asked for another, it is refused, saying why. With `--parallel any` the stream is cut by the step
+    schedule (`steps`) and split where the region ends: the region's groups are given when sampling (no model
+    step), and scoring sees both parts grouped as the run's schedule groups them."""
     k = int(inside.sum())
     if k == 0 or k == inside.size:
         raise UsageError(f"the known region covers {'no' if k == 0 else 'every'} unit of the image")
@@ -229,9 +230,10 @@ def known_first(order: Order, mode: ParallelMode | None, perm: np.ndarray, insid
                          "(token by token or --parallel any) to complete from any region")
     if mode is None:
         return Plan(perm.astype(np.int64), given=k)
-    rest = mode.groups(Cut(perm.size - k, rng, steps)).astype(np.int64)
-    groups = np.concatenate([np.zeros(k, np.int64), 1 + rest])
-    return Plan(perm.astype(np.int64), cut_groups(groups, max_group), given=k)
+    groups = mode.groups(Cut(perm.size, rng, steps)).astype(np.int64)
+    starts = np.diff(groups, prepend=-1) != 0
+    starts[k] = True  # no group straddles the region's end
+    return Plan(perm.astype(np.int64), cut_groups(np.cumsum(starts) - 1, max_group), given=k)
 
 
 def _adaptive(cells, order: Order, mode: ParallelMode | None, rng: np.random.Generator, max_group: int,
