@@ -20,6 +20,7 @@ curriculum), and `--parallel scales` predicts a level at a time.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -165,21 +166,18 @@ class JpegRefineCodec(Codec):
 
     # --- layout ---------------------------------------------------------------------------------------
     def frame_tokens(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lay = self.frame_layout(record.meta)
-        return lay.cell_units, lay.cell_coords.astype(np.int32), np.arange(lay.cell_units.size, dtype=np.int64)
+        """A token per cell, in cell order (the places are the geometry's: cached, not rebuilt per record)."""
+        g = blocks_of(record.meta, f"record {record.key}")
+        units, coords = _cell_places(g.height, g.width, g.ncomp, g.subsampling, self.levels)
+        return units, coords, np.arange(units.size, dtype=np.int64)
 
     def frame_layout(self, meta: dict) -> FrameLayout:
         """One cell per coefficient of every level: block-major, each block's levels in order, zigzag inside."""
         g = blocks_of(meta, "record")
         h, v = dct.factors(int(meta["components"]), str(meta["subsampling"]))[0]
-        L, n = self.levels, g.n_blocks * self.levels * 64
-        b = np.repeat(np.arange(g.n_blocks), L * 64)
-        level = np.tile(np.repeat(np.arange(L), 64), g.n_blocks)
-        freq = np.tile(np.arange(64), g.n_blocks * L)
-        coords = np.stack([np.zeros(n, np.int64), level, g.comp[b], g.by[b], g.bx[b], freq], axis=1)
+        units, coords = _cell_places(g.height, g.width, g.ncomp, g.subsampling, self.levels)
         bound = self._bounds(g).transpose(1, 0, 2).reshape(-1)  # each cell's range, in cell order
-        units = g.unit[b].astype(np.int64)
-        return FrameLayout(g.mcu_grid, (8 * v, 8 * h), units, coords, n,
+        return FrameLayout(g.mcu_grid, (8 * v, 8 * h), units, coords, units.size,
                            lambda: RangeCells(self._vocab.size, self._zero, bound, coords))
 
 
@@ -190,6 +188,21 @@ class QualityMajor(Order):
 
     def __call__(self, inp, rng) -> OrderResult:
         return _by_axis(inp, "level")
+
+
+@lru_cache(maxsize=64)
+def _cell_places(height: int, width: int, ncomp: int, subsampling: str, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(units, coordinates) of every cell of a geometry, read-only: block-major, levels, zigzag inside."""
+    g = dct.block_grid(height, width, ncomp, subsampling)
+    n = g.n_blocks * levels * 64
+    b = np.repeat(np.arange(g.n_blocks), levels * 64)
+    level = np.tile(np.repeat(np.arange(levels), 64), g.n_blocks)
+    freq = np.tile(np.arange(64), g.n_blocks * levels)
+    coords = np.stack([np.zeros(n, np.int64), level, g.comp[b], g.by[b], g.bx[b], freq], axis=1).astype(np.int32)
+    units = g.unit[b].astype(np.int64)
+    for a in (units, coords):
+        a.setflags(write=False)
+    return units, coords
 
 
 def _predict(coarse: np.ndarray, q_coarse: np.ndarray, q_fine: np.ndarray) -> np.ndarray:
@@ -207,17 +220,18 @@ class RangeCells(CellGrammar):
     """One token per cell, its value within the cell's bound: |value| <= bound[cell]."""
 
     def __init__(self, vocab_size: int, zero: int, bound: np.ndarray, coords: np.ndarray):
-        self.size, self.zero, self.bound, self.coords = vocab_size, zero, bound, coords
+        self.coords, self.bound = coords, bound
+        self.masks = {}  # bound -> its mask: a ladder has a few distinct bounds, asked once per token
+        for b in np.unique(bound).tolist():
+            self.masks[b] = np.zeros(vocab_size, bool)
+            self.masks[b][zero - b : zero + b + 1] = True
         self.cell = 0
 
     def begin(self, cell: int) -> None:
         self.cell, self.open = cell, True
 
     def allowed(self) -> np.ndarray:
-        m = np.zeros(self.size, bool)
-        b = int(self.bound[self.cell])
-        m[self.zero - b : self.zero + b + 1] = True
-        return m
+        return self.masks[int(self.bound[self.cell])]
 
     def step(self, tok: int) -> np.ndarray:
         self.open = False

@@ -70,6 +70,12 @@ class Plan:
     adaptive: Order | None = field(default=None, compare=False, repr=False)
     given: int = 0  # a completion (`known_first`): its first `given` cells are the known region's
 
+    def rank(self) -> np.ndarray:
+        """(n_cells,) each cell's position in the stream (the inverse of `cells`)."""
+        out = np.empty(self.cells.size, dtype=np.int64)
+        out[self.cells] = np.arange(self.cells.size)
+        return out
+
     @property
     def n_groups(self) -> int:
         return int(self.groups[-1]) + 1 if self.groups is not None and self.groups.size else 0
@@ -416,9 +422,7 @@ def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.G
         groups = p.groups
     segments = None
     if p.segments is not None:
-        rank = np.empty(p.cells.size, dtype=np.int64)
-        rank[p.cells] = np.arange(p.cells.size)
-        segments = p.segments[rank[cells]]
+        segments = p.segments[p.rank()[cells]]
     return Ordered(perm, cells, groups, p, segments)
 
 

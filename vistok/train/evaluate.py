@@ -95,8 +95,9 @@ PARTS = ("dc", "rest")
 def part_names(codec: Codec, meta: dict) -> tuple[str, ...]:
     """What `--parts` splits a record's bits into: the DC image and the rest (JPEG), or each level (a codec with a
     known `level` axis: jpeg-refine's qualities, coarsest first; a dense wavelet's levels, finest first)."""
-    pos = codec.layout(meta).cells.positions
-    if codec.layout(meta).dc_cells is not None:
+    layout = codec.layout(meta)
+    pos = layout.cells.positions
+    if layout.dc_cells is not None:
         return PARTS
     if "level" in pos.axes:
         return tuple(f"level{k}" for k in range(int(pos.coords[:, pos.axes.index("level")].max()) + 1))
@@ -121,9 +122,7 @@ def target_parts(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str) -> n
 def target_given(o: Ordered, parallel: str) -> np.ndarray:
     """(targets,) a completion's stream (`known_first`): 0 for a token of the known units (sent first), 1 for
     the rest's, 2 for the EOS that ends a token-by-token stream."""
-    rank = np.empty(o.plan.cells.size, np.int64)
-    rank[o.plan.cells] = np.arange(o.plan.cells.size)
-    part = (rank[o.cells] >= o.plan.given).astype(np.int64)
+    part = (o.plan.rank()[o.cells] >= o.plan.given).astype(np.int64)
     return part if parallel else np.append(part, 2)
 
 

@@ -256,13 +256,9 @@ def prompt_record(prompt: str, k: int, codec: Codec, preprocess: dict, datasets:
     record with key `prompt` in `datasets`; and the codec that decodes it (a dataset's carries its side
     information, e.g. H.264 stream headers)."""
     from vistok.errors import DatasetError
-    from vistok.media.preprocess import Preprocess
-    from vistok.media.sources import expand_sources
-    from vistok.pipelines.encode import encode_input
 
     if Path(prompt).is_file():
-        pre = Preprocess(**{**preprocess, "crops": 0, "clip_len": k, "clip_stride": 0, "max_clips": 1})
-        rec = next(iter(encode_input(expand_sources([prompt])[0], codec, pre)), None)
+        rec = file_record(prompt, codec, preprocess, clip_len=k, clip_stride=0, max_clips=1)
         if rec is None:
             raise UsageError(f"{prompt}: no clip of {k} frames")
     else:
@@ -380,16 +376,22 @@ def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", pr
             "decoded_generated_frames": max(0, ok - k), "steps": steps, "record": clip}
 
 
-def image_record(path: str, codec: Codec, preprocess: dict) -> TokenRecord:
-    """An image file tokenized with a run's codec and preprocessing (the whole image, not a crop)."""
+def file_record(path: str, codec: Codec, preprocess: dict, **options) -> TokenRecord | None:
+    """The first record of a media file tokenized with a run's codec and preprocessing, whole (no crops), with
+    `options` over the preprocessing (a clip's length); None when the file gives none."""
     from vistok.media.preprocess import Preprocess
     from vistok.media.sources import expand_sources
     from vistok.pipelines.encode import encode_input
 
+    pre = Preprocess(**{**preprocess, "crops": 0, **options})
+    return next(iter(encode_input(expand_sources([path])[0], codec, pre)), None)
+
+
+def image_record(path: str, codec: Codec, preprocess: dict) -> TokenRecord:
+    """An image file tokenized with a run's codec and preprocessing (the whole image, not a crop)."""
     if not Path(path).is_file():
         raise UsageError(f"--complete {path}: no such image file")
-    pre = Preprocess(**{**preprocess, "crops": 0})
-    rec = next(iter(encode_input(expand_sources([path])[0], codec, pre)), None)
+    rec = file_record(path, codec, preprocess)
     if rec is None or int(rec.meta.get("frames", 1)) > 1:
         raise UsageError(f"--complete {path}: not one image")
     return rec
@@ -406,9 +408,7 @@ def known_pixels(codec: Codec, meta: dict, region: Region) -> np.ndarray:
 def given_tokens(codec: Codec, rec: TokenRecord, p: Plan) -> np.ndarray:
     """The known region's tokens of `rec`, in the stream order of the completion plan `p`."""
     tc = codec.layout(rec.meta).token_cells(rec)
-    rank = np.empty(p.cells.size, np.int64)
-    rank[p.cells] = np.arange(p.cells.size)
-    return rec.tokens.astype(np.int64)[units_to_tokens(tc, p.cells)][: int((rank[tc] < p.given).sum())]
+    return rec.tokens.astype(np.int64)[units_to_tokens(tc, p.cells)][: int((p.rank()[tc] < p.given).sum())]
 
 
 @torch.no_grad()
@@ -417,7 +417,8 @@ def complete_images(model, codec: Codec, rec: TokenRecord, region: Region, data:
                     steps: int | None = None, device: str = "cpu") -> list[np.ndarray]:
     """n completions of `rec` from the units `region` makes known: each stream starts with the known units'
     tokens as given, in the run's order family (`stream.known_first`), and the model generates the rest under
-    the grammar (token by token, or with `--parallel any` in `steps` model steps)."""
+    the grammar (token by token, or with `--parallel any` in `steps` model steps). Every plan is made, and a
+    region the run's order cannot start from refused, before the model runs."""
     model.eval()
     meta, T, parallel = rec.meta, model.cfg.block_size, data.parallel
     check_fits(model, codec, meta)
@@ -456,8 +457,6 @@ def complete_run(run: str | Path, image: str, known: str, n: int, out: str | Pat
     refuse_partial(data.parallel, "complete")
     run_steps(data.parallel, steps, run)
     rec = image_record(image, codec, state.get("preprocess", {}))
-    plan(codec, rec.meta, data.order, np.random.default_rng(0), None, data.parallel, 0, run_steps(data.parallel, steps),
-         known=region)  # refused here, with the reason, before any model step
     done = complete_images(model, codec, rec, region, data, n, temperature, top_k, top_p, seed, steps, device)
     shown = decode_frames(codec, rec)[0][0].astype(np.float32)
     mask = known_pixels(codec, rec.meta, region)
