@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import (  # noqa: E402
     bench_any_steps,
+    bench_avc,
     bench_codec,
     bench_compress,
     bench_dc_first,
@@ -45,7 +46,8 @@ SMOKE = [("codec", bench_codec.run), ("shard_overhead", bench_codec.shard_overhe
          ("compress", lambda: bench_compress.summary(0.01)),
          ("long", lambda: bench_long.summary(1)),
          ("dc_first", lambda: bench_dc_first.summary(1)),
-         ("temporal", lambda: bench_temporal.summary(1))]
+         ("temporal", lambda: bench_temporal.summary(1)),
+         ("avc", bench_avc.run)]
 
 
 def main() -> None:
@@ -64,7 +66,8 @@ def main() -> None:
                ("compress", lambda: bench_compress.summary(1.0 if quick else 2.0)),
                ("long", lambda: bench_long.summary(10 if quick else 20)),
                ("dc_first", lambda: bench_dc_first.summary(6 if quick else 10)),
-               ("temporal", lambda: bench_temporal.summary(10 if quick else 20))]
+               ("temporal", lambda: bench_temporal.summary(10 if quick else 20)),
+               ("avc", bench_avc.run)]
     for name, fn in benches:
         t0 = time.perf_counter()
         res = fn()

@@ -335,7 +335,7 @@ def verify(
 def decode(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL, or packed store.")],
     key: Annotated[str, typer.Option(help="Key of the record to decode.")] = "",
-    out: Annotated[Path, typer.Option(show_default=False, help="Output file: .png (a clip: NAME-000.png...), .jpg (jpeg codec: the coefficients written exactly), .mp4 (a clip); its folder is made. With --key.")] = Path(""),
+    out: Annotated[Path, typer.Option(show_default=False, help="Output file: .png (a clip: NAME-000.png...), .jpg (jpeg codec: the coefficients written exactly), .mp4 (a clip), .264 (avc codec: the record's own H.264 stream, exactly) or .y4m (avc: its decoded YUV planes); its folder is made. With --key.")] = Path(""),
     all_: Annotated[bool, typer.Option("--all", help="Decode every record into --out-dir.")] = False,
     out_dir: Annotated[Path, typer.Option(show_default=False, help="Folder for --all (made if missing).")] = Path(""),
     fmt: Annotated[ImageFormat, typer.Option("--format", help="For --all.")] = "png",
@@ -349,8 +349,8 @@ def decode(
         raise UsageError("--all needs --out-dir")
     if not all_ and (not key or not str(out) or str(out) == "."):
         raise UsageError("give --key KEY --out FILE, or --all --out-dir DIR")
-    if not all_ and out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".mp4"):
-        raise UsageError(f"--out {out}: write a .png, .jpg or .mp4 file")
+    if not all_ and out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".mp4", ".264", ".h264", ".y4m"):
+        raise UsageError(f"--out {out}: write a .png, .jpg, .mp4, .264 or .y4m file")
     ds = open_any(dataset, storage_options)
     if all_:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -597,7 +597,7 @@ def eval_(
     stride: Annotated[int, typer.Option(min=0, help="Records longer than the context are scored in windows of the context's length every STRIDE positions, each token once with what precedes it in its window (0 = the run's stride; the context length = independent pieces).")] = 0,
     per_frame: Annotated[bool, typer.Option("--per-frame", help="Clips: bits of frame t given the earlier frames and of frame t alone, per frame index, and their ratio over frames 2 on (conditional_to_independent_ratio).")] = False,
     steps: Annotated[str, typer.Option(help=STEPS_HELP + " Comma-separated: a bits-versus-steps curve (steps_curve), the first one the headline.")] = "",
-    parts: Annotated[bool, typer.Option("--parts", help="JPEG: bits of the DC image (every DC token) and of the rest, per image (dc_bits_per_image, rest_bits_per_image); codecs with levels (jpeg-refine, dense wavelets): each level's bits (level0_bits_per_image, ...).")] = False,
+    parts: Annotated[bool, typer.Option("--parts", help="JPEG: bits of the DC image (every DC token) and of the rest, per image (dc_bits_per_image, rest_bits_per_image); codecs with levels (jpeg-refine, dense wavelets): each level's bits (level0_bits_per_image, ...); avc: each syntax element's (mb_type_bits_per_image, i4_mode_..., luma_..., with FRAME and EOS in mb_type).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in the result's skipped_shards) instead of stopping at the first, which is named.")] = False,
     order: Annotated[str, typer.Option(help=FOLLOW_HELP)] = "",
@@ -647,6 +647,7 @@ def sample(
     known: Annotated[str, typer.Option(help=f"With --complete, the region given: {REGION_HELP}.")] = "",
     steps: Annotated[str, typer.Option(help=STEPS_HELP)] = "",
     order: Annotated[str, typer.Option(help=FOLLOW_HELP)] = "",
+    keep: Annotated[Path, typer.Option(show_default=False, help="Also write each sampled stream as a file in this folder (made if missing): the avc codec's H.264 stream, sample-I.264, which any H.264 decoder plays.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "auto",
     storage_options: StorageOptions = None,
 ) -> None:
@@ -677,7 +678,7 @@ def sample(
             raise typer.Exit(1)
         return
     path = sample_run(run, n, out, temperature, tk, tp, seed, size or None, pick_device(device),
-                      storage_options=storage_options, steps=one_steps(steps), order=order or None)
+                      storage_options=storage_options, steps=one_steps(steps), order=order or None, keep=keep)
     typer.echo(f"wrote {path}")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from vistok.errors import UsageError
 from vistok.record import TokenRecord
-from vistok.tokenize.base import JPEG_FILE, Codec
+from vistok.tokenize.base import H264_FILE, JPEG_FILE, Codec
 from vistok.tokenize.orders import as_order
 from vistok.tokenize.stream import order_record
 
@@ -20,6 +20,14 @@ def save_record(codec: Codec, record: TokenRecord, path: str | Path, fps: float 
     path = Path(path)
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".264", ".h264", ".y4m"):
+        if H264_FILE not in codec.capabilities:
+            raise UsageError(f"codec {codec.codec_id} cannot write {suffix}; use .png")
+        if suffix == ".y4m":
+            write_y4m(codec.decoded_planes(record), int(record.meta["height"]), int(record.meta["width"]), path, fps)
+        else:
+            path.write_bytes(codec.to_h264(record))
+        return [path]
     if int(record.meta.get("frames", 1)) > 1:
         frames = np.asarray(codec.decode(record))
         if suffix == ".mp4":
@@ -42,8 +50,21 @@ def save_record(codec: Codec, record: TokenRecord, path: str | Path, fps: float 
     elif suffix == ".png":
         Image.fromarray(np.asarray(codec.decode(record))).save(path, format="PNG")
     else:
-        raise UsageError(f"output {path} must end in .png, .jpg or .mp4")
+        raise UsageError(f"output {path} must end in .png, .jpg, .mp4, .264 or .y4m")
     return [path]
+
+
+def write_y4m(frames: list[list[np.ndarray]], height: int, width: int, path: Path, fps: float = 10.0) -> None:
+    """Decoded 4:2:0 planes -> a YUV4MPEG2 file of the stream's picture (sides rounded up to even numbers, as the
+    stream crops them; full-range BT.601, as the avc codec converts colour)."""
+    h, w = height + height % 2, width + width % 2
+    head = f"YUV4MPEG2 W{w} H{h} F{round(fps * 1000)}:1000 Ip A1:1 C420jpeg XCOLORRANGE=FULL\n".encode()
+    with open(path, "wb") as f:
+        f.write(head)
+        for y, cb, cr in frames:
+            f.write(b"FRAME\n")
+            for plane, (ph, pw) in ((y, (h, w)), (cb, (h // 2, w // 2)), (cr, (h // 2, w // 2))):
+                f.write(np.ascontiguousarray(plane[:ph, :pw]).tobytes())
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: float = 10.0) -> None:

@@ -69,11 +69,20 @@ def summarize(folder: str | Path | Loc) -> dict[str, Any]:
         "vocab_used": int((counts > 0).sum()),
         "vocab_used_fraction": round(float((counts > 0).mean()), 4),
         "unigram_entropy_bits": round(entropy, 4),
+        "tokens_by_kind": tokens_by_kind(m.vocabulary, counts),
         "codec": m.codec,
         "config_hash": m.config_hash,
         **frame_summary(src, counts),
         **({} if isinstance(src, PackedStore) else {"damaged_shards": damaged_shards(src)}),
     }
+
+
+def tokens_by_kind(vocabulary: dict[str, Any], counts: np.ndarray) -> dict[str, float]:
+    """Each named range of the vocabulary's share of the tokens (the syntax-element kinds of an avc dataset:
+    mb_type, i4_mode, run, level, ...), largest first; ranges no token uses are left out."""
+    total = max(1, int(counts.sum()))
+    out = {r["name"]: int(counts[r["start"] : r["stop"]].sum()) / total for r in vocabulary.get("ranges", [])}
+    return {k: round(v, 4) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
 def damaged_shards(ds: Dataset) -> list[str]:
@@ -135,6 +144,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"unigram entropy   {s['unigram_entropy_bits']} bits/token",
         f"config hash       {s['config_hash']}",
     ]
+    if len(s.get("tokens_by_kind", {})) > 1:
+        lines.append("token kinds       " + "  ".join(f"{k} {100 * v:.1f}%" for k, v in s["tokens_by_kind"].items()))
     if "tokens_per_frame" in s:
         lines.append(f"tokens/frame      {' '.join(str(x) for x in s['tokens_per_frame'])}")
     if "skip_share_of_blocks" in s:

@@ -10,6 +10,8 @@ Optional capabilities are declared in `capabilities`, never discovered with `has
   FILE_BYTES   `encode_bytes(data, key, meta)` tokenizes an encoded file without decoding its pixels
   VIDEO_BYTES  `encode_video_bytes(data, key, meta, clip_len, max_clips)` keeps a video file's own bitstream
   JPEG_FILE    `to_jpeg(record)` writes the record's coefficients as a JPEG file, exactly
+  H264_FILE    `to_h264(record)` writes the record as an H.264 stream (Annex B), exactly, and
+               `decoded_planes(record)` gives each frame's decoded Y, Cb, Cr planes (4:2:0)
   BATCH        `encode_many(images, keys, metas)` encodes several images at once (a model's batch)
   SIDE_INFO    `side_info()` (constant, e.g. JPEG tables), `collected_side_info()` (gathered while encoding,
                e.g. H.264 stream headers) and `load_side_info(side)` (from a manifest) carry information every
@@ -38,6 +40,7 @@ N_SPECIALS = len(SPECIALS)
 ESCAPE_OFFSET = 1 << 15
 
 FILE_BYTES, VIDEO_BYTES, JPEG_FILE, BATCH, SIDE_INFO = "file_bytes", "video_bytes", "jpeg_file", "batch", "side_info"
+H264_FILE = "h264_file"
 
 
 def split16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +122,8 @@ class CellGrammar:
 
     `begin(cell)` starts a cell (its index within the frame); `allowed()` is a boolean mask over the
     vocabulary; `step(tok)` consumes an allowed token and returns its (len(axes),) coordinates (frame 0);
-    `open` stays true until the cell is complete. A cell that only a following FRAME or EOS can end (H.264
+    `open` stays true until the cell is complete; `frame` is the frame of the cell about to begin (set by the
+    stream before `begin`: a codec whose frames differ, like AVC's I and P pictures, reads it). A cell that only a following FRAME or EOS can end (H.264
     bytes) sets `open_ended` and `can_end`. `escape` marks the tokens that open an escape (a cell of more
     than one token): group-parallel prediction, one token per cell, leaves them out.
     """
@@ -128,6 +132,7 @@ class CellGrammar:
     open_ended: bool = False
     can_end: bool = False
     escape: np.ndarray | None = None
+    frame: int | None = None
 
     def begin(self, cell: int) -> None:
         raise NotImplementedError

@@ -485,6 +485,7 @@ class StreamGrammar:
         if self.plan.complete_from is not None and self.i == self.plan.pending_from:
             self._complete()
         if self.i < self.plan.cells.size and not self._separator():
+            self.cg.frame = int(self.cells.frame[self._cell()])
             self.cg.begin(int(self.cells.local[self._cell()]))
 
     def _complete(self) -> None:

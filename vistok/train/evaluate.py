@@ -101,16 +101,21 @@ def part_names(codec: Codec, meta: dict) -> tuple[str, ...]:
         return PARTS
     if "level" in pos.axes:
         return tuple(f"level{k}" for k in range(int(pos.coords[:, pos.axes.index("level")].max()) + 1))
-    raise UsageError(f"--parts splits the DC image from the rest, or a codec's levels; codec {codec.codec_id} "
-                     "has neither")
+    if "element" in codec.axes:
+        return tuple(codec.elements)
+    raise UsageError(f"--parts splits the DC image from the rest, a codec's levels, or its syntax elements; codec "
+                     f"{codec.codec_id} has none of them")
 
 
 def target_parts(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str) -> np.ndarray:
     """(targets,) the part (`part_names`) of each predicted position: 0 for a DC coefficient (a DC cell's token)
     and 1 for the rest (AC tokens, EOBs and the EOS that ends a token-by-token stream); or the level of its cell
-    (FRAME and EOS with the last)."""
+    (FRAME and EOS with the last); or its syntax element (avc)."""
     layout = codec.layout(rec.meta)
     cells = layout.cells
+    if "element" in codec.axes:  # each token's syntax element (FRAME and EOS with the first, mb_type)
+        element = layout.positions(rec).coords[o.perm, codec.axes.index("element")].astype(np.int64)
+        return element if parallel else np.append(element, 0)
     if layout.dc_cells is None:
         names, pos = part_names(codec, rec.meta), cells.positions
         level = np.where(cells.local[o.cells] < 0, len(names) - 1, pos.coords[o.cells, pos.axes.index("level")])

@@ -12,7 +12,7 @@ from vistok.errors import CodecError, UsageError
 from vistok.nn.gpt import generate_groups
 from vistok.progress import Progress
 from vistok.record import TokenRecord
-from vistok.tokenize.base import BOS, FRAME, Codec, first_frames, get_codec
+from vistok.tokenize.base import BOS, FRAME, H264_FILE, Codec, first_frames, get_codec
 from vistok.tokenize.orders import parse_order, stored_key, units_to_tokens
 from vistok.tokenize.parallel import run_steps
 from vistok.tokenize.region import Region, parse_region
@@ -217,13 +217,15 @@ def grid(images: list[np.ndarray], cols: int | None = None, pad: int = 2) -> np.
 def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int = 0, size: int | None = None, device: str = "cpu",
                scale: int = 2, storage_options: dict | None = None, steps: int | None = None,
-               quiet: bool = False, order: str | None = None) -> Path:
+               quiet: bool = False, order: str | None = None, keep: str | Path | None = None) -> Path:
     """n samples of a run as a PNG grid at `out`; `order`: an order the model chooses (`confident`) in place of
-    an any run's own."""
+    an any run's own; `keep`: a folder for each sampled stream as the codec's own file (avc: sample-I.264)."""
     from PIL import Image
 
     model, state = load_model(run, device)
     codec = get_codec(state["codec"])
+    if keep is not None and H264_FILE not in codec.capabilities:
+        raise UsageError(f"--keep writes each sample's H.264 stream (codec avc); codec {codec.codec_id} has none")
     meta = sample_meta(codec, state.get("preprocess", {}), size, state.get("geometry"))
     data = DataConfig.from_json(state["data"]).followed_in(order, run)
     order, parallel = data.order, data.parallel
@@ -231,9 +233,13 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
     stored = stored_orders(data.datasets, order, meta, n, storage_options) if parse_order(order).stored else None
     total = n if parallel else codec.layout(meta).max_tokens
     with Progress("sample", total, "images" if parallel else "positions", quiet=quiet) as bar:
-        images, _, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
-                                     order=order, parallel=parallel, stored=stored, stride=data.stride,
-                                     steps=steps, progress=bar)
+        images, streams, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
+                                           order=order, parallel=parallel, stored=stored, stride=data.stride,
+                                           steps=steps, progress=bar)
+    if keep is not None:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for i, toks in enumerate(streams):
+            (Path(keep) / f"sample-{i}.264").write_bytes(codec.to_h264(TokenRecord(f"sample-{i}", toks, dict(meta))))
     failed = sum(im is None for im in images)
     if failed:
         print(f"warning: {failed} of {n} samples did not decode (H.264 bytes the decoder rejected): drawn black",
