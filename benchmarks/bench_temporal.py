@@ -7,7 +7,8 @@ window moving 2 pixels a frame). The three test photographs' clips are held out 
 the BSQ tokenizer's training); every row trains one model for the same optimizer steps on the same
 training clips (both kinds together) and is scored on the same held-out clips.
 
-Rows: JPEG q20; JPEG q20 --temporal delta; wavelet at the step that matches JPEG q20's PSNR on the
+Rows: avc (vistok's H.264 syntax tokens, an I picture then P pictures with integer motion, at the QP whose
+PSNR matches JPEG q20's); JPEG q20; JPEG q20 --temporal delta; wavelet at the step that matches JPEG q20's PSNR on the
 held-out clips, with and without delta; and multi-scale BSQ codes predicted a (frame, scale) per step
 (`next-scale --parallel scales`). Columns per clip kind: tokens of a frame 2..N against frame 1's; model
 bits of a frame 2..N given the earlier frames against frame 1's (`eval --per-frame`: later_to_first_ratio)
@@ -38,7 +39,7 @@ from vistok.media.video import decode_clips  # noqa: E402
 from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.pretrain_video import TEST_PHOTOS, make_pans, make_stills  # noqa: E402
 from vistok.shards.reader import Dataset  # noqa: E402
-from vistok.tokenize import BSQCodec, H264Codec, JpegCodec, WaveletCodec  # noqa: E402
+from vistok.tokenize import AvcCodec, BSQCodec, H264Codec, JpegCodec, WaveletCodec  # noqa: E402
 from vistok.tokenize.base import frames_of  # noqa: E402
 from vistok.train.data import DataConfig  # noqa: E402
 from vistok.train.evaluate import evaluate  # noqa: E402
@@ -112,6 +113,20 @@ def matched_wavelet_step(clips: list[list[np.ndarray]], target: float) -> float:
     return round(lo, 2)
 
 
+def matched_avc_qp(clips: list[list[np.ndarray]], target: float) -> int:
+    """The largest QP whose mean PSNR over the clips (one I picture per clip, P pictures after it) is at least
+    JPEG q20's (bisection: PSNR falls as QP rises)."""
+    clips = clips[::3]
+    lo, hi = 10, 51
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if np.mean([clip_psnr(AvcCodec(qp=mid, gop=CLIP, search=8), c) for c in clips]) >= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def tokenizer(root: Path, steps: int) -> Path:
     """A 3-scale BSQ tokenizer (patch 8, 12 bits) trained on the training photographs only."""
     from vistok.nn.autoencoder import AEConfig
@@ -125,9 +140,10 @@ def tokenizer(root: Path, steps: int) -> Path:
     return out
 
 
-def rows(step: float, tok: Path | None) -> list[tuple[str, str, object, str, str]]:
+def rows(step: float, tok: Path | None, qp: int) -> list[tuple[str, str, object, str, str]]:
     """(id, label, codec, order, parallel) of each row."""
-    out = [("jpeg", "jpeg q20", JpegCodec(quality=20), "canonical", ""),
+    out = [("avc", f"avc qp {qp}, an I picture then P pictures", AvcCodec(qp=qp, gop=CLIP, search=8), "canonical", ""),
+           ("jpeg", "jpeg q20", JpegCodec(quality=20), "canonical", ""),
            ("jpeg_delta", "jpeg q20 delta", JpegCodec(quality=20, temporal="delta"), "canonical", ""),
            ("wavelet", f"wavelet step {step}", WaveletCodec(step=step, chroma="420"), "canonical", ""),
            ("wavelet_delta", f"wavelet step {step} delta", WaveletCodec(step=step, chroma="420", temporal="delta"),
@@ -166,8 +182,9 @@ def measure_row(root: Path, slug: str, name: str, codec, order: str, parallel: s
     return out
 
 
-def references(vids: dict) -> tuple[dict, float]:
-    """JPEG q20's PSNR and x264's P/I at it, per held-out kind; the wavelet step matched to JPEG q20."""
+def references(vids: dict) -> tuple[dict, float, int]:
+    """JPEG q20's PSNR and x264's P/I at it, per held-out kind; the wavelet step and the avc QP matched to JPEG
+    q20."""
     jpeg, out, all_clips, all_psnr = JpegCodec(quality=20), {}, [], []
     for kind in KINDS:
         clips = clip_frames(vids[kind])
@@ -175,16 +192,20 @@ def references(vids: dict) -> tuple[dict, float]:
         out[kind] = {"jpeg_q20_psnr": round(float(np.mean(target)), 2), **x264_p_over_i(clips, target)}
         all_clips += clips
         all_psnr += target
-    return out, matched_wavelet_step(all_clips, float(np.mean(all_psnr)))
+    target = float(np.mean(all_psnr))
+    return out, matched_wavelet_step(all_clips, target), matched_avc_qp(all_clips, target)
 
 
-def run(root: Path, steps: int, tok_steps: int, batch: int = 4, small: bool = False) -> list[dict]:
+def run(root: Path, steps: int, tok_steps: int, batch: int = 4, small: bool = False, only: tuple[str, ...] = ()) -> list[dict]:
+    """`only`: the ids of the rows to run (default: every row)."""
     vids = videos(root, small)
-    refs, step = references(vids)
-    print(json.dumps({"bench": "temporal_references", "wavelet_step": step, **refs}), flush=True)
-    out = [{"references": refs, "wavelet_step": step}]
+    refs, step, qp = references(vids)
+    print(json.dumps({"bench": "temporal_references", "wavelet_step": step, "avc_qp": qp, **refs}), flush=True)
+    out = [{"references": refs, "wavelet_step": step, "avc_qp": qp}]
     tok = tokenizer(root, tok_steps) if tok_steps else None
-    for slug, name, codec, order, parallel in rows(step, tok):
+    for slug, name, codec, order, parallel in rows(step, tok, qp):
+        if only and slug not in only:
+            continue
         res = measure_row(root, slug, name, codec, order, parallel, vids, steps, batch)
         print(json.dumps({"bench": "temporal", **res}), flush=True)
         out.append(res)
@@ -214,10 +235,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps of every row's model")
     ap.add_argument("--tokenizer-steps", type=int, default=1500, help="the BSQ tokenizer's steps (0: no BSQ row)")
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--rows", default="", help="comma-separated row ids to run (default: all)")
     args = ap.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
-    res = run(root, args.steps, args.tokenizer_steps, args.batch)
+    res = run(root, args.steps, args.tokenizer_steps, args.batch, only=tuple(filter(None, args.rows.split(","))))
     (root / "results.json").write_text(json.dumps(res, indent=1))
 
 

@@ -725,6 +725,7 @@ STUDY_CODECS = {
     "jpeg": "DCT coefficients (--layout, --quality)",
     "wavelet": "bior4.4 coefficients, 3 levels, dense (--wavelet-step)",
     "pixels": "gray values in 4x4-pixel units, RandSAC's 8x8 grid on 32x32 (--bits)",
+    "avc": "H.264 syntax elements from vistok's own encoder, intra, QP 28 or set by --psnr (a macroblock is 16x16: orders move macroblocks)",
 }
 
 
@@ -764,7 +765,8 @@ def _study_codecs(codec: str, own: str, tokenizer: Path | None, layout: str, qua
              "pixels": {"id": "pixels", "unit": 4, "bits": bits},
              "wavelet": {"id": "wavelet", "layout": "dense", "levels": 3, "step": wavelet_step},
              "bsq": {"id": "bsq", "tokenizer": str(tokenizer) if tokenizer else own},
-             "vq": {"id": "vq", "tokenizer": own}}
+             "vq": {"id": "vq", "tokenizer": own},
+             "avc": {"id": "avc", "qp": 28}}
     return [specs[c] for c in names]
 
 
@@ -779,7 +781,7 @@ def study(
     orders: Annotated[str, typer.Option(help="Comma-separated orders.")] = "raster,random,hilbert,randsac:7,randsac:11,5,squares:2",
     parallel: Annotated[str, typer.Option(help=f"Comma-separated modes: none, {', '.join(mode_usages())} (pairs that do not fit an order are left out; any and masked go with random; any is scored at two step counts).")] = "none,segments,any",
     codec: Annotated[str, typer.Option(help="Comma-separated codecs, each a set of rows on the same images: " + "; ".join(f"{k} ({v})" for k, v in STUDY_CODECS.items()) + ".")] = "bsq",
-    psnr: Annotated[float, typer.Option(min=0, help="Set each codec's knob (JPEG quality, wavelet step, pixel bits) so that its held-out PSNR is within 1 dB of this; codecs that cannot are said so (0: as given). Every codec's PSNR, tokens and vocabulary are reported either way.")] = 0.0,
+    psnr: Annotated[float, typer.Option(min=0, help="Set each codec's knob (JPEG quality, wavelet step, pixel bits, avc QP) so that its held-out PSNR is within 1 dB of this; codecs that cannot are said so (0: as given). Every codec's PSNR, tokens and vocabulary are reported either way.")] = 0.0,
     tokenizer: Annotated[Path, typer.Option(help="bsq: an existing tokenizer folder instead of the study's own.")] = None,
     layout: Annotated[str, typer.Option(help="jpeg: layout of the tokens (dense: every order and mode).")] = "dense",
     quality: Annotated[int, typer.Option(min=1, max=100, help="jpeg: quality.")] = 50,

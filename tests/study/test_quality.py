@@ -37,7 +37,8 @@ def test_measure_is_the_decoders_psnr_tokens_and_vocabulary(images):
 
 
 @pytest.mark.parametrize("codec", [{"id": "jpeg", "quality": 50, "layout": "dense"},
-                                   {"id": "wavelet", "layout": "dense", "levels": 3, "step": 8.0}])
+                                   {"id": "wavelet", "layout": "dense", "levels": 3, "step": 8.0},
+                                   {"id": "avc", "qp": 28}])
 @pytest.mark.parametrize("target", [28.0, 34.0])
 def test_a_codec_with_a_knob_is_matched_within_a_db(images, codec, target):
     got = match(codec, images, target)

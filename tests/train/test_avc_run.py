@@ -3,6 +3,7 @@ FFmpeg decodes, kept as .264 files)."""
 
 import av
 import numpy as np
+import pytest
 
 from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
@@ -15,6 +16,7 @@ from vistok.train.sample import sample_run
 from vistok.train.trainer import TrainConfig, train
 
 
+@pytest.mark.slow
 def test_shard_train_eval_sample_and_keep_decodable_streams(tmp_path):
     codec = AvcCodec(qp=32)
     ds = run_job(["sample"], tmp_path / "ds", codec, Preprocess(size=32, crops=2, seed=0), shard_size=8,

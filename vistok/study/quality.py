@@ -68,6 +68,7 @@ def _like(out: np.ndarray, img: np.ndarray) -> np.ndarray:
 
 # codec -> (knob, the values to search, ascending in fidelity); a continuous knob is searched by bisection
 KNOBS: dict[str, tuple[str, list[Any]]] = {
+    "avc": ("qp", list(range(51, -1, -1))),
     "jpeg": ("quality", list(range(1, 101))),
     "pixels": ("bits", list(range(1, 9))),
     "wavelet": ("step", [round(2 ** (e / 4), 3) for e in range(40, -9, -1)]),  # 1024 .. 0.21, finer last

@@ -332,7 +332,9 @@ def frames_of(record: TokenRecord) -> list[TokenRecord]:
         raise CodecError(f"record {record.key}: {cuts.size + 1} frames in the tokens, {n} in the metadata")
     meta = {k: v for k, v in record.meta.items() if k != "frames"}
     parts = np.split(record.tokens, cuts)
-    return [TokenRecord(record.key, p[1:] if i else p, meta) for i, p in enumerate(parts)]
+    # a later frame says which it was (`frame_index`): a codec whose frames differ by place in the clip reads it
+    return [TokenRecord(record.key, p[1:] if i else p, {**meta, "frame_index": i} if i else meta)
+            for i, p in enumerate(parts)]
 
 
 def first_frames(record: TokenRecord, k: int) -> TokenRecord:

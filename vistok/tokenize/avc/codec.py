@@ -73,7 +73,9 @@ class AvcCodec(Codec):
     codec_id = "avc"
     axes = ("frame", "mb_y", "mb_x", "element", "block", "freq")
     known_axes = ("frame", "mb_y", "mb_x")
-    geometry_keys = ("height", "width")
+    # frame_index: a clip's later frame as a record of its own (`frames_of`; what `eval --per-frame` scores as
+    # a frame alone): a P picture there has no reference, so it is scored, never decoded
+    geometry_keys = ("height", "width", "frame_index")
     elements = ELEMENTS  # the values of the element axis (`eval --parts` reports each one's bits)
     cli_options = (
         CliOption("qp", int, "avc: the quantizer, 0..51 (fixed for every macroblock).", bounds=(0, 51)),
@@ -157,7 +159,7 @@ class AvcCodec(Codec):
         mb_w, mb_h = _mb_grid(record.meta)
         out = []
         for f, fr in enumerate(frames_of(record)):
-            g = MacroblockCells(self, mb_w, mb_h)
+            g = MacroblockCells(self, mb_w, mb_h, int(record.meta.get("frame_index", 0)))
             g.frame = f
             t, i = np.asarray(fr.tokens).astype(np.int64), 0
             for cell in range(mb_w * mb_h):
@@ -170,8 +172,13 @@ class AvcCodec(Codec):
                     i += 1
             if i != t.size:
                 raise CodecError(f"record {record.key}: frame {f} has {t.size - i} tokens after its last macroblock")
-            out.append(Picture("I" if f % self.gop == 0 else "P", g.mbs))
+            out.append(Picture(self._kind(f, record.meta), g.mbs))
+        if out[0].kind == "P":
+            raise CodecError(f"record {record.key} starts with a P picture (a frame scored alone): it has no reference")
         return out
+
+    def _kind(self, frame: int, meta: dict) -> str:
+        return "P" if (int(meta.get("frame_index", 0)) + frame) % self.gop else "I"
 
     def to_h264(self, record: TokenRecord) -> bytes:
         """The record as an Annex-B H.264 stream (baseline, CAVLC): FFmpeg decodes it to `decode`'s pixels."""
@@ -214,8 +221,9 @@ class AvcCodec(Codec):
         n = mb_w * mb_h
         units = np.arange(n, dtype=np.int64)
         coords = np.stack([np.zeros(n, np.int64), units // mb_w, units % mb_w], axis=1)
+        first = int(meta.get("frame_index", 0))
         return FrameLayout((mb_h, mb_w), (16, 16), units, coords, n * MAX_MB_TOKENS,
-                           lambda: MacroblockCells(self, mb_w, mb_h))
+                           lambda: MacroblockCells(self, mb_w, mb_h, first))
 
 
 # The most tokens one macroblock can take: type, 16 modes, chroma mode, cbp, then every block full (a run
@@ -337,10 +345,11 @@ class MacroblockCells(CellGrammar):
 
     A cell's syntax is a queue of elements: the type decides what follows, the cbp which blocks. `frame`
     (the frame of the cell about to begin, set by the stream) decides whether P types may come: frame % gop
-    == 0 is an I picture; None (parsing a record) allows both."""
+    == 0 is an I picture, counted from `first` (a clip's later frame as a record of its own: `frame_index`);
+    None (parsing a record) allows both."""
 
-    def __init__(self, codec: AvcCodec, mb_w: int, mb_h: int):
-        self.codec, self.t, self.m = codec, codec.tokens, _masks(codec)
+    def __init__(self, codec: AvcCodec, mb_w: int, mb_h: int, first: int = 0):
+        self.codec, self.t, self.m, self.first = codec, codec.tokens, _masks(codec), first
         self.mb_w, self.mb_h = mb_w, mb_h
         self.qp, self.qp_c = codec.qp, CHROMA_QP[codec.qp]
         self.scales, self.scales_c = transform.block_scales(self.qp), transform.block_scales(self.qp_c)
@@ -365,7 +374,7 @@ class MacroblockCells(CellGrammar):
     def allowed(self) -> np.ndarray:
         kind, arg = self.queue[0][:2]
         if kind == "mb_type":
-            p = self.frame is None or self.frame % self.codec.gop != 0
+            p = self.frame is None or (self.first + self.frame) % self.codec.gop != 0
             return self.m["type_p" if p else "type_i"]
         if kind in ("i16_mode", "chroma_mode"):
             return self.m["i16" if kind == "i16_mode" else "chroma"][self._neighbours()]

@@ -75,40 +75,42 @@ class Encoder:
         mbs = []
         for mby in range(mb_h):
             for mbx in range(mb_w):
-                mb = self.decide(st, src, mbx, mby)
-                self._commit(st, mbx, mby, mb)
-                mbs.append(mb)
+                mbs.append(self.decide(st, src, mbx, mby))
         return Picture("P" if ref is not None else "I", mbs), st
 
     # --- one macroblock -------------------------------------------------------------------------------------
     def decide(self, st: FrameState, src: list[np.ndarray], mbx: int, mby: int) -> Macroblock:
+        """The macroblock's candidates, each tried (written for its bits, reconstructed for its error); the state
+        is left as the cheapest one's."""
         chroma = self._intra_chroma(st, src, mbx, mby)
-        cands = [self._i16(st, src, mbx, mby, chroma)]
-        saved = _save(st, mbx, mby)
-        cands.append(self._i4(st, src, mbx, mby, chroma))
-        _restore(st, mbx, mby, saved)
+        before, trials = _save(st, mbx, mby), []
+
+        def trial(mb: Macroblock, luma_done: bool = False) -> None:
+            bits = self._commit(st, mbx, mby, mb, luma_done)
+            ssd = sum(float(((p[_region(c, mbx, mby)].astype(np.int64) - s[_region(c, mbx, mby)]) ** 2).sum())
+                      for c, (p, s) in enumerate(zip(st.planes, src)))
+            trials.append((ssd + self.lam * bits, mb, _save(st, mbx, mby)))
+            _restore(st, mbx, mby, before)
+
+        trial(self._i16(st, src, mbx, mby, chroma))
+        trial(self._i4(st, src, mbx, mby, chroma), luma_done=True)  # built on its own reconstruction
         if st.ref is not None:
-            cands += [Macroblock(SKIP), self._p16(st, src, mbx, mby)]
-        costs = [self._rd_cost(st, src, mbx, mby, mb) for mb in cands]
-        return cands[int(np.argmin(costs))]
+            trial(Macroblock(SKIP))
+            trial(self._p16(st, src, mbx, mby))
+        _, mb, after = min(trials, key=lambda t: t[0])
+        _restore(st, mbx, mby, after)
+        return mb
 
-    def _rd_cost(self, st, src, mbx, mby, mb: Macroblock) -> float:
-        saved = _save(st, mbx, mby)
-        bits = self._commit(st, mbx, mby, mb)
-        ssd = sum(float(((p[_region(c, mbx, mby)].astype(np.int64) - s[_region(c, mbx, mby)]) ** 2).sum())
-                  for c, (p, s) in enumerate(zip(st.planes, src)))
-        _restore(st, mbx, mby, saved)
-        return ssd + self.lam * bits
-
-    def _commit(self, st, mbx, mby, mb: Macroblock) -> int:
-        """Write (for the contexts and the bit count) and reconstruct a macroblock into the state."""
+    def _commit(self, st, mbx, mby, mb: Macroblock, luma_done: bool = False) -> int:
+        """Write (for the contexts and the bit count) and reconstruct a macroblock into the state; `luma_done`:
+        its luma is reconstructed already (Intra_4x4, block by block as it was chosen)."""
         if mb.kind == SKIP:
             clear_mb(st, mbx, mby)
             reconstruct_mb(st, mbx, mby, mb)
             return 1
         w = BitWriter()
         write_mb(w, st, mbx, mby, mb, st.ref is not None)
-        reconstruct_mb(st, mbx, mby, mb)
+        reconstruct_mb(st, mbx, mby, mb, luma=not luma_done)
         return w.n + (1 if st.ref is not None else 0)
 
     def _intra_chroma(self, st, src, mbx, mby) -> tuple[int, np.ndarray, np.ndarray]:

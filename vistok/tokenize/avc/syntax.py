@@ -169,9 +169,16 @@ def motion_of(st: FrameState, mbx: int, mby: int, mb: Macroblock) -> tuple[int, 
     return skip_mv(st, mbx, mby) if mb.kind == SKIP else mb.mv
 
 
-def reconstruct_mb(st: FrameState, mbx: int, mby: int, mb: Macroblock) -> None:
+def reconstruct_mb(st: FrameState, mbx: int, mby: int, mb: Macroblock, luma: bool = True) -> None:
     """Decode one macroblock's samples into the state (its neighbours already decoded), then record what
-    later macroblocks read of it."""
+    later macroblocks read of it; `luma=False`: its luma is there already (the encoder's Intra_4x4)."""
+    if luma:
+        reconstruct_luma(st, mbx, mby, mb)
+    reconstruct_chroma(st, mbx, mby, mb)
+    commit_motion(st, mbx, mby, mb)
+
+
+def reconstruct_luma(st: FrameState, mbx: int, mby: int, mb: Macroblock) -> None:
     x0, y0 = 16 * mbx, 16 * mby
     if mb.kind == I4:
         for blk in range(16):
@@ -189,6 +196,9 @@ def reconstruct_mb(st: FrameState, mbx: int, mby: int, mb: Macroblock) -> None:
                 d[..., 0, 0] = dc
             pred = pred + _unblocks(transform.inverse4(d))
         st.planes[0][y0 : y0 + 16, x0 : x0 + 16] = np.clip(pred, 0, 255)
+
+
+def reconstruct_chroma(st: FrameState, mbx: int, mby: int, mb: Macroblock) -> None:
     for c in range(2):
         plane = st.planes[1 + c]
         if mb.intra:
@@ -200,7 +210,6 @@ def reconstruct_mb(st: FrameState, mbx: int, mby: int, mb: Macroblock) -> None:
             d[..., 0, 0] = transform.chroma_dc_inverse(mb.chroma_dc[c].reshape(2, 2), st.qp_c)
             pred = pred + _unblocks(transform.inverse4(d))
         plane[8 * mby : 8 * mby + 8, 8 * mbx : 8 * mbx + 8] = np.clip(pred, 0, 255)
-    commit_motion(st, mbx, mby, mb)
 
 
 def _unblocks(blocks: np.ndarray) -> np.ndarray:
