@@ -51,7 +51,7 @@ def test_any_stream_the_grammar_allows_decodes_and_its_levels_invert(draw):
     """Random grammar-valid records (every value anywhere in its cell's range): refinements of their values give
     the tokens back, and they decode to an image."""
     q = draw.draw(st.sampled_from([[10, 20, 40, 80], [30, 60], [50]]))
-    codec = JpegRefineCodec(q, subsampling="420")
+    codec = JpegRefineCodec(q, subsampling="420", layout=draw.draw(st.sampled_from(["dense", "rle"])))
     meta = {"height": 16, "width": 24, "components": 3, "subsampling": "420"}
     lay = codec.layout(meta)
     g = StreamGrammar(codec, meta, plan(codec, meta, "random", np.random.default_rng(draw.draw(st.integers(0, 99)))))
@@ -63,7 +63,9 @@ def test_any_stream_the_grammar_allows_decodes_and_its_levels_invert(draw):
     rec = TokenRecord("r", g.canonical().astype(codec.vocab.dtype), meta)
     grid, refined = codec.refined_of(rec)
     assert np.array_equal(codec.refinements(grid, codec.values(grid, refined)), refined)
-    assert codec.decode(rec).shape == (16, 24, 3) and len(lay.cells) == rec.tokens.size
+    assert codec.decode(rec).shape == (16, 24, 3)
+    assert len(lay.cells) == (rec.tokens.size if codec.layout_name == "dense" else grid.n_blocks * len(q))
+    assert np.array_equal(codec.encode_refined(grid, refined), rec.tokens)  # the tokens of those values
 
 
 def test_quality_major_sends_each_level_whole_and_scales_predict_a_level_at_a_time():
@@ -102,3 +104,30 @@ def test_eval_parts_are_the_levels():
     o = order_record(codec, rec, "quality-major", np.random.default_rng(0))
     parts = target_parts(codec, rec, o, "")
     assert np.array_equal(np.bincount(parts), [4 * 64, 4 * 64, 4 * 64 + 1]) and (np.diff(parts) >= 0).all()
+
+
+@pytest.mark.parametrize("order", ["canonical", "random", "quality-major"])
+def test_rle_is_the_dense_ladder_in_runs_and_follows_every_order(order):
+    """rle: a cell per level of a block (runs to its nonzero values, EOB): the same coefficients and JPEG as
+    dense, a fraction of the tokens, and each token's place as the grammar reads it along any order."""
+    rle, dense = JpegRefineCodec([10, 20, 40, 80], layout="rle"), JpegRefineCodec([10, 20, 40, 80])
+    img = data.astronaut()[100:148, 140:204].copy()
+    a, b = rle.encode(img), dense.encode(img)
+    assert rle.to_jpeg(a) == dense.to_jpeg(b) and np.array_equal(rle.decode(a), dense.decode(b))
+    assert a.tokens.size < 0.2 * b.tokens.size and dense.get_config().keys() == {"id", "refine", "subsampling", "max_pixels"}
+    lay = rle.layout(a.meta)
+    p = plan(rle, a.meta, order, np.random.default_rng(0))
+    rank = np.empty(len(p.cells), np.int64)
+    rank[p.cells] = np.arange(len(p.cells))
+    tc = lay.token_cells(a)
+    perm = np.argsort(rank[tc], kind="stable")
+    g = StreamGrammar(rle, a.meta, p)
+    coords = []
+    for t in a.tokens.astype(np.int64)[perm]:
+        assert g.allowed()[t]
+        coords.append(g.step(int(t)))
+    assert np.array_equal(g.canonical(), a.tokens)
+    assert np.array_equal(np.array(coords), lay.positions(a).coords[perm])
+    if order == "quality-major":
+        level = np.array(coords)[:, rle.axes.index("level")]
+        assert (np.diff(level) >= 0).all()

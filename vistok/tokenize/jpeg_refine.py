@@ -7,12 +7,16 @@ the coarse reconstruction requantized at step k, round(v_{k-1} Q_{k-1} / Q_k). D
 predictions back level by level, so the last level is exactly the coefficients `--codec jpeg --quality
 q_last` gives for the same image (`vistok decode --out x.jpg` writes that JPEG).
 
-Every coefficient has a fixed place (a dense layout: one token per cell, no escapes), and every level a
-bounded range per frequency, which the grammar enforces: a first-level value is within 2048 / Q (an 8 x 8
-DCT of 8-bit samples is at most 2048 in magnitude), a refinement within Q_{k-1} / (2 Q_k) + 1 (both values
-round within half a step). The vocabulary is one value range, [-M, M], M the largest bound.
+Every level has a bounded range per frequency, which the grammar enforces: a first-level value is within
+2048 / Q (an 8 x 8 DCT of 8-bit samples is at most 2048 in magnitude), a refinement within Q_{k-1} / (2 Q_k)
++ 1 (both values round within half a step). Two layouts, as the plain codec has:
+- dense (default): every coefficient of every level is one token of the value range [-M, M] (M the largest
+  bound), a cell of its own; every axis is known in advance.
+- rle: a cell is one level of one block, its nonzero values in zigzag order, each a run token (zeros
+  skipped) then a value token, closed by EOB; the grammar offers a value only within its frequency's bound.
+  The frequency of the next token is then not known in advance (like JPEG's rle).
 
-Axes: frame, level (0 = coarsest), component, block_y, block_x, freq; all known in advance. Unit: the MCU.
+Axes: frame, level (0 = coarsest), component, block_y, block_x, freq (64 for an EOB). Unit: the MCU.
 Canonical order: block by block (MCU-interleaved), each block's levels coarse to fine, zigzag inside;
 `--order quality-major` sends every block's first level, then every refinement of level 1, ... (the
 curriculum), and `--parallel scales` predicts a level at a time.
@@ -61,23 +65,33 @@ class JpegRefineCodec(Codec):
         CliOption("refine", str, "jpeg-refine: qualities coarse to fine (10,20,40,80): the first level's "
                   "coefficients, then each finer quality's refinement of them.", parse=_qualities),
         CliOption("subsampling", str, "jpeg: chroma subsampling.", tuple(dct.SUBSAMPLING)),
+        CliOption("layout", str, "jpeg-refine: dense (default) or rle (a cell per level of a block: runs to its "
+                  "nonzero values, then EOB).", ("rle", "dense")),
     )
 
     def __init__(self, refine: list[int] | tuple[int, ...] = (10, 20, 40, 80), subsampling: str = "420",
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, layout: str = "dense"):
         q = _qualities(list(refine))
         if not 1 <= len(q) <= 8 or any(not 1 <= v <= 100 for v in q) or any(b <= a for a, b in zip(q, q[1:])):
             raise CodecError(f"--refine takes 1 to 8 increasing qualities in 1..100, got {','.join(map(str, q))}")
         if subsampling not in dct.SUBSAMPLING:
             raise CodecError(f"jpeg subsampling must be one of 444, 422, 420, got {subsampling!r}")
-        self.qualities, self.subsampling, self.max_pixels = q, subsampling, int(max_pixels)
+        if layout not in ("dense", "rle"):
+            raise CodecError(f"jpeg-refine: --layout takes dense or rle, got {layout!r}")
+        self.qualities, self.subsampling, self.max_pixels, self.layout_name = q, subsampling, int(max_pixels), layout
+        if layout == "rle":  # the frequency of a cell's next token is what its runs make it
+            self.known_axes, self.single_token_cells = self.axes[:-1], False
         self.tables = np.stack([dct.quality_tables(v) for v in q])  # (levels, 2, 64) natural order
         zz = self.tables[:, :, dct.ZIGZAG].astype(np.int64)  # (levels, 2, 64) zigzag order
         self.bounds = np.empty_like(zz)  # each level's largest magnitude, per table and frequency
         self.bounds[0] = -(-2048 // zz[0])
         self.bounds[1:] = zz[:-1] // (2 * zz[1:]) + 1
         self.zz, self.M = zz, int(self.bounds.max())
-        self._vocab = Vocabulary.build((), [("value", 2 * self.M + 1, "a level's coefficient or refinement")])
+        ranges = [("value", 2 * self.M + 1, "a level's coefficient or refinement")]
+        if layout == "rle":
+            ranges += [("run", 64, "zeros before the next nonzero value of a level of a block"),
+                       ("eob", 1, "the end of a level of a block")]
+        self._vocab = Vocabulary.build((), ranges)
         self._zero = self._vocab.range("value").start + self.M  # the token of value 0
 
     @property
@@ -85,8 +99,9 @@ class JpegRefineCodec(Codec):
         return frozenset({FILE_BYTES, JPEG_FILE})
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "refine": list(self.qualities), "subsampling": self.subsampling,
-                "max_pixels": self.max_pixels}
+        out = {"id": self.codec_id, "refine": list(self.qualities), "subsampling": self.subsampling,
+               "max_pixels": self.max_pixels}
+        return {**out, "layout": "rle"} if self.layout_name == "rle" else out  # dense configs as they were
 
     @property
     def vocab(self) -> Vocabulary:
@@ -132,9 +147,26 @@ class JpegRefineCodec(Codec):
         refined = self.refinements(grid, values)
         if (np.abs(refined) > self._bounds(grid)).any():
             raise CodecError("a refinement outside its level's range (a quantizer the bounds do not cover)")
-        m = {**(meta or {}), **_geometry(grid)}
-        tokens = refined.transpose(1, 0, 2).reshape(-1) + self._zero  # block-major, levels, zigzag
-        return TokenRecord(key, tokens.astype(self._vocab.dtype), m)
+        return TokenRecord(key, self.encode_refined(grid, refined), {**(meta or {}), **_geometry(grid)})
+
+    def encode_refined(self, grid: dct.BlockGrid, refined: np.ndarray) -> np.ndarray:
+        """(levels, n_blocks, 64) first level and refinements -> tokens: block-major, levels, zigzag inside."""
+        cells = refined.transpose(1, 0, 2).reshape(-1, 64)
+        if self.layout_name == "rle":
+            tokens = np.array(self._rle(cells), dtype=np.int64)
+        else:
+            tokens = cells.reshape(-1) + self._zero
+        return tokens.astype(self._vocab.dtype)
+
+    def _rle(self, cells: np.ndarray) -> list[int]:
+        run0, eob, out = self._vocab.range("run").start, self._vocab.range("eob").start, []
+        for row in cells:
+            last = -1
+            for k in np.flatnonzero(row).tolist():
+                out += [run0 + k - last - 1, self._zero + int(row[k])]
+                last = k
+            out.append(eob)
+        return out
 
     def _bounds(self, grid: dct.BlockGrid) -> np.ndarray:
         return self.bounds[:, np.minimum(grid.comp, 1)]
@@ -143,12 +175,32 @@ class JpegRefineCodec(Codec):
         """A record -> (grid, (levels, n_blocks, 64) first level and refinements), checked against the ranges."""
         grid = blocks_of(record.meta, f"record {record.key}")
         t = np.asarray(record.tokens).astype(np.int64)
-        if t.size != grid.n_blocks * self.levels * 64:
+        if self.layout_name == "rle":
+            refined = self._unrle(t, grid.n_blocks * self.levels, record.key)
+        elif t.size != grid.n_blocks * self.levels * 64:
             raise CodecError(f"record {record.key}: expected {grid.n_blocks * self.levels * 64} tokens, got {t.size}")
-        refined = (t - self._zero).reshape(grid.n_blocks, self.levels, 64).transpose(1, 0, 2)
+        else:
+            refined = t - self._zero
+        refined = refined.reshape(grid.n_blocks, self.levels, 64).transpose(1, 0, 2)
         if (np.abs(refined) > self._bounds(grid)).any():
             raise CodecError(f"record {record.key}: a value outside its level's range")
         return grid, refined
+
+    def _unrle(self, t: np.ndarray, n_cells: int, key: str) -> np.ndarray:
+        """rle tokens -> (n_cells, 64) values, every cell closed by its EOB."""
+        run0, eob = self._vocab.range("run").start, self._vocab.range("eob").start
+        out, cell, pos, i = np.zeros((n_cells, 64), np.int64), 0, 0, 0
+        while i < t.size and cell < n_cells:
+            if t[i] == eob:
+                cell, pos, i = cell + 1, 0, i + 1
+                continue
+            if not (run0 <= t[i] < run0 + 64) or i + 1 >= t.size or pos + t[i] - run0 > 63:
+                raise CodecError(f"record {key}: a malformed run at token {i}")
+            pos += int(t[i] - run0)
+            out[cell, pos], pos, i = t[i + 1] - self._zero, pos + 1, i + 2
+        if cell != n_cells or i != t.size:
+            raise CodecError(f"record {key}: expected {n_cells} levels of blocks, the tokens hold {cell}")
+        return out
 
     def level_values(self, record: TokenRecord, level: int = -1) -> tuple[dct.BlockGrid, np.ndarray]:
         """A record -> (grid, (n_blocks, 64) quantized zigzag coefficients at one level; default the finest)."""
@@ -166,17 +218,37 @@ class JpegRefineCodec(Codec):
 
     # --- layout ---------------------------------------------------------------------------------------
     def frame_tokens(self, record: TokenRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A token per cell, in cell order (the places are the geometry's: cached, not rebuilt per record)."""
+        """dense: a token per cell, in cell order (the places are the geometry's: cached, not rebuilt per record);
+        rle: each token's cell (a level of a block) and its frequency, as the grammar reads them."""
         g = blocks_of(record.meta, f"record {record.key}")
         units, coords = _cell_places(g.height, g.width, g.ncomp, g.subsampling, self.levels)
-        return units, coords, np.arange(units.size, dtype=np.int64)
+        if self.layout_name == "dense":
+            return units, coords, np.arange(units.size, dtype=np.int64)
+        run0, eob = self._vocab.range("run").start, self._vocab.range("eob").start
+        t = np.asarray(record.tokens).astype(np.int64)
+        is_eob = t == eob
+        cells = np.concatenate([[0], np.cumsum(is_eob)[:-1]])  # a token's cell: EOBs before it
+        first = np.flatnonzero(np.concatenate([[True], is_eob[:-1]]))  # each cell's first token
+        step = np.where((t >= run0) & (t < run0 + 64), t - run0, 0)  # a run moves the place; a value places
+        value = ~is_eob & ((t < run0) | (t >= run0 + 64))
+        adv = np.where(value, 1, step)
+        pos = np.cumsum(adv) - adv  # places moved before each token, in the record
+        base = np.repeat(pos[first], np.diff(np.append(first, t.size)))
+        freq = np.where(is_eob, 64, pos - base + np.where(value, 0, step))
+        rows = 64 * cells  # the cell's first coefficient place among the geometry's
+        out = coords[np.minimum(rows, coords.shape[0] - 1)].copy()
+        out[:, -1] = freq
+        return units[np.minimum(rows, units.size - 1)], out, cells
 
     def frame_layout(self, meta: dict) -> FrameLayout:
         """One cell per coefficient of every level: block-major, each block's levels in order, zigzag inside."""
         g = blocks_of(meta, "record")
         h, v = dct.factors(int(meta["components"]), str(meta["subsampling"]))[0]
         units, coords = _cell_places(g.height, g.width, g.ncomp, g.subsampling, self.levels)
-        bound = self._bounds(g).transpose(1, 0, 2).reshape(-1)  # each cell's range, in cell order
+        bound = self._bounds(g).transpose(1, 0, 2).reshape(-1)  # each coefficient's range, in cell order
+        if self.layout_name == "rle":  # a cell per level of a block: its first coefficient's place, less freq
+            return FrameLayout(g.mcu_grid, (8 * v, 8 * h), units[::64], coords[::64, :-1], 2 * units.size,
+                               lambda: RangeRunCells(self._vocab, self._zero, bound.reshape(-1, 64), coords[::64]))
         return FrameLayout(g.mcu_grid, (8 * v, 8 * h), units, coords, units.size,
                            lambda: RangeCells(self._vocab.size, self._zero, bound, coords))
 
@@ -236,3 +308,40 @@ class RangeCells(CellGrammar):
     def step(self, tok: int) -> np.ndarray:
         self.open = False
         return self.coords[self.cell]
+
+
+class RangeRunCells(CellGrammar):
+    """rle: one level of one block per cell, a run then a value (|value| within its frequency's bound, never 0)
+    per nonzero coefficient, then EOB."""
+
+    def __init__(self, vocab: Vocabulary, zero: int, bound: np.ndarray, coords: np.ndarray):
+        self.coords, self.bound, self.zero = coords, bound, zero  # bound: (cells, 64)
+        self.run0, self.eob = vocab.range("run").start, vocab.range("eob").start
+        self.runs = [np.zeros(vocab.size, bool) for _ in range(65)]  # runs reaching at most 63 - pos, and EOB
+        for n, m in enumerate(self.runs):
+            m[self.run0 : self.run0 + n] = True
+            m[self.eob] = True
+        self.values: dict[int, np.ndarray] = {}
+        for b in np.unique(bound).tolist():
+            self.values[b] = np.zeros(vocab.size, bool)
+            self.values[b][zero - b : zero + b + 1] = True
+            self.values[b][zero] = False
+
+    def begin(self, cell: int) -> None:
+        self.cell, self.pos, self.at, self.open = cell, 0, -1, True
+
+    def allowed(self) -> np.ndarray:
+        if self.at >= 0:
+            return self.values[int(self.bound[self.cell, self.at])]
+        return self.runs[64 - self.pos]
+
+    def step(self, tok: int) -> np.ndarray:
+        out = self.coords[self.cell].copy()
+        if self.at >= 0:  # a value
+            out[-1], self.pos, self.at = self.at, self.at + 1, -1
+        elif tok == self.eob:
+            out[-1], self.open = 64, False
+        else:
+            self.at = self.pos + tok - self.run0
+            out[-1] = self.at
+        return out
