@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import data
 
 from vistok.errors import UsageError
 from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
-from vistok.tokenize import JpegCodec, WaveletCodec
+from vistok.tokenize import AvcCodec, JpegCodec, PixelCodec, WaveletCodec
 from vistok.tokenize.region import Region, parse_region
-from vistok.tokenize.stream import plan
+from vistok.tokenize.stream import StreamGrammar, plan
 
 META = {"height": 32, "width": 32, "components": 1, "subsampling": "444"}  # 4 x 4 blocks
 
@@ -64,9 +65,29 @@ def test_completion_plans_send_the_known_units_first_in_the_runs_order_family():
         plan(codec, META, "random", np.random.default_rng(0), known=Region("centre", 0.1))
     with pytest.raises(UsageError, match="clips"):
         plan(codec, {**META, "frames": 2}, "random", np.random.default_rng(0), known=top)
-    wav = WaveletCodec(levels=2, layout="dense")
-    p = plan(wav, {"height": 32, "width": 32, "components": 1}, "random", np.random.default_rng(0), known=top)
-    assert 0 < p.given < p.cells.size
+
+
+@pytest.mark.parametrize("codec", [JpegCodec(quality=50), WaveletCodec(levels=2, layout="dense"),
+                                   PixelCodec(bits=4, unit=4), AvcCodec(qp=30)], ids=["jpeg-rle", "wavelet", "pixels", "avc"])
+def test_every_codec_with_unit_orders_streams_a_region_first(codec):
+    """JPEG rle, dense wavelets, pixel patches, AVC macroblocks: the known units' cells first, every cell once;
+    a record of the codec followed along that stream by its grammar gives its tokens back."""
+    img = np.asarray(data.camera()[200:264, 200:264])
+    rec = codec.encode(img)
+    for region in ("top:0.5", "centre:0.6", "left:0.3"):
+        p = plan(codec, rec.meta, "random", np.random.default_rng(0), known=parse_region(region))
+        lay = codec.layout(rec.meta)
+        units = lay.cells.positions.units[p.cells]
+        known = set(np.flatnonzero(parse_region(region).units(lay.grid, lay.unit_pixels, 64, 64)).tolist())
+        assert set(units[: p.given].tolist()) == known and not set(units[p.given :].tolist()) & known
+        assert sorted(p.cells.tolist()) == list(range(len(lay.cells)))
+        rank = np.empty(len(p.cells), np.int64)
+        rank[p.cells] = np.arange(len(p.cells))
+        g = StreamGrammar(codec, rec.meta, p)
+        for t in rec.tokens.astype(np.int64)[np.argsort(rank[lay.token_cells(rec)], kind="stable")]:
+            assert g.allowed()[t]
+            g.step(int(t))
+        assert np.array_equal(g.canonical(), rec.tokens)
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +159,18 @@ def test_eval_given_scores_the_rest_with_and_without_the_region(runs):
         assert res["bits_the_region_tells_ci95"] >= 0
     with pytest.raises(UsageError, match="cannot predict the top from the bottom"):
         evaluate(runs["raster"], limit=2, given="bottom:0.5", quiet=True)
+
+
+def test_show_order_draws_a_completion_stream_and_refuses_what_cannot_follow():
+    """`vistok show-order --known REGION`: the known units outlined, the path starting inside them; a raster
+    order asked for the top from the bottom is refused as `sample --complete` refuses it."""
+    from vistok.shards.render import draw_order
+
+    codec = JpegCodec(quality=50, layout="dense", subsampling="444")
+    rec = codec.encode(np.asarray(data.camera()[200:232, 200:232]))
+    plain = np.asarray(draw_order(codec, rec, "random", known=None, min_unit_px=8))
+    drawn = np.asarray(draw_order(codec, rec, "random", known=parse_region("top:0.5"), min_unit_px=8))
+    assert drawn.shape == plain.shape and (drawn != plain).any()
+    assert (drawn[:, :, :].min(axis=2) == 0).sum() > (plain.min(axis=2) == 0).sum()  # black outlines
+    with pytest.raises(UsageError, match="top from the bottom"):
+        draw_order(codec, rec, "raster", known=parse_region("bottom:0.5"))

@@ -10,6 +10,7 @@ from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.tokenize.base import H264_FILE, JPEG_FILE, Codec
 from vistok.tokenize.orders import as_order
+from vistok.tokenize.region import Region
 from vistok.tokenize.stream import order_record
 
 
@@ -97,10 +98,12 @@ def _ramp(t: float) -> tuple[int, int, int]:
     return int(c[0]), int(c[1]), int(c[2])
 
 
-def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min_unit_px: int = 32):
+def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min_unit_px: int = 32,
+               known: Region | None = None):
     """The decoded image with the traversal drawn over it: a path through the units' centres coloured by
     rank (first visit), each unit tinted by its rank, and segment borders (randsac, slic, frontier rings) in
-    white. For `dc-first` orders, the order of what follows the DC image (which comes in raster order)."""
+    white. For `dc-first` orders, the order of what follows the DC image (which comes in raster order).
+    `known`: the completion stream of that region (`sample --complete`), its units outlined in black."""
     from PIL import Image, ImageDraw
 
     img = np.asarray(codec.decode(record))
@@ -108,7 +111,7 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
         img = np.repeat(img[..., None], 3, axis=2)
     layout = codec.layout(record.meta)
     inp = layout.positions(record)
-    res = order_record(codec, record, order, np.random.default_rng(seed))  # refuses what a decoder could not follow
+    res = order_record(codec, record, order, np.random.default_rng(seed), known=known)  # refuses what a decoder cannot follow
     seq, segments = inp.units[res.perm], res.segments
     if as_order(order).dc_first:  # the DC image comes first, unit by unit: draw the order of the rest
         rest = ~layout.dc_cells[layout.cells.local[res.cells]]
@@ -138,6 +141,10 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
                     d.line([(x + 1) * cw, y * ch, (x + 1) * cw, (y + 1) * ch], fill=(255, 255, 255, 255), width=max(1, scale))
                 if y + 1 < rows and seg[y, x] != seg[y + 1, x]:
                     d.line([x * cw, (y + 1) * ch, (x + 1) * cw, (y + 1) * ch], fill=(255, 255, 255, 255), width=max(1, scale))
+    if known is not None:
+        for u in np.flatnonzero(known.units(inp.grid, inp.unit_pixels, img.shape[0], img.shape[1])):
+            y, x = divmod(int(u), cols)
+            d.rectangle([x * cw, y * ch, (x + 1) * cw - 1, (y + 1) * ch - 1], outline=(0, 0, 0, 255), width=max(1, scale // 2))
     pts = [((u % cols) * cw + cw / 2, (u // cols) * ch + ch / 2) for u in visit]
     for i in range(len(pts) - 1):
         d.line([pts[i], pts[i + 1]], fill=(*_ramp(i / n), 255), width=max(2, scale))
