@@ -5,8 +5,9 @@
   its QPs): baseline profile, intra only (keyint 1; x264 with and without its deblocking filter, vistok has
   none) on the embedded photos at 256 x 256, and with P pictures (keyint 8) on pans cut from them (128 x 128
   windows moving 3 samples right and 2 down a frame). Both encoders get the same YCbCr 4:2:0 planes.
-- speed: frames per second of each encoder, one core, on 128 x 128 and 256 x 256 intra frames at QP 28 (x264:
-  preset veryfast, baseline, threads 1).
+- speed: frames per second, one core, on 128 x 128 and 256 x 256 intra frames at QP 28: vistok's `encode`
+  (pixels -> tokens; the decisions in C, vistok/_avcc.c) and its stream writing (Python) apart, against x264
+  (preset veryfast, baseline, threads 1) in one context, planes to bytes.
 
 `python benchmarks/bench_avc.py` prints the figures; `make bench` runs `run()`.
 """
@@ -97,17 +98,40 @@ def pans(photos: list[np.ndarray], n: int, side: int = 128) -> list[list[list[np
 
 
 def speed(side: int, reps: int) -> dict:
-    img = photos_256(1)[0][:side, :side]
-    frame = [to_ycbcr(np.ascontiguousarray(img))]
+    """Frames per second on one core: vistok's `encode` (pixels -> tokens, what `vistok shard` runs; an I
+    picture's decisions in C) and, apart, writing the tokens as an H.264 stream (`to_h264`, Python); libx264
+    (veryfast, baseline, the same QP) from planes to bytes in one context. The same frame over and over."""
+    import av
+
+    from vistok.tokenize import AvcCodec
+
+    img = np.ascontiguousarray(photos_256(1)[0][:side, :side])
+    codec = AvcCodec(qp=28)
+    rec = codec.encode(img)
     t0 = time.perf_counter()
     for _ in range(reps):
-        vistok(frame, 28, 1)
+        codec.encode(img)
     mine = reps / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    for _ in range(reps * 20):
-        x264(frame, 28, 1, preset="veryfast")
-    theirs = reps * 20 / (time.perf_counter() - t0)
-    return {f"fps_{side}": round(mine, 2), f"x264_fps_{side}": round(theirs, 1), f"speed_ratio_{side}": round(mine / theirs, 4)}
+    for _ in range(max(1, reps // 10)):
+        codec.to_h264(rec)
+    stream = max(1, reps // 10) / (time.perf_counter() - t0)
+    y, cb, cr = to_ycbcr(img)
+    cc = av.CodecContext.create("libx264", "w")
+    cc.width, cc.height, cc.pix_fmt, cc.time_base, cc.thread_count = side, side, "yuv420p", Fraction(1, 25), 1
+    cc.options = {"preset": "veryfast", "profile": "baseline", "x264-params": (
+        "qp=28:keyint=1:min-keyint=1:scenecut=0:bframes=0:threads=1:sliced-threads=0:slices=1")}
+    frame = np.concatenate([y, cb.reshape(-1, side), cr.reshape(-1, side)])
+    n = reps * 10
+    t0 = time.perf_counter()
+    for i in range(n):
+        fr = av.VideoFrame.from_ndarray(frame, format="yuv420p")
+        fr.pts = i
+        cc.encode(fr)
+    cc.encode(None)
+    theirs = n / (time.perf_counter() - t0)
+    return {f"fps_{side}": round(mine, 1), f"stream_fps_{side}": round(stream, 1), f"x264_fps_{side}": round(theirs, 1),
+            f"speed_ratio_{side}": round(mine / theirs, 4)}
 
 
 def run() -> dict:
@@ -119,7 +143,7 @@ def run() -> dict:
            "intra_vs_x264_no_deblock": matched_ratio(stills, qps, 1, False)["ratio"],
            "p_vs_x264": matched_ratio(pans(photos, 2 if few else 8), qps, 8, True)["ratio"]}
     for side in (128,) if few else (128, 256):
-        out.update(speed(side, 1 if few else 3))
+        out.update(speed(side, 2 if few else 100))
     return out
 
 
@@ -132,4 +156,4 @@ if __name__ == "__main__":
         full[name] = matched_ratio(clips, [22, 26, 30, 34, 38], keyint, deblock)
         print(json.dumps({name: full[name]}), flush=True)
     for side in (128, 256):
-        print(json.dumps(speed(side, 3)), flush=True)
+        print(json.dumps(speed(side, 100)), flush=True)

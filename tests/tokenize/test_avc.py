@@ -207,3 +207,23 @@ def test_a_later_frame_alone_is_a_p_picture_scored_but_never_decoded():
     assert codec.decode(third).shape == (16, 32, 3)  # frame 3 of gop 2: an I picture of its own
     with pytest.raises(CodecError, match="P picture"):
         codec.decode(second)
+
+
+@pytest.mark.skipif(not __import__("vistok.tokenize.avc.encoder", fromlist=["NATIVE"]).NATIVE,
+                    reason="the C kernel is not built (no compiler at install)")
+@pytest.mark.parametrize("qp", [0, 24, 51])
+def test_the_c_kernel_decides_every_macroblock_as_the_python_encoder(qp):
+    """vistok/_avcc.c against the Python reference: the same syntax for every macroblock (type, modes, levels)
+    and the same reconstruction, on a photo, a gray crop and noise."""
+    from vistok.tokenize.avc.codec import to_ycbcr
+    from vistok.tokenize.avc.encoder import Encoder
+
+    rng = np.random.default_rng(qp)
+    for img in (data.astronaut()[100:164, 150:230], data.camera()[:48, :32], rng.integers(0, 256, (32, 48, 3), np.uint8)):
+        planes = to_ycbcr(np.ascontiguousarray(img))
+        (c_pic, c_st), (p_pic, p_st) = (Encoder(qp, native=n).encode_picture(planes, None) for n in (True, False))
+        for a, b in zip(c_pic.mbs, p_pic.mbs):
+            assert (a.kind, a.mode, a.chroma_mode, tuple(a.i4_modes)) == (b.kind, b.mode, b.chroma_mode, tuple(b.i4_modes))
+            for field in ("luma_dc", "luma", "chroma_dc", "chroma_ac"):
+                assert np.array_equal(getattr(a, field), getattr(b, field)), field
+        assert all(np.array_equal(p, q) for p, q in zip(c_st.planes, p_st.planes))

@@ -44,7 +44,7 @@ from vistok.errors import CodecError, InputError
 from vistok.media.sources import DEFAULT_MAX_PIXELS
 from vistok.record import TokenRecord
 from vistok.tokenize.avc import predict, syntax, transform
-from vistok.tokenize.avc.encoder import Encoder
+from vistok.tokenize.avc.encoder import NATIVE, Encoder, _native
 from vistok.tokenize.avc.syntax import I4, I16, P16, SKIP, Macroblock, Picture
 from vistok.tokenize.avc.tables import BLK_X, BLK_Y, CHROMA_QP
 from vistok.tokenize.base import (
@@ -142,7 +142,10 @@ class AvcCodec(Codec):
         return self.encode_clip([media], key, meta)
 
     def encode_clip(self, frames: list[np.ndarray], key: str = "sample", meta: dict | None = None) -> TokenRecord:
-        pictures, m = self.syntax(list(frames))
+        frames = list(frames)
+        if NATIVE and (self.gop == 1 or len(frames) == 1):  # I pictures only: decisions and tokens in C
+            return self._encode_intra_native(frames, key, meta)
+        pictures, m = self.syntax(frames)
         toks: list[int] = []
         for i, pic in enumerate(pictures):
             if i:
@@ -153,6 +156,21 @@ class AvcCodec(Codec):
         if len(pictures) > 1:
             out["frames"] = len(pictures)
         return TokenRecord(key, np.array(toks, dtype=self._vocab.dtype), out)
+
+    def _encode_intra_native(self, frames: list[np.ndarray], key: str, meta: dict | None) -> TokenRecord:
+        parts, sizes, m = [], set(), {}
+        enc = Encoder(self.qp, self.search)
+        for i, f in enumerate(frames):
+            planes, m = self._planes(f)
+            sizes.add(planes[0].shape)
+            a, _ = enc.intra_arrays(planes)
+            out = np.empty(len(a["kinds"]) * MAX_MB_TOKENS, np.int32)
+            n = _native.tokens(*a.values(), self.tokens.offsets, out)
+            parts += ([np.array([FRAME], np.int32)] if i else []) + [out[:n]]
+        if len(sizes) > 1:
+            raise InputError("avc: every frame of a clip must have one size")
+        out_meta = {**(meta or {}), **m, **({"frames": len(frames)} if len(frames) > 1 else {})}
+        return TokenRecord(key, np.concatenate(parts).astype(self._vocab.dtype), out_meta)
 
     def pictures(self, record: TokenRecord) -> list[Picture]:
         """A record -> its pictures' syntax (what the tokens say, checked by the grammar)."""
@@ -236,20 +254,22 @@ def _mb_grid(meta: dict) -> tuple[int, int]:
 
 
 def to_ycbcr(img: np.ndarray) -> list[np.ndarray]:
-    """(H, W[, 3]) uint8, sides even -> Y (H, W) and 4:2:0 Cb, Cr (H/2, W/2): BT.601 full range, chroma the
-    mean of each 2 x 2 (flat 128 for a gray image)."""
+    """(H, W[, 3]) uint8, sides even -> Y (H, W) and 4:2:0 Cb, Cr (H/2, W/2): BT.601 full range in 16-bit fixed
+    point (JPEG's constants, exact integers on every machine), chroma the rounded mean of each 2 x 2 (flat 128
+    for a gray image)."""
     if img.ndim == 2:
         half = (img.shape[0] // 2, img.shape[1] // 2)
         return [img.copy(), np.full(half, 128, np.uint8), np.full(half, 128, np.uint8)]
-    r, g, b = (img[..., i].astype(np.float64) for i in range(3))
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    r, g, b = (img[..., i].astype(np.int32) for i in range(3))
+    half, offset = 1 << 15, 128 << 16
+    y = (19595 * r + 38470 * g + 7471 * b + half) >> 16
+    cb = (-11059 * r - 21709 * g + 32768 * b + offset + half - 1) >> 16
+    cr = (32768 * r - 27439 * g - 5329 * b + offset + half - 1) >> 16
 
     def sub(c):
-        return c.reshape(c.shape[0] // 2, 2, c.shape[1] // 2, 2).mean(axis=(1, 3))
+        return (c.reshape(c.shape[0] // 2, 2, c.shape[1] // 2, 2).sum(axis=(1, 3)) + 2) >> 2
 
-    return [np.clip(np.round(p), 0, 255).astype(np.uint8) for p in (y, sub(cb), sub(cr))]
+    return [np.clip(p, 0, 255).astype(np.uint8) for p in (y, sub(cb), sub(cr))]
 
 
 def from_ycbcr(planes: list[np.ndarray], gray: bool = False) -> np.ndarray:
@@ -270,6 +290,8 @@ class _Tokens:
             setattr(self, name, vocab.range(name).start)
         self.eob = vocab.range("eob").start
         self.search = (len(vocab.range("mv")) - 1) // 2
+        self.offsets = np.array([vocab.range(r).start for r in ("mb_type", "i16_mode", "i4_mode", "chroma_mode", "mv",
+                                                                 "cbp", "run", "level", "eob")], np.int32)
 
     def level_token(self, v: int) -> int:
         return self.level + (v + MAX_LEVEL if v < 0 else v + MAX_LEVEL - 1)

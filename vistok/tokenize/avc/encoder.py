@@ -38,7 +38,55 @@ from vistok.tokenize.avc.syntax import (
     reconstruct_mb,
     write_mb,
 )
-from vistok.tokenize.avc.tables import BLK_X, BLK_Y
+from vistok.tokenize.avc.tables import (
+    BLK_X,
+    BLK_Y,
+    CBP_TO_CODE_INTRA,
+    COEFF_TOKEN,
+    COEFF_TOKEN_CHROMA_DC,
+    DEQUANT4,
+    QUANT4,
+    RUN_BEFORE,
+    TOTAL_ZEROS,
+    TOTAL_ZEROS_CHROMA_DC,
+    ZIGZAG_FLAT,
+)
+
+try:  # the C kernel (vistok/_avcc.c), built at install time when a compiler is there
+    from vistok import _avcc as _native
+except ImportError:  # pragma: no cover - a machine without a C compiler
+    _native = None
+NATIVE = _native is not None  # I pictures decided in C, exactly as `Encoder` decides them in Python
+
+
+def _lengths(rows, shape) -> np.ndarray:
+    out = np.zeros(shape, np.uint8)
+    for i, row in enumerate(rows):
+        for j, code in enumerate(row):
+            out[i, j] = len(code)
+    return out
+
+
+def _init_native() -> None:
+    """Hand the C kernel its tables, once, from `tables` and `predict` (they are written only there)."""
+    coeff = np.zeros((4, 17, 4), np.uint8)
+    for t, table in enumerate((*COEFF_TOKEN, COEFF_TOKEN_CHROMA_DC)):
+        coeff[t, : len(table)] = _lengths(table, (len(table), 4))
+    _native.init(predict.I4_WEIGHTS.astype(np.int32).tobytes(), coeff.tobytes(), _lengths(TOTAL_ZEROS, (15, 16)).tobytes(),
+                 _lengths(TOTAL_ZEROS_CHROMA_DC, (3, 4)).tobytes(), _lengths(RUN_BEFORE, (7, 15)).tobytes(),
+                 np.array([CBP_TO_CODE_INTRA[c] for c in range(48)], np.uint8).tobytes(),
+                 ZIGZAG_FLAT.astype(np.int32).tobytes(), DEQUANT4.reshape(6, 16).astype(np.int32).tobytes(),
+                 QUANT4.reshape(6, 16).astype(np.int32).tobytes())
+
+
+if NATIVE:
+    _init_native()
+
+
+# the C kernel's I picture syntax, a row per macroblock: type (0 I16, 1 I4), I16 mode, chroma mode, I4 modes,
+# I16 DC levels, luma levels per block, chroma DC and AC levels (zigzag)
+INTRA_ARRAYS = {"kinds": (), "modes": (), "cmodes": (), "i4": (16,), "dc": (16,), "luma": (16, 16), "cdc": (2, 4),
+                "cac": (2, 4, 16)}
 
 
 def to_blocks(x: np.ndarray) -> np.ndarray:
@@ -47,14 +95,19 @@ def to_blocks(x: np.ndarray) -> np.ndarray:
     return x.reshape(k, 4, m, 4).transpose(0, 2, 1, 3)
 
 
+_I4_OK = {(t, lf, c): np.array([predict.i4_available(m, t, lf, c) for m in range(9)])
+          for t in (False, True) for lf in (False, True) for c in (False, True)}  # (top, left, corner) -> modes
+
+
 class Encoder:
-    def __init__(self, qp: int = 28, search: int = 16):
-        self.qp, self.search = qp, search
+    """`native`: I pictures through the C kernel when it is built (the same decisions, tested); False: Python."""
+
+    def __init__(self, qp: int = 28, search: int = 16, native: bool = True):
+        self.qp, self.search, self.native = qp, search, native and NATIVE
         self.lam = 0.85 * 2 ** ((qp - 12) / 3)
         self.lam_sad = math.sqrt(self.lam)
         self.scales = transform.block_scales(qp)
-        self._i4_ok = {(t, lf, c): np.array([predict.i4_available(m, t, lf, c) for m in range(9)])
-                       for t in (False, True) for lf in (False, True) for c in (False, True)}
+        self._i4_ok = _I4_OK
 
     def encode(self, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]], gop: int = 1) -> tuple[list[Picture], list[FrameState]]:
         """YCbCr 4:2:0 planes, sides multiples of 16 (luma) -> each picture's syntax and decoded state. Every
@@ -68,6 +121,8 @@ class Encoder:
         return pictures, states
 
     def encode_picture(self, planes, ref: FrameState | None) -> tuple[Picture, FrameState]:
+        if ref is None and self.native:
+            return self._intra_native(planes)
         y = planes[0]
         mb_h, mb_w = y.shape[0] // 16, y.shape[1] // 16
         st = FrameState(mb_w, mb_h, self.qp, ref)
@@ -77,6 +132,27 @@ class Encoder:
             for mbx in range(mb_w):
                 mbs.append(self.decide(st, src, mbx, mby))
         return Picture("P" if ref is not None else "I", mbs), st
+
+    def intra_arrays(self, planes) -> tuple[dict[str, np.ndarray], FrameState]:
+        """An I picture decided by the C kernel: its syntax as arrays (`INTRA_ARRAYS`, a row per macroblock, int32),
+        and the state the Python encoder would leave."""
+        mb_h, mb_w = planes[0].shape[0] // 16, planes[0].shape[1] // 16
+        st, n = FrameState(mb_w, mb_h, self.qp), mb_w * mb_h
+        tcl, tcc = np.zeros(st.tc_luma.shape, np.int32), np.zeros(st.tc_chroma.shape, np.int32)
+        i4m = np.full(st.i4_mode.shape, predict.DC, np.int32)
+        a = {name: np.zeros((n, *shape), np.int32) for name, shape in INTRA_ARRAYS.items()}
+        src = [np.ascontiguousarray(p, dtype=np.uint8) for p in planes]
+        _native.encode_intra(*src, *st.planes, tcl, tcc, i4m, *a.values(), mb_w, mb_h, self.qp, self.lam, self.lam_sad)
+        st.tc_luma[:], st.tc_chroma[:], st.i4_mode[:] = tcl, tcc, i4m
+        return a, st
+
+    def _intra_native(self, planes) -> tuple[Picture, FrameState]:
+        a, st = self.intra_arrays(planes)
+        mbs = [Macroblock(I4 if a["kinds"][i] else I16, mode=int(a["modes"][i]), chroma_mode=int(a["cmodes"][i]),
+                          i4_modes=tuple(a["i4"][i].tolist()) if a["kinds"][i] else (), luma_dc=a["dc"][i].astype(np.int64),
+                          luma=a["luma"][i].astype(np.int64), chroma_dc=a["cdc"][i].astype(np.int64),
+                          chroma_ac=a["cac"][i].astype(np.int64)) for i in range(len(a["kinds"]))]
+        return Picture("I", mbs), st
 
     # --- one macroblock -------------------------------------------------------------------------------------
     def decide(self, st: FrameState, src: list[np.ndarray], mbx: int, mby: int) -> Macroblock:
