@@ -22,6 +22,7 @@ static uint8_t TZ_LEN[15][16];   /* total_zeros lengths, 4x4 blocks */
 static uint8_t TZC_LEN[3][4];    /* total_zeros lengths, chroma DC */
 static uint8_t RB_LEN[7][15];    /* run_before lengths */
 static uint8_t CBP_CODE[48];     /* cbp -> codeNum, intra */
+static uint8_t CBP_CODE_P[48];   /* cbp -> codeNum, inter */
 static int32_t ZZ[16];           /* zigzag index -> raster index */
 static int32_t DEQ[6][16];       /* dequantization scale v, raster */
 static int32_t QMF[6][16];       /* quantizer multiplier, raster */
@@ -40,11 +41,14 @@ typedef struct {
     const uint8_t *sy, *scb, *scr; /* source planes */
     uint8_t *ry, *rcb, *rcr;       /* reconstruction */
     int32_t *tcl, *tcc, *i4m;      /* coefficient counts (luma, chroma x2), Intra_4x4 modes */
+    int p, search;                 /* a P picture: its reference, motion search range (whole samples) */
+    const uint8_t *fy, *fcb, *fcr; /* the reference picture */
+    int32_t *refidx, *mv;          /* per macroblock: 0 inter, -1 intra; its vector (quarter samples) */
 } Ctx;
 
 typedef struct { /* one macroblock's syntax */
-    int kind; /* 0: I16, 1: I4 */
-    int mode, cmode, i4[16];
+    int kind; /* 0: I16, 1: I4, 2: P16, 3: skip */
+    int mode, cmode, i4[16], mv[2];
     int32_t dc[16], luma[16][16], cdc[2][4], cac[2][4][16];
 } MB;
 
@@ -247,19 +251,75 @@ static int pred_mode(const Ctx *x, int gx, int gy) {
     return a < b ? a : b;
 }
 
-/* write_mb's bits for an intra macroblock of an I slice; updates the counts and modes (syntax.write_mb) */
+static inline int se_bits(int v) { return ue_bits(v > 0 ? 2 * v - 1 : -2 * v); }
+
+static int available(const Ctx *x, int mbx, int mby, int cx, int cy) {
+    return mbx >= 0 && mbx < x->mbw && mby >= 0 && mby < x->mbh && (mby < cy || (mby == cy && mbx < cx));
+}
+
+static int median3(int a, int b, int c) {
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+    return c < lo ? lo : c > hi ? hi : c;
+}
+
+/* the 16x16 partition's vector prediction (syntax.mv_prediction, 8.4.1.3) */
+static void mv_pred(const Ctx *x, int mbx, int mby, int *out) {
+    int nx[3] = {mbx - 1, mbx, mbx + 1}, ny[3] = {mby, mby - 1, mby - 1}, av[3], ref[3], mv[3][2];
+    for (int k = 0; k < 3; k++) {
+        if (k == 2 && !available(x, nx[2], ny[2], mbx, mby)) nx[2] = mbx - 1, ny[2] = mby - 1;
+        av[k] = available(x, nx[k], ny[k], mbx, mby);
+        int n = ny[k] * x->mbw + nx[k];
+        ref[k] = av[k] ? x->refidx[n] : -1;
+        mv[k][0] = av[k] ? x->mv[2 * n] : 0, mv[k][1] = av[k] ? x->mv[2 * n + 1] : 0;
+    }
+    if (!av[1] && !av[2] && av[0])
+        for (int k = 1; k < 3; k++) ref[k] = ref[0], mv[k][0] = mv[0][0], mv[k][1] = mv[0][1];
+    int matches = (ref[0] == 0) + (ref[1] == 0) + (ref[2] == 0);
+    if (matches == 1) {
+        int k = ref[0] == 0 ? 0 : ref[1] == 0 ? 1 : 2;
+        out[0] = mv[k][0], out[1] = mv[k][1];
+        return;
+    }
+    out[0] = median3(mv[0][0], mv[1][0], mv[2][0]), out[1] = median3(mv[0][1], mv[1][1], mv[2][1]);
+}
+
+static void skip_mv(const Ctx *x, int mbx, int mby, int *out) { /* P_Skip's vector (8.4.1.1) */
+    int nx[2] = {mbx - 1, mbx}, ny[2] = {mby, mby - 1};
+    for (int k = 0; k < 2; k++) {
+        if (!available(x, nx[k], ny[k], mbx, mby)) { out[0] = out[1] = 0; return; }
+        int n = ny[k] * x->mbw + nx[k];
+        if (x->refidx[n] == 0 && !x->mv[2 * n] && !x->mv[2 * n + 1]) { out[0] = out[1] = 0; return; }
+    }
+    mv_pred(x, mbx, mby, out);
+}
+
+static void commit_motion(Ctx *x, int mbx, int mby, const MB *m) {
+    int n = mby * x->mbw + mbx, v[2] = {0, 0};
+    if (m->kind == 3) skip_mv(x, mbx, mby, v);
+    else if (m->kind == 2) v[0] = m->mv[0], v[1] = m->mv[1];
+    x->refidx[n] = m->kind >= 2 ? 0 : -1;
+    x->mv[2 * n] = v[0], x->mv[2 * n + 1] = v[1];
+}
+
+/* write_mb's bits for a coded macroblock; updates the counts, modes and motion (syntax.write_mb) */
 static int mb_bits(Ctx *x, int mbx, int mby, const MB *m) {
     int W4 = 4 * x->mbw, W2 = 2 * x->mbw, gx0 = 4 * mbx, gy0 = 4 * mby, bits = 0, t;
     int cl = cbp_luma(m), cc = cbp_chroma(m);
-    bits += ue_bits(m->kind == 1 ? 0 : 1 + m->mode + 4 * cc + 12 * (cl == 15));
+    bits += ue_bits(m->kind == 2 ? 0 : (x->p ? 5 : 0) + (m->kind == 1 ? 0 : 1 + m->mode + 4 * cc + 12 * (cl == 15)));
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) x->i4m[(gy0 + i) * W4 + gx0 + j] = 2;
     if (m->kind == 1) {
         for (int b = 0; b < 16; b++) x->i4m[(gy0 + BLKY[b]) * W4 + gx0 + BLKX[b]] = m->i4[b];
         for (int b = 0; b < 16; b++) bits += m->i4[b] == pred_mode(x, gx0 + BLKX[b], gy0 + BLKY[b]) ? 1 : 4;
     }
-    bits += ue_bits(m->cmode);
-    if (m->kind == 1) bits += ue_bits(CBP_CODE[cl | cc << 4]);
+    if (m->kind <= 1) bits += ue_bits(m->cmode);
+    else {
+        int p[2];
+        mv_pred(x, mbx, mby, p);
+        bits += se_bits(m->mv[0] - p[0]) + se_bits(m->mv[1] - p[1]);
+    }
+    commit_motion(x, mbx, mby, m);
+    if (m->kind != 0) bits += ue_bits((m->kind == 1 ? CBP_CODE : CBP_CODE_P)[cl | cc << 4]);
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) x->tcl[(gy0 + i) * W4 + gx0 + j] = 0;
     for (int c = 0; c < 2; c++)
@@ -384,17 +444,23 @@ static void i4_pred(const int *e, int mode, int ht, int hl, int *out) {
 }
 
 /* --- candidates --------------------------------------------------------------------------------------- */
-static void chroma_levels(Ctx *x, int mbx, int mby, int mode, MB *m) {
+static void chroma_mc(const uint8_t *ref, int cw, int chh, int x0, int y0, const int *mv, int *out);
+
+/* the chroma levels of a prediction: intra (mode) or inter (the vector m->mv) */
+static void chroma_levels(Ctx *x, int mbx, int mby, int mode, MB *m, int intra) {
     int cw = x->W / 2, scales[16];
     block_scales(x->qpc, scales);
-    int qbits = 15 + x->qpc / 6;
-    int64_t f = ((int64_t)1 << qbits) / 3, fdc = ((int64_t)1 << (qbits + 1)) / 3;
+    int qbits = 15 + x->qpc / 6, div = intra ? 3 : 6;
+    int64_t f = ((int64_t)1 << qbits) / div, fdc = ((int64_t)1 << (qbits + 1)) / div;
     for (int c = 0; c < 2; c++) {
         const uint8_t *src = c ? x->scr : x->scb;
         const uint8_t *rec = c ? x->rcr : x->rcb;
         int top[8], left[8], corner, ht, hl, hc, pred[64], w[4][16];
-        neighbours(rec, cw, 8 * mbx, 8 * mby, 8, top, left, &corner, &ht, &hl, &hc);
-        chroma_pred(top, left, corner, ht, hl, mode, pred);
+        if (intra) {
+            neighbours(rec, cw, 8 * mbx, 8 * mby, 8, top, left, &corner, &ht, &hl, &hc);
+            chroma_pred(top, left, corner, ht, hl, mode, pred);
+        } else
+            chroma_mc(c ? x->fcr : x->fcb, cw, 8 * x->mbh, 8 * mbx, 8 * mby, m->mv, pred);
         for (int b = 0; b < 4; b++) {
             int r[16];
             for (int i = 0; i < 4; i++)
@@ -446,17 +512,52 @@ static int chroma_mode(Ctx *x, int mbx, int mby) {
     return best;
 }
 
+/* luma motion compensation: integer vectors, coordinates clamped (the picture's edges repeat) */
+static void luma_mc(const Ctx *x, int mbx, int mby, const int *mv, int *out) {
+    int W = x->W, H = 16 * x->mbh;
+    for (int i = 0; i < 16; i++) {
+        int yy = 16 * mby + i + (mv[1] >> 2);
+        yy = yy < 0 ? 0 : yy > H - 1 ? H - 1 : yy;
+        for (int j = 0; j < 16; j++) {
+            int xx = 16 * mbx + j + (mv[0] >> 2);
+            xx = xx < 0 ? 0 : xx > W - 1 ? W - 1 : xx;
+            out[16 * i + j] = x->fy[yy * W + xx];
+        }
+    }
+}
+
+static inline int cclamp(int v, int hi) { return v < 0 ? 0 : v > hi ? hi : v; }
+
+/* 4:2:0 chroma: the luma vector in eighths of a chroma sample, bilinear (8.4.2.2.2) */
+static void chroma_mc(const uint8_t *ref, int cw, int chh, int x0, int y0, const int *mv, int *out) {
+    int xf = mv[0] & 7, yf = mv[1] & 7;
+    for (int i = 0; i < 8; i++) {
+        int y = y0 + i + (mv[1] >> 3), ya = cclamp(y, chh - 1), yb = cclamp(y + 1, chh - 1);
+        for (int j = 0; j < 8; j++) {
+            int xx = x0 + j + (mv[0] >> 3), xa = cclamp(xx, cw - 1), xb = cclamp(xx + 1, cw - 1);
+            out[8 * i + j] = ((8 - xf) * (8 - yf) * ref[ya * cw + xa] + xf * (8 - yf) * ref[ya * cw + xb] +
+                              (8 - xf) * yf * ref[yb * cw + xa] + xf * yf * ref[yb * cw + xb] + 32) >> 6;
+        }
+    }
+}
+
 static void recon_chroma(Ctx *x, int mbx, int mby, const MB *m) {
     int cw = x->W / 2;
+    int v[2] = {m->mv[0], m->mv[1]};
+    if (m->kind == 3) skip_mv(x, mbx, mby, v);
     for (int c = 0; c < 2; c++) {
         uint8_t *rec = c ? x->rcr : x->rcb;
         int top[8], left[8], corner, ht, hl, hc, pred[64], sdc[4];
-        neighbours(rec, cw, 8 * mbx, 8 * mby, 8, top, left, &corner, &ht, &hl, &hc);
-        chroma_pred(top, left, corner, ht, hl, m->cmode, pred);
+        if (m->kind <= 1) {
+            neighbours(rec, cw, 8 * mbx, 8 * mby, 8, top, left, &corner, &ht, &hl, &hc);
+            chroma_pred(top, left, corner, ht, hl, m->cmode, pred);
+        } else
+            chroma_mc(c ? x->fcr : x->fcb, cw, 8 * x->mbh, 8 * mbx, 8 * mby, v, pred);
         chroma_dc_inverse(m->cdc[c], x->qpc, sdc);
         for (int b = 0; b < 4; b++) {
             int res[16];
-            residual(m->cac[c][b], x->qpc, 1, sdc[b], res);
+            if (m->kind == 3) memset(res, 0, sizeof res);
+            else residual(m->cac[c][b], x->qpc, 1, sdc[b], res);
             for (int i = 0; i < 4; i++)
                 for (int j = 0; j < 4; j++) {
                     int yy = 4 * (b / 2) + i, xx = 4 * (b % 2) + j;
@@ -581,10 +682,57 @@ static void i4_candidate(Ctx *x, int mbx, int mby, MB *m) {
     }
 }
 
+/* P_L0_16x16: a full search of whole-sample vectors within +-search, SAD + lambda * the vector's bits */
+static void p16_candidate(Ctx *x, int mbx, int mby, MB *m) {
+    int r = x->search, W = x->W, H = 16 * x->mbh, p[2], best_dx = 0, best_dy = 0;
+    double best = 0;
+    mv_pred(x, mbx, mby, p);
+    for (int dy = -r; dy <= r; dy++)
+        for (int dx = -r; dx <= r; dx++) {
+            int sad = 0;
+            for (int i = 0; i < 16; i++) {
+                int yy = cclamp(16 * mby + i + dy, H - 1);
+                const uint8_t *src = x->sy + (16 * mby + i) * W + 16 * mbx, *ref = x->fy + yy * W;
+                for (int j = 0; j < 16; j++) sad += iabs(src[j] - ref[cclamp(16 * mbx + j + dx, W - 1)]);
+            }
+            double cost = sad + x->lam_sad * (se_bits(4 * dx - p[0]) + se_bits(4 * dy - p[1]));
+            if ((dy == -r && dx == -r) || cost < best) best = cost, best_dx = dx, best_dy = dy;
+        }
+    m->kind = 2, m->mv[0] = 4 * best_dx, m->mv[1] = 4 * best_dy;
+    int pred[256], scales[16], qbits = 15 + x->qp / 6;
+    int64_t f = ((int64_t)1 << qbits) / 6;
+    luma_mc(x, mbx, mby, m->mv, pred);
+    block_scales(x->qp, scales);
+    for (int b = 0; b < 16; b++) {
+        int res[16], w[16], bx = BLKX[b], by = BLKY[b];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                res[4 * i + j] = x->sy[(16 * mby + 4 * by + i) * W + 16 * mbx + 4 * bx + j] - pred[(4 * by + i) * 16 + 4 * bx + j];
+        fwd4(res, w);
+        for (int k = 0; k < 16; k++) m->luma[b][k] = quant(w[ZZ[k]], QMF[x->qp % 6][ZZ[k]], qbits, f);
+        fit(m->luma[b], 16, scales, BUDGET);
+    }
+    chroma_levels(x, mbx, mby, 0, m, 0);
+}
+
+static void recon_inter_luma(Ctx *x, int mbx, int mby, const MB *m) {
+    int v[2] = {m->mv[0], m->mv[1]}, pred[256], W = x->W;
+    if (m->kind == 3) skip_mv(x, mbx, mby, v);
+    luma_mc(x, mbx, mby, v, pred);
+    for (int b = 0; b < 16; b++) {
+        int res[16], bx = BLKX[b], by = BLKY[b];
+        if (m->kind == 3) memset(res, 0, sizeof res);
+        else residual(m->luma[b], x->qp, 0, 0, res);
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                x->ry[(16 * mby + 4 * by + i) * W + 16 * mbx + 4 * bx + j] = clip255(pred[(4 * by + i) * 16 + 4 * bx + j] + res[4 * i + j]);
+    }
+}
+
 /* --- a macroblock's state, saved and restored around the trials ---------------------------------------- */
 typedef struct {
     uint8_t y[256], cb[64], cr[64];
-    int32_t tcl[16], tcc[8], i4m[16];
+    int32_t tcl[16], tcc[8], i4m[16], refidx, mv[2];
 } Saved;
 
 static void save(const Ctx *x, int mbx, int mby, Saved *s) {
@@ -600,6 +748,8 @@ static void save(const Ctx *x, int mbx, int mby, Saved *s) {
     }
     for (int c = 0; c < 2; c++)
         for (int i = 0; i < 2; i++) memcpy(s->tcc + 4 * c + 2 * i, x->tcc + c * plane + (2 * mby + i) * W2 + 2 * mbx, 8);
+    int n = mby * x->mbw + mbx;
+    s->refidx = x->refidx[n], s->mv[0] = x->mv[2 * n], s->mv[1] = x->mv[2 * n + 1];
 }
 
 static void restore(Ctx *x, int mbx, int mby, const Saved *s) {
@@ -615,6 +765,8 @@ static void restore(Ctx *x, int mbx, int mby, const Saved *s) {
     }
     for (int c = 0; c < 2; c++)
         for (int i = 0; i < 2; i++) memcpy(x->tcc + c * plane + (2 * mby + i) * W2 + 2 * mbx, s->tcc + 4 * c + 2 * i, 8);
+    int n = mby * x->mbw + mbx;
+    x->refidx[n] = s->refidx, x->mv[2 * n] = s->mv[0], x->mv[2 * n + 1] = s->mv[1];
 }
 
 static double ssd(const Ctx *x, int mbx, int mby) {
@@ -638,60 +790,89 @@ static double ssd(const Ctx *x, int mbx, int mby) {
     return s;
 }
 
+/* a skipped macroblock's contexts (syntax.clear_mb): no coefficients, DC for mode prediction, its motion */
+static void clear_mb(Ctx *x, int mbx, int mby, const MB *m) {
+    int W4 = 4 * x->mbw, W2 = 2 * x->mbw, plane = 2 * x->mbh * W2;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) x->tcl[(4 * mby + i) * W4 + 4 * mbx + j] = 0, x->i4m[(4 * mby + i) * W4 + 4 * mbx + j] = 2;
+    for (int c = 0; c < 2; c++)
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) x->tcc[c * plane + (2 * mby + i) * W2 + 2 * mbx + j] = 0;
+    commit_motion(x, mbx, mby, m);
+}
+
 static void decide(Ctx *x, int mbx, int mby, MB *out) {
-    Saved before, after[2];
-    MB cand[2];
-    double cost[2];
+    Saved before, after[4];
+    MB cand[4];
+    double cost[4];
+    int n = x->p ? 4 : 2;
     save(x, mbx, mby, &before);
     int cmode = chroma_mode(x, mbx, mby);
     MB chroma;
     chroma.cmode = cmode;
-    chroma_levels(x, mbx, mby, cmode, &chroma);
-    for (int k = 0; k < 2; k++) {
+    chroma_levels(x, mbx, mby, cmode, &chroma, 1);
+    for (int k = 0; k < n; k++) {
         MB *m = &cand[k];
         memset(m, 0, sizeof *m);
-        m->cmode = cmode;
-        memcpy(m->cdc, chroma.cdc, sizeof chroma.cdc);
-        memcpy(m->cac, chroma.cac, sizeof chroma.cac);
-        if (k == 0) i16_candidate(x, mbx, mby, m);
-        else i4_candidate(x, mbx, mby, m); /* reconstructs its luma as it goes */
-        int bits = mb_bits(x, mbx, mby, m);
-        if (k == 0) recon_i16(x, mbx, mby, m);
+        int bits;
+        if (k <= 1) {
+            m->cmode = cmode;
+            memcpy(m->cdc, chroma.cdc, sizeof chroma.cdc);
+            memcpy(m->cac, chroma.cac, sizeof chroma.cac);
+            if (k == 0) i16_candidate(x, mbx, mby, m);
+            else i4_candidate(x, mbx, mby, m); /* reconstructs its luma as it goes */
+            bits = mb_bits(x, mbx, mby, m) + x->p;
+            if (k == 0) recon_i16(x, mbx, mby, m);
+        } else if (k == 2) {
+            m->kind = 3;
+            clear_mb(x, mbx, mby, m);
+            recon_inter_luma(x, mbx, mby, m);
+            bits = 1;
+        } else {
+            p16_candidate(x, mbx, mby, m);
+            bits = mb_bits(x, mbx, mby, m) + 1;
+            recon_inter_luma(x, mbx, mby, m);
+        }
         recon_chroma(x, mbx, mby, m);
+        commit_motion(x, mbx, mby, m);
         cost[k] = ssd(x, mbx, mby) + x->lam * bits;
         save(x, mbx, mby, &after[k]);
         restore(x, mbx, mby, &before);
     }
-    int k = cost[1] < cost[0] ? 1 : 0;
+    int k = 0;
+    for (int j = 1; j < n; j++)
+        if (cost[j] < cost[k]) k = j;
     restore(x, mbx, mby, &after[k]);
     *out = cand[k];
 }
 
-/* encode_intra(sy, scb, scr, ry, rcb, rcr, tcl, tcc, i4m, kinds, modes, cmodes, i4, dc, luma, cdc, cac,
- *              mbw, mbh, qp, lam, lam_sad) */
-static PyObject *encode_intra(PyObject *self, PyObject *args) {
-    Py_buffer b[17];
-    int mbw, mbh, qp;
+/* encode(sy, scb, scr, ry, rcb, rcr, fy, fcb, fcr, tcl, tcc, i4m, refidx, mv, kinds, modes, cmodes, i4, dc, luma,
+ *        cdc, cac, mvs, mbw, mbh, qp, lam, lam_sad, p, search): one picture, I (p = 0; the reference planes
+ *        unused) or P (predicted from fy, fcb, fcr) */
+static PyObject *encode(PyObject *self, PyObject *args) {
+    Py_buffer b[23];
+    int mbw, mbh, qp, p, search;
     double lam, lam_sad;
     if (!ready) {
         PyErr_SetString(PyExc_RuntimeError, "_avcc.init was not called");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*w*w*w*w*w*w*w*w*w*iiidd", &b[0], &b[1], &b[2], &b[3], &b[4],
-                          &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &b[11], &b[12], &b[13], &b[14], &b[15], &b[16],
-                          &mbw, &mbh, &qp, &lam, &lam_sad))
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*y*y*y*w*w*w*w*w*w*w*w*w*w*w*w*w*w*iiiddii", &b[0], &b[1], &b[2], &b[3],
+                          &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &b[11], &b[12], &b[13], &b[14], &b[15],
+                          &b[16], &b[17], &b[18], &b[19], &b[20], &b[21], &b[22], &mbw, &mbh, &qp, &lam, &lam_sad, &p,
+                          &search))
         return NULL;
     Ctx x = {mbw, mbh, 16 * mbw, qp, CHROMA_QP[qp], lam, lam_sad, b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf,
-             b[5].buf, b[6].buf, b[7].buf, b[8].buf};
-    int32_t *kinds = b[9].buf, *modes = b[10].buf, *cmodes = b[11].buf, *i4 = b[12].buf, *dc = b[13].buf,
-            *luma = b[14].buf, *cdc = b[15].buf, *cac = b[16].buf;
+             b[5].buf, b[9].buf, b[10].buf, b[11].buf, p, search, b[6].buf, b[7].buf, b[8].buf, b[12].buf, b[13].buf};
+    int32_t *kinds = b[14].buf, *modes = b[15].buf, *cmodes = b[16].buf, *i4 = b[17].buf, *dc = b[18].buf,
+            *luma = b[19].buf, *cdc = b[20].buf, *cac = b[21].buf, *mvs = b[22].buf;
     Py_BEGIN_ALLOW_THREADS
     MB m;
     for (int mby = 0; mby < mbh; mby++)
         for (int mbx = 0; mbx < mbw; mbx++) {
             int n = mby * mbw + mbx;
             decide(&x, mbx, mby, &m);
-            kinds[n] = m.kind, modes[n] = m.mode, cmodes[n] = m.cmode;
+            kinds[n] = m.kind, modes[n] = m.mode, cmodes[n] = m.cmode, mvs[2 * n] = m.mv[0], mvs[2 * n + 1] = m.mv[1];
             memcpy(i4 + 16 * n, m.i4, sizeof m.i4);
             memcpy(dc + 16 * n, m.dc, sizeof m.dc);
             memcpy(luma + 256 * n, m.luma, sizeof m.luma);
@@ -699,7 +880,7 @@ static PyObject *encode_intra(PyObject *self, PyObject *args) {
             memcpy(cac + 128 * n, m.cac, sizeof m.cac);
         }
     Py_END_ALLOW_THREADS
-    for (int i = 0; i < 17; i++) PyBuffer_Release(&b[i]);
+    for (int i = 0; i < 23; i++) PyBuffer_Release(&b[i]);
     Py_RETURN_NONE;
 }
 
@@ -716,17 +897,17 @@ static int32_t *block_tokens(int32_t *o, const int32_t *lv, int n, int start, co
     return o;
 }
 
-/* tokens(kinds, modes, cmodes, i4, dc, luma, cdc, cac, offsets, out) -> the number of tokens written;
- * offsets: the first id of mb_type, i16_mode, i4_mode, chroma_mode, mv, cbp, run, level, eob */
+/* tokens(kinds, modes, cmodes, i4, dc, luma, cdc, cac, mvs, offsets, out) -> the number of tokens written;
+ * offsets: the first id of mb_type, i16_mode, i4_mode, chroma_mode, mv, cbp, run, level, eob; the search range */
 static PyObject *tokens(PyObject *self, PyObject *args) {
-    Py_buffer b[10];
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*w*", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8],
-                          &b[9]))
+    Py_buffer b[11];
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*w*", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7],
+                          &b[8], &b[9], &b[10]))
         return NULL;
     const int32_t *kinds = b[0].buf, *modes = b[1].buf, *cmodes = b[2].buf, *i4 = b[3].buf, *dc = b[4].buf,
-                  *luma = b[5].buf, *cdc = b[6].buf, *cac = b[7].buf, *off = b[8].buf;
-    int32_t *o = b[9].buf, *start = o;
-    Py_ssize_t n = b[0].len / (Py_ssize_t)sizeof(int32_t), cap = b[9].len / (Py_ssize_t)sizeof(int32_t);
+                  *luma = b[5].buf, *cdc = b[6].buf, *cac = b[7].buf, *mvs = b[8].buf, *off = b[9].buf;
+    int32_t *o = b[10].buf, *start = o;
+    Py_ssize_t n = b[0].len / (Py_ssize_t)sizeof(int32_t), cap = b[10].len / (Py_ssize_t)sizeof(int32_t);
     int too_small = cap < n * (19 + 33 + 16 * 33 + 2 * 9 + 8 * 31);
     if (!too_small)
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -737,10 +918,15 @@ static PyObject *tokens(PyObject *self, PyObject *args) {
             memcpy(m.cac, cac + 128 * i, sizeof m.cac);
             int cl = cbp_luma(&m), cc = cbp_chroma(&m);
             *o++ = off[0] + m.kind;
+            if (m.kind == 3) continue;
             if (m.kind == 0) *o++ = off[1] + modes[i];
-            else
+            else if (m.kind == 1)
                 for (int k = 0; k < 16; k++) *o++ = off[2] + i4[16 * i + k];
-            *o++ = off[3] + cmodes[i];
+            if (m.kind <= 1) *o++ = off[3] + cmodes[i];
+            else {
+                *o++ = off[4] + mvs[2 * i] / 4 + off[9];
+                *o++ = off[4] + mvs[2 * i + 1] / 4 + off[9];
+            }
             *o++ = off[5] + (cl | cc << 4);
             if (m.kind == 0) o = block_tokens(o, dc + 16 * i, 16, 0, off);
             for (int blk = 0; blk < 16; blk++)
@@ -751,7 +937,7 @@ static PyObject *tokens(PyObject *self, PyObject *args) {
                 for (int c = 0; c < 2; c++)
                     for (int k = 0; k < 4; k++) o = block_tokens(o, m.cac[c][k], 16, 1, off);
         }
-    for (int i = 0; i < 10; i++) PyBuffer_Release(&b[i]);
+    for (int i = 0; i < 11; i++) PyBuffer_Release(&b[i]);
     if (too_small) {
         PyErr_SetString(PyExc_ValueError, "_avcc.tokens: the output array is too small");
         return NULL;
@@ -769,16 +955,17 @@ static int copy_table(Py_buffer *src, void *dst, size_t size, const char *name) 
 }
 
 static PyObject *init(PyObject *self, PyObject *args) {
-    Py_buffer t[9];
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]))
+    Py_buffer t[10];
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8],
+                          &t[9]))
         return NULL;
     int ok = copy_table(&t[0], I4W, sizeof I4W, "i4w") && copy_table(&t[1], CT_LEN, sizeof CT_LEN, "coeff_token") &&
              copy_table(&t[2], TZ_LEN, sizeof TZ_LEN, "total_zeros") &&
              copy_table(&t[3], TZC_LEN, sizeof TZC_LEN, "total_zeros_chroma") &&
              copy_table(&t[4], RB_LEN, sizeof RB_LEN, "run_before") && copy_table(&t[5], CBP_CODE, sizeof CBP_CODE, "cbp") &&
              copy_table(&t[6], ZZ, sizeof ZZ, "zigzag") && copy_table(&t[7], DEQ, sizeof DEQ, "dequant") &&
-             copy_table(&t[8], QMF, sizeof QMF, "quant");
-    for (int i = 0; i < 9; i++) PyBuffer_Release(&t[i]);
+             copy_table(&t[8], QMF, sizeof QMF, "quant") && copy_table(&t[9], CBP_CODE_P, sizeof CBP_CODE_P, "cbp_inter");
+    for (int i = 0; i < 10; i++) PyBuffer_Release(&t[i]);
     if (!ok) return NULL;
     for (int b = 0; b < 16; b++) BLKAT[BLKY[b]][BLKX[b]] = b;
     for (int m = 0; m < 9; m++)
@@ -800,7 +987,7 @@ static PyObject *init(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"init", init, METH_VARARGS, "the encoder's tables, from vistok.tokenize.avc.tables"},
-    {"encode_intra", encode_intra, METH_VARARGS, "an I picture's macroblock decisions and reconstruction"},
+    {"encode", encode, METH_VARARGS, "a picture's macroblock decisions and reconstruction"},
     {"tokens", tokens, METH_VARARGS, "I macroblocks' syntax -> tokens"},
     {NULL, NULL, 0, NULL},
 };

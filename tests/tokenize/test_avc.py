@@ -213,17 +213,26 @@ def test_a_later_frame_alone_is_a_p_picture_scored_but_never_decoded():
                     reason="the C kernel is not built (no compiler at install)")
 @pytest.mark.parametrize("qp", [0, 24, 51])
 def test_the_c_kernel_decides_every_macroblock_as_the_python_encoder(qp):
-    """vistok/_avcc.c against the Python reference: the same syntax for every macroblock (type, modes, levels)
-    and the same reconstruction, on a photo, a gray crop and noise."""
+    """vistok/_avcc.c against the Python reference: the same syntax for every macroblock (type, modes, vectors,
+    levels) and the same reconstruction, on a photo, a gray crop and noise, and a pan's P pictures."""
     from vistok.tokenize.avc.codec import to_ycbcr
     from vistok.tokenize.avc.encoder import Encoder
 
     rng = np.random.default_rng(qp)
-    for img in (data.astronaut()[100:164, 150:230], data.camera()[:48, :32], rng.integers(0, 256, (32, 48, 3), np.uint8)):
-        planes = to_ycbcr(np.ascontiguousarray(img))
-        (c_pic, c_st), (p_pic, p_st) = (Encoder(qp, native=n).encode_picture(planes, None) for n in (True, False))
-        for a, b in zip(c_pic.mbs, p_pic.mbs):
-            assert (a.kind, a.mode, a.chroma_mode, tuple(a.i4_modes)) == (b.kind, b.mode, b.chroma_mode, tuple(b.i4_modes))
-            for field in ("luma_dc", "luma", "chroma_dc", "chroma_ac"):
-                assert np.array_equal(getattr(a, field), getattr(b, field)), field
-        assert all(np.array_equal(p, q) for p, q in zip(c_st.planes, p_st.planes))
+    clips = [[data.astronaut()[100:164, 150:230]], [data.camera()[:48, :32]], [rng.integers(0, 256, (32, 48, 3), np.uint8)],
+             _pan(3, 48, 64, (5, -4))]
+    for clip in clips:
+        frames = [to_ycbcr(np.ascontiguousarray(f)) for f in clip]
+        (c_pics, c_sts), (p_pics, p_sts) = (Encoder(qp, search=6, native=n).encode(frames, gop=3) for n in (True, False))
+        for c_pic, p_pic in zip(c_pics, p_pics):
+            for a, b in zip(c_pic.mbs, p_pic.mbs):
+                assert (a.kind, a.mode, a.chroma_mode, tuple(a.i4_modes), tuple(a.mv)) == (
+                    b.kind, b.mode, b.chroma_mode, tuple(b.i4_modes), tuple(b.mv))
+                for field in ("luma_dc", "luma", "chroma_dc", "chroma_ac"):
+                    assert np.array_equal(getattr(a, field), getattr(b, field)), field
+        assert all(np.array_equal(p, q) for s, t in zip(c_sts, p_sts) for p, q in zip(s.planes, t.planes))
+    codec = AvcCodec(qp=qp, gop=3, search=6)  # and the C tokens are the Python tokens of that syntax
+    rec = codec.encode_clip(clips[-1])
+    pics, _ = codec.syntax(clips[-1])
+    assert np.array_equal(rec.tokens, np.concatenate([
+        ([3] if i else []) + [t for mb in p.mbs for t in codec.tokens.of(mb)] for i, p in enumerate(pics)]))

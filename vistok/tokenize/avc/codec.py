@@ -143,8 +143,8 @@ class AvcCodec(Codec):
 
     def encode_clip(self, frames: list[np.ndarray], key: str = "sample", meta: dict | None = None) -> TokenRecord:
         frames = list(frames)
-        if NATIVE and (self.gop == 1 or len(frames) == 1):  # I pictures only: decisions and tokens in C
-            return self._encode_intra_native(frames, key, meta)
+        if NATIVE:  # decisions and tokens in C (the Python path is the reference, `syntax`)
+            return self._encode_native(frames, key, meta)
         pictures, m = self.syntax(frames)
         toks: list[int] = []
         for i, pic in enumerate(pictures):
@@ -157,18 +157,18 @@ class AvcCodec(Codec):
             out["frames"] = len(pictures)
         return TokenRecord(key, np.array(toks, dtype=self._vocab.dtype), out)
 
-    def _encode_intra_native(self, frames: list[np.ndarray], key: str, meta: dict | None) -> TokenRecord:
-        parts, sizes, m = [], set(), {}
+    def _encode_native(self, frames: list[np.ndarray], key: str, meta: dict | None) -> TokenRecord:
+        parts, sizes, m, st = [], set(), {}, None
         enc = Encoder(self.qp, self.search)
         for i, f in enumerate(frames):
             planes, m = self._planes(f)
             sizes.add(planes[0].shape)
-            a, _ = enc.intra_arrays(planes)
+            if len(sizes) > 1:
+                raise InputError("avc: every frame of a clip must have one size")
+            a, st = enc.picture_arrays(planes, st if i % self.gop else None)
             out = np.empty(len(a["kinds"]) * MAX_MB_TOKENS, np.int32)
             n = _native.tokens(*a.values(), self.tokens.offsets, out)
             parts += ([np.array([FRAME], np.int32)] if i else []) + [out[:n]]
-        if len(sizes) > 1:
-            raise InputError("avc: every frame of a clip must have one size")
         out_meta = {**(meta or {}), **m, **({"frames": len(frames)} if len(frames) > 1 else {})}
         return TokenRecord(key, np.concatenate(parts).astype(self._vocab.dtype), out_meta)
 
@@ -291,7 +291,7 @@ class _Tokens:
         self.eob = vocab.range("eob").start
         self.search = (len(vocab.range("mv")) - 1) // 2
         self.offsets = np.array([vocab.range(r).start for r in ("mb_type", "i16_mode", "i4_mode", "chroma_mode", "mv",
-                                                                 "cbp", "run", "level", "eob")], np.int32)
+                                                                 "cbp", "run", "level", "eob")] + [self.search], np.int32)
 
     def level_token(self, v: int) -> int:
         return self.level + (v + MAX_LEVEL if v < 0 else v + MAX_LEVEL - 1)

@@ -41,6 +41,7 @@ from vistok.tokenize.avc.syntax import (
 from vistok.tokenize.avc.tables import (
     BLK_X,
     BLK_Y,
+    CBP_TO_CODE_INTER,
     CBP_TO_CODE_INTRA,
     COEFF_TOKEN,
     COEFF_TOKEN_CHROMA_DC,
@@ -56,7 +57,7 @@ try:  # the C kernel (vistok/_avcc.c), built at install time when a compiler is 
     from vistok import _avcc as _native
 except ImportError:  # pragma: no cover - a machine without a C compiler
     _native = None
-NATIVE = _native is not None  # I pictures decided in C, exactly as `Encoder` decides them in Python
+NATIVE = _native is not None  # pictures decided in C, exactly as `Encoder` decides them in Python
 
 
 def _lengths(rows, shape) -> np.ndarray:
@@ -76,17 +77,18 @@ def _init_native() -> None:
                  _lengths(TOTAL_ZEROS_CHROMA_DC, (3, 4)).tobytes(), _lengths(RUN_BEFORE, (7, 15)).tobytes(),
                  np.array([CBP_TO_CODE_INTRA[c] for c in range(48)], np.uint8).tobytes(),
                  ZIGZAG_FLAT.astype(np.int32).tobytes(), DEQUANT4.reshape(6, 16).astype(np.int32).tobytes(),
-                 QUANT4.reshape(6, 16).astype(np.int32).tobytes())
+                 QUANT4.reshape(6, 16).astype(np.int32).tobytes(),
+                 np.array([CBP_TO_CODE_INTER[c] for c in range(48)], np.uint8).tobytes())
 
 
 if NATIVE:
     _init_native()
 
 
-# the C kernel's I picture syntax, a row per macroblock: type (0 I16, 1 I4), I16 mode, chroma mode, I4 modes,
-# I16 DC levels, luma levels per block, chroma DC and AC levels (zigzag)
-INTRA_ARRAYS = {"kinds": (), "modes": (), "cmodes": (), "i4": (16,), "dc": (16,), "luma": (16, 16), "cdc": (2, 4),
-                "cac": (2, 4, 16)}
+# the C kernel's picture syntax, a row per macroblock: type (0 I16, 1 I4, 2 P16, 3 skip), I16 mode, chroma mode,
+# I4 modes, I16 DC levels, luma levels per block, chroma DC and AC levels (zigzag), P16's vector
+PICTURE_ARRAYS = {"kinds": (), "modes": (), "cmodes": (), "i4": (16,), "dc": (16,), "luma": (16, 16), "cdc": (2, 4),
+                  "cac": (2, 4, 16), "mvs": (2,)}
 
 
 def to_blocks(x: np.ndarray) -> np.ndarray:
@@ -100,7 +102,7 @@ _I4_OK = {(t, lf, c): np.array([predict.i4_available(m, t, lf, c) for m in range
 
 
 class Encoder:
-    """`native`: I pictures through the C kernel when it is built (the same decisions, tested); False: Python."""
+    """`native`: pictures through the C kernel when it is built (the same decisions, tested); False: Python."""
 
     def __init__(self, qp: int = 28, search: int = 16, native: bool = True):
         self.qp, self.search, self.native = qp, search, native and NATIVE
@@ -121,8 +123,8 @@ class Encoder:
         return pictures, states
 
     def encode_picture(self, planes, ref: FrameState | None) -> tuple[Picture, FrameState]:
-        if ref is None and self.native:
-            return self._intra_native(planes)
+        if self.native:
+            return self._native_picture(planes, ref)
         y = planes[0]
         mb_h, mb_w = y.shape[0] // 16, y.shape[1] // 16
         st = FrameState(mb_w, mb_h, self.qp, ref)
@@ -133,26 +135,32 @@ class Encoder:
                 mbs.append(self.decide(st, src, mbx, mby))
         return Picture("P" if ref is not None else "I", mbs), st
 
-    def intra_arrays(self, planes) -> tuple[dict[str, np.ndarray], FrameState]:
-        """An I picture decided by the C kernel: its syntax as arrays (`INTRA_ARRAYS`, a row per macroblock, int32),
-        and the state the Python encoder would leave."""
+    def picture_arrays(self, planes, ref: FrameState | None) -> tuple[dict[str, np.ndarray], FrameState]:
+        """A picture decided by the C kernel (I, or P predicted from `ref`): its syntax as arrays
+        (`PICTURE_ARRAYS`, a row per macroblock, int32), and the state the Python encoder would leave."""
         mb_h, mb_w = planes[0].shape[0] // 16, planes[0].shape[1] // 16
-        st, n = FrameState(mb_w, mb_h, self.qp), mb_w * mb_h
-        tcl, tcc = np.zeros(st.tc_luma.shape, np.int32), np.zeros(st.tc_chroma.shape, np.int32)
-        i4m = np.full(st.i4_mode.shape, predict.DC, np.int32)
-        a = {name: np.zeros((n, *shape), np.int32) for name, shape in INTRA_ARRAYS.items()}
+        st, n = FrameState(mb_w, mb_h, self.qp, ref), mb_w * mb_h
+        ctx = {"tcl": np.zeros(st.tc_luma.shape, np.int32), "tcc": np.zeros(st.tc_chroma.shape, np.int32),
+               "i4m": np.full(st.i4_mode.shape, predict.DC, np.int32), "refidx": np.full(n, -1, np.int32),
+               "mv": np.zeros((n, 2), np.int32)}
+        a = {name: np.zeros((n, *shape), np.int32) for name, shape in PICTURE_ARRAYS.items()}
         src = [np.ascontiguousarray(p, dtype=np.uint8) for p in planes]
-        _native.encode_intra(*src, *st.planes, tcl, tcc, i4m, *a.values(), mb_w, mb_h, self.qp, self.lam, self.lam_sad)
-        st.tc_luma[:], st.tc_chroma[:], st.i4_mode[:] = tcl, tcc, i4m
+        _native.encode(*src, *st.planes, *(ref.planes if ref is not None else st.planes), *ctx.values(), *a.values(),
+                       mb_w, mb_h, self.qp, self.lam, self.lam_sad, int(ref is not None), self.search)
+        st.tc_luma[:], st.tc_chroma[:], st.i4_mode[:] = ctx["tcl"], ctx["tcc"], ctx["i4m"]
+        st.ref_idx[:], st.mv[:] = ctx["refidx"].reshape(mb_h, mb_w), ctx["mv"].reshape(mb_h, mb_w, 2)
         return a, st
 
-    def _intra_native(self, planes) -> tuple[Picture, FrameState]:
-        a, st = self.intra_arrays(planes)
-        mbs = [Macroblock(I4 if a["kinds"][i] else I16, mode=int(a["modes"][i]), chroma_mode=int(a["cmodes"][i]),
-                          i4_modes=tuple(a["i4"][i].tolist()) if a["kinds"][i] else (), luma_dc=a["dc"][i].astype(np.int64),
-                          luma=a["luma"][i].astype(np.int64), chroma_dc=a["cdc"][i].astype(np.int64),
-                          chroma_ac=a["cac"][i].astype(np.int64)) for i in range(len(a["kinds"]))]
-        return Picture("I", mbs), st
+    def _native_picture(self, planes, ref: FrameState | None) -> tuple[Picture, FrameState]:
+        a, st = self.picture_arrays(planes, ref)
+        kinds = (I16, I4, P16, SKIP)
+        mbs = [Macroblock(kinds[a["kinds"][i]], mode=int(a["modes"][i]), chroma_mode=int(a["cmodes"][i]),
+                          i4_modes=tuple(a["i4"][i].tolist()) if a["kinds"][i] == 1 else (),
+                          mv=tuple(a["mvs"][i].tolist()) if a["kinds"][i] == 2 else (0, 0),
+                          luma_dc=a["dc"][i].astype(np.int64), luma=a["luma"][i].astype(np.int64),
+                          chroma_dc=a["cdc"][i].astype(np.int64), chroma_ac=a["cac"][i].astype(np.int64))
+               for i in range(len(a["kinds"]))]
+        return Picture("P" if ref is not None else "I", mbs), st
 
     # --- one macroblock -------------------------------------------------------------------------------------
     def decide(self, st: FrameState, src: list[np.ndarray], mbx: int, mby: int) -> Macroblock:
