@@ -16,6 +16,7 @@ Decisions (the encoder side is not normative; these are ours):
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -57,7 +58,8 @@ try:  # the C kernel (vistok/_avcc.c), built at install time when a compiler is 
     from vistok import _avcc as _native
 except ImportError:  # pragma: no cover - a machine without a C compiler
     _native = None
-NATIVE = _native is not None  # pictures decided in C, exactly as `Encoder` decides them in Python
+# pictures decided in C, exactly as `Encoder` decides them in Python, unless absent or VISTOK_NATIVE=0
+NATIVE = _native is not None and os.environ.get("VISTOK_NATIVE", "1") != "0"
 
 
 def _lengths(rows, shape) -> np.ndarray:
@@ -81,7 +83,7 @@ def _init_native() -> None:
                  np.array([CBP_TO_CODE_INTER[c] for c in range(48)], np.uint8).tobytes())
 
 
-if NATIVE:
+if _native is not None:
     _init_native()
 
 
