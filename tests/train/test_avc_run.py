@@ -19,11 +19,11 @@ from vistok.train.trainer import TrainConfig, train
 @pytest.mark.slow
 def test_shard_train_eval_sample_and_keep_decodable_streams(tmp_path):
     codec = AvcCodec(qp=32)
-    ds = run_job(["sample"], tmp_path / "ds", codec, Preprocess(size=32, crops=2, seed=0), shard_size=8,
+    ds = run_job(["sample"], tmp_path / "ds", codec, Preprocess(size=16, crops=2, seed=0), shard_size=8,
                  executor="local", quiet=True).folder
     kinds = summarize(ds)["tokens_by_kind"]
     assert {"mb_type", "cbp", "run", "level", "eob"} <= set(kinds) and abs(sum(kinds.values()) - 1) < 1e-3
-    data = DataConfig(datasets=[str(ds)], block_size=1024, batch_size=4, num_workers=0, heldout=0.25)
+    data = DataConfig(datasets=[str(ds)], block_size=256, batch_size=4, num_workers=0, heldout=0.25)
     train(data, TrainConfig(out=str(tmp_path / "run"), max_steps=3, warmup=1, eval_every=0, ckpt_every=3), quiet=True)
     ev = evaluate(tmp_path / "run", [str(ds)], parts=True, limit=4)
     parts = sum(ev[f"{e}_bits_per_image"] for e in ELEMENTS)
@@ -32,6 +32,6 @@ def test_shard_train_eval_sample_and_keep_decodable_streams(tmp_path):
     for i in range(2):
         with av.open(str(tmp_path / "keep" / f"sample-{i}.264"), format="h264") as f:
             frames = list(f.decode(video=0))
-        assert len(frames) == 1 and frames[0].width == 32 and frames[0].height == 32
-        y = np.frombuffer(frames[0].planes[0], np.uint8).reshape(32, -1)[:, :32]
+        assert len(frames) == 1 and frames[0].width == 16 and frames[0].height == 16
+        y = np.frombuffer(frames[0].planes[0], np.uint8).reshape(16, -1)[:, :16]
         assert y.std() > 0  # a picture, not an empty stream
