@@ -945,6 +945,43 @@ static PyObject *tokens(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(o - start);
 }
 
+/* ycbcr(rgb, y, cb, cr, h, w): codec.to_ycbcr in C (BT.601 full range in 16-bit fixed point, chroma the
+ * rounded mean of each 2 x 2); h and w even */
+static PyObject *ycbcr(PyObject *self, PyObject *args) {
+    Py_buffer b[4];
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*w*w*w*ii", &b[0], &b[1], &b[2], &b[3], &h, &w)) return NULL;
+    const uint8_t *px = b[0].buf;
+    uint8_t *y = b[1].buf, *cb = b[2].buf, *cr = b[3].buf;
+    int ok = b[0].len >= (Py_ssize_t)3 * h * w && b[1].len >= (Py_ssize_t)h * w && b[2].len >= (Py_ssize_t)h * w / 4 &&
+             b[3].len >= (Py_ssize_t)h * w / 4;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < h; i += 2)
+            for (int j = 0; j < w; j += 2) {
+                int sb = 0, sr = 0;
+                for (int di = 0; di < 2; di++)
+                    for (int dj = 0; dj < 2; dj++) {
+                        const uint8_t *p = px + 3 * ((i + di) * w + j + dj);
+                        int r = p[0], g = p[1], bl = p[2];
+                        int yy = (19595 * r + 38470 * g + 7471 * bl + (1 << 15)) >> 16;
+                        y[(i + di) * w + j + dj] = clip255(yy);
+                        sb += clip255((-11059 * r - 21709 * g + 32768 * bl + (128 << 16) + (1 << 15) - 1) >> 16);
+                        sr += clip255((32768 * r - 27439 * g - 5329 * bl + (128 << 16) + (1 << 15) - 1) >> 16);
+                    }
+                cb[(i / 2) * (w / 2) + j / 2] = (uint8_t)((sb + 2) >> 2);
+                cr[(i / 2) * (w / 2) + j / 2] = (uint8_t)((sr + 2) >> 2);
+            }
+        Py_END_ALLOW_THREADS
+    }
+    for (int i = 0; i < 4; i++) PyBuffer_Release(&b[i]);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "_avcc.ycbcr: buffers smaller than the picture");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static int copy_table(Py_buffer *src, void *dst, size_t size, const char *name) {
     if ((size_t)src->len != size) {
         PyErr_Format(PyExc_ValueError, "_avcc.init: table %s has %zd bytes, expected %zu", name, src->len, size);
@@ -988,7 +1025,8 @@ static PyObject *init(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"init", init, METH_VARARGS, "the encoder's tables, from vistok.tokenize.avc.tables"},
     {"encode", encode, METH_VARARGS, "a picture's macroblock decisions and reconstruction"},
-    {"tokens", tokens, METH_VARARGS, "I macroblocks' syntax -> tokens"},
+    {"tokens", tokens, METH_VARARGS, "macroblocks' syntax -> tokens"},
+    {"ycbcr", ycbcr, METH_VARARGS, "RGB -> YCbCr 4:2:0 planes"},
     {NULL, NULL, 0, NULL},
 };
 

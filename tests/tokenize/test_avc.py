@@ -231,6 +231,8 @@ def test_the_c_kernel_decides_every_macroblock_as_the_python_encoder(qp):
                 for field in ("luma_dc", "luma", "chroma_dc", "chroma_ac"):
                     assert np.array_equal(getattr(a, field), getattr(b, field)), field
         assert all(np.array_equal(p, q) for s, t in zip(c_sts, p_sts) for p, q in zip(s.planes, t.planes))
+    photo = np.ascontiguousarray(data.astronaut()[:64, :96])
+    assert all(np.array_equal(a, b) for a, b in zip(to_ycbcr(photo), to_ycbcr(photo, native=False)))
     codec = AvcCodec(qp=qp, gop=3, search=6)  # and the C tokens are the Python tokens of that syntax
     rec = codec.encode_clip(clips[-1])
     pics, _ = codec.syntax(clips[-1])

@@ -253,13 +253,17 @@ def _mb_grid(meta: dict) -> tuple[int, int]:
     return -(-int(meta["width"]) // 16), -(-int(meta["height"]) // 16)
 
 
-def to_ycbcr(img: np.ndarray) -> list[np.ndarray]:
+def to_ycbcr(img: np.ndarray, native: bool = True) -> list[np.ndarray]:
     """(H, W[, 3]) uint8, sides even -> Y (H, W) and 4:2:0 Cb, Cr (H/2, W/2): BT.601 full range in 16-bit fixed
     point (JPEG's constants, exact integers on every machine), chroma the rounded mean of each 2 x 2 (flat 128
     for a gray image)."""
+    half = (img.shape[0] // 2, img.shape[1] // 2)
     if img.ndim == 2:
-        half = (img.shape[0] // 2, img.shape[1] // 2)
         return [img.copy(), np.full(half, 128, np.uint8), np.full(half, 128, np.uint8)]
+    if NATIVE and native:  # the same integers in C
+        out = [np.empty(img.shape[:2], np.uint8), np.empty(half, np.uint8), np.empty(half, np.uint8)]
+        _native.ycbcr(np.ascontiguousarray(img, dtype=np.uint8), *out, *img.shape[:2])
+        return out
     r, g, b = (img[..., i].astype(np.int32) for i in range(3))
     half, offset = 1 << 15, 128 << 16
     y = (19595 * r + 38470 * g + 7471 * b + half) >> 16
