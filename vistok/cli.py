@@ -117,7 +117,7 @@ Executor = _choice("Executor", ("auto", "ray", "local"))
 def _shard_options(
     sources: Annotated[list[str], typer.Argument(help="Image or video files, folders, globs, @list.txt, WebDataset .tar shards (each planned as one input; its task lists the members), any of them also in object storage (s3://bucket/prefix, gs://...), 'sample' (the embedded photos), 'sample-video' (the embedded GIF), or fashion-mnist:train|test[:N] (Debian package dataset-fashion-mnist).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Dataset folder or object-storage URL such as s3://bucket/prefix (or an existing non-empty parent: the dataset goes to OUT/<codec>-<hash>/).")],
-    codec: Annotated[CodecId, typer.Option(help="Codec: jpeg (DCT coefficients), wavelet (pyramid, coarse to fine), h264 (libx264 bytes), bsq or vq (a trained tokenizer's codes), pixels (channel values). Its options follow.")] = "jpeg",
+    codec: Annotated[CodecId, typer.Option(help="Codec: " + "; ".join(f"{c.codec_id} ({c.summary})" for c in codec_classes()) + ". Its options follow.")] = "jpeg",
     size: Annotated[int, typer.Option(min=0, help="Target side in pixels (0 = keep).")] = 0,
     resize: Annotated[Resize, typer.Option(help="How an image becomes SIZE x SIZE.")] = "center-crop",
     crops: Annotated[int, typer.Option(min=0, help="N seeded random SIZExSIZE crops per image instead of one resize.")] = 0,

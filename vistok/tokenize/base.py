@@ -372,6 +372,7 @@ class Codec:
     """
 
     codec_id: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # what its tokens are, for `vistok shard --help`
     axes: ClassVar[tuple[str, ...]] = ()
     # Axes whose value for a token is fixed before the token is read: the coordinates of its cell (see
     # `Cells`), which a trainer shows the model as "where the next token goes" without leaking the token.

@@ -76,6 +76,7 @@ def split_nals(data: bytes) -> list[tuple[int, bytes]]:
 @register_codec
 class H264Codec(Codec):
     codec_id = "h264"
+    summary = "libx264's Annex-B picture bytes"
     axes = ("frame", "byte")
     known_axes = ("frame",)
     geometry_keys = ("height", "width")

@@ -56,6 +56,7 @@ from vistok.tokenize.temporal import TemporalDelta
 @register_codec
 class JpegCodec(TemporalDelta, Codec):
     codec_id = "jpeg"
+    summary = "DCT coefficients"
     axes = ("frame", "component", "block_y", "block_x", "freq")
     known_axes = ("frame", "component", "block_y", "block_x")  # rle; dense: every axis (see __init__)
     layout_hint = "--layout dense gives every coefficient a fixed place"

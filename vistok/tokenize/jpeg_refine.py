@@ -58,6 +58,7 @@ def _qualities(text: str | list) -> list[int]:
 @register_codec
 class JpegRefineCodec(Codec):
     codec_id = "jpeg-refine"
+    summary = "a JPEG quality ladder, each level refining the coarser"
     axes = ("frame", "level", "component", "block_y", "block_x", "freq")
     known_axes = axes
     single_token_cells = True

@@ -201,10 +201,12 @@ class CodeCells(CellGrammar):
 @register_codec
 class BSQCodec(LearnedCodec):
     codec_id = "bsq"
+    summary = "codes of a trained BSQ tokenizer"
     kind = "bsq"
 
 
 @register_codec
 class VQCodec(LearnedCodec):
     codec_id = "vq"
+    summary = "codes of a trained VQ tokenizer"
     kind = "vq"

@@ -39,6 +39,7 @@ from vistok.tokenize.learned import CodeCells
 @register_codec
 class PixelCodec(Codec):
     codec_id = "pixels"
+    summary = "channel values or palette indices"
     axes = ("frame", "y", "x", "c")
     known_axes = ("frame", "y", "x", "c")
     geometry_keys = ("height", "width", "components")

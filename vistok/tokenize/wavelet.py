@@ -79,6 +79,7 @@ def _weights(text: str) -> list[float]:
 @register_codec
 class WaveletCodec(TemporalDelta, Codec):
     codec_id = "wavelet"
+    summary = "a wavelet pyramid, coarse to fine"
     axes = ("frame", "component", "level", "band", "y", "x")
     known_axes = ("frame", "component", "level", "band")  # rle; dense: every axis (see __init__)
     geometry_keys = ("height", "width", "components")

@@ -71,6 +71,7 @@ MAX_LEVEL = transform.MAX_LEVEL
 @register_codec
 class AvcCodec(Codec):
     codec_id = "avc"
+    summary = "H.264 syntax elements from vistok's own encoder"
     axes = ("frame", "mb_y", "mb_x", "element", "block", "freq")
     known_axes = ("frame", "mb_y", "mb_x")
     # frame_index: a clip's later frame as a record of its own (`frames_of`; what `eval --per-frame` scores as
