@@ -1,5 +1,5 @@
-"""The avc codec through the commands: shard, train, eval (each syntax element's bits), sample (streams that
-FFmpeg decodes, kept as .264 files)."""
+"""The avc codec through the commands: shard, inspect, train, eval (each syntax element's bits), compress, sample
+(streams that FFmpeg decodes, kept as .264 files)."""
 
 import av
 import numpy as np
@@ -17,7 +17,7 @@ from vistok.train.trainer import TrainConfig, train
 
 
 @pytest.mark.slow
-def test_shard_train_eval_sample_and_keep_decodable_streams(tmp_path):
+def test_shard_train_eval_compress_sample_and_keep_decodable_streams(tmp_path):
     codec = AvcCodec(qp=32)
     ds = run_job(["sample"], tmp_path / "ds", codec, Preprocess(size=16, crops=2, seed=0), shard_size=8,
                  executor="local", quiet=True).folder
@@ -28,6 +28,12 @@ def test_shard_train_eval_sample_and_keep_decodable_streams(tmp_path):
     ev = evaluate(tmp_path / "run", [str(ds)], parts=True, limit=4)
     parts = sum(ev[f"{e}_bits_per_image"] for e in ELEMENTS)
     assert abs(parts - ev["bits_per_image"]) < 1e-3 * ev["bits_per_image"]
+    from vistok.shards.reader import Dataset
+    from vistok.train.compress import Coder
+
+    coder = Coder.load(tmp_path / "run")  # compress: range-coded files that give the records back
+    recs = [r for _, r in zip(range(3), Dataset(ds))]
+    assert [r.tokens.tolist() for r in coder.decompress(b for _, b in coder.compress(recs))] == [r.tokens.tolist() for r in recs]
     sample_run(tmp_path / "run", 2, tmp_path / "s.png", seed=1, keep=tmp_path / "keep", quiet=True)
     for i in range(2):
         with av.open(str(tmp_path / "keep" / f"sample-{i}.264"), format="h264") as f:
