@@ -16,8 +16,9 @@ def _rows(cfg):
 def test_the_make_study_grid_crosses_every_tokenization_with_three_orders_and_one_masked_row():
     cfg = named_grid("tokenizations")
     rows = _rows(cfg)
-    assert {r[0] for r in rows} == set(STUDY_CODECS)  # pixels, jpeg, wavelet, bsq, vq
-    for codec in STUDY_CODECS:
+    five = set(STUDY_CODECS) - {"avc"}  # avc is a choice, not in this 16x16 grid: one macroblock, no order to study
+    assert {r[0] for r in rows} == five  # pixels, jpeg, wavelet, bsq, vq
+    for codec in five:
         assert {o for c, u, o, p in rows if c == codec and u != 1 and not p} == {"raster", "random", "randsac:4"}
     assert [r for r in rows if r[3]] == [("bsq", None, "random", "masked:0.5")]  # one masked row
     assert [r for r in rows if r[1] == 1] == [("pixels", 1, "raster", "")]  # RandSAC's pixel raster
