@@ -446,6 +446,15 @@ static void i4_pred(const int *e, int mode, int ht, int hl, int *out) {
 /* --- candidates --------------------------------------------------------------------------------------- */
 static void chroma_mc(const uint8_t *ref, int cw, int chh, int x0, int y0, const int *mv, int *out);
 
+/* 4x4 chroma block b (raster in the 8x8) of a macroblock: source less prediction */
+static void chroma_residual(const uint8_t *src, int cw, int mbx, int mby, const int *pred, int b, int *r) {
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            int yy = 4 * (b / 2) + i, xx = 4 * (b % 2) + j;
+            r[4 * i + j] = src[(8 * mby + yy) * cw + 8 * mbx + xx] - pred[yy * 8 + xx];
+        }
+}
+
 /* the chroma levels of a prediction: intra (mode) or inter (the vector m->mv) */
 static void chroma_levels(Ctx *x, int mbx, int mby, int mode, MB *m, int intra) {
     int cw = x->W / 2, scales[16];
@@ -463,11 +472,7 @@ static void chroma_levels(Ctx *x, int mbx, int mby, int mode, MB *m, int intra) 
             chroma_mc(c ? x->fcr : x->fcb, cw, 8 * x->mbh, 8 * mbx, 8 * mby, m->mv, pred);
         for (int b = 0; b < 4; b++) {
             int r[16];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) {
-                    int yy = 4 * (b / 2) + i, xx = 4 * (b % 2) + j;
-                    r[4 * i + j] = src[(8 * mby + yy) * cw + 8 * mbx + xx] - pred[yy * 8 + xx];
-                }
+            chroma_residual(src, cw, mbx, mby, pred, b, r);
             fwd4(r, w[b]);
         }
         int dcw[4] = {w[0][0], w[1][0], w[2][0], w[3][0]};
@@ -499,11 +504,7 @@ static int chroma_mode(Ctx *x, int mbx, int mby) {
             chroma_pred(top, left, corner, ht, hl, mode, pred);
             for (int b = 0; b < 4; b++) {
                 int r[16];
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) {
-                        int yy = 4 * (b / 2) + i, xx = 4 * (b % 2) + j;
-                        r[4 * i + j] = src[(8 * mby + yy) * cw + 8 * mbx + xx] - pred[yy * 8 + xx];
-                    }
+                chroma_residual(src, cw, mbx, mby, pred, b, r);
                 cost += satd4(r);
             }
         }

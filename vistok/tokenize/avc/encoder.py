@@ -44,6 +44,7 @@ from vistok.tokenize.avc.tables import (
     BLK_Y,
     CBP_TO_CODE_INTER,
     CBP_TO_CODE_INTRA,
+    CHROMA_QP,
     COEFF_TOKEN,
     COEFF_TOKEN_CHROMA_DC,
     DEQUANT4,
@@ -216,7 +217,7 @@ class Encoder:
 
     def _chroma_levels(self, src, mbx, mby, preds, intra: bool) -> tuple[np.ndarray, np.ndarray]:
         dc_levels, ac_levels = np.zeros((2, 4), np.int64), np.zeros((2, 4, 16), np.int64)
-        qp_c = FrameState(1, 1, self.qp).qp_c
+        qp_c = CHROMA_QP[self.qp]
         for c in range(2):
             w = transform.forward4(to_blocks(src[1 + c][_region(1, mbx, mby)] - preds[c]))  # (2, 2, 4, 4)
             dc = transform.fit(transform.chroma_dc_forward(w[:, :, 0, 0], qp_c, intra), 1,
