@@ -1,5 +1,6 @@
 """Every command's page, docs/commands/COMMAND.md, with its options table generated from the CLI itself;
-docs/orders.md's tables of the registered orders and parallel modes, generated from the registries.
+docs/orders.md's tables of the registered orders and parallel modes, and docs/tokenize.md's table of the
+registered codecs with their pages (docs/codecs/), generated from the registries.
 
 `make docs` (python docs/options.py) writes each table between its page's `<!-- options -->` (or
 `<!-- registry -->`) markers and leaves the prose around it alone; a missing page starts from the command's
@@ -21,6 +22,8 @@ PAGES = Path(__file__).resolve().parent / "commands"
 BLOCK = re.compile(r"<!-- options -->\n.*?<!-- /options -->\n", re.S)
 ORDERS_PAGE = Path(__file__).resolve().parent / "orders.md"
 REGISTRY = re.compile(r"<!-- registry -->\n.*?<!-- /registry -->\n", re.S)
+TOKENIZE_PAGE = Path(__file__).resolve().parent / "tokenize.md"
+CODEC_PAGES = Path(__file__).resolve().parent / "codecs"
 ORDER_TRAITS = ("over_units", "axis", "scales", "segmented", "random", "uniform", "stored", "after_dc", "dc_first",
                 "adaptive")
 MODE_TRAITS = ("co_attend", "cut", "whole", "clips", "steps", "lanes", "default_order")
@@ -77,6 +80,35 @@ def registry() -> str:
     return "<!-- registry -->\n" + "\n".join(lines) + "\n<!-- /registry -->\n"
 
 
+def codec_page(codec_id: str) -> Path:
+    """The page of a codec: the one in docs/codecs/ whose title names `--codec ID` (bsq and vq share one)."""
+    pages = [p for p in sorted(CODEC_PAGES.glob("*.md")) if f"`--codec {codec_id}`" in p.read_text().split("\n")[0]]
+    if len(pages) != 1:
+        raise SystemExit(f"codec {codec_id}: {len(pages)} pages in docs/codecs/ name `--codec {codec_id}` in their title")
+    return pages[0]
+
+
+def codec_registry() -> str:
+    """The registered codecs, each with its summary and its page."""
+    from vistok.tokenize.base import codec_classes
+
+    lines = ["| codec | what its tokens are | page |", "| --- | --- | --- |"]
+    for cls in codec_classes():
+        page = codec_page(cls.codec_id)
+        lines.append(f"| `{cls.codec_id}` | {_cell(cls.summary)} | [{page.stem}](codecs/{page.name}) |")
+    return "<!-- registry -->\n" + "\n".join(lines) + "\n<!-- /registry -->\n"
+
+
+def _refresh(path: Path, block: str, changed: list[str]) -> None:
+    old = path.read_text()
+    if not REGISTRY.search(old):
+        raise SystemExit(f"{path.name} has no <!-- registry --> block")
+    new = REGISTRY.sub(lambda _: block, old, count=1)
+    if new != old:
+        path.write_text(new)
+        changed.append(f"../{path.name}")
+
+
 def main() -> int:
     PAGES.mkdir(exist_ok=True)
     changed = []
@@ -87,13 +119,8 @@ def main() -> int:
         if new != old:
             path.write_text(new)
             changed.append(path.name)
-    old = ORDERS_PAGE.read_text()
-    if not REGISTRY.search(old):
-        raise SystemExit("orders.md has no <!-- registry --> block")
-    new = REGISTRY.sub(lambda _: registry(), old, count=1)
-    if new != old:
-        ORDERS_PAGE.write_text(new)
-        changed.append("../orders.md")
+    _refresh(ORDERS_PAGE, registry(), changed)
+    _refresh(TOKENIZE_PAGE, codec_registry(), changed)
     print(f"docs/commands: {', '.join(changed) or 'up to date'}")
     return 0
 

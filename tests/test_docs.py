@@ -1,5 +1,6 @@
-"""docs/commands: a page per command whose options table is the CLI's own, and docs/orders.md's table of the
-registered orders and modes (`make docs` rewrites both)."""
+"""docs/commands: a page per command whose options table is the CLI's own; docs/orders.md's table of the
+registered orders and modes and docs/tokenize.md's of the codecs, each with its page (`make docs` rewrites them);
+links that resolve."""
 
 import importlib.util
 import re
@@ -37,3 +38,19 @@ def test_a_page_keeps_its_prose_when_the_table_is_rewritten():
 
 def test_the_orders_page_lists_the_registries_as_they_are():
     assert options.registry() in (ROOT / "docs" / "orders.md").read_text(), "docs/orders.md is stale: run make docs"
+
+
+def test_every_codec_has_a_page_and_the_codec_table_is_the_registry():
+    from vistok.tokenize.base import codec_ids
+
+    pages = {options.codec_page(c).name for c in codec_ids()}  # each codec's one page, or SystemExit
+    assert pages == {p.name for p in (ROOT / "docs" / "codecs").glob("*.md")}, "a page in docs/codecs names no codec"
+    assert options.codec_registry() in (ROOT / "docs" / "tokenize.md").read_text(), "docs/tokenize.md is stale: run make docs"
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    pages = [*(ROOT / "docs").rglob("*.md"), ROOT / "README.md", ROOT / "ARCHITECTURE.md"]
+    broken = [f"{p.relative_to(ROOT)}: {link}" for p in pages for link in re.findall(r"\]\(([^)\s]+)\)", p.read_text())
+              if not link.startswith(("http:", "https:", "#", "mailto:"))
+              and not (p.parent / link.split("#")[0]).exists()]
+    assert not broken, broken
