@@ -19,10 +19,11 @@ from vistok.errors import Interrupted, UsageError, VistokError
 from vistok.media.sources import DEFAULT_MAX_PIXELS, check_label_mode
 from vistok.storage import Cache, Loc, parse_options
 from vistok.tokenize.base import codec_classes, codec_ids
-from vistok.tokenize.orders import adaptive_orders, order_help, order_usages
-from vistok.tokenize.parallel import mode_help, mode_usages, parse_mode
+from vistok.tokenize.orders import adaptive_orders, order_usages
+from vistok.tokenize.parallel import mode_usages, parse_mode
 from vistok.tokenize.region import REGION_HELP
 from vistok.tokenize.schedule import parse_steps
+from vistok.train.config import COMPONENTS, cli_flags
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Images and videos -> discrete token shards for autoregressive vision models.",
@@ -465,68 +466,6 @@ def one_steps(text: str) -> int | None:
     return steps[0]
 
 
-@app.command()
-def train(
-    ctx: typer.Context,
-    datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://...; streamed, not downloaded), or packed .zarr stores (mixed by --weights); or `datasets` in --config.")],
-    config: Annotated[Path, typer.Option(is_eager=True, callback=_read_config, show_default=False, help="A TOML file of this command's options by their own names (order = \"random\", max_steps = 40, block_size = 1024, datasets = [\"shards/a\"]; tables such as [data] or [optim] are read as one level); flags given override it. Every run writes its resolved options to RUN/run.toml, which reruns it.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.jsonl, config.json).")] = Path("runs/run"),
-    preset: Annotated[str, typer.Option(help="Model size: tiny (~1M, CPU; context 512), small (~10M; 1024), base (~100M; 1024); for clips tiny-video (1024) and small-video (2048), whose contexts hold two 64x64 frames or more; for whole 256x256 images small-8k and base-8k (8192).")] = "tiny",
-    order: Annotated[str, typer.Option(help=f"Token order: {order_help()}. Orders a decoder could not follow on the dataset's codec and layout are refused, saying why.")] = "canonical",
-    parallel: Annotated[str, typer.Option(help=f"Predict groups at once: {mode_help()}. any and masked:R take --order random when none is given; masked:R is scored on its masked part (eval reports those bits) and cannot sample or compress; every mode needs one token per place (dense layouts, learned codes, pixels).")] = "",
-    co_attend: Annotated[bool | None, typer.Option("--co-attend/--no-co-attend", help="With --parallel: the query slots of a group attend to each other (they carry places, never tokens). Default: on for any, off for segments and scales (what measured better).", show_default=False)] = None,
-    attention: Annotated[str, typer.Option(help="full (the whole context) or local:R[,F]: a token attends to the earlier tokens in the R unit rows above its own and in its own row, and within R rows in the F frames before (default 1): Lepton's context, at a cost per token bounded by R and the image's width. Places come from the stream's prefix, so eval, sample and compress use the same mask.")] = "full",
-    weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
-    block_size: Annotated[int, typer.Option(min=0, help="Context length (tokens per row; 0 = the preset's).")] = 0,
-    stride: Annotated[int, typer.Option(min=0, help="A record longer than the context (a clip) is read in windows of the context's length every STRIDE positions, each scored on its new targets, so every token sees at least context - stride earlier ones (0 = half the context; the context length = independent pieces); with --parallel, each window predicts whole groups in at most STRIDE positions after the context - 1 - STRIDE tokens before them. Eval, sample and compress read it the same way.")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Rows per micro-batch (per rank).")] = 16,
-    grad_accum: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
-    max_steps: Annotated[int, typer.Option(min=0, help="Optimizer steps: 1000 when not given; with --resume, N moves the run's end to N (the cosine is stretched to end there) and 0 keeps the run's own.", show_default=False)] = 0,
-    max_minutes: Annotated[float, typer.Option(min=0, help="Stop after this long (within about 10%, however slow the steps); the LR schedule is fitted to it (0 = off).")] = 0.0,
-    lr: Annotated[float, typer.Option(min=0, help="Peak learning rate.")] = 2e-3,
-    warmup: Annotated[int, typer.Option(min=0, help="Warmup steps.")] = 50,
-    heldout: Annotated[float, typer.Option(min=0, max=1, help="Fraction of inputs held out for evaluation (by key hash).")] = 0.1,
-    next_coords: Annotated[bool, typer.Option("--next-coords/--no-next-coords", help="Embed the next token's position (sigma-GPT).")] = True,
-    rope: Annotated[bool, typer.Option("--rope/--no-rope", help="Rotate queries and keys by places (the one predicted, each token's), on the known axes but time: attending to the same place in an earlier frame is one pattern.")] = True,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per rank (they split the batch's rows; the batches do not depend on them).")] = 1,
-    eval_every: Annotated[int, typer.Option(min=0, help="Held-out evaluation every N steps (0 = never).")] = 100,
-    ckpt_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps.")] = 200,
-    log_every: Annotated[int, typer.Option(min=1, help="Write a metrics row every N steps.")] = 10,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    checkpoint_activations: Annotated[bool, typer.Option("--checkpoint-activations", help="Recompute each block's activations in the backward pass: the memory of one block instead of all (long contexts: small-8k, base-8k), for about a third more compute.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
-    seed: Annotated[int, typer.Option(min=0, help="Seed for initialization, data order and orderings.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint, with any --workers and any number of ranks whose --batch-size keeps its global batch.")] = False,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs tensorboard).")] = False,
-    halt_at: Annotated[int, typer.Option(min=0, hidden=True)] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    shard_cache: Annotated[str, typer.Option(help="Download shards from object storage whole into this local folder and read them there (least recently used out first).")] = "",
-    shard_cache_gb: Annotated[float, typer.Option(min=0, help="Size limit of --shard-cache in GB.")] = 10.0,
-    skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in RUN/damaged.jsonl) instead of stopping at the first, which is named.")] = False,
-    storage_options: StorageOptions = None,
-) -> None:
-    """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun)."""
-    _check_names(order=order, parallel=parallel, attention=attention, preset=preset, device=device)
-    from vistok.nn.gpt import PRESETS
-    from vistok.train.data import DataConfig
-    from vistok.train.trainer import TrainConfig
-    from vistok.train.trainer import train as run_train
-
-    w = _floats("--weights", weights) if weights else None
-    context = block_size or PRESETS[preset]["block_size"]
-    data = DataConfig(datasets=[str(d) for d in datasets], weights=w, heldout=heldout, order=order, parallel=parallel,
-                      block_size=context, stride=stride, batch_size=batch_size, seed=seed, num_workers=workers).resolved()
-    cfg = TrainConfig(out=str(out), preset=preset, next_coords=next_coords, rope=rope, co_attend=co_attend,
-                      attention=attention, max_steps=max_steps,
-                      max_minutes=max_minutes, lr=lr, warmup=warmup, grad_accum=grad_accum, eval_every=eval_every,
-                      ckpt_every=ckpt_every, log_every=log_every, compile=compile, checkpoint_activations=checkpoint_activations, device=device, seed=seed, tensorboard=tensorboard,
-                      halt_at=halt_at)
-    cache = Cache(str(shard_cache), int(shard_cache_gb * 1e9)) if shard_cache else None
-    res = _recorded(ctx, out, lambda: run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options,
-                                                cache=cache, skip_damaged=skip_damaged))
-    typer.echo(_train_summary(res))
-
-
 def _recorded(ctx: typer.Context, out: Path, run):
     """`run()`, then RUN/run.toml (also after an interrupted run: its checkpoint resumes with these options);
     not after a refusal, which may name another run's folder."""
@@ -567,20 +506,90 @@ def _read_config(ctx: typer.Context, param, path: Path | None) -> Path | None:
 
 
 def _write_resolved(ctx: typer.Context, out: Path) -> None:
-    """RUN/run.toml: every option of this run as it was resolved (file, then flags); `--config` takes it back."""
-    lines = []
+    """RUN/run.toml: every option of this run as it was resolved (file, then flags), a table per config component
+    ([data], [model], [optim], [run]); `--config` takes it back."""
+    table_of = {name: c.__name__.removesuffix("Config").lower() for c in COMPONENTS for _, name, _, _ in cli_flags(c)}
+    top: list[str] = []
+    tables: dict[str, list[str]] = {}
     for name, value in ctx.params.items():
         value = getattr(value, "value", value)  # an enum's
         if name in NOT_CONFIG or value is None:
             continue
         value = [str(v) for v in value] if isinstance(value, (list, tuple)) else value
         # JSON's strings, numbers, booleans and arrays of strings are TOML's
-        lines.append(f"{name} = {json.dumps(str(value) if isinstance(value, Path) else value)}")
+        line = f"{name} = {json.dumps(str(value) if isinstance(value, Path) else value)}"
+        (tables.setdefault(table_of[name], []) if name in table_of else top).append(line)
+    order = list(dict.fromkeys(table_of.values()))  # data, model, optim, run
+    lines = top + [line for table in sorted(tables, key=order.index) for line in ("", f"[{table}]", *tables[table])]
     if Path(out).is_dir():  # written whole or not at all; each rank of a torchrun job through its own temporary
         from vistok.atomic import AtomicPath
 
         with AtomicPath(Path(out) / "run.toml") as tmp:
             tmp.write_text("# vistok train --config run.toml reruns this run\n" + "\n".join(lines) + "\n")
+
+
+def _flag(f, name: str, help_text: str, default):
+    """A typer option for a config field (`vistok.train.config.option`): bools as --x (off by default) or
+    --x/--no-x; the field's limits; its help."""
+    m, dashed = f.metadata, "--" + name.replace("_", "-")
+    kind = {"bool | None": bool, "bool": bool, "int": int, "float": float, "str": str}[str(f.type)]
+    decls = m["decls"] or ((f"{dashed}/--no-{dashed[2:]}",) if kind is bool and default is not False else (dashed,))
+    option = typer.Option(*decls, help=help_text, hidden=m["hidden"], show_default=default is not None,
+                          **m["limits"])
+    return pyinspect.Parameter(name, pyinspect.Parameter.KEYWORD_ONLY, default=default,
+                               annotation=Annotated[(kind | None) if default is None else kind, option])
+
+
+def with_config_flags(*components):
+    """The command also takes a flag per field of these config dataclasses, generated from the fields (their
+    help, defaults and limits), after its own arguments and before its other options; they arrive in
+    `**options` by flag name."""
+    def decorate(fn):
+        own = list(pyinspect.signature(fn, eval_str=True).parameters.values())
+        head = [p for p in own if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
+        rest = [p.replace(kind=p.KEYWORD_ONLY) for p in own if p.default is not p.empty]
+        flags = [_flag(*flag) for flag in cli_flags(*components)]
+        fn.__signature__ = pyinspect.Signature(head + rest[:1] + flags + rest[1:])
+        return fn
+
+    return decorate
+
+
+@app.command()
+@with_config_flags(*COMPONENTS)
+def train(
+    ctx: typer.Context,
+    datasets: Annotated[list[str], typer.Argument(help="Dataset folders or URLs (s3://...; streamed, not downloaded), or packed .zarr stores (mixed by --weights); or `datasets` in --config.")],
+    config: Annotated[Path, typer.Option(is_eager=True, callback=_read_config, show_default=False, help="A TOML file of this command's options by their own names (order = \"random\", max_steps = 40, block_size = 1024, datasets = [\"shards/a\"]; tables such as [data] or [optim] are read as one level); flags given override it. Every run writes its resolved options to RUN/run.toml, which reruns it.")] = None,
+    weights: Annotated[str, typer.Option(help="Comma-separated mixing weights, one per dataset.")] = "",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint, with any --workers and any number of ranks whose --batch-size keeps its global batch.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    shard_cache: Annotated[str, typer.Option(help="Download shards from object storage whole into this local folder and read them there (least recently used out first).")] = "",
+    shard_cache_gb: Annotated[float, typer.Option(min=0, help="Size limit of --shard-cache in GB.")] = 10.0,
+    skip_damaged: Annotated[bool, typer.Option("--skip-damaged", help="Leave damaged shards out (listed in RUN/damaged.jsonl) instead of stopping at the first, which is named.")] = False,
+    storage_options: StorageOptions = None,
+    **options,
+) -> None:
+    """Train a GPT-style next-token model on token shards (GPU when present; DDP under torchrun). The options
+    are the fields of the run's config dataclasses (vistok.train.config: data, model, optimizer, run)."""
+    _check_names(order=options["order"], parallel=options["parallel"], attention=options["attention"],
+                 preset=options["preset"], device=options["device"])
+    from vistok.nn.gpt import PRESETS
+    from vistok.train.config import DataConfig, TrainConfig
+    from vistok.train.trainer import train as run_train
+
+    def component(cls, **also):
+        return cls(**{f.name: options[name] for f, name, _, _ in cli_flags(cls)}, **also)
+
+    data = component(DataConfig, datasets=[str(d) for d in datasets], seed=options["seed"],
+                     weights=_floats("--weights", weights) if weights else None)
+    data = replace(data, block_size=data.block_size or PRESETS[options["preset"]]["block_size"]).resolved()
+    cfg = component(TrainConfig)
+    cache = Cache(str(shard_cache), int(shard_cache_gb * 1e9)) if shard_cache else None
+    out = Path(cfg.out)
+    res = _recorded(ctx, out, lambda: run_train(data, cfg, resume=resume, quiet=quiet, storage_options=storage_options,
+                                                cache=cache, skip_damaged=skip_damaged))
+    typer.echo(_train_summary(res))
 
 
 def _train_summary(res: dict) -> str:

@@ -22,7 +22,7 @@ def _losses(run):
 def test_a_config_file_flags_over_it_and_the_resolved_file_rerun(small_dataset, tmp_path, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text(f'datasets = ["{small_dataset}"]\norder = "random"\nmax_steps = 40\nblock_size = 256\n'
-                   '[optim]\nlr = 3e-3\nwarmup = 2\n[run]\nlog-every = 1\neval_every = 0\nquiet = true\n')
+                   '[optim]\nlr = 3e-3\nwarmup = 2\nweight_decay = 0.05\n[run]\nlog-every = 1\neval_every = 0\nquiet = true\n')
     with pytest.raises(SystemExit) as exc:  # quiet is how to run this time, not an option of the run
         main(["train", "--config", str(cfg)])
     assert exc.value.code == 2 and "no option named quiet" in capsys.readouterr().err
@@ -31,6 +31,7 @@ def test_a_config_file_flags_over_it_and_the_resolved_file_rerun(small_dataset, 
     a = json.loads((tmp_path / "a" / "config.json").read_text())
     assert a["data"]["order"] == "random" and a["data"]["block_size"] == 256  # from the file
     assert a["train"]["max_steps"] == 3 and a["train"]["lr"] == 3e-3  # the flag over the file; a table's key
+    assert a["train"]["weight_decay"] == 0.05  # every field of a component is an option (`cli_flags`)
     resolved = (tmp_path / "a" / "run.toml").read_text()
     assert "max_steps = 3" in resolved and 'order = "random"' in resolved and "quiet" not in resolved
     assert _train("--config", str(tmp_path / "a" / "run.toml"), "--out", str(tmp_path / "b"), "-q") == 0
@@ -72,3 +73,23 @@ def test_the_cli_and_the_api_fill_in_the_same_options(tmp_path):
                         stride=cli.stride, batch_size=cli.batch_size)
     a, b = next(iter(api)), next(iter(again))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_flags_of_train_are_the_fields_of_the_config_dataclasses():
+    """`vistok train`'s options are generated from the fields of `vistok.train.config`'s components (their help,
+    defaults and limits): every field is a flag unless it says why not, and each flag's help is its field's."""
+    from dataclasses import fields
+
+    from vistok.cli import command
+    from vistok.train.config import COMPONENTS, cli_flags, field_help
+
+    params = {p.name: p for p in command().commands["train"].params}
+    flags = {name: (f, help_text) for f, name, help_text, _ in cli_flags(*COMPONENTS)}
+    not_flags = {f.name for c in COMPONENTS for f in fields(c) if not f.metadata["cli"]}
+    assert not_flags == {"datasets", "weights", "seed", "places"}  # an argument, a comma list, --seed, from --attention
+    for name, (f, help_text) in flags.items():
+        assert params[name].help == help_text == field_help(f)
+    own = {"datasets", "config", "weights", "resume", "quiet", "shard_cache", "shard_cache_gb", "skip_damaged",
+           "storage_options"}  # how to run this time, or not a field
+    assert set(params) == set(flags) | own
+    assert params["lr"].default == 2e-3 and params["block_size"].default == 0  # 0: the preset's context

@@ -25,7 +25,7 @@ import signal
 import sys
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,12 +38,10 @@ from vistok.shards.integrity import OnDamage
 from vistok.shards.store import PackedStore, open_any
 from vistok.storage import Cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
-from vistok.tokenize.orders import adaptive_orders, parse_order
 from vistok.tokenize.parallel import parse_mode
 from vistok.tokenize.region import Region
 from vistok.tokenize.stream import (
     Ordered,
-    StreamSpec,
     cell_places,
     check_local,
     check_parallel,
@@ -52,84 +50,10 @@ from vistok.tokenize.stream import (
     known_columns,
     order_record,
 )
+from vistok.train.config import DataConfig
 from vistok.train.sampling import GlobalOrder, lane_rows, lanes_of, open_order, record_seed
 
-DEFAULT_ORDER = "canonical"  # the codec's own order, when none is asked for
 LOADER_STATE_VERSION = 3  # 3: each lane's next start in the global order (2: a batch count, replayed)
-
-
-@dataclass
-class DataConfig:
-    datasets: list[str] = field(default_factory=list)
-    weights: list[float] | None = None
-    heldout: float = 0.1  # fraction of inputs held out, by key hash
-    order: str = DEFAULT_ORDER
-    block_size: int = 512
-    batch_size: int = 16
-    seed: int = 0
-    num_workers: int = 1
-    long: str = "split"  # split | crop: what to do with documents longer than block_size
-    stride: int = 0  # positions between windows over a long document (`windows`); 0 = block_size (`resolved`: half)
-    parallel: str = ""  # "" (token by token) | segments | scales | any | masked:R: groups at once (`record_docs`)
-    places: bool = False  # rows carry each position's places (local attention: `--attention local:R`)
-    shuffle_block: int = 4096  # training records shuffled together: blocks of shards holding at least this many
-
-    def resolved(self) -> DataConfig:
-        """The options as every entry point fills them in (`vistok train`, `vistok.rows`, pretrain, the study), so
-        that their defaults cannot drift: stride 0 is half the context, and `any` or `masked:R` over the canonical
-        order is over a random one (both are defined over random orders). A checkpoint stores this."""
-        mode = parse_mode(self.parallel)
-        order = mode.default_order if mode is not None and self.order == DEFAULT_ORDER else self.order
-        return replace(self, order=order, stride=self.stride or self.block_size // 2)
-
-    def followed_in(self, order: str | None, run: object = "") -> DataConfig:
-        """These options with the order a command follows: the run's own (None), or one the model chooses while
-        it decodes (`--order confident`, an `--parallel any` run); another is refused, naming the run's own."""
-        if order is None or order == self.order:
-            return self
-        if not parse_order(order).adaptive:
-            raise UsageError(f"--order takes an order the model chooses ({', '.join(adaptive_orders())}); run {run} "
-                             f"follows its own order otherwise, {self.order}")
-        mode = parse_mode(self.parallel)
-        if mode is None or not mode.steps:
-            raise UsageError(f"--order {order} is chosen by an --parallel any run's model; run {run} is "
-                             f"{'--parallel ' + str(mode) if mode else 'token by token'}")
-        return replace(self, order=order)
-
-    @property
-    def spec(self) -> StreamSpec:
-        """The stream these options name, checked (`StreamSpec.parse`)."""
-        return StreamSpec.parse(self.order, self.parallel, None, self.block_size, self.stride)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> DataConfig:
-        """A checkpoint's data config; keys of older vistoks that no longer steer anything are dropped
-        (`shuffle_buffer`: the stream before the global order)."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-    def check(self) -> None:
-        """Refuse values no run can use, naming the option, before any data is read."""
-        bad = [(f"--heldout {self.heldout}", "a fraction in [0, 1): the share of inputs held out",
-                0 <= self.heldout < 1),
-               (f"--block-size {self.block_size}", "at least 2", self.block_size >= 2),
-               (f"--batch-size {self.batch_size}", "at least 1", self.batch_size >= 1),
-               (f"--workers {self.num_workers}", "0 or more", self.num_workers >= 0),
-               (f"--stride {self.stride}", f"0 up to the context ({self.block_size})", 0 <= self.stride <= self.block_size),
-               (f"--long {self.long}", "split or crop", self.long in ("split", "crop")),
-               ("shuffle_block", "at least 1", self.shuffle_block >= 1)]
-        for what, want, ok in bad:
-            if not ok:
-                raise UsageError(f"{what}: must be {want}")
-        if self.weights is not None:
-            w = np.asarray(self.weights, dtype=np.float64)
-            if w.size != len(self.datasets):
-                raise UsageError(f"--weights: {w.size} weights for {len(self.datasets)} datasets (one each)")
-            if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-                raise UsageError(f"--weights {','.join(map(str, self.weights))}: weights must be >= 0, with a "
-                                 "positive sum")
 
 
 def is_heldout(record_key: str, fraction: float) -> bool:

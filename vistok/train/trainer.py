@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,7 +33,8 @@ from vistok.storage import Cache
 from vistok.tokenize.base import Codec
 from vistok.tokenize.parallel import parse_mode
 from vistok.train.checkpoint import checkpoints, latest_checkpoint, load_weights, read_state, save_checkpoint
-from vistok.train.data import DataConfig, Loader, axis_sizes, heldout_records, merge_states
+from vistok.train.config import DEFAULT_MAX_STEPS, DataConfig, TrainConfig
+from vistok.train.data import Loader, axis_sizes, heldout_records, merge_states
 from vistok.train.evaluate import heldout_bits
 
 LN2 = math.log(2)
@@ -43,38 +44,6 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16
 
 # whether a parallel mode's query slots see each other by default: what measured better at 300 steps
 # (README, "Any number of steps"): any with co-attention; segments and scales with queries alone
-
-
-@dataclass
-class TrainConfig:
-    out: str = "runs/run"
-    preset: str = "tiny"
-    next_coords: bool = True
-    rope: bool = True  # rotate queries and keys by places (`vistok.nn.gpt.place_rotation`)
-    co_attend: bool | None = None  # parallel: queries of a group see each other (`group_mask`); None: the mode's own (`ParallelMode.co_attend`)
-    attention: str = "full"  # full | local:R[,F]: neighbourhood attention by place (`vistok.nn.attention`)
-    max_steps: int = 1000  # resuming: 0 keeps the run's planned steps, N moves its end to N
-    max_minutes: float = 0.0  # 0: no time limit; else a budget the schedule is fitted to (`ScheduleFit`) and that stops the run
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    eval_every: int = 100
-    eval_samples: int = 48
-    ckpt_every: int = 200
-    keep_ckpts: int = 2
-    log_every: int = 10
-    compile: bool = False
-    checkpoint_activations: bool = False  # recompute block activations in backward: long contexts in less memory
-    device: str = "auto"
-    seed: int = 0
-    tensorboard: bool = False
-    halt_at: int = 0  # stop right after this step as if killed (tests of --resume)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def pick_device(name: str) -> str:
@@ -168,7 +137,7 @@ class ScheduleFit:
 
     def __init__(self, cfg: TrainConfig, active: bool):
         self.budget_s, self.active = cfg.max_minutes * 60, active and cfg.max_minutes > 0
-        self.max_steps = cfg.max_steps or TrainConfig.max_steps
+        self.max_steps = cfg.max_steps or DEFAULT_MAX_STEPS
         self.t_start = time.monotonic()
         self.mark = (0, self.t_start)  # (step, time) the step time is measured from
         self.fitted = False
@@ -221,7 +190,7 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
     else:
         mcfg = fresh_model_config(cfg.preset, loader.sets, loader.codec, data, cfg.next_coords, cfg.rope,
                                   cfg.co_attend, local_attention(cfg.attention))
-        state = {"step": 0, "planned_steps": cfg.max_steps or TrainConfig.max_steps}
+        state = {"step": 0, "planned_steps": cfg.max_steps or DEFAULT_MAX_STEPS}
     loader.limits = mcfg.axis_sizes
     return mcfg, state
 
