@@ -210,3 +210,27 @@ def test_an_order_without_parameters_refuses_one():
     for name in ("random:3", "raster:2", "hilbert:x"):
         with pytest.raises(UsageError, match="takes no parameter"):
             parse_order(name)
+
+
+def test_gradwalk_energies_are_the_same_bits_under_other_blas_kernels_and_simd_levels(photo):
+    """A stored walk is shard bytes, and a walk from the DC image is what a decoder must recompute: their
+    energies may not depend on the CPU. A float32 matmul did (OpenBLAS picks a kernel per CPU), and the walks
+    of a 4-bit pixel image, full of ties, came out otherwise on another machine."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from vistok.tokenize.orders import unit_energy
+
+    img = (photo[100:164, 150:214] >> 4 << 4).copy()
+    code = ("import hashlib, numpy as np, sys; from vistok.tokenize.orders import unit_energy; "
+            "img = np.frombuffer(sys.stdin.buffer.read(), np.uint8).reshape(64, 64, 3); "
+            "print(hashlib.sha256(unit_energy(img, (1, 1), (64, 64)).tobytes() "
+            "+ unit_energy(img, (8, 8), (8, 8)).tobytes()).hexdigest())")
+    here = hashlib.sha256(unit_energy(img, (1, 1), (64, 64)).tobytes() + unit_energy(img, (8, 8), (8, 8)).tobytes())
+    for env in ({"OPENBLAS_CORETYPE": "Haswell"}, {"OPENBLAS_CORETYPE": "Prescott"},
+                {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}):
+        out = subprocess.run([sys.executable, "-c", code], input=img.tobytes(), capture_output=True, check=True,
+                             env={**os.environ, **env})
+        assert out.stdout.decode().strip() == here.hexdigest(), env

@@ -392,15 +392,24 @@ def stored(name: str) -> Callable:
 
 
 def unit_energy(pixels: np.ndarray, unit_px: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
-    """Mean gradient magnitude of the luma inside each unit: (rows, cols)."""
-    img = pixels.astype(np.float32)
-    luma = img if img.ndim == 2 else img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    """Mean gradient magnitude of the luma inside each unit: (rows, cols).
+
+    The same bits on every machine, so a walk (whose ties go to the lowest index) is too: float64 elementwise
+    operations only, each correctly rounded, and sums in a fixed order. A float32 matmul for the luma gave
+    other last bits under another BLAS kernel (OpenBLAS picks one per CPU), and with them other walks."""
+    img = pixels.astype(np.float64)
+    luma = img if img.ndim == 2 else 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
     gy, gx = np.gradient(luma)
-    mag = np.hypot(gy, gx)
+    mag = np.sqrt(gy * gy + gx * gx)
     rows, cols = grid
     uh, uw = unit_px
     pad = np.pad(mag, ((0, rows * uh - mag.shape[0]), (0, cols * uw - mag.shape[1])), mode="edge")
-    return pad.reshape(rows, uh, cols, uw).mean(axis=(1, 3))
+    blocks = pad.reshape(rows, uh, cols, uw)
+    total = np.zeros((rows, cols))
+    for dy in range(uh):  # one (rows, cols) add per pixel of a unit, in raster order: no reduction tree
+        for dx in range(uw):
+            total += blocks[:, dy, :, dx]
+    return total / (uh * uw)
 
 
 def compute_stored(codec, record, pixels: np.ndarray | None, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -479,7 +488,7 @@ def dc_unit_order(name: str, thumb: np.ndarray | None, grid: tuple[int, int]) ->
         raise UsageError(f"order {name!r} is computed from the DC image, which is not decoded yet")
     if base == "gradwalk" and arg in ("max", "min"):
         gy, gx = np.gradient(_luma(thumb)) if min(rows, cols) > 1 else (np.zeros((rows, cols)),) * 2
-        return gradwalk_units(np.hypot(gy, gx), arg), None
+        return gradwalk_units(np.sqrt(gy * gy + gx * gx), arg), None  # correctly rounded ops: one walk everywhere
     seg = slic_units(thumb, int(arg))
     return np.argsort(seg, kind="stable").astype(np.int64), seg  # segment by segment, raster inside
 
