@@ -43,10 +43,10 @@ def run(crops: int = 40, size: int = 64) -> dict[str, float]:
         n = sum(1 for _ in dataset)  # warm: imports, page cache
         plain = _best(lambda: sum(1 for p in shards for _ in read_shard(p)))
         checked = _best(lambda: sum(1 for _ in Dataset(ds)))
-        hashing = _best(lambda: [hashlib.sha256(p.local.read_bytes()).digest() for p in shards])
+        hashing = _best(lambda: [hashlib.sha256(p.local_path.read_bytes()).digest() for p in shards])
         verified = _best(lambda: verify([str(ds)], executor="local", quiet=True), rounds=2)
         deep = _best(lambda: verify([str(ds)], executor="local", quiet=True, deep=True), rounds=2)
-        nbytes = sum(p.local.stat().st_size for p in shards)
+        nbytes = sum(p.local_path.stat().st_size for p in shards)
     return {"records": n, "shards": len(shards), "mb": round(nbytes / 1e6, 2),
             "plain_records_per_s": round(n / plain), "checked_to_plain": round(checked / plain, 3),
             "sha256_share_of_read": round(hashing / plain, 4), "verify_to_plain": round(verified / plain, 3), "verify_deep_to_plain": round(deep / plain, 3)}

@@ -65,7 +65,7 @@ def parse_options(text: str) -> dict[str, Any]:
 
 def is_remote(where: str | os.PathLike | Loc) -> bool:
     if isinstance(where, Loc):
-        return where.local is None
+        return where.local_path is None
     s = os.fspath(where)
     return "://" in s and not s.startswith("file://")
 
@@ -135,12 +135,12 @@ class Loc:
     Both offer: `url`, `name`, `parent`, `/`; `exists`, `is_file`, `is_dir`, `size`, `stamp`; `read_bytes`
     (ranged), `read_ranges`, `read_text`, `open` (streamed, optionally through a `Cache`); `names`, `glob`,
     `walk`, `url_of`; `mkdir`, `write_bytes` and `upload` (whole or nothing), `unlink`, `check_writable`;
-    `options` (what a worker needs to open it again). `local` is the `Path` of a local one, else None.
+    `options` (what a worker needs to open it again). `local_path` is the `Path` of one on this machine, else None.
     """
 
     __slots__ = ()
     url: str
-    local: Path | None
+    local_path: Path | None
 
     def __new__(cls, where: str | os.PathLike | Loc, options: dict[str, Any] | None = None):
         if isinstance(where, Loc):
@@ -188,12 +188,12 @@ class Loc:
 class LocalLoc(Loc):
     """A local file or folder: plain os calls, writes through `vistok.atomic` (temporary name, fsync, rename)."""
 
-    __slots__ = ("local", "url", "path")
+    __slots__ = ("local_path", "url", "path")
 
     @classmethod
     def at(cls, path: Path) -> LocalLoc:
         loc = object.__new__(cls)
-        loc.local, loc.url, loc.path = path, str(path), str(path)
+        loc.local_path, loc.url, loc.path = path, str(path), str(path)
         return loc
 
     @property
@@ -201,69 +201,69 @@ class LocalLoc(Loc):
         return {}
 
     def __truediv__(self, name: str) -> LocalLoc:
-        return LocalLoc.at(self.local / name)
+        return LocalLoc.at(self.local_path / name)
 
     def __fspath__(self) -> str:
-        return str(self.local)
+        return str(self.local_path)
 
     @property
     def name(self) -> str:
-        return self.local.name
+        return self.local_path.name
 
     @property
     def parent(self) -> LocalLoc:
-        return LocalLoc.at(self.local.parent)
+        return LocalLoc.at(self.local_path.parent)
 
     def exists(self) -> bool:
-        return self.local.exists()
+        return self.local_path.exists()
 
     def is_file(self) -> bool:
-        return self.local.is_file()
+        return self.local_path.is_file()
 
     def is_dir(self) -> bool:
-        return self.local.is_dir()
+        return self.local_path.is_dir()
 
     def size(self) -> int:
-        return self.local.stat().st_size
+        return self.local_path.stat().st_size
 
     def stamp(self) -> tuple[int, str]:
         """(size, a change marker): the file's mtime."""
-        st = self.local.stat()
+        st = self.local_path.stat()
         return st.st_size, str(st.st_mtime_ns)
 
     def read_bytes(self, start: int | None = None, end: int | None = None) -> bytes:
         """The file's bytes, or bytes [start, end) of it."""
         if start is None:
-            return self.local.read_bytes()
-        with open(self.local, "rb") as f:
+            return self.local_path.read_bytes()
+        with open(self.local_path, "rb") as f:
             f.seek(start)
             return f.read((end or 0) - start) if end is not None else f.read()
 
     def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
         """Bytes [start, end) for each range, from one open file."""
         out = []
-        with open(self.local, "rb") as f:
+        with open(self.local_path, "rb") as f:
             for start, end in ranges:
                 f.seek(start)
                 out.append(f.read(end - start))
         return out
 
     def open(self, cache: Cache | None = None) -> IO[bytes]:
-        return open(self.local, "rb")
+        return open(self.local_path, "rb")
 
     def names(self) -> set[str]:
         """Names of the files and folders directly below this folder; empty when it does not exist."""
-        return set(os.listdir(self.local)) if self.local.is_dir() else set()
+        return set(os.listdir(self.local_path)) if self.local_path.is_dir() else set()
 
     def glob(self, pattern: str) -> list[LocalLoc]:
         """Files matching `pattern` below this folder, sorted."""
-        return [LocalLoc.at(p) for p in sorted(self.local.glob(pattern))]
+        return [LocalLoc.at(p) for p in sorted(self.local_path.glob(pattern))]
 
     def url_of(self, path: str) -> str:
         return path
 
     def _root(self) -> str:
-        return str(self.local)
+        return str(self.local_path)
 
     @staticmethod
     def _scan(folder: str) -> list[tuple[str, bool, str, tuple[int, str]]]:
@@ -282,18 +282,18 @@ class LocalLoc(Loc):
         return out
 
     def mkdir(self) -> None:
-        self.local.mkdir(parents=True, exist_ok=True)
+        self.local_path.mkdir(parents=True, exist_ok=True)
 
     def write_bytes(self, data: bytes) -> None:
         """All of `data` or nothing: a renamed, fsynced temporary file."""
-        atomic_write_bytes(self.local, data)
+        atomic_write_bytes(self.local_path, data)
 
     def upload(self, tmp: Path) -> None:
         """Move the finished local file `tmp` here, durably."""
-        publish(tmp, self.local)
+        publish(tmp, self.local_path)
 
     def unlink(self) -> None:
-        self.local.unlink(missing_ok=True)
+        self.local_path.unlink(missing_ok=True)
 
     def check_writable(self) -> set[str]:
         """`names()`: a local folder that cannot be written fails at its first write, with the OS's message."""
@@ -305,7 +305,7 @@ class FsspecLoc(Loc):
     streams, writes whole-object PUTs or uploads, retried when the failure is transient (`retry`)."""
 
     __slots__ = ("url", "_fs", "_pid", "path")
-    local = None
+    local_path = None
 
     @classmethod
     def at(cls, url: str, options: dict[str, Any]) -> FsspecLoc:
@@ -509,7 +509,7 @@ def read_each(locs: list[Loc], batch: int = 256, end: int | None = None) -> Iter
     headers: one round trip each would take minutes)."""
     for i in range(0, len(locs), batch):
         chunk = locs[i : i + batch]
-        remote = [loc for loc in chunk if loc.local is None]
+        remote = [loc for loc in chunk if loc.local_path is None]
         fetched: dict[str, bytes] = {}
         if remote:
             paths = [loc.path for loc in remote]
@@ -520,7 +520,7 @@ def read_each(locs: list[Loc], batch: int = 256, end: int | None = None) -> Iter
             except Exception as exc:
                 raise _translate(exc, f"cannot read {remote[0].parent}") from None
         for loc in chunk:
-            if loc.local is not None:
+            if loc.local_path is not None:
                 yield loc.read_bytes(0, end) if end is not None else loc.read_bytes()
             else:
                 yield fetched[loc.path]
@@ -557,7 +557,7 @@ def _cached_open(loc: Loc, folder: Path, limit: int) -> IO[bytes]:
 def cached_copy(loc: Loc, cache: Cache | None) -> Loc:
     """A remote file's copy in `cache` (the one there, or the file downloaded whole now), or the file itself
     when it is local, no cache is given or the cache cannot keep it."""
-    if loc.local is not None or cache is None or not cache.folder:
+    if loc.local_path is not None or cache is None or not cache.folder:
         return loc
     with _cached_open(loc, Path(cache.folder), cache.max_bytes) as f:
         while isinstance(f, _Tee) and f.read(READ_BLOCK):

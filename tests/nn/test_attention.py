@@ -101,7 +101,7 @@ def test_tiles_hold_every_visible_key_and_nothing_else(seed, raster, mode, rows,
 def _tiny(local=(), n_layer=2, query_slots=False, co_attend=False):
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=50, axis_sizes=[8, 8], block_size=256, n_layer=n_layer, n_head=2, n_embd=32,
-                    query_slots=query_slots, co_attend=co_attend, local=list(local))
+                    query_slots=query_slots, co_attend=co_attend, neighbourhood=list(local))
     return GPT(cfg)
 
 
@@ -146,7 +146,7 @@ def test_local_attention_sees_its_neighbourhood_only():
     docs = torch.zeros(1, T, dtype=torch.long)
     idx = torch.from_numpy(rng.integers(0, 50, (1, T)))
     coords = torch.from_numpy(rng.integers(0, 8, (1, T, 2)))
-    sees = (RowMask(docs, places=places, local=(R, 1)).dense()[0, 0]).float()
+    sees = (RowMask(docs, places=places, neighbourhood=(R, 1)).dense()[0, 0]).float()
     for L in (1, 2):
         model = _tiny(local=(R, 1), n_layer=L).eval()
         reach = torch.linalg.matrix_power(sees, L) > 0  # what can reach each logit through L layers

@@ -48,8 +48,8 @@ def test_places_of_clips_and_refusals():
     meta = {"height": 32, "width": 32, "components": 3, "subsampling": "420", "frames": 2}
     cells = codec.layout(meta).cells
     pl = cell_places(codec.layout(meta))
-    assert set(pl[cells.frame == 1, 0].tolist()) <= {1, -1} and (pl[cells.local < 0] == -1).all()
-    assert set(pl[cells.local >= 0, 1].tolist()) == {0, 1}
+    assert set(pl[cells.frame == 1, 0].tolist()) <= {1, -1} and (pl[cells.in_frame < 0] == -1).all()
+    assert set(pl[cells.in_frame >= 0, 1].tolist()) == {0, 1}
     with pytest.raises(UsageError, match="spans every unit"):
         check_local(WaveletCodec(levels=2), {"height": 16, "width": 16, "components": 1})
 
@@ -66,7 +66,7 @@ def test_local_runs_train_resume_score_sample_and_compress_with_one_mask(small_d
     with pytest.raises(UsageError, match="local:R"):
         train(*_cfgs(small_dataset, tmp_path / "bad", attention="near:2"), quiet=True)
     model, _ = load_model(run)
-    assert model.cfg.local == [0, 1]
+    assert model.cfg.neighbourhood == [0, 1]
     ev = evaluate(run, limit=4)
     assert ev["bits_per_image"] > 0
     codec = Dataset(small_dataset).codec
@@ -114,6 +114,6 @@ def test_an_8k_preset_trains_on_whole_256px_images_on_the_cpu(tmp_path):
     train(data, TrainConfig(out=str(run), preset="small-8k", max_steps=1, warmup=1, eval_every=0, ckpt_every=1,
                             attention="local:2", checkpoint_activations=True), quiet=True)
     model, _ = load_model(run)
-    assert model.cfg.block_size == 8192 and model.cfg.local == [2, 1]
+    assert model.cfg.block_size == 8192 and model.cfg.neighbourhood == [2, 1]
     ev = evaluate(run, limit=1)
     assert ev["tokens_per_image"] > 2000 and ev["bits_per_image"] > 0

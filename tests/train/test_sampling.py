@@ -157,14 +157,14 @@ def test_an_index_is_built_from_the_shard_the_manifest_lists(plain_dataset, tmp_
     shutil.copytree(plain_dataset, copy)
     ds = Dataset(copy)
     shard = ds.shards[0]
-    data = bytearray(shard.local.read_bytes())
+    data = bytearray(shard.local_path.read_bytes())
     data[-2000] ^= 0xFF  # a flipped bit in the last record: the shard no longer matches its sha256
-    shard.local.write_bytes(bytes(data))
+    shard.local_path.write_bytes(bytes(data))
     for p in index_folder().glob(f"{ds.manifest.config_hash[:16]}-{shard.name}-*"):
         p.unlink()
     with pytest.raises(DamagedShard, match="sha256"):
         sampling.folder_order(Dataset(copy), 0.2, 0, 16)
-    assert tarfile.is_tarfile(shard.local)
+    assert tarfile.is_tarfile(shard.local_path)
 
 
 @pytest.mark.slow

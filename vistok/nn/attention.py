@@ -69,7 +69,7 @@ class RowMask:
     a long row never holds a T x T mask (building one costs more than the attention it saves).
 
     Token by token: causal inside each document (`doc_ids` (B, T); None = one document). Group-parallel:
-    `vistok.nn.gpt.group_mask`'s rule (`groups`, `query`, `co_attend`). With `local` = (R, F) and `places`
+    `vistok.nn.gpt.group_mask`'s rule (`groups`, `query`, `co_attend`). With `neighbourhood` = (R, F) and `places`
     (B, T, 4) = (query frame, query row, key frame, key row): also `local_mask`, except that a position
     always sees itself (a window that starts mid-record has no BOS to fall back on).
     """
@@ -79,7 +79,7 @@ class RowMask:
     query: torch.Tensor | None = None
     co_attend: bool = False
     places: torch.Tensor | None = None
-    local: tuple[int, int] | None = None
+    neighbourhood: tuple[int, int] | None = None
 
     def _ref(self) -> torch.Tensor:
         for t in (self.doc_ids, self.groups, self.places):
@@ -106,9 +106,9 @@ class RowMask:
             if d is not None:
                 m = m & (d[:, qs, None] == d[:, None, ks]) & (d[:, qs, None] >= 0)
             m = m | (i == j)
-        if self.local is not None:
+        if self.neighbourhood is not None:
             p = self.places[rows]
-            m = m & (local_mask(p[:, qs, :2], p[:, ks, 2:], *self.local) | (i == j))
+            m = m & (local_mask(p[:, qs, :2], p[:, ks, 2:], *self.neighbourhood) | (i == j))
         return m
 
     def dense(self) -> torch.Tensor:
@@ -121,7 +121,7 @@ class RowMask:
         local attention (each is one causal tile, the kernels' own causal path), else blocks of `block`."""
         T = self._ref().size(1)
         B = self._ref().size(0)
-        if self.groups is None and self.local is not None:
+        if self.groups is None and self.neighbourhood is not None:
             return self._place_runs(block)
         if self.groups is None and self.doc_ids is not None:
             out = []
@@ -168,7 +168,7 @@ class RowMask:
         if self.groups is not None:
             g = self.groups[b, a:z]
             s["group"] = (int(g.min()), int(g.max()))
-        if self.local is not None:  # the places of the span's queries (None: one without a place sees all)
+        if self.neighbourhood is not None:  # the places of the span's queries (None: one without a place sees all)
             p = self.places[b, a:z]
             q, k = p[:, :2], p[:, 2:]
             s["q"] = None if (q[:, 1] < 0).any() else (q.amin(0).tolist(), q.amax(0).tolist())
@@ -183,12 +183,12 @@ class RowMask:
             return False
         if "group" in sq and sk["group"][0] > sq["group"][1]:  # every key of a later group than every query
             return False
-        if self.local is not None and sq["q"] is not None:
+        if self.neighbourhood is not None and sq["q"] is not None:
             if sk["k"] == "none":
                 return False
             (qf0, qr0), (qf1, qr1) = sq["q"]
             (kf0, kr0), (kf1, kr1) = sk["k"]
-            R, Fr = self.local
+            R, Fr = self.neighbourhood
             if kf1 < qf0 - Fr or kf0 > qf1 or kr1 < qr0 - R or kr0 > qr1 + R:
                 return False
         return True
@@ -197,7 +197,7 @@ class RowMask:
         """The mask as tiles (`SparseMask`) of `block` query rows (default `BLOCK`), each evaluated on its own range."""
         block = block or BLOCK
         ranges = []
-        whole = self.groups is None and self.local is None  # token by token: spans are documents, tiles causal
+        whole = self.groups is None and self.neighbourhood is None  # token by token: spans are documents, tiles causal
         for b, q0, q1, k0, k1 in self.key_ranges(self.spans(block)):
             if whole and (k0, k1) == (q0, q1):
                 tile = causal_lower_right(q1 - q0, k1 - k0)

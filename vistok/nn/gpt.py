@@ -50,17 +50,19 @@ class GPTConfig:
     # neighbourhood attention by place (`vistok.nn.attention`, `--attention local:R,F`): [R, F] = a query sees
     # the keys in the R unit rows above its own and in its own row, and within R rows in the F frames
     # before; [] = the whole context (runs made before it)
-    local: list[int] = field(default_factory=list)
+    neighbourhood: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> GPTConfig:
-        """A checkpoint's model config; runs made before the rename call `query_slots` `parallel`."""
+        """A checkpoint's model config; runs made before the renames call `query_slots` `parallel` and
+        `neighbourhood` `local`."""
         d = dict(d)
-        if "parallel" in d:
-            d["query_slots"] = d.pop("parallel")
+        for old, new in (("parallel", "query_slots"), ("local", "neighbourhood")):
+            if old in d:
+                d[new] = d.pop(old)
         return cls(**d)
 
 
@@ -85,7 +87,7 @@ class KVCache:
         self.k = torch.zeros(cfg.n_layer, batch, cfg.n_head, max_len, hs, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         # with local attention, each cached key's place (frame, unit row), -1 = everywhere
-        self.places = torch.full((batch, max_len, 2), -1, dtype=torch.long, device=device) if cfg.local else None
+        self.places = torch.full((batch, max_len, 2), -1, dtype=torch.long, device=device) if cfg.neighbourhood else None
         self.pos = 0  # number of positions filled
 
 
@@ -254,14 +256,14 @@ class GPT(nn.Module):
         (groups and query (B, T)): the group mask (`group_mask`). `attn_mask` replaces either (with a KV cache:
         (T, cached + T), in place of the causal prefill mask), and only the first `store` positions stay in
         the cache. `last`: logits of the last `last` positions only (a group's query slots). With local
-        attention (`cfg.local`), `places` (B, T, 4): each position's query and key place (`vistok.nn.attention`).
+        attention (`cfg.neighbourhood`), `places` (B, T, 4): each position's query and key place (`vistok.nn.attention`).
         """
-        if self.cfg.local and places is None:
+        if self.cfg.neighbourhood and places is None:
             raise ValueError("a model with local attention needs the places of its positions")
         x = self.embed(idx, coords, next_coords, query)
         if cache is None and attn_mask is None:
             attn_mask = self.attn_mask(idx, doc_ids, groups, query, places)
-        elif self.cfg.local:
+        elif self.cfg.neighbourhood:
             attn_mask = self._local(attn_mask, places, cache)
         rot = place_rotation(self.cfg, coords, next_coords, query)
         for i, block in enumerate(self.h):
@@ -285,11 +287,11 @@ class GPT(nn.Module):
         causal inside each document of a filled row, and the neighbourhood of each place with local
         attention; None (plain causal attention) with none of them. Dense (B, 1, T, T), or as tiles for long
         rows (`vistok.nn.attention.RowMask`) unless `self.fast` is off (the reference path)."""
-        if groups is None and doc_ids is None and not self.cfg.local:
+        if groups is None and doc_ids is None and not self.cfg.neighbourhood:
             return None
         if doc_ids is None:
             doc_ids = torch.zeros_like(idx)  # one document
-        rm = RowMask(doc_ids, groups, query, self.cfg.co_attend, places, tuple(self.cfg.local) if self.cfg.local else None)
+        rm = RowMask(doc_ids, groups, query, self.cfg.co_attend, places, tuple(self.cfg.neighbourhood) if self.cfg.neighbourhood else None)
         return rm.build() if self.fast else rm.dense()
 
     def _local(self, attn_mask, places, cache: KVCache | None):
@@ -303,7 +305,7 @@ class GPT(nn.Module):
         if attn_mask is None:
             attn_mask = torch.ones(T, p + T, dtype=torch.bool, device=places.device).tril(diagonal=p)
         own = torch.arange(p + T, device=places.device)[None] == (p + torch.arange(T, device=places.device))[:, None]
-        return attn_mask & (local_mask(places[..., :2], keys, *self.cfg.local) | own)[:, None]
+        return attn_mask & (local_mask(places[..., :2], keys, *self.cfg.neighbourhood) | own)[:, None]
 
     def hidden(self, idx, coords, next_coords=None, doc_ids=None, groups=None, query=None,
                bidirectional: bool = False, places=None) -> list[torch.Tensor]:
@@ -355,7 +357,7 @@ class GPT(nn.Module):
         toks = torch.full((B, 1), grammar.bos, dtype=torch.long, device=dev)
         crd = torch.zeros(B, 1, len(self.cfg.axis_sizes), dtype=torch.long, device=dev)
         nxt = grammar.start().to(dev)[:, None]
-        plc = grammar.start_places().to(dev)[:, None] if self.cfg.local else None
+        plc = grammar.start_places().to(dev)[:, None] if self.cfg.neighbourhood else None
         cache, start, fed, base = None, -1, 0, 0  # base: the stream position of toks[:, 0]
         out = [toks]
         for _ in range(max_new_tokens):
@@ -444,7 +446,7 @@ class GroupFeed:
         mask = group_mask(torch.zeros_like(grp), grp, query, m.cfg.co_attend)[0]  # (n + k, n + k)
         if self.cache is not None:  # the cached tokens are all of earlier groups: every slot may see them
             mask = torch.cat([torch.ones(n + k, self.cache.pos, dtype=torch.bool, device=dev), mask], dim=1)
-        plc = torch.from_numpy(np.stack(plcs)).to(dev).repeat(1, 1, 2) if m.cfg.local else None
+        plc = torch.from_numpy(np.stack(plcs)).to(dev).repeat(1, 1, 2) if m.cfg.neighbourhood else None
         logits, _ = m(idx, crd, torch.zeros_like(crd), query=query.expand(self.lanes, -1), cache=self.cache,
                       attn_mask=mask[None, None], store=n, last=k, places=plc)
         self.fed = i

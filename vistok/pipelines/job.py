@@ -138,7 +138,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
                     target.upload(local)
         if not writer.count:
             target.unlink()
-    if errors or task.retry_errors or folder.local is not None:  # a bucket: spare a DELETE per shard
+    if errors or task.retry_errors or folder.local_path is not None:  # a bucket: spare a DELETE per shard
         _write_errors(folder, task.index, errors)  # (finalize reads rows only of shards whose stats count some)
     nz = np.flatnonzero(tally.counts)
     stats = ShardStats(task.index, files[0]["name"] if files else None, n_inputs, len(errors),
@@ -168,7 +168,7 @@ def _expand_units(units: tuple[str, ...], exts: tuple[str, ...],
 def _staging(folder: Loc) -> Iterator[Path | None]:
     """A local temporary folder for a shard bound for object storage; none for a local dataset, whose
     `ShardWriter` renames its own temporary file into place."""
-    if folder.local is not None:
+    if folder.local_path is not None:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="vistok-shard-") as d:
@@ -392,7 +392,7 @@ def plan_shards(inputs: Iterable[Any], per_shard: int) -> Iterator[tuple[Any, ..
 
 def _result(folder: Loc, up_to_date: bool, manifest: Manifest, t0: float) -> JobResult:
     c = manifest.counts
-    return JobResult(folder.local or folder, up_to_date, c["samples"], c["errors"], c["inputs"], len(manifest.shards),
+    return JobResult(folder.local_path or folder, up_to_date, c["samples"], c["errors"], c["inputs"], len(manifest.shards),
                      time.monotonic() - t0, manifest)
 
 
@@ -408,8 +408,8 @@ def _prepare_folder(folder: Loc, present: set[str], config: dict[str, Any], chas
             f"choose another --out, or pass a parent folder to get {codec_id}-{chash}/")
     for sub in (STATS_DIR, ERRORS_DIR):
         (folder / sub).mkdir()
-    if folder.local is not None:  # object storage never holds partial objects
-        for d in (folder.local, folder.local / STATS_DIR, folder.local / ERRORS_DIR):
+    if folder.local_path is not None:  # object storage never holds partial objects
+        for d in (folder.local_path, folder.local_path / STATS_DIR, folder.local_path / ERRORS_DIR):
             for stale in d.glob(".*.tmp-*"):
                 stale.unlink(missing_ok=True)  # leftovers of a killed run
     if prev is None or prev.get("config") != config:  # new, or its inputs fixed since (--retry-errors)

@@ -182,7 +182,7 @@ class IndexedShards:
         loc, ix = self.shards[shard], self.indexes[shard]
         ranges = [(int(ix[r, START]), int(ix[r, END])) for r in rows]
         try:
-            if loc.name.endswith(".gz") or (loc.local is None and self.cache is None):
+            if loc.name.endswith(".gz") or (loc.local_path is None and self.cache is None):
                 whole = self._whole(shard, int(ix[:, END].max()))
                 blobs = [whole[a:b] for a, b in ranges]
             else:

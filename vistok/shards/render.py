@@ -114,7 +114,7 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
     res = order_record(codec, record, order, np.random.default_rng(seed), known=known)  # refuses what a decoder cannot follow
     seq, segments = inp.units[res.perm], res.segments
     if as_order(order).dc_first:  # the DC image comes first, unit by unit: draw the order of the rest
-        rest = ~layout.dc_cells[layout.cells.local[res.cells]]
+        rest = ~layout.dc_cells[layout.cells.in_frame[res.cells]]
         seq, segments = seq[rest], None if segments is None else segments[rest]
     first = np.unique(seq, return_index=True)[1]
     visit = seq[np.sort(first)]  # units in order of first visit

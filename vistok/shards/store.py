@@ -54,8 +54,8 @@ class PackedStore:
         if not is_store(self.path):
             raise DatasetError(f"{self.path} is not a zarr store (no zarr.json); pack one with `vistok pack`")
         try:
-            if self.path.local is not None:
-                g = zarr.open_group(str(self.path.local), mode="r", zarr_format=3)
+            if self.path.local_path is not None:
+                g = zarr.open_group(str(self.path.local_path), mode="r", zarr_format=3)
             else:  # zarr reads object storage through fsspec itself
                 g = zarr.open_group(self.path.url, mode="r", zarr_format=3, storage_options=self.path.options)
             attrs = dict(g.attrs)
@@ -86,7 +86,7 @@ class PackedStore:
             raise DatasetError(f"{self.path} is inconsistent: array sizes disagree with its counts")
         chunk = int(attrs["chunks"]["tokens"])
         want = -(-self.total // chunk)
-        chunk_dir = self.path.local / "tokens" / "c" if self.path.local is not None else None
+        chunk_dir = self.path.local_path / "tokens" / "c" if self.path.local_path is not None else None
         if chunk_dir is not None and chunk_dir.is_dir():  # local store: every chunk file must be there (a missing one would read as zeros)
             have = sum(1 for _ in chunk_dir.iterdir())
             if have != want:

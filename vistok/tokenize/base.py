@@ -110,7 +110,7 @@ class Cells:
 
     positions: Positions  # one entry per cell: its unit (-1: spans every unit) and coordinates on known axes
     frame: np.ndarray  # (n,) frame of each cell
-    local: np.ndarray  # (n,) index within its frame's cells; -1 for a FRAME separator
+    in_frame: np.ndarray  # (n,) index within its frame's cells; -1 for a FRAME separator
     per_frame: int  # cells per frame (FRAME separators excluded)
 
     def __len__(self) -> int:
@@ -282,7 +282,7 @@ class Layout:
         pos = Positions(np.concatenate(us).astype(np.int64), self.grid, np.concatenate(cs).astype(np.int64),
                         tuple(known), {}, self.unit_pixels)
         out = Cells(pos, np.concatenate(fs).astype(np.int64), np.concatenate(ls).astype(np.int64), n)
-        for a in (out.frame, out.local):
+        for a in (out.frame, out.in_frame):
             a.setflags(write=False)
         return out
 

@@ -181,7 +181,7 @@ def plan(codec: Codec, meta: dict, order: str | Order, rng: np.random.Generator,
         return known_first(order, mode, perm, (u >= 0) & inside[np.maximum(u, 0)], rng, steps, max_group)
     clip = len(cells) > cells.per_frame
     if clip:  # clips: each frame's FRAME separator opens it
-        o = np.lexsort((cells.local[perm] >= 0, cells.frame[perm]))
+        o = np.lexsort((cells.in_frame[perm] >= 0, cells.frame[perm]))
         perm, segments = perm[o], None if segments is None else segments[o]
     bits = 0.0
     if order.stored:
@@ -282,7 +282,7 @@ def cell_scales(layout: Layout, order: str | Order) -> np.ndarray:
         key = key + (pos.coords[:, pos.axes.index("band")] == 0)
     if order.descending:  # the highest level is the coarsest
         key = -key
-    real = cells.local >= 0
+    real = cells.in_frame >= 0
     out = np.zeros(len(cells), dtype=np.int64)
     out[real] = np.unique(key[real], return_inverse=True)[1].ravel()
     out.setflags(write=False)
@@ -435,7 +435,7 @@ def cell_places(layout: Layout) -> np.ndarray:
     u, (rows, cols) = cells.positions.units, cells.positions.grid
     per = rows * cols
     out = np.stack([u // per, (u % per) // cols], axis=1).astype(np.int64)
-    out[(u < 0) | (cells.local < 0)] = -1
+    out[(u < 0) | (cells.in_frame < 0)] = -1
     out.setflags(write=False)
     return out
 
@@ -443,7 +443,7 @@ def cell_places(layout: Layout) -> np.ndarray:
 def check_local(codec: Codec, meta: dict) -> None:
     """Refuse local attention where a cell spans every unit (it has no place to be near)."""
     cells = codec.layout(meta).cells
-    if ((cells.positions.units < 0) & (cells.local >= 0)).any():
+    if ((cells.positions.units < 0) & (cells.in_frame >= 0)).any():
         raise _refuse(codec, "--attention local needs every cell on a unit, but a cell of this layout spans every unit")
 
 
@@ -479,14 +479,14 @@ class StreamGrammar:
         return int(self.plan.cells[self.i])
 
     def _separator(self) -> bool:
-        return self.cells.local[self._cell()] < 0
+        return self.cells.in_frame[self._cell()] < 0
 
     def _enter(self) -> None:
         if self.plan.complete_from is not None and self.i == self.plan.pending_from:
             self._complete()
         if self.i < self.plan.cells.size and not self._separator():
             self.cg.frame = int(self.cells.frame[self._cell()])
-            self.cg.begin(int(self.cells.local[self._cell()]))
+            self.cg.begin(int(self.cells.in_frame[self._cell()]))
 
     def _complete(self) -> None:
         """The DC cells are decoded: compute the rest of a content order's plan from their thumbnail."""
@@ -572,10 +572,10 @@ class StreamGrammar:
         """(k, V) the tokens allowed at each of `cells` (cells of one token: no state between them)."""
         masks = []
         for c in cells:
-            if self.cells.local[c] < 0:  # a FRAME separator opens its frame's first group: FRAME, surely
+            if self.cells.in_frame[c] < 0:  # a FRAME separator opens its frame's first group: FRAME, surely
                 masks.append(self._frame)
                 continue
-            self.cg.begin(int(self.cells.local[c]))
+            self.cg.begin(int(self.cells.in_frame[c]))
             m = self.cg.allowed()
             masks.append(m & ~self.cg.escape if self.cg.escape is not None else m)
         self._enter()

@@ -321,7 +321,7 @@ class Coder:
                 feed = list(hist)[len(hist) - (p - a + 1) :]
             t_in, c_in, n_in, p_in = (torch.from_numpy(np.stack([f[j] for f in feed], axis=1)) for j in range(4))
             logits, _ = m(t_in, c_in, n_in if m.cfg.next_axes else None, cache=cache, last=1,
-                          places=p_in if m.cfg.local else None)
+                          places=p_in if m.cfg.neighbourhood else None)
             lg = logits[:, -1].double().numpy()
             for i, s in enumerate(streams):
                 if s.g.done:
@@ -375,8 +375,8 @@ def run_checksum(model: GPT, codec: Codec, data: DataConfig) -> bytes:
             "block_size": model.cfg.block_size, "version": VERSION}
     if model.cfg.co_attend:  # queries of a group see each other (runs before it: they did not)
         conf["co_attend"] = True
-    if model.cfg.local:  # neighbourhood attention (runs before it: the whole context)
-        conf["local"] = model.cfg.local
+    if model.cfg.neighbourhood:  # neighbourhood attention (runs before it: the whole context)
+        conf["local"] = model.cfg.neighbourhood  # the key files were hashed with
     if data.stride and data.stride != model.cfg.block_size:  # windows that overlap (runs before them: none)
         conf["stride"] = data.stride
     h.update(json.dumps(conf, sort_keys=True).encode())

@@ -71,7 +71,7 @@ def target_frames(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str = ""
     (the FRAME opening the next frame, or EOS after the last when token by token; a decoder knows both, so
     they cost nothing)."""
     cells = codec.layout(rec.meta).cells
-    f = cells.frame[o.cells] - (cells.local[o.cells] < 0)
+    f = cells.frame[o.cells] - (cells.in_frame[o.cells] < 0)
     return f if parallel else np.append(f, int(rec.meta.get("frames", 1)) - 1)
 
 
@@ -85,7 +85,7 @@ def target_scales(codec: Codec, rec: TokenRecord, o: Ordered, order: str, parall
     layout = codec.layout(rec.meta)
     scale = cell_scales(layout, by)
     n = int(scale.max()) + 1
-    s = np.where(layout.cells.local[o.cells] < 0, n - 1, scale[o.cells])
+    s = np.where(layout.cells.in_frame[o.cells] < 0, n - 1, scale[o.cells])
     return s if parallel else np.append(s, n - 1)
 
 
@@ -118,9 +118,9 @@ def target_parts(codec: Codec, rec: TokenRecord, o: Ordered, parallel: str) -> n
         return element if parallel else np.append(element, 0)
     if layout.dc_cells is None:
         names, pos = part_names(codec, rec.meta), cells.positions
-        level = np.where(cells.local[o.cells] < 0, len(names) - 1, pos.coords[o.cells, pos.axes.index("level")])
+        level = np.where(cells.in_frame[o.cells] < 0, len(names) - 1, pos.coords[o.cells, pos.axes.index("level")])
         return level.astype(np.int64) if parallel else np.append(level, len(names) - 1).astype(np.int64)
-    part = np.where(cells.local[o.cells] < 0, 1, ~layout.dc_cells[np.maximum(cells.local[o.cells], 0)])
+    part = np.where(cells.in_frame[o.cells] < 0, 1, ~layout.dc_cells[np.maximum(cells.in_frame[o.cells], 0)])
     return part.astype(np.int64) if parallel else np.append(part, 1).astype(np.int64)
 
 
@@ -174,7 +174,7 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
     def windows_of_records() -> Iterator[tuple[int, dict, Iterator[np.ndarray], np.ndarray | None, int]]:
         for i, rec in enumerate(records):
             rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S,
-                             steps, places=bool(model.cfg.local), known=known)
+                             steps, places=bool(model.cfg.neighbourhood), known=known)
             o = rd.stream
             tags = _target_tags(codec, rec, o, data.order, data.parallel, per_frame, parts)
             out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps,

@@ -132,7 +132,7 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
 
     for i, rec in enumerate(records):
         docs = record_docs(codec, rec, order, np.random.default_rng([data.seed, 1, i]), T, "split", parallel,
-                           places=bool(model.cfg.local) and mask != "none")
+                           places=bool(model.cfg.neighbourhood) and mask != "none")
         feats.append([])
         labels.append(str(rec.meta["label"]))
         for d in docs.docs:

@@ -181,8 +181,8 @@ def model_config(cfg: TrainConfig, data: DataConfig, loader: Loader, ckpt: Path 
         mcfg = GPTConfig.from_json(state["model"])
         if mcfg.block_size != data.block_size:
             raise UsageError(f"--block-size {data.block_size} differs from the checkpoint's {mcfg.block_size}")
-        if mcfg.local != local_attention(cfg.attention):
-            raise UsageError(f"--attention {cfg.attention} differs from the checkpoint's {attention_name(mcfg.local)}")
+        if mcfg.neighbourhood != local_attention(cfg.attention):
+            raise UsageError(f"--attention {cfg.attention} differs from the checkpoint's {attention_name(mcfg.neighbourhood)}")
         if cfg.max_steps and cfg.max_steps != state["planned_steps"]:  # --max-steps N moves the run's end to N
             if cfg.max_steps < state["step"]:
                 raise UsageError(f"--max-steps {cfg.max_steps} is behind the checkpoint's step {state['step']}")
@@ -218,7 +218,7 @@ def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, 
                      rope_axes=axes if rope else [], query_slots=bool(data.parallel),
                      co_attend=bool(data.parallel) and (parse_mode(data.parallel).co_attend if co_attend is None
                                                            else co_attend),
-                     local=list(local or []),
+                     neighbourhood=list(local or []),
                      **{**PRESETS[preset], "block_size": data.block_size})
 
 
