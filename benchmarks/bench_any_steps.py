@@ -35,6 +35,7 @@ from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.shards.reader import Dataset  # noqa: E402
 from vistok.tokenize import JpegCodec  # noqa: E402
 from vistok.tokenize.schedule import ALL  # noqa: E402
+from vistok.tokenize.stream import StreamSpec  # noqa: E402
 from vistok.train.checkpoint import load_model  # noqa: E402
 from vistok.train.compress import Coder  # noqa: E402
 from vistok.train.data import DataConfig, heldout_records  # noqa: E402
@@ -124,7 +125,7 @@ def row(ds: Path, name: str, order: str, parallel: str, co_attend: bool, steps: 
         r = {**base, "steps": point["steps"], "bits_per_image": round(point["bits_per_image"], 1),
              "steps_per_image": round(point["steps_per_image"], 1), "heldout_images": ev["images"]}
         r["sample_images_per_s"] = _images_per_s(
-            lambda n=n: sample_images(model, codec, meta, 4, seed=0, order=order, parallel=parallel, steps=n), 4)
+            lambda n=n: sample_images(model, codec, meta, 4, seed=0, spec=StreamSpec.parse(order, parallel, steps=n)), 4)
         r["compress_images_per_s"] = _compress_speed(run, recs, n)
         rows.append(r)
     return rows

@@ -26,6 +26,7 @@ from vistok.media.preprocess import Preprocess  # noqa: E402
 from vistok.pipelines.job import run_job  # noqa: E402
 from vistok.shards.reader import Dataset  # noqa: E402
 from vistok.tokenize import JpegCodec  # noqa: E402
+from vistok.tokenize.stream import StreamSpec  # noqa: E402
 from vistok.train.checkpoint import load_model  # noqa: E402
 from vistok.train.data import DataConfig  # noqa: E402
 from vistok.train.evaluate import evaluate  # noqa: E402
@@ -83,7 +84,7 @@ def row(ds: Path, name: str, order: str, parallel: str, minutes: float, out: Pat
     meta = {k: rec.meta[k] for k in ("height", "width", "components", "subsampling") if k in rec.meta}
     t0 = time.perf_counter()
     n = 1 if smoke() else 4
-    sample_images(model, codec, meta, n, seed=0, order=order, parallel=parallel)
+    sample_images(model, codec, meta, n, seed=0, spec=StreamSpec.parse(order, parallel))
     return {"dataset": name, "order": order, "parallel": parallel or "none", "steps_trained": res["step"],
             "bits_per_image": round(ev["bits_per_image"], 1), "order_bits": round(ev["order_bits"], 1),
             "steps_per_image": round(ev["steps_per_image"], 1), "tokens_per_image": ev["tokens_per_image"],

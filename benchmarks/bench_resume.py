@@ -36,6 +36,7 @@ def _buffered_rows(cfg, buffer: int = 512):
     """The stream vistok trained from before the global order: shards shuffled per epoch, records through a
     buffer of `buffer`, documents and rows as now."""
     from vistok.shards.reader import Dataset, iter_shards
+    from vistok.tokenize.stream import StreamSpec
     from vistok.train.data import RowFiller, is_heldout, record_docs
 
     ds = Dataset(cfg.datasets[0])
@@ -52,7 +53,7 @@ def _buffered_rows(cfg, buffer: int = 512):
             rec = buf.pop(int(rng.integers(len(buf))))
             r = np.random.default_rng([cfg.seed, epoch, int.from_bytes(
                 hashlib.blake2b(rec.key.encode(), digest_size=8).digest(), "little")])
-            for doc in record_docs(ds.codec, rec, cfg.order, r, cfg.block_size).docs:
+            for doc in record_docs(ds.codec, rec, StreamSpec.parse(cfg.order, block_size=cfg.block_size), r).docs:
                 yield from filler.add(doc)
         epoch += 1
 

@@ -33,7 +33,7 @@ def _record(photo):
 
 def test_a_confident_plan_has_the_any_groups_and_places_chosen_one_group_at_a_time(photo):
     codec, rec = _record(photo)
-    p = plan(codec, rec.meta, "confident", np.random.default_rng(0), parallel="any", steps=5)
+    p = plan(codec, rec.meta, StreamSpec.parse("confident", "any", steps=5), np.random.default_rng(0))
     assert p.adaptive is not None and p.n_groups == 5 and p.order_bits == 0
     g = StreamGrammar(codec, rec.meta, p)
     with pytest.raises(RuntimeError, match="choose"):
@@ -63,7 +63,7 @@ def test_confident_is_refused_where_no_model_chooses_it(photo):
     with pytest.raises(UsageError, match="takes --parallel any"):
         plan(codec, rec.meta, "confident", np.random.default_rng(0))
     with pytest.raises(UsageError, match="train with --order random --parallel any"):
-        order_record(codec, rec, "confident", np.random.default_rng(0), "any")  # training reads every place first
+        order_record(codec, rec, StreamSpec.parse("confident", "any"), np.random.default_rng(0))  # training reads every place first
     for mode in ("segments", "scales", "masked:0.5"):
         with pytest.raises(UsageError):
             StreamSpec.parse("confident", mode)

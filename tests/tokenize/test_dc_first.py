@@ -7,7 +7,7 @@ from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.tokenize import JpegCodec, WaveletCodec
 from vistok.tokenize.orders import frontier_rings, slic_units
-from vistok.tokenize.stream import StreamGrammar, mask_rows, order_record, plan, record_thumbnail
+from vistok.tokenize.stream import StreamGrammar, StreamSpec, mask_rows, order_record, plan, record_thumbnail
 
 CONTENT = ["dc-first:slic:4", "dc-first:slic:9", "dc-first:gradwalk:max", "dc-first:gradwalk:min"]
 
@@ -22,7 +22,7 @@ def _with_coefficients(codec, rec, coefs):
 
 
 def _plan_of(codec, rec, order, parallel=""):
-    o = order_record(codec, rec, order, np.random.default_rng(1), parallel, max_group=300)
+    o = order_record(codec, rec, StreamSpec.parse(order, parallel, block_size=601), np.random.default_rng(1))
     return o.plan.cells, o.plan.groups, o.plan.segments  # per cell: token counts differ with the AC tokens
 
 
@@ -77,16 +77,15 @@ def test_segment_parallel_groups_are_rows_of_dc_then_the_inner_segments(photo):
     codec = JpegCodec(quality=30, layout="dense")
     rec = _rec(codec, photo)
     rows, cols = codec.layout(rec.meta).grid
-    o = order_record(codec, rec, "dc-first:slic:6", np.random.default_rng(0), "segments")
+    o = order_record(codec, rec, StreamSpec.parse("dc-first:slic:6", "segments"), np.random.default_rng(0))
     n_dc = codec.record_blocks(rec).n_blocks
     assert o.plan.n_groups == rows + int(o.segments.max()) + 1
     assert len(np.unique(o.groups[:n_dc])) == rows  # the DC image a row of units at a time
     # the grammar, group by group, asks for exactly the groups training used (completed after the DC rows)
-    g = StreamGrammar(codec, rec.meta, plan(codec, rec.meta, "dc-first:slic:6", np.random.default_rng(0),
-                                            parallel="segments"))
+    g = StreamGrammar(codec, rec.meta, plan(codec, rec.meta, StreamSpec.parse("dc-first:slic:6", "segments"), np.random.default_rng(0)))
     n = sum(1 for _ in mask_rows(codec, rec.meta, g.plan, rec.tokens[o.perm]))
     assert n == rec.tokens.size
-    f = order_record(codec, rec, "dc-first:frontier", np.random.default_rng(0), "segments")
+    f = order_record(codec, rec, StreamSpec.parse("dc-first:frontier", "segments"), np.random.default_rng(0))
     assert f.plan.n_groups == rows + int(frontier_rings(rows, cols).max()) + 1
 
 
@@ -119,11 +118,11 @@ def test_refused_pairs_say_why(photo):
         with pytest.raises(UsageError):
             plan(dense, rec.meta, bad, np.random.default_rng(0))
     with pytest.raises(UsageError, match="segments"):
-        plan(dense, rec.meta, "dc-first:gradwalk:max", np.random.default_rng(0), parallel="segments")
+        plan(dense, rec.meta, StreamSpec.parse("dc-first:gradwalk:max", "segments"), np.random.default_rng(0))
     with pytest.raises(UsageError, match="scales"):
-        plan(dense, rec.meta, "dc-first", np.random.default_rng(0), parallel="scales")
+        plan(dense, rec.meta, StreamSpec.parse("dc-first", "scales"), np.random.default_rng(0))
     with pytest.raises(UsageError, match="variable-length"):
-        plan(JpegCodec(quality=30), rec.meta, "dc-first:slic:4", np.random.default_rng(0), parallel="segments")
+        plan(JpegCodec(quality=30), rec.meta, StreamSpec.parse("dc-first:slic:4", "segments"), np.random.default_rng(0))
     clip = dense.encode_clip([photo[:16, :16], photo[16:32, :16]], "c")
     with pytest.raises(UsageError, match="clips"):
         order_record(dense, clip, "dc-first", np.random.default_rng(0))

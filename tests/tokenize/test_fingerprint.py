@@ -16,7 +16,7 @@ import numpy as np
 from vistok.errors import UsageError
 from vistok.tokenize import JpegCodec, PixelCodec, WaveletCodec, get_codec
 from vistok.tokenize.orders import compute_stored
-from vistok.tokenize.stream import order_record
+from vistok.tokenize.stream import StreamSpec, order_record
 
 GOLDEN = Path(__file__).parent / "golden" / "order_fingerprint.json"
 ORDERS = ["canonical", "zigzag", "time-major", "raster", "column", "snake", "zorder", "hilbert", "spiral", "freq-major",
@@ -72,7 +72,7 @@ def digest(codec, records) -> str:
                 for seed in (0, 1):
                     h.update(f"|{rec.key} {order} {parallel} {max_group} {steps} {seed}|".encode())
                     try:
-                        o = order_record(codec, rec, order, np.random.default_rng(seed), parallel, max_group, steps)
+                        o = order_record(codec, rec, StreamSpec.parse(order, parallel, steps=steps, block_size=2 * max_group + 1), np.random.default_rng(seed))
                     except UsageError:  # refused (what its message says is tested where it is made)
                         h.update(b"refused")
                         break  # the second seed is refused alike

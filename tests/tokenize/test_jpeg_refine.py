@@ -10,7 +10,7 @@ from vistok.errors import CodecError
 from vistok.record import TokenRecord
 from vistok.tokenize import JpegCodec, JpegRefineCodec, jpegfile
 from vistok.tokenize.dct import from_components
-from vistok.tokenize.stream import StreamGrammar, plan
+from vistok.tokenize.stream import StreamGrammar, StreamSpec, plan
 
 
 def _photos():
@@ -73,7 +73,7 @@ def test_quality_major_sends_each_level_whole_and_scales_predict_a_level_at_a_ti
     rec = codec.encode(data.camera()[:32, :32].copy())
     pos = codec.layout(rec.meta).cells.positions
     level = pos.coords[:, pos.axes.index("level")]
-    p = plan(codec, rec.meta, "quality-major", np.random.default_rng(0), parallel="scales")
+    p = plan(codec, rec.meta, StreamSpec.parse("quality-major", "scales"), np.random.default_rng(0))
     assert (np.diff(level[p.cells]) >= 0).all() and p.n_groups == 4
     assert (np.bincount(p.groups) == 16 * 64).all()
     p = plan(codec, rec.meta, "random", np.random.default_rng(0))  # units move with all their levels

@@ -62,11 +62,11 @@ def test_the_matrix_from_the_registries_is_followed_or_refused_with_a_reason(mod
             except UsageError as exc:
                 assert "\n" not in str(exc)
                 with pytest.raises(UsageError):
-                    order_record(codec, rec, order, np.random.default_rng(0), mode)
+                    order_record(codec, rec, StreamSpec.parse(order, mode), np.random.default_rng(0))
                 continue
             try:
                 check_parallel(codec, spec.order, spec.parallel)
-                o = order_record(codec, rec, spec.order, np.random.default_rng(0), spec.parallel, spec.max_group)
+                o = order_record(codec, rec, spec, np.random.default_rng(0))
             except UsageError as exc:
                 assert "\n" not in str(exc) and str(exc)
                 continue

@@ -10,7 +10,7 @@ from vistok.record import TokenRecord
 from vistok.tokenize import JpegCodec, PixelCodec, WaveletCodec
 from vistok.tokenize.base import EOS, get_codec
 from vistok.tokenize.orders import compute_stored, walk_bits
-from vistok.tokenize.stream import StreamGrammar, known_columns, order_record, plan
+from vistok.tokenize.stream import StreamGrammar, StreamSpec, known_columns, order_record, plan
 
 ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "spiral", "freq-major", "coarse-to-fine",
           "next-scale", "random", "randsac:11", "randsac:11,5", "squares:2", "gradwalk:max", "dc-first", "dc-first:hilbert",
@@ -67,7 +67,7 @@ def _follow(codec, rec, order, seed):
     ordered = order_record(codec, rec, order, np.random.default_rng(seed))
     stream = rec.tokens[ordered.perm]
     coords = codec.layout(rec.meta).positions(rec).coords[ordered.perm]  # what training shows the model
-    g = StreamGrammar(codec, rec.meta, plan(codec, rec.meta, order, np.random.default_rng(seed), rec.orders))
+    g = StreamGrammar(codec, rec.meta, plan(codec, rec.meta, order, np.random.default_rng(seed), stored=rec.orders))
     known = known_columns(codec)
     for t, c in zip(stream.tolist(), coords):
         np.testing.assert_array_equal(g.next_known()[known], c[known])  # the place of the next token
@@ -163,7 +163,7 @@ def test_clips_keep_each_frame_separator_first(photo):
 def test_gradwalk_costs_its_side_information(photo):
     codec = JpegCodec(quality=50)
     rec = _record(codec, photo, size=(64, 64))
-    p = plan(codec, rec.meta, "gradwalk:max", np.random.default_rng(0), rec.orders)
+    p = plan(codec, rec.meta, "gradwalk:max", np.random.default_rng(0), stored=rec.orders)
     grid = codec.layout(rec.meta).cells.positions.grid
     assert p.order_bits == pytest.approx(walk_bits(rec.orders["gradwalk-max"], grid)) and p.order_bits > 0
     assert walk_bits(np.arange(8), (1, 8)) == pytest.approx(3)  # the start; then one way on at every step
@@ -176,19 +176,19 @@ def test_parallel_modes_are_refused_where_they_cannot_work(photo):
     rle, dense = JpegCodec(quality=50), JpegCodec(quality=50, layout="dense")
     rec = _record(dense, photo)
     with pytest.raises(UsageError, match="variable-length"):
-        plan(rle, rec.meta, "randsac:5", np.random.default_rng(0), parallel="segments")
+        plan(rle, rec.meta, StreamSpec.parse("randsac:5", "segments"), np.random.default_rng(0))
     with pytest.raises(UsageError, match="randsac"):
-        plan(dense, rec.meta, "hilbert", np.random.default_rng(0), parallel="segments")
+        plan(dense, rec.meta, StreamSpec.parse("hilbert", "segments"), np.random.default_rng(0))
     with pytest.raises(UsageError, match="next-scale"):
-        plan(dense, rec.meta, "randsac:5", np.random.default_rng(0), parallel="scales")
-    p = plan(dense, rec.meta, "randsac:5", np.random.default_rng(0), parallel="segments")
+        plan(dense, rec.meta, StreamSpec.parse("randsac:5", "scales"), np.random.default_rng(0))
+    p = plan(dense, rec.meta, StreamSpec.parse("randsac:5", "segments"), np.random.default_rng(0))
     assert (np.diff(p.groups) >= 0).all() and p.n_groups >= 5
-    p = plan(dense, rec.meta, "squares:2", np.random.default_rng(0), parallel="segments")
+    p = plan(dense, rec.meta, StreamSpec.parse("squares:2", "segments"), np.random.default_rng(0))
     rows, cols = dense.layout(rec.meta).cells.positions.grid
     assert p.n_groups == -(-rows // 2) * -(-cols // 2) and (np.diff(p.groups) >= 0).all()
     w = WaveletCodec(levels=2, layout="dense")
     wrec = _record(w, photo)
-    p = plan(w, wrec.meta, "coarse-to-fine", np.random.default_rng(0), parallel="scales")
+    p = plan(w, wrec.meta, StreamSpec.parse("coarse-to-fine", "scales"), np.random.default_rng(0))
     assert p.n_groups == 3  # LL and level 2, then level 1
 
 
@@ -199,21 +199,21 @@ def test_any_step_plans_follow_the_seed_and_the_steps_never_the_tokens(photo):
     rec = _record(dense, photo)
     n = rec.tokens.size
     with pytest.raises(UsageError, match="--order random"):
-        plan(dense, rec.meta, "hilbert", np.random.default_rng(0), parallel="any")
+        plan(dense, rec.meta, StreamSpec.parse("hilbert", "any"), np.random.default_rng(0))
     with pytest.raises(UsageError, match="variable-length"):
-        plan(JpegCodec(quality=50), rec.meta, "random", np.random.default_rng(0), parallel="any")
+        plan(JpegCodec(quality=50), rec.meta, StreamSpec.parse("random", "any"), np.random.default_rng(0))
     order = plan(dense, rec.meta, "random", np.random.default_rng(5)).cells
     for steps, want in ((1, 1), (7, 7), (n // 16, n // 16), (0, n), (10 * n, n)):
-        p = plan(dense, rec.meta, "random", np.random.default_rng(5), parallel="any", steps=steps)
+        p = plan(dense, rec.meta, StreamSpec.parse("random", "any", steps=steps), np.random.default_rng(5))
         assert p.n_groups == want and (np.diff(p.groups) >= 0).all()
         np.testing.assert_array_equal(p.cells, order)  # the order is --order random's, then cut
     # tokens play no part: a record with other tokens (same geometry) gets the same plan
     other = TokenRecord("x", rec.tokens[::-1].copy(), rec.meta)
-    a = order_record(dense, rec, "random", np.random.default_rng(3), "any", steps=9)
-    b = order_record(dense, other, "random", np.random.default_rng(3), "any", steps=9)
+    a = order_record(dense, rec, StreamSpec.parse("random", "any", steps=9), np.random.default_rng(3))
+    b = order_record(dense, other, StreamSpec.parse("random", "any", steps=9), np.random.default_rng(3))
     np.testing.assert_array_equal(a.cells, b.cells)
     np.testing.assert_array_equal(a.groups, b.groups)
-    drawn = {plan(dense, rec.meta, "random", np.random.default_rng(s), parallel="any").n_groups for s in range(40)}
+    drawn = {plan(dense, rec.meta, StreamSpec.parse("random", "any"), np.random.default_rng(s)).n_groups for s in range(40)}
     assert len(drawn) > 20 and min(drawn) >= 1 and max(drawn) <= n  # steps drawn per document
 
 
@@ -229,7 +229,7 @@ def test_clips_are_predicted_a_group_per_frame_and_scale(photo, multiscale_tok, 
     order = "next-scale" if name == "bsq-scales" else "coarse-to-fine"
     frames = [photo[100 + 4 * t : 132 + 4 * t, 150:182] for t in range(3)]
     rec = codec.encode_clip(frames, "clip")
-    o = order_record(codec, rec, order, np.random.default_rng(0), "scales")
+    o = order_record(codec, rec, StreamSpec.parse(order, "scales"), np.random.default_rng(0))
     layout = codec.layout(rec.meta)
     scale, cells = cell_scales(layout, order), layout.cells
     n_scales = int(scale.max()) + 1
@@ -252,7 +252,7 @@ def test_clips_are_predicted_a_group_per_frame_and_scale(photo, multiscale_tok, 
     np.testing.assert_array_equal(g.canonical(), rec.tokens)
     for mode, order_ in (("any", "random"), ("segments", "randsac:3")):
         with pytest.raises(UsageError, match="clips take --parallel scales"):
-            plan(codec, rec.meta, order_, np.random.default_rng(0), parallel=mode)
+            plan(codec, rec.meta, StreamSpec.parse(order_, mode), np.random.default_rng(0))
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,7 +10,7 @@ from vistok.media.preprocess import Preprocess
 from vistok.pipelines.job import run_job
 from vistok.tokenize import AvcCodec, JpegCodec, PixelCodec, WaveletCodec
 from vistok.tokenize.region import Region, parse_region
-from vistok.tokenize.stream import StreamGrammar, plan
+from vistok.tokenize.stream import StreamGrammar, StreamSpec, plan
 
 META = {"height": 32, "width": 32, "components": 1, "subsampling": "444"}  # 4 x 4 blocks
 
@@ -54,13 +54,12 @@ def test_completion_plans_send_the_known_units_first_in_the_runs_order_family():
         plan(codec, META, "raster", np.random.default_rng(0), known=parse_region("bottom:0.5"))
     # --parallel any: the run's step schedule over the stream, split where the region ends
     for steps in (4, None):
-        p = plan(codec, META, "random", np.random.default_rng(0), parallel="any", max_group=100, steps=steps,
-                 known=parse_region("centre:0.6"))
+        p = plan(codec, META, StreamSpec.parse("random", "any", steps=steps, block_size=201), np.random.default_rng(0), known=parse_region("centre:0.6"))
         assert p.groups[p.given - 1] < p.groups[p.given] and np.bincount(p.groups).max() <= 100
         assert (np.diff(p.groups) >= 0).all() and len(np.unique(p.groups)) >= 11
     for order, parallel in [("dc-first", ""), ("randsac:4", "segments"), ("random", "masked:0.5")]:
         with pytest.raises(UsageError, match="DC image|token by token or --parallel any"):
-            plan(codec, META, order, np.random.default_rng(0), parallel=parallel, known=top)
+            plan(codec, META, StreamSpec.parse(order, parallel), np.random.default_rng(0), known=top)
     with pytest.raises(UsageError, match="covers no unit"):
         plan(codec, META, "random", np.random.default_rng(0), known=Region("centre", 0.1))
     with pytest.raises(UsageError, match="clips"):

@@ -6,6 +6,7 @@ from vistok.record import parse_key
 from vistok.shards.reader import Dataset
 from vistok.tokenize.base import BOS, EOS, PAD
 from vistok.tokenize.orders import inverse, parse_order
+from vistok.tokenize.stream import StreamSpec
 from vistok.train.data import DataConfig, Loader, RowFiller, is_heldout, record_docs
 
 
@@ -38,14 +39,14 @@ def test_long_records_are_cut_where_the_tokens_cannot_have_chosen(small_dataset)
     ds = Dataset(small_dataset)
     rec = max(ds, key=len)
     bs = len(rec) // 3
-    docs = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs).docs
+    docs = record_docs(ds.codec, rec, StreamSpec.parse("canonical", block_size=bs), np.random.default_rng(0)).docs
     # pieces of exactly the context's length (the last one shorter): a cut never depends on the content
     assert [d["idx"].size for d in docs[:-1]] == [bs] * (len(docs) - 1) and 0 < docs[-1]["idx"].size <= bs
     inputs = np.concatenate([d["idx"] for d in docs])
     targets = np.concatenate([d["targets"] for d in docs])
     np.testing.assert_array_equal(inputs, np.concatenate([[BOS], rec.tokens]))  # every prediction is kept
     np.testing.assert_array_equal(targets, np.concatenate([rec.tokens, [EOS]]))
-    crop = record_docs(ds.codec, rec, "canonical", np.random.default_rng(0), block_size=bs, long="crop").docs
+    crop = record_docs(ds.codec, rec, StreamSpec.parse("canonical", block_size=bs), np.random.default_rng(0), long="crop").docs
     assert len(crop) == 1
 
 
@@ -59,7 +60,7 @@ def test_random_order_permutes_units_and_shows_only_known_places(small_dataset):
     u = units[perm]
     assert (np.diff(u) != 0).sum() == len(np.unique(units)) - 1  # each unit's tokens stay contiguous
     np.testing.assert_array_equal(rec.tokens[perm][inverse(perm)], rec.tokens)
-    (d,) = record_docs(ds.codec, rec, "random", np.random.default_rng(5), block_size=2048).docs
+    (d,) = record_docs(ds.codec, rec, StreamSpec.parse("random", block_size=2048), np.random.default_rng(5)).docs
     # the place of the token to predict: its block, never its frequency (rle: content), none for EOS
     np.testing.assert_array_equal(d["next_coords"][:-1, :4], d["coords"][1:, :4])
     assert (d["next_coords"][:, 4] == 0).all() and (d["next_coords"][-1] == 0).all()
@@ -122,7 +123,7 @@ ALL_ORDERS = ["canonical", "raster", "column", "snake", "zorder", "hilbert", "sp
 def test_every_order_builds_training_documents(small_dataset, order):
     ds = Dataset(small_dataset)
     for rec in list(ds)[:5]:
-        (d,) = record_docs(ds.codec, rec, order, np.random.default_rng(0), block_size=4096).docs
+        (d,) = record_docs(ds.codec, rec, StreamSpec.parse(order, block_size=4096), np.random.default_rng(0)).docs
         assert d["idx"][0] == BOS and d["targets"][-1] == EOS
         assert sorted(d["idx"][1:].tolist()) == sorted(rec.tokens.tolist())
         assert (d["coords"][1:] > 0).all() and (d["coords"][0] == 0).all()

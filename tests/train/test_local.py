@@ -7,7 +7,7 @@ from vistok.errors import UsageError
 from vistok.record import TokenRecord
 from vistok.shards.reader import Dataset
 from vistok.tokenize import JpegCodec, WaveletCodec
-from vistok.tokenize.stream import StreamGrammar, cell_places, check_local
+from vistok.tokenize.stream import StreamGrammar, StreamSpec, cell_places, check_local
 from vistok.train.checkpoint import load_model
 from vistok.train.compress import Coder
 from vistok.train.data import DataConfig, heldout_records, record_docs
@@ -32,8 +32,8 @@ def test_a_records_places_are_what_the_grammar_derives_from_the_prefix(small_dat
     grammar knows while it follows the stream: the mask is a function of the prefix."""
     codec = Dataset(small_dataset).codec
     for rec in list(Dataset(small_dataset))[:4]:
-        doc = record_docs(codec, rec, order, np.random.default_rng(3), 4096, places=True).docs[0]
-        o = record_docs(codec, rec, order, np.random.default_rng(3), 4096).stream
+        doc = record_docs(codec, rec, StreamSpec.parse(order, block_size=4096), np.random.default_rng(3), places=True).docs[0]
+        o = record_docs(codec, rec, StreamSpec.parse(order, block_size=4096), np.random.default_rng(3)).stream
         g = StreamGrammar(codec, rec.meta, o.plan)
         want = [np.concatenate([g.next_place(), [-1, -1]])]  # BOS
         for t in rec.tokens[o.perm]:
@@ -91,8 +91,8 @@ def test_local_group_parallel_runs_sample_and_compress(dense_dataset, tmp_path):
     model, _ = load_model(run)
     codec = Dataset(dense_dataset).codec
     meta = {"height": 16, "width": 16, "components": 3, "subsampling": "444"}
-    _, a, _ = sample_images(model, codec, meta, 1, seed=2, order="randsac:4", parallel="segments")
-    _, b, _ = sample_images(model, codec, meta, 1, seed=2, order="randsac:4", parallel="segments", use_cache=False)
+    _, a, _ = sample_images(model, codec, meta, 1, seed=2, spec=StreamSpec.parse("randsac:4", "segments"))
+    _, b, _ = sample_images(model, codec, meta, 1, seed=2, use_cache=False, spec=StreamSpec.parse("randsac:4", "segments"))
     np.testing.assert_array_equal(a[0], b[0])
     recs = list(heldout_records([Dataset(dense_dataset)], 0.2, 2))
     coder = Coder.load(run)

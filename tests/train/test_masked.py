@@ -14,6 +14,7 @@ from vistok.record import TokenRecord
 from vistok.tokenize import PixelCodec
 from vistok.tokenize.base import BOS, PAD
 from vistok.tokenize.parallel import parse_mode
+from vistok.tokenize.stream import StreamSpec
 from vistok.train.data import record_docs
 
 
@@ -24,7 +25,7 @@ def _record(seed=0):
 
 def _doc(rec, seed=0, ratio="0.75"):
     codec = PixelCodec(unit=4)
-    (doc,) = record_docs(codec, rec, "random", np.random.default_rng(seed), 800, parallel=f"masked:{ratio}").docs
+    (doc,) = record_docs(codec, rec, StreamSpec.parse("random", f"masked:{ratio}", block_size=800), np.random.default_rng(seed)).docs
     return doc
 
 
@@ -104,4 +105,4 @@ def test_a_masked_run_trains_is_scored_on_its_masked_part_and_refuses_to_generat
         with pytest.raises(UsageError, match="0 < R < 1"):
             parse_mode(bad)
     with pytest.raises(UsageError, match="use --order random"):
-        record_docs(PixelCodec(unit=4), _record(), "hilbert", np.random.default_rng(0), 800, parallel="masked:0.5")
+        record_docs(PixelCodec(unit=4), _record(), StreamSpec.parse("hilbert", "masked:0.5", block_size=800), np.random.default_rng(0))

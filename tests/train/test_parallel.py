@@ -9,6 +9,7 @@ from vistok.pipelines.job import run_job
 from vistok.record import TokenRecord
 from vistok.shards.reader import Dataset
 from vistok.tokenize import JpegCodec
+from vistok.tokenize.stream import StreamSpec
 from vistok.train.checkpoint import latest_checkpoint, load_model
 from vistok.train.data import DataConfig
 from vistok.train.evaluate import evaluate
@@ -53,7 +54,7 @@ def test_parallel_and_token_by_token_train_resume_evaluate_and_sample(dense_data
     model, state = load_model(tmp_path / "full")
     codec = Dataset(dense_dataset).codec
     meta = {"height": 16, "width": 16, "components": 3, "subsampling": "444"}
-    images, streams, steps = sample_images(model, codec, meta, 2, seed=1, order="randsac:4", parallel=parallel)
+    images, streams, steps = sample_images(model, codec, meta, 2, seed=1, spec=StreamSpec.parse("randsac:4", parallel))
     assert all(im.shape == (16, 16, 3) for im in images)
     for toks, im in zip(streams, images):
         np.testing.assert_array_equal(codec.decode(TokenRecord("s", toks, meta)), im)
@@ -93,8 +94,7 @@ def test_next_scale_bsq_samples_a_scale_per_step(small_tokenizer, tmp_path, logg
     ev = evaluate(tmp_path / "r", split="all")
     assert ev["steps_per_image"] == 4 and ev["split"] == "all" and ev["images"] == res.samples
     model, _ = load_model(tmp_path / "r")
-    images, _, steps = sample_images(model, codec, {"height": 64, "width": 64}, 2, order="next-scale",
-                                     parallel="scales")
+    images, _, steps = sample_images(model, codec, {"height": 64, "width": 64}, 2, spec=StreamSpec.parse("next-scale", "scales"))
     assert steps == 4 and images[0].shape == (64, 64, 3)
     ev = evaluate(tmp_path / "r", split="heldout", limit=4)
     assert ev["split"] == "heldout"
@@ -113,7 +113,7 @@ def test_a_group_larger_than_the_context_is_cut_into_pieces_that_fit(dense_datas
     model, _ = load_model(tmp_path / "r")
     codec = Dataset(dense_dataset).codec
     meta = {"height": 16, "width": 16, "components": 3, "subsampling": "444"}
-    images, _, steps = sample_images(model, codec, meta, 1, order="randsac:1", parallel="segments")
+    images, _, steps = sample_images(model, codec, meta, 1, spec=StreamSpec.parse("randsac:1", "segments"))
     assert steps == 12 and images[0].shape == (16, 16, 3)
     coder = Coder.load(tmp_path / "r")
     recs = list(heldout_records([Dataset(dense_dataset)], 0.2, 2))
@@ -147,10 +147,9 @@ def test_any_step_runs_score_sample_and_compress_in_any_number_of_steps(dense_da
     hook = model.register_forward_hook(lambda *a: calls.append(1))
     for n in (1, 5, 40):
         calls.clear()
-        images, streams, steps = sample_images(model, codec, meta, 1, seed=2, order="random", parallel="any", steps=n)
+        images, streams, steps = sample_images(model, codec, meta, 1, seed=2, spec=StreamSpec.parse("random", "any", steps=n))
         assert steps == n and len(calls) == n and images[0].shape == (16, 16, 3)
-        _, again, _ = sample_images(model, codec, meta, 1, seed=2, order="random", parallel="any", steps=n,
-                                    use_cache=False)
+        _, again, _ = sample_images(model, codec, meta, 1, seed=2, use_cache=False, spec=StreamSpec.parse("random", "any", steps=n))
         np.testing.assert_array_equal(again[0], streams[0])
     hook.remove()
 

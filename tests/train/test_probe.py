@@ -14,6 +14,7 @@ from vistok.media.sources import FASHION_DIR
 from vistok.pipelines.job import run_job
 from vistok.shards.reader import Dataset
 from vistok.tokenize import JpegCodec
+from vistok.tokenize.stream import StreamSpec
 from vistok.train.probe import knn_top1, linear_top1
 
 FASHION = pytest.mark.skipif(not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").exists(),
@@ -137,7 +138,7 @@ def test_masks_differ_above_the_embeddings_and_fine_tuning_learns_a_toy_set(tmp_
     assert not np.allclose(a[:, 1:], b[:, 1:], atol=1e-4)  # attention does: the whole image, or only the past
     assert sorted(set(labels)) == ["bottom", "top"]
     # a batch is cut after its last filled slot: padding is masked out of attention, so no feature changes
-    rows_ = [doc_row(record_docs(codec, r, "canonical", np.random.default_rng(0), 272, "crop").docs[0], 272)
+    rows_ = [doc_row(record_docs(codec, r, StreamSpec.parse("canonical", block_size=272), np.random.default_rng(0), long="crop").docs[0], 272)
              for r in train[:3]]
     full = {k: torch.from_numpy(np.stack([r[k] for r in rows_])) for k in rows_[0]}
     cut = _batch(rows_, "cpu")

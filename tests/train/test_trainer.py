@@ -14,7 +14,7 @@ from vistok.record import TokenRecord
 from vistok.shards.reader import Dataset
 from vistok.tokenize import JpegCodec, dct, jpegfile
 from vistok.tokenize.base import EOS
-from vistok.tokenize.stream import stream_masks
+from vistok.tokenize.stream import StreamSpec, stream_masks
 from vistok.train.checkpoint import latest_checkpoint, load_model
 from vistok.train.data import (
     DataConfig,
@@ -115,7 +115,7 @@ def test_eval_reports_bits_and_the_jpeg_ratio(small_dataset, tmp_path):
     with torch.no_grad():
         for rec in recs:
             n_rec = 0  # positions of this record scored so far
-            rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), 128)
+            rd = record_docs(codec, rec, StreamSpec.parse(data.order, block_size=128), record_rng(data.seed, rec.key))
             allowed = stream_masks(codec, rec.meta, rd.stream.plan, rec.tokens[rd.stream.perm].astype(np.int64))
             for d in rd.docs:
                 t, c, nc = (torch.from_numpy(d[k])[None] for k in ("idx", "coords", "next_coords"))

@@ -14,6 +14,7 @@ from vistok.shards.reader import Dataset
 from vistok.shards.render import write_mp4
 from vistok.tokenize import BSQCodec, H264Codec, JpegCodec, WaveletCodec
 from vistok.tokenize.base import first_frames, frames_of
+from vistok.tokenize.stream import StreamSpec
 from vistok.train.compress import Coder
 from vistok.train.container import payload_bits
 from vistok.train.data import DataConfig, RowFiller, record_docs, record_rng, windows
@@ -80,8 +81,8 @@ def test_clip_windows_are_views_with_loss_on_new_targets(clips):
     ds = Dataset(clips)
     codec, rec = ds.codec, next(iter(ds))
     n = len(rec.tokens) + 1
-    rd = record_docs(codec, rec, "canonical", record_rng(0, rec.key), 128, stride=32)
-    whole = record_docs(codec, rec, "canonical", record_rng(0, rec.key), 4096).docs[0]
+    rd = record_docs(codec, rec, StreamSpec.parse("canonical", block_size=128, stride=32), record_rng(0, rec.key))
+    whole = record_docs(codec, rec, StreamSpec.parse("canonical", block_size=4096), record_rng(0, rec.key)).docs[0]
     assert len(rd.docs) > 3 and np.shares_memory(rd.docs[0]["idx"], rd.docs[1]["idx"])  # views, not copies
     for (a, new, stop), d in zip(windows(n, 128, 32), rd.docs, strict=True):
         assert np.array_equal(d["targets"], whole["targets"][a:stop])
@@ -99,7 +100,7 @@ def test_a_window_never_sees_another_document_or_its_own_future(clips):
     filler = RowFiller(128, len(codec.axes))
     rows = []
     for rec in recs:  # the last (short) window of each record, packed side by side in one row
-        d = record_docs(codec, rec, "canonical", record_rng(0, rec.key), 128, stride=32).docs[-1]
+        d = record_docs(codec, rec, StreamSpec.parse("canonical", block_size=128, stride=32), record_rng(0, rec.key)).docs[-1]
         rows += list(filler.add({k: v[-60:] for k, v in d.items()}))
     row = rows[0] if rows else filler.flush()
     b = {k: torch.from_numpy(v)[None] for k, v in row.items()}
@@ -128,7 +129,7 @@ def test_eval_with_stride_equal_to_the_context_is_independent_pieces(clips, clip
     codec, recs = ds.codec, list(ds)[:3]
     got = record_bits(model, codec, recs, data, "cpu", stride=128)
     for rec, rb in zip(recs, got):  # reference: every piece alone in a row of its own
-        rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), 4096)
+        rd = record_docs(codec, rec, StreamSpec.parse(data.order, block_size=4096), record_rng(data.seed, rec.key))
         whole = rd.docs[0]
         masks = stream_masks(codec, rec.meta, rd.stream.plan, rec.tokens[rd.stream.perm])
         bits = 0.0
@@ -182,7 +183,7 @@ def test_windowed_generation_is_the_same_with_and_without_the_cache(clips):
     meta = {**next(iter(ds)).meta, "frames": 3}
     out = []
     for cache in (True, False):
-        g = BatchGrammar(codec, meta, sample_plans(codec, meta, 2, "canonical", "", 0))
+        g = BatchGrammar(codec, meta, sample_plans(codec, meta, 2, "canonical", 0))
         toks = model.generate(g, codec.layout(meta).max_tokens, generator=torch.Generator().manual_seed(1),
                               use_cache=cache, stride=16)
         out.append(toks)
@@ -384,7 +385,7 @@ def test_a_scale_group_never_sees_its_own_or_a_later_group_and_sees_earlier_fram
 
     ds, codec, order = _scale_clips(tmp_path, "wavelet", multiscale_tok)
     rec = next(iter(Dataset(ds)))
-    rd = record_docs(codec, rec, order, record_rng(0, rec.key), 512, parallel="scales", stride=400)
+    rd = record_docs(codec, rec, StreamSpec.parse(order, "scales", block_size=512, stride=400), record_rng(0, rec.key))
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=codec.vocab.size, axis_sizes=[40] * len(codec.axes), block_size=512, n_layer=2,
                           n_head=2, n_embd=32, query_slots=True)).eval()
@@ -403,7 +404,7 @@ def test_a_scale_group_never_sees_its_own_or_a_later_group_and_sees_earlier_fram
     meta = {k: v for k, v in rec.meta.items() if k != "source"}
     runs = []
     for cache in (True, False):
-        p = plan(codec, meta, order, np.random.default_rng(0), parallel="scales", max_group=200)
+        p = plan(codec, meta, StreamSpec.parse(order, "scales", block_size=401), np.random.default_rng(0))
         g = StreamGrammar(codec, meta, p)
         toks, steps = generate_groups(model, g, generator=torch.Generator().manual_seed(1), use_cache=cache,
                                       windows=lambda p=p: group_windows(p.groups, 512, 400))

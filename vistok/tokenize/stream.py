@@ -150,17 +150,22 @@ def cut_groups(groups: np.ndarray, most: int) -> np.ndarray:
     return np.cumsum(np.concatenate([[True], (np.diff(groups) != 0) | (np.diff(piece) != 0)])) - 1
 
 
-def plan(codec: Codec, meta: dict, order: str | Order, rng: np.random.Generator, stored: dict | None = None,
-         parallel: str | ParallelMode | None = "", max_group: int = 0, steps: int | None = None,
-         thumbnail: np.ndarray | None = None, known: Region | None = None) -> Plan:
-    """The cells of a stream with geometry `meta` in `order` (see the module docstring); `stored`: the record's
-    stored orders (gradwalk); `max_group`: with `parallel`, larger groups are cut into runs of this many
-    (`cut_groups`; a context of T positions holds (T - 1) // 2: `group_limit`). With `parallel="any"`,
-    `steps` model steps on the test schedule (`schedule.ALL`: one token per step), or None: steps and
-    schedule drawn from `rng` after the order, as in training (`vistok.tokenize.schedule`). `thumbnail`: the
-    DC image (`Layout.thumbnail`) for orders computed from it; without it such a plan is pending (`Plan`).
-    `known`: a completion's stream, the known region's units first (`known_first`)."""
-    order, mode = as_order(order), as_mode(parallel)
+def as_spec(spec: StreamSpec | str | Order) -> StreamSpec:
+    """A spec, or an order's name alone (token by token, no context): `plan("raster")` for short."""
+    return spec if isinstance(spec, StreamSpec) else StreamSpec.parse(spec)
+
+
+def plan(codec: Codec, meta: dict, spec: StreamSpec | str | Order, rng: np.random.Generator,
+         stored: dict | None = None, thumbnail: np.ndarray | None = None, known: Region | None = None) -> Plan:
+    """The cells of a stream with geometry `meta` as `spec` names it (see the module docstring): its order; its
+    parallel mode, whose groups larger than `spec.max_group` are cut into runs of that many (`cut_groups`: what
+    the spec's context holds); with `any`, `spec.steps` model steps on the test schedule (`schedule.ALL`: one
+    token per step), or None: steps and schedule drawn from `rng` after the order, as in training
+    (`vistok.tokenize.schedule`). `stored`: the record's stored orders (gradwalk). `thumbnail`: the DC image
+    (`Layout.thumbnail`) for orders computed from it; without it such a plan is pending (`Plan`). `known`: a
+    completion's stream, the known region's units first (`known_first`)."""
+    spec = as_spec(spec)
+    order, mode, max_group, steps = spec.order, spec.parallel, spec.max_group, spec.steps
     check_parallel(codec, order, mode)
     if known is not None:
         _check_completion(codec, meta, order, mode)
@@ -343,11 +348,6 @@ def _dc_first(codec: Codec, meta: dict, order: DcFirst, rng: np.random.Generator
     return Plan(out, groups, 0.0, None, int(dc.size), complete)
 
 
-def needs_thumbnail(order: str | Order) -> bool:
-    """Is `order` computed from the decoded DC image (`dc-first:slic:N`, `dc-first:gradwalk:...`)?"""
-    return as_order(order).thumbnail
-
-
 def record_thumbnail(codec: Codec, record: TokenRecord) -> np.ndarray | None:
     """The DC image of a record (`Layout.thumbnail` of its DC cells' tokens), None for codecs without one."""
     layout = codec.layout(record.meta)
@@ -404,10 +404,11 @@ def group_windows(groups: np.ndarray, block_size: int, stride: int = 0) -> list[
     return out
 
 
-def order_record(codec: Codec, record: TokenRecord, order: str, rng: np.random.Generator, parallel: str = "",
-                 max_group: int = 0, steps: int | None = None, known: Region | None = None) -> Ordered:
-    thumb = record_thumbnail(codec, record) if needs_thumbnail(order) else None  # only orders that read it
-    p = plan(codec, record.meta, order, rng, record.orders, parallel, max_group, steps, thumb, known)
+def order_record(codec: Codec, record: TokenRecord, spec: StreamSpec | str, rng: np.random.Generator,
+                 known: Region | None = None) -> Ordered:
+    spec = as_spec(spec)
+    thumb = record_thumbnail(codec, record) if spec.order.thumbnail else None  # only orders that read it
+    p = plan(codec, record.meta, spec, rng, record.orders, thumb, known)
     if p.adaptive is not None:  # training and teacher-forced scoring need every place known in advance
         raise UsageError(f"order {p.adaptive} is chosen by an --parallel any run's model while it decodes: train "
                          f"with --order random --parallel any, then eval, sample or compress with --order {p.adaptive}")
@@ -643,8 +644,6 @@ def stream_masks(codec: Codec, meta: dict, p: Plan, tokens: np.ndarray) -> np.nd
     return np.stack(rows) if rows else np.zeros((0, codec.vocab.size), bool)
 
 
-def grammar(codec: Codec, meta: dict, order: str = "canonical", seed: int = 0, parallel: str = "",
-            steps: int | None = None) -> StreamGrammar:
-    """The grammar of a stream with geometry `meta` in `order` (random orders drawn from `seed`)."""
-    return StreamGrammar(codec, meta, plan(codec, meta, order, np.random.default_rng(seed), parallel=parallel,
-                                           steps=steps))
+def grammar(codec: Codec, meta: dict, spec: StreamSpec | str = "canonical", seed: int = 0) -> StreamGrammar:
+    """The grammar of a stream with geometry `meta` as `spec` names it (random orders drawn from `seed`)."""
+    return StreamGrammar(codec, meta, plan(codec, meta, spec, np.random.default_rng(seed)))

@@ -53,8 +53,8 @@ from vistok.tokenize.parallel import parse_mode, run_steps
 from vistok.tokenize.stream import (
     Plan,
     StreamGrammar,
+    StreamSpec,
     check_parallel,
-    group_limit,
     group_windows,
     known_columns,
     order_record,
@@ -225,7 +225,7 @@ class Coder:
         order the model chooses (each group's cells are known once chosen)."""
         rng = record_rng(self.data.seed, rec.key)
         if parse_order(self.data.order).adaptive:
-            p = plan(self.codec, rec.meta, self.data.order, rng, None, self.data.parallel, self._max_group, self.steps)
+            p = plan(self.codec, rec.meta, self._spec(self.steps), rng)
             layout = self.codec.layout(rec.meta)
             tc = layout.token_cells(rec)
             if tc.size != len(layout.cells):
@@ -233,7 +233,7 @@ class Coder:
             by_cell = np.empty(len(layout.cells), np.int64)
             by_cell[tc] = rec.tokens
             return p, by_cell, True
-        o = order_record(self.codec, rec, self.data.order, rng, self.data.parallel, self._max_group, self.steps)
+        o = order_record(self.codec, rec, self._spec(self.steps), rng)
         targets = rec.tokens.astype(np.int64)[o.perm]
         return o.plan, (targets if self.data.parallel else np.append(targets, EOS)), False
 
@@ -247,8 +247,7 @@ class Coder:
             self._check_fits(meta)
             if (head.steps is None) == bool(self._mode and self._mode.steps):
                 raise CodecError("the file's header is corrupt (model steps missing or unexpected for this run)")
-            p = plan(self.codec, meta, self.data.order, order_rng(self.data.seed, head.order_seed),
-                     parallel=self.data.parallel, max_group=self._max_group, steps=head.steps)
+            p = plan(self.codec, meta, self._spec(head.steps), order_rng(self.data.seed, head.order_seed))
             words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
             streams.append(_Stream(meta, StreamGrammar(self.codec, meta, p), constriction.stream.queue.RangeDecoder(words), None))
             heads.append(head)
@@ -272,9 +271,9 @@ class Coder:
         """Streams side by side (`ParallelMode.lanes`), but not in an order the model chooses: plans part ways."""
         return bool(self._mode and self._mode.lanes) and not parse_order(self.data.order).adaptive
 
-    @property
-    def _max_group(self) -> int:
-        return group_limit(self.model.cfg.block_size, self.data.stride) if self.data.parallel else 0
+    def _spec(self, steps: int | None) -> StreamSpec:
+        """The run's stream in its model's context, in `steps` model steps (an any run's; None for others)."""
+        return self.data.spec_for(self.model.cfg.block_size, self.data.stride, steps)
 
     # --- the coding loops ------------------------------------------------------------------------------
     def _check_fits(self, meta: dict) -> None:

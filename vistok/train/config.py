@@ -96,7 +96,12 @@ class DataConfig:
     @property
     def spec(self) -> StreamSpec:
         """The stream these options name, checked (`StreamSpec.parse`)."""
-        return StreamSpec.parse(self.order, self.parallel, None, self.block_size, self.stride)
+        return self.spec_for(self.block_size, self.stride)
+
+    def spec_for(self, block_size: int, stride: int, steps: int | None = None) -> StreamSpec:
+        """This run's stream as a command reads it: in a model's context (`block_size`), windows every `stride`
+        positions, and an `any` run's test-time `steps`."""
+        return StreamSpec.parse(self.order, self.parallel, steps, block_size, stride)
 
     def to_json(self) -> dict:
         return asdict(self)

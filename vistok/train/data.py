@@ -38,14 +38,13 @@ from vistok.shards.integrity import OnDamage
 from vistok.shards.store import PackedStore, open_any
 from vistok.storage import Cache
 from vistok.tokenize.base import BOS, EOS, PAD, Codec
-from vistok.tokenize.parallel import parse_mode
 from vistok.tokenize.region import Region
 from vistok.tokenize.stream import (
     Ordered,
+    StreamSpec,
     cell_places,
     check_local,
     check_parallel,
-    group_limit,
     group_windows,
     known_columns,
     order_record,
@@ -128,23 +127,23 @@ def windows(n: int, block_size: int, stride: int = 0) -> list[tuple[int, int, in
     return out
 
 
-def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Generator, block_size: int,
-                long: str = "split", parallel: str = "", stride: int = 0, steps: int | None = None,
+def record_docs(codec: Codec, rec: TokenRecord, spec: StreamSpec, rng: np.random.Generator, long: str = "split",
                 places: bool = False, known: Region | None = None) -> Docs:
-    """One record -> its documents: `[BOS] tokens [EOS]` predicted token by token, or with `parallel`
+    """One record, streamed as `spec` says (its order, parallel mode, steps, and the context and stride of its
+    rows) -> its documents: `[BOS] tokens [EOS]` predicted token by token, or with a parallel mode
     `[BOS] tokens | queries`: a query slot per token carries where that token goes and predicts it from
     the tokens of earlier groups only (the model's group mask, `vistok.nn.gpt.group_mask`).
 
     The place of each next token (`next_coords`, known axes) comes from the plan's cells, so it is a
     function of the prefix by construction; the tokens' own coordinates are the codec's, which equal what
     the grammar derives from the prefix (`tests/tokenize/test_stream.py` checks both for every order).
-    `steps`: a `--parallel any` record in that many steps (None: drawn, as in training). `places`: each
+    `spec.steps`: a `--parallel any` record in that many steps (None: drawn, as in training). `places`: each
     position also gets (query frame, query row, key frame, key row) for local attention: the place of the
     token it predicts and of the token it holds (`vistok.tokenize.stream.cell_places`), -1 for specials.
     `known`: a completion's stream, the region's units first (`vistok.tokenize.stream.known_first`).
     """
-    o = order_record(codec, rec, order, rng, parallel, group_limit(block_size, stride) if parallel else 0, steps,
-                     known)
+    o = order_record(codec, rec, spec, rng, known)
+    block_size, stride = spec.block_size, spec.stride
     pos = codec.layout(rec.meta).positions(rec)
     toks = rec.tokens.astype(np.int64)[o.perm]
     coords = pos.coords.astype(np.int64)[o.perm] + 1
@@ -153,10 +152,10 @@ def record_docs(codec: Codec, rec: TokenRecord, order: str, rng: np.random.Gener
     place[:, known] = codec.layout(rec.meta).cells.positions.coords[o.cells] + 1
     n, A = toks.size, coords.shape[1]
     tp = cell_places(codec.layout(rec.meta))[o.cells] if places else None  # (n, 2) each token's place
-    mode = parse_mode(parallel)
+    mode = spec.parallel
     if mode is not None and not mode.cut:  # masked: the visible units, then the masked, in one row
         return Docs([_masked_doc(toks, coords, place, o.groups, block_size, tp)], 0.0, 1, o)
-    if parallel:
+    if mode is not None:
         return Docs(_parallel_docs(toks, coords, place, o.groups, block_size, stride, tp), o.plan.order_bits,
                     o.plan.n_groups, o)
     t = np.concatenate([[BOS], toks, [EOS]])
@@ -233,8 +232,7 @@ def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:
         for rec in ds:
             if cfg.places:
                 check_local(codec, rec.meta)
-            record_docs(codec, rec, cfg.order, np.random.default_rng(0), cfg.block_size, cfg.long, cfg.parallel,
-                        cfg.stride, places=cfg.places)
+            record_docs(codec, rec, spec, np.random.default_rng(0), cfg.long, places=cfg.places)
             break
 
 
@@ -299,11 +297,12 @@ class LaneStream(IterableDataset):
                  starts: dict[int, tuple[int, int]]):
         super().__init__()
         self.cfg, self.codec, self.order, self.lanes, self.total, self.starts = cfg, codec, order, lanes, total, starts
+        self.spec = cfg.spec
 
     def docs(self, epoch: int, rec: TokenRecord) -> list[dict[str, np.ndarray]]:
         c = self.cfg
-        return record_docs(self.codec, rec, c.order, record_seed(c.seed, epoch, rec.key), c.block_size, c.long,
-                           c.parallel, c.stride, places=c.places).docs
+        return record_docs(self.codec, rec, self.spec, record_seed(c.seed, epoch, rec.key), c.long,
+                           places=c.places).docs
 
     def __iter__(self) -> Iterator[dict]:
         wi = get_worker_info()

@@ -35,7 +35,6 @@ from vistok.tokenize.stream import (
     Ordered,
     StreamGrammar,
     cell_scales,
-    group_limit,
     group_windows,
     mask_rows,
     plan,
@@ -169,12 +168,12 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
     steps = run_steps(data.parallel, steps)
     if parse_order(data.order).adaptive:  # no teacher forcing: each group's places come from the model
         return [adaptive_bits(model, codec, rec, data, steps, S) for rec in records]
-    out: list[RecordBits] = []
+    spec, out = data.spec_for(T, S, steps), []
 
     def windows_of_records() -> Iterator[tuple[int, dict, Iterator[np.ndarray], np.ndarray | None, int]]:
         for i, rec in enumerate(records):
-            rd = record_docs(codec, rec, data.order, record_rng(data.seed, rec.key), T, "split", data.parallel, S,
-                             steps, places=bool(model.cfg.neighbourhood), known=known)
+            rd = record_docs(codec, rec, spec, record_rng(data.seed, rec.key), places=bool(model.cfg.neighbourhood),
+                             known=known)
             o = rd.stream
             tags = _target_tags(codec, rec, o, data.order, data.parallel, per_frame, parts)
             out.append(RecordBits(0.0, 0, rd.order_bits, rd.steps,
@@ -221,8 +220,7 @@ def adaptive_bits(model: GPT, codec: Codec, rec: TokenRecord, data: DataConfig, 
     then the group's tokens scored from its own query slots, as training predicts a group. Nothing of the order
     is sent, so `order_bits` is 0; `steps` counts groups (each takes two forward passes)."""
     T = model.cfg.block_size
-    p = plan(codec, rec.meta, data.order, record_rng(data.seed, rec.key), rec.orders, data.parallel,
-             group_limit(T, stride), steps)
+    p = plan(codec, rec.meta, data.spec_for(T, stride, steps), record_rng(data.seed, rec.key), rec.orders)
     g, layout = StreamGrammar(codec, rec.meta, p), codec.layout(rec.meta)
     tc = layout.token_cells(rec)
     if tc.size != len(layout.cells):
@@ -370,7 +368,7 @@ def check_given(given: str, codec: Codec, rec: TokenRecord, data: DataConfig, st
     if not given:
         return None
     region = parse_region(given)
-    plan(codec, rec.meta, data.order, np.random.default_rng(0), rec.orders, data.parallel, 0, steps, known=region)
+    plan(codec, rec.meta, data.spec_for(0, 0, steps), np.random.default_rng(0), rec.orders, known=region)
     return region
 
 

@@ -44,6 +44,7 @@ from vistok.nn.gpt import GPT
 from vistok.progress import Progress
 from vistok.record import TokenRecord
 from vistok.tokenize.base import Codec
+from vistok.tokenize.stream import StreamSpec
 from vistok.train.checkpoint import load_model
 from vistok.train.data import DataConfig, check_coords, doc_row, is_heldout, open_datasets, record_docs
 
@@ -114,6 +115,7 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
     model.eval()
     T = model.cfg.block_size
     order, parallel = feature_docs(data, mask)
+    spec = StreamSpec.parse(order, parallel, None, T, 0)  # windows of the whole context, no overlap
     feats, labels, pending = [], [], []
 
     def flush() -> None:
@@ -131,7 +133,7 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
         pending.clear()
 
     for i, rec in enumerate(records):
-        docs = record_docs(codec, rec, order, np.random.default_rng([data.seed, 1, i]), T, "split", parallel,
+        docs = record_docs(codec, rec, spec, np.random.default_rng([data.seed, 1, i]),
                            places=bool(model.cfg.neighbourhood) and mask != "none")
         feats.append([])
         labels.append(str(rec.meta["label"]))
@@ -374,9 +376,9 @@ def _image_rows(codec: Codec, records: Iterator[TokenRecord], T: int, batch: int
                 rng: np.random.Generator | None = None):
     """Batches of (first-window rows of tokens in the canonical order, labels) for fine-tuning, shuffled
     with `rng`."""
-    rows, ys = [], []
+    rows, ys, first_window = [], [], StreamSpec.parse("canonical", block_size=T)
     for rec in _shuffled(records, rng):
-        d = record_docs(codec, rec, "canonical", np.random.default_rng(0), T, "crop").docs[0]
+        d = record_docs(codec, rec, first_window, np.random.default_rng(0), "crop").docs[0]
         rows.append(doc_row(d, T))
         ys.append(classes.setdefault(str(rec.meta["label"]), len(classes)))
         if len(rows) == batch:

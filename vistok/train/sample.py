@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,14 @@ from vistok.nn.gpt import generate_groups
 from vistok.progress import Progress
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, FRAME, H264_FILE, Codec, first_frames, get_codec
-from vistok.tokenize.orders import parse_order, stored_key, units_to_tokens
+from vistok.tokenize.orders import stored_key, units_to_tokens
 from vistok.tokenize.parallel import run_steps
 from vistok.tokenize.region import Region, parse_region
 from vistok.tokenize.stream import (
     Plan,
     StreamGrammar,
-    group_limit,
+    StreamSpec,
+    as_spec,
     group_windows,
     known_columns,
     plan,
@@ -110,29 +112,31 @@ def sample_meta(codec: Codec, preprocess: dict, size: int | None, geometry: dict
     return meta
 
 
-def sample_plans(codec: Codec, meta: dict, n: int, order: str, parallel: str, seed: int,
-                 stored: list[dict] | None = None, max_group: int = 0, steps: int | None = None) -> list[Plan]:
-    """One plan per sample: random orders drawn per sample from `seed`; stored orders taken from `stored`;
-    groups cut to `max_group` as training cut them; `--parallel any` in `steps` model steps."""
-    return [plan(codec, meta, order, np.random.default_rng([seed, i]), stored[i % len(stored)] if stored else None,
-                 parallel, max_group, steps) for i in range(n)]
+def sample_plans(codec: Codec, meta: dict, n: int, spec: StreamSpec | str, seed: int,
+                 stored: list[dict] | None = None) -> list[Plan]:
+    """One plan per sample as `spec` names the stream: random orders drawn per sample from `seed`; stored orders
+    taken from `stored`; groups cut to what the spec's context holds, as training cut them; `--parallel any` in
+    the spec's steps."""
+    return [plan(codec, meta, spec, np.random.default_rng([seed, i]), stored[i % len(stored)] if stored else None)
+            for i in range(n)]
 
 
 @torch.no_grad()
 def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, seed: int = 0, max_new: int | None = None, device: str = "cpu",
-                  use_cache: bool = True, order: str = "canonical", parallel: str = "",
-                  stored: list[dict] | None = None, stride: int = 0,
-                  steps: int | None = None, progress=None) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+                  use_cache: bool = True, spec: StreamSpec | str = "canonical", stored: list[dict] | None = None,
+                  progress=None) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """-> (decoded images, None for one that did not decode; canonical token streams; model steps per image),
-    generated in `order` (and group by group with `parallel`; `--parallel any` in `steps` model steps, one
-    token per step when None) under the grammar. `progress`: a `vistok.progress.Progress`, advanced per
-    generated position (per image when parallel)."""
-    refuse_partial(parallel, "sample")
+    generated as `spec` names the stream, in the model's context: in its order, group by group with a parallel
+    mode (`--parallel any` in the spec's steps, one token per step when None), under the grammar. `progress`: a
+    `vistok.progress.Progress`, advanced per generated position (per image when parallel)."""
+    spec = as_spec(spec)
+    refuse_partial(spec.parallel, "sample")
+    spec = replace(spec, block_size=model.cfg.block_size, steps=run_steps(spec.parallel, spec.steps))
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    steps, T = run_steps(parallel, steps), model.cfg.block_size
-    plans = sample_plans(codec, meta, n, order, parallel, seed, stored, group_limit(T, stride) if parallel else 0, steps)
+    T, stride, parallel = spec.block_size, spec.stride, spec.parallel is not None
+    plans = sample_plans(codec, meta, n, spec, seed, stored)
     check_fits(model, codec, meta)
     limit = max_new or codec.layout(meta).max_tokens
     streams, steps = [], 0
@@ -228,14 +232,13 @@ def sample_run(run: str | Path, n: int, out: str | Path, temperature: float = 1.
         raise UsageError(f"--keep writes each sample's H.264 stream (codec avc); codec {codec.codec_id} has none")
     meta = sample_meta(codec, state.get("preprocess", {}), size, state.get("geometry"))
     data = DataConfig.from_json(state["data"]).followed_in(order, run)
-    order, parallel = data.order, data.parallel
-    run_steps(parallel, steps, run)  # refused before any work unless an any run
-    stored = stored_orders(data.datasets, order, meta, n, storage_options) if parse_order(order).stored else None
-    total = n if parallel else codec.layout(meta).max_tokens
-    with Progress("sample", total, "images" if parallel else "positions", quiet=quiet) as bar:
+    run_steps(data.parallel, steps, run)  # refused before any work unless an any run
+    spec = data.spec_for(model.cfg.block_size, data.stride, steps)
+    stored = stored_orders(data.datasets, data.order, meta, n, storage_options) if spec.order.stored else None
+    total = n if spec.parallel else codec.layout(meta).max_tokens
+    with Progress("sample", total, "images" if spec.parallel else "positions", quiet=quiet) as bar:
         images, streams, _ = sample_images(model, codec, meta, n, temperature, top_k, top_p, seed, device=device,
-                                           order=order, parallel=parallel, stored=stored, stride=data.stride,
-                                           steps=steps, progress=bar)
+                                           spec=spec, stored=stored, progress=bar)
     if keep is not None:
         Path(keep).mkdir(parents=True, exist_ok=True)
         for i, toks in enumerate(streams):
@@ -289,22 +292,23 @@ def prompt_record(prompt: str, k: int, codec: Codec, preprocess: dict, datasets:
 
 @torch.no_grad()
 def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecord | None = None,
-                order: str = "canonical", seed: int = 0, stride: int = 0, temperature: float = 1.0,
-                top_k: int | None = None, top_p: float | None = None, device: str = "cpu",
-                parallel: str = "") -> tuple[TokenRecord, int]:
-    """A clip of the prompt's frames followed by `frames` generated ones, in the run's order under the grammar;
-    and the model steps the generated frames took (tokens, or groups with `parallel`: one per frame and scale).
+                spec: StreamSpec | str = "canonical", seed: int = 0, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None, device: str = "cpu") -> tuple[TokenRecord, int]:
+    """A clip of the prompt's frames followed by `frames` generated ones, as `spec` names the run's stream (in
+    the model's context), under the grammar; and the model steps the generated frames took (tokens, or groups
+    with a parallel mode: one per frame and scale).
 
     The whole clip is planned at once (frame after frame, each frame's cells in the run's order); the
     prompt's tokens are fed in that order (the grammar forces them), then the model continues. A clip
     longer than the context is generated in the windows the run was trained and scored in (`stride`)."""
-    if parse_order(order).stored:
-        raise UsageError(f"order {order} is stored per image at shard time; a generated clip has none")
+    spec = replace(as_spec(spec), block_size=model.cfg.block_size)
+    if spec.order.stored:
+        raise UsageError(f"order {spec.order} is stored per image at shard time; a generated clip has none")
     k = int(prompt.meta.get("frames", 1)) if prompt is not None else 0
     geometry = {key: v for key, v in meta.items() if key != "frames"}
     m = {**geometry, "frames": k + frames} if k + frames > 1 else geometry
-    T = model.cfg.block_size
-    p = sample_plans(codec, m, 1, order, parallel, seed, max_group=group_limit(T, stride) if parallel else 0)[0]
+    T, stride = spec.block_size, spec.stride
+    p = sample_plans(codec, m, 1, spec, seed)[0]
     forced = np.zeros(0, np.int64)
     if prompt is not None:
         n_cells = len(codec.layout(prompt.meta).cells)  # the prompt's frames are the plan's first cells
@@ -315,7 +319,7 @@ def sample_clip(model, codec: Codec, meta: dict, frames: int, prompt: TokenRecor
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     name = prompt.key if prompt is not None else "sample"
-    if parallel:
+    if spec.parallel is not None:
         g = StreamGrammar(codec, m, p)
         _, steps = generate_groups(model, g, temperature, top_k, top_p, gen,
                                    windows=lambda: group_windows(p.groups, T, stride), forced=forced)
@@ -368,8 +372,8 @@ def clip_run(run: str | Path, out: str | Path, frames: int, prompt: str = "", pr
     meta = dict(rec_prompt.meta) if rec_prompt is not None else sample_meta(codec, pre, size, state.get("geometry"))
     if codec.codec_id == "h264" and "h264_header" not in meta:
         raise UsageError("h264 runs continue a prompt (its stream header comes with it): pass --prompt")
-    clip, steps = sample_clip(model, codec, meta, frames, rec_prompt, data.get("order", "canonical"), seed,
-                              data.get("stride", 0), temperature, top_k, top_p, device, data.get("parallel", ""))
+    spec = DataConfig.from_json(data).spec
+    clip, steps = sample_clip(model, codec, meta, frames, rec_prompt, spec, seed, temperature, top_k, top_p, device)
     k = prompt_frames if rec_prompt is not None else 0
     pix, ok = decode_frames(codec, clip)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -428,9 +432,8 @@ def complete_images(model, codec: Codec, rec: TokenRecord, region: Region, data:
     model.eval()
     meta, T, parallel = rec.meta, model.cfg.block_size, data.parallel
     check_fits(model, codec, meta)
-    steps = run_steps(parallel, steps)
-    plans = [plan(codec, meta, data.order, np.random.default_rng([seed, i]), None, parallel,
-                  group_limit(T, data.stride) if parallel else 0, steps, known=region) for i in range(n)]
+    spec = data.spec_for(T, data.stride, run_steps(parallel, steps))
+    plans = [plan(codec, meta, spec, np.random.default_rng([seed, i]), known=region) for i in range(n)]
     forced = [given_tokens(codec, rec, p) for p in plans]
     gen = torch.Generator(device=device).manual_seed(seed)
     streams = []
