@@ -23,7 +23,7 @@ from vistok.tokenize.orders import adaptive_orders, order_usages
 from vistok.tokenize.parallel import mode_usages, parse_mode
 from vistok.tokenize.region import REGION_HELP
 from vistok.tokenize.schedule import parse_steps
-from vistok.train.config import COMPONENTS, cli_flags
+from vistok.train.config import COMPONENTS, DataConfig, TrainConfig, cli_flags
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Images and videos -> discrete token shards for autoregressive vision models.",
@@ -575,7 +575,6 @@ def train(
     _check_names(order=options["order"], parallel=options["parallel"], attention=options["attention"],
                  preset=options["preset"], device=options["device"])
     from vistok.nn.gpt import PRESETS
-    from vistok.train.config import DataConfig, TrainConfig
     from vistok.train.trainer import train as run_train
 
     def component(cls, **also):
