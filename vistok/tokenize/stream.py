@@ -132,9 +132,12 @@ def refuse_partial(parallel: str | ParallelMode | None, what: str) -> None:
 def check_parallel(codec: Codec, order: str | Order, parallel: str | ParallelMode | None) -> None:
     """Refuse a parallel mode that does not fit the order (the mode's `refusal`) or the codec, before any data
     is read."""
-    if StreamSpec.parse(order, parallel).parallel is None:
-        return
-    if not codec.single_token_cells:
+    _check_cells(codec, StreamSpec.parse(order, parallel).parallel)
+
+
+def _check_cells(codec: Codec, mode: ParallelMode | None) -> None:
+    """A parallel mode needs one token per place, which a layout of variable-length cells does not have."""
+    if mode is not None and not codec.single_token_cells:
         raise _refuse(codec, "--parallel needs one token per place (a fixed number of tokens per unit), "
                              "and this layout's tokens are variable-length")
 
@@ -166,7 +169,7 @@ def plan(codec: Codec, meta: dict, spec: StreamSpec | str | Order, rng: np.rando
     completion's stream, the known region's units first (`known_first`)."""
     spec = as_spec(spec)
     order, mode, max_group, steps = spec.order, spec.parallel, spec.max_group, spec.steps
-    check_parallel(codec, order, mode)
+    _check_cells(codec, mode)  # the spec has checked the pair already
     if known is not None:
         _check_completion(codec, meta, order, mode)
     if order.dc_first:
