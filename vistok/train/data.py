@@ -422,6 +422,7 @@ class Loader:
         try:
             rows, nexts = join_parts([next(self._it) for _ in range(max(1, self.cfg.num_workers))])
         except (RuntimeError, VistokError) as exc:
+            self.close()
             raise worker_error(exc) from None
         self.starts.update(nexts)
         self.batches += 1
@@ -432,6 +433,14 @@ class Loader:
         if self.device.startswith("cuda"):
             return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
         return batch
+
+    def close(self) -> None:
+        """End the workers now. They ignore SIGTERM (`leave_signals_to_main`), and an error's traceback keeps the
+        iterator alive, so without this the process would wait for them forever at exit."""
+        it, self._it = self._it, None
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
     def state_dict(self) -> dict:
         return {"version": LOADER_STATE_VERSION, "batches": self.batches, "lanes": self.lanes_total,
