@@ -26,7 +26,7 @@ TOKENIZE_PAGE = Path(__file__).resolve().parent / "tokenize.md"
 CODEC_PAGES = Path(__file__).resolve().parent / "codecs"
 ORDER_TRAITS = ("over_units", "axis", "scales", "segmented", "random", "uniform", "stored", "after_dc", "dc_first",
                 "adaptive")
-MODE_TRAITS = ("co_attend", "cut", "whole", "clips", "steps", "lanes", "default_order")
+MODE_TRAITS = ("co_attend", "cut", "whole", "clips", "steps", "lanes", "unit_lanes", "default_order")
 
 
 def _cell(text: str) -> str:

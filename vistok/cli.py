@@ -433,12 +433,14 @@ def show_order(
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("order.png"),
     seed: Annotated[int, typer.Option(min=0, help="Seed for random orders.")] = 0,
     known: Annotated[str, typer.Option(help=f"Draw the completion stream of this region (as `sample --complete --known`), its units outlined: {REGION_HELP}.")] = "",
+    parallel: Annotated[str, typer.Option(help="Draw a parallel mode's groups over the order: wavefront numbers each unit with its wave (give --order canonical).")] = "",
     storage_options: StorageOptions = None,
 ) -> None:
     """Draw an order over a decoded record: a path through the units coloured by rank, segments (randsac,
     slic superpixels, frontier rings) outlined; for dc-first orders, the order after the DC image; with
-    --known, the stream a completion follows (the region's units first)."""
-    _check_names(order=order)
+    --known, the stream a completion follows (the region's units first); with --parallel wavefront, the
+    wave of each unit."""
+    _check_names(order=order, parallel=parallel)
     from vistok.shards.render import draw_order
     from vistok.shards.store import open_any
     from vistok.tokenize.region import parse_region
@@ -446,7 +448,7 @@ def show_order(
     region = parse_region(known) if known else None
     ds = open_any(dataset, storage_options)
     rec = ds.get(key) if key else next(iter(ds))
-    draw_order(ds.codec, rec, order, seed, known=region).save(out)
+    draw_order(ds.codec, rec, order, seed, known=region, parallel=parallel).save(out)
     typer.echo(f"wrote {out} ({rec.key}, order {order})")
 
 

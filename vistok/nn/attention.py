@@ -69,7 +69,7 @@ class RowMask:
     a long row never holds a T x T mask (building one costs more than the attention it saves).
 
     Token by token: causal inside each document (`doc_ids` (B, T); None = one document). Group-parallel:
-    `vistok.nn.gpt.group_mask`'s rule (`groups`, `query`, `co_attend`). With `neighbourhood` = (R, F) and `places`
+    `vistok.nn.gpt.group_mask`'s rule (`groups`, `query`, `co_attend`; wavefront lanes: `lane`). With `neighbourhood` = (R, F) and `places`
     (B, T, 4) = (query frame, query row, key frame, key row): also `local_mask`, except that a position
     always sees itself (a window that starts mid-record has no BOS to fall back on).
     """
@@ -80,6 +80,7 @@ class RowMask:
     co_attend: bool = False
     places: torch.Tensor | None = None
     neighbourhood: tuple[int, int] | None = None
+    lane: torch.Tensor | None = None  # wavefront rows: `groups` are waves, and a lane sees only itself in its wave
 
     def _ref(self) -> torch.Tensor:
         for t in (self.doc_ids, self.groups, self.places):
@@ -98,11 +99,15 @@ class RowMask:
             if d is not None:
                 m = m & (d[:, qs, None] == d[:, None, ks])
         else:
-            qi, qj = self.query[rows, qs, None].bool(), self.query[rows, None, ks].bool()
             gi, gj = self.groups[rows, qs, None], self.groups[rows, None, ks]
-            m = ~qj & torch.where(qi, gj < gi, gj <= gi)
-            if self.co_attend:
-                m = m | (qi & qj & (gj == gi))
+            if self.lane is not None:
+                li, lj = self.lane[rows, qs, None], self.lane[rows, None, ks]
+                m = (gj < gi) | ((gj == gi) & (li == lj) & (j <= i))
+            else:
+                qi, qj = self.query[rows, qs, None].bool(), self.query[rows, None, ks].bool()
+                m = ~qj & torch.where(qi, gj < gi, gj <= gi)
+                if self.co_attend:
+                    m = m | (qi & qj & (gj == gi))
             if d is not None:
                 m = m & (d[:, qs, None] == d[:, None, ks]) & (d[:, qs, None] >= 0)
             m = m | (i == j)

@@ -179,7 +179,7 @@ def place_rotation(cfg: GPTConfig, coords, next_coords=None, query=None):
     return out[0], out[1]
 
 
-def group_mask(doc_ids, groups, query, co_attend: bool = False):
+def group_mask(doc_ids, groups, query, co_attend: bool = False, lane=None):
     """(B, T, T) boolean attention mask of group-parallel prediction, True = may attend.
 
     Token slots (query 0) see the tokens of their own and earlier groups (block-causal, as in VAR); a query
@@ -187,13 +187,22 @@ def group_mask(doc_ids, groups, query, co_attend: bool = False):
     of its own group; with `co_attend` also the other query slots of group g, which carry places only, so
     the queries of a group agree on who predicts what (RandSAC's masked-transformer decoder). BOS is group
     -1 (seen by all); padding has doc id -1 and sees only itself.
+
+    Lanes (`lane` (B, T), a wavefront row: `groups` are waves): a position sees the earlier waves and its own
+    lane's positions up to itself, never another lane of its wave. A lane's start slot is a query slot only in
+    what it holds (`query_emb` and its place); what it sees is its lane's rule.
     """
-    q = query.bool()
     gi, gj = groups[:, :, None], groups[:, None, :]
-    token_j = ~q[:, None, :]
-    sees = token_j & torch.where(q[:, :, None], gj < gi, gj <= gi)
-    if co_attend:
-        sees = sees | (q[:, :, None] & q[:, None, :] & (gj == gi))
+    if lane is not None:
+        T = groups.size(1)
+        upto = torch.ones(T, T, dtype=torch.bool, device=groups.device).tril()
+        sees = (gj < gi) | ((gj == gi) & (lane[:, :, None] == lane[:, None, :]) & upto)
+    else:
+        q = query.bool()
+        token_j = ~q[:, None, :]
+        sees = token_j & torch.where(q[:, :, None], gj < gi, gj <= gi)
+        if co_attend:
+            sees = sees | (q[:, :, None] & q[:, None, :] & (gj == gi))
     same_doc = (doc_ids[:, :, None] == doc_ids[:, None, :]) & (doc_ids[:, :, None] >= 0)
     eye = torch.eye(groups.size(1), dtype=torch.bool, device=groups.device)
     return (sees & same_doc) | eye
@@ -249,11 +258,11 @@ class GPT(nn.Module):
 
     def forward(self, idx, coords, next_coords=None, targets=None, loss_mask=None, doc_ids=None,
                 groups=None, query=None, cache: KVCache | None = None, attn_mask=None, store: int | None = None,
-                last: int | None = None, places=None):
+                last: int | None = None, places=None, lane=None):
         """Logits (B, T, V); with targets, also the mean loss in nats over positions where loss_mask is 1.
 
         Token by token: causal attention, inside each document of a filled row (doc_ids (B, T)). Group-parallel
-        (groups and query (B, T)): the group mask (`group_mask`). `attn_mask` replaces either (with a KV cache:
+        (groups and query (B, T); with `lane`, wavefront lanes): the group mask (`group_mask`). `attn_mask` replaces either (with a KV cache:
         (T, cached + T), in place of the causal prefill mask), and only the first `store` positions stay in
         the cache. `last`: logits of the last `last` positions only (a group's query slots). With local
         attention (`cfg.neighbourhood`), `places` (B, T, 4): each position's query and key place (`vistok.nn.attention`).
@@ -262,7 +271,7 @@ class GPT(nn.Module):
             raise ValueError("a model with local attention needs the places of its positions")
         x = self.embed(idx, coords, next_coords, query)
         if cache is None and attn_mask is None:
-            attn_mask = self.attn_mask(idx, doc_ids, groups, query, places)
+            attn_mask = self.attn_mask(idx, doc_ids, groups, query, places, lane)
         elif self.cfg.neighbourhood:
             attn_mask = self._local(attn_mask, places, cache)
         rot = place_rotation(self.cfg, coords, next_coords, query)
@@ -282,7 +291,7 @@ class GPT(nn.Module):
         m = loss_mask.view(-1).float()
         return logits, (loss * m).sum() / m.sum().clamp(min=1)
 
-    def attn_mask(self, idx, doc_ids=None, groups=None, query=None, places=None):
+    def attn_mask(self, idx, doc_ids=None, groups=None, query=None, places=None, lane=None):
         """The attention mask of a row, built once and shared by every layer: the group mask in parallel mode,
         causal inside each document of a filled row, and the neighbourhood of each place with local
         attention; None (plain causal attention) with none of them. Dense (B, 1, T, T), or as tiles for long
@@ -291,7 +300,8 @@ class GPT(nn.Module):
             return None
         if doc_ids is None:
             doc_ids = torch.zeros_like(idx)  # one document
-        rm = RowMask(doc_ids, groups, query, self.cfg.co_attend, places, tuple(self.cfg.neighbourhood) if self.cfg.neighbourhood else None)
+        rm = RowMask(doc_ids, groups, query, self.cfg.co_attend, places,
+                     tuple(self.cfg.neighbourhood) if self.cfg.neighbourhood else None, lane)
         return rm.build() if self.fast else rm.dense()
 
     def _local(self, attn_mask, places, cache: KVCache | None):
@@ -308,7 +318,7 @@ class GPT(nn.Module):
         return attn_mask & (local_mask(places[..., :2], keys, *self.cfg.neighbourhood) | own)[:, None]
 
     def hidden(self, idx, coords, next_coords=None, doc_ids=None, groups=None, query=None,
-               bidirectional: bool = False, places=None) -> list[torch.Tensor]:
+               bidirectional: bool = False, places=None, lane=None) -> list[torch.Tensor]:
         """The residual stream after the embeddings (index 0) and after each block (1..n_layer): (B, T, C) each
         (features for probes: `vistok.train.probe`). `bidirectional`: every position sees its whole document
         (no causal, group or local mask; rows of tokens only), as RandSAC reads features for its probes. Gradients
@@ -319,7 +329,7 @@ class GPT(nn.Module):
                 raise ValueError("bidirectional features need rows of tokens with document ids")
             mask = (doc_ids[:, :, None] == doc_ids[:, None, :]).unsqueeze(1)
         else:
-            mask = self.attn_mask(idx, doc_ids, groups, query, places)
+            mask = self.attn_mask(idx, doc_ids, groups, query, places, lane)
         rot = place_rotation(self.cfg, coords, next_coords, query)
         out = [x]
         for block in self.h:

@@ -11,7 +11,7 @@ from vistok.record import TokenRecord
 from vistok.tokenize.base import H264_FILE, JPEG_FILE, Codec
 from vistok.tokenize.orders import as_order
 from vistok.tokenize.region import Region
-from vistok.tokenize.stream import order_record
+from vistok.tokenize.stream import StreamSpec, order_record
 
 
 def save_record(codec: Codec, record: TokenRecord, path: str | Path, fps: float = 10.0) -> list[Path]:
@@ -98,12 +98,25 @@ def _ramp(t: float) -> tuple[int, int, int]:
     return int(c[0]), int(c[1]), int(c[2])
 
 
+def _borders(d, seg: np.ndarray, ch: int, cw: int, scale: int) -> None:
+    """White lines between units of different segments (`seg`: (rows, cols)) on a canvas of ch x cw units."""
+    rows, cols = seg.shape
+    for y in range(rows):
+        for x in range(cols):
+            if x + 1 < cols and seg[y, x] != seg[y, x + 1]:
+                d.line([(x + 1) * cw, y * ch, (x + 1) * cw, (y + 1) * ch], fill=(255, 255, 255, 255), width=max(1, scale))
+            if y + 1 < rows and seg[y, x] != seg[y + 1, x]:
+                d.line([x * cw, (y + 1) * ch, (x + 1) * cw, (y + 1) * ch], fill=(255, 255, 255, 255), width=max(1, scale))
+
+
 def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min_unit_px: int = 32,
-               known: Region | None = None):
+               known: Region | None = None, parallel: str = ""):
     """The decoded image with the traversal drawn over it: a path through the units' centres coloured by
     rank (first visit), each unit tinted by its rank, and segment borders (randsac, slic, frontier rings) in
     white. For `dc-first` orders, the order of what follows the DC image (which comes in raster order).
-    `known`: the completion stream of that region (`sample --complete`), its units outlined in black."""
+    `known`: the completion stream of that region (`sample --complete`), its units outlined in black.
+    `parallel` wavefront: each unit tinted by its wave and numbered with it, waves outlined (its lanes run at
+    once, so no path is drawn)."""
     from PIL import Image, ImageDraw
 
     img = np.asarray(codec.decode(record))
@@ -111,8 +124,9 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
         img = np.repeat(img[..., None], 3, axis=2)
     layout = codec.layout(record.meta)
     inp = layout.positions(record)
-    res = order_record(codec, record, order, np.random.default_rng(seed), known=known)  # refuses what a decoder cannot follow
-    seq, segments = inp.units[res.perm], res.segments
+    spec = StreamSpec.parse(order, parallel)
+    res = order_record(codec, record, spec, np.random.default_rng(seed), known=known)  # refuses what a decoder cannot follow
+    seq, segments = inp.units[res.perm], res.segments if res.lanes is None else res.groups
     if as_order(order).dc_first:  # the DC image comes first, unit by unit: draw the order of the rest
         rest = ~layout.dc_cells[layout.cells.in_frame[res.cells]]
         seq, segments = seq[rest], None if segments is None else segments[rest]
@@ -134,17 +148,15 @@ def draw_order(codec: Codec, record: TokenRecord, order: str, seed: int = 0, min
     if segments is not None:
         seg = np.empty(rows * cols, dtype=np.int64)
         seg[seq] = segments
-        seg = seg.reshape(rows, cols)
-        for y in range(rows):
-            for x in range(cols):
-                if x + 1 < cols and seg[y, x] != seg[y, x + 1]:
-                    d.line([(x + 1) * cw, y * ch, (x + 1) * cw, (y + 1) * ch], fill=(255, 255, 255, 255), width=max(1, scale))
-                if y + 1 < rows and seg[y, x] != seg[y + 1, x]:
-                    d.line([x * cw, (y + 1) * ch, (x + 1) * cw, (y + 1) * ch], fill=(255, 255, 255, 255), width=max(1, scale))
+        _borders(d, seg.reshape(rows, cols), ch, cw, scale)
     if known is not None:
         for u in np.flatnonzero(known.units(inp.grid, inp.unit_pixels, img.shape[0], img.shape[1])):
             y, x = divmod(int(u), cols)
             d.rectangle([x * cw, y * ch, (x + 1) * cw - 1, (y + 1) * ch - 1], outline=(0, 0, 0, 255), width=max(1, scale // 2))
+    if res.lanes is not None:  # waves: a number on each unit, no path
+        for u, w in zip(seq, segments):
+            d.text(((u % cols) * cw + 2, (u // cols) * ch + 1), str(int(w)), fill=(255, 255, 255, 255))
+        visit = visit[:0]
     pts = [((u % cols) * cw + cw / 2, (u // cols) * ch + ch / 2) for u in visit]
     for i in range(len(pts) - 1):
         d.line([pts[i], pts[i + 1]], fill=(*_ramp(i / n), 255), width=max(2, scale))

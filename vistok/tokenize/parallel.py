@@ -12,6 +12,8 @@ test time (`--steps`), and whether `compress` codes several records at once (`la
   any          a random order cut by a step schedule (`vistok.tokenize.schedule`): drawn per document in
                training, `--steps N` at test time
   masked:R     MAE's objective as a baseline: the last R of a random order's units predicted from the rest
+  wavefront    the units of each anti-diagonal (column + 2 x row, as H.264's wavefront decoders go) side by side,
+               a lane per unit, each lane token by token: cells of any length (an H.264 macroblock)
 
 A new mode is a subclass registered with `register_mode` in its own module; `parse_mode` finds it by name.
 """
@@ -40,6 +42,7 @@ class Cut:
     segments: np.ndarray | None = None  # (n,) the order's segment of each cell (visit rank)
     units: np.ndarray | None = None  # (n,) the unit of each cell
     scale_key: Callable[[], np.ndarray] | None = None  # -> (n,) a key per (frame, scale), coarser scales smaller
+    grid: tuple[int, int] | None = None  # (rows, columns) of units
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class ParallelMode:
     steps: ClassVar[bool] = False  # the model steps are chosen at test time (`--steps N`)
     lanes: ClassVar[bool] = False  # `compress` codes several records at once, a group of each per step
     default_order: ClassVar[str] = "canonical"  # the order a run with this mode takes when none is given
+    unit_lanes: ClassVar[bool] = False  # each unit's cells are a lane, token by token: cells may be of any length
 
     @classmethod
     def parse(cls, name: str, arg: str) -> ParallelMode:
@@ -236,3 +240,27 @@ def masked_groups(units: np.ndarray, ratio: float) -> np.ndarray:
         raise UsageError("--parallel masked:R needs at least two units an image")
     visible = n - min(n - 1, max(1, round(ratio * n)))
     return (np.arange(units.size) >= first[visible]).astype(np.int64)
+
+
+@register_mode("wavefront")
+class Wavefront(ParallelMode):
+    summary = ("the units of each anti-diagonal (column + 2 x row) side by side, a lane per unit, each token by "
+               "token and blind to the other lanes (H.264 macroblocks; any cell length)")
+    unit_lanes = True
+    cut = False
+
+    def refusal(self, order):
+        if str(order) != "canonical":
+            return f"--parallel wavefront sets the order itself (wave by wave, column + 2 x row): use --order canonical (got {_named(order)!r})"
+        return None
+
+    def groups(self, c):
+        """The wave of each cell, column + 2 x row of its unit: a unit's left, top-left, top and top-right
+        neighbours (what H.264 predicts a macroblock from) are all in earlier waves."""
+        return wave_of(c.units, c.grid)
+
+
+def wave_of(units: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(n,) column + 2 x row of each unit on a grid of (rows, columns)."""
+    rows, cols = divmod(np.asarray(units, dtype=np.int64), grid[1])
+    return cols + 2 * rows

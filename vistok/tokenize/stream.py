@@ -13,7 +13,8 @@ kinds of request are refused, with the reason:
 Group-parallel plans cut the order into groups predicted at once: randsac segments (`segments`), whole
 scales (`scales`; on clips a group per frame and scale, its FRAME separator in the frame's coarsest group),
 or with `any` a random order cut by a step schedule (`vistok.tokenize.schedule`), drawn per document in
-training and fixed by `--steps N` at test time. A long stream is read in windows of whole groups, each
+training and fixed by `--steps N` at test time. A wavefront plan (`ParallelMode.unit_lanes`) is in waves of
+units, a lane per unit, its cells of any length (`Plan.lanes`; rows: `vistok.train.data._lane_docs`). A long stream is read in windows of whole groups, each
 after as many earlier tokens as the row holds (`group_windows`).
 
 Orders and parallel modes are registered objects (`orders.Order`, `parallel.ParallelMode`): what a request
@@ -69,6 +70,7 @@ class Plan:
     # each are chosen when it comes (`StreamGrammar.choose`); until then they are the rest in canonical order
     adaptive: Order | None = field(default=None, compare=False, repr=False)
     given: int = 0  # a completion (`known_first`): its first `given` cells are the known region's
+    lanes: np.ndarray | None = None  # (n_cells,) a wavefront plan (`Plan.groups`: waves): the lane (unit) of each cell
 
     def rank(self) -> np.ndarray:
         """(n_cells,) each cell's position in the stream (the inverse of `cells`)."""
@@ -136,8 +138,9 @@ def check_parallel(codec: Codec, order: str | Order, parallel: str | ParallelMod
 
 
 def _check_cells(codec: Codec, mode: ParallelMode | None) -> None:
-    """A parallel mode needs one token per place, which a layout of variable-length cells does not have."""
-    if mode is not None and not codec.single_token_cells:
+    """A parallel mode needs one token per place, which a layout of variable-length cells does not have (but
+    lanes, which go token by token)."""
+    if mode is not None and not mode.unit_lanes and not codec.single_token_cells:
         raise _refuse(codec, "--parallel needs one token per place (a fixed number of tokens per unit), "
                              "and this layout's tokens are variable-length")
 
@@ -174,6 +177,8 @@ def plan(codec: Codec, meta: dict, spec: StreamSpec | str | Order, rng: np.rando
         _check_completion(codec, meta, order, mode)
     if order.dc_first:
         return _dc_first(codec, meta, order, rng, mode, max_group, steps, thumbnail)
+    if mode is not None and mode.unit_lanes:
+        return _wavefront(codec, meta, mode, rng)
     cells = codec.layout(meta).cells
     pos = cells.positions if not stored else replace(cells.positions, stored=stored)
     if order.over_units and (pos.units < 0).any():
@@ -208,6 +213,34 @@ def plan(codec: Codec, meta: dict, spec: StreamSpec | str | Order, rng: np.rando
 
     groups = mode.groups(Cut(perm.size, rng, steps, segments, pos.units[perm], scale_key)).astype(np.int64)
     return Plan(perm.astype(np.int64), cut_groups(groups, max_group) if mode.cut else groups, bits, segments)
+
+
+def _wavefront(codec: Codec, meta: dict, mode: ParallelMode, rng: np.random.Generator) -> Plan:
+    """A plan in lanes (`ParallelMode.unit_lanes`): the mode's waves in turn, each wave's units side by side in
+    raster order, each unit's cells canonical. Its lanes run at once, token by token, blind to each other."""
+    layout = codec.layout(meta)
+    cells, pos = layout.cells, layout.cells.positions
+    if len(cells) > cells.per_frame:
+        raise UsageError(f"--parallel {mode} decodes one picture in waves; clips are predicted token by token")
+    if (pos.units < 0).any():
+        raise _refuse(codec, f"--parallel {mode} runs a lane per unit, but a cell of this layout spans every unit")
+    if layout.grammar().open_ended:
+        raise _refuse(codec, f"--parallel {mode} needs cells that end themselves; this layout's cells end at the "
+                             "next cell's token, which another lane holds")
+    waves = mode.groups(Cut(len(cells), rng, units=pos.units, grid=pos.grid)).astype(np.int64)
+    perm = np.lexsort((np.arange(len(cells)), pos.units, waves))
+    return Plan(perm.astype(np.int64), waves[perm], lanes=pos.units[perm].astype(np.int64))
+
+
+def lane_steps(waves: np.ndarray, lanes: np.ndarray) -> int:
+    """Model steps of a wavefront stream given per token in stream order (wave, lane): the sum over waves of
+    their longest lane's tokens (the lanes of a wave run at once)."""
+    if not waves.size:
+        return 0
+    starts = np.flatnonzero(np.diff(lanes, prepend=-1) != 0)  # each lane's first token
+    longest = np.zeros(int(waves.max()) + 1, np.int64)
+    np.maximum.at(longest, waves[starts], np.diff(np.append(starts, lanes.size)))
+    return int(longest.sum())
 
 
 def _check_completion(codec: Codec, meta: dict, order: Order, mode: ParallelMode | None) -> None:
@@ -368,6 +401,7 @@ class Ordered:
     groups: np.ndarray | None  # (T,) group of each token (parallel)
     plan: Plan
     segments: np.ndarray | None = None  # (T,) randsac segment of each token
+    lanes: np.ndarray | None = None  # (T,) a wavefront stream: the lane of each token (`groups`: its wave)
 
 
 def group_limit(block_size: int, stride: int = 0) -> int:
@@ -418,8 +452,11 @@ def order_record(codec: Codec, record: TokenRecord, spec: StreamSpec | str, rng:
     tc = codec.layout(record.meta).token_cells(record)
     perm = units_to_tokens(tc, p.cells)
     cells = tc[perm]
-    groups = None
-    if p.groups is not None:
+    groups = lanes = None
+    if p.lanes is not None:  # lanes go token by token: each token in its cell's wave and lane
+        at = p.rank()[cells]
+        groups, lanes = p.groups[at], p.lanes[at]
+    elif p.groups is not None:
         if cells.size != p.cells.size:
             raise UsageError(f"record {record.key} uses escapes ({cells.size} tokens for {p.cells.size} places): "
                              "--parallel needs one token per place")
@@ -427,7 +464,7 @@ def order_record(codec: Codec, record: TokenRecord, spec: StreamSpec | str, rng:
     segments = None
     if p.segments is not None:
         segments = p.segments[p.rank()[cells]]
-    return Ordered(perm, cells, groups, p, segments)
+    return Ordered(perm, cells, groups, p, segments, lanes)
 
 
 @lru_cache(maxsize=64)
@@ -626,6 +663,11 @@ def mask_rows(codec: Codec, meta: dict, p: Plan, tokens: np.ndarray) -> Iterator
     gets no probability when bits are counted (`vistok eval`) or coded (`vistok compress`). A generator, so
     a long clip is followed without holding a (positions, V) array."""
     g = StreamGrammar(codec, meta, p)
+    if p.lanes is not None:  # lanes: each token from its lane's prefix, no EOS (the last wave ends the stream)
+        for t in tokens:
+            yield g.allowed().copy()
+            g.step(int(t))
+        return
     if p.groups is not None:
         i = 0
         while i < tokens.size:

@@ -149,6 +149,9 @@ class Coder:
                              "a decoder would need it sent; compress works with orders a decoder can follow")
         check_parallel(codec, data.order, data.parallel)
         refuse_partial(data.parallel, "code")
+        if data.parallel and parse_mode(data.parallel).unit_lanes:
+            raise UsageError(f"run {run} predicts in wavefront lanes, which compress does not code yet (it codes "
+                             "token by token or group by group); `vistok eval` gives its bits, `vistok sample` its pictures")
         return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}),
                    state.get("geometry"), run_steps(data.parallel, steps, run))
 

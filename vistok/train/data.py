@@ -47,6 +47,7 @@ from vistok.tokenize.stream import (
     check_parallel,
     group_windows,
     known_columns,
+    lane_steps,
     order_record,
 )
 from vistok.train.config import DataConfig
@@ -94,7 +95,7 @@ def open_datasets(paths: list, options: dict | None = None, on_damage: OnDamage 
 
 
 PAD_VALUES = {"idx": PAD, "targets": PAD, "coords": 0, "next_coords": 0, "loss_mask": 0.0, "groups": -1, "query": 0,
-              "places": -1}
+              "places": -1, "lane": -1}
 SHAPES = {"coords": None, "next_coords": None, "places": 4}  # per-position vectors: (T, n_axes) or (T, 4)
 
 
@@ -153,6 +154,9 @@ def record_docs(codec: Codec, rec: TokenRecord, spec: StreamSpec, rng: np.random
     n, A = toks.size, coords.shape[1]
     tp = cell_places(codec.layout(rec.meta))[o.cells] if places else None  # (n, 2) each token's place
     mode = spec.parallel
+    if mode is not None and mode.unit_lanes:
+        return Docs(_lane_docs(toks, coords, place, o.groups, o.lanes, block_size, stride, tp), 0.0,
+                    lane_steps(o.groups, o.lanes), o)
     if mode is not None and not mode.cut:  # masked: the visible units, then the masked, in one row
         return Docs([_masked_doc(toks, coords, place, o.groups, block_size, tp)], 0.0, 1, o)
     if mode is not None:
@@ -224,6 +228,90 @@ def _parallel_docs(toks, coords, place, groups, block_size: int, stride: int = 0
     return docs
 
 
+def _lane_docs(toks, coords, place, waves, lanes, block_size: int, stride: int = 0,
+               tp=None) -> list[dict[str, np.ndarray]]:
+    """A wavefront stream's documents (`--parallel wavefront`). Laid out flat, the stream is its lanes one after
+    another, wave by wave, each lane a start slot and its tokens: the start slot (a query slot at the lane's
+    place) predicts the lane's first token, each token the next one of its lane, and a lane's last token
+    nothing (a cell ends itself). In a row a position sees BOS, the earlier waves and its own lane's prefix,
+    never another lane of its wave or a later wave (`vistok.nn.gpt.group_mask` with `lane`).
+
+    Rows (`_lane_rows`): a wave starting at flat position s is predicted in a row that starts at max(0, s - C),
+    C = block_size - 1 - min(stride, block_size - 1): a function of the waves before it alone, so what a lane
+    sees never depends on how long the other lanes of its wave, or later waves, are. Waves whose rows start at
+    0 (the first C positions: a small picture whole) share rows while they fit; each later wave has its own
+    row, the C positions before it as context, its lanes cut over several rows if they do not fit one."""
+    n, A = toks.size, coords.shape[1]
+    first = np.flatnonzero(np.diff(lanes, prepend=-1) != 0)  # each lane's first token
+    L = first.size
+    at_tok = np.arange(n) + np.searchsorted(first, np.arange(n), side="right")  # each token's flat position
+    at_start = first + np.arange(L)  # each lane's start slot
+    has_next = np.ones(n, bool)
+    has_next[np.append(first[1:], n) - 1] = False  # a lane's last token predicts nothing
+    nxt = np.minimum(np.arange(n) + 1, n - 1)
+    F = n + L
+    f = {"idx": np.full(F, PAD, np.int64), "targets": np.full(F, PAD, np.int64),
+         "coords": np.zeros((F, A), np.int64), "next_coords": np.zeros((F, A), np.int64),
+         "loss_mask": np.zeros(F, np.float32), "groups": np.zeros(F, np.int64), "query": np.zeros(F, np.int64),
+         "lane": np.zeros(F, np.int64)}
+    f["idx"][at_tok], f["coords"][at_tok] = toks, coords
+    f["targets"][at_tok[has_next]], f["next_coords"][at_tok[has_next]] = toks[nxt[has_next]], place[nxt[has_next]]
+    f["loss_mask"][at_tok[has_next]] = 1.0
+    f["coords"][at_start], f["targets"][at_start], f["loss_mask"][at_start] = place[first], toks[first], 1.0
+    f["query"][at_start] = 1
+    f["groups"][at_tok], f["groups"][at_start] = waves, waves[first]
+    f["lane"][at_tok], f["lane"][at_start] = lanes, lanes[first]
+    if tp is not None:  # (query place, key place): a token asks about its lane's next token, at its own place
+        pl = np.zeros((F, 4), np.int64)
+        pl[at_tok] = np.concatenate([tp[np.where(has_next, nxt, np.arange(n))], tp], axis=1)
+        pl[at_start] = np.concatenate([tp[first], tp[first]], axis=1)
+        f["places"] = pl
+    bos = {"idx": BOS, "targets": PAD, "loss_mask": 0.0, "groups": -1, "query": 0, "lane": -1, "places": -1}
+    docs = []
+    for ctx, new in _lane_rows(f["groups"], at_start, block_size, stride):
+        at = np.concatenate([ctx, new])
+        d = {k: np.concatenate([np.full((1,) + v.shape[1:], bos.get(k, 0), v.dtype), v[at]]) for k, v in f.items()}
+        d["loss_mask"][1 : 1 + ctx.size] = 0.0  # the context is not scored here
+        docs.append(d)
+    return docs
+
+
+def lane_context(block_size: int, stride: int = 0) -> int:
+    """C: how many flat positions before its wave a wavefront row gives (see `_lane_docs`)."""
+    return block_size - 1 - min(stride or block_size, block_size - 1)
+
+
+def _lane_rows(waves: np.ndarray, starts: np.ndarray, block_size: int,
+               stride: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(context, new) flat positions of each row over a flat wavefront stream (`_lane_docs`)."""
+    C, room = lane_context(block_size, stride), block_size - 1
+    bounds = np.append(np.flatnonzero(np.diff(waves, prepend=-1) != 0), waves.size)  # each wave's first position
+    out, shared = [], False  # shared: the last row starts at 0 and ends where the next wave starts
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        r = max(0, lo - C)
+        if shared and r == 0 and hi <= room:
+            out[-1] = (out[-1][0], np.append(out[-1][1], np.arange(lo, hi)))
+            continue
+        if hi - r <= room:
+            out.append((np.arange(r, lo), np.arange(lo, hi)))
+            shared = r == 0
+            continue
+        shared = False
+        cuts = np.append(starts[(starts >= lo) & (starts < hi)], hi)  # the wave's lanes, in runs that fit
+        if (np.diff(cuts) > room - (lo - r)).any():
+            raise UsageError(f"a lane of {int(np.diff(cuts).max())} positions (a unit's tokens and its start slot) "
+                             f"does not fit beside the {lo - r} positions of context a row gives it (--block-size "
+                             f"{block_size}, --stride {stride or block_size}); raise the stride or the block size")
+        a = 0
+        while a < cuts.size - 1:
+            b = a + 1
+            while b < cuts.size - 1 and cuts[b + 1] - cuts[a] <= room - (lo - r):
+                b += 1
+            out.append((np.arange(r, lo), np.arange(cuts[a], cuts[b])))
+            a = b
+    return out
+
+
 def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:
     """Refuse a bad order or parallel mode before training starts: plan the first record of each dataset."""
     spec = cfg.spec
@@ -238,7 +326,7 @@ def check_order(sets: list, codec: Codec, cfg: DataConfig) -> None:
 
 def doc_row(doc: dict[str, np.ndarray], block_size: int) -> dict[str, np.ndarray]:
     """One document alone in a row of block_size positions, padded (eval and probes: a row per document)."""
-    filler = RowFiller(block_size, doc["coords"].shape[1], "groups" in doc, "places" in doc)
+    filler = RowFiller(block_size, doc["coords"].shape[1], "groups" in doc, "places" in doc, "lane" in doc)
     rows = list(filler.add(doc))
     return rows[0] if rows else filler.flush()
 
@@ -246,9 +334,10 @@ def doc_row(doc: dict[str, np.ndarray], block_size: int) -> dict[str, np.ndarray
 class RowFiller:
     """Fills rows of block_size positions greedily with documents, with a doc id per position (-1: padding)."""
 
-    def __init__(self, block_size: int, n_axes: int, parallel: bool = False, places: bool = False):
+    def __init__(self, block_size: int, n_axes: int, parallel: bool = False, places: bool = False, lanes: bool = False):
         self.T, self.A = block_size, n_axes
-        self.fields = [k for k in PAD_VALUES if (parallel or k not in ("groups", "query")) and (places or k != "places")]
+        self.fields = [k for k in PAD_VALUES if (parallel or k not in ("groups", "query")) and (places or k != "places")
+                       and (lanes or k != "lane")]
         self._new()
 
     def _new(self) -> None:
@@ -309,8 +398,10 @@ class LaneStream(IterableDataset):
         worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
         mine = [lane for j, lane in enumerate(self.lanes) if j % n_workers == worker]
         c = self.cfg
+        lanes = self.spec.parallel is not None and self.spec.parallel.unit_lanes
         gens = [lane_rows(self.order, self.docs, RowFiller(c.block_size, len(self.codec.axes), bool(c.parallel),
-                                                           c.places), lane, self.total, self.starts.get(lane, (0, 0)))
+                                                           c.places, lanes), lane, self.total,
+                          self.starts.get(lane, (0, 0)))
                 for lane in mine]
         while True:
             rows, nexts = zip(*(next(g) for g in gens))

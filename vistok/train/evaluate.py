@@ -191,7 +191,7 @@ def record_bits(model: GPT, codec: Codec, records: Iterable[TokenRecord], data: 
         for key in ("coords", "next_coords"):
             check_coords(b[key], limits, codec.axes)
         nxt = b["next_coords"] if model.cfg.next_axes else None
-        logits, _ = model(b["idx"], b["coords"], nxt, **{k: b.get(k) for k in ("doc_ids", "groups", "query", "places")})
+        logits, _ = model(b["idx"], b["coords"], nxt, **{k: b.get(k) for k in ("doc_ids", "groups", "query", "places", "lane")})
         allowed, ats = np.ones(logits.shape, dtype=bool), []
         for j, (_, d, masks, _, _) in enumerate(chunk):
             at = np.flatnonzero(d["loss_mask"])

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,8 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
     T = model.cfg.block_size
     order, parallel = feature_docs(data, mask)
     spec = StreamSpec.parse(order, parallel, None, T, 0)  # windows of the whole context, no overlap
+    if spec.parallel is not None and spec.parallel.unit_lanes:  # wavefront: each wave after the run's context
+        spec = replace(spec, stride=data.stride)
     feats, labels, pending = [], [], []
 
     def flush() -> None:
@@ -124,7 +126,7 @@ def features(model: GPT, codec: Codec, records: Iterator[TokenRecord], data: Dat
         nxt = b["next_coords"] if model.cfg.next_axes else None
         with torch.no_grad():
             hs = model.hidden(b["idx"], b["coords"], nxt, b["doc_ids"], b.get("groups"), b.get("query"),
-                              bidirectional=mask == "none", places=b.get("places"))
+                              bidirectional=mask == "none", places=b.get("places"), lane=b.get("lane"))
         keep = (b["doc_ids"] >= 0) & ((b["query"] == 0) if "query" in b else True)  # token slots of the image
         w = keep.float()[..., None]
         pooled = torch.stack([(h * w).sum(1) / w.sum(1).clamp(min=1) for h in hs], dim=1).cpu().numpy()

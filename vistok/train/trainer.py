@@ -209,8 +209,11 @@ def fresh_model_config(preset: str, sets: list, codec: Codec, data: DataConfig, 
     the axes the model is shown the next token's place on, and the axes places rotate on."""
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-    # the next token's place (sigma-GPT); group-parallel query slots carry their own place instead
-    known = [i for i, a in enumerate(codec.axes) if a in codec.known_axes] if next_coords and not data.parallel else []
+    # the next token's place (sigma-GPT); group-parallel query slots carry their own place instead (wavefront
+    # lanes go token by token: their tokens are shown their lane's next place too)
+    lanes = bool(data.parallel) and parse_mode(data.parallel).unit_lanes
+    known = ([i for i, a in enumerate(codec.axes) if a in codec.known_axes]
+             if next_coords and (lanes or not data.parallel) else [])
     # places rotate queries and keys on the known axes but time: attention sees where a token sits relative
     # to the one being predicted, so "the same place in an earlier frame" is one pattern for every place
     axes = [i for i, a in enumerate(codec.axes) if a in codec.known_axes and a != "frame"] if known or data.parallel else []
