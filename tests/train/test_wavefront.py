@@ -26,7 +26,8 @@ from vistok.tokenize.stream import StreamSpec, lane_steps, order_record, plan
 from vistok.train.config import DataConfig
 from vistok.train.data import _lane_docs, doc_row, record_docs
 from vistok.train.evaluate import evaluate, record_bits
-from vistok.train.sample import generate_lanes, sample_images
+from vistok.train.lanes import Forced, run_lanes
+from vistok.train.sample import sample_images
 from vistok.train.trainer import TrainConfig, train
 
 WAVEFRONT = StreamSpec.parse("canonical", "wavefront", None, 1024, 512)
@@ -158,9 +159,10 @@ def test_eval_bits_are_the_bits_of_the_sampler_forced_along_the_same_stream(phot
     data = DataConfig(datasets=["unused"], block_size=T, stride=S, parallel="wavefront", places=bool(local))
     (rb,) = record_bits(model, codec, [photo], data, "cpu")
     p = plan(codec, photo.meta, data.spec_for(T, S), np.random.default_rng(0))
-    toks, steps, bits = generate_lanes(model, codec, photo.meta, p, forced=photo, stride=S)
+    forced = Forced(codec, photo)
+    toks, steps = run_lanes(model, codec, photo.meta, p, forced, stride=S)
     assert np.array_equal(toks, photo.tokens) and steps == rb.steps
-    assert bits == pytest.approx(rb.bits, rel=1e-5)
+    assert forced.bits == pytest.approx(rb.bits, rel=1e-5)
 
 
 def test_what_wavefront_refuses_says_why():
@@ -178,7 +180,7 @@ def test_what_wavefront_refuses_says_why():
 
 
 @pytest.mark.slow
-def test_train_eval_and_sample_a_wavefront_run_whose_streams_ffmpeg_decodes(tmp_path):
+def test_train_eval_sample_and_compress_a_wavefront_run_whose_streams_ffmpeg_decodes(tmp_path):
     codec = AvcCodec(qp=32)
     ds = run_job(["sample"], tmp_path / "ds", codec, Preprocess(size=48, crops=1, seed=0), shard_size=8,
                  executor="local", quiet=True).folder
@@ -201,6 +203,12 @@ def test_train_eval_and_sample_a_wavefront_run_whose_streams_ffmpeg_decodes(tmp_
         y = np.frombuffer(frame.planes[0], np.uint8).reshape(frame.height, -1)[:48, :48]
         assert np.array_equal(y, codec.decoded_planes(rec)[0][0][:48, :48])  # FFmpeg's pixels are vistok's
         assert img is not None and img.shape == (48, 48, 3)
+    from vistok.shards.reader import Dataset
+    from vistok.train.compress import Coder
+
+    coder = Coder.load(tmp_path / "run")  # compress: range-coded files that give the records back
+    recs = [r for _, r in zip(range(2), Dataset(ds))]
+    assert [r.tokens.tolist() for r in coder.decompress(b for _, b in coder.compress(recs))] == [r.tokens.tolist() for r in recs]
 
 
 @pytest.mark.slow

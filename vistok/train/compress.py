@@ -64,6 +64,7 @@ from vistok.tokenize.stream import (
 from vistok.train.checkpoint import load_model
 from vistok.train.container import VERSION, Header, pack, unpack
 from vistok.train.data import DataConfig, check_coords, order_rng, order_seed, record_rng
+from vistok.train.lanes import Forced, run_lanes
 
 LANES = 8  # streams per forward pass, always (padded): the shapes, and so the logits, do not depend on the batch
 SUFFIX = ".vtkz"
@@ -88,16 +89,22 @@ def _probs(logits: np.ndarray) -> np.ndarray:
 class _Stream:
     """One record being coded: its grammar, its range coder, and (encoding) the tokens to code."""
 
-    def __init__(self, meta: dict, g: StreamGrammar, coder: Any, targets: np.ndarray | None, by_cell: bool = False):
+    def __init__(self, meta: dict, g: StreamGrammar, coder: Any, targets: np.ndarray | None, by_cell: bool = False,
+                 queues: dict[int, list[int]] | None = None):
         self.meta, self.g, self.coder, self.targets = meta, g, coder, targets
         self.by_cell = by_cell  # targets by cell, not in stream order (an order the model chooses as it goes)
+        self.queues = queues  # wavefront lanes: each cell's targets, in order (cells are coded lane by lane)
         self.n = 0  # tokens coded so far
+        self.tokens: np.ndarray | None = None  # wavefront lanes: the tokens decoded, in canonical order
 
-    def _target(self) -> int:
+    def _target(self, cell: int | None) -> int:
+        if self.queues is not None:
+            return self.queues[cell][0]
         return int(self.targets[self.g.plan.cells[self.n]] if self.by_cell else self.targets[self.n])
 
-    def code(self, logits: np.ndarray, allowed: np.ndarray) -> int:
-        """Encode the next target token, or decode one, under the softmax over the allowed tokens."""
+    def code(self, logits: np.ndarray, allowed: np.ndarray, cell: int | None = None) -> int:
+        """Encode the next target token (of `cell`, for wavefront lanes), or decode one, under the softmax over
+        the allowed tokens."""
         import constriction
 
         ids = np.flatnonzero(allowed)
@@ -106,18 +113,20 @@ class _Stream:
             raise CodecError("the grammar expects more tokens than the record holds")
         if ids.size == 1:  # certain: no bits
             tok = int(ids[0])
-            if encoding and tok != self._target():
-                raise CodecError(f"token {self._target()} is not allowed by the grammar here")
+            if encoding and tok != self._target(cell):
+                raise CodecError(f"token {self._target(cell)} is not allowed by the grammar here")
         else:
             model = constriction.stream.model.Categorical(_probs(logits[ids]), perfect=False)
             if encoding:
-                tok = self._target()
+                tok = self._target(cell)
                 sym = int(np.searchsorted(ids, tok))
                 if sym >= ids.size or ids[sym] != tok:
                     raise CodecError(f"token {tok} is not allowed by the grammar here")
                 self.coder.encode(sym, model)
             else:
                 tok = int(ids[int(self.coder.decode(model))])
+        if encoding and self.queues is not None:
+            self.queues[cell].pop(0)
         self.n += 1
         return tok
 
@@ -149,9 +158,6 @@ class Coder:
                              "a decoder would need it sent; compress works with orders a decoder can follow")
         check_parallel(codec, data.order, data.parallel)
         refuse_partial(data.parallel, "code")
-        if data.parallel and parse_mode(data.parallel).unit_lanes:
-            raise UsageError(f"run {run} predicts in wavefront lanes, which compress does not code yet (it codes "
-                             "token by token or group by group); `vistok eval` gives its bits, `vistok sample` its pictures")
         return cls(model, codec, data, run_checksum(model, codec, data), state.get("preprocess", {}),
                    state.get("geometry"), run_steps(data.parallel, steps, run))
 
@@ -210,8 +216,9 @@ class Coder:
                 raise UsageError(f"record {rec.key} carries stored orders; compress needs orders a decoder can follow")
             self._check_fits(rec.meta)
             p, targets, by_cell = self._encoding_plan(rec)
+            queues = Forced(self.codec, rec).queues if p.lanes is not None else None
             streams.append(_Stream(rec.meta, StreamGrammar(self.codec, rec.meta, p), constriction.stream.queue.RangeEncoder(),
-                                   targets, by_cell))
+                                   targets, by_cell, queues))
             head = Header(order_seed(rec.key), zlib.crc32(rec.tokens.astype(self.codec.vocab.dtype).tobytes()),
                           rec.key, rec.meta, rec.side, self.steps)
             headers.append(pack(self.checksum, head, self.reference, keep_meta))
@@ -257,7 +264,7 @@ class Coder:
         self._run(streams)
         out = []
         for s, head in zip(streams, heads):
-            toks = s.g.canonical().astype(self.codec.vocab.dtype)
+            toks = (s.g.canonical() if s.tokens is None else s.tokens).astype(self.codec.vocab.dtype)
             if zlib.crc32(toks.tobytes()) != head.crc:
                 raise CodecError("the decoded tokens do not match the file's checksum (a corrupted file, or a machine "
                                  "that computes the model's probabilities differently)")
@@ -293,7 +300,9 @@ class Coder:
 
     def _run(self, streams: list[_Stream]) -> None:
         with _one_thread(), torch.no_grad():
-            if self.data.parallel:
+            if self._mode is not None and self._mode.unit_lanes:
+                self._run_lanes(streams)
+            elif self.data.parallel:
                 self._run_groups(streams)
             else:
                 self._run_tokens(streams)
@@ -335,6 +344,15 @@ class Coder:
                 nxt[i] = s.g.next_input()
                 plc[i] = np.concatenate([s.g.next_place(), s.g.last_place])
             p += 1
+
+    def _run_lanes(self, streams: list[_Stream]) -> None:
+        """Wavefront lanes, a stream at a time, every lane of a wave a token per model step
+        (`vistok.train.lanes.run_lanes`), each coded in the order the lanes take them."""
+        for s in streams:
+            def pick(lane, logits, allowed, s=s):
+                return s.code(logits.double().numpy(), allowed, lane.cell)
+
+            s.tokens, _ = run_lanes(self.model, self.codec, s.meta, s.g.plan, pick, self.data.stride)
 
     def _run_groups(self, streams: list[_Stream]) -> None:
         """Group by group, in the windows training read the stream in (`GroupFeed`). `--parallel any`: LANES

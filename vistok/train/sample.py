@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from vistok.errors import CodecError, UsageError
-from vistok.nn.gpt import generate_groups, sample_token
+from vistok.nn.gpt import generate_groups
 from vistok.progress import Progress
 from vistok.record import TokenRecord
-from vistok.tokenize.base import BOS, FRAME, H264_FILE, PAD, Codec, first_frames, get_codec
+from vistok.tokenize.base import BOS, FRAME, H264_FILE, Codec, first_frames, get_codec
 from vistok.tokenize.orders import stored_key, units_to_tokens
 from vistok.tokenize.parallel import run_steps
 from vistok.tokenize.region import Region, parse_region
@@ -28,7 +28,8 @@ from vistok.tokenize.stream import (
     refuse_partial,
 )
 from vistok.train.checkpoint import load_model
-from vistok.train.data import DataConfig, check_coords, lane_context, open_datasets
+from vistok.train.data import DataConfig, check_coords, open_datasets
+from vistok.train.lanes import run_lanes, sampler
 
 
 class BatchGrammar:
@@ -142,7 +143,7 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
     streams, steps = [], 0
     if parallel and spec.parallel.unit_lanes:
         for p in plans:
-            toks, k, _ = generate_lanes(model, codec, meta, p, temperature, top_k, top_p, gen, stride=stride)
+            toks, k = run_lanes(model, codec, meta, p, sampler(temperature, top_k, top_p, gen), stride)
             streams.append(toks)
             steps += k
             if progress is not None:
@@ -171,112 +172,6 @@ def sample_images(model, codec: Codec, meta: dict, n: int, temperature: float = 
         frames, ok = decode_frames(codec, TokenRecord(f"sample-{i}", toks.astype(codec.vocab.dtype), dict(meta)))
         images.append(frames[0] if ok and not cut[i] else None)
     return images, [s.astype(codec.vocab.dtype) for s in streams], steps // max(1, n)
-
-
-class _Lane:
-    """One lane of a wavefront picture being sampled: its cells' grammar and its positions so far."""
-
-    def __init__(self, codec: Codec, meta: dict, cells: np.ndarray, wave: int, unit: int, local: bool):
-        self.g, self.local = StreamGrammar(codec, meta, Plan(cells)), local
-        self.pos = [self._position(PAD, self.g.next_input(), 1, self.g.next_place())]  # the start slot
-        self.wave, self.unit = wave, unit
-
-    @property
-    def done(self) -> bool:
-        return self.g.phase != "cells"
-
-    @property
-    def cell(self) -> int:
-        """The cell the lane's next token goes to."""
-        return int(self.g.plan.cells[self.g.i])
-
-    def _position(self, tok: int, coords: np.ndarray, query: int, key_place: np.ndarray) -> dict:
-        nxt = self.g.next_input() if self.g.phase == "cells" and not query else np.zeros_like(coords)
-        qp = self.g.next_place() if self.g.phase == "cells" or query else key_place
-        return {"idx": tok, "coords": coords, "next_coords": nxt, "query": query,
-                "places": np.concatenate([qp, key_place]) if self.local else None}
-
-    def take(self, tok: int) -> None:
-        coords = self.g.step(tok) + 1
-        self.pos.append(self._position(tok, coords, 0, self.g.last_place))
-
-
-@torch.no_grad()
-def generate_lanes(model, codec: Codec, meta: dict, p: Plan, temperature: float = 1.0, top_k: int | None = None,
-                   top_p: float | None = None, generator=None, forced: TokenRecord | None = None,
-                   stride: int = 0) -> tuple[np.ndarray, int, float]:
-    """Sample a wavefront picture (`--parallel wavefront`) -> (its tokens in canonical order, model steps, bits): wave
-    by wave, every lane of a wave one token per step, each from its own lane's prefix and the earlier waves,
-    in the rows training reads (`vistok.train.data._lane_docs`: a wave after the C positions before it, C from
-    the context and `stride`). The rows are run again each step (no KV cache: a step adds a token to each lane,
-    in the middle of a row), lanes that do not fit one row in several. `forced`: a record whose tokens are
-    taken instead of sampled, and `bits` is what the model gives them under the grammar (0 when sampling)."""
-    local, A = bool(model.cfg.neighbourhood), len(codec.axes)
-    bos = {"idx": BOS, "coords": np.zeros(A, np.int64), "next_coords": np.zeros(A, np.int64), "query": 0,
-           "places": np.full(4, -1, np.int64) if local else None}
-    done: list[tuple[dict, int, int]] = [(bos, -1, -1)]  # (position, wave, lane) of the finished waves
-    steps, dev, bits, T = 0, model.lm_head.weight.device, 0.0, model.cfg.block_size
-    lanes_all: list[_Lane] = []
-    if forced is not None:  # each cell's tokens, in order
-        tc = codec.layout(meta).token_cells(forced)
-        truth = {int(c): forced.tokens[tc == c].astype(np.int64).tolist() for c in np.unique(tc)}
-    for w in np.unique(p.groups):
-        units = p.lanes[p.groups == w]
-        lanes = [_Lane(codec, meta, p.cells[(p.groups == w) & (p.lanes == u)], int(w), int(u), local)
-                 for u in dict.fromkeys(units.tolist())]
-        base = done[:1] + done[1 + max(0, len(done) - 1 - lane_context(T, stride)) :]  # BOS, the last C positions
-        while not all(lane.done for lane in lanes):
-            at = {}  # lane -> (T, V) logits of its row and the index of its last position there
-            for chunk in _fit(base, [lane for lane in lanes if not lane.done], T):
-                row = base + [(q, lane.wave, lane.unit) for lane in chunk for q in lane.pos]
-                logits = _lane_logits(model, row, dev)
-                ends = np.cumsum([len(base)] + [len(lane.pos) for lane in chunk])[1:] - 1
-                at.update({id(lane): (logits, int(i)) for lane, i in zip(chunk, ends)})
-            for lane in lanes:
-                if lane.done:
-                    continue
-                logits, i = at[id(lane)]
-                q = logits[i : i + 1].float().masked_fill(~torch.from_numpy(lane.g.allowed().copy()).to(dev), float("-inf"))
-                if forced is None:
-                    lane.take(int(sample_token(q, temperature, top_k, top_p, generator)[0]))
-                    continue
-                tok = truth[lane.cell].pop(0)
-                bits -= float(torch.log_softmax(q[0], -1)[tok]) / np.log(2)
-                lane.take(tok)
-            steps += 1
-        done += [(q, lane.wave, lane.unit) for lane in lanes for q in lane.pos]
-        lanes_all += lanes
-    cells, toks = np.array([t for lane in lanes_all for t in lane.g.taken], np.int64).reshape(-1, 2).T
-    return toks[np.argsort(cells, kind="stable")], steps, bits
-
-
-def _fit(base: list, lanes: list[_Lane], T: int) -> list[list[_Lane]]:
-    """Lanes in runs that fit a row of T positions after `base` (they do not see each other, so any cut
-    gives the same logits)."""
-    out: list[list[_Lane]] = []
-    used = T
-    for lane in lanes:
-        if len(base) + len(lane.pos) > T:
-            raise CodecError(f"a sampled lane outgrew the context ({T} positions)")
-        if used + len(lane.pos) > T:
-            out.append([])
-            used = len(base)
-        out[-1].append(lane)
-        used += len(lane.pos)
-    return out
-
-
-def _lane_logits(model, row: list[tuple[dict, int, int]], dev) -> torch.Tensor:
-    """(T, V) the model's logits over a wavefront row of (position, wave, lane)."""
-    b = {k: torch.as_tensor(np.array([q[k] for q, _, _ in row]))[None].to(dev)
-         for k in ("idx", "coords", "next_coords", "query")}
-    b["groups"] = torch.tensor([[w for _, w, _ in row]], device=dev)
-    b["lane"] = torch.tensor([[u for _, _, u in row]], device=dev)
-    places = torch.as_tensor(np.stack([q["places"] for q, _, _ in row]))[None].to(dev) if model.cfg.neighbourhood else None
-    nxt = b["next_coords"] if model.cfg.next_axes else None
-    logits, _ = model(b["idx"], b["coords"], nxt, groups=b["groups"], query=b["query"], lane=b["lane"],
-                      doc_ids=torch.zeros_like(b["idx"]), places=places)
-    return logits[0]
 
 
 def decode_frames(codec: Codec, rec: TokenRecord) -> tuple[list[np.ndarray], int]:
