@@ -13,9 +13,10 @@ kinds of request are refused, with the reason:
 Group-parallel plans cut the order into groups predicted at once: randsac segments (`segments`), whole
 scales (`scales`; on clips a group per frame and scale, its FRAME separator in the frame's coarsest group),
 or with `any` a random order cut by a step schedule (`vistok.tokenize.schedule`), drawn per document in
-training and fixed by `--steps N` at test time. A wavefront plan (`ParallelMode.unit_lanes`) is in waves of
-units, a lane per unit, its cells of any length (`Plan.lanes`; rows: `vistok.train.data._lane_docs`). A long stream is read in windows of whole groups, each
-after as many earlier tokens as the row holds (`group_windows`).
+training and fixed by `--steps N` at test time. A long stream is read in windows of whole groups, each
+after as many earlier tokens as the row holds (`group_windows`). A wavefront plan (`ParallelMode.unit_lanes`)
+is in waves of units, a lane per unit, its cells of any length (`Plan.lanes`; rows:
+`vistok.train.data._lane_docs`).
 
 Orders and parallel modes are registered objects (`orders.Order`, `parallel.ParallelMode`): what a request
 needs, and why it is refused, is read from their declared traits, and `StreamSpec` is the checked request.
