@@ -1,9 +1,9 @@
 """Wavefront lanes, step by step (`--parallel wavefront`): every lane of a wave takes a token per model step,
 each from its own lane's prefix and the earlier waves, in the rows training reads
 (`vistok.train.data._lane_docs`). What each lane takes is a `pick`: a sampled token (`sampler`), a given one
-scored (`Forced`), or one a range coder encodes or decodes (`vistok.train.compress`). The rows are run again
-each step: no KV cache, as a step adds a token to each lane in the middle of a row; lanes that do not fit one
-row go in several, which changes no logit (they do not see each other)."""
+scored (`Forced`), or one a range coder encodes or decodes (`vistok.train.compress`). A wave's context (BOS
+and the positions of the earlier waves it sees) goes through the model once, into a KV cache; each step then
+runs the lanes' own positions only, as they see each other nowhere (`lane_mask`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from vistok.errors import CodecError
-from vistok.nn.gpt import sample_token
+from vistok.nn.gpt import KVCache, group_mask, sample_token
 from vistok.record import TokenRecord
 from vistok.tokenize.base import BOS, PAD, Codec
 from vistok.tokenize.stream import Plan, StreamGrammar
@@ -80,7 +80,7 @@ def run_lanes(model, codec: Codec, meta: dict, p: Plan, pick: Pick, stride: int 
     """A wavefront picture, wave by wave, a token of every lane per step -> (its tokens in canonical order, model
     steps). A wave is predicted after BOS and the C positions before it (`lane_context` of the model's context
     and `stride`), as training predicts it."""
-    local, A, T = bool(model.cfg.neighbourhood), len(codec.axes), model.cfg.block_size
+    local, A, T, dev = bool(model.cfg.neighbourhood), len(codec.axes), model.cfg.block_size, model.lm_head.weight.device
     bos = {"idx": BOS, "coords": np.zeros(A, np.int64), "next_coords": np.zeros(A, np.int64), "query": 0,
            "places": np.full(4, -1, np.int64) if local else None}
     done: list[tuple[dict, int, int]] = [(bos, -1, -1)]  # (position, wave, lane) of the finished waves
@@ -90,11 +90,19 @@ def run_lanes(model, codec: Codec, meta: dict, p: Plan, pick: Pick, stride: int 
         lanes = [Lane(codec, meta, p.cells[(p.groups == w) & (p.lanes == u)], int(w), int(u), local)
                  for u in dict.fromkeys(units.tolist())]
         base = done[:1] + done[1 + max(0, len(done) - 1 - lane_context(T, stride)) :]  # BOS, the last C positions
+        cache = KVCache(model.cfg, 1, len(base) + T, dev, model.lm_head.weight.dtype)
+        b = _batch(model, base)
+        groups, lane = b.pop("groups"), b.pop("lane")
+        model(**b, cache=cache, attn_mask=group_mask(torch.zeros_like(groups), groups, b["query"], lane=lane)[:, None])
         while not all(lane.done for lane in lanes):
             last = {}  # lane -> its (V,) logits
             for chunk in _fit(base, [lane for lane in lanes if not lane.done], T):
-                logits = _logits(model, base + [(q, lane.wave, lane.unit) for lane in chunk for q in lane.pos])
-                ends = np.cumsum([len(base)] + [len(lane.pos) for lane in chunk])[1:] - 1
+                b = _batch(model, [(q, lane.wave, lane.unit) for lane in chunk for q in lane.pos])
+                b.pop("groups")
+                seen = torch.ones(b["idx"].size(1), cache.pos, dtype=torch.bool, device=dev)  # all of the context
+                mask = torch.cat([seen, lane_mask(b.pop("lane")[0])], dim=1)
+                logits = model(**b, cache=cache, attn_mask=mask[None, None], store=0)[0][0]
+                ends = np.cumsum([0] + [len(lane.pos) for lane in chunk])[1:] - 1
                 last.update({id(lane): logits[int(i)] for lane, i in zip(chunk, ends)})
             for lane in lanes:
                 if not lane.done:
@@ -107,7 +115,8 @@ def run_lanes(model, codec: Codec, meta: dict, p: Plan, pick: Pick, stride: int 
 
 
 def _fit(base: list, lanes: list[Lane], T: int) -> list[list[Lane]]:
-    """Lanes in runs that fit a row of T positions after `base`."""
+    """Lanes in runs of at most T positions (the cache holds the context and T more); a lane that would not
+    fit a training row beside the context is refused, as training refuses it."""
     out: list[list[Lane]] = []
     used = T
     for lane in lanes:
@@ -115,21 +124,27 @@ def _fit(base: list, lanes: list[Lane], T: int) -> list[list[Lane]]:
             raise CodecError(f"a lane outgrew the context ({T} positions)")
         if used + len(lane.pos) > T:
             out.append([])
-            used = len(base)
+            used = 0
         out[-1].append(lane)
         used += len(lane.pos)
     return out
 
 
-def _logits(model, row: list[tuple[dict, int, int]]) -> torch.Tensor:
-    """(T, V) the model's logits over a wavefront row of (position, wave, lane)."""
+def lane_mask(lane: torch.Tensor) -> torch.Tensor:
+    """(P, P) which of a run of lanes' positions (`lane`: (P,) each one's lane) each sees: its own lane's, up to
+    itself."""
+    P = lane.size(0)
+    return (lane[:, None] == lane[None, :]) & torch.ones(P, P, dtype=torch.bool, device=lane.device).tril()
+
+
+def _batch(model, row: list[tuple[dict, int, int]]) -> dict[str, torch.Tensor]:
+    """The model's inputs for positions (position, wave, lane), batch of one, and their waves and lanes."""
     dev = model.lm_head.weight.device
-    b = {k: torch.as_tensor(np.array([q[k] for q, _, _ in row]))[None].to(dev)
-         for k in ("idx", "coords", "next_coords", "query")}
-    groups = torch.tensor([[w for _, w, _ in row]], device=dev)
-    lane = torch.tensor([[u for _, _, u in row]], device=dev)
-    places = torch.as_tensor(np.stack([q["places"] for q, _, _ in row]))[None].to(dev) if model.cfg.neighbourhood else None
-    nxt = b["next_coords"] if model.cfg.next_axes else None
-    logits, _ = model(b["idx"], b["coords"], nxt, groups=groups, query=b["query"], lane=lane,
-                      doc_ids=torch.zeros_like(b["idx"]), places=places)
-    return logits[0]
+    b = {k: torch.as_tensor(np.array([q[k] for q, _, _ in row]))[None].to(dev) for k in ("idx", "coords", "query")}
+    nxt = torch.as_tensor(np.array([q["next_coords"] for q, _, _ in row]))[None].to(dev)
+    b["next_coords"] = nxt if model.cfg.next_axes else None
+    b["groups"] = torch.tensor([[w for _, w, _ in row]], device=dev)
+    b["lane"] = torch.tensor([[u for _, _, u in row]], device=dev)
+    b["places"] = (torch.as_tensor(np.stack([q["places"] for q, _, _ in row]))[None].to(dev)
+                   if model.cfg.neighbourhood else None)
+    return b
