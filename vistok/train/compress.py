@@ -64,7 +64,7 @@ from vistok.tokenize.stream import (
 from vistok.train.checkpoint import load_model
 from vistok.train.container import VERSION, Header, pack, unpack
 from vistok.train.data import DataConfig, check_coords, order_rng, order_seed, record_rng
-from vistok.train.lanes import Forced, run_lanes
+from vistok.train.lanes import cell_queues, run_lanes
 
 LANES = 8  # streams per forward pass, always (padded): the shapes, and so the logits, do not depend on the batch
 SUFFIX = ".vtkz"
@@ -216,7 +216,7 @@ class Coder:
                 raise UsageError(f"record {rec.key} carries stored orders; compress needs orders a decoder can follow")
             self._check_fits(rec.meta)
             p, targets, by_cell = self._encoding_plan(rec)
-            queues = Forced(self.codec, rec).queues if p.lanes is not None else None
+            queues = cell_queues(self.codec, rec) if p.lanes is not None else None
             streams.append(_Stream(rec.meta, StreamGrammar(self.codec, rec.meta, p), constriction.stream.queue.RangeEncoder(),
                                    targets, by_cell, queues))
             head = Header(order_seed(rec.key), zlib.crc32(rec.tokens.astype(self.codec.vocab.dtype).tobytes()),

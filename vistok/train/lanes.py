@@ -60,12 +60,20 @@ def sampler(temperature: float = 1.0, top_k: int | None = None, top_p: float | N
     return pick
 
 
+def cell_queues(codec: Codec, record: TokenRecord) -> dict[int, list[int]]:
+    """Each cell's tokens of a record, in order: what the lanes take when they follow a given record."""
+    tc = codec.layout(record.meta).token_cells(record)
+    order = np.argsort(tc, kind="stable")
+    cells, starts = np.unique(tc[order], return_index=True)
+    parts = np.split(record.tokens[order].astype(np.int64), starts[1:])
+    return {int(c): part.tolist() for c, part in zip(cells, parts)}
+
+
 class Forced:
     """A pick that takes a record's own tokens and adds up the bits the model gives them under the grammar."""
 
     def __init__(self, codec: Codec, record: TokenRecord):
-        tc = codec.layout(record.meta).token_cells(record)
-        self.queues = {int(c): record.tokens[tc == c].astype(np.int64).tolist() for c in np.unique(tc)}
+        self.queues = cell_queues(codec, record)
         self.bits = 0.0
 
     def __call__(self, lane: Lane, logits: torch.Tensor, allowed: np.ndarray) -> int:
